@@ -1,0 +1,218 @@
+//! NATS JetStream edge: provisions the event stream, publishes with pipelined acks and
+//! backpressure, and opens the consumers the projector and the ingest's dedupe index read.
+
+mod publish;
+mod server;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+pub use async_nats;
+pub use publish::{Outgoing, PublishFailure, Published, Publisher};
+pub use server::{LocalNatsServer, ServerError, find_nats_server};
+
+/// Default stream name; every event subject `obs.>` lands in it.
+pub const DEFAULT_STREAM: &str = "OBSERVATORY";
+/// Header carrying the idempotency key (source, agency_incident_id, revision), so the
+/// ingest can rebuild its index by replaying headers only.
+pub const DEDUPE_HEADER: &str = "Obs-Dedupe";
+
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub url: String,
+    pub stream: String,
+    pub replicas: usize,
+    /// The server drops a repeated `Nats-Msg-Id` within this window. Longer-lived
+    /// idempotency is the ingest's and the projector's job (invariant 4).
+    pub duplicate_window: Duration,
+    /// Zero means unlimited: a rebuild needs all history (invariant 2).
+    pub max_age: Duration,
+    /// Publish acks in flight before `publish` waits (backpressure).
+    pub max_inflight: usize,
+}
+
+impl BusConfig {
+    pub fn new(url: impl Into<String>) -> BusConfig {
+        BusConfig {
+            url: url.into(),
+            stream: DEFAULT_STREAM.to_owned(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::ZERO,
+            max_inflight: 8192,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {source}; is nats-server running (with -js)?")]
+    Connect { url: String, source: async_nats::ConnectError },
+    #[error("cannot provision stream {stream}: {message}; check that JetStream is enabled (nats-server -js)")]
+    Stream { stream: String, message: String },
+    #[error("consumer {name} on stream {stream}: {message}")]
+    Consumer { stream: String, name: String, message: String },
+}
+
+/// A connected JetStream context with the event stream provisioned.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    config: BusConfig,
+}
+
+impl Bus {
+    pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("observatory")
+            .connect(&config.url)
+            .await
+            .map_err(|source| BusError::Connect { url: config.url.clone(), source })?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .max_ack_inflight(config.max_inflight)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let bus = Bus { client, jetstream, config };
+        bus.provision_stream().await?;
+        Ok(bus)
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.config.stream.clone(),
+            subjects: vec![format!("{}.>", observatory_model::SUBJECT_ROOT)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            num_replicas: self.config.replicas,
+            duplicate_window: self.config.duplicate_window,
+            max_age: self.config.max_age,
+            max_messages: -1,
+            max_bytes: -1,
+            discard: stream::DiscardPolicy::New,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
+    /// Creates the stream, or brings an existing one to the configured limits.
+    async fn provision_stream(&self) -> Result<(), BusError> {
+        let wanted = self.stream_config();
+        let err = |e: &dyn std::fmt::Display| BusError::Stream { stream: wanted.name.clone(), message: e.to_string() };
+        match self.jetstream.get_stream(&wanted.name).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(|e| err(&e))?;
+                let current = &info.config;
+                if current.duplicate_window != wanted.duplicate_window
+                    || current.max_age != wanted.max_age
+                    || current.num_replicas != wanted.num_replicas
+                {
+                    self.jetstream.update_stream(&wanted).await.map_err(|e| err(&e))?;
+                    tracing::info!(stream = %wanted.name, "stream limits updated");
+                }
+            }
+            Err(_) => {
+                self.jetstream.create_stream(wanted.clone()).await.map_err(|e| err(&e))?;
+                tracing::info!(stream = %wanted.name, "stream created");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn stream(&self) -> Result<stream::Stream, BusError> {
+        self.jetstream
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|e| BusError::Stream { stream: self.config.stream.clone(), message: e.to_string() })
+    }
+
+    /// Sequence of the newest message in the stream (0 when empty).
+    pub async fn last_sequence(&self) -> Result<u64, BusError> {
+        let mut stream = self.stream().await?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BusError::Stream { stream: self.config.stream.clone(), message: e.to_string() })?;
+        Ok(info.state.last_sequence)
+    }
+
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(self.jetstream.clone())
+    }
+
+    /// A durable pull consumer that starts right after `after_sequence`. Any consumer left
+    /// under the same name is replaced: the committed manifest, not the consumer's ack
+    /// floor, says where to resume (invariant 3).
+    pub async fn durable_from(
+        &self,
+        name: &str,
+        filter_subject: &str,
+        after_sequence: u64,
+    ) -> Result<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>, BusError> {
+        let err = |e: &dyn std::fmt::Display| BusError::Consumer {
+            stream: self.config.stream.clone(),
+            name: name.to_owned(),
+            message: e.to_string(),
+        };
+        let stream = self.stream().await?;
+        // Absent is fine; any other failure shows up in create below.
+        let _ = stream.delete_consumer(name).await;
+        let deliver_policy = if after_sequence == 0 {
+            jetstream::consumer::DeliverPolicy::All
+        } else {
+            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: after_sequence + 1 }
+        };
+        stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subject: filter_subject.to_owned(),
+                deliver_policy,
+                ack_policy: jetstream::consumer::AckPolicy::All,
+                // Acks come only after a flush commits; leave room for a full flush.
+                ack_wait: Duration::from_secs(300),
+                max_ack_pending: 2_000_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&e))
+    }
+
+    /// An ordered, ephemeral consumer over `filter_subject` from the first message,
+    /// optionally delivering headers only (cheap replays of idempotency keys).
+    pub async fn ordered_replay(
+        &self,
+        filter_subject: &str,
+        headers_only: bool,
+    ) -> Result<jetstream::consumer::pull::Ordered, BusError> {
+        let err = |e: &dyn std::fmt::Display| BusError::Consumer {
+            stream: self.config.stream.clone(),
+            name: "ordered replay".to_owned(),
+            message: e.to_string(),
+        };
+        let stream = self.stream().await?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: filter_subject.to_owned(),
+                headers_only,
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&e))?;
+        consumer.messages().await.map_err(|e| err(&e))
+    }
+}

@@ -1,0 +1,138 @@
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// Payload of `IncidentReported` v1: one revision of an agency's incident record, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentReported {
+    pub agency_incident_id: String,
+    pub revision: u32,
+    pub occurred_on: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_until: Option<NaiveDate>,
+    pub reported_on: NaiveDate,
+    pub iccs: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offence_code: Option<String>,
+    pub cyber: bool,
+    /// INSEE département code; `None` when the agency does not know it.
+    pub departement: Option<String>,
+    pub victim_type: VictimType,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_eur: Option<f64>,
+}
+
+/// Payload of `IncidentWithdrawn` v1: the incident stops counting until a later revision
+/// re-reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentWithdrawn {
+    pub agency_incident_id: String,
+    pub revision: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+            pub fn allowed() -> String {
+                [$($text),+].join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Who the victim is.
+    VictimType {
+        Individual => "individual",
+        Business => "business",
+        PublicBody => "public_body",
+        Unknown => "unknown",
+    }
+);
+
+string_enum!(
+    /// How the offender reached the victim.
+    Channel {
+        Email => "email",
+        Sms => "sms",
+        Phone => "phone",
+        SocialNetwork => "social_network",
+        Messaging => "messaging",
+        Website => "website",
+        Marketplace => "marketplace",
+        OnlineBanking => "online_banking",
+        Other => "other",
+        Unknown => "unknown",
+    }
+);
+
+/// INSEE codes of the 101 départements.
+pub const DEPARTEMENTS: [&str; 101] = [
+    "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15", "16", "17", "18",
+    "19", "2A", "2B", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34", "35",
+    "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53",
+    "54", "55", "56", "57", "58", "59", "60", "61", "62", "63", "64", "65", "66", "67", "68", "69", "70", "71",
+    "72", "73", "74", "75", "76", "77", "78", "79", "80", "81", "82", "83", "84", "85", "86", "87", "88", "89",
+    "90", "91", "92", "93", "94", "95", "971", "972", "973", "974", "976",
+];
+
+pub fn is_departement(code: &str) -> bool {
+    DEPARTEMENTS.contains(&code)
+}
+
+/// The idempotency key of a record: (source, agency_incident_id, revision), hashed to 128
+/// bits. It outlives the NATS duplicate window: the ingest and the projector both key on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DedupeKey(pub u128);
+
+impl DedupeKey {
+    pub fn new(source: &str, agency_incident_id: &str, revision: u32) -> DedupeKey {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(source.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(agency_incident_id.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&revision.to_le_bytes());
+        DedupeKey(hasher.digest128())
+    }
+
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+
+    pub fn from_hex(text: &str) -> Option<DedupeKey> {
+        (text.len() == 32).then(|| u128::from_str_radix(text, 16).ok().map(DedupeKey)).flatten()
+    }
+}
+
+/// 128-bit identity of an incident: (source, agency_incident_id). The NUL separator cannot
+/// occur in either part (validation forbids control characters).
+pub fn incident_hash(source: &str, agency_incident_id: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(source.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(agency_incident_id.as_bytes());
+    hasher.digest128()
+}

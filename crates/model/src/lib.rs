@@ -1,0 +1,28 @@
+//! The observatory's event model: the envelope every event travels in, the incident events
+//! agencies produce, and the validation that turns an agency's record into an event.
+//!
+//! Pure: no IO, no clock (callers pass `today`), no randomness except UUIDv7 generation
+//! in [`Envelope::new`].
+
+mod envelope;
+mod incident;
+mod validate;
+
+pub use envelope::{DecodeError, Envelope, Event, EventKind};
+pub use incident::{
+    Channel, DedupeKey, IncidentReported, IncidentWithdrawn, VictimType, DEPARTEMENTS, incident_hash, is_departement,
+};
+pub use validate::{validate_record, FieldError, ValidatedRecord, MAX_ID_LEN};
+
+/// Subject prefix of every event; the stream captures `obs.>`.
+pub const SUBJECT_ROOT: &str = "obs";
+
+/// Whether `source` is a valid agency id: it becomes a NATS subject token, a file name
+/// fragment and a query value, so it is kept to lowercase ASCII letters, digits, `-` and `_`.
+pub fn is_valid_source_id(source: &str) -> bool {
+    !source.is_empty()
+        && source.len() <= 32
+        && source
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}

@@ -1,0 +1,378 @@
+//! Turns one agency record (a JSON object, whatever the wire format was) into an event, or
+//! into the list of everything wrong with it. Every problem is reported, not just the first,
+//! so an agency fixes a record in one round trip.
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::envelope::Event;
+use crate::incident::{Channel, IncidentReported, IncidentWithdrawn, VictimType, is_departement};
+
+pub const MAX_ID_LEN: usize = 128;
+const MAX_TEXT_LEN: usize = 500;
+/// Earliest plausible occurrence date: catches swapped or truncated years.
+const EARLIEST: NaiveDate = NaiveDate::from_ymd_opt(1950, 1, 1).unwrap();
+
+/// One problem with one field of one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub error: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, error: impl Into<String>) -> FieldError {
+        FieldError { field: field.to_owned(), error: error.into() }
+    }
+}
+
+pub type ValidatedRecord = Event;
+
+const REPORT_FIELDS: &[&str] = &[
+    "agency_incident_id",
+    "revision",
+    "occurred_on",
+    "occurred_until",
+    "reported_on",
+    "iccs",
+    "offence_code",
+    "cyber",
+    "departement",
+    "victim_type",
+    "channel",
+    "loss_eur",
+    "withdrawn",
+];
+const WITHDRAW_FIELDS: &[&str] = &["agency_incident_id", "revision", "withdrawn", "reason"];
+
+/// Validates one record. `today` bounds `reported_on` (a report cannot come from the future;
+/// one day of slack absorbs time zones).
+pub fn validate_record(record: &Map<String, Value>, today: NaiveDate) -> Result<ValidatedRecord, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut fields = Fields { record, errors: &mut errors };
+    let withdrawn = fields.optional_bool("withdrawn").unwrap_or(false);
+    let allowed = if withdrawn { WITHDRAW_FIELDS } else { REPORT_FIELDS };
+    for (name, value) in record {
+        if allowed.contains(&name.as_str()) {
+            continue;
+        }
+        // CSV feeds mixing reports and withdrawals carry every column; empty cells are null.
+        if value.is_null() && (REPORT_FIELDS.contains(&name.as_str()) || WITHDRAW_FIELDS.contains(&name.as_str())) {
+            continue;
+        }
+        let why = if withdrawn && REPORT_FIELDS.contains(&name.as_str()) {
+            "not allowed on a withdrawal (send only agency_incident_id, revision, withdrawn, reason)".to_owned()
+        } else if name == "reason" {
+            "only allowed on a withdrawal (\"withdrawn\": true)".to_owned()
+        } else {
+            format!("unknown field; expected one of: {}", REPORT_FIELDS.join(", "))
+        };
+        fields.errors.push(FieldError::new(name, why));
+    }
+
+    let agency_incident_id = fields.identifier("agency_incident_id");
+    let revision = fields.revision();
+    if withdrawn {
+        let reason = fields.optional_text("reason", MAX_TEXT_LEN);
+        return match (agency_incident_id, revision) {
+            (Some(agency_incident_id), Some(revision)) if errors.is_empty() => {
+                Ok(Event::IncidentWithdrawn(IncidentWithdrawn { agency_incident_id, revision, reason }))
+            }
+            _ => Err(errors),
+        };
+    }
+
+    let occurred_on = fields.required_date("occurred_on");
+    let occurred_until = fields.optional_date("occurred_until");
+    let reported_on = fields.required_date("reported_on");
+    let iccs = fields.iccs();
+    let offence_code = fields.optional_text("offence_code", 64);
+    let cyber = fields.required_bool("cyber");
+    let departement = fields.departement();
+    let victim_type = fields.required_enum("victim_type", VictimType::parse, VictimType::allowed);
+    let channel = fields.required_enum("channel", Channel::parse, Channel::allowed);
+    let loss_eur = fields.loss();
+
+    if let Some(occurred) = occurred_on {
+        if occurred < EARLIEST {
+            errors.push(FieldError::new("occurred_on", format!("{occurred} is before {EARLIEST}; check the year")));
+        }
+        if occurred > today + chrono::Days::new(1) {
+            errors.push(FieldError::new("occurred_on", format!("{occurred} is in the future (today is {today})")));
+        }
+        if let Some(until) = occurred_until {
+            if until < occurred {
+                errors.push(FieldError::new("occurred_until", format!("{until} is before occurred_on {occurred}")));
+            }
+        }
+        if let Some(reported) = reported_on {
+            if reported < occurred {
+                errors.push(FieldError::new("reported_on", format!("{reported} is before occurred_on {occurred}")));
+            }
+        }
+    }
+    if let Some(reported) = reported_on {
+        if reported > today + chrono::Days::new(1) {
+            errors.push(FieldError::new("reported_on", format!("{reported} is in the future (today is {today})")));
+        }
+    }
+
+    match (agency_incident_id, revision, occurred_on, reported_on, iccs, cyber, departement, victim_type, channel) {
+        (Some(id), Some(revision), Some(occurred_on), Some(reported_on), Some(iccs), Some(cyber), Some(dep), Some(vt), Some(ch))
+            if errors.is_empty() =>
+        {
+            Ok(Event::IncidentReported(IncidentReported {
+                agency_incident_id: id,
+                revision,
+                occurred_on,
+                occurred_until,
+                reported_on,
+                iccs,
+                offence_code,
+                cyber,
+                departement: dep,
+                victim_type: vt,
+                channel: ch,
+                loss_eur,
+            }))
+        }
+        _ => Err(errors),
+    }
+}
+
+struct Fields<'a> {
+    record: &'a Map<String, Value>,
+    errors: &'a mut Vec<FieldError>,
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Fields<'_> {
+    /// The value of a field, treating JSON null like absence.
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.record.get(name).filter(|v| !v.is_null())
+    }
+
+    fn fail<T>(&mut self, name: &str, error: impl Into<String>) -> Option<T> {
+        self.errors.push(FieldError::new(name, error));
+        None
+    }
+
+    fn missing<T>(&mut self, name: &str) -> Option<T> {
+        self.fail(name, "required")
+    }
+
+    fn identifier(&mut self, name: &str) -> Option<String> {
+        match self.get(name) {
+            None => self.missing(name),
+            Some(Value::String(s)) if s.trim().is_empty() => self.fail(name, "must not be empty"),
+            Some(Value::String(s)) if s.len() > MAX_ID_LEN => {
+                self.fail(name, format!("{} bytes long; at most {MAX_ID_LEN}", s.len()))
+            }
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                self.fail(name, "contains a control character")
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
+        }
+    }
+
+    fn revision(&mut self) -> Option<u32> {
+        match self.get("revision") {
+            None => Some(1),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(r) if r >= 1 && r <= u64::from(u32::MAX) => Some(r as u32),
+                _ => self.fail("revision", format!("expected an integer ≥ 1, got {n}")),
+            },
+            Some(other) => self.fail("revision", format!("expected an integer ≥ 1, got {}", type_name(other))),
+        }
+    }
+
+    fn date(&mut self, name: &str, value: &Value) -> Option<NaiveDate> {
+        match value {
+            Value::String(s) => match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+                Ok(d) if s.len() == 10 => Some(d),
+                _ => self.fail(name, format!("'{s}' is not a date in the form YYYY-MM-DD")),
+            },
+            other => self.fail(name, format!("expected a date string YYYY-MM-DD, got {}", type_name(other))),
+        }
+    }
+
+    fn required_date(&mut self, name: &str) -> Option<NaiveDate> {
+        match self.get(name).cloned() {
+            None => self.missing(name),
+            Some(value) => self.date(name, &value),
+        }
+    }
+
+    fn optional_date(&mut self, name: &str) -> Option<NaiveDate> {
+        let value = self.get(name).cloned()?;
+        self.date(name, &value)
+    }
+
+    fn optional_bool(&mut self, name: &str) -> Option<bool> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => self.fail(name, format!("expected true or false, got {}", type_name(other))),
+        }
+    }
+
+    fn required_bool(&mut self, name: &str) -> Option<bool> {
+        if self.get(name).is_none() {
+            return self.missing(name);
+        }
+        self.optional_bool(name)
+    }
+
+    fn optional_text(&mut self, name: &str, max: usize) -> Option<String> {
+        match self.get(name) {
+            None => None,
+            Some(Value::String(s)) if s.len() > max => self.fail(name, format!("{} bytes long; at most {max}", s.len())),
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
+        }
+    }
+
+    fn iccs(&mut self) -> Option<String> {
+        match self.get("iccs") {
+            None => self.missing("iccs"),
+            Some(Value::String(s)) if (2..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(s.clone())
+            }
+            Some(Value::String(s)) => {
+                self.fail("iccs", format!("'{s}' is not an ICCS code (2 to 6 digits, e.g. \"0903\")"))
+            }
+            Some(other) => self.fail("iccs", format!("expected a string of 2 to 6 digits, got {}", type_name(other))),
+        }
+    }
+
+    /// `Some(None)` is a valid "unknown département".
+    fn departement(&mut self) -> Option<Option<String>> {
+        match self.get("departement") {
+            None => Some(None),
+            Some(Value::String(s)) if is_departement(s) => Some(Some(s.clone())),
+            Some(Value::String(s)) => self.fail(
+                "departement",
+                format!("'{s}' is not an INSEE département code (\"01\"..\"95\", \"2A\", \"2B\", \"971\"..\"976\"; null when unknown)"),
+            ),
+            Some(other) => self.fail("departement", format!("expected a string or null, got {}", type_name(other))),
+        }
+    }
+
+    fn required_enum<T>(&mut self, name: &str, parse: fn(&str) -> Option<T>, allowed: fn() -> String) -> Option<T> {
+        match self.get(name) {
+            None => self.fail(name, format!("required (one of: {}; use \"unknown\" when not known)", allowed())),
+            Some(Value::String(s)) => match parse(s) {
+                Some(v) => Some(v),
+                None => self.fail(name, format!("'{s}' is not one of: {}", allowed())),
+            },
+            Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
+        }
+    }
+
+    fn loss(&mut self) -> Option<f64> {
+        match self.get("loss_eur") {
+            None => None,
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if x.is_finite() && x >= 0.0 && x < 1e13 => Some(x),
+                _ => self.fail("loss_eur", format!("expected an amount ≥ 0 in euros, got {n}")),
+            },
+            Some(other) => self.fail("loss_eur", format!("expected a number, got {}", type_name(other))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2025, 6, 1).unwrap()
+    }
+
+    fn check(value: Value) -> Result<Event, Vec<FieldError>> {
+        validate_record(value.as_object().unwrap(), today())
+    }
+
+    fn example() -> Value {
+        json!({"agency_incident_id":"PN-2024-000123","revision":1,"occurred_on":"2024-03-05","reported_on":"2024-03-07",
+               "offence_code":"323-1","iccs":"0903","cyber":true,"departement":"75","victim_type":"individual",
+               "channel":"email","loss_eur":1250.5})
+    }
+
+    #[test]
+    fn the_issue_example_is_valid() {
+        let Event::IncidentReported(r) = check(example()).unwrap() else { panic!("not a report") };
+        assert_eq!(r.iccs, "0903");
+        assert_eq!(r.departement.as_deref(), Some("75"));
+        assert_eq!(r.loss_eur, Some(1250.5));
+    }
+
+    #[test]
+    fn revision_defaults_to_one_and_departement_may_be_null() {
+        let mut v = example();
+        v.as_object_mut().unwrap().remove("revision");
+        v["departement"] = Value::Null;
+        let event = check(v).unwrap();
+        assert_eq!(event.revision(), 1);
+        let Event::IncidentReported(r) = event else { panic!() };
+        assert_eq!(r.departement, None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let mut v = example();
+        v["revision"] = json!(0);
+        v["departement"] = json!("20");
+        v["channel"] = json!("pigeon");
+        v["reported_on"] = json!("2024-03-01");
+        v["colour"] = json!("red");
+        let errors = check(v).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields.len(), 5, "{errors:?}");
+        for f in ["revision", "departement", "channel", "reported_on", "colour"] {
+            assert!(fields.contains(&f), "{f} missing from {errors:?}");
+        }
+    }
+
+    #[test]
+    fn withdrawal_takes_only_its_own_fields() {
+        let ok = check(json!({"agency_incident_id":"X","revision":2,"withdrawn":true,"reason":"duplicate"})).unwrap();
+        assert!(matches!(ok, Event::IncidentWithdrawn(_)));
+        let err = check(json!({"agency_incident_id":"X","revision":2,"withdrawn":true,"iccs":"0903"})).unwrap_err();
+        assert_eq!(err[0].field, "iccs");
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let mut v = example();
+        v["cyber"] = json!("yes");
+        v["loss_eur"] = json!(-3);
+        v["iccs"] = json!(903);
+        let errors = check(v).unwrap_err();
+        assert!(errors.iter().any(|e| e.field == "cyber" && e.error.contains("true or false")));
+        assert!(errors.iter().any(|e| e.field == "loss_eur"));
+        assert!(errors.iter().any(|e| e.field == "iccs" && e.error.contains("a number")));
+    }
+
+    #[test]
+    fn dates_are_strict() {
+        for bad in ["2024-3-5", "05/03/2024", "2024-02-30", "2030-01-01"] {
+            let mut v = example();
+            v["occurred_on"] = json!(bad);
+            assert!(check(v).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+use bytes::Bytes;
+use object_store::path::Path;
+
+use crate::{Manifest, Store, StoreError};
+
+/// One named projection (e.g. `incidents`) and its versions in the store.
+#[derive(Clone, Debug)]
+pub struct Projection {
+    store: Store,
+    name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another projector committed this sequence first: this one must stop and reload.
+    #[error("a manifest for sequence {sequence} of {projection} v{version} already exists; another projector is writing the same version")]
+    Conflict { projection: String, version: u32, sequence: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Projection {
+    pub fn new(store: Store, name: &str) -> Projection {
+        Projection { store, name: name.to_owned() }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn root(&self) -> String {
+        format!("projections/{}", self.name)
+    }
+
+    pub fn version_root(&self, version: u32) -> String {
+        format!("{}/v{version}", self.root())
+    }
+
+    /// Absolute object path of a file named relative to a version root.
+    pub fn object_path(&self, version: u32, relative: &str) -> Path {
+        Path::from(format!("{}/{relative}", self.version_root(version)))
+    }
+
+    fn manifests_prefix(&self, version: u32) -> Path {
+        Path::from(format!("{}/manifests", self.version_root(version)))
+    }
+
+    fn current_path(&self) -> Path {
+        Path::from(format!("{}/CURRENT", self.root()))
+    }
+
+    /// The version that serves readers, if any was ever switched to.
+    pub async fn current_version(&self) -> Result<Option<u32>, StoreError> {
+        let path = self.current_path();
+        let Some(bytes) = self.store.get(&path).await? else { return Ok(None) };
+        let text = String::from_utf8_lossy(&bytes);
+        let version = text.trim().strip_prefix('v').and_then(|v| v.parse().ok()).ok_or_else(|| StoreError::Invalid {
+            path: path.to_string(),
+            message: format!("expected 'v<number>', found '{}'", text.trim()),
+        })?;
+        Ok(Some(version))
+    }
+
+    /// Points readers at `version`: one small overwrite, atomic on every backend.
+    pub async fn set_current(&self, version: u32) -> Result<(), StoreError> {
+        self.store.put(&self.current_path(), Bytes::from(format!("v{version}\n"))).await
+    }
+
+    /// Every version present in the store, ascending.
+    pub async fn versions(&self) -> Result<Vec<u32>, StoreError> {
+        let mut versions: Vec<u32> = self
+            .store
+            .list(&Path::from(self.root()))
+            .await?
+            .iter()
+            .filter_map(|meta| {
+                let mut parts = meta.location.parts();
+                let _projections = parts.next()?;
+                let _name = parts.next()?;
+                parts.next()?.as_ref().strip_prefix('v')?.parse().ok()
+            })
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        Ok(versions)
+    }
+
+    /// Sequences of all committed manifests of a version, newest first.
+    pub async fn manifest_sequences(&self, version: u32) -> Result<Vec<u64>, StoreError> {
+        let mut sequences: Vec<u64> = self
+            .store
+            .list(&self.manifests_prefix(version))
+            .await?
+            .iter()
+            .filter_map(|meta| Manifest::sequence_of_file_name(meta.location.filename()?))
+            .collect();
+        sequences.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(sequences)
+    }
+
+    pub async fn manifest(&self, version: u32, sequence: u64) -> Result<Option<Manifest>, StoreError> {
+        let path = Path::from(format!("{}/{}", self.manifests_prefix(version), Manifest::file_name(sequence)));
+        let Some(bytes) = self.store.get(&path).await? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| StoreError::Manifest { path: path.to_string(), source })
+    }
+
+    /// The newest committed manifest of a version.
+    pub async fn newest_manifest(&self, version: u32) -> Result<Option<Manifest>, StoreError> {
+        match self.manifest_sequences(version).await?.first() {
+            Some(&sequence) => self.manifest(version, sequence).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The newest manifest of the serving version.
+    pub async fn serving_manifest(&self) -> Result<Option<Manifest>, StoreError> {
+        match self.current_version().await? {
+            Some(version) => self.newest_manifest(version).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Commits a flush: the manifest is written create-only, so of two writers only one
+    /// commits a given sequence. Data files must already be written.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<(), CommitError> {
+        let path =
+            Path::from(format!("{}/{}", self.manifests_prefix(manifest.version), Manifest::file_name(manifest.last_sequence)));
+        let body = serde_json::to_vec_pretty(manifest).expect("manifests serialise");
+        match self.store.put_create(&path, Bytes::from(body)).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::AlreadyExists { .. }) => Err(CommitError::Conflict {
+                projection: self.name.clone(),
+                version: manifest.version,
+                sequence: manifest.last_sequence,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Keeps the newest `keep` manifests of a version and deletes older ones, then deletes
+    /// data files that no kept manifest names (superseded by compaction, or orphans of a
+    /// flush that crashed before its manifest). Readers holding an older manifest have
+    /// `keep` flushes of grace.
+    pub async fn collect_garbage(&self, version: u32, keep: usize) -> Result<usize, StoreError> {
+        let sequences = self.manifest_sequences(version).await?;
+        if sequences.is_empty() {
+            return Ok(0);
+        }
+        let mut live = std::collections::HashSet::new();
+        for &sequence in sequences.iter().take(keep.max(1)) {
+            if let Some(manifest) = self.manifest(version, sequence).await? {
+                for files in manifest.tables.values() {
+                    live.extend(files.iter().map(|f| self.object_path(version, &f.path)));
+                }
+            }
+        }
+        let mut deleted = 0;
+        for &sequence in sequences.iter().skip(keep.max(1)) {
+            let path = Path::from(format!("{}/{}", self.manifests_prefix(version), Manifest::file_name(sequence)));
+            self.store.delete(&path).await?;
+            deleted += 1;
+        }
+        let data_prefix = Path::from(format!("{}/data", self.version_root(version)));
+        for meta in self.store.list(&data_prefix).await? {
+            // A file whose range ends after the newest commit may belong to a flush in
+            // progress; leave it to a later pass.
+            let in_progress = meta
+                .location
+                .filename()
+                .and_then(|name| name.strip_suffix(".parquet"))
+                .and_then(|stem| stem.split_once('-'))
+                .and_then(|(_, last)| last.parse::<u64>().ok())
+                .is_none_or(|last| last > sequences[0]);
+            if !live.contains(&meta.location) && !in_progress {
+                self.store.delete(&meta.location).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
