@@ -146,14 +146,17 @@ struct Fields<'a> {
     errors: &'a mut Vec<FieldError>,
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// Names the JSON type of a value, quoting short strings: CSV cells arrive as strings, and
+/// "got a string (\"yes\")" tells the agency which cell to fix.
+fn type_name(value: &Value) -> String {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) if s.chars().count() <= 40 => format!("a string ({s:?})"),
+        Value::String(_) => "a long string".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
     }
 }
 

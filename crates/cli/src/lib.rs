@@ -1,0 +1,6 @@
+//! The pieces of the `observatory` binary, as a library so integration tests and the
+//! benchmark can reuse the wiring.
+
+pub mod config;
+pub mod demo;
+pub mod serve;

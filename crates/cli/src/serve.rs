@@ -1,0 +1,205 @@
+//! Wiring of the services: which parts run in this process, on which address.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use indicatif::{ProgressBar, ProgressStyle};
+use observatory_bus::{Bus, LocalNatsServer};
+use observatory_ingest::{AgencyRegistry, DedupeIndex, IngestConfig, IngestState};
+use observatory_projector::{INCIDENTS, ProjectorConfig};
+use observatory_query::{CountsEngine, QueryConfig, QueryState};
+use observatory_store::{Projection, Store};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Global;
+
+/// The nats-server `up` started, if any; stopped (and its URL file removed) on drop.
+struct OwnedNats {
+    _server: LocalNatsServer,
+    url_file: std::path::PathBuf,
+}
+
+impl Drop for OwnedNats {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.url_file);
+    }
+}
+
+async fn connect(global: &Global, url: String) -> Result<Bus> {
+    Bus::connect(global.bus_config(url)).await.context("connecting to NATS JetStream")
+}
+
+fn projection(global: &Global) -> Result<Projection> {
+    let store = Store::open(&global.store_location())?;
+    Ok(Projection::new(store, INCIDENTS))
+}
+
+fn projector_config(global: &Global) -> ProjectorConfig {
+    ProjectorConfig { flush_interval: Duration::from_millis(global.flush_interval_ms.max(10)), ..Default::default() }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn ingest_part(global: &Global, bus: &Bus) -> Result<(Router, Arc<IngestState>)> {
+    let registry = AgencyRegistry::open(&global.agencies_path())?;
+    let state = Arc::new(IngestState::new(registry, bus.publisher(), Arc::new(DedupeIndex::new())));
+    let router = observatory_ingest::router(state.clone(), &IngestConfig { max_body_bytes: global.max_body_bytes });
+    let loader = state.clone();
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        match loader.index().load_from_stream(&bus).await {
+            Ok(events) => {
+                info!(events, keys = loader.index().len(), "idempotency index loaded; ingest ready");
+                loader.mark_ready();
+            }
+            Err(error) => tracing::error!(%error, "cannot load the idempotency index; ingest stays unavailable"),
+        }
+    });
+    Ok((router, state))
+}
+
+fn query_part(global: &Global) -> Result<Router> {
+    let state = Arc::new(QueryState {
+        engine: CountsEngine::new(projection(global)?),
+        config: QueryConfig { max_wait: Duration::from_millis(global.query_wait_ms) },
+    });
+    Ok(observatory_query::router(state))
+}
+
+fn health(ingest: Option<Arc<IngestState>>) -> Router {
+    Router::new().route(
+        "/health",
+        get(move || {
+            let ingest = ingest.clone();
+            async move {
+                match ingest {
+                    Some(state) if !state.is_ready() => {
+                        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "starting", "ingest": "loading idempotency index"})))
+                            .into_response()
+                    }
+                    _ => axum::Json(json!({"status": "ok"})).into_response(),
+                }
+            }
+        }),
+    )
+}
+
+async fn serve_http(global: &Global, app: Router, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
+    let listener =
+        tokio::net::TcpListener::bind(&global.http).await.with_context(|| format!("cannot listen on {}", global.http))?;
+    let address = listener.local_addr()?;
+    info!(%address, "listening");
+    eprintln!("observatory listening on http://{address}  (try: curl 'http://{address}/v1/incidents/counts?by=year')");
+    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    Ok(())
+}
+
+pub async fn up(global: &Global) -> Result<()> {
+    std::fs::create_dir_all(&global.data_dir)
+        .with_context(|| format!("cannot create data dir {}", global.data_dir.display()))?;
+    let (url, _owned) = match &global.nats_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let server = LocalNatsServer::start(&global.data_dir.join("nats"), 0)?;
+            let url = server.url();
+            std::fs::write(global.nats_url_file(), &url)?;
+            info!(%url, pid = server.pid(), "started nats-server");
+            (url, Some(OwnedNats { _server: server, url_file: global.nats_url_file() }))
+        }
+    };
+    let bus = connect(global, url).await?;
+    let projection = projection(global)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut projector = {
+        let (bus, projection, config) = (bus.clone(), projection.clone(), projector_config(global));
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            observatory_projector::run(&bus, &projection, &config, async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+        })
+    };
+    let (ingest_router, ingest_state) = ingest_part(global, &bus)?;
+    let app = Router::new().merge(ingest_router).merge(query_part(global)?).merge(health(Some(ingest_state)));
+
+    let mut http_stop = stop_rx.clone();
+    let http = {
+        let global = global.clone();
+        tokio::spawn(async move {
+            serve_http(&global, app, async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+        })
+    };
+    let projector_result = tokio::select! {
+        _ = termination() => None,
+        result = &mut projector => Some(result),
+    };
+    let _ = stop_tx.send(true);
+    http.await??;
+    let result = match projector_result {
+        Some(result) => result,
+        None => projector.await,
+    };
+    result?.context("projector stopped")?;
+    info!("stopped");
+    Ok(())
+}
+
+pub async fn ingest_only(global: &Global) -> Result<()> {
+    let bus = connect(global, global.resolved_nats_url()).await?;
+    let (router, state) = ingest_part(global, &bus)?;
+    serve_http(global, router.merge(health(Some(state))), termination()).await
+}
+
+pub async fn query_only(global: &Global) -> Result<()> {
+    serve_http(global, query_part(global)?.merge(health(None)), termination()).await
+}
+
+pub async fn project_only(global: &Global) -> Result<()> {
+    let bus = connect(global, global.resolved_nats_url()).await?;
+    observatory_projector::run(&bus, &projection(global)?, &projector_config(global), termination()).await?;
+    Ok(())
+}
+
+pub async fn rebuild(global: &Global) -> Result<()> {
+    let bus = connect(global, global.resolved_nats_url()).await?;
+    let projection = projection(global)?;
+    let total = bus.last_sequence().await?;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} rebuild [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
+            .expect("valid template"),
+    );
+    let config = ProjectorConfig { max_pending: 1_000_000, ..projector_config(global) };
+    let (version, sequence) = observatory_projector::rebuild(&bus, &projection, &config, |progress| {
+        bar.set_position(progress.applied_sequence);
+    })
+    .await?;
+    bar.finish_and_clear();
+    let manifest = projection.newest_manifest(version).await?;
+    let counted = manifest.as_ref().and_then(|m| m.stats.get("incidents_counted").copied()).unwrap_or(0);
+    println!("rebuilt {INCIDENTS} v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}");
+    Ok(())
+}

@@ -1,0 +1,221 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use chrono::Utc;
+use observatory_bus::{Outgoing, Publisher};
+use observatory_model::{DedupeKey, Envelope, validate_record};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::agencies::AgencyRegistry;
+use crate::dedupe::DedupeIndex;
+use crate::parse::{Format, parse_body};
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Requests with a larger body get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { max_body_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+pub struct IngestState {
+    registry: AgencyRegistry,
+    publisher: Publisher,
+    index: Arc<DedupeIndex>,
+    ready: AtomicBool,
+}
+
+impl IngestState {
+    /// Not ready until [`mark_ready`](Self::mark_ready): the dedupe index must be loaded
+    /// before a resubmission can be recognised.
+    pub fn new(registry: AgencyRegistry, publisher: Publisher, index: Arc<DedupeIndex>) -> IngestState {
+        IngestState { registry, publisher, index, ready: AtomicBool::new(false) }
+    }
+
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn index(&self) -> &DedupeIndex {
+        &self.index
+    }
+}
+
+/// One problem of one record. `field` is null when the record could not be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub line: u64,
+    pub field: Option<String>,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestSummary {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: Vec<Rejection>,
+    /// Highest stream sequence of this batch's accepted events; pass it as `min_sequence`
+    /// to the query to read your own writes. Null when nothing new was accepted.
+    pub last_sequence: Option<u64>,
+}
+
+pub fn router(state: Arc<IngestState>, config: &IngestConfig) -> Router {
+    Router::new()
+        .route("/v1/incidents", post(post_incidents))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut response = (status, Json(json!({"error": message.into(), "status": status.as_u16()}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"observatory\""));
+    }
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, Response> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "missing Authorization header; send 'Authorization: Bearer <token>' with the token from `observatory agency add`"))?;
+    let text = value.to_str().map_err(|_| error(StatusCode::UNAUTHORIZED, "Authorization header is not ASCII"))?;
+    text.strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Authorization must be 'Bearer <token>'"))
+}
+
+#[tracing::instrument(name = "ingest", skip_all, fields(source, records, accepted, duplicates, rejected))]
+async fn post_incidents(
+    State(state): State<Arc<IngestState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !state.is_ready() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "ingest is starting (loading its idempotency index from the stream); retry in a few seconds");
+    }
+    let token = match bearer(&headers) {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    let Some(agency) = state.registry.authenticate(token) else {
+        return error(StatusCode::UNAUTHORIZED, "unknown token; ask the observatory for a token with `observatory agency add <ID>`");
+    };
+    let span = tracing::Span::current();
+    span.record("source", agency.id.as_str());
+
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(format) = Format::from_content_type(content_type) else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Type '{content_type}'; use application/x-ndjson, application/json (an array) or text/csv"),
+        );
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "request body is over the size limit; split the feed into smaller batches");
+        }
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    let records = match parse_body(format, &body) {
+        Ok(records) => records,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    span.record("records", records.len());
+
+    let today = Utc::now().date_naive();
+    let recorded_at = Utc::now();
+    let mut rejected = Vec::new();
+    let mut candidates = Vec::with_capacity(records.len());
+    for parsed in records {
+        let record = match parsed.record {
+            Ok(record) => record,
+            Err(message) => {
+                rejected.push(Rejection { line: parsed.line, field: None, error: message });
+                continue;
+            }
+        };
+        match validate_record(&record, today) {
+            Ok(event) => {
+                let key = DedupeKey::new(&agency.id, event.agency_incident_id(), event.revision());
+                candidates.push((parsed.line, key, event));
+            }
+            Err(errors) => rejected.extend(
+                errors.into_iter().map(|e| Rejection { line: parsed.line, field: Some(e.field), error: e.error }),
+            ),
+        }
+    }
+
+    let keys: Vec<DedupeKey> = candidates.iter().map(|(_, key, _)| *key).collect();
+    let claimed = state.index.claim(&keys);
+    let mut duplicates = claimed.iter().filter(|c| !**c).count() as u64;
+    let mut lines = Vec::new();
+    let mut claimed_keys = Vec::new();
+    let outgoing: Vec<Outgoing> = candidates
+        .into_iter()
+        .zip(claimed)
+        .filter(|(_, claimed)| *claimed)
+        .map(|((line, key, event), _)| {
+            lines.push(line);
+            claimed_keys.push(key);
+            let envelope = Envelope::new(&event, &agency.id, recorded_at);
+            Outgoing {
+                subject: envelope.subject(),
+                message_id: envelope.event_id.to_string(),
+                dedupe: key.to_hex(),
+                payload: Bytes::from(envelope.to_bytes()),
+            }
+        })
+        .collect();
+
+    let results = state.publisher.publish_all(outgoing).await;
+    let mut accepted = 0u64;
+    let mut last_sequence = None;
+    let mut failed = Vec::new();
+    let mut release = Vec::new();
+    for ((result, line), key) in results.into_iter().zip(lines).zip(claimed_keys) {
+        match result {
+            Ok(published) if published.duplicate => duplicates += 1,
+            Ok(published) => {
+                accepted += 1;
+                last_sequence = last_sequence.max(Some(published.sequence));
+            }
+            Err(failure) => {
+                release.push(key);
+                failed.push(json!({"line": line, "error": failure.to_string()}));
+            }
+        }
+    }
+    state.index.release(&release);
+    span.record("accepted", accepted);
+    span.record("duplicates", duplicates);
+    span.record("rejected", rejected.len());
+
+    let summary = IngestSummary { accepted, duplicates, rejected, last_sequence };
+    if failed.is_empty() {
+        return Json(summary).into_response();
+    }
+    tracing::error!(failed = failed.len(), "publishes not acknowledged");
+    let mut body = serde_json::to_value(&summary).expect("summary serialises");
+    body["error"] = json!("some accepted records were not acknowledged by JetStream and were not stored; resend the batch (records already stored will be reported as duplicates)");
+    body["status"] = json!(503);
+    body["failed"] = json!(failed);
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}

