@@ -120,7 +120,11 @@ impl CountsEngine {
                 frames.push(self.load(manifest.version, file).await?.lazy());
             }
         }
-        let frame = aggregate(frames, request)?;
+        // Polars computes on its own threads and blocks: keep it off the async workers.
+        let request = request.clone();
+        let frame = tokio::task::spawn_blocking(move || aggregate(frames, &request))
+            .await
+            .map_err(|e| QueryError::Compute(format!("aggregation task failed: {e}")))??;
         Ok(CountsAnswer { as_of, frame })
     }
 }
@@ -174,17 +178,18 @@ pub fn aggregate(frames: Vec<LazyFrame>, request: &CountsRequest) -> Result<Data
     let keys: Vec<Expr> = request.by.iter().map(|d| col(d.name())).collect();
     let grouped = if keys.is_empty() { frame.select(sums) } else { frame.group_by(keys.clone()).agg(sums) };
     let by_names: Vec<PlSmallStr> = request.by.iter().map(|d| PlSmallStr::from(d.name())).collect();
-    let mut out = grouped
-        .with_column((col("loss_cents").cast(DataType::Float64) / lit(100.0)).alias("loss_eur"))
-        .drop(by_name(["loss_cents"], true, false));
-    if !keys.is_empty() {
+    let mut out = grouped;
+    if keys.is_empty() {
+        // A national total with no data is a zero, not a null.
+        out = out.with_columns([col("count").fill_null(lit(0i64)), col("loss_cents").fill_null(lit(0i64))]);
+    } else {
         // A cell whose deltas net to zero is no incident: drop it from grouped answers.
         out = out.filter(col("count").neq(lit(0i64))).sort(by_names, SortMultipleOptions::default().with_nulls_last(true));
     }
     let mut result = out.collect()?;
-    if keys.is_empty() && result.height() == 1 {
-        // A national total with no data is a zero, not a null.
-        result = result.lazy().with_columns([col("count").fill_null(lit(0i64)), col("loss_eur").fill_null(lit(0.0))]).collect()?;
-    }
-    Ok(result)
+    // Euros from exact integer cents with one correctly rounded division, so 1234.56 prints
+    // as 1234.56 and not as the sum of binary fractions.
+    let euros: Float64Chunked = result.column("loss_cents")?.i64()?.iter().map(|c| c.map(|c| c as f64 / 100.0)).collect();
+    result.with_column(euros.into_series().with_name("loss_eur".into()).into_column())?;
+    Ok(result.drop("loss_cents")?)
 }
