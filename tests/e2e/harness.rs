@@ -60,7 +60,14 @@ impl Env {
     }
 
     pub fn add_agency(&self, id: &str) -> String {
-        let output = self.command(&["agency", "add", id]).output().expect("run agency add");
+        self.add_agency_with(id, &[])
+    }
+
+    /// `agency add ID EXTRA…` (e.g. `--crosswalk natinf`); returns the token.
+    pub fn add_agency_with(&self, id: &str, extra: &[&str]) -> String {
+        let mut args = vec!["agency", "add", id];
+        args.extend_from_slice(extra);
+        let output = self.command(&args).output().expect("run agency add");
         assert!(output.status.success(), "agency add failed: {}", String::from_utf8_lossy(&output.stderr));
         let stdout = String::from_utf8(output.stdout).expect("utf-8");
         let lines: Vec<&str> = stdout.lines().collect();
@@ -99,7 +106,13 @@ impl Env {
     }
 
     pub fn rebuild(&self) -> String {
-        let output = self.command(&["rebuild"]).output().expect("run rebuild");
+        self.rebuild_with(&[])
+    }
+
+    pub fn rebuild_with(&self, extra: &[&str]) -> String {
+        let mut args = vec!["rebuild"];
+        args.extend_from_slice(extra);
+        let output = self.command(&args).output().expect("run rebuild");
         assert!(output.status.success(), "rebuild failed: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).expect("utf-8")
     }

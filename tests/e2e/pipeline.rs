@@ -67,7 +67,7 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
     assert_eq!(rows[0]["count"], 3, "A (pn), A (gn), C under 0903: {rows:?}");
     assert_eq!(rows[0]["loss_eur"], 30.75);
     let rows = service.counts("by=year&from=2024-04&to=2024-12", seq).await;
-    assert_eq!(rows, vec![json!({"year": 2024, "count": 1, "loss_eur": 10.25})]);
+    assert_eq!(rows, vec![json!({"year": 2024, "unit": "offence", "count": 1, "loss_eur": 10.25, "provisional": true})]);
 }
 
 #[tokio::test]
@@ -85,7 +85,10 @@ async fn query_formats_filters_and_errors() {
     assert_eq!(rows.len(), 3);
     let (status, csv, as_of) = service.get_text(&format!("/v1/incidents/counts?by=departement&format=csv&min_sequence={seq}")).await;
     assert_eq!(status, 200);
-    assert_eq!(csv, "departement,count,loss_eur\n75,2,20.5\n92,1,10.25\n971,1,10.25\n");
+    assert_eq!(
+        csv,
+        "departement,unit,count,loss_eur,provisional\n75,offence,2,20.5,true\n92,offence,1,10.25,true\n971,offence,1,10.25,true\n"
+    );
     assert!(as_of.unwrap().parse::<u64>().unwrap() >= seq);
 
     for (query, message) in [

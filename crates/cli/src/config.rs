@@ -44,6 +44,25 @@ pub struct Global {
     /// How long a query with min_sequence waits for the projection, in milliseconds.
     #[arg(long, global = true, env = "OBSERVATORY_QUERY_WAIT_MS", default_value_t = 10_000)]
     pub query_wait_ms: u64,
+    /// Crosswalk versions in force, e.g. `natinf=1,platform=1`; unlisted crosswalks use their
+    /// latest version. The ingest codes with them; a new projection version (rebuild) pins them.
+    #[arg(long, global = true, env = "OBSERVATORY_CROSSWALK_VERSIONS", value_parser = parse_versions, default_value = "")]
+    pub crosswalk_versions: std::collections::BTreeMap<String, u32>,
+}
+
+fn parse_versions(text: &str) -> Result<std::collections::BTreeMap<String, u32>, String> {
+    let crosswalks = observatory_reference::Crosswalks::builtin();
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (name, version) =
+                part.split_once('=').ok_or_else(|| format!("'{part}' is not NAME=VERSION (e.g. natinf=1)"))?;
+            let version: u32 = version.trim_start_matches('v').parse().map_err(|_| format!("'{version}' is not a version number"))?;
+            crosswalks.resolve(name, Some(version)).map_err(|e| e.to_string())?;
+            Ok((name.to_owned(), version))
+        })
+        .collect()
 }
 
 impl Global {

@@ -36,45 +36,76 @@ struct DemoAgency {
     name: &'static str,
     format: &'static str,
     share: f64,
-    /// ICCS codes this source reports, with weights.
-    iccs: &'static [(&'static str, f64)],
+    /// The crosswalk of the agency's own codes (`iccs`: it sends ICCS codes).
+    crosswalk: &'static str,
+    /// Codes this source reports (its own codes, or ICCS), with weights.
+    codes: &'static [(&'static str, f64)],
+}
+
+impl DemoAgency {
+    fn sends_iccs(&self) -> bool {
+        self.crosswalk == observatory_reference::IDENTITY
+    }
 }
 
 const AGENCIES: &[DemoAgency] = &[
     DemoAgency {
         id: "pn",
-        name: "Police nationale",
+        name: "Police nationale (NATINF-coded)",
         format: "application/x-ndjson",
         share: 0.35,
-        iccs: &[("0701", 0.55), ("09031", 0.12), ("09032", 0.05), ("0208", 0.18), ("0302", 0.10)],
+        crosswalk: "natinf",
+        codes: &[
+            ("313-1", 0.45),
+            ("323-1", 0.10),
+            ("323-2", 0.04),
+            ("323-3", 0.03),
+            ("222-33-2-2", 0.12),
+            ("226-4-1", 0.08),
+            ("227-23", 0.05),
+            ("312-10", 0.05),
+            ("L163-3", 0.08),
+        ],
     },
     DemoAgency {
         id: "gn",
         name: "Gendarmerie nationale",
         format: "text/csv",
         share: 0.25,
-        iccs: &[("0701", 0.60), ("09031", 0.10), ("09032", 0.05), ("0208", 0.15), ("0302", 0.10)],
+        crosswalk: "iccs",
+        codes: &[("0701", 0.60), ("09031", 0.10), ("09032", 0.05), ("0208", 0.15), ("0302", 0.10)],
     },
     DemoAgency {
         id: "pharos",
-        name: "Online content-reporting platform",
+        name: "Online content-reporting platform (reports)",
         format: "application/x-ndjson",
         share: 0.20,
-        iccs: &[("0208", 0.45), ("0302", 0.35), ("0701", 0.20)],
+        crosswalk: "platform",
+        codes: &[
+            ("phishing", 0.2),
+            ("online_fraud", 0.2),
+            ("hate_speech", 0.15),
+            ("harassment", 0.15),
+            ("csam", 0.1),
+            ("sextortion", 0.1),
+            ("account_takeover", 0.1),
+        ],
     },
     DemoAgency {
         id: "cybermalveillance",
         name: "Victim-assistance platform",
         format: "application/json",
         share: 0.12,
-        iccs: &[("09031", 0.35), ("09032", 0.25), ("0701", 0.40)],
+        crosswalk: "iccs",
+        codes: &[("09031", 0.35), ("09032", 0.25), ("0701", 0.40)],
     },
     DemoAgency {
         id: "banks",
         name: "Banking federation card-fraud feed",
         format: "application/x-ndjson",
         share: 0.08,
-        iccs: &[("0701", 1.0)],
+        crosswalk: "iccs",
+        codes: &[("0701", 1.0)],
     },
 ];
 
@@ -139,24 +170,41 @@ fn report(rng: &mut StdRng, agency: &DemoAgency, departements: &[(&'static str, 
     let month = *pick(rng, &months);
     let occurred = NaiveDate::from_ymd_opt(year, month, rng.gen_range(1..=28)).expect("valid date");
     let reported = (occurred + Days::new(rng.gen_range(0..45))).min(today);
-    let iccs = *pick(rng, agency.iccs);
+    let code = *pick(rng, agency.codes);
     let departement = if rng.gen_bool(0.03) { Value::Null } else { json!(pick(rng, departements)) };
-    let cyber = iccs.starts_with("0903") || rng.gen_bool(0.9);
+    let iccs = coded(agency, code).0;
     let mut record = json!({
         "occurred_on": occurred.to_string(),
         "reported_on": reported.to_string(),
-        "iccs": iccs,
-        "cyber": cyber,
         "departement": departement,
         "victim_type": pick(rng, VICTIMS),
         "channel": pick(rng, CHANNELS),
     });
-    if iccs == "0701" && rng.gen_bool(0.8) {
+    if agency.sends_iccs() {
+        record["iccs"] = json!(code);
+    } else {
+        record["offence_code"] = json!(code);
+    }
+    // The platform leaves `cyber` to its crosswalk's default; the others say it.
+    if agency.crosswalk != "platform" {
+        record["cyber"] = json!(iccs.starts_with("0903") || rng.gen_bool(0.9));
+    }
+    if iccs.starts_with("0701") && rng.gen_bool(0.8) {
         // Heavy-tailed losses, in cents.
         let cents = (rng.r#gen::<f64>().powi(3) * 500_000.0 + 500.0).round();
         record["loss_eur"] = json!(cents / 100.0);
     }
     record
+}
+
+/// ICCS code and unit of an agency's code, with the crosswalk version in force.
+fn coded(agency: &DemoAgency, code: &str) -> (String, observatory_model::Unit) {
+    if agency.sends_iccs() {
+        return (code.to_owned(), observatory_model::Unit::Offence);
+    }
+    let crosswalk = observatory_reference::Crosswalks::builtin().latest(agency.crosswalk).expect("demo crosswalk exists");
+    let mapping = crosswalk.map(code).expect("demo codes are in their crosswalk");
+    (mapping.iccs.clone(), mapping.unit)
 }
 
 fn generate(count: usize, seed: u64, today: NaiveDate) -> Feed {
@@ -193,7 +241,14 @@ fn generate(count: usize, seed: u64, today: NaiveDate) -> Feed {
                     amended["reported_on"] = moved["reported_on"].clone();
                 }
                 1 => amended["departement"] = moved["departement"].clone(),
-                _ => amended["iccs"] = moved["iccs"].clone(),
+                _ => {
+                    for field in ["iccs", "offence_code", "cyber", "loss_eur"] {
+                        amended.as_object_mut().expect("object").remove(field);
+                        if let Some(value) = moved.get(field) {
+                            amended[field] = value.clone();
+                        }
+                    }
+                }
             }
             later.push(Send { agency: incident.agency, record: with_id(incident, 2, &amended), valid: true });
         } else if roll < 0.08 {
@@ -220,12 +275,15 @@ fn generate(count: usize, seed: u64, today: NaiveDate) -> Feed {
         } else if roll < 0.125 {
             // Invalid: the agency gets a precise error for it.
             let mut broken = initial;
-            match rng.gen_range(0..4) {
+            let agency = &AGENCIES[incident.agency];
+            match rng.gen_range(0..5) {
                 0 => broken["departement"] = json!("20"),
-                1 => {
+                1 if agency.sends_iccs() => {
                     broken.as_object_mut().expect("object").remove("cyber");
                 }
+                1 => broken["offence_code"] = json!("999-9"),
                 2 => broken["reported_on"] = json!("2023-01-01"),
+                3 if agency.sends_iccs() => broken["iccs"] = json!("0999"),
                 _ => broken["channel"] = json!("carrier_pigeon"),
             }
             first.push(Send { agency: incident.agency, record: broken, valid: false });
@@ -255,6 +313,7 @@ const CSV_COLUMNS: &[&str] = &[
     "occurred_on",
     "reported_on",
     "iccs",
+    "offence_code",
     "cyber",
     "departement",
     "victim_type",
@@ -317,7 +376,8 @@ fn demo_tokens(global: &Global) -> Result<BTreeMap<String, String>> {
                 path.display()
             );
         }
-        let token = observatory_ingest::add_agency(&global.agencies_path(), agency.id, Some(agency.name))?;
+        let crosswalk = Some(agency.crosswalk);
+        let token = observatory_ingest::add_agency(&global.agencies_path(), agency.id, Some(agency.name), crosswalk)?;
         tokens.insert(agency.id.to_owned(), token);
     }
     write_private(&path, &serde_json::to_vec_pretty(&tokens)?)?;
@@ -391,57 +451,83 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
         println!("  e.g. rejected {example}");
     }
 
-    // Ground truth of the final state, per year and per ICCS section.
+    close_months(&client, base, &tokens).await?;
+
+    // Ground truth of the final state, per year and per ICCS section, in each counting unit.
     let mut truth_year: BTreeMap<String, i64> = BTreeMap::new();
     let mut truth_section: BTreeMap<String, i64> = BTreeMap::new();
-    for (_, (_, state)) in &feed.truth {
+    for ((agency, _), (_, state)) in &feed.truth {
         if let Some(record) = state {
-            *truth_year.entry(record["occurred_on"].as_str().expect("date")[..4].to_owned()).or_default() += 1;
-            *truth_section.entry(record["iccs"].as_str().expect("iccs")[..2].to_owned()).or_default() += 1;
+            let agency = &AGENCIES[*agency];
+            let code = record.get("iccs").or_else(|| record.get("offence_code")).and_then(Value::as_str).expect("coded");
+            let (iccs, unit) = coded(agency, code);
+            let unit = unit.as_str();
+            let year = &record["occurred_on"].as_str().expect("date")[..4];
+            *truth_year.entry(format!("year {year}, {unit}")).or_default() += 1;
+            *truth_section.entry(format!("ICCS {}, {unit}", &iccs[..2])).or_default() += 1;
         }
     }
 
     let wait = if last_sequence > 0 { format!("&min_sequence={last_sequence}") } else { String::new() };
-    let by_year = get_rows(&client, &format!("{base}/v1/incidents/counts?by=year{wait}")).await?;
-    let by_iccs = get_rows(&client, &format!("{base}/v1/incidents/counts?by=iccs{wait}")).await?;
-    let as_of = by_year.0;
-    let mut query_year: BTreeMap<String, i64> = BTreeMap::new();
-    for row in &by_year.1 {
-        query_year.insert(row["year"].to_string(), row["count"].as_i64().unwrap_or(0));
-    }
-    let mut query_section: BTreeMap<String, i64> = BTreeMap::new();
-    for row in &by_iccs.1 {
-        let code = row["iccs"].as_str().unwrap_or("??");
-        *query_section.entry(code[..2].to_owned()).or_default() += row["count"].as_i64().unwrap_or(0);
-    }
+    let (as_of, by_year) = get_rows(&client, &format!("{base}/v1/incidents/counts?by=year,unit{wait}")).await?;
+    let (_, by_section) = get_rows(&client, &format!("{base}/v1/incidents/counts?by=iccs_section,unit{wait}")).await?;
+    let label = |row: &Value, key: &str, prefix: &str| {
+        let value = match &row[key] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        format!("{prefix}{value}, {}", row["unit"].as_str().unwrap_or("?"))
+    };
+    let query_year: BTreeMap<String, i64> =
+        by_year.iter().map(|r| (label(r, "year", "year "), r["count"].as_i64().unwrap_or(0))).collect();
+    let query_section: BTreeMap<String, i64> =
+        by_section.iter().map(|r| (label(r, "iccs_section", "ICCS "), r["count"].as_i64().unwrap_or(0))).collect();
 
     println!("\nas of stream sequence {as_of}");
-    println!("{:<22} {:>12} {:>12}", "", "ground truth", "query");
+    println!("{:<28} {:>12} {:>12}", "", "ground truth", "query");
     let mut mismatches = 0;
-    let mut line = |label: String, truth: i64, answer: i64| {
-        let mark = if truth == answer { "ok" } else { "MISMATCH" };
-        if truth != answer {
-            mismatches += 1;
+    for (truth, answer) in [(&truth_year, &query_year), (&truth_section, &query_section)] {
+        let keys: std::collections::BTreeSet<&String> = truth.keys().chain(answer.keys()).collect();
+        for key in keys {
+            let (t, a) = (*truth.get(key).unwrap_or(&0), *answer.get(key).unwrap_or(&0));
+            if t != a {
+                mismatches += 1;
+            }
+            println!("{key:<28} {t:>12} {a:>12}  {}", if t == a { "ok" } else { "MISMATCH" });
         }
-        println!("{label:<22} {truth:>12} {answer:>12}  {mark}");
-    };
-    let keys: std::collections::BTreeSet<&String> = truth_year.keys().chain(query_year.keys()).collect();
-    for year in keys {
-        line(format!("year {year}"), *truth_year.get(year).unwrap_or(&0), *query_year.get(year).unwrap_or(&0));
     }
-    let keys: std::collections::BTreeSet<&String> = truth_section.keys().chain(query_section.keys()).collect();
-    for section in keys {
-        line(
-            format!("ICCS section {section}"),
-            *truth_section.get(section).unwrap_or(&0),
-            *query_section.get(section).unwrap_or(&0),
-        );
-    }
-    line("total".into(), truth_year.values().sum(), query_year.values().sum());
     if mismatches > 0 {
         bail!("{mismatches} figures differ between the ground truth and the query");
     }
-    println!("\nground truth equals the query's answer. Try:\n  curl '{base}/v1/incidents/counts?by=month,iccs&from=2024-01&to=2024-12&departement=75,92'\n  curl '{base}/v1/incidents/counts?by=departement&format=csv'");
+    println!("\nground truth equals the query's answer (offences and platform reports are counted apart). Try:");
+    println!("  curl '{base}/v1/incidents/counts?by=departement&unit=offence&rate=per100k&from=2024&to=2024&departement=75,13,59'");
+    println!("  curl '{base}/v1/incidents/counts?by=month,iccs_section&unit=report&from=2025-01&to=2025-12&format=csv'");
+    println!("  curl '{base}/v1/coverage?from=2025-10&to=2025-12'");
+    Ok(())
+}
+
+/// Each demo agency declares every month it completed closed: all of 2024 and 2025 up to
+/// November; December 2025 stays open, so its counts are provisional.
+async fn close_months(client: &reqwest::Client, base: &str, tokens: &BTreeMap<String, String>) -> Result<()> {
+    for agency in AGENCIES {
+        for year in YEARS {
+            for month in 1..=12 {
+                if year == 2025 && month == 12 {
+                    continue;
+                }
+                let response = client
+                    .post(format!("{base}/v1/periods/close"))
+                    .bearer_auth(&tokens[agency.id])
+                    .json(&json!({"month": format!("{year}-{month:02}")}))
+                    .send()
+                    .await
+                    .context("closing a month")?;
+                if !response.status().is_success() {
+                    bail!("closing {year}-{month:02} for {} answered {}", agency.id, response.text().await.unwrap_or_default());
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod demo;
+pub mod estimate;
 pub mod serve;

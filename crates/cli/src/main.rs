@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use observatory_cli::config::{self, Global};
-use observatory_cli::{demo, serve};
+use observatory_cli::{demo, estimate, serve};
 
 #[derive(Parser)]
 #[command(name = "observatory", version, about = "Backend of the national cybercrime observatory")]
@@ -35,6 +35,11 @@ enum Command {
     },
     /// Pushes a synthetic two-year feed through the HTTP API and checks the answers.
     Demo(demo::DemoArgs),
+    /// Survey estimates (totals, means, proportions, ratios) with SE and CI from microdata,
+    /// as R's survey package computes them.
+    Estimate(estimate::EstimateArgs),
+    /// Measures every stage against the raw limit of the parts underneath (release build).
+    Bench(observatory_bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -45,6 +50,10 @@ enum AgencyCommand {
         id: String,
         #[arg(long)]
         name: Option<String>,
+        /// How the agency's own codes map to ICCS: natinf, platform, nibrs, or iccs (the
+        /// default: the agency sends ICCS codes).
+        #[arg(long)]
+        crosswalk: Option<String>,
     },
     /// Lists agencies (never tokens).
     List,
@@ -61,8 +70,8 @@ async fn main() -> Result<()> {
         Command::Project => serve::project_only(&global).await,
         Command::Query => serve::query_only(&global).await,
         Command::Rebuild => serve::rebuild(&global).await,
-        Command::Agency { command: AgencyCommand::Add { id, name } } => {
-            let token = observatory_ingest::add_agency(&global.agencies_path(), &id, name.as_deref())?;
+        Command::Agency { command: AgencyCommand::Add { id, name, crosswalk } } => {
+            let token = observatory_ingest::add_agency(&global.agencies_path(), &id, name.as_deref(), crosswalk.as_deref())?;
             println!("{token}");
             eprintln!("agency '{id}' added to {}; keep the token above, it is not stored", global.agencies_path().display());
             Ok(())
@@ -70,10 +79,12 @@ async fn main() -> Result<()> {
         Command::Agency { command: AgencyCommand::List } => {
             let registry = observatory_ingest::AgencyRegistry::open(&global.agencies_path())?;
             for agency in registry.agencies() {
-                println!("{}\t{}\t{}", agency.id, agency.name, agency.added_at);
+                println!("{}\t{}\t{}\t{}", agency.id, agency.name, agency.crosswalk, agency.added_at);
             }
             Ok(())
         }
         Command::Demo(args) => demo::run(&global, &args).await,
+        Command::Estimate(args) => estimate::run(&args),
+        Command::Bench(args) => observatory_bench::run(&args).await,
     }
 }

@@ -42,7 +42,11 @@ fn projection(global: &Global) -> Result<Projection> {
 }
 
 fn projector_config(global: &Global) -> ProjectorConfig {
-    ProjectorConfig { flush_interval: Duration::from_millis(global.flush_interval_ms.max(10)), ..Default::default() }
+    ProjectorConfig {
+        flush_interval: Duration::from_millis(global.flush_interval_ms.max(10)),
+        crosswalk_versions: global.crosswalk_versions.clone(),
+        ..Default::default()
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -59,8 +63,9 @@ async fn termination() {
 
 fn ingest_part(global: &Global, bus: &Bus) -> Result<(Router, Arc<IngestState>)> {
     let registry = AgencyRegistry::open(&global.agencies_path())?;
-    let state = Arc::new(IngestState::new(registry, bus.publisher(), Arc::new(DedupeIndex::new())));
-    let router = observatory_ingest::router(state.clone(), &IngestConfig { max_body_bytes: global.max_body_bytes });
+    let config = IngestConfig { max_body_bytes: global.max_body_bytes, crosswalk_versions: global.crosswalk_versions.clone() };
+    let state = Arc::new(IngestState::new(registry, bus.publisher(), Arc::new(DedupeIndex::new()), &config));
+    let router = observatory_ingest::router(state.clone(), &config);
     let loader = state.clone();
     let bus = bus.clone();
     tokio::spawn(async move {

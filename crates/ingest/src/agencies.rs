@@ -18,6 +18,13 @@ pub struct Agency {
     pub token_sha256: String,
     #[serde(default)]
     pub added_at: String,
+    /// The crosswalk from the agency's own codes to ICCS (`iccs` for feeds already in ICCS).
+    #[serde(default = "identity_crosswalk")]
+    pub crosswalk: String,
+}
+
+fn identity_crosswalk() -> String {
+    observatory_reference::IDENTITY.to_owned()
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -30,6 +37,8 @@ struct AgenciesFile {
 pub enum AgencyError {
     #[error("'{0}' is not a valid agency id: use 1 to 32 lowercase letters, digits, '-' or '_' (it becomes part of NATS subjects)")]
     InvalidId(String),
+    #[error("unknown crosswalk '{0}'; available: {1}")]
+    UnknownCrosswalk(String, String),
     #[error("agency '{id}' already exists in {path}; choose another id")]
     Exists { id: String, path: PathBuf },
     #[error("cannot read agencies file {path}: {message}")]
@@ -51,9 +60,16 @@ fn read_file(path: &Path) -> Result<AgenciesFile, AgencyError> {
 }
 
 /// Appends an agency to the file (created if missing) and returns its new token.
-pub fn add_agency(path: &Path, id: &str, name: Option<&str>) -> Result<String, AgencyError> {
+/// `crosswalk` names how its codes map to ICCS (default: the agency sends ICCS codes).
+pub fn add_agency(path: &Path, id: &str, name: Option<&str>, crosswalk: Option<&str>) -> Result<String, AgencyError> {
     if !observatory_model::is_valid_source_id(id) {
         return Err(AgencyError::InvalidId(id.to_owned()));
+    }
+    let crosswalks = observatory_reference::Crosswalks::builtin();
+    let crosswalk = crosswalk.unwrap_or(observatory_reference::IDENTITY);
+    if crosswalks.latest(crosswalk).is_none() {
+        let names: Vec<&str> = crosswalks.names().collect();
+        return Err(AgencyError::UnknownCrosswalk(crosswalk.to_owned(), names.join(", ")));
     }
     let mut file = read_file(path)?;
     if file.agencies.iter().any(|a| a.id == id) {
@@ -67,6 +83,7 @@ pub fn add_agency(path: &Path, id: &str, name: Option<&str>) -> Result<String, A
         name: name.unwrap_or(id).to_owned(),
         token_sha256: hash_token(&token),
         added_at: chrono::Utc::now().to_rfc3339(),
+        crosswalk: crosswalk.to_owned(),
     });
     let text = toml::to_string_pretty(&file).expect("agencies serialise");
     let write_err = |source| AgencyError::Write { path: path.to_owned(), source };
@@ -141,17 +158,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("obs-agencies-{}", std::process::id()));
         let path = dir.join("agencies.toml");
         let _ = std::fs::remove_file(&path);
-        let pn = add_agency(&path, "pn", Some("Police nationale")).unwrap();
+        let pn = add_agency(&path, "pn", Some("Police nationale"), Some("natinf")).unwrap();
         let registry = AgencyRegistry::open(&path).unwrap();
         assert_eq!(registry.authenticate(&pn).unwrap().id, "pn");
-        let gn = add_agency(&path, "gn", None).unwrap();
+        assert_eq!(registry.authenticate(&pn).unwrap().crosswalk, "natinf");
+        let gn = add_agency(&path, "gn", None, None).unwrap();
+        assert_eq!(registry.authenticate(&gn).unwrap().crosswalk, "iccs");
         // Added while running: seen without restart.
         assert_eq!(registry.authenticate(&gn).unwrap().id, "gn");
         assert!(registry.authenticate("obs_wrong").is_none());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&pn) && !text.contains(&gn));
-        assert!(matches!(add_agency(&path, "pn", None), Err(AgencyError::Exists { .. })));
-        assert!(matches!(add_agency(&path, "Bad Id", None), Err(AgencyError::InvalidId(_))));
+        assert!(matches!(add_agency(&path, "pn", None, None), Err(AgencyError::Exists { .. })));
+        assert!(matches!(add_agency(&path, "Bad Id", None, None), Err(AgencyError::InvalidId(_))));
+        assert!(matches!(add_agency(&path, "x", None, Some("nope")), Err(AgencyError::UnknownCrosswalk(..))));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
 use observatory_bus::{Outgoing, Publisher};
-use observatory_model::{DedupeKey, Envelope, validate_record};
+use observatory_model::{DedupeKey, Envelope, Event, validate_period_close, validate_record};
+use observatory_reference::{Crosswalk, Crosswalks};
 use serde::Serialize;
 use serde_json::json;
 
@@ -22,11 +23,13 @@ use crate::parse::{Format, parse_body};
 pub struct IngestConfig {
     /// Requests with a larger body get 413.
     pub max_body_bytes: usize,
+    /// Crosswalk versions in force (name → version); crosswalks not listed use their latest.
+    pub crosswalk_versions: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { max_body_bytes: 64 * 1024 * 1024 }
+        IngestConfig { max_body_bytes: 64 * 1024 * 1024, crosswalk_versions: Default::default() }
     }
 }
 
@@ -35,13 +38,27 @@ pub struct IngestState {
     publisher: Publisher,
     index: Arc<DedupeIndex>,
     ready: AtomicBool,
+    crosswalk_versions: std::collections::BTreeMap<String, u32>,
 }
 
 impl IngestState {
     /// Not ready until [`mark_ready`](Self::mark_ready): the dedupe index must be loaded
     /// before a resubmission can be recognised.
-    pub fn new(registry: AgencyRegistry, publisher: Publisher, index: Arc<DedupeIndex>) -> IngestState {
-        IngestState { registry, publisher, index, ready: AtomicBool::new(false) }
+    pub fn new(registry: AgencyRegistry, publisher: Publisher, index: Arc<DedupeIndex>, config: &IngestConfig) -> IngestState {
+        IngestState {
+            registry,
+            publisher,
+            index,
+            ready: AtomicBool::new(false),
+            crosswalk_versions: config.crosswalk_versions.clone(),
+        }
+    }
+
+    /// The crosswalk version in force for an agency.
+    fn crosswalk(&self, name: &str) -> Result<&'static Crosswalk, Response> {
+        Crosswalks::builtin().resolve(name, self.crosswalk_versions.get(name).copied()).map_err(|e| {
+            error(StatusCode::INTERNAL_SERVER_ERROR, format!("the agency's crosswalk is misconfigured: {e}"))
+        })
     }
 
     pub fn mark_ready(&self) {
@@ -78,11 +95,12 @@ pub struct IngestSummary {
 pub fn router(state: Arc<IngestState>, config: &IngestConfig) -> Router {
     Router::new()
         .route("/v1/incidents", post(post_incidents))
+        .route("/v1/periods/close", post(post_period_close))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let mut response = (status, Json(json!({"error": message.into(), "status": status.as_u16()}))).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"observatory\""));
@@ -90,7 +108,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     response
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, Response> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, Response> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "missing Authorization header; send 'Authorization: Bearer <token>' with the token from `observatory agency add`"))?;
@@ -119,6 +137,10 @@ async fn post_incidents(
     };
     let span = tracing::Span::current();
     span.record("source", agency.id.as_str());
+    let crosswalk = match state.crosswalk(&agency.crosswalk) {
+        Ok(crosswalk) => crosswalk,
+        Err(response) => return response,
+    };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(format) = Format::from_content_type(content_type) else {
@@ -152,9 +174,10 @@ async fn post_incidents(
                 continue;
             }
         };
-        match validate_record(&record, today) {
+        match validate_record(&record, today, crosswalk) {
             Ok(event) => {
-                let key = DedupeKey::new(&agency.id, event.agency_incident_id(), event.revision());
+                let (id, revision) = event.incident().expect("records are incident events");
+                let key = DedupeKey::new(&agency.id, id, revision);
                 candidates.push((parsed.line, key, event));
             }
             Err(errors) => rejected.extend(
@@ -218,4 +241,56 @@ async fn post_incidents(
     body["status"] = json!(503);
     body["failed"] = json!(failed);
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// `POST /v1/periods/close`: the agency declares a month complete, as NIBRS zero reports do.
+#[tracing::instrument(name = "close_period", skip_all, fields(source))]
+async fn post_period_close(
+    State(state): State<Arc<IngestState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let token = match bearer(&headers) {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    let Some(agency) = state.registry.authenticate(token) else {
+        return error(StatusCode::UNAUTHORIZED, "unknown token; ask the observatory for a token with `observatory agency add <ID>`");
+    };
+    tracing::Span::current().record("source", agency.id.as_str());
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    let record = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(record)) => record,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "expected a JSON object like {\"month\": \"2024-03\"}"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")),
+    };
+    let closed = match validate_period_close(&record) {
+        Ok(closed) => closed,
+        Err(errors) => {
+            let rejected: Vec<_> = errors.into_iter().map(|e| json!({"field": e.field, "error": e.error})).collect();
+            let body = json!({"error": "the period closure is not valid", "status": 422, "rejected": rejected});
+            return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+        }
+    };
+    let event = Event::PeriodClosed(closed.clone());
+    let envelope = Envelope::new(&event, &agency.id, Utc::now());
+    let key = DedupeKey::new(&agency.id, &format!("period:{}:{:?}", closed.month, closed.departements), 1);
+    let outgoing = Outgoing {
+        subject: envelope.subject(),
+        message_id: envelope.event_id.to_string(),
+        dedupe: key.to_hex(),
+        payload: Bytes::from(envelope.to_bytes()),
+    };
+    match state.publisher.publish_all(vec![outgoing]).await.pop() {
+        Some(Ok(published)) => Json(json!({
+            "source": agency.id, "month": closed.month, "departements": closed.departements,
+            "sequence": published.sequence,
+        }))
+        .into_response(),
+        Some(Err(failure)) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "no publish result"),
+    }
 }

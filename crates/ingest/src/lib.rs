@@ -6,6 +6,7 @@ mod agencies;
 mod api;
 mod dedupe;
 mod parse;
+pub mod survey;
 
 pub use agencies::{Agency, AgencyError, AgencyRegistry, add_agency, hash_token};
 pub use api::{IngestConfig, IngestState, IngestSummary, Rejection, router};

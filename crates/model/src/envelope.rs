@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::incident::{IncidentReported, IncidentWithdrawn};
+use crate::incident::{IncidentReported, IncidentReportedV1, IncidentWithdrawn, PeriodClosed};
 
 /// What travels on the bus: the envelope fields, then the payload.
 ///
@@ -25,25 +25,47 @@ pub struct Envelope {
 pub enum EventKind {
     IncidentReported,
     IncidentWithdrawn,
+    PeriodClosed,
+    SurveyWaveDeclared,
+    SurveyResponsesRecorded,
+    SurveyWaveClosed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 2] = [EventKind::IncidentReported, EventKind::IncidentWithdrawn];
+    pub const ALL: [EventKind; 6] = [
+        EventKind::IncidentReported,
+        EventKind::IncidentWithdrawn,
+        EventKind::PeriodClosed,
+        EventKind::SurveyWaveDeclared,
+        EventKind::SurveyResponsesRecorded,
+        EventKind::SurveyWaveClosed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::IncidentReported => "IncidentReported",
             EventKind::IncidentWithdrawn => "IncidentWithdrawn",
+            EventKind::PeriodClosed => "PeriodClosed",
+            EventKind::SurveyWaveDeclared => "SurveyWaveDeclared",
+            EventKind::SurveyResponsesRecorded => "SurveyResponsesRecorded",
+            EventKind::SurveyWaveClosed => "SurveyWaveClosed",
         }
     }
 
     /// Latest schema version written by this code; older versions are upcast on decode.
     pub fn current_version(self) -> u32 {
-        1
+        match self {
+            EventKind::IncidentReported => 2,
+            EventKind::IncidentWithdrawn | EventKind::PeriodClosed => 1,
+            EventKind::SurveyWaveDeclared | EventKind::SurveyResponsesRecorded | EventKind::SurveyWaveClosed => 1,
+        }
     }
 
     pub fn family(self) -> &'static str {
-        "incident"
+        match self {
+            EventKind::SurveyWaveDeclared | EventKind::SurveyResponsesRecorded | EventKind::SurveyWaveClosed => "survey",
+            _ => "incident",
+        }
     }
 
     /// Subject token of the event type: `obs.<family>.<token>.<source>`.
@@ -51,6 +73,10 @@ impl EventKind {
         match self {
             EventKind::IncidentReported => "reported",
             EventKind::IncidentWithdrawn => "withdrawn",
+            EventKind::PeriodClosed => "period_closed",
+            EventKind::SurveyWaveDeclared => "declared",
+            EventKind::SurveyResponsesRecorded => "responses",
+            EventKind::SurveyWaveClosed => "closed",
         }
     }
 }
@@ -60,6 +86,7 @@ impl EventKind {
 pub enum Event {
     IncidentReported(IncidentReported),
     IncidentWithdrawn(IncidentWithdrawn),
+    PeriodClosed(PeriodClosed),
 }
 
 impl Event {
@@ -67,20 +94,16 @@ impl Event {
         match self {
             Event::IncidentReported(_) => EventKind::IncidentReported,
             Event::IncidentWithdrawn(_) => EventKind::IncidentWithdrawn,
+            Event::PeriodClosed(_) => EventKind::PeriodClosed,
         }
     }
 
-    pub fn agency_incident_id(&self) -> &str {
+    /// The incident an event is about; `None` for events about a period.
+    pub fn incident(&self) -> Option<(&str, u32)> {
         match self {
-            Event::IncidentReported(e) => &e.agency_incident_id,
-            Event::IncidentWithdrawn(e) => &e.agency_incident_id,
-        }
-    }
-
-    pub fn revision(&self) -> u32 {
-        match self {
-            Event::IncidentReported(e) => e.revision,
-            Event::IncidentWithdrawn(e) => e.revision,
+            Event::IncidentReported(e) => Some((&e.agency_incident_id, e.revision)),
+            Event::IncidentWithdrawn(e) => Some((&e.agency_incident_id, e.revision)),
+            Event::PeriodClosed(_) => None,
         }
     }
 }
@@ -98,6 +121,8 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{kind} is a {family} event, not a {expected} event; decode it with the {family} decoder")]
+    WrongFamily { kind: &'static str, family: &'static str, expected: &'static str },
 }
 
 impl Envelope {
@@ -106,6 +131,7 @@ impl Envelope {
         let payload = match event {
             Event::IncidentReported(e) => serde_json::to_value(e),
             Event::IncidentWithdrawn(e) => serde_json::to_value(e),
+            Event::PeriodClosed(e) => serde_json::to_value(e),
         }
         .expect("event payloads always serialise");
         Envelope {
@@ -138,15 +164,25 @@ impl Envelope {
         if self.schema_version > max {
             return Err(DecodeError::FutureVersion { kind: kind.as_str(), version: self.schema_version, max });
         }
-        // Only v1 exists. A v2 adds an `upcast_v1` here; history is never edited.
+        // History is never edited: an older version is read with its own type and upcast.
         let payload_err =
             |source| DecodeError::Payload { kind: kind.as_str(), version: self.schema_version, source };
-        Ok(match kind {
-            EventKind::IncidentReported => {
+        Ok(match (kind, self.schema_version) {
+            (EventKind::IncidentReported, 1) => Event::IncidentReported(
+                serde_json::from_value::<IncidentReportedV1>(self.payload.clone()).map_err(payload_err)?.into(),
+            ),
+            (EventKind::IncidentReported, _) => {
                 Event::IncidentReported(serde_json::from_value(self.payload.clone()).map_err(payload_err)?)
             }
-            EventKind::IncidentWithdrawn => {
+            (EventKind::IncidentWithdrawn, _) => {
                 Event::IncidentWithdrawn(serde_json::from_value(self.payload.clone()).map_err(payload_err)?)
+            }
+            (EventKind::PeriodClosed, _) => {
+                Event::PeriodClosed(serde_json::from_value(self.payload.clone()).map_err(payload_err)?)
+            }
+            // Survey payloads are decoded from the message bytes (exact numbers): `SurveyEvent::decode`.
+            (EventKind::SurveyWaveDeclared | EventKind::SurveyResponsesRecorded | EventKind::SurveyWaveClosed, _) => {
+                return Err(DecodeError::WrongFamily { kind: kind.as_str(), family: kind.family(), expected: "incident" });
             }
         })
     }

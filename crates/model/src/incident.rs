@@ -1,7 +1,9 @@
 use chrono::NaiveDate;
+use observatory_reference::Unit;
 use serde::{Deserialize, Serialize};
 
-/// Payload of `IncidentReported` v1: one revision of an agency's incident record, validated.
+/// Payload of `IncidentReported` v2: one revision of an agency's incident record, validated
+/// and coded in ICCS. v2 added `unit` and `coding`; v1 events are upcast on read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentReported {
@@ -21,6 +23,78 @@ pub struct IncidentReported {
     pub channel: Channel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_eur: Option<f64>,
+    /// What one record of this source counts: an offence, a victim or a report.
+    pub unit: Unit,
+    /// The crosswalk (and its version in force at ingest) that coded this record, when the
+    /// agency sends its own codes. A rebuild re-maps `offence_code` with the version then in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coding: Option<Coding>,
+}
+
+/// How a record was coded from the agency's own `offence_code`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coding {
+    pub crosswalk: String,
+    pub version: u32,
+    /// `iccs` was derived from `offence_code` (not sent by the agency).
+    pub iccs_from_crosswalk: bool,
+    /// `cyber` was the crosswalk's default (not sent by the agency).
+    pub cyber_from_crosswalk: bool,
+}
+
+/// `IncidentReported` v1, as written before v2; read only to upcast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentReportedV1 {
+    pub agency_incident_id: String,
+    pub revision: u32,
+    pub occurred_on: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_until: Option<NaiveDate>,
+    pub reported_on: NaiveDate,
+    pub iccs: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offence_code: Option<String>,
+    pub cyber: bool,
+    pub departement: Option<String>,
+    pub victim_type: VictimType,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_eur: Option<f64>,
+}
+
+impl From<IncidentReportedV1> for IncidentReported {
+    /// v1 feeds were coded in ICCS by the agency and counted offences.
+    fn from(v1: IncidentReportedV1) -> IncidentReported {
+        IncidentReported {
+            agency_incident_id: v1.agency_incident_id,
+            revision: v1.revision,
+            occurred_on: v1.occurred_on,
+            occurred_until: v1.occurred_until,
+            reported_on: v1.reported_on,
+            iccs: v1.iccs,
+            offence_code: v1.offence_code,
+            cyber: v1.cyber,
+            departement: v1.departement,
+            victim_type: v1.victim_type,
+            channel: v1.channel,
+            loss_eur: v1.loss_eur,
+            unit: Unit::Offence,
+            coding: None,
+        }
+    }
+}
+
+/// Payload of `PeriodClosed` v1: the agency declares a month complete (for all its
+/// départements, or the listed ones), so the month is final even with zero incidents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodClosed {
+    /// "YYYY-MM".
+    pub month: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub departements: Option<Vec<String>>,
 }
 
 /// Payload of `IncidentWithdrawn` v1: the incident stops counting until a later revision

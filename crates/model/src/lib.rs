@@ -6,13 +6,16 @@
 
 mod envelope;
 mod incident;
+pub mod survey;
 mod validate;
 
 pub use envelope::{DecodeError, Envelope, Event, EventKind};
 pub use incident::{
-    Channel, DedupeKey, IncidentReported, IncidentWithdrawn, VictimType, DEPARTEMENTS, incident_hash, is_departement,
+    Channel, Coding, DEPARTEMENTS, DedupeKey, IncidentReported, IncidentReportedV1, IncidentWithdrawn, PeriodClosed,
+    VictimType, incident_hash, is_departement,
 };
-pub use validate::{validate_record, FieldError, ValidatedRecord, MAX_ID_LEN};
+pub use observatory_reference::Unit;
+pub use validate::{FieldError, MAX_ID_LEN, ValidatedRecord, validate_period_close, validate_record};
 
 /// Subject prefix of every event; the stream captures `obs.>`.
 pub const SUBJECT_ROOT: &str = "obs";

@@ -6,8 +6,10 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use observatory_reference::{Crosswalk, Iccs};
+
 use crate::envelope::Event;
-use crate::incident::{Channel, IncidentReported, IncidentWithdrawn, VictimType, is_departement};
+use crate::incident::{Channel, Coding, IncidentReported, IncidentWithdrawn, PeriodClosed, VictimType, is_departement};
 
 pub const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 500;
@@ -46,9 +48,18 @@ const REPORT_FIELDS: &[&str] = &[
 ];
 const WITHDRAW_FIELDS: &[&str] = &["agency_incident_id", "revision", "withdrawn", "reason"];
 
-/// Validates one record. `today` bounds `reported_on` (a report cannot come from the future;
-/// one day of slack absorbs time zones).
-pub fn validate_record(record: &Map<String, Value>, today: NaiveDate) -> Result<ValidatedRecord, Vec<FieldError>> {
+/// Validates one record of an agency whose codes go through `crosswalk` (the built-in `iccs`
+/// identity crosswalk for feeds already coded in ICCS). `today` bounds `reported_on` (a report
+/// cannot come from the future; one day of slack absorbs time zones).
+///
+/// A record either sends `iccs` (a code of ICCS 1.0) or an `offence_code` the crosswalk maps;
+/// nothing is half-mapped. `cyber` may be left out when the crosswalk maps the code (its
+/// default applies); it is always true under 0903 (acts against computer systems).
+pub fn validate_record(
+    record: &Map<String, Value>,
+    today: NaiveDate,
+    crosswalk: &Crosswalk,
+) -> Result<ValidatedRecord, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut fields = Fields { record, errors: &mut errors };
     let withdrawn = fields.optional_bool("withdrawn").unwrap_or(false);
@@ -86,9 +97,10 @@ pub fn validate_record(record: &Map<String, Value>, today: NaiveDate) -> Result<
     let occurred_on = fields.required_date("occurred_on");
     let occurred_until = fields.optional_date("occurred_until");
     let reported_on = fields.required_date("reported_on");
-    let iccs = fields.iccs();
+    let sent_iccs = fields.iccs();
     let offence_code = fields.optional_text("offence_code", 64);
-    let cyber = fields.required_bool("cyber");
+    let sent_cyber = fields.optional_bool("cyber");
+    let coded = fields.code(sent_iccs.clone(), offence_code.as_deref(), sent_cyber, crosswalk);
     let departement = fields.departement();
     let victim_type = fields.required_enum("victim_type", VictimType::parse, VictimType::allowed);
     let channel = fields.required_enum("channel", Channel::parse, Channel::allowed);
@@ -118,8 +130,8 @@ pub fn validate_record(record: &Map<String, Value>, today: NaiveDate) -> Result<
         }
     }
 
-    match (agency_incident_id, revision, occurred_on, reported_on, iccs, cyber, departement, victim_type, channel) {
-        (Some(id), Some(revision), Some(occurred_on), Some(reported_on), Some(iccs), Some(cyber), Some(dep), Some(vt), Some(ch))
+    match (agency_incident_id, revision, occurred_on, reported_on, coded, departement, victim_type, channel) {
+        (Some(id), Some(revision), Some(occurred_on), Some(reported_on), Some(coded), Some(dep), Some(vt), Some(ch))
             if errors.is_empty() =>
         {
             Ok(Event::IncidentReported(IncidentReported {
@@ -128,15 +140,85 @@ pub fn validate_record(record: &Map<String, Value>, today: NaiveDate) -> Result<
                 occurred_on,
                 occurred_until,
                 reported_on,
-                iccs,
+                iccs: coded.iccs,
                 offence_code,
-                cyber,
+                cyber: coded.cyber,
                 departement: dep,
                 victim_type: vt,
                 channel: ch,
                 loss_eur,
+                unit: coded.unit,
+                coding: coded.coding,
             }))
         }
+        _ => Err(errors),
+    }
+}
+
+struct Coded {
+    iccs: String,
+    cyber: bool,
+    unit: observatory_reference::Unit,
+    coding: Option<Coding>,
+}
+
+/// The unit a source counts in when a record is not mapped through the crosswalk: the unit
+/// all its rows share, else offences (the ICCS unit of classification).
+pub fn crosswalk_unit(crosswalk: &Crosswalk) -> observatory_reference::Unit {
+    let mut units = crosswalk.rows.iter().map(|r| r.mapping.unit);
+    match units.next() {
+        Some(first) if units.all(|u| u == first) => first,
+        _ => observatory_reference::Unit::Offence,
+    }
+}
+
+/// Validates a `POST /v1/periods/close` body: `{"month": "YYYY-MM", "departements": [...]}`.
+pub fn validate_period_close(record: &Map<String, Value>) -> Result<PeriodClosed, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    for name in record.keys() {
+        if name != "month" && name != "departements" {
+            errors.push(FieldError::new(name, "unknown field; expected month and optionally departements"));
+        }
+    }
+    let month = match record.get("month") {
+        Some(Value::String(m))
+            if m.len() == 7 && NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").is_ok() =>
+        {
+            Some(m.clone())
+        }
+        Some(other) => {
+            errors.push(FieldError::new("month", format!("expected a month \"YYYY-MM\", got {}", type_name(other))));
+            None
+        }
+        None => {
+            errors.push(FieldError::new("month", "required (\"YYYY-MM\")"));
+            None
+        }
+    };
+    let departements = match record.get("departements") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut codes = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(code) if is_departement(code) => codes.push(code.to_owned()),
+                    _ => errors.push(FieldError::new(
+                        "departements",
+                        format!("{} is not an INSEE département code", type_name(item)),
+                    )),
+                }
+            }
+            codes.sort();
+            codes.dedup();
+            Some(codes)
+        }
+        Some(other) => {
+            errors.push(FieldError::new("departements", format!("expected a non-empty list of codes, got {}", type_name(other))));
+            None
+        }
+    };
+    match month {
+        Some(month) if errors.is_empty() => Ok(PeriodClosed { month, departements }),
         _ => Err(errors),
     }
 }
@@ -231,13 +313,6 @@ impl Fields<'_> {
         }
     }
 
-    fn required_bool(&mut self, name: &str) -> Option<bool> {
-        if self.get(name).is_none() {
-            return self.missing(name);
-        }
-        self.optional_bool(name)
-    }
-
     fn optional_text(&mut self, name: &str, max: usize) -> Option<String> {
         match self.get(name) {
             None => None,
@@ -247,17 +322,73 @@ impl Fields<'_> {
         }
     }
 
+    /// The `iccs` the agency sent, if any, checked against the classification.
     fn iccs(&mut self) -> Option<String> {
         match self.get("iccs") {
-            None => self.missing("iccs"),
+            None => None,
             Some(Value::String(s)) if (2..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) => {
-                Some(s.clone())
+                if Iccs::v1_0().contains(s) {
+                    Some(s.clone())
+                } else {
+                    self.fail("iccs", format!("'{s}' is not a code of ICCS 1.0; see GET /v1/reference/iccs"))
+                }
             }
             Some(Value::String(s)) => {
                 self.fail("iccs", format!("'{s}' is not an ICCS code (2 to 6 digits, e.g. \"0903\")"))
             }
             Some(other) => self.fail("iccs", format!("expected a string of 2 to 6 digits, got {}", type_name(other))),
         }
+    }
+
+    /// Resolves ICCS, cyber and unit from what the agency sent and its crosswalk.
+    fn code(
+        &mut self,
+        sent_iccs: Option<String>,
+        offence_code: Option<&str>,
+        sent_cyber: Option<bool>,
+        crosswalk: &Crosswalk,
+    ) -> Option<Coded> {
+        let invalid_iccs = self.get("iccs").is_some() && sent_iccs.is_none();
+        let mapping = match offence_code {
+            Some(code) if !crosswalk.identity => match crosswalk.map(code) {
+                Ok(mapping) => Some(mapping),
+                // With its own valid ICCS code the record does not need the crosswalk.
+                Err(_) if sent_iccs.is_some() => None,
+                Err(error) => return self.fail("offence_code", error.to_string()),
+            },
+            _ => None,
+        };
+        let iccs = match (&sent_iccs, mapping) {
+            (Some(iccs), _) => iccs.clone(),
+            (None, Some(mapping)) => mapping.iccs.clone(),
+            (None, None) if invalid_iccs => return None,
+            (None, None) if crosswalk.identity => {
+                return self.fail("iccs", "required: this agency's feed is coded in ICCS (e.g. \"0903\")");
+            }
+            (None, None) => {
+                return self.fail(
+                    "iccs",
+                    format!("required: send an iccs code or an offence_code of crosswalk {} v{}", crosswalk.name, crosswalk.version),
+                );
+            }
+        };
+        let cyber = match (sent_cyber, mapping) {
+            (Some(cyber), _) => cyber,
+            (None, Some(mapping)) if sent_iccs.is_none() => mapping.cyber,
+            (None, _) if self.get("cyber").is_some() => return None,
+            (None, _) => return self.missing("cyber"),
+        };
+        if !cyber && Iccs::v1_0().always_cyber(&iccs) {
+            return self.fail("cyber", format!("false contradicts ICCS {iccs}: acts against computer systems (0903) are always cyber"));
+        }
+        let unit = mapping.map(|m| m.unit).unwrap_or_else(|| crosswalk_unit(crosswalk));
+        let coding = (!crosswalk.identity).then(|| Coding {
+            crosswalk: crosswalk.name.clone(),
+            version: crosswalk.version,
+            iccs_from_crosswalk: sent_iccs.is_none(),
+            cyber_from_crosswalk: sent_cyber.is_none(),
+        });
+        Some(Coded { iccs, cyber, unit, coding })
     }
 
     /// `Some(None)` is a valid "unknown département".
@@ -306,7 +437,15 @@ mod tests {
     }
 
     fn check(value: Value) -> Result<Event, Vec<FieldError>> {
-        validate_record(value.as_object().unwrap(), today())
+        validate_record(value.as_object().unwrap(), today(), identity())
+    }
+
+    fn identity() -> &'static Crosswalk {
+        observatory_reference::Crosswalks::builtin().latest(observatory_reference::IDENTITY).unwrap()
+    }
+
+    fn natinf(version: u32) -> &'static Crosswalk {
+        observatory_reference::Crosswalks::builtin().get("natinf", version).unwrap()
     }
 
     fn example() -> Value {
@@ -329,7 +468,7 @@ mod tests {
         v.as_object_mut().unwrap().remove("revision");
         v["departement"] = Value::Null;
         let event = check(v).unwrap();
-        assert_eq!(event.revision(), 1);
+        assert_eq!(event.incident().unwrap().1, 1);
         let Event::IncidentReported(r) = event else { panic!() };
         assert_eq!(r.departement, None);
     }
@@ -368,6 +507,46 @@ mod tests {
         assert!(errors.iter().any(|e| e.field == "cyber" && e.error.contains("true or false")));
         assert!(errors.iter().any(|e| e.field == "loss_eur"));
         assert!(errors.iter().any(|e| e.field == "iccs" && e.error.contains("a number")));
+    }
+
+    #[test]
+    fn agency_codes_are_mapped_through_the_crosswalk() {
+        let mut v = example();
+        let record = v.as_object_mut().unwrap();
+        record.remove("iccs");
+        record.remove("cyber");
+        let Event::IncidentReported(r) = validate_record(record, today(), natinf(1)).unwrap() else { panic!() };
+        assert_eq!(r.iccs, "09031");
+        assert!(r.cyber);
+        assert_eq!(r.unit, observatory_reference::Unit::Offence);
+        let coding = r.coding.unwrap();
+        assert_eq!((coding.crosswalk.as_str(), coding.version, coding.iccs_from_crosswalk), ("natinf", 1, true));
+
+        record.insert("offence_code".into(), json!("323-9"));
+        let errors = validate_record(record, today(), natinf(1)).unwrap_err();
+        assert_eq!(errors[0].field, "offence_code");
+        assert!(errors[0].error.contains("'323-9' is not in crosswalk natinf v1"), "{errors:?}");
+    }
+
+    #[test]
+    fn iccs_codes_must_exist_and_0903_is_always_cyber() {
+        let mut v = example();
+        v["iccs"] = json!("0999");
+        assert!(check(v).unwrap_err()[0].error.contains("not a code of ICCS 1.0"));
+        let mut v = example();
+        v["cyber"] = json!(false);
+        assert!(check(v).unwrap_err()[0].error.contains("always cyber"));
+        let mut v = example();
+        v.as_object_mut().unwrap().remove("iccs");
+        assert!(check(v).unwrap_err()[0].error.contains("coded in ICCS"));
+    }
+
+    #[test]
+    fn period_closures_are_checked() {
+        let ok = validate_period_close(json!({"month": "2024-03", "departements": ["92", "75", "75"]}).as_object().unwrap());
+        assert_eq!(ok.unwrap().departements, Some(vec!["75".to_owned(), "92".to_owned()]));
+        let bad = validate_period_close(json!({"month": "2024-13", "departements": ["20"]}).as_object().unwrap()).unwrap_err();
+        assert_eq!(bad.len(), 2);
     }
 
     #[test]

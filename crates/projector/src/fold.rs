@@ -1,10 +1,11 @@
 //! The pure fold of incident events into (a) the current state of every incident and
 //! (b) counts at the aggregate grain. No IO: events in, deltas and snapshots out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{Datelike, NaiveDate};
-use observatory_model::{Channel, DEPARTEMENTS, Event, IncidentReported, VictimType, incident_hash};
+use observatory_model::{Channel, DEPARTEMENTS, Event, IncidentReported, PeriodClosed, Unit, VictimType, incident_hash};
+use observatory_reference::{Crosswalk, Crosswalks};
 
 /// One cell of the aggregate grain: (month of occurrence, département, ICCS, cyber,
 /// victim type, channel, source). Strings are interned so a cell is a small `Copy` key.
@@ -19,6 +20,7 @@ pub struct Cell {
     pub victim_type: VictimType,
     pub channel: Channel,
     pub source: u32,
+    pub unit: Unit,
 }
 
 pub const NO_DEPARTEMENT: u16 = u16::MAX;
@@ -113,8 +115,15 @@ pub fn loss_cents(loss_eur: Option<f64>) -> i64 {
     loss_eur.map_or(0, |euros| (euros * 100.0).round() as i64)
 }
 
+/// Which departements of a month a source has closed; `None` means all of them.
+pub type Closure = Option<BTreeSet<String>>;
+
 #[derive(Default)]
 pub struct Fold {
+    /// Crosswalk versions this projection codes with (pinned when the version is created).
+    pins: BTreeMap<String, &'static Crosswalk>,
+    coverage: BTreeMap<(String, String), Closure>,
+    coverage_changed: bool,
     incidents: HashMap<u128, IncidentState>,
     totals: HashMap<Cell, Tally>,
     iccs: Interner,
@@ -133,7 +142,34 @@ impl Fold {
         Fold::default()
     }
 
+    /// A fold that re-maps agency codes with the given crosswalk versions (name → version).
+    pub fn with_crosswalks(pins: &BTreeMap<String, u32>) -> Result<Fold, observatory_reference::ReferenceError> {
+        let mut fold = Fold::new();
+        for (name, version) in pins {
+            fold.pins.insert(name.clone(), Crosswalks::builtin().resolve(name, Some(*version))?);
+        }
+        Ok(fold)
+    }
+
+    /// ICCS code, cyber flag and unit of a report under this projection's crosswalk versions:
+    /// what the agency sent stays; what the ingest derived from `offence_code` is derived
+    /// again with the pinned version, so a rebuild re-maps the whole history.
+    fn coding_of<'a>(&self, report: &'a IncidentReported) -> (std::borrow::Cow<'a, str>, bool, Unit) {
+        let remapped = report.coding.as_ref().and_then(|coding| {
+            let pinned = self.pins.get(&coding.crosswalk)?;
+            if pinned.version == coding.version {
+                return None;
+            }
+            let mapping = pinned.map(report.offence_code.as_deref()?).ok()?;
+            let iccs = if coding.iccs_from_crosswalk { mapping.iccs.clone().into() } else { report.iccs.as_str().into() };
+            let cyber = if coding.cyber_from_crosswalk { mapping.cyber } else { report.cyber };
+            Some((iccs, cyber, mapping.unit))
+        });
+        remapped.unwrap_or((report.iccs.as_str().into(), report.cyber, report.unit))
+    }
+
     pub fn cell_of(&mut self, source: &str, report: &IncidentReported) -> Cell {
+        let (iccs, cyber, unit) = self.coding_of(report);
         Cell {
             month: month_index(report.occurred_on),
             departement: report
@@ -141,12 +177,40 @@ impl Fold {
                 .as_deref()
                 .and_then(|d| DEPARTEMENTS.iter().position(|&known| known == d))
                 .map_or(NO_DEPARTEMENT, |i| i as u16),
-            iccs: self.iccs.id(&report.iccs),
-            cyber: report.cyber,
+            iccs: self.iccs.id(&iccs),
+            cyber,
             victim_type: report.victim_type,
             channel: report.channel,
             source: self.sources.id(source),
+            unit,
         }
+    }
+
+    fn close_period(&mut self, source: &str, closed: &PeriodClosed) {
+        let entry = self.coverage.entry((source.to_owned(), closed.month.clone())).or_insert_with(|| Some(BTreeSet::new()));
+        match (&closed.departements, entry.as_mut()) {
+            (None, _) => *entry = None,
+            (Some(listed), Some(set)) => set.extend(listed.iter().cloned()),
+            (Some(_), None) => {}
+        }
+        self.coverage_changed = true;
+    }
+
+    /// Restores one closure row (on restart).
+    pub fn restore_closure(&mut self, source: &str, month: &str, departement: Option<&str>) {
+        let closed = PeriodClosed { month: month.to_owned(), departements: departement.map(|d| vec![d.to_owned()]) };
+        self.close_period(source, &closed);
+        self.coverage_changed = false;
+    }
+
+    /// Every closure: (source, month) → closed départements (`None` = all).
+    pub fn coverage(&self) -> &BTreeMap<(String, String), Closure> {
+        &self.coverage
+    }
+
+    /// Crosswalk versions in force for this fold.
+    pub fn crosswalk_versions(&self) -> BTreeMap<String, u32> {
+        self.pins.iter().map(|(name, c)| (name.clone(), c.version)).collect()
     }
 
     pub fn departement_code(&self, cell: &Cell) -> Option<&'static str> {
@@ -169,12 +233,19 @@ impl Fold {
         }
         self.last_applied = sequence;
         self.first_pending.get_or_insert(sequence);
-        let key = incident_hash(source, event.agency_incident_id());
+        let Some((agency_incident_id, revision)) = event.incident() else {
+            if let Event::PeriodClosed(closed) = event {
+                self.close_period(source, closed);
+            }
+            self.events_applied += 1;
+            return Outcome::Applied;
+        };
+        let key = incident_hash(source, agency_incident_id);
         let previous = self.incidents.get(&key).copied();
         if let Some(previous) = previous {
-            if event.revision() <= previous.revision {
+            if revision <= previous.revision {
                 self.events_ignored += 1;
-                return if event.revision() == previous.revision { Outcome::Duplicate } else { Outcome::Stale };
+                return if revision == previous.revision { Outcome::Duplicate } else { Outcome::Stale };
             }
             if let Some(old_cell) = previous.cell {
                 self.move_count(old_cell, -1, previous.loss_cents);
@@ -187,18 +258,12 @@ impl Fold {
                 self.move_count(cell, 1, loss);
                 (Some(cell), loss, Some(report.clone()))
             }
-            Event::IncidentWithdrawn(_) => (None, 0, None),
+            Event::IncidentWithdrawn(_) | Event::PeriodClosed(_) => (None, 0, None),
         };
-        self.incidents.insert(key, IncidentState { revision: event.revision(), cell, loss_cents: loss });
+        self.incidents.insert(key, IncidentState { revision, cell, loss_cents: loss });
         self.changed.insert(
             key,
-            StateRow {
-                source: source.to_owned(),
-                agency_incident_id: event.agency_incident_id().to_owned(),
-                revision: event.revision(),
-                sequence,
-                report,
-            },
+            StateRow { source: source.to_owned(), agency_incident_id: agency_incident_id.to_owned(), revision, sequence, report },
         );
         self.events_applied += 1;
         Outcome::Applied
@@ -259,7 +324,8 @@ impl Fold {
         deltas.sort_unstable_by_key(|(cell, _)| *cell);
         let mut changed: Vec<StateRow> = self.changed.drain().map(|(_, row)| row).collect();
         changed.sort_unstable_by_key(|row| row.sequence);
-        Some(Pending { first_sequence, last_sequence: self.last_applied, deltas, changed })
+        let coverage_changed = std::mem::take(&mut self.coverage_changed);
+        Some(Pending { first_sequence, last_sequence: self.last_applied, deltas, changed, coverage_changed })
     }
 
     /// Current totals of one year, non-zero cells only, sorted.
@@ -293,6 +359,8 @@ pub struct Pending {
     pub last_sequence: u64,
     pub deltas: Vec<(Cell, Tally)>,
     pub changed: Vec<StateRow>,
+    /// The coverage table changed: write a new snapshot of it.
+    pub coverage_changed: bool,
 }
 
 #[cfg(test)]
@@ -314,6 +382,8 @@ mod tests {
             victim_type: VictimType::Individual,
             channel: Channel::Email,
             loss_eur: loss,
+            unit: Unit::Offence,
+            coding: None,
         })
     }
 
@@ -380,6 +450,47 @@ mod tests {
         // The pending deltas of the flush net out to the totals.
         let delta_total: i64 = pending.deltas.iter().map(|(_, t)| t.count).sum();
         assert_eq!(delta_total, 1);
+    }
+
+    #[test]
+    fn pinned_crosswalk_versions_remap_derived_codes_only() {
+        let coded = |iccs_from_crosswalk| {
+            let Event::IncidentReported(mut r) = report("A", 1, 3, "75", None) else { unreachable!() };
+            r.offence_code = Some("323-2".into());
+            r.iccs = "09032".into();
+            r.coding = Some(observatory_model::Coding {
+                crosswalk: "natinf".into(),
+                version: 1,
+                iccs_from_crosswalk,
+                cyber_from_crosswalk: false,
+            });
+            r
+        };
+        let v1 = Fold::with_crosswalks(&[("natinf".to_owned(), 1)].into()).unwrap();
+        let v2 = Fold::with_crosswalks(&[("natinf".to_owned(), 2)].into()).unwrap();
+        assert_eq!(v1.coding_of(&coded(true)).0, "09032");
+        let remapped = v2.coding_of(&coded(true)).0.into_owned();
+        assert_ne!(remapped, "09032", "natinf v2 maps 323-2 to a more specific class");
+        assert!(remapped.starts_with("09032"));
+        assert_eq!(v2.coding_of(&coded(false)).0, "09032", "an ICCS code the agency sent is kept");
+    }
+
+    #[test]
+    fn period_closures_merge() {
+        let mut fold = Fold::new();
+        let close = |deps: Option<Vec<&str>>| {
+            Event::PeriodClosed(PeriodClosed {
+                month: "2024-03".into(),
+                departements: deps.map(|d| d.into_iter().map(String::from).collect()),
+            })
+        };
+        fold.apply(1, "pn", &close(Some(vec!["75"])));
+        fold.apply(2, "pn", &close(Some(vec!["92"])));
+        let key = ("pn".to_owned(), "2024-03".to_owned());
+        assert_eq!(fold.coverage()[&key].as_ref().unwrap().len(), 2);
+        fold.apply(3, "pn", &close(None));
+        assert!(fold.coverage()[&key].is_none());
+        assert!(fold.take_pending().unwrap().coverage_changed);
     }
 
     #[test]

@@ -33,11 +33,19 @@ pub struct ProjectorConfig {
     /// Flush as soon as this many incidents changed.
     pub max_pending: usize,
     pub compaction: Compaction,
+    /// Crosswalk versions a new projection version codes with (name → version); crosswalks
+    /// not listed use their latest version.
+    pub crosswalk_versions: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        ProjectorConfig { flush_interval: Duration::from_secs(1), max_pending: 250_000, compaction: Compaction::default() }
+        ProjectorConfig {
+            flush_interval: Duration::from_secs(1),
+            max_pending: 250_000,
+            compaction: Compaction::default(),
+            crosswalk_versions: Default::default(),
+        }
     }
 }
 
@@ -81,7 +89,7 @@ pub async fn run(
     };
     tokio::pin!(shutdown);
     loop {
-        let sink = Sink::open(projection.clone(), version, &bus.config().stream, config.compaction).await?;
+        let sink = Sink::open(projection.clone(), version, &bus.config().stream, config.compaction, &config.crosswalk_versions).await?;
         match consume(bus, sink, config, false, &mut shutdown, |_| {}).await? {
             (Stop::Done, _) => return Ok(()),
             (Stop::Switch(next), _) => {
@@ -102,7 +110,7 @@ pub async fn rebuild(
 ) -> Result<(u32, u64), ProjectorError> {
     let version = projection.versions().await?.into_iter().max().unwrap_or(0) + 1;
     info!(version, "rebuilding from sequence 1");
-    let sink = Sink::open(projection.clone(), version, &bus.config().stream, config.compaction).await?;
+    let sink = Sink::open(projection.clone(), version, &bus.config().stream, config.compaction, &config.crosswalk_versions).await?;
     let mut never = std::pin::pin!(std::future::pending::<()>());
     let (_, sequence) = consume(bus, sink, config, true, &mut never, on_progress).await?;
     projection.set_current(version).await?;

@@ -10,7 +10,10 @@ use observatory_store::{CommitError, DataFile, Manifest, Projection, StoreError,
 use tracing::{info, info_span, Instrument};
 
 use crate::fold::{Cell, Fold, StateRow, Tally};
-use crate::tables::{COUNTS_TABLE, STATE_TABLE, TableError, counts_batch, state_batch, state_rows};
+use crate::tables::{
+    COUNTS_TABLE, COVERAGE_TABLE, STATE_TABLE, TableError, counts_batch, coverage_batch, coverage_rows, state_batch,
+    state_rows,
+};
 
 /// Name of the incident projection in the store.
 pub const INCIDENTS: &str = "incidents";
@@ -23,6 +26,31 @@ pub enum SinkError {
     Commit(#[from] CommitError),
     #[error("{path}: {source}")]
     Table { path: String, source: TableError },
+    #[error("reference data: {0}")]
+    Reference(#[from] observatory_reference::ReferenceError),
+}
+
+const CROSSWALK_PREFIX: &str = "crosswalk.";
+
+/// Crosswalk versions a new projection version codes with: the requested ones, else the
+/// latest of each built-in crosswalk.
+fn choose_pins(requested: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+    let crosswalks = observatory_reference::Crosswalks::builtin();
+    crosswalks
+        .names()
+        .filter(|name| *name != observatory_reference::IDENTITY)
+        .filter_map(|name| {
+            let version = requested.get(name).copied().or_else(|| crosswalks.latest(name).map(|c| c.version))?;
+            Some((name.to_owned(), version))
+        })
+        .collect()
+}
+
+fn reference_record(pins: &BTreeMap<String, u32>) -> BTreeMap<String, String> {
+    let mut reference: BTreeMap<String, String> =
+        pins.iter().map(|(name, version)| (format!("{CROSSWALK_PREFIX}{name}"), version.to_string())).collect();
+    reference.insert("iccs".into(), "1.0".into());
+    reference
 }
 
 /// Tuning of file layout.
@@ -54,8 +82,16 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Opens `version`, restoring the fold from its newest manifest (empty if none).
-    pub async fn open(projection: Projection, version: u32, stream: &str, compaction: Compaction) -> Result<Sink, SinkError> {
+    /// Opens `version`, restoring the fold from its newest manifest (empty if none). A new
+    /// version pins its crosswalk versions (`requested`, else the latest); an existing one
+    /// keeps those its manifest records, so its numbers never mix two versions.
+    pub async fn open(
+        projection: Projection,
+        version: u32,
+        stream: &str,
+        compaction: Compaction,
+        requested: &BTreeMap<String, u32>,
+    ) -> Result<Sink, SinkError> {
         let committed = projection.newest_manifest(version).await?.unwrap_or_else(|| Manifest {
             format: Manifest::FORMAT,
             projection: projection.name().to_owned(),
@@ -65,14 +101,28 @@ impl Sink {
             committed_at: Utc::now(),
             tables: BTreeMap::new(),
             stats: BTreeMap::new(),
-            reference: BTreeMap::new(),
+            reference: reference_record(&choose_pins(requested)),
         });
-        let mut fold = Fold::new();
+        let pins: BTreeMap<String, u32> = committed
+            .reference
+            .iter()
+            .filter_map(|(key, value)| Some((key.strip_prefix(CROSSWALK_PREFIX)?.to_owned(), value.parse().ok()?)))
+            .collect();
+        let mut fold = Fold::with_crosswalks(&pins)?;
         let span = info_span!("restore", projection = projection.name(), version, sequence = committed.last_sequence);
         async {
             for file in committed.files(STATE_TABLE) {
                 for row in read_state(&projection, version, file).await? {
                     fold.restore(&row);
+                }
+            }
+            for file in committed.files(COVERAGE_TABLE) {
+                let path = projection.object_path(version, &file.path);
+                for batch in read_parquet(projection.store(), &path).await? {
+                    let rows = coverage_rows(&batch).map_err(|source| SinkError::Table { path: path.to_string(), source })?;
+                    for (source, month, departement) in rows {
+                        fold.restore_closure(&source, &month, departement.as_deref());
+                    }
                 }
             }
             Ok::<_, SinkError>(())
@@ -130,6 +180,13 @@ impl Sink {
             let path = format!("data/{STATE_TABLE}/{range}.parquet");
             let file = self.write(&path, &state_batch(&pending.changed), None, pending.first_sequence, pending.last_sequence).await?;
             tables.entry(STATE_TABLE.to_owned()).or_default().push(file);
+        }
+        if pending.coverage_changed {
+            // Small (sources × months): each change writes the whole table as one file.
+            let path = format!("data/{COVERAGE_TABLE}/{range}.parquet");
+            let batch = coverage_batch(self.fold.coverage().iter());
+            let file = self.write(&path, &batch, None, pending.first_sequence, pending.last_sequence).await?;
+            tables.insert(COVERAGE_TABLE.to_owned(), vec![file]);
         }
         self.compact_counts(&mut tables, pending.last_sequence).await?;
         self.compact_state(&mut tables).await?;

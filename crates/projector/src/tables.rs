@@ -9,12 +9,14 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
-use observatory_model::{Channel, IncidentReported, VictimType};
+use observatory_model::{Channel, Coding, IncidentReported, Unit, VictimType};
+use observatory_reference::Geography;
 
-use crate::fold::{Cell, Fold, StateRow, Tally};
+use crate::fold::{Cell, Closure, Fold, StateRow, Tally};
 
 pub const COUNTS_TABLE: &str = "counts";
 pub const STATE_TABLE: &str = "state";
+pub const COVERAGE_TABLE: &str = "coverage";
 
 pub fn counts_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -26,6 +28,12 @@ pub fn counts_schema() -> SchemaRef {
         Field::new("victim_type", DataType::Utf8, false),
         Field::new("channel", DataType::Utf8, false),
         Field::new("source", DataType::Utf8, false),
+        Field::new("unit", DataType::Utf8, false),
+        // Roll-ups precomputed at write time so queries group without string functions.
+        Field::new("iccs_section", DataType::Utf8, false),
+        Field::new("iccs_division", DataType::Utf8, true),
+        Field::new("iccs_group", DataType::Utf8, true),
+        Field::new("region", DataType::Utf8, true),
         Field::new("count", DataType::Int64, false),
         Field::new("loss_cents", DataType::Int64, false),
     ]))
@@ -42,8 +50,14 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
     let mut victim_type = StringBuilder::with_capacity(n, n * 10);
     let mut channel = StringBuilder::with_capacity(n, n * 8);
     let mut source = StringBuilder::with_capacity(n, n * 4);
+    let mut unit = StringBuilder::with_capacity(n, n * 7);
+    let mut section = StringBuilder::with_capacity(n, n * 2);
+    let mut division = StringBuilder::with_capacity(n, n * 4);
+    let mut group = StringBuilder::with_capacity(n, n * 5);
+    let mut region = StringBuilder::with_capacity(n, n * 2);
     let mut count = Int64Builder::with_capacity(n);
     let mut loss = Int64Builder::with_capacity(n);
+    let geography = Geography::france();
     for (cell, tally) in cells {
         year.append_value(cell.year());
         month.append_value(cell.month_label());
@@ -53,6 +67,12 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
         victim_type.append_value(cell.victim_type.as_str());
         channel.append_value(cell.channel.as_str());
         source.append_value(fold.source_name(cell));
+        unit.append_value(cell.unit.as_str());
+        let code = fold.iccs_code(cell);
+        section.append_value(&code[..2]);
+        division.append_option(code.get(..4));
+        group.append_option(code.get(..5));
+        region.append_option(fold.departement_code(cell).and_then(|d| geography.region_of(d)).map(|r| r.code.as_str()));
         count.append_value(tally.count);
         loss.append_value(tally.loss_cents);
     }
@@ -65,6 +85,11 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
         Arc::new(victim_type.finish()),
         Arc::new(channel.finish()),
         Arc::new(source.finish()),
+        Arc::new(unit.finish()),
+        Arc::new(section.finish()),
+        Arc::new(division.finish()),
+        Arc::new(group.finish()),
+        Arc::new(region.finish()),
         Arc::new(count.finish()),
         Arc::new(loss.finish()),
     ];
@@ -88,6 +113,11 @@ pub fn state_schema() -> SchemaRef {
         Field::new("victim_type", DataType::Utf8, true),
         Field::new("channel", DataType::Utf8, true),
         Field::new("loss_eur", DataType::Float64, true),
+        Field::new("unit", DataType::Utf8, true),
+        Field::new("crosswalk", DataType::Utf8, true),
+        Field::new("crosswalk_version", DataType::UInt32, true),
+        Field::new("iccs_from_crosswalk", DataType::Boolean, true),
+        Field::new("cyber_from_crosswalk", DataType::Boolean, true),
     ]))
 }
 
@@ -118,6 +148,11 @@ pub fn state_batch(rows: &[StateRow]) -> RecordBatch {
     let mut victim_type = StringBuilder::with_capacity(n, n * 10);
     let mut channel = StringBuilder::with_capacity(n, n * 8);
     let mut loss = Float64Builder::with_capacity(n);
+    let mut unit = StringBuilder::with_capacity(n, n * 7);
+    let mut crosswalk = StringBuilder::with_capacity(n, n * 6);
+    let mut crosswalk_version = UInt32Builder::with_capacity(n);
+    let mut iccs_from = BooleanBuilder::with_capacity(n);
+    let mut cyber_from = BooleanBuilder::with_capacity(n);
     for row in rows {
         source.append_value(&row.source);
         id.append_value(&row.agency_incident_id);
@@ -135,6 +170,12 @@ pub fn state_batch(rows: &[StateRow]) -> RecordBatch {
         victim_type.append_option(r.map(|r| r.victim_type.as_str()));
         channel.append_option(r.map(|r| r.channel.as_str()));
         loss.append_option(r.and_then(|r| r.loss_eur));
+        unit.append_option(r.map(|r| r.unit.as_str()));
+        let coding = r.and_then(|r| r.coding.as_ref());
+        crosswalk.append_option(coding.map(|c| c.crosswalk.as_str()));
+        crosswalk_version.append_option(coding.map(|c| c.version));
+        iccs_from.append_option(coding.map(|c| c.iccs_from_crosswalk));
+        cyber_from.append_option(coding.map(|c| c.cyber_from_crosswalk));
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(source.finish()),
@@ -152,6 +193,11 @@ pub fn state_batch(rows: &[StateRow]) -> RecordBatch {
         Arc::new(victim_type.finish()),
         Arc::new(channel.finish()),
         Arc::new(loss.finish()),
+        Arc::new(unit.finish()),
+        Arc::new(crosswalk.finish()),
+        Arc::new(crosswalk_version.finish()),
+        Arc::new(iccs_from.finish()),
+        Arc::new(cyber_from.finish()),
     ];
     RecordBatch::try_new(state_schema(), columns).expect("columns match the schema")
 }
@@ -184,6 +230,11 @@ pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
     let victim_type = column::<StringArray>(batch, "victim_type")?;
     let channel = column::<StringArray>(batch, "channel")?;
     let loss = column::<Float64Array>(batch, "loss_eur")?;
+    let unit = column::<StringArray>(batch, "unit")?;
+    let crosswalk = column::<StringArray>(batch, "crosswalk")?;
+    let crosswalk_version = column::<UInt32Array>(batch, "crosswalk_version")?;
+    let iccs_from = column::<BooleanArray>(batch, "iccs_from_crosswalk")?;
+    let cyber_from = column::<BooleanArray>(batch, "cyber_from_crosswalk")?;
     let opt_str = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     (0..batch.num_rows())
         .map(|i| {
@@ -205,6 +256,18 @@ pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
                     channel: Channel::parse(channel.value(i))
                         .ok_or_else(|| TableError(format!("unknown channel {}", channel.value(i))))?,
                     loss_eur: (!loss.is_null(i)).then(|| loss.value(i)),
+                    unit: match unit.value(i) {
+                        "offence" => Unit::Offence,
+                        "victim" => Unit::Victim,
+                        "report" => Unit::Report,
+                        other => return Err(TableError(format!("unknown unit {other}"))),
+                    },
+                    coding: (!crosswalk.is_null(i)).then(|| Coding {
+                        crosswalk: crosswalk.value(i).to_owned(),
+                        version: crosswalk_version.value(i),
+                        iccs_from_crosswalk: iccs_from.value(i),
+                        cyber_from_crosswalk: cyber_from.value(i),
+                    }),
                 })
             };
             Ok(StateRow {
@@ -216,6 +279,54 @@ pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
             })
         })
         .collect()
+}
+
+pub fn coverage_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("month", DataType::Utf8, false),
+        // Null: the whole month is closed for the source, whatever the département.
+        Field::new("departement", DataType::Utf8, true),
+    ]))
+}
+
+/// One row per closed (source, month) and listed département, or one row with a null
+/// département when the whole month is closed.
+pub fn coverage_batch<'a>(closures: impl Iterator<Item = (&'a (String, String), &'a Closure)>) -> RecordBatch {
+    let mut source = StringBuilder::new();
+    let mut month = StringBuilder::new();
+    let mut departement = StringBuilder::new();
+    for ((s, m), closure) in closures {
+        match closure {
+            None => {
+                source.append_value(s);
+                month.append_value(m);
+                departement.append_null();
+            }
+            Some(listed) => {
+                for d in listed {
+                    source.append_value(s);
+                    month.append_value(m);
+                    departement.append_value(d);
+                }
+            }
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![Arc::new(source.finish()), Arc::new(month.finish()), Arc::new(departement.finish())];
+    RecordBatch::try_new(coverage_schema(), columns).expect("columns match the schema")
+}
+
+/// (source, month, département or None for all) rows of a coverage batch.
+pub fn coverage_rows(batch: &RecordBatch) -> Result<Vec<(String, String, Option<String>)>, TableError> {
+    let source = column::<StringArray>(batch, "source")?;
+    let month = column::<StringArray>(batch, "month")?;
+    let departement = column::<StringArray>(batch, "departement")?;
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            let d = (!departement.is_null(i)).then(|| departement.value(i).to_owned());
+            (source.value(i).to_owned(), month.value(i).to_owned(), d)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -239,6 +350,8 @@ mod tests {
             victim_type: VictimType::Business,
             channel: Channel::Website,
             loss_eur: Some(12.34),
+            unit: Unit::Report,
+            coding: Some(Coding { crosswalk: "platform".into(), version: 1, iccs_from_crosswalk: true, cyber_from_crosswalk: false }),
         };
         fold.apply(7, "pn", &Event::IncidentReported(report));
         fold.apply(

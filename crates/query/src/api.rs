@@ -30,7 +30,89 @@ pub struct QueryState {
 }
 
 pub fn router(state: Arc<QueryState>) -> Router {
-    Router::new().route("/v1/incidents/counts", get(get_counts)).with_state(state)
+    Router::new()
+        .route("/v1/incidents/counts", get(get_counts))
+        .route("/v1/coverage", get(get_coverage))
+        .route("/v1/reference/iccs", get(|| async { Json(json!({"version": "1.0", "codes": observatory_reference::Iccs::v1_0().iter().collect::<Vec<_>>()})) }))
+        .route("/v1/reference/geography", get(get_geography))
+        .route("/v1/reference/crosswalks", get(get_crosswalks))
+        .route("/v1/reference/crosswalks/{name}", get(get_crosswalk))
+        .with_state(state)
+}
+
+async fn get_geography() -> Json<Value> {
+    let geography = observatory_reference::Geography::france();
+    let departements: Vec<Value> = geography
+        .departements()
+        .iter()
+        .map(|d| {
+            let mut value = serde_json::to_value(d).unwrap_or_default();
+            value["population"] = serde_json::to_value(geography.population_series(&d.code)).unwrap_or_default();
+            value
+        })
+        .collect();
+    Json(json!({
+        "regions": geography.regions(),
+        "departements": departements,
+        "population_source": "INSEE, populations légales (population municipale), by reference year (millésime)",
+    }))
+}
+
+async fn get_crosswalks() -> Json<Value> {
+    let crosswalks = observatory_reference::Crosswalks::builtin();
+    let list: Vec<Value> = crosswalks
+        .names()
+        .map(|name| json!({"name": name, "versions": crosswalks.versions(name), "latest": crosswalks.latest(name).map(|c| c.version)}))
+        .collect();
+    Json(json!({"crosswalks": list}))
+}
+
+async fn get_crosswalk(axum::extract::Path(name): axum::extract::Path<String>, RawQuery(raw): RawQuery) -> Response {
+    let crosswalks = observatory_reference::Crosswalks::builtin();
+    let version = query_pairs(raw.as_deref()).into_iter().find(|(k, _)| k == "version").map(|(_, v)| v);
+    let version = match version.map(|v| v.trim_start_matches('v').parse::<u32>()) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "version must be a number, e.g. version=2"),
+        None => None,
+    };
+    match crosswalks.resolve(&name, version) {
+        Ok(crosswalk) => Json(crosswalk).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+#[tracing::instrument(name = "coverage", skip_all)]
+async fn get_coverage(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuery) -> Response {
+    let mut from = None;
+    let mut to = None;
+    let mut sources: Option<Vec<String>> = None;
+    for (key, value) in query_pairs(raw.as_deref()) {
+        let month = |name: &str, value: &str, end: bool| -> Result<String, Response> {
+            let parsed = CountsRequest::parse(&[(name.to_owned(), value.to_owned())]).map_err(|e| error(StatusCode::BAD_REQUEST, e.0))?;
+            Ok(if end { parsed.to } else { parsed.from }.expect("parsed"))
+        };
+        match key.as_str() {
+            "from" => match month("from", &value, false) {
+                Ok(m) => from = Some(m),
+                Err(response) => return response,
+            },
+            "to" => match month("to", &value, true) {
+                Ok(m) => to = Some(m),
+                Err(response) => return response,
+            },
+            "source" => sources = Some(value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
+            other => return error(StatusCode::BAD_REQUEST, format!("unknown parameter '{other}'; use from, to, source")),
+        }
+    }
+    if let (Some(f), Some(t)) = (&from, &to) {
+        if f > t {
+            return error(StatusCode::BAD_REQUEST, format!("from={f} is after to={t}"));
+        }
+    }
+    match state.engine.coverage(from.as_deref(), to.as_deref(), sources.as_deref()).await {
+        Ok((as_of, rows)) => Json(json!({"as_of": as_of, "coverage": rows})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -94,6 +176,7 @@ async fn get_counts(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuer
     let answer = match state.engine.counts(&request, state.config.max_wait).await {
         Ok(answer) => answer,
         Err(e @ QueryError::NotYet { .. }) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ QueryError::MixedUnits(_)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => {
             tracing::error!(error = %e, "count query failed");
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());

@@ -5,10 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use observatory_reference::Geography;
 use observatory_store::{DataFile, Manifest, Projection, StoreError};
 use polars::prelude::*;
 
-use crate::request::{CountsRequest, Dimension};
+use crate::request::{CountsRequest, Dimension, Rate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -23,6 +26,12 @@ pub enum QueryError {
          the projector may be behind or stopped: retry later"
     )]
     NotYet { reached: u64, wanted: u64, waited: Duration },
+    /// Counts of different units (offences, victims, reports) are never added together.
+    #[error(
+        "the selected counts mix units ({0}): an offence, a victim and a report are not the same thing; \
+         choose one with unit=… or group with by=unit"
+    )]
+    MixedUnits(String),
 }
 
 impl From<PolarsError> for QueryError {
@@ -38,6 +47,8 @@ pub struct AsOf {
     pub sequence: u64,
     pub version: u32,
     pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Reference data the projection was computed with (ICCS, crosswalk versions).
+    pub reference: BTreeMap<String, String>,
 }
 
 pub struct CountsAnswer {
@@ -78,10 +89,11 @@ impl CountsEngine {
     }
 
     async fn load(&self, version: u32, file: &DataFile) -> Result<DataFrame, QueryError> {
-        if let Some(frame) = self.cache.lock().expect("not poisoned").get(&file.path) {
+        // Keyed by the full object path: versions reuse the same relative names.
+        let path = self.projection.object_path(version, &file.path);
+        if let Some(frame) = self.cache.lock().expect("not poisoned").get(path.as_ref()) {
             return Ok(frame.clone());
         }
-        let path = self.projection.object_path(version, &file.path);
         let bytes = self
             .projection
             .store()
@@ -91,14 +103,98 @@ impl CountsEngine {
         let frame = ParquetReader::new(std::io::Cursor::new(bytes))
             .finish()
             .map_err(|e| QueryError::Read { path: path.to_string(), message: e.to_string() })?;
-        self.cache.lock().expect("not poisoned").insert(file.path.clone(), frame.clone());
+        self.cache.lock().expect("not poisoned").insert(path.to_string(), frame.clone());
         Ok(frame)
     }
 
     /// Drops cached files no longer named by the manifest being served.
     fn retain_cache(&self, manifest: &Manifest) {
-        let live: HashSet<&str> = manifest.files("counts").iter().map(|f| f.path.as_str()).collect();
-        self.cache.lock().expect("not poisoned").retain(|path, _| live.contains(path.as_str()));
+        let live: HashSet<String> = manifest
+            .files("counts")
+            .iter()
+            .chain(manifest.files("coverage"))
+            .map(|f| self.projection.object_path(manifest.version, &f.path).to_string())
+            .collect();
+        self.cache.lock().expect("not poisoned").retain(|path, _| live.contains(path));
+    }
+
+    /// Per source and month: `closed` (declared complete), `partial` (some départements
+    /// closed), `open` (data but not closed) or `missing` (neither).
+    pub async fn coverage(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+        sources: Option<&[String]>,
+    ) -> Result<(AsOf, Vec<serde_json::Value>), QueryError> {
+        let request = CountsRequest {
+            by: vec![Dimension::Source, Dimension::Month, Dimension::Unit],
+            from: from.map(str::to_owned),
+            to: to.map(str::to_owned),
+            filters: Default::default(),
+            format: crate::request::OutputFormat::Json,
+            min_sequence: None,
+            rate: None,
+        };
+        let answer = self.counts(&request, Duration::ZERO).await?;
+        let coverage = self.coverage_table().await?;
+        let frame = &answer.frame;
+        let mut with_data: HashSet<(String, String)> = HashSet::new();
+        let source_column = frame.column("source")?.str()?;
+        let month_column = frame.column("month")?.str()?;
+        for i in 0..frame.height() {
+            if let (Some(s), Some(m)) = (source_column.get(i), month_column.get(i)) {
+                with_data.insert((s.to_owned(), m.to_owned()));
+            }
+        }
+        let mut all_sources: Vec<String> =
+            with_data.iter().map(|(s, _)| s.clone()).chain(coverage.sources().map(str::to_owned)).collect();
+        all_sources.sort();
+        all_sources.dedup();
+        if let Some(wanted) = sources {
+            all_sources.retain(|s| wanted.contains(s));
+        }
+        let months: Vec<String> = {
+            let known = with_data.iter().map(|(_, m)| m.clone()).chain(coverage.closed.keys().map(|(_, m)| m.clone()));
+            let mut known: Vec<String> = known.collect();
+            known.sort();
+            let first = from.map(str::to_owned).or_else(|| known.first().cloned());
+            let last = to.map(str::to_owned).or_else(|| known.last().cloned());
+            match (first, last) {
+                (Some(first), Some(last)) => month_range(&first, &last),
+                _ => Vec::new(),
+            }
+        };
+        let mut rows = Vec::new();
+        for source in &all_sources {
+            for month in &months {
+                let (status, closed) = match coverage.entry(source, month) {
+                    Some(None) => ("closed", None),
+                    Some(Some(listed)) => {
+                        let mut listed: Vec<&String> = listed.iter().collect();
+                        listed.sort();
+                        ("partial", Some(listed.into_iter().cloned().collect::<Vec<_>>()))
+                    }
+                    None if with_data.contains(&(source.clone(), month.clone())) => ("open", None),
+                    None => ("missing", None),
+                };
+                let mut row = serde_json::json!({"source": source, "month": month, "status": status});
+                if let Some(closed) = closed {
+                    row["closed_departements"] = serde_json::json!(closed);
+                }
+                rows.push(row);
+            }
+        }
+        Ok((answer.as_of, rows))
+    }
+
+    async fn coverage_table(&self) -> Result<Coverage, QueryError> {
+        let mut coverage = Coverage::default();
+        if let Some(manifest) = self.projection.serving_manifest().await? {
+            for file in manifest.files("coverage") {
+                coverage.add(&self.load(manifest.version, file).await?)?;
+            }
+        }
+        Ok(coverage)
     }
 
     pub async fn counts(&self, request: &CountsRequest, wait: Duration) -> Result<CountsAnswer, QueryError> {
@@ -107,10 +203,15 @@ impl CountsEngine {
             sequence: manifest.as_ref().map_or(0, |m| m.last_sequence),
             version: manifest.as_ref().map_or(0, |m| m.version),
             committed_at: manifest.as_ref().map(|m| m.committed_at),
+            reference: manifest.as_ref().map(|m| m.reference.clone()).unwrap_or_default(),
         };
         let mut frames = Vec::new();
+        let mut coverage = Coverage::default();
         if let Some(manifest) = &manifest {
             self.retain_cache(manifest);
+            for file in manifest.files("coverage") {
+                coverage.add(&self.load(manifest.version, file).await?)?;
+            }
             let (first_year, last_year) = request.year_range();
             for file in manifest.files("counts") {
                 let year = file.year.unwrap_or_default();
@@ -122,11 +223,18 @@ impl CountsEngine {
         }
         // Polars computes on its own threads and blocks: keep it off the async workers.
         let request = request.clone();
-        let frame = tokio::task::spawn_blocking(move || aggregate(frames, &request))
+        let frame = tokio::task::spawn_blocking(move || aggregate(frames, &request, &coverage))
             .await
             .map_err(|e| QueryError::Compute(format!("aggregation task failed: {e}")))??;
         Ok(CountsAnswer { as_of, frame })
     }
+}
+
+/// Months from `first` to `last` inclusive, both "YYYY-MM".
+fn month_range(first: &str, last: &str) -> Vec<String> {
+    let index = |m: &str| -> Option<i32> { Some(m[..4].parse::<i32>().ok()? * 12 + m[5..7].parse::<i32>().ok()? - 1) };
+    let (Some(a), Some(b)) = (index(first), index(last)) else { return Vec::new() };
+    (a..=b.min(a + 12 * 50)).map(|i| format!("{:04}-{:02}", i / 12, i % 12 + 1)).collect()
 }
 
 fn any_of(column: &str, values: &[String], matcher: impl Fn(Expr, &str) -> Expr) -> Expr {
@@ -134,23 +242,93 @@ fn any_of(column: &str, values: &[String], matcher: impl Fn(Expr, &str) -> Expr)
 }
 
 fn empty_counts() -> LazyFrame {
+    let text = |name: &str| Column::new(name.into(), Vec::<String>::new());
+    let optional = |name: &str| Column::new(name.into(), Vec::<Option<String>>::new());
     let columns: Vec<Column> = vec![
         Column::new("year".into(), Vec::<i32>::new()),
-        Column::new("month".into(), Vec::<String>::new()),
-        Column::new("departement".into(), Vec::<Option<String>>::new()),
-        Column::new("iccs".into(), Vec::<String>::new()),
+        text("month"),
+        optional("departement"),
+        text("iccs"),
         Column::new("cyber".into(), Vec::<bool>::new()),
-        Column::new("victim_type".into(), Vec::<String>::new()),
-        Column::new("channel".into(), Vec::<String>::new()),
-        Column::new("source".into(), Vec::<String>::new()),
+        text("victim_type"),
+        text("channel"),
+        text("source"),
+        text("unit"),
+        text("iccs_section"),
+        optional("iccs_division"),
+        optional("iccs_group"),
+        optional("region"),
         Column::new("count".into(), Vec::<i64>::new()),
         Column::new("loss_cents".into(), Vec::<i64>::new()),
     ];
     DataFrame::new_infer_height(columns).expect("valid empty frame").lazy()
 }
 
-/// Filters, groups and sums. Pure over its input frames.
-pub fn aggregate(frames: Vec<LazyFrame>, request: &CountsRequest) -> Result<DataFrame, QueryError> {
+/// Which (source, month) an agency declared complete, as the coverage table says.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    /// `None`: the whole month; otherwise the closed départements.
+    closed: HashMap<(String, String), Option<HashSet<String>>>,
+}
+
+impl Coverage {
+    fn add(&mut self, frame: &DataFrame) -> Result<(), QueryError> {
+        let source = frame.column("source")?.str()?;
+        let month = frame.column("month")?.str()?;
+        let departement = frame.column("departement")?.str()?;
+        for i in 0..frame.height() {
+            let (Some(s), Some(m)) = (source.get(i), month.get(i)) else { continue };
+            let entry = self.closed.entry((s.to_owned(), m.to_owned())).or_insert_with(|| Some(HashSet::new()));
+            match (departement.get(i), entry.as_mut()) {
+                (None, _) => *entry = None,
+                (Some(d), Some(set)) => {
+                    set.insert(d.to_owned());
+                }
+                (Some(_), None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_closed(&self, source: &str, month: &str, departement: Option<&str>) -> bool {
+        match self.closed.get(&(source.to_owned(), month.to_owned())) {
+            Some(None) => true,
+            Some(Some(listed)) => departement.is_some_and(|d| listed.contains(d)),
+            None => false,
+        }
+    }
+
+    /// Closed départements of a partially closed (source, month); `None` when wholly closed
+    /// or not closed at all.
+    pub fn entry(&self, source: &str, month: &str) -> Option<&Option<HashSet<String>>> {
+        self.closed.get(&(source.to_owned(), month.to_owned()))
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.closed.keys().map(|(s, _)| s.as_str())
+    }
+}
+
+/// Marks rows whose (source, month, département) the source has not closed yet.
+fn open_flags(frame: &DataFrame, coverage: &Coverage) -> Result<Column, QueryError> {
+    let source = frame.column("source")?.str()?;
+    let month = frame.column("month")?.str()?;
+    let departement = frame.column("departement")?.str()?;
+    let open: Vec<i64> = (0..frame.height())
+        .map(|i| {
+            let closed = match (source.get(i), month.get(i)) {
+                (Some(s), Some(m)) => coverage.is_closed(s, m, departement.get(i)),
+                _ => false,
+            };
+            i64::from(!closed)
+        })
+        .collect();
+    Ok(Column::new("open".into(), open))
+}
+
+/// Filters, checks units, groups and sums, then adds provisional flags and rates. Pure over
+/// its inputs.
+pub fn aggregate(frames: Vec<LazyFrame>, request: &CountsRequest, coverage: &Coverage) -> Result<DataFrame, QueryError> {
     let mut frame = if frames.is_empty() { empty_counts() } else { concat(frames, UnionArgs::default())? };
     if let Some(from) = &request.from {
         frame = frame.filter(col("month").gt_eq(lit(from.as_str())));
@@ -174,22 +352,123 @@ pub fn aggregate(frames: Vec<LazyFrame>, request: &CountsRequest) -> Result<Data
         };
         frame = frame.filter(predicate);
     }
-    let sums = [col("count").sum().alias("count"), col("loss_cents").sum().alias("loss_cents")];
+    let mut rows = frame.filter(col("count").neq(lit(0i64))).collect()?;
+
+    let mut units: Vec<String> = rows.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
+    units.sort();
+    units.dedup();
+    if units.len() > 1 && !request.by.contains(&Dimension::Unit) {
+        return Err(QueryError::MixedUnits(units.join(", ")));
+    }
+    let open = open_flags(&rows, coverage)?;
+    rows.with_column(open)?;
+
+    let sums = [
+        col("count").sum().alias("count"),
+        col("loss_cents").sum().alias("loss_cents"),
+        col("open").sum().alias("open"),
+    ];
     let keys: Vec<Expr> = request.by.iter().map(|d| col(d.name())).collect();
-    let grouped = if keys.is_empty() { frame.select(sums) } else { frame.group_by(keys.clone()).agg(sums) };
+    let grouped = if keys.is_empty() { rows.lazy().select(sums) } else { rows.lazy().group_by(keys.clone()).agg(sums) };
     let by_names: Vec<PlSmallStr> = request.by.iter().map(|d| PlSmallStr::from(d.name())).collect();
     let mut out = grouped;
     if keys.is_empty() {
         // A national total with no data is a zero, not a null.
-        out = out.with_columns([col("count").fill_null(lit(0i64)), col("loss_cents").fill_null(lit(0i64))]);
+        out = out.with_columns([
+            col("count").fill_null(lit(0i64)),
+            col("loss_cents").fill_null(lit(0i64)),
+            col("open").fill_null(lit(0i64)),
+        ]);
     } else {
         // A cell whose deltas net to zero is no incident: drop it from grouped answers.
         out = out.filter(col("count").neq(lit(0i64))).sort(by_names, SortMultipleOptions::default().with_nulls_last(true));
     }
     let mut result = out.collect()?;
+    let height = result.height();
+    if !request.by.contains(&Dimension::Unit) {
+        // Every row says what it counts; with no data, the unit asked for (if any).
+        let unit = units.first().cloned().or_else(|| request.filters.get(&Dimension::Unit).and_then(|u| u.first().cloned()));
+        result.with_column(Column::new("unit".into(), vec![unit; height]))?;
+    }
     // Euros from exact integer cents with one correctly rounded division, so 1234.56 prints
     // as 1234.56 and not as the sum of binary fractions.
     let euros: Float64Chunked = result.column("loss_cents")?.i64()?.iter().map(|c| c.map(|c| c as f64 / 100.0)).collect();
     result.with_column(euros.into_series().with_name("loss_eur".into()).into_column())?;
-    Ok(result.drop("loss_cents")?)
+    let provisional: Vec<bool> = result.column("open")?.i64()?.iter().map(|open| open.unwrap_or(0) > 0).collect();
+    result.with_column(Column::new("provisional".into(), provisional))?;
+    let mut order: Vec<&str> = request.by.iter().map(|d| d.name()).collect();
+    if !request.by.contains(&Dimension::Unit) {
+        order.push("unit");
+    }
+    order.extend(["count", "loss_eur", "provisional"]);
+    let mut result = result.select(order)?;
+    if request.rate == Some(Rate::Per100k) {
+        add_rates(&mut result, request)?;
+    }
+    Ok(result)
+}
+
+/// The year whose population a row is divided by: the row's own year when time is grouped,
+/// else the last year of the requested range, else the latest legal population.
+fn row_year(result: &DataFrame, request: &CountsRequest, i: usize) -> Result<Option<i32>, QueryError> {
+    if request.by.contains(&Dimension::Year) {
+        return Ok(result.column("year")?.i32()?.get(i));
+    }
+    if request.by.contains(&Dimension::Month) {
+        return Ok(result.column("month")?.str()?.get(i).and_then(|m| m[..4].parse().ok()));
+    }
+    let (from, to) = request.year_range();
+    Ok(to.or(from))
+}
+
+/// Adds `population`, `population_year` and `rate_per_100k` where the grouping allows: a
+/// geography in `by`, or the whole of France (or the filtered départements/régions).
+fn add_rates(result: &mut DataFrame, request: &CountsRequest) -> Result<(), QueryError> {
+    let geography = Geography::france();
+    let height = result.height();
+    let latest = i32::MAX;
+    let mut population: Vec<Option<i64>> = Vec::with_capacity(height);
+    let mut population_year: Vec<Option<i32>> = Vec::with_capacity(height);
+    let departements = if request.by.contains(&Dimension::Departement) { Some(result.column("departement")?.str()?.clone()) } else { None };
+    let regions = if request.by.contains(&Dimension::Region) { Some(result.column("region")?.str()?.clone()) } else { None };
+    for i in 0..height {
+        let year = row_year(result, request, i)?.unwrap_or(latest);
+        let figure = if let Some(departements) = &departements {
+            departements.get(i).and_then(|d| geography.population(d, year))
+        } else if let Some(regions) = &regions {
+            regions.get(i).and_then(|r| geography.region_population(r, year))
+        } else if let Some(listed) = request.filters.get(&Dimension::Departement) {
+            sum_populations(listed.iter().map(|d| geography.population(d, year)))
+        } else if let Some(listed) = request.filters.get(&Dimension::Region) {
+            sum_populations(listed.iter().map(|r| geography.region_population(r, year)))
+        } else {
+            geography.national_population(year)
+        };
+        population.push(figure.map(|(p, _)| p as i64));
+        population_year.push(figure.map(|(_, y)| y));
+    }
+    let counts = result.column("count")?.i64()?.clone();
+    let rates: Vec<Option<f64>> = (0..height)
+        .map(|i| match (counts.get(i), population[i]) {
+            (Some(count), Some(pop)) if pop > 0 => Some(count as f64 * 100_000.0 / pop as f64),
+            _ => None,
+        })
+        .collect();
+    result.with_column(Column::new("population".into(), population))?;
+    result.with_column(Column::new("population_year".into(), population_year))?;
+    result.with_column(Column::new("rate_per_100k".into(), rates))?;
+    Ok(())
+}
+
+/// Sum of several populations, using the same (oldest) reference year for all; `None` if any
+/// is unknown.
+fn sum_populations(figures: impl Iterator<Item = Option<(u64, i32)>>) -> Option<(u64, i32)> {
+    let mut total = 0;
+    let mut year = i32::MAX;
+    for figure in figures {
+        let (population, used) = figure?;
+        total += population;
+        year = year.min(used);
+    }
+    (year != i32::MAX).then_some((total, year))
 }

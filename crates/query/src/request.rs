@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use observatory_model::{Channel, VictimType, is_departement, is_valid_source_id};
+use observatory_reference::Geography;
 
 /// A dimension of the count grain, usable in `by=` and as a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,10 +17,15 @@ pub enum Dimension {
     VictimType,
     Channel,
     Source,
+    IccsSection,
+    IccsDivision,
+    IccsGroup,
+    Region,
+    Unit,
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 8] = [
+    pub const ALL: [Dimension; 13] = [
         Dimension::Year,
         Dimension::Month,
         Dimension::Departement,
@@ -28,6 +34,11 @@ impl Dimension {
         Dimension::VictimType,
         Dimension::Channel,
         Dimension::Source,
+        Dimension::IccsSection,
+        Dimension::IccsDivision,
+        Dimension::IccsGroup,
+        Dimension::Region,
+        Dimension::Unit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,7 +51,16 @@ impl Dimension {
             Dimension::VictimType => "victim_type",
             Dimension::Channel => "channel",
             Dimension::Source => "source",
+            Dimension::IccsSection => "iccs_section",
+            Dimension::IccsDivision => "iccs_division",
+            Dimension::IccsGroup => "iccs_group",
+            Dimension::Region => "region",
+            Dimension::Unit => "unit",
         }
+    }
+
+    pub fn is_geography(self) -> bool {
+        matches!(self, Dimension::Departement | Dimension::Region)
     }
 
     pub fn parse(name: &str) -> Option<Dimension> {
@@ -58,6 +78,13 @@ pub enum OutputFormat {
     Csv,
 }
 
+/// `rate=`: which rate to add to rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// Count per 100 000 inhabitants (INSEE legal population).
+    Per100k,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CountsRequest {
     pub by: Vec<Dimension>,
@@ -69,6 +96,7 @@ pub struct CountsRequest {
     pub filters: BTreeMap<Dimension, Vec<String>>,
     pub format: OutputFormat,
     pub min_sequence: Option<u64>,
+    pub rate: Option<Rate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +127,11 @@ fn check_value(dimension: Dimension, value: &str) -> Result<(), RequestError> {
         Dimension::VictimType => VictimType::parse(value).is_some(),
         Dimension::Channel => Channel::parse(value).is_some(),
         Dimension::Source => is_valid_source_id(value),
+        Dimension::IccsSection => value.len() == 2 && value.bytes().all(|b| b.is_ascii_digit()),
+        Dimension::IccsDivision => value.len() == 4 && value.bytes().all(|b| b.is_ascii_digit()),
+        Dimension::IccsGroup => value.len() == 5 && value.bytes().all(|b| b.is_ascii_digit()),
+        Dimension::Region => Geography::france().region(value).is_some(),
+        Dimension::Unit => matches!(value, "offence" | "victim" | "report"),
     };
     if ok {
         return Ok(());
@@ -112,6 +145,11 @@ fn check_value(dimension: Dimension, value: &str) -> Result<(), RequestError> {
         Dimension::VictimType => format!("one of {}", VictimType::allowed()),
         Dimension::Channel => format!("one of {}", Channel::allowed()),
         Dimension::Source => "an agency id".to_owned(),
+        Dimension::IccsSection => "an ICCS section (2 digits)".to_owned(),
+        Dimension::IccsDivision => "an ICCS division (4 digits)".to_owned(),
+        Dimension::IccsGroup => "an ICCS group (5 digits)".to_owned(),
+        Dimension::Region => "an INSEE région code (e.g. 11 for Île-de-France)".to_owned(),
+        Dimension::Unit => "offence, victim or report".to_owned(),
     };
     bad(format!("{}='{value}' is not valid; expected {expected}", dimension.name()))
 }
@@ -125,6 +163,7 @@ impl CountsRequest {
             filters: BTreeMap::new(),
             format: OutputFormat::Json,
             min_sequence: None,
+            rate: None,
         };
         let mut seen = std::collections::HashSet::new();
         for (key, value) in params {
@@ -152,6 +191,12 @@ impl CountsRequest {
                         other => return bad(format!("format='{other}' is not supported; use json or csv")),
                     }
                 }
+                "rate" => {
+                    request.rate = match value.as_str() {
+                        "per100k" => Some(Rate::Per100k),
+                        other => return bad(format!("rate='{other}' is not supported; use rate=per100k")),
+                    }
+                }
                 "min_sequence" => {
                     request.min_sequence = Some(value.parse().map_err(|_| {
                         RequestError(format!("min_sequence='{value}' is not a stream sequence (a non-negative integer)"))
@@ -160,7 +205,7 @@ impl CountsRequest {
                 name => {
                     let Some(dimension) = Dimension::parse(name) else {
                         return bad(format!(
-                            "unknown parameter '{name}'; use by, from, to, format, min_sequence or a dimension filter ({})",
+                            "unknown parameter '{name}'; use by, from, to, format, rate, min_sequence or a dimension filter ({})",
                             Dimension::names()
                         ));
                     };
@@ -182,6 +227,11 @@ impl CountsRequest {
             }
         }
         Ok(request)
+    }
+
+    /// Whether the grouping and filters leave exactly one counting unit per row.
+    pub fn unit_is_fixed(&self) -> bool {
+        self.by.contains(&Dimension::Unit) || self.filters.get(&Dimension::Unit).is_some_and(|units| units.len() == 1)
     }
 
     /// Years the request can touch, to skip whole year partitions.

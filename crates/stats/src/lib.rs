@@ -38,6 +38,8 @@
 // Published algorithm coefficients (AS 241) and R reference values are quoted digit for digit.
 #![allow(clippy::excessive_precision)]
 
+#[cfg(feature = "arrow")]
+mod arrow_table;
 pub mod ci;
 mod csv;
 pub mod design;
@@ -45,6 +47,7 @@ pub mod dist;
 mod error;
 mod estimate;
 mod hash;
+pub mod synthetic;
 mod table;
 
 pub use design::{

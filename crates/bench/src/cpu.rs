@@ -1,0 +1,54 @@
+//! CPU time of the processes sharing the machine during a measurement, from `/proc`: on two
+//! cores the client, the service and nats-server compete, and this says who used what.
+
+use serde::Serialize;
+
+/// Processes to watch besides this one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pids {
+    pub nats: Option<u32>,
+    pub service: Option<u32>,
+}
+
+/// CPU seconds (user + system) consumed so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    nats: Option<f64>,
+    service: Option<f64>,
+    bench: Option<f64>,
+}
+
+/// CPU microseconds per event, per process.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PerProcess {
+    pub nats_server: Option<f64>,
+    pub service: Option<f64>,
+    pub bench_client: Option<f64>,
+}
+
+fn cpu_seconds(stat_path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    // Fields after the command name, which is parenthesised and may contain spaces.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks > 0.0).then(|| (utime + stime) / ticks)
+}
+
+pub fn sample(pids: &Pids) -> Sample {
+    let of = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(&format!("/proc/{p}/stat")));
+    Sample { nats: of(pids.nats), service: of(pids.service), bench: cpu_seconds("/proc/self/stat") }
+}
+
+impl Sample {
+    pub fn since(&self, before: &Sample, events: u64) -> PerProcess {
+        let per = |now: Option<f64>, then: Option<f64>| Some((now? - then?) * 1e6 / events.max(1) as f64);
+        PerProcess {
+            nats_server: per(self.nats, before.nats),
+            service: per(self.service, before.service),
+            bench_client: per(self.bench, before.bench),
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Stage 1: events/s accepted by `POST /v1/incidents` (the real `observatory ingest` process)
+//! next to raw pipelined JetStream publishes of the same serialised events from this process.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use observatory_bus::async_nats::HeaderMap;
+use observatory_bus::async_nats::jetstream;
+use observatory_bus::{Bus, BusConfig, DEDUPE_HEADER, LocalNatsServer, Outgoing};
+use serde::Serialize;
+use tracing::{Instrument, info_span};
+
+use crate::generate::{AGENCIES, Generator};
+use crate::process::{Service, add_agency};
+use crate::{cpu, progress_bar};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestRun {
+    pub records_per_request: usize,
+    pub records: usize,
+    pub requests: usize,
+    pub http_seconds: f64,
+    pub http_events_per_s: f64,
+    pub raw_seconds: f64,
+    pub raw_events_per_s: f64,
+    /// HTTP ingest over raw publish (target ≥ 0.8).
+    pub ratio: f64,
+    /// CPU microseconds per event of each process while the HTTP ingest ran.
+    pub http_cpu_us_per_event: cpu::PerProcess,
+    /// The same while the raw publishes ran (no ingest process involved).
+    pub raw_cpu_us_per_event: cpu::PerProcess,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub connections: usize,
+    pub record_bytes_avg: f64,
+    pub event_bytes_avg: f64,
+    pub runs: Vec<IngestRun>,
+}
+
+/// One request's worth of records, as NDJSON for the HTTP side and as ready-to-publish events
+/// (what the ingest would publish for them) for the raw side.
+struct Batch {
+    agency: usize,
+    body: Bytes,
+    events: Vec<Outgoing>,
+}
+
+fn batches(generator: &mut Generator, records: usize, per_request: usize) -> (Vec<Batch>, usize, usize) {
+    let recorded_at = Utc::now();
+    let mut pending: Vec<Batch> =
+        (0..AGENCIES.len()).map(|agency| Batch { agency, body: Bytes::new(), events: Vec::new() }).collect();
+    let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); AGENCIES.len()];
+    let mut done = Vec::new();
+    let (mut record_bytes, mut event_bytes) = (0, 0);
+    let mut close = |agency: usize, pending: &mut Vec<Batch>, bodies: &mut Vec<Vec<u8>>| {
+        let events = std::mem::take(&mut pending[agency].events);
+        let body = Bytes::from(std::mem::take(&mut bodies[agency]));
+        if !events.is_empty() {
+            done.push(Batch { agency, body, events });
+        }
+    };
+    for _ in 0..records {
+        let generated = generator.next_event();
+        let record = generated.record_json();
+        let outgoing = generated.outgoing(recorded_at);
+        record_bytes += record.len();
+        event_bytes += outgoing.payload.len();
+        let agency = generated.agency;
+        bodies[agency].extend_from_slice(&record);
+        bodies[agency].push(b'\n');
+        pending[agency].events.push(outgoing);
+        if pending[agency].events.len() == per_request {
+            close(agency, &mut pending, &mut bodies);
+        }
+    }
+    for agency in 0..AGENCIES.len() {
+        close(agency, &mut pending, &mut bodies);
+    }
+    (done, record_bytes, event_bytes)
+}
+
+/// Publishes one batch with pipelined acks, as `Publisher::publish_all` does, but straight on
+/// the async-nats context: every message sent, then every ack awaited.
+pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) -> Result<u64> {
+    let mut acks = Vec::with_capacity(events.len());
+    for event in events {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.message_id.as_str());
+        headers.insert(DEDUPE_HEADER, event.dedupe.as_str());
+        acks.push(jetstream.publish_with_headers(event.subject, headers, event.payload).await?);
+    }
+    let mut stored = 0;
+    for ack in acks {
+        let ack = ack.await?;
+        ensure!(!ack.duplicate, "raw publish was dropped as a duplicate (sequence {})", ack.sequence);
+        stored += 1;
+    }
+    Ok(stored)
+}
+
+#[derive(serde::Deserialize)]
+struct Summary {
+    accepted: u64,
+    duplicates: u64,
+    rejected: Vec<serde_json::Value>,
+}
+
+async fn post(client: &reqwest::Client, url: &str, token: &str, body: Bytes) -> Result<u64> {
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .context("POST /v1/incidents")?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        bail!("POST /v1/incidents answered {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    let summary: Summary = serde_json::from_slice(&bytes).context("ingest summary")?;
+    ensure!(
+        summary.rejected.is_empty() && summary.duplicates == 0,
+        "the ingest rejected {} and called {} duplicates; first rejection: {:?}",
+        summary.rejected.len(),
+        summary.duplicates,
+        summary.rejected.first()
+    );
+    Ok(summary.accepted)
+}
+
+pub struct Settings {
+    pub records: usize,
+    pub per_request: Vec<usize>,
+    pub connections: usize,
+    pub seed: u64,
+}
+
+pub async fn run(work: &Path, settings: &Settings, client: &reqwest::Client) -> Result<IngestReport> {
+    let dir = work.join("ingest");
+    let nats = LocalNatsServer::start(&dir.join("nats"), 0)?;
+    let bus = Bus::connect(BusConfig::new(nats.url())).await?;
+    let service_dir = dir.join("service");
+    std::fs::create_dir_all(&service_dir)?;
+    let tokens: Vec<String> = AGENCIES.iter().map(|a| add_agency(&service_dir, a.id, a.name)).collect::<Result<_>>()?;
+    // The ingest process loads its idempotency index from the (empty) stream when it starts,
+    // so the raw publishes below, made after that, are not seen as resubmissions.
+    let args: Vec<String> = vec![
+        "ingest".into(),
+        "--nats-url".into(),
+        nats.url(),
+        "--data-dir".into(),
+        service_dir.to_string_lossy().into_owned(),
+    ];
+    let service = Service::start(&args, dir.join("ingest.log"), client).await?;
+    let url = format!("{}/v1/incidents", service.base_url);
+    let pids = cpu::Pids { nats: Some(nats.pid()), service: service.pid() };
+
+    let mut generator = Generator::new(settings.seed);
+    let mut runs = Vec::new();
+    let (mut record_bytes, mut event_bytes, mut records_total) = (0, 0, 0);
+    for &per_request in &settings.per_request {
+        let (batches, rb, eb) = batches(&mut generator, settings.records, per_request);
+        record_bytes += rb;
+        event_bytes += eb;
+        records_total += settings.records;
+        let target = Target { bus: &bus, client, url: &url, tokens: &tokens, pids: &pids };
+        let run =
+            measure(&target, batches, settings, per_request).instrument(info_span!("ingest", per_request)).await?;
+        runs.push(run);
+    }
+    service.stop().await?;
+    drop(bus);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(IngestReport {
+        connections: settings.connections,
+        record_bytes_avg: record_bytes as f64 / records_total.max(1) as f64,
+        event_bytes_avg: event_bytes as f64 / records_total.max(1) as f64,
+        runs,
+    })
+}
+
+struct Target<'a> {
+    bus: &'a Bus,
+    client: &'a reqwest::Client,
+    url: &'a str,
+    tokens: &'a [String],
+    pids: &'a cpu::Pids,
+}
+
+/// Raw publishes of one set of events, then the HTTP ingest of the same records.
+async fn measure(
+    target: &Target<'_>,
+    batches: Vec<Batch>,
+    settings: &Settings,
+    per_request: usize,
+) -> Result<IngestRun> {
+    let requests = batches.len();
+    let mut bodies = Vec::with_capacity(requests);
+    let mut raw = Vec::with_capacity(requests);
+    for batch in batches {
+        bodies.push((batch.agency, batch.body));
+        raw.push(batch.events);
+    }
+
+    let bar = progress_bar(settings.records as u64, &format!("raw publish, {per_request}/batch"));
+    let before = cpu::sample(target.pids);
+    let started = Instant::now();
+    let stored: u64 = futures::stream::iter(raw)
+        .map(|events| {
+            let (bar, jetstream) = (bar.clone(), target.bus.jetstream().clone());
+            async move {
+                let n = publish_raw(&jetstream, events).await?;
+                bar.inc(n);
+                Ok::<_, anyhow::Error>(n)
+            }
+        })
+        .buffer_unordered(settings.connections)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    let raw_seconds = started.elapsed().as_secs_f64();
+    let raw_cpu = cpu::sample(target.pids).since(&before, stored);
+    bar.finish_and_clear();
+    ensure!(stored as usize == settings.records, "raw publish stored {stored} of {} events", settings.records);
+
+    let bar = progress_bar(settings.records as u64, &format!("HTTP ingest, {per_request}/request"));
+    let before = cpu::sample(target.pids);
+    let started = Instant::now();
+    let accepted: u64 = futures::stream::iter(bodies)
+        .map(|(agency, body)| {
+            let bar = bar.clone();
+            let token = &target.tokens[agency];
+            async move {
+                let n = post(target.client, target.url, token, body).await?;
+                bar.inc(n);
+                Ok::<_, anyhow::Error>(n)
+            }
+        })
+        .buffer_unordered(settings.connections)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    let http_seconds = started.elapsed().as_secs_f64();
+    let http_cpu = cpu::sample(target.pids).since(&before, accepted);
+    bar.finish_and_clear();
+    ensure!(accepted as usize == settings.records, "the ingest accepted {accepted} of {} records", settings.records);
+
+    let http_events_per_s = accepted as f64 / http_seconds;
+    let raw_events_per_s = stored as f64 / raw_seconds;
+    Ok(IngestRun {
+        records_per_request: per_request,
+        records: settings.records,
+        requests,
+        http_seconds,
+        http_events_per_s,
+        raw_seconds,
+        raw_events_per_s,
+        ratio: http_events_per_s / raw_events_per_s,
+        http_cpu_us_per_event: http_cpu,
+        raw_cpu_us_per_event: raw_cpu,
+    })
+}

@@ -1,0 +1,495 @@
+//! `observatory bench`: starts its own nats-server and object-store directory and measures
+//! each stage next to the raw limit of the parts underneath, in the same run:
+//!
+//! 1. ingest: `POST /v1/incidents` (the real `observatory ingest` process) vs raw pipelined
+//!    JetStream publishes of the same serialised events;
+//! 2. projection: stream → committed Parquet (`observatory rebuild`) vs a raw ordered replay;
+//! 3. rebuild of N events: wall time and peak RSS of the projector process;
+//! 4. query: five typical count requests (`observatory query`) vs DuckDB over the same files;
+//! 5. survey estimation on 1 000 000 respondents, with and without 80 JK1 replicates.
+//!
+//! Figures go to a table on stdout and, with `--json`, to a file with the machine, the
+//! versions and the command line. Targets are reported, never asserted.
+
+mod cpu;
+mod generate;
+mod ingest;
+mod measure;
+mod pipeline;
+mod process;
+mod query;
+mod survey;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tracing::{Instrument, info_span};
+
+pub use measure::{Latency, compare_rows, percentile};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Ingest,
+    /// Fill, raw replay and rebuild (projection and rebuild figures).
+    Projection,
+    /// Needs the projection stage.
+    Query,
+    Survey,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Events in the stream for the rebuild and query stages.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: u64,
+    /// Write every figure, ratio, the machine and the command line to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Records pushed through the ingest per batch size (and published raw as the baseline).
+    #[arg(long, default_value_t = 200_000)]
+    pub ingest_records: usize,
+    /// Records per ingest request (NDJSON body).
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
+    pub batch_sizes: Vec<usize>,
+    /// Concurrent client connections (HTTP) or publishers (raw).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Timed runs of each query, after warm-up.
+    #[arg(long, default_value_t = 50)]
+    pub query_runs: usize,
+    /// Timed runs of each survey estimate.
+    #[arg(long, default_value_t = 5)]
+    pub survey_runs: usize,
+    /// Seed of the incident generator.
+    #[arg(long, default_value_t = 2014)]
+    pub seed: u64,
+    /// Stages to run (query needs projection).
+    #[arg(long, value_delimiter = ',', default_values_t = [Stage::Ingest, Stage::Projection, Stage::Query, Stage::Survey])]
+    pub stages: Vec<Stage>,
+    /// Directory for the temporary nats-server store and object store (default: the system
+    /// temp dir). A 10M-event stream takes about 6 GB.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Keep the temporary directory (stream, projection, logs) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.to_possible_value().expect("no skipped variants").get_name())
+    }
+}
+
+pub(crate) fn progress_bar(total: u64, label: &str) -> ProgressBar {
+    let bar = if total == 0 { ProgressBar::new_spinner() } else { ProgressBar::new(total) };
+    let template = if total == 0 {
+        "{spinner} {msg} ({elapsed})"
+    } else {
+        "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})"
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar.set_message(label.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: Option<String>,
+    pub memory_total_bytes: Option<u64>,
+    pub kernel: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Versions {
+    pub observatory: &'static str,
+    pub build: &'static str,
+    pub nats_server: Option<String>,
+    pub rustc: Option<String>,
+    pub duckdb: Option<String>,
+    pub python: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub goal: String,
+    pub value: Option<f64>,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub date: String,
+    pub machine: Machine,
+    pub versions: Versions,
+    pub events: u64,
+    pub ingest_records: usize,
+    pub connections: usize,
+    pub notes: Vec<String>,
+    pub ingest: Option<ingest::IngestReport>,
+    pub projection: Option<pipeline::PipelineReport>,
+    pub query: Option<query::QueryReport>,
+    pub survey: Option<survey::SurveyReport>,
+    pub targets: Vec<Target>,
+    pub total_seconds: f64,
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new(program).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let text = if text.is_empty() { String::from_utf8_lossy(&output.stderr).trim().to_owned() } else { text };
+    (output.status.success() && !text.is_empty()).then_some(text)
+}
+
+fn machine() -> Machine {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_total_bytes = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned());
+    Machine {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpu,
+        memory_total_bytes,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
+    }
+}
+
+fn versions() -> Versions {
+    let nats = observatory_bus::find_nats_server().ok();
+    Versions {
+        observatory: env!("CARGO_PKG_VERSION"),
+        build: if cfg!(debug_assertions) { "debug" } else { "release" },
+        nats_server: nats.and_then(|path| command_output(&path.to_string_lossy(), &["--version"])),
+        rustc: command_output("rustc", &["--version"]),
+        duckdb: None,
+        python: None,
+    }
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@".contains(&b));
+    if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
+}
+
+fn targets(report: &Report) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let check = |name: String, goal: &str, value: Option<f64>, met: fn(f64) -> bool| Target {
+        name,
+        goal: goal.to_owned(),
+        value,
+        met: value.map(met),
+    };
+    if let Some(ingest) = &report.ingest {
+        for run in &ingest.runs {
+            targets.push(check(
+                format!("ingest {}/request vs raw publish", run.records_per_request),
+                "≥ 0.8×",
+                Some(run.ratio),
+                |v| v >= 0.8,
+            ));
+        }
+    }
+    if let Some(p) = &report.projection {
+        targets.push(check("projection vs raw replay".into(), "≥ 0.7×", Some(p.projection_ratio), |v| v >= 0.7));
+        targets.push(check(
+            format!("projector peak RSS, rebuild of {} events", p.rebuild.events),
+            "< 1024 MiB (for 10M events)",
+            Some(p.rebuild.peak_rss_mib),
+            |v| v < 1024.0,
+        ));
+    }
+    if let Some(q) = &report.query {
+        targets.push(check("query p99 vs DuckDB (worst of five)".into(), "≤ 1×", q.worst_p99_ratio, |v| v <= 1.0));
+    }
+    targets
+}
+
+fn rate(x: f64) -> String {
+    let digits = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn opt_ms(latency: &Option<Latency>) -> String {
+    latency.as_ref().map_or("—".into(), |l| format!("{:.1} / {:.1}", l.p50_ms, l.p99_ms))
+}
+
+/// The human-readable table.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let gib = report.machine.memory_total_bytes.map_or("?".into(), |b| format!("{:.1} GiB", b as f64 / 1073741824.0));
+    let _ = writeln!(out, "observatory bench — {}", report.date);
+    let _ = writeln!(
+        out,
+        "machine: {} cores ({}), {gib}; {} build; nats-server {}; rustc {}",
+        report.machine.cores,
+        report.machine.cpu.as_deref().unwrap_or("?"),
+        report.versions.build,
+        report.versions.nats_server.as_deref().unwrap_or("?"),
+        report.versions.rustc.as_deref().unwrap_or("?"),
+    );
+    let _ = writeln!(out, "command: {}", report.command);
+    if let Some(ingest) = &report.ingest {
+        let _ = writeln!(
+            out,
+            "\n1. ingest — {} records per batch size, {} concurrent connections, records {:.0} B as NDJSON, events {:.0} B",
+            report.ingest_records, ingest.connections, ingest.record_bytes_avg, ingest.event_bytes_avg
+        );
+        let _ = writeln!(
+            out,
+            "   {:<28} {:>14} {:>18} {:>7}   CPU µs/event (nats / ingest / client)",
+            "", "POST ev/s", "raw publish ev/s", "ratio"
+        );
+        for run in &ingest.runs {
+            let c = &run.http_cpu_us_per_event;
+            let f = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                out,
+                "   {:<28} {:>14} {:>18} {:>6.2}×   {} / {} / {}",
+                format!("NDJSON, {} records/request", run.records_per_request),
+                rate(run.http_events_per_s),
+                rate(run.raw_events_per_s),
+                run.ratio,
+                f(c.nats_server),
+                f(c.service),
+                f(c.bench_client),
+            );
+        }
+    }
+    if let Some(p) = &report.projection {
+        let _ = writeln!(
+            out,
+            "\n2. projection — {} events ({:.0} B each, stream {:.2} GB; filled at {} ev/s)",
+            p.fill.events,
+            p.fill.event_bytes_avg,
+            p.fill.stream_bytes as f64 / 1e9,
+            rate(p.fill.events_per_s)
+        );
+        let _ = writeln!(
+            out,
+            "   stream → committed Parquet {:>12} ev/s   raw ordered replay {:>12} ev/s   ratio {:.2}×",
+            rate(p.rebuild.events_per_s),
+            rate(p.raw_replay.events_per_s),
+            p.projection_ratio
+        );
+        let r = &p.rebuild;
+        let _ = writeln!(
+            out,
+            "\n3. rebuild of {} events — wall {:.1} s, peak RSS {:.0} MiB, CPU {:.1} s user + {:.1} s system",
+            r.events, r.wall_seconds, r.peak_rss_mib, r.user_cpu_seconds, r.system_cpu_seconds
+        );
+        let _ = writeln!(
+            out,
+            "   committed: {} counts files ({} rows, {:.1} MB), {} state files ({} rows, {:.1} MB); {} incidents counted",
+            r.counts_files,
+            r.counts_rows,
+            r.counts_bytes as f64 / 1e6,
+            r.state_files,
+            r.state_rows,
+            r.state_bytes as f64 / 1e6,
+            r.incidents_counted.map_or("?".into(), |n| n.to_string())
+        );
+    }
+    if let Some(q) = &report.query {
+        let _ = writeln!(
+            out,
+            "\n4. query — {} runs each after warm-up, over {} counts files ({} rows); DuckDB {} ({})",
+            q.runs,
+            q.counts_files,
+            q.counts_rows,
+            q.duckdb.version.as_deref().unwrap_or("-"),
+            q.duckdb.status
+        );
+        let _ = writeln!(
+            out,
+            "   {:<34} {:>5} {:>17} {:>15} {:>17} {:>17} {:>9} {:>6}",
+            "p50 / p99 ms", "rows", "ours HTTP", "ours engine", "DuckDB Parquet", "DuckDB memory", "p99 ratio", "equal"
+        );
+        for r in &q.queries {
+            let _ = writeln!(
+                out,
+                "   {:<34} {:>5} {:>17} {:>15} {:>17} {:>17} {:>9} {:>6}",
+                r.name,
+                r.rows,
+                format!("{:.1} / {:.1}", r.http.p50_ms, r.http.p99_ms),
+                format!("{:.1} / {:.1}", r.engine.p50_ms, r.engine.p99_ms),
+                opt_ms(&r.duckdb_parquet),
+                opt_ms(&r.duckdb_memory),
+                r.p99_ratio_vs_duckdb.map_or("—".into(), |v| format!("{v:.2}×")),
+                match r.equal {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "—",
+                }
+            );
+        }
+        for r in &q.queries {
+            if let Some(note) = &r.note {
+                let _ = writeln!(out, "   note ({}): {note}", r.name);
+            }
+            if let Some(difference) = &r.difference {
+                let _ = writeln!(out, "   DIFFERENT ({}): {difference}", r.name);
+            }
+        }
+    }
+    if let Some(s) = &report.survey {
+        let _ = writeln!(
+            out,
+            "\n5. survey estimation — {} respondents ({} strata, {} PSUs), mean + total by {} domains ({} estimates)",
+            s.respondents, s.strata, s.psus, s.domains, s.estimates
+        );
+        let _ = writeln!(
+            out,
+            "   linearisation (stratified two-stage, fpc) p50 {:.0} ms (max {:.0});  {} JK1 replicates p50 {:.0} ms (max {:.0});  {:.1}× the cost",
+            s.linearisation.p50_ms,
+            s.linearisation.max_ms,
+            s.replicates,
+            s.jk1_replicates.p50_ms,
+            s.jk1_replicates.max_ms,
+            s.replicate_cost_ratio
+        );
+    }
+    if !report.targets.is_empty() {
+        let _ = writeln!(out, "\ntargets (goals, not assertions)");
+        for t in &report.targets {
+            let value = t.value.map_or("—".into(), |v| format!("{v:.2}"));
+            let met = match t.met {
+                Some(true) => "met",
+                Some(false) => "NOT MET",
+                None => "n/a",
+            };
+            let _ = writeln!(out, "   {:<52} {:>9}  goal {:<28} {met}", t.name, value, t.goal);
+        }
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let _ = writeln!(out, "total {:.0} s", report.total_seconds);
+    out
+}
+
+/// Runs the benchmark.
+pub async fn run(args: &BenchArgs) -> Result<()> {
+    let started = Instant::now();
+    let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let temp = tempfile::Builder::new().prefix("observatory-bench-").tempdir_in(&parent)?;
+    let work = temp.path().to_path_buf();
+    eprintln!("observatory bench: working in {}", work.display());
+    observatory_bus::find_nats_server()?;
+
+    let machine = machine();
+    let mut notes = vec![format!(
+        "{} cores: the bench client, the service under test and nats-server share them, so every figure \
+         includes that contention (the raw baselines compete with nats-server only)",
+        machine.cores
+    )];
+    if cfg!(debug_assertions) {
+        notes.push("debug build: figures are meaningless; build with cargo build --release".into());
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections.max(1)).build()?;
+    let wants = |stage: Stage| args.stages.contains(&stage);
+
+    let ingest = if wants(Stage::Ingest) {
+        let settings = ingest::Settings {
+            records: args.ingest_records,
+            per_request: args.batch_sizes.clone(),
+            connections: args.connections.max(1),
+            seed: args.seed,
+        };
+        Some(ingest::run(&work, &settings, &client).instrument(info_span!("ingest stage")).await?)
+    } else {
+        None
+    };
+    let mut pipeline = None;
+    let projection = if wants(Stage::Projection) {
+        let (report, state) = pipeline::run(&work, args.events, args.seed.wrapping_add(1), args.connections.max(1))
+            .instrument(info_span!("projection stage", events = args.events))
+            .await?;
+        pipeline = Some(state);
+        Some(report)
+    } else {
+        None
+    };
+    let query = match (&pipeline, wants(Stage::Query)) {
+        (Some(p), true) => Some(
+            query::run(&work, &p.store, &p.service_dir, &p.manifest, args.query_runs.max(1), &client)
+                .instrument(info_span!("query stage"))
+                .await?,
+        ),
+        (None, true) => {
+            notes.push("query stage skipped: it needs the projection stage".into());
+            None
+        }
+        _ => None,
+    };
+    drop(pipeline);
+    let survey = if wants(Stage::Survey) {
+        let bar = progress_bar(0, "survey estimation, 1 000 000 respondents");
+        let report = survey::run(args.survey_runs.max(1)).instrument(info_span!("survey stage")).await?;
+        bar.finish_and_clear();
+        Some(report)
+    } else {
+        None
+    };
+
+    let mut versions = versions();
+    if let Some(q) = &query {
+        versions.duckdb = q.duckdb.version.clone();
+        versions.python = q.duckdb.python.clone();
+        if q.duckdb.status != "ran" {
+            notes.push(format!("DuckDB comparison {}", q.duckdb.status));
+        }
+    }
+    let mut report = Report {
+        command: std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" "),
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        machine,
+        versions,
+        events: args.events,
+        ingest_records: args.ingest_records,
+        connections: args.connections,
+        notes,
+        ingest,
+        projection,
+        query,
+        survey,
+        targets: Vec::new(),
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    report.targets = targets(&report);
+    print!("{}", render(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("figures written to {}", path.display());
+    }
+    if args.keep {
+        let kept = temp.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Stages 2 and 3: the stream is filled with N realistic events by raw pipelined publishes
+//! (the ingest's envelopes, subjects and headers), replayed raw by an ordered consumer that
+//! decodes nothing (the limit), then projected to committed Parquet by the real
+//! `observatory rebuild` process, whose wall time and peak RSS are read with `wait4`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use observatory_bus::{Bus, BusConfig, LocalNatsServer, Outgoing};
+use observatory_projector::INCIDENTS;
+use observatory_store::{Manifest, Projection, Store};
+use serde::Serialize;
+use tracing::{Instrument, info_span};
+
+use crate::generate::Generator;
+use crate::ingest::publish_raw;
+use crate::process::run_measured;
+use crate::{cpu, progress_bar};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fill {
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+    pub event_bytes_avg: f64,
+    pub stream_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replay {
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+    pub cpu_us_per_event: cpu::PerProcess,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rebuild {
+    pub events: u64,
+    pub wall_seconds: f64,
+    /// Events from the stream to committed Parquet per second of the rebuild's wall time.
+    pub events_per_s: f64,
+    pub peak_rss_bytes: u64,
+    pub peak_rss_mib: f64,
+    pub user_cpu_seconds: f64,
+    pub system_cpu_seconds: f64,
+    /// nats-server CPU microseconds per event while the rebuild ran.
+    pub nats_cpu_us_per_event: Option<f64>,
+    pub last_sequence: u64,
+    pub incidents_counted: Option<u64>,
+    pub counts_files: usize,
+    pub counts_rows: u64,
+    pub counts_bytes: u64,
+    pub state_files: usize,
+    pub state_rows: u64,
+    pub state_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineReport {
+    pub fill: Fill,
+    pub raw_replay: Replay,
+    pub rebuild: Rebuild,
+    /// Projection over raw replay (target ≥ 0.7).
+    pub projection_ratio: f64,
+}
+
+/// What the later stages need from this one.
+pub struct Pipeline {
+    pub nats: LocalNatsServer,
+    pub store: PathBuf,
+    pub service_dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+const CHUNK: usize = 10_000;
+
+/// Generates on a thread of its own while the async side publishes, so generation overlaps
+/// the publishes instead of adding to them.
+async fn fill(bus: &Bus, events: u64, seed: u64, connections: usize) -> Result<Fill> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Outgoing>>(connections * 2);
+    let generator = std::thread::spawn(move || {
+        let mut generator = Generator::new(seed);
+        let mut bytes = 0u64;
+        let mut left = events;
+        while left > 0 {
+            let n = left.min(CHUNK as u64);
+            let recorded_at = Utc::now();
+            let chunk: Vec<Outgoing> = (0..n).map(|_| generator.next_event().outgoing(recorded_at)).collect();
+            bytes += chunk.iter().map(|o| o.payload.len() as u64).sum::<u64>();
+            if tx.blocking_send(chunk).is_err() {
+                break;
+            }
+            left -= n;
+        }
+        bytes
+    });
+    let bar = progress_bar(events, "filling the stream (raw publish)");
+    let started = Instant::now();
+    let chunks = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    let stored: u64 = chunks
+        .map(|chunk| {
+            let (bar, jetstream) = (bar.clone(), bus.jetstream().clone());
+            async move {
+                let n = publish_raw(&jetstream, chunk).await?;
+                bar.inc(n);
+                Ok::<_, anyhow::Error>(n)
+            }
+        })
+        .buffer_unordered(connections)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let bytes = generator.join().map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
+    ensure!(stored == events, "stored {stored} of {events} events");
+    let mut stream = bus.stream().await?;
+    let info = stream.info().await.context("stream info")?;
+    Ok(Fill {
+        events,
+        seconds,
+        events_per_s: events as f64 / seconds,
+        event_bytes_avg: bytes as f64 / events.max(1) as f64,
+        stream_bytes: info.state.bytes,
+    })
+}
+
+/// The limit of reading the stream: an ordered consumer delivering every message, nothing
+/// decoded. Timed from consumer creation, as the projector's time includes its own.
+async fn raw_replay(bus: &Bus, events: u64, pids: &cpu::Pids) -> Result<Replay> {
+    let bar = progress_bar(events, "raw replay (ordered consumer)");
+    let before = cpu::sample(pids);
+    let started = Instant::now();
+    let mut messages = bus.ordered_replay("obs.incident.>", false).await?;
+    let mut seen = 0u64;
+    while seen < events {
+        let message = messages.next().await.context("the replay ended early")?.context("replay")?;
+        std::hint::black_box(&message.payload);
+        seen += 1;
+        if seen % 65_536 == 0 {
+            bar.set_position(seen);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok(Replay {
+        events,
+        seconds,
+        events_per_s: events as f64 / seconds,
+        cpu_us_per_event: cpu::sample(pids).since(&before, events),
+    })
+}
+
+async fn rebuild(
+    nats: &LocalNatsServer,
+    store: &Path,
+    service_dir: &Path,
+    log: PathBuf,
+    events: u64,
+) -> Result<(Rebuild, Manifest)> {
+    let args: Vec<String> = vec![
+        "rebuild".into(),
+        "--nats-url".into(),
+        nats.url(),
+        "--store".into(),
+        store.to_string_lossy().into_owned(),
+        "--data-dir".into(),
+        service_dir.to_string_lossy().into_owned(),
+    ];
+    let projection = Projection::new(Store::open(&store.to_string_lossy())?, INCIDENTS);
+    let bar = progress_bar(events, "rebuild (observatory rebuild → Parquet)");
+    let pids = cpu::Pids { nats: Some(nats.pid()), service: None };
+    let before = cpu::sample(&pids);
+    let child = run_measured(args, log);
+    tokio::pin!(child);
+    // The child's own bar is not drawn without a terminal: follow its commits instead.
+    let usage = loop {
+        tokio::select! {
+            usage = &mut child => break usage?,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Ok(Some(manifest)) = projection.newest_manifest(1).await {
+                    bar.set_position(manifest.last_sequence);
+                }
+            }
+        }
+    };
+    let nats_cpu = cpu::sample(&pids).since(&before, events).nats_server;
+    bar.finish_and_clear();
+    let manifest = projection.serving_manifest().await?.context("the rebuild committed no manifest")?;
+    ensure!(manifest.last_sequence == events, "the rebuild reached sequence {} of {events}", manifest.last_sequence);
+    let sum = |table: &str| {
+        let files = manifest.files(table);
+        (files.len(), files.iter().map(|f| f.rows).sum::<u64>(), files.iter().map(|f| f.bytes).sum::<u64>())
+    };
+    let (counts_files, counts_rows, counts_bytes) = sum("counts");
+    let (state_files, state_rows, state_bytes) = sum("state");
+    let wall = usage.wall.as_secs_f64();
+    let report = Rebuild {
+        events,
+        wall_seconds: wall,
+        events_per_s: events as f64 / wall,
+        peak_rss_bytes: usage.peak_rss_bytes,
+        peak_rss_mib: usage.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+        user_cpu_seconds: usage.user.as_secs_f64(),
+        system_cpu_seconds: usage.system.as_secs_f64(),
+        nats_cpu_us_per_event: nats_cpu,
+        last_sequence: manifest.last_sequence,
+        incidents_counted: manifest.stats.get("incidents_counted").copied(),
+        counts_files,
+        counts_rows,
+        counts_bytes,
+        state_files,
+        state_rows,
+        state_bytes,
+    };
+    Ok((report, manifest))
+}
+
+pub async fn run(work: &Path, events: u64, seed: u64, connections: usize) -> Result<(PipelineReport, Pipeline)> {
+    let dir = work.join("pipeline");
+    let nats = LocalNatsServer::start(&dir.join("nats"), 0)?;
+    let bus = Bus::connect(BusConfig::new(nats.url())).await?;
+    let fill = fill(&bus, events, seed, connections).instrument(info_span!("fill", events)).await?;
+    let pids = cpu::Pids { nats: Some(nats.pid()), service: None };
+    let raw_replay = raw_replay(&bus, events, &pids).await?;
+    drop(bus);
+    let store = dir.join("store");
+    let service_dir = dir.join("service");
+    std::fs::create_dir_all(&service_dir)?;
+    let (rebuild, manifest) = rebuild(&nats, &store, &service_dir, dir.join("rebuild.log"), events).await?;
+    let projection_ratio = rebuild.events_per_s / raw_replay.events_per_s;
+    Ok((
+        PipelineReport { fill, raw_replay, rebuild, projection_ratio },
+        Pipeline { nats, store, service_dir, manifest },
+    ))
+}
