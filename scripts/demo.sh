@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
-cargo build --release --locked -p observatory-cli
+# The whole workspace, so features unify as in the tests and Polars is built once.
+cargo build --release --locked --workspace
 bin=target/release/observatory
 data="${OBSERVATORY_DATA_DIR:-./data}"
 http="${OBSERVATORY_HTTP:-127.0.0.1:8080}"
