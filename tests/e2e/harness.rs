@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use observatory_test_support::TestNats;
+use observatory_test_support::{TestNats, TestS3};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_observatory");
@@ -29,11 +29,18 @@ where
 pub struct Env {
     pub nats: TestNats,
     pub dir: tempfile::TempDir,
+    /// When set, the object store is this S3-protocol server instead of a directory.
+    pub s3: Option<TestS3>,
 }
 
 impl Env {
     pub fn new() -> Env {
-        Env { nats: TestNats::start(), dir: tempfile::tempdir().expect("temp dir") }
+        Env { nats: TestNats::start(), dir: tempfile::tempdir().expect("temp dir"), s3: None }
+    }
+
+    /// Projections in S3 (moto_server on loopback) through the same code as the local store.
+    pub fn with_s3() -> Env {
+        Env { s3: Some(TestS3::start("observatory")), ..Env::new() }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -46,12 +53,16 @@ impl Env {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
+        command.args(args).arg("--data-dir").arg(self.data_dir()).arg("--store");
+        match &self.s3 {
+            Some(s3) => {
+                command.arg(format!("s3://{}/projections-root", s3.bucket)).envs(s3.env());
+            }
+            None => {
+                command.arg(self.store());
+            }
+        }
         command
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--store")
-            .arg(self.store())
             .arg("--nats-url")
             .arg(self.nats.url())
             .env("OBSERVATORY_LOG", "warn")

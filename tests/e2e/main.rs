@@ -6,3 +6,4 @@ mod harness;
 mod ingest;
 mod pipeline;
 mod recovery;
+mod s3;
