@@ -6,4 +6,5 @@ mod harness;
 mod ingest;
 mod pipeline;
 mod recovery;
+mod survey;
 mod s3;

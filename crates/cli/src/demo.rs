@@ -503,6 +503,7 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
     println!("  curl '{base}/v1/incidents/counts?by=departement&unit=offence&rate=per100k&from=2024&to=2024&departement=75,13,59'");
     println!("  curl '{base}/v1/incidents/counts?by=month,iccs_section&unit=report&from=2025-01&to=2025-12&format=csv'");
     println!("  curl '{base}/v1/coverage?from=2025-10&to=2025-12'");
+    crate::demo_survey::run(global, args, &client, base).await?;
     Ok(())
 }
 

@@ -3,5 +3,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod demo_survey;
 pub mod estimate;
 pub mod serve;
+pub mod surveys;

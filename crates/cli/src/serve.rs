@@ -65,10 +65,13 @@ fn ingest_part(global: &Global, bus: &Bus) -> Result<(Router, Arc<IngestState>)>
     let registry = AgencyRegistry::open(&global.agencies_path())?;
     let config = IngestConfig { max_body_bytes: global.max_body_bytes, crosswalk_versions: global.crosswalk_versions.clone() };
     let state = Arc::new(IngestState::new(registry, bus.publisher(), Arc::new(DedupeIndex::new()), &config));
-    let router = observatory_ingest::router(state.clone(), &config);
+    let (survey_router, surveys) = crate::surveys::ingest(global, bus, &config)?;
+    let router = observatory_ingest::router(state.clone(), &config).merge(survey_router);
     let loader = state.clone();
     let bus = bus.clone();
     tokio::spawn(async move {
+        // Surveys first: /health turns 200 with the incident index, by then both are ready.
+        crate::surveys::load(&surveys).await;
         match loader.index().load_from_stream(&bus).await {
             Ok(events) => {
                 info!(events, keys = loader.index().len(), "idempotency index loaded; ingest ready");
@@ -85,7 +88,7 @@ fn query_part(global: &Global) -> Result<Router> {
         engine: CountsEngine::new(projection(global)?),
         config: QueryConfig { max_wait: Duration::from_millis(global.query_wait_ms) },
     });
-    Ok(observatory_query::router(state))
+    Ok(observatory_query::router(state).merge(crate::surveys::query(global)?))
 }
 
 fn health(ingest: Option<Arc<IngestState>>) -> Router {
@@ -136,12 +139,17 @@ pub async fn up(global: &Global) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut projector = {
         let (bus, projection, config) = (bus.clone(), projection.clone(), projector_config(global));
+        let surveys = crate::surveys::projector(global, &bus, projector_config(global), stop_rx.clone())?;
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
-            observatory_projector::run(&bus, &projection, &config, async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await
+            let incidents = async {
+                observatory_projector::run(&bus, &projection, &config, async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                })
+                .await
+                .context("incident projector stopped")
+            };
+            tokio::try_join!(incidents, surveys).map(|_| ())
         })
     };
     let (ingest_router, ingest_state) = ingest_part(global, &bus)?;
@@ -184,7 +192,21 @@ pub async fn query_only(global: &Global) -> Result<()> {
 
 pub async fn project_only(global: &Global) -> Result<()> {
     let bus = connect(global, global.resolved_nats_url()).await?;
-    observatory_projector::run(&bus, &projection(global)?, &projector_config(global), termination()).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        let _ = stop_tx.send(true);
+    });
+    let surveys = crate::surveys::projector(global, &bus, projector_config(global), stop_rx.clone())?;
+    let mut stop_rx = stop_rx;
+    let incidents = async {
+        observatory_projector::run(&bus, &projection(global)?, &projector_config(global), async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("incident projector stopped")
+    };
+    tokio::try_join!(incidents, surveys)?;
     Ok(())
 }
 
@@ -206,5 +228,6 @@ pub async fn rebuild(global: &Global) -> Result<()> {
     let manifest = projection.newest_manifest(version).await?;
     let counted = manifest.as_ref().and_then(|m| m.stats.get("incidents_counted").copied()).unwrap_or(0);
     println!("rebuilt {INCIDENTS} v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}");
+    crate::surveys::rebuild(global, &bus, &config).await?;
     Ok(())
 }

@@ -24,8 +24,9 @@ use chrono::Utc;
 use futures::StreamExt;
 use observatory_bus::{Bus, BusError, Outgoing, PublishFailure, Published};
 use observatory_model::survey::{
-    Cell, LedgerError, LedgerOutcome, SurveyEvent, SurveyLedger, SurveyResponsesRecorded, SurveyRow, SurveyWaveClosed,
-    SurveyWaveDeclared, is_valid_survey_id, is_valid_wave_id, parse_close_json, parse_json_row, validate_row,
+    Cell, LedgerError, LedgerOutcome, SurveyEvent, SurveyLedger, SurveyResponsesRecorded,
+    SurveyRow, SurveyWaveClosed, SurveyWaveDeclared, is_valid_survey_id, is_valid_wave_id,
+    parse_close_json, parse_json_row, validate_row,
 };
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -49,7 +50,12 @@ pub struct SurveyIngestState {
 impl SurveyIngestState {
     /// Not ready until [`load_from_stream`](Self::load_from_stream) has replayed the waves.
     pub fn new(registry: AgencyRegistry, bus: Bus) -> SurveyIngestState {
-        SurveyIngestState { registry, bus, ledger: Mutex::new(SurveyLedger::new()), ready: AtomicBool::new(false) }
+        SurveyIngestState {
+            registry,
+            bus,
+            ledger: Mutex::new(SurveyLedger::new()),
+            ready: AtomicBool::new(false),
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -60,9 +66,15 @@ impl SurveyIngestState {
     /// number of events read.
     pub async fn load_from_stream(&self) -> Result<u64, BusError> {
         let bus = &self.bus;
-        let stream_err = |e: &dyn std::fmt::Display| BusError::Stream { stream: bus.config().stream.clone(), message: e.to_string() };
+        let stream_err = |e: &dyn std::fmt::Display| BusError::Stream {
+            stream: bus.config().stream.clone(),
+            message: e.to_string(),
+        };
         let stream = bus.stream().await?;
-        let mut subjects = stream.info_with_subjects(SURVEY_SUBJECTS).await.map_err(|e| stream_err(&e))?;
+        let mut subjects = stream
+            .info_with_subjects(SURVEY_SUBJECTS)
+            .await
+            .map_err(|e| stream_err(&e))?;
         let mut total: u64 = 0;
         while let Some(entry) = subjects.next().await {
             total += entry.map_err(|e| stream_err(&e))?.1 as u64;
@@ -82,10 +94,14 @@ impl SurveyIngestState {
                 let (sequence, pending) = (info.stream_sequence, info.pending);
                 match SurveyEvent::decode(&message.payload) {
                     // The projector skips events whose source disagrees with the subject; so does this.
-                    Ok(decoded) if message.subject.rsplit('.').next() == Some(decoded.source.as_str()) => {
+                    Ok(decoded)
+                        if message.subject.rsplit('.').next() == Some(decoded.source.as_str()) =>
+                    {
                         ledger.apply(sequence, &decoded.source, &decoded.event);
                     }
-                    Ok(_) => tracing::warn!(sequence, subject = %message.subject, "survey event skipped: source does not match its subject"),
+                    Ok(_) => {
+                        tracing::warn!(sequence, subject = %message.subject, "survey event skipped: source does not match its subject")
+                    }
                     Err(error) => tracing::warn!(sequence, %error, "survey event skipped"),
                 }
                 if pending == 0 {
@@ -109,7 +125,10 @@ impl SurveyIngestState {
 pub fn survey_router(state: Arc<SurveyIngestState>, config: &IngestConfig) -> Router {
     Router::new()
         .route("/v1/surveys/{survey}/waves", post(post_declare))
-        .route("/v1/surveys/{survey}/waves/{wave}/responses", post(post_responses))
+        .route(
+            "/v1/surveys/{survey}/waves/{wave}/responses",
+            post(post_responses),
+        )
         .route("/v1/surveys/{survey}/waves/{wave}/close", post(post_close))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
@@ -125,7 +144,10 @@ fn admit(state: &SurveyIngestState, headers: &HeaderMap) -> Result<Agency, Respo
     }
     let token = bearer(headers)?;
     let agency = state.registry.authenticate(token).ok_or_else(|| {
-        error(StatusCode::UNAUTHORIZED, "unknown token; ask the observatory for a token with `observatory agency add <ID>`")
+        error(
+            StatusCode::UNAUTHORIZED,
+            "unknown token; ask the observatory for a token with `observatory agency add <ID>`",
+        )
     })?;
     Span::current().record("source", agency.id.as_str());
     Ok(agency)
@@ -135,7 +157,9 @@ fn check_ids(survey: &str, wave: Option<&str>) -> Result<(), Response> {
     if !is_valid_survey_id(survey) {
         return Err(error(
             StatusCode::BAD_REQUEST,
-            format!("'{survey}' is not a survey id: use 1 to 64 lowercase letters, digits, '-' or '_'"),
+            format!(
+                "'{survey}' is not a survey id: use 1 to 64 lowercase letters, digits, '-' or '_'"
+            ),
         ));
     }
     if let Some(wave) = wave.filter(|w| !is_valid_wave_id(w)) {
@@ -162,8 +186,12 @@ fn ledger_error(e: LedgerError) -> Response {
     let status = match &e {
         LedgerError::NotOwner { .. } => StatusCode::FORBIDDEN,
         LedgerError::NotDeclared { .. } => StatusCode::NOT_FOUND,
-        LedgerError::Redeclared { .. } | LedgerError::Closed { .. } | LedgerError::ClosedDifferently { .. } => StatusCode::CONFLICT,
-        LedgerError::FinalWeights(_) | LedgerError::InvalidDeclaration(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        LedgerError::Redeclared { .. }
+        | LedgerError::Closed { .. }
+        | LedgerError::ClosedDifferently { .. } => StatusCode::CONFLICT,
+        LedgerError::FinalWeights(_) | LedgerError::InvalidDeclaration(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
     };
     error(status, e.to_string())
 }
@@ -179,7 +207,12 @@ fn outgoing(event: &SurveyEvent, source: &str) -> Outgoing {
 }
 
 /// Publishes one event and applies it to the ledger at its sequence.
-async fn publish_one(state: &SurveyIngestState, ledger: &mut SurveyLedger, source: &str, event: SurveyEvent) -> Result<u64, Response> {
+async fn publish_one(
+    state: &SurveyIngestState,
+    ledger: &mut SurveyLedger,
+    source: &str,
+    event: SurveyEvent,
+) -> Result<u64, Response> {
     let message = outgoing(&event, source);
     if message.payload.len() > state.max_payload() + ENVELOPE_ROOM {
         return Err(error(
@@ -199,7 +232,10 @@ async fn publish_one(state: &SurveyIngestState, ledger: &mut SurveyLedger, sourc
             Ok(published.sequence)
         }
         Some(Err(failure)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string())),
-        None => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the bus returned no publish result")),
+        None => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the bus returned no publish result",
+        )),
     }
 }
 
@@ -229,29 +265,51 @@ async fn post_declare(
         Err(response) => return response,
     };
     // Numbers (bounds) must keep their exact text, so the body is completed as raw JSON.
-    let mut fields: BTreeMap<String, Box<serde_json::value::RawValue>> = match serde_json::from_slice(&body) {
-        Ok(fields) => fields,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the declaration is not a JSON object: {e}")),
-    };
-    match fields.get("survey").map(|raw| serde_json::from_str::<String>(raw.get())) {
+    let mut fields: BTreeMap<String, Box<serde_json::value::RawValue>> =
+        match serde_json::from_slice(&body) {
+            Ok(fields) => fields,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the declaration is not a JSON object: {e}"),
+                );
+            }
+        };
+    match fields
+        .get("survey")
+        .map(|raw| serde_json::from_str::<String>(raw.get()))
+    {
         None => {
             let raw = serde_json::value::to_raw_value(&survey).expect("a string serialises");
             fields.insert("survey".into(), raw);
         }
         Some(Ok(given)) if given == survey => {}
         Some(_) => {
-            return error(StatusCode::BAD_REQUEST, format!("the body's \"survey\" differs from the path's '{survey}'; leave it out or make them equal"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body's \"survey\" differs from the path's '{survey}'; leave it out or make them equal"
+                ),
+            );
         }
     }
     let text = serde_json::to_string(&fields).expect("raw values serialise");
     let declaration: SurveyWaveDeclared = match serde_json::from_str(&text) {
         Ok(declaration) => declaration,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the declaration does not match SurveyWaveDeclared v1: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the declaration does not match SurveyWaveDeclared v1: {e}"),
+            );
+        }
     };
     Span::current().record("wave", declaration.wave.as_str());
     if let Err(errors) = declaration.validate() {
         let first = format!("{}: {}", errors[0].field, errors[0].error);
-        let rejected: Vec<_> = errors.into_iter().map(|e| json!({"field": e.field, "error": e.error})).collect();
+        let rejected: Vec<_> = errors
+            .into_iter()
+            .map(|e| json!({"field": e.field, "error": e.error}))
+            .collect();
         let body = json!({
             "error": format!("the declaration is not valid ({} problem(s); first: {first})", rejected.len()),
             "status": 422,
@@ -264,7 +322,9 @@ async fn post_declare(
     match ledger.check_declare(&agency.id, &declaration) {
         Err(e) => ledger_error(e),
         Ok(false) => {
-            let sequence = ledger.wave(&declaration.survey, &declaration.wave).map(|w| w.declared_sequence);
+            let sequence = ledger
+                .wave(&declaration.survey, &declaration.wave)
+                .map(|w| w.declared_sequence);
             Json(json!({
                 "survey": declaration.survey, "wave": declaration.wave, "declared": false, "duplicate": true,
                 "last_sequence": sequence,
@@ -294,10 +354,17 @@ enum BodyFormat {
 
 impl BodyFormat {
     fn from_content_type(content_type: &str) -> Option<BodyFormat> {
-        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "text/csv" => Some(BodyFormat::Csv),
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Some(BodyFormat::Ndjson),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                Some(BodyFormat::Ndjson)
+            }
             "application/vnd.apache.parquet" | "application/x-parquet" => Some(BodyFormat::Parquet),
             _ => None,
         }
@@ -312,9 +379,13 @@ fn parse_rows(format: BodyFormat, body: &[u8]) -> Result<Vec<BodyRow>, String> {
     match format {
         BodyFormat::Parquet => parse_parquet(body),
         _ => {
-            let text =
-                std::str::from_utf8(body).map_err(|e| format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
-            if format == BodyFormat::Csv { parse_csv(text) } else { Ok(parse_ndjson(text)) }
+            let text = std::str::from_utf8(body)
+                .map_err(|e| format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
+            if format == BodyFormat::Csv {
+                parse_csv(text)
+            } else {
+                Ok(parse_ndjson(text))
+            }
         }
     }
 }
@@ -329,7 +400,9 @@ fn parse_ndjson(text: &str) -> Vec<BodyRow> {
 
 /// CSV cells stay text; [`validate_row`] reads them by the declared type, as R reads a CSV.
 fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| format!("cannot read the CSV header row: {e}"))?
@@ -352,12 +425,21 @@ fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
             Ok(true) => {
                 let line = record.position().map_or(line, |p| p.line());
                 let cells = if record.len() != header.len() {
-                    Err(format!("{} cells, but the header has {} columns", record.len(), header.len()))
+                    Err(format!(
+                        "{} cells, but the header has {} columns",
+                        record.len(),
+                        header.len()
+                    ))
                 } else {
                     Ok(header
                         .iter()
                         .zip(record.iter())
-                        .map(|(h, cell)| (h.clone(), (!cell.is_empty()).then(|| Cell::Text(cell.to_owned()))))
+                        .map(|(h, cell)| {
+                            (
+                                h.clone(),
+                                (!cell.is_empty()).then(|| Cell::Text(cell.to_owned())),
+                            )
+                        })
                         .collect())
                 };
                 rows.push((line, cells));
@@ -378,16 +460,24 @@ fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
 /// Parquet goes through the same Arrow conversion as `observatory estimate` and the survey
 /// query: numeric columns as numbers, everything else as text.
 fn parse_parquet(body: &[u8]) -> Result<Vec<BodyRow>, String> {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(body))
-        .map_err(|e| format!("body is not a readable Parquet file: {e}"))?
-        .build()
-        .map_err(|e| format!("body is not a readable Parquet file: {e}"))?;
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| format!("reading the Parquet body: {e}"))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        Bytes::copy_from_slice(body),
+    )
+    .map_err(|e| format!("body is not a readable Parquet file: {e}"))?
+    .build()
+    .map_err(|e| format!("body is not a readable Parquet file: {e}"))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("reading the Parquet body: {e}"))?;
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(Vec::new());
     }
-    let table = observatory_stats::Table::from_record_batches(&batches).map_err(|e| e.to_string())?;
-    let columns: Vec<_> = table.column_names().filter_map(|n| table.column(n)).collect();
+    let table =
+        observatory_stats::Table::from_record_batches(&batches).map_err(|e| e.to_string())?;
+    let columns: Vec<_> = table
+        .column_names()
+        .filter_map(|n| table.column(n))
+        .collect();
     Ok((0..table.n_rows())
         .map(|row| {
             let cells = columns
@@ -411,7 +501,9 @@ fn batches(rows: Vec<SurveyRow>, budget: usize) -> Vec<Vec<SurveyRow>> {
     let mut current = Vec::new();
     let mut size = 256;
     for row in rows {
-        let row_size = serde_json::to_vec(&row).map(|v| v.len() + 1).unwrap_or(1024);
+        let row_size = serde_json::to_vec(&row)
+            .map(|v| v.len() + 1)
+            .unwrap_or(1024);
         if !current.is_empty() && size + row_size > budget {
             out.push(std::mem::take(&mut current));
             size = 256;
@@ -427,7 +519,11 @@ fn batches(rows: Vec<SurveyRow>, budget: usize) -> Vec<Vec<SurveyRow>> {
 
 /// `POST /v1/surveys/{survey}/waves/{wave}/responses`: respondent rows as CSV, NDJSON or
 /// Parquet. Answers as `POST /v1/incidents` does, once JetStream has acknowledged every event.
-#[tracing::instrument(name = "survey_responses", skip_all, fields(source, survey, wave, rows, accepted, duplicates, rejected))]
+#[tracing::instrument(
+    name = "survey_responses",
+    skip_all,
+    fields(source, survey, wave, rows, accepted, duplicates, rejected)
+)]
 async fn post_responses(
     State(state): State<Arc<SurveyIngestState>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -448,11 +544,16 @@ async fn post_responses(
     let span = Span::current();
     span.record("survey", survey.as_str());
     span.record("wave", wave.as_str());
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let Some(format) = BodyFormat::from_content_type(content_type) else {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("unsupported Content-Type '{content_type}'; use text/csv, application/x-ndjson or application/vnd.apache.parquet"),
+            format!(
+                "unsupported Content-Type '{content_type}'; use text/csv, application/x-ndjson or application/vnd.apache.parquet"
+            ),
         );
     };
     let body = match body_bytes(body) {
@@ -479,38 +580,58 @@ async fn post_responses(
         let cells = match cells {
             Ok(cells) => cells,
             Err(message) => {
-                rejected.push(Rejection { line, field: None, error: message });
+                rejected.push(Rejection {
+                    line,
+                    field: None,
+                    error: message,
+                });
                 continue;
             }
         };
         match validate_row(&wave_state.declaration, cells) {
             Ok(row) => {
-                if wave_state.has_respondent(&row.respondent_id) || !in_batch.insert(row.respondent_id.clone()) {
+                if wave_state.has_respondent(&row.respondent_id)
+                    || !in_batch.insert(row.respondent_id.clone())
+                {
                     duplicates += 1;
                 } else {
                     fresh.push(row);
                 }
             }
-            Err(errors) => rejected.extend(
-                errors.into_iter().map(|e| Rejection { line, field: Some(e.field), error: e.error }),
-            ),
+            Err(errors) => rejected.extend(errors.into_iter().map(|e| Rejection {
+                line,
+                field: Some(e.field),
+                error: e.error,
+            })),
         }
     }
 
     let events: Vec<SurveyEvent> = batches(fresh, state.max_payload())
         .into_iter()
-        .map(|rows| SurveyEvent::ResponsesRecorded(SurveyResponsesRecorded { survey: survey.clone(), wave: wave.clone(), rows }))
+        .map(|rows| {
+            SurveyEvent::ResponsesRecorded(SurveyResponsesRecorded {
+                survey: survey.clone(),
+                wave: wave.clone(),
+                rows,
+            })
+        })
         .collect();
     let messages: Vec<Outgoing> = events.iter().map(|e| outgoing(e, &agency.id)).collect();
-    let results: Vec<Result<Published, PublishFailure>> = state.bus.publisher().publish_all(messages).await;
+    let results: Vec<Result<Published, PublishFailure>> =
+        state.bus.publisher().publish_all(messages).await;
     let (mut accepted, mut last_sequence, mut failed) = (0u64, None, Vec::new());
     for (event, result) in events.iter().zip(results) {
-        let SurveyEvent::ResponsesRecorded(batch) = event else { unreachable!("only responses here") };
+        let SurveyEvent::ResponsesRecorded(batch) = event else {
+            unreachable!("only responses here")
+        };
         match result {
             Ok(published) if published.duplicate => duplicates += batch.rows.len() as u64,
             Ok(published) => {
-                if let LedgerOutcome::Recorded { new_rows, duplicates: d, .. } =
-                    ledger.apply(published.sequence, &agency.id, event)
+                if let LedgerOutcome::Recorded {
+                    new_rows,
+                    duplicates: d,
+                    ..
+                } = ledger.apply(published.sequence, &agency.id, event)
                 {
                     accepted += new_rows.len() as u64;
                     duplicates += d;
@@ -529,13 +650,20 @@ async fn post_responses(
     span.record("accepted", accepted);
     span.record("duplicates", duplicates);
     span.record("rejected", rejected.len());
-    let summary = IngestSummary { accepted, duplicates, rejected, last_sequence };
+    let summary = IngestSummary {
+        accepted,
+        duplicates,
+        rejected,
+        last_sequence,
+    };
     if failed.is_empty() {
         return Json(summary).into_response();
     }
     tracing::error!(failed = failed.len(), "survey publishes not acknowledged");
     let mut body = serde_json::to_value(&summary).expect("summary serialises");
-    body["error"] = json!("some accepted rows were not acknowledged by JetStream and were not stored; resend the batch (rows already stored will be reported as duplicates)");
+    body["error"] = json!(
+        "some accepted rows were not acknowledged by JetStream and were not stored; resend the batch (rows already stored will be reported as duplicates)"
+    );
     body["status"] = json!(503);
     body["failed"] = json!(failed);
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
@@ -544,21 +672,32 @@ async fn post_responses(
 /// Final weights from a two-column CSV (respondent id, weight), numbers parsed exactly.
 fn parse_close_csv(text: &str) -> Result<BTreeMap<String, f64>, String> {
     let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-    let header = reader.headers().map_err(|e| format!("cannot read the CSV header row: {e}"))?.clone();
+    let header = reader
+        .headers()
+        .map_err(|e| format!("cannot read the CSV header row: {e}"))?
+        .clone();
     if header.len() != 2 {
-        return Err(format!("expected two columns (respondent id, final weight), the header has {}", header.len()));
+        return Err(format!(
+            "expected two columns (respondent id, final weight), the header has {}",
+            header.len()
+        ));
     }
     let mut weights = BTreeMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| format!("unreadable CSV row: {e}"))?;
         let line = record.position().map_or(0, |p| p.line());
         let id = record[0].to_owned();
-        let weight = record[1]
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| format!("line {line}, column {}: '{}' is not a number", &header[1], &record[1]))?;
+        let weight = record[1].trim().parse::<f64>().map_err(|_| {
+            format!(
+                "line {line}, column {}: '{}' is not a number",
+                &header[1], &record[1]
+            )
+        })?;
         if weights.insert(id.clone(), weight).is_some() {
-            return Err(format!("line {line}, column {}: respondent '{id}' has a second weight", &header[0]));
+            return Err(format!(
+                "line {line}, column {}: respondent '{id}' has a second weight",
+                &header[0]
+            ));
         }
     }
     Ok(weights)
@@ -567,7 +706,11 @@ fn parse_close_csv(text: &str) -> Result<BTreeMap<String, f64>, String> {
 /// `POST /v1/surveys/{survey}/waves/{wave}/close`: ends fieldwork. An empty body (or `{}`)
 /// keeps the design weights; `{"final_weights": {"<respondent id>": w, …}}` or a two-column CSV
 /// gives one final weight per recorded respondent.
-#[tracing::instrument(name = "survey_close", skip_all, fields(source, survey, wave, respondents))]
+#[tracing::instrument(
+    name = "survey_close",
+    skip_all,
+    fields(source, survey, wave, respondents)
+)]
 async fn post_close(
     State(state): State<Arc<SurveyIngestState>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -595,13 +738,20 @@ async fn post_close(
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "body is not valid UTF-8");
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let final_weights = if text.trim().is_empty() {
         Ok(BTreeMap::new())
     } else if BodyFormat::from_content_type(content_type) == Some(BodyFormat::Csv) {
         parse_close_csv(text)
     } else {
-        parse_close_json(text).map_err(|e| format!("expected {{}} or {{\"final_weights\": {{\"<respondent id>\": weight, …}}}}: {e}"))
+        parse_close_json(text).map_err(|e| {
+            format!(
+                "expected {{}} or {{\"final_weights\": {{\"<respondent id>\": weight, …}}}}: {e}"
+            )
+        })
     };
     let final_weights = match final_weights {
         Ok(weights) => weights,
@@ -614,7 +764,12 @@ async fn post_close(
         None => 0,
     };
     span.record("respondents", respondents);
-    let close = SurveyWaveClosed { survey: survey.clone(), wave: wave.clone(), respondents, final_weights };
+    let close = SurveyWaveClosed {
+        survey: survey.clone(),
+        wave: wave.clone(),
+        respondents,
+        final_weights,
+    };
     if let Err(message) = close.validate_shape() {
         return error(StatusCode::UNPROCESSABLE_ENTITY, message);
     }
@@ -652,29 +807,54 @@ mod tests {
         assert_eq!(a[1], ("x".to_owned(), Some(Cell::Text("1.5".into()))));
         assert_eq!(a[2], ("y".to_owned(), None));
         assert_eq!(rows[1].0, 3);
-        assert!(rows[1].1.as_ref().unwrap_err().contains("header has 3 columns"));
+        assert!(
+            rows[1]
+                .1
+                .as_ref()
+                .unwrap_err()
+                .contains("header has 3 columns")
+        );
         assert!(parse_csv("id,x,x\n").unwrap_err().contains("twice"));
     }
 
     #[test]
     fn batches_stay_under_the_budget_and_keep_order() {
         let rows: Vec<SurveyRow> = (0..100)
-            .map(|i| SurveyRow { respondent_id: format!("R{i:03}"), values: [("x".to_owned(), Cell::Integer(i))].into() })
+            .map(|i| SurveyRow {
+                respondent_id: format!("R{i:03}"),
+                values: [("x".to_owned(), Cell::Integer(i))].into(),
+            })
             .collect();
         let split = batches(rows, 1024);
         assert!(split.len() > 1);
-        let ids: Vec<String> = split.iter().flatten().map(|r| r.respondent_id.clone()).collect();
+        let ids: Vec<String> = split
+            .iter()
+            .flatten()
+            .map(|r| r.respondent_id.clone())
+            .collect();
         assert_eq!(ids.len(), 100);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert!(split.iter().all(|b| serde_json::to_vec(b).unwrap().len() <= 1024));
+        assert!(
+            split
+                .iter()
+                .all(|b| serde_json::to_vec(b).unwrap().len() <= 1024)
+        );
     }
 
     #[test]
     fn close_bodies() {
         let csv = parse_close_csv("cds,w\nA,1.5\nB,2\n").unwrap();
         assert_eq!(csv["B"], 2.0);
-        assert!(parse_close_csv("cds,w\nA,1.5\nA,2\n").unwrap_err().contains("second weight"));
-        assert!(parse_close_csv("cds,w\nA,heavy\n").unwrap_err().contains("line 2"));
+        assert!(
+            parse_close_csv("cds,w\nA,1.5\nA,2\n")
+                .unwrap_err()
+                .contains("second weight")
+        );
+        assert!(
+            parse_close_csv("cds,w\nA,heavy\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
         assert_eq!(parse_close_json("{}").unwrap().len(), 0);
         assert!(parse_close_json(r#"{"weights":{}}"#).is_err());
     }

@@ -43,7 +43,9 @@ pub fn is_valid_wave_id(id: &str) -> bool {
 fn is_slug(id: &str, max: usize) -> bool {
     !id.is_empty()
         && id.len() <= max
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Variable names are kept to what survey software exports (`api00`, `sch.wide`, `acs_k3`):
@@ -51,7 +53,9 @@ fn is_slug(id: &str, max: usize) -> bool {
 pub fn is_valid_variable_name(name: &str) -> bool {
     name.len() <= 64
         && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 macro_rules! snake_enum {
@@ -132,9 +136,17 @@ pub struct SurveyVariable {
     /// Allowed values of a categorical variable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "exact::option_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "exact::option_f64"
+    )]
     pub min: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "exact::option_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "exact::option_f64"
+    )]
     pub max: Option<f64>,
     /// A row without this variable is rejected (design variables are always required).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -226,7 +238,11 @@ pub struct SurveyWaveClosed {
     pub wave: String,
     /// Respondents recorded when the wave closed, as the ingest counted them.
     pub respondents: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "exact::f64_map")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "exact::f64_map"
+    )]
     pub final_weights: BTreeMap<String, f64>,
 }
 
@@ -325,22 +341,43 @@ impl SurveyEvent {
         let kind = raw.event_type;
         let max = kind.current_version();
         if kind.family() != "survey" {
-            return Err(DecodeError::WrongFamily { kind: kind.as_str(), family: kind.family(), expected: "survey" });
+            return Err(DecodeError::WrongFamily {
+                kind: kind.as_str(),
+                family: kind.family(),
+                expected: "survey",
+            });
         }
         if raw.schema_version > max {
-            return Err(DecodeError::FutureVersion { kind: kind.as_str(), version: raw.schema_version, max });
+            return Err(DecodeError::FutureVersion {
+                kind: kind.as_str(),
+                version: raw.schema_version,
+                max,
+            });
         }
-        let payload_err = |source| DecodeError::Payload { kind: kind.as_str(), version: raw.schema_version, source };
+        let payload_err = |source| DecodeError::Payload {
+            kind: kind.as_str(),
+            version: raw.schema_version,
+            source,
+        };
         let text = raw.payload.get();
         let event = match kind {
-            EventKind::SurveyWaveDeclared => SurveyEvent::WaveDeclared(serde_json::from_str(text).map_err(payload_err)?),
+            EventKind::SurveyWaveDeclared => {
+                SurveyEvent::WaveDeclared(serde_json::from_str(text).map_err(payload_err)?)
+            }
             EventKind::SurveyResponsesRecorded => {
                 SurveyEvent::ResponsesRecorded(serde_json::from_str(text).map_err(payload_err)?)
             }
-            EventKind::SurveyWaveClosed => SurveyEvent::WaveClosed(serde_json::from_str(text).map_err(payload_err)?),
+            EventKind::SurveyWaveClosed => {
+                SurveyEvent::WaveClosed(serde_json::from_str(text).map_err(payload_err)?)
+            }
             _ => unreachable!("the family was checked"),
         };
-        Ok(DecodedSurveyEvent { event_id: raw.event_id, source: raw.source, recorded_at: raw.recorded_at, event })
+        Ok(DecodedSurveyEvent {
+            event_id: raw.event_id,
+            source: raw.source,
+            recorded_at: raw.recorded_at,
+            event,
+        })
     }
 }
 
@@ -365,17 +402,21 @@ mod exact {
         if text.starts_with('"') || text == "null" || text == "true" || text == "false" {
             return Err(format!("expected a number, got {text}"));
         }
-        text.parse::<f64>().map_err(|_| format!("expected a number, got {text}"))
+        text.parse::<f64>()
+            .map_err(|_| format!("expected a number, got {text}"))
     }
 
     pub fn option_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
         let raw: Option<Box<RawValue>> = Option::deserialize(d)?;
-        raw.map(|r| number(r.get()).map_err(D::Error::custom)).transpose()
+        raw.map(|r| number(r.get()).map_err(D::Error::custom))
+            .transpose()
     }
 
     pub fn f64_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
         let raw: BTreeMap<String, Box<RawValue>> = BTreeMap::deserialize(d)?;
-        raw.into_iter().map(|(k, v)| number(v.get()).map(|x| (k, x)).map_err(D::Error::custom)).collect()
+        raw.into_iter()
+            .map(|(k, v)| number(v.get()).map(|x| (k, x)).map_err(D::Error::custom))
+            .collect()
     }
 
     /// A scalar cell from its JSON text; `None` for null. Booleans become the text
@@ -385,14 +426,20 @@ mod exact {
         match text.as_bytes().first() {
             None => Err("empty value".into()),
             Some(b'n') if text == "null" => Ok(None),
-            Some(b't' | b'f') if text == "true" || text == "false" => Ok(Some(Cell::Text(text.to_owned()))),
-            Some(b'"') => serde_json::from_str::<String>(text).map(|s| Some(Cell::Text(s))).map_err(|e| e.to_string()),
-            Some(b'[' | b'{') => Err("expected a number, a string or null, got an array or object".into()),
+            Some(b't' | b'f') if text == "true" || text == "false" => {
+                Ok(Some(Cell::Text(text.to_owned())))
+            }
+            Some(b'"') => serde_json::from_str::<String>(text)
+                .map(|s| Some(Cell::Text(s)))
+                .map_err(|e| e.to_string()),
+            Some(b'[' | b'{') => {
+                Err("expected a number, a string or null, got an array or object".into())
+            }
             Some(_) => {
-                if !text.contains(['.', 'e', 'E']) {
-                    if let Ok(i) = text.parse::<i64>() {
-                        return Ok(Some(Cell::Integer(i)));
-                    }
+                if !text.contains(['.', 'e', 'E'])
+                    && let Ok(i) = text.parse::<i64>()
+                {
+                    return Ok(Some(Cell::Integer(i)));
                 }
                 number(text).map(|x| Some(Cell::Number(x)))
             }
@@ -404,7 +451,9 @@ impl<'de> Deserialize<'de> for Cell {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cell, D::Error> {
         let raw = Box::<RawValue>::deserialize(d)?;
         if matches!(raw.get().trim(), "true" | "false") {
-            return Err(D::Error::custom("a cell is a number or a string (categorical values travel as text)"));
+            return Err(D::Error::custom(
+                "a cell is a number or a string (categorical values travel as text)",
+            ));
         }
         exact::cell(raw.get())
             .map_err(D::Error::custom)?
@@ -419,7 +468,9 @@ pub struct InputCell(pub Option<Cell>);
 impl<'de> Deserialize<'de> for InputCell {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<InputCell, D::Error> {
         let raw = Box::<RawValue>::deserialize(d)?;
-        exact::cell(raw.get()).map(InputCell).map_err(D::Error::custom)
+        exact::cell(raw.get())
+            .map(InputCell)
+            .map_err(D::Error::custom)
     }
 }
 
@@ -446,7 +497,9 @@ pub fn parse_close_json(text: &str) -> Result<BTreeMap<String, f64>, String> {
         #[serde(default, deserialize_with = "exact::f64_map")]
         final_weights: BTreeMap<String, f64>,
     }
-    serde_json::from_str::<Body>(text).map(|b| b.final_weights).map_err(|e| e.to_string())
+    serde_json::from_str::<Body>(text)
+        .map(|b| b.final_weights)
+        .map_err(|e| e.to_string())
 }
 
 impl SurveyWaveDeclared {
@@ -477,10 +530,22 @@ impl SurveyWaveDeclared {
         let mut errors = Vec::new();
         let mut fail = |field: String, error: String| errors.push(FieldError { field, error });
         if !is_valid_survey_id(&self.survey) {
-            fail("survey".into(), format!("'{}' is not a survey id: use 1 to 64 lowercase letters, digits, '-' or '_'", self.survey));
+            fail(
+                "survey".into(),
+                format!(
+                    "'{}' is not a survey id: use 1 to 64 lowercase letters, digits, '-' or '_'",
+                    self.survey
+                ),
+            );
         }
         if !is_valid_wave_id(&self.wave) {
-            fail("wave".into(), format!("'{}' is not a wave id: use 1 to 32 lowercase letters, digits, '-' or '_' (e.g. \"2024\")", self.wave));
+            fail(
+                "wave".into(),
+                format!(
+                    "'{}' is not a wave id: use 1 to 32 lowercase letters, digits, '-' or '_' (e.g. \"2024\")",
+                    self.wave
+                ),
+            );
         }
         if self.title.as_ref().is_some_and(|t| t.len() > MAX_LABEL_LEN) {
             fail("title".into(), format!("at most {MAX_LABEL_LEN} bytes"));
@@ -488,29 +553,61 @@ impl SurveyWaveDeclared {
         if self.reference_period.to < self.reference_period.from {
             fail(
                 "reference_period.to".into(),
-                format!("{} is before reference_period.from {}", self.reference_period.to, self.reference_period.from),
+                format!(
+                    "{} is before reference_period.from {}",
+                    self.reference_period.to, self.reference_period.from
+                ),
             );
         }
         if !is_valid_variable_name(&self.respondent_id) {
-            fail("respondent_id".into(), format!("'{}' is not a column name (a letter, then letters, digits, '_', '.', '-'; at most 64)", self.respondent_id));
+            fail(
+                "respondent_id".into(),
+                format!(
+                    "'{}' is not a column name (a letter, then letters, digits, '_', '.', '-'; at most 64)",
+                    self.respondent_id
+                ),
+            );
         }
         if self.variables.is_empty() {
             fail("variables".into(), "declare at least one variable".into());
         }
         if self.variables.len() > MAX_VARIABLES {
-            fail("variables".into(), format!("{} variables; at most {MAX_VARIABLES}", self.variables.len()));
+            fail(
+                "variables".into(),
+                format!(
+                    "{} variables; at most {MAX_VARIABLES}",
+                    self.variables.len()
+                ),
+            );
         }
         let mut seen = HashSet::new();
         for (i, v) in self.variables.iter().enumerate() {
             let at = |field: &str| format!("variables[{i}].{field}");
             if !is_valid_variable_name(&v.name) {
-                fail(at("name"), format!("'{}' is not a variable name (a letter, then letters, digits, '_', '.', '-'; at most 64)", v.name));
+                fail(
+                    at("name"),
+                    format!(
+                        "'{}' is not a variable name (a letter, then letters, digits, '_', '.', '-'; at most 64)",
+                        v.name
+                    ),
+                );
             } else if !seen.insert(v.name.as_str()) {
                 fail(at("name"), format!("'{}' is declared twice", v.name));
             } else if v.name == self.respondent_id {
-                fail(at("name"), format!("'{}' is the respondent_id column; do not declare it as a variable", v.name));
+                fail(
+                    at("name"),
+                    format!(
+                        "'{}' is the respondent_id column; do not declare it as a variable",
+                        v.name
+                    ),
+                );
             } else if v.name == FINAL_WEIGHT_COLUMN {
-                fail(at("name"), format!("'{FINAL_WEIGHT_COLUMN}' is reserved for the final weights of the closure"));
+                fail(
+                    at("name"),
+                    format!(
+                        "'{FINAL_WEIGHT_COLUMN}' is reserved for the final weights of the closure"
+                    ),
+                );
             }
             if v.label.as_ref().is_some_and(|l| l.len() > MAX_LABEL_LEN) {
                 fail(at("label"), format!("at most {MAX_LABEL_LEN} bytes"));
@@ -518,68 +615,109 @@ impl SurveyWaveDeclared {
             match v.kind {
                 VariableType::Categorical => {
                     if v.values.is_empty() {
-                        fail(at("values"), "a categorical variable lists its allowed values".into());
+                        fail(
+                            at("values"),
+                            "a categorical variable lists its allowed values".into(),
+                        );
                     }
                     let mut distinct = HashSet::new();
                     for value in &v.values {
                         if value.is_empty() || value.len() > MAX_VALUE_LEN {
-                            fail(at("values"), format!("'{value}': values are 1 to {MAX_VALUE_LEN} bytes"));
+                            fail(
+                                at("values"),
+                                format!("'{value}': values are 1 to {MAX_VALUE_LEN} bytes"),
+                            );
                         } else if !distinct.insert(value) {
                             fail(at("values"), format!("'{value}' is listed twice"));
                         }
                     }
                 }
                 _ if !v.values.is_empty() => {
-                    fail(at("values"), format!("only categorical variables list values; '{}' is {}", v.name, v.kind));
+                    fail(
+                        at("values"),
+                        format!(
+                            "only categorical variables list values; '{}' is {}",
+                            v.name, v.kind
+                        ),
+                    );
                 }
                 _ => {}
             }
             let numeric = matches!(v.kind, VariableType::Numeric | VariableType::Integer);
             for (field, bound) in [("min", v.min), ("max", v.max)] {
                 match bound {
-                    Some(_) if !numeric => fail(at(field), format!("only numeric and integer variables have bounds; '{}' is {}", v.name, v.kind)),
+                    Some(_) if !numeric => fail(
+                        at(field),
+                        format!(
+                            "only numeric and integer variables have bounds; '{}' is {}",
+                            v.name, v.kind
+                        ),
+                    ),
                     Some(b) if !b.is_finite() => fail(at(field), "must be a finite number".into()),
                     _ => {}
                 }
             }
-            if let (Some(min), Some(max)) = (v.min, v.max) {
-                if min > max {
-                    fail(at("max"), format!("{max} is below min {min}"));
-                }
+            if let (Some(min), Some(max)) = (v.min, v.max)
+                && min > max
+            {
+                fail(at("max"), format!("{max} is below min {min}"));
             }
         }
 
         let known = |name: &str| name == self.respondent_id || self.variable(name).is_some();
         let numeric = |name: &str| {
-            self.variable(name).is_some_and(|v| matches!(v.kind, VariableType::Numeric | VariableType::Integer))
+            self.variable(name)
+                .is_some_and(|v| matches!(v.kind, VariableType::Numeric | VariableType::Integer))
         };
-        if let Some(w) = &self.design.weights {
-            if !numeric(w) {
-                fail("design.weights".into(), format!("'{w}' is not a declared numeric or integer variable"));
-            }
+        if let Some(w) = &self.design.weights
+            && !numeric(w)
+        {
+            fail(
+                "design.weights".into(),
+                format!("'{w}' is not a declared numeric or integer variable"),
+            );
         }
-        if let Some(s) = &self.design.strata {
-            if !known(s) {
-                fail("design.strata".into(), format!("'{s}' is not a declared variable"));
-            }
+        if let Some(s) = &self.design.strata
+            && !known(s)
+        {
+            fail(
+                "design.strata".into(),
+                format!("'{s}' is not a declared variable"),
+            );
         }
         if self.design.clusters.len() > MAX_STAGES {
-            fail("design.clusters".into(), format!("{} stages; at most {MAX_STAGES}", self.design.clusters.len()));
+            fail(
+                "design.clusters".into(),
+                format!(
+                    "{} stages; at most {MAX_STAGES}",
+                    self.design.clusters.len()
+                ),
+            );
         }
         for (i, c) in self.design.clusters.iter().enumerate() {
             if !known(c) {
-                fail(format!("design.clusters[{i}]"), format!("'{c}' is not a declared variable"));
+                fail(
+                    format!("design.clusters[{i}]"),
+                    format!("'{c}' is not a declared variable"),
+                );
             }
         }
         for (i, f) in self.design.fpc.iter().enumerate() {
             if !numeric(f) {
-                fail(format!("design.fpc[{i}]"), format!("'{f}' is not a declared numeric or integer variable"));
+                fail(
+                    format!("design.fpc[{i}]"),
+                    format!("'{f}' is not a declared numeric or integer variable"),
+                );
             }
         }
         if self.design.fpc.len() > self.design.clusters.len().max(1) {
             fail(
                 "design.fpc".into(),
-                format!("{} fpc columns for {} sampling stages; give at most one per stage", self.design.fpc.len(), self.design.clusters.len().max(1)),
+                format!(
+                    "{} fpc columns for {} sampling stages; give at most one per stage",
+                    self.design.fpc.len(),
+                    self.design.clusters.len().max(1)
+                ),
             );
         }
 
@@ -587,7 +725,13 @@ impl SurveyWaveDeclared {
         for (i, item) in self.victimisation_items.iter().enumerate() {
             let at = |field: &str| format!("victimisation_items[{i}].{field}");
             if !is_valid_variable_name(&item.name) {
-                fail(at("name"), format!("'{}' is not an item name (a letter, then letters, digits, '_', '.', '-')", item.name));
+                fail(
+                    at("name"),
+                    format!(
+                        "'{}' is not an item name (a letter, then letters, digits, '_', '.', '-')",
+                        item.name
+                    ),
+                );
             } else if !names.insert(item.name.as_str()) {
                 fail(at("name"), format!("'{}' is declared twice", item.name));
             }
@@ -599,16 +743,32 @@ impl SurveyWaveDeclared {
             }
             if let Some(reported) = &item.reported {
                 if reported == &item.victim {
-                    fail(at("reported"), "the follow-up must be another variable than the victimisation question".into());
+                    fail(
+                        at("reported"),
+                        "the follow-up must be another variable than the victimisation question"
+                            .into(),
+                    );
                 } else if let Err(error) = self.indicator_check(reported, &item.reported_value) {
                     fail(at("reported"), error);
                 }
             }
-            if !((2..=6).contains(&item.iccs.len()) && item.iccs.bytes().all(|b| b.is_ascii_digit())) {
-                fail(at("iccs"), format!("'{}' is not an ICCS code (2 to 6 digits, e.g. \"0701\")", item.iccs));
+            if !((2..=6).contains(&item.iccs.len())
+                && item.iccs.bytes().all(|b| b.is_ascii_digit()))
+            {
+                fail(
+                    at("iccs"),
+                    format!(
+                        "'{}' is not an ICCS code (2 to 6 digits, e.g. \"0701\")",
+                        item.iccs
+                    ),
+                );
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// An item's question must be categorical with `value` allowed, or integer with `value` an integer.
@@ -618,11 +778,14 @@ impl SurveyWaveDeclared {
         };
         match variable.kind {
             VariableType::Categorical if variable.values.iter().any(|v| v == value) => Ok(()),
-            VariableType::Categorical => {
-                Err(format!("'{value}' is not an allowed value of '{name}' ({})", variable.values.join(", ")))
-            }
+            VariableType::Categorical => Err(format!(
+                "'{value}' is not an allowed value of '{name}' ({})",
+                variable.values.join(", ")
+            )),
             VariableType::Integer if value.parse::<i64>().is_ok() => Ok(()),
-            other => Err(format!("'{name}' is {other}; an item needs a categorical variable (or an integer one with an integer value)")),
+            other => Err(format!(
+                "'{name}' is {other}; an item needs a categorical variable (or an integer one with an integer value)"
+            )),
         }
     }
 }
@@ -645,19 +808,28 @@ impl SurveyResponsesRecorded {
     /// What holds without the declaration: ids and names well formed, at least one row.
     pub fn validate_shape(&self) -> Result<(), String> {
         if !is_valid_survey_id(&self.survey) || !is_valid_wave_id(&self.wave) {
-            return Err(format!("'{}'/'{}' is not a survey/wave id", self.survey, self.wave));
+            return Err(format!(
+                "'{}'/'{}' is not a survey/wave id",
+                self.survey, self.wave
+            ));
         }
         if self.rows.is_empty() {
             return Err("a batch holds at least one row".into());
         }
         for (i, row) in self.rows.iter().enumerate() {
             if !valid_respondent_id(&row.respondent_id) {
-                return Err(format!("rows[{i}].respondent_id is empty, too long or has a control character"));
+                return Err(format!(
+                    "rows[{i}].respondent_id is empty, too long or has a control character"
+                ));
             }
             if let Some(name) = row.values.keys().find(|n| !is_valid_variable_name(n)) {
                 return Err(format!("rows[{i}].values: '{name}' is not a variable name"));
             }
-            if row.values.values().any(|c| matches!(c, Cell::Number(x) if !x.is_finite())) {
+            if row
+                .values
+                .values()
+                .any(|c| matches!(c, Cell::Number(x) if !x.is_finite()))
+            {
                 return Err(format!("rows[{i}].values: numbers must be finite"));
             }
         }
@@ -669,14 +841,21 @@ impl SurveyWaveClosed {
     /// What holds without the ledger: ids well formed, weights positive and finite.
     pub fn validate_shape(&self) -> Result<(), String> {
         if !is_valid_survey_id(&self.survey) || !is_valid_wave_id(&self.wave) {
-            return Err(format!("'{}'/'{}' is not a survey/wave id", self.survey, self.wave));
+            return Err(format!(
+                "'{}'/'{}' is not a survey/wave id",
+                self.survey, self.wave
+            ));
         }
         for (id, weight) in &self.final_weights {
             if id.is_empty() || id.len() > crate::MAX_ID_LEN {
-                return Err(format!("final_weights: respondent id '{id}' is empty or too long"));
+                return Err(format!(
+                    "final_weights: respondent id '{id}' is empty or too long"
+                ));
             }
             if !(weight.is_finite() && *weight > 0.0) {
-                return Err(format!("final_weights: respondent '{id}': weight {weight} is not a positive finite number"));
+                return Err(format!(
+                    "final_weights: respondent '{id}': weight {weight} is not a positive finite number"
+                ));
             }
         }
         Ok(())
@@ -703,13 +882,17 @@ fn to_number(cell: &Cell) -> Result<Option<f64>, String> {
             if t.is_empty() || t == "NA" {
                 return Ok(None);
             }
-            t.parse::<f64>().map(Some).map_err(|_| format!("expected a number, got {}", describe(cell)))
+            t.parse::<f64>()
+                .map(Some)
+                .map_err(|_| format!("expected a number, got {}", describe(cell)))
         }
     }
 }
 
 fn check_number(variable: &SurveyVariable, cell: &Cell) -> Result<Option<Cell>, String> {
-    let Some(x) = to_number(cell)? else { return Ok(None) };
+    let Some(x) = to_number(cell)? else {
+        return Ok(None);
+    };
     if !x.is_finite() {
         return Err(format!("expected a finite number, got {}", describe(cell)));
     }
@@ -750,14 +933,23 @@ fn check_cell(variable: &SurveyVariable, cell: &Cell) -> Result<Option<Cell>, St
             if text.is_empty() {
                 return Ok(None);
             }
-            if variable.values.iter().any(|v| *v == text) {
+            if variable.values.contains(&text) {
                 Ok(Some(Cell::Text(text)))
             } else {
-                let mut allowed = variable.values.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
+                let mut allowed = variable
+                    .values
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if variable.values.len() > 20 {
                     allowed.push_str(", …");
                 }
-                Err(format!("{} is not an allowed value ({allowed})", describe(cell)))
+                Err(format!(
+                    "{} is not an allowed value ({allowed})",
+                    describe(cell)
+                ))
             }
         }
         VariableType::Text => {
@@ -776,7 +968,10 @@ fn check_cell(variable: &SurveyVariable, cell: &Cell) -> Result<Option<Cell>, St
 /// Checks one respondent row (column → value, from any wire format) against the declared
 /// variables, normalising each value to its declared type. Every problem is reported, each
 /// naming its column.
-pub fn validate_row<I>(declaration: &SurveyWaveDeclared, cells: I) -> Result<SurveyRow, Vec<FieldError>>
+pub fn validate_row<I>(
+    declaration: &SurveyWaveDeclared,
+    cells: I,
+) -> Result<SurveyRow, Vec<FieldError>>
 where
     I: IntoIterator<Item = (String, Option<Cell>)>,
 {
@@ -787,13 +982,23 @@ where
         if name == declaration.respondent_id {
             respondent_id = Some(cell);
         } else if declaration.variable(&name).is_none() {
-            let mut list: Vec<&str> = declaration.variables.iter().take(20).map(|v| v.name.as_str()).collect();
+            let mut list: Vec<&str> = declaration
+                .variables
+                .iter()
+                .take(20)
+                .map(|v| v.name.as_str())
+                .collect();
             if declaration.variables.len() > 20 {
                 list.push("…");
             }
             errors.push(FieldError::new(
                 &name,
-                format!("not a variable of wave '{}'; declared: {}, {}", declaration.wave, declaration.respondent_id, list.join(", ")),
+                format!(
+                    "not a variable of wave '{}'; declared: {}, {}",
+                    declaration.wave,
+                    declaration.respondent_id,
+                    list.join(", ")
+                ),
             ));
         } else if let Some(cell) = cell {
             given.insert(name, cell);
@@ -810,7 +1015,10 @@ where
             None
         }
         Some(id) if id.len() > crate::MAX_ID_LEN => {
-            errors.push(FieldError::new(id_field, format!("{} bytes long; at most {}", id.len(), crate::MAX_ID_LEN)));
+            errors.push(FieldError::new(
+                id_field,
+                format!("{} bytes long; at most {}", id.len(), crate::MAX_ID_LEN),
+            ));
             None
         }
         Some(id) if id.chars().any(char::is_control) => {
@@ -838,7 +1046,10 @@ where
             }
             None => {
                 if let Some(role) = design.get(variable.name.as_str()) {
-                    errors.push(FieldError::new(&variable.name, format!("required: design variable ({role}) may not be missing")));
+                    errors.push(FieldError::new(
+                        &variable.name,
+                        format!("required: design variable ({role}) may not be missing"),
+                    ));
                 } else if variable.required {
                     errors.push(FieldError::new(&variable.name, "required"));
                 }
@@ -846,34 +1057,65 @@ where
         }
     }
     match respondent_id {
-        Some(respondent_id) if errors.is_empty() => Ok(SurveyRow { respondent_id, values }),
+        Some(respondent_id) if errors.is_empty() => Ok(SurveyRow {
+            respondent_id,
+            values,
+        }),
         _ => Err(errors),
     }
 }
 
 /// Re-checks a row as it travelled (the projector trusts nothing it did not check itself).
-pub fn check_row(declaration: &SurveyWaveDeclared, row: &SurveyRow) -> Result<SurveyRow, Vec<FieldError>> {
+pub fn check_row(
+    declaration: &SurveyWaveDeclared,
+    row: &SurveyRow,
+) -> Result<SurveyRow, Vec<FieldError>> {
     let cells = row
         .values
         .iter()
         .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .chain(std::iter::once((declaration.respondent_id.clone(), Some(Cell::Text(row.respondent_id.clone())))));
+        .chain(std::iter::once((
+            declaration.respondent_id.clone(),
+            Some(Cell::Text(row.respondent_id.clone())),
+        )));
     validate_row(declaration, cells)
 }
 
 /// Why the ledger refuses an event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LedgerError {
-    #[error("survey '{survey}' belongs to agency '{owner}'; only its token may declare waves, record responses or close waves")]
+    #[error(
+        "survey '{survey}' belongs to agency '{owner}'; only its token may declare waves, record responses or close waves"
+    )]
     NotOwner { survey: String, owner: String },
-    #[error("wave '{wave}' of survey '{survey}' is not declared; declare it first with POST /v1/surveys/{survey}/waves")]
+    #[error(
+        "wave '{wave}' of survey '{survey}' is not declared; declare it first with POST /v1/surveys/{survey}/waves"
+    )]
     NotDeclared { survey: String, wave: String },
-    #[error("wave '{wave}' of survey '{survey}' was declared differently at sequence {sequence}; a declared wave never changes: declare a new wave id")]
-    Redeclared { survey: String, wave: String, sequence: u64 },
-    #[error("wave '{wave}' of survey '{survey}' was closed at sequence {sequence}; it takes no more responses (declare a new wave for new fieldwork)")]
-    Closed { survey: String, wave: String, sequence: u64 },
-    #[error("wave '{wave}' of survey '{survey}' was already closed at sequence {sequence} with other final weights; a closure never changes")]
-    ClosedDifferently { survey: String, wave: String, sequence: u64 },
+    #[error(
+        "wave '{wave}' of survey '{survey}' was declared differently at sequence {sequence}; a declared wave never changes: declare a new wave id"
+    )]
+    Redeclared {
+        survey: String,
+        wave: String,
+        sequence: u64,
+    },
+    #[error(
+        "wave '{wave}' of survey '{survey}' was closed at sequence {sequence}; it takes no more responses (declare a new wave for new fieldwork)"
+    )]
+    Closed {
+        survey: String,
+        wave: String,
+        sequence: u64,
+    },
+    #[error(
+        "wave '{wave}' of survey '{survey}' was already closed at sequence {sequence} with other final weights; a closure never changes"
+    )]
+    ClosedDifferently {
+        survey: String,
+        wave: String,
+        sequence: u64,
+    },
     #[error("final_weights: {0}")]
     FinalWeights(String),
     #[error("the declaration is not valid: {0}")]
@@ -887,7 +1129,11 @@ pub enum LedgerOutcome {
     /// The identical declaration again (a retry): nothing changes.
     AlreadyDeclared,
     /// Indexes (into the batch) of the rows that are new, in batch order.
-    Recorded { new_rows: Vec<usize>, duplicates: u64, invalid: u64 },
+    Recorded {
+        new_rows: Vec<usize>,
+        duplicates: u64,
+        invalid: u64,
+    },
     Closed,
     /// The identical closure again: nothing changes.
     AlreadyClosed,
@@ -919,7 +1165,11 @@ impl WaveState {
     }
 
     pub fn has_respondent(&self, respondent_id: &str) -> bool {
-        self.respondents.contains(&respondent_key(&self.declaration.survey, &self.declaration.wave, respondent_id))
+        self.respondents.contains(&respondent_key(
+            &self.declaration.survey,
+            &self.declaration.wave,
+            respondent_id,
+        ))
     }
 }
 
@@ -961,13 +1211,20 @@ impl SurveyLedger {
 
     fn owned(&self, source: &str, survey: &str) -> Result<(), LedgerError> {
         match self.owners.get(survey) {
-            Some(owner) if owner != source => Err(LedgerError::NotOwner { survey: survey.to_owned(), owner: owner.clone() }),
+            Some(owner) if owner != source => Err(LedgerError::NotOwner {
+                survey: survey.to_owned(),
+                owner: owner.clone(),
+            }),
             _ => Ok(()),
         }
     }
 
     /// `Ok(true)` when the declaration is new, `Ok(false)` when it repeats the existing one.
-    pub fn check_declare(&self, source: &str, declaration: &SurveyWaveDeclared) -> Result<bool, LedgerError> {
+    pub fn check_declare(
+        &self,
+        source: &str,
+        declaration: &SurveyWaveDeclared,
+    ) -> Result<bool, LedgerError> {
         self.owned(source, &declaration.survey)?;
         match self.wave(&declaration.survey, &declaration.wave) {
             None => Ok(true),
@@ -981,13 +1238,25 @@ impl SurveyLedger {
     }
 
     /// The wave, if `source` may record responses in it now.
-    pub fn check_open(&self, source: &str, survey: &str, wave: &str) -> Result<&WaveState, LedgerError> {
+    pub fn check_open(
+        &self,
+        source: &str,
+        survey: &str,
+        wave: &str,
+    ) -> Result<&WaveState, LedgerError> {
         self.owned(source, survey)?;
         let state = self
             .wave(survey, wave)
-            .ok_or_else(|| LedgerError::NotDeclared { survey: survey.to_owned(), wave: wave.to_owned() })?;
+            .ok_or_else(|| LedgerError::NotDeclared {
+                survey: survey.to_owned(),
+                wave: wave.to_owned(),
+            })?;
         match state.closed {
-            Some(closure) => Err(LedgerError::Closed { survey: survey.to_owned(), wave: wave.to_owned(), sequence: closure.sequence }),
+            Some(closure) => Err(LedgerError::Closed {
+                survey: survey.to_owned(),
+                wave: wave.to_owned(),
+                sequence: closure.sequence,
+            }),
             None => Ok(state),
         }
     }
@@ -996,14 +1265,21 @@ impl SurveyLedger {
     /// weights must name every recorded respondent once, with a positive finite weight.
     pub fn check_close(&self, source: &str, close: &SurveyWaveClosed) -> Result<bool, LedgerError> {
         self.owned(source, &close.survey)?;
-        let state = self
-            .wave(&close.survey, &close.wave)
-            .ok_or_else(|| LedgerError::NotDeclared { survey: close.survey.clone(), wave: close.wave.clone() })?;
+        let state =
+            self.wave(&close.survey, &close.wave)
+                .ok_or_else(|| LedgerError::NotDeclared {
+                    survey: close.survey.clone(),
+                    wave: close.wave.clone(),
+                })?;
         if let Some(closure) = state.closed {
             return if closure.digest == weights_digest(&close.final_weights) {
                 Ok(false)
             } else {
-                Err(LedgerError::ClosedDifferently { survey: close.survey.clone(), wave: close.wave.clone(), sequence: closure.sequence })
+                Err(LedgerError::ClosedDifferently {
+                    survey: close.survey.clone(),
+                    wave: close.wave.clone(),
+                    sequence: closure.sequence,
+                })
             };
         }
         if close.final_weights.is_empty() {
@@ -1012,7 +1288,9 @@ impl SurveyLedger {
         let mut unknown = Vec::new();
         for (id, weight) in &close.final_weights {
             if !(weight.is_finite() && *weight > 0.0) {
-                return Err(LedgerError::FinalWeights(format!("respondent '{id}': weight {weight} is not a positive finite number")));
+                return Err(LedgerError::FinalWeights(format!(
+                    "respondent '{id}': weight {weight} is not a positive finite number"
+                )));
             }
             if !state.has_respondent(id) {
                 unknown.push(id.as_str());
@@ -1047,10 +1325,15 @@ impl SurveyLedger {
                     Ok(true) => {}
                 }
                 if let Err(errors) = declaration.validate() {
-                    let first = errors.first().map(|e| format!("{}: {}", e.field, e.error)).unwrap_or_default();
+                    let first = errors
+                        .first()
+                        .map(|e| format!("{}: {}", e.field, e.error))
+                        .unwrap_or_default();
                     return LedgerOutcome::Refused(LedgerError::InvalidDeclaration(first));
                 }
-                self.owners.entry(declaration.survey.clone()).or_insert_with(|| source.to_owned());
+                self.owners
+                    .entry(declaration.survey.clone())
+                    .or_insert_with(|| source.to_owned());
                 self.waves.insert(
                     (declaration.survey.clone(), declaration.wave.clone()),
                     WaveState {
@@ -1067,18 +1350,29 @@ impl SurveyLedger {
                 if let Err(e) = self.check_open(source, &batch.survey, &batch.wave) {
                     return LedgerOutcome::Refused(e);
                 }
-                let state = self.waves.get_mut(&(batch.survey.clone(), batch.wave.clone())).expect("checked");
+                let state = self
+                    .waves
+                    .get_mut(&(batch.survey.clone(), batch.wave.clone()))
+                    .expect("checked");
                 let (mut new_rows, mut duplicates, mut invalid) = (Vec::new(), 0, 0);
                 for (i, row) in batch.rows.iter().enumerate() {
                     if check_row(&state.declaration, row).is_err() {
                         invalid += 1;
-                    } else if state.respondents.insert(respondent_key(&batch.survey, &batch.wave, &row.respondent_id)) {
+                    } else if state.respondents.insert(respondent_key(
+                        &batch.survey,
+                        &batch.wave,
+                        &row.respondent_id,
+                    )) {
                         new_rows.push(i);
                     } else {
                         duplicates += 1;
                     }
                 }
-                LedgerOutcome::Recorded { new_rows, duplicates, invalid }
+                LedgerOutcome::Recorded {
+                    new_rows,
+                    duplicates,
+                    invalid,
+                }
             }
             SurveyEvent::WaveClosed(close) => {
                 match self.check_close(source, close) {
@@ -1086,7 +1380,10 @@ impl SurveyLedger {
                     Ok(false) => return LedgerOutcome::AlreadyClosed,
                     Ok(true) => {}
                 }
-                let state = self.waves.get_mut(&(close.survey.clone(), close.wave.clone())).expect("checked");
+                let state = self
+                    .waves
+                    .get_mut(&(close.survey.clone(), close.wave.clone()))
+                    .expect("checked");
                 state.closed = Some(WaveClosure {
                     sequence,
                     respondents: state.respondents.len() as u64,
@@ -1112,12 +1409,23 @@ impl SurveyLedger {
         let respondents = if closed.is_some() {
             HashSet::new()
         } else {
-            respondent_ids.into_iter().map(|id| respondent_key(&declaration.survey, &declaration.wave, &id)).collect()
+            respondent_ids
+                .into_iter()
+                .map(|id| respondent_key(&declaration.survey, &declaration.wave, &id))
+                .collect()
         };
-        self.owners.entry(declaration.survey.clone()).or_insert_with(|| source.to_owned());
+        self.owners
+            .entry(declaration.survey.clone())
+            .or_insert_with(|| source.to_owned());
         self.waves.insert(
             (declaration.survey.clone(), declaration.wave.clone()),
-            WaveState { source: source.to_owned(), declaration, declared_sequence, closed, respondents },
+            WaveState {
+                source: source.to_owned(),
+                declaration,
+                declared_sequence,
+                closed,
+                respondents,
+            },
         );
     }
 
@@ -1133,7 +1441,10 @@ impl SurveyLedger {
                 *entry = (state.declared_sequence, state.source.clone());
             }
         }
-        self.owners = earliest.into_iter().map(|(survey, (_, source))| (survey, source)).collect();
+        self.owners = earliest
+            .into_iter()
+            .map(|(survey, (_, source))| (survey, source))
+            .collect();
     }
 
     /// Surveys known, for listings.
@@ -1162,7 +1473,10 @@ mod tests {
     }
 
     fn csv_row(pairs: &[(&str, &str)]) -> Vec<(String, Option<Cell>)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), Some(Cell::Text(v.to_string())))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(Cell::Text(v.to_string()))))
+            .collect()
     }
 
     #[test]
@@ -1194,15 +1508,32 @@ mod tests {
         let d = declaration();
         let row = validate_row(
             &d,
-            csv_row(&[("hh", "H1"), ("region", "11"), ("psu", "7"), ("w", "33.84699630737305"), ("victim", "no"), ("age", "NA")]),
+            csv_row(&[
+                ("hh", "H1"),
+                ("region", "11"),
+                ("psu", "7"),
+                ("w", "33.84699630737305"),
+                ("victim", "no"),
+                ("age", "NA"),
+            ]),
         )
         .unwrap();
-        assert_eq!(row.values["w"], Cell::Number("33.84699630737305".parse().unwrap()));
+        assert_eq!(
+            row.values["w"],
+            Cell::Number("33.84699630737305".parse().unwrap())
+        );
         assert_eq!(row.values["psu"], Cell::Integer(7));
         assert!(!row.values.contains_key("age"));
         let errors = validate_row(
             &d,
-            csv_row(&[("hh", "H2"), ("region", "99"), ("psu", "7.5"), ("w", ""), ("age", "200"), ("colour", "red")]),
+            csv_row(&[
+                ("hh", "H2"),
+                ("region", "99"),
+                ("psu", "7.5"),
+                ("w", ""),
+                ("age", "200"),
+                ("colour", "red"),
+            ]),
         )
         .unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -1210,14 +1541,21 @@ mod tests {
         for f in ["region", "psu", "w", "victim", "age", "colour"] {
             assert!(fields.contains(&f), "{f} missing from {errors:?}");
         }
-        assert!(errors.iter().any(|e| e.field == "w" && e.error.contains("design variable (weights)")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.field == "w" && e.error.contains("design variable (weights)"))
+        );
     }
 
     #[test]
     fn json_numbers_are_parsed_exactly() {
         // 17 significant digits: the mantissa exceeds 2^53, where a two-step parse can be one ulp off.
         let text = "0.30000000000000004";
-        let cells = parse_json_row(&format!(r#"{{"hh":"A","w":{text},"psu":12,"victim":"yes","region":null}}"#)).unwrap();
+        let cells = parse_json_row(&format!(
+            r#"{{"hh":"A","w":{text},"psu":12,"victim":"yes","region":null}}"#
+        ))
+        .unwrap();
         let map: HashMap<_, _> = cells.into_iter().collect();
         assert_eq!(map["w"], Some(Cell::Number(text.parse().unwrap())));
         assert_eq!(map["psu"], Some(Cell::Integer(12)));
@@ -1227,7 +1565,11 @@ mod tests {
             wave: "2024".into(),
             rows: vec![SurveyRow {
                 respondent_id: "A".into(),
-                values: [("w".to_owned(), Cell::Number(1.0 / 3.0)), ("psu".to_owned(), Cell::Integer(-4))].into(),
+                values: [
+                    ("w".to_owned(), Cell::Number(1.0 / 3.0)),
+                    ("psu".to_owned(), Cell::Integer(-4)),
+                ]
+                .into(),
             }],
         });
         let bytes = event.envelope("ssmsi", Utc::now()).to_bytes();
@@ -1240,34 +1582,79 @@ mod tests {
     fn the_ledger_dedupes_respondents_refuses_late_rows_and_checks_final_weights() {
         let d = declaration();
         let mut ledger = SurveyLedger::new();
-        assert_eq!(ledger.apply(1, "ssmsi", &SurveyEvent::WaveDeclared(d.clone())), LedgerOutcome::Declared);
-        assert_eq!(ledger.apply(2, "ssmsi", &SurveyEvent::WaveDeclared(d.clone())), LedgerOutcome::AlreadyDeclared);
+        assert_eq!(
+            ledger.apply(1, "ssmsi", &SurveyEvent::WaveDeclared(d.clone())),
+            LedgerOutcome::Declared
+        );
+        assert_eq!(
+            ledger.apply(2, "ssmsi", &SurveyEvent::WaveDeclared(d.clone())),
+            LedgerOutcome::AlreadyDeclared
+        );
         assert!(matches!(
             ledger.apply(3, "pn", &SurveyEvent::WaveDeclared(d.clone())),
             LedgerOutcome::Refused(LedgerError::NotOwner { .. })
         ));
         let row = |id: &str| {
-            validate_row(&d, csv_row(&[("hh", id), ("region", "11"), ("psu", "1"), ("w", "2.5"), ("victim", "yes")])).unwrap()
+            validate_row(
+                &d,
+                csv_row(&[
+                    ("hh", id),
+                    ("region", "11"),
+                    ("psu", "1"),
+                    ("w", "2.5"),
+                    ("victim", "yes"),
+                ]),
+            )
+            .unwrap()
         };
         let batch = SurveyEvent::ResponsesRecorded(SurveyResponsesRecorded {
             survey: "cvs".into(),
             wave: "2024".into(),
             rows: vec![row("A"), row("B"), row("A")],
         });
-        assert_eq!(ledger.apply(4, "ssmsi", &batch), LedgerOutcome::Recorded { new_rows: vec![0, 1], duplicates: 1, invalid: 0 });
-        assert_eq!(ledger.apply(5, "ssmsi", &batch), LedgerOutcome::Recorded { new_rows: vec![], duplicates: 3, invalid: 0 });
+        assert_eq!(
+            ledger.apply(4, "ssmsi", &batch),
+            LedgerOutcome::Recorded {
+                new_rows: vec![0, 1],
+                duplicates: 1,
+                invalid: 0
+            }
+        );
+        assert_eq!(
+            ledger.apply(5, "ssmsi", &batch),
+            LedgerOutcome::Recorded {
+                new_rows: vec![],
+                duplicates: 3,
+                invalid: 0
+            }
+        );
         let mut close = SurveyWaveClosed {
             survey: "cvs".into(),
             wave: "2024".into(),
             respondents: 2,
             final_weights: [("A".to_owned(), 3.0)].into(),
         };
-        assert!(matches!(ledger.check_close("ssmsi", &close), Err(LedgerError::FinalWeights(_))));
+        assert!(matches!(
+            ledger.check_close("ssmsi", &close),
+            Err(LedgerError::FinalWeights(_))
+        ));
         close.final_weights.insert("B".into(), 4.0);
-        assert_eq!(ledger.apply(6, "ssmsi", &SurveyEvent::WaveClosed(close.clone())), LedgerOutcome::Closed);
-        assert_eq!(ledger.apply(7, "ssmsi", &SurveyEvent::WaveClosed(close.clone())), LedgerOutcome::AlreadyClosed);
-        assert!(matches!(ledger.apply(8, "ssmsi", &batch), LedgerOutcome::Refused(LedgerError::Closed { sequence: 6, .. })));
+        assert_eq!(
+            ledger.apply(6, "ssmsi", &SurveyEvent::WaveClosed(close.clone())),
+            LedgerOutcome::Closed
+        );
+        assert_eq!(
+            ledger.apply(7, "ssmsi", &SurveyEvent::WaveClosed(close.clone())),
+            LedgerOutcome::AlreadyClosed
+        );
+        assert!(matches!(
+            ledger.apply(8, "ssmsi", &batch),
+            LedgerOutcome::Refused(LedgerError::Closed { sequence: 6, .. })
+        ));
         close.final_weights.insert("B".into(), 5.0);
-        assert!(matches!(ledger.check_close("ssmsi", &close), Err(LedgerError::ClosedDifferently { .. })));
+        assert!(matches!(
+            ledger.check_close("ssmsi", &close),
+            Err(LedgerError::ClosedDifferently { .. })
+        ));
     }
 }

@@ -9,6 +9,7 @@
 pub mod fold;
 pub mod runner;
 pub mod sink;
+pub mod survey;
 pub mod tables;
 
 pub use runner::{Progress, ProjectorConfig, ProjectorError, rebuild, run};

@@ -4,6 +4,7 @@
 mod api;
 mod counts;
 mod request;
+pub mod survey;
 
 pub use api::{QueryConfig, QueryState, frame_csv, frame_rows, router};
 pub use counts::{CountsAnswer, CountsEngine, QueryError};

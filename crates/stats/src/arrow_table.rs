@@ -14,22 +14,31 @@ impl Table {
     pub fn from_record_batches(batches: &[RecordBatch]) -> Result<Table, StatsError> {
         let mut table = Table::new();
         let Some(first) = batches.first() else {
-            return Err(StatsError::invalid("the Parquet data has no row groups (no rows)"));
+            return Err(StatsError::invalid(
+                "the Parquet data has no row groups (no rows)",
+            ));
         };
         let schema = first.schema();
         if let Some(i) = batches.iter().position(|b| b.schema() != schema) {
-            return Err(StatsError::invalid(format!("record batch {i} has another schema than the first")));
+            return Err(StatsError::invalid(format!(
+                "record batch {i} has another schema than the first"
+            )));
         }
         for (index, field) in schema.fields().iter().enumerate() {
-            let columns: Vec<&dyn Array> = batches.iter().map(|b| b.column(index).as_ref()).collect();
+            let columns: Vec<&dyn Array> =
+                batches.iter().map(|b| b.column(index).as_ref()).collect();
             let name = field.name().clone();
             let cast_err = |e: arrow::error::ArrowError| {
-                StatsError::invalid(format!("column '{name}' ({}) cannot be read: {e}", field.data_type()))
+                StatsError::invalid(format!(
+                    "column '{name}' ({}) cannot be read: {e}",
+                    field.data_type()
+                ))
             };
             if field.data_type().is_numeric() {
                 let mut values = Vec::new();
                 for column in columns {
-                    let cast = arrow::compute::cast(column, &DataType::Float64).map_err(cast_err)?;
+                    let cast =
+                        arrow::compute::cast(column, &DataType::Float64).map_err(cast_err)?;
                     values.extend(cast.as_primitive::<Float64Type>().iter());
                 }
                 table.add_numeric_opt(name, values)?;

@@ -84,6 +84,9 @@ impl Projection {
                 parts.next()?.as_ref().strip_prefix('v')?.parse().ok()
             })
             .collect();
+        // A served version may have no object yet (no event ever flushed): it still exists,
+        // and a rebuild must not pick its number and replace its consumer.
+        versions.extend(self.current_version().await?);
         versions.sort_unstable();
         versions.dedup();
         Ok(versions)

@@ -72,14 +72,27 @@ impl SurveyFold {
         let outcome = self.ledger.apply(sequence, source, event);
         let applied = match (outcome, event) {
             (LedgerOutcome::Declared, _) => true,
-            (LedgerOutcome::Recorded { new_rows, duplicates, invalid }, SurveyEvent::ResponsesRecorded(batch)) => {
+            (
+                LedgerOutcome::Recorded {
+                    new_rows,
+                    duplicates,
+                    invalid,
+                },
+                SurveyEvent::ResponsesRecorded(batch),
+            ) => {
                 self.rows_duplicate += duplicates;
                 self.rows_invalid += invalid;
-                let declaration = &self.ledger.wave(&key.0, &key.1).expect("recorded in a declared wave").declaration;
+                let declaration = &self
+                    .ledger
+                    .wave(&key.0, &key.1)
+                    .expect("recorded in a declared wave")
+                    .declaration;
                 let rows = self.rows.entry(key.clone()).or_default();
                 for i in &new_rows {
                     // Normalised again, so a row always has its declared types in the file.
-                    rows.push(check_row(declaration, &batch.rows[*i]).expect("the ledger checked it"));
+                    rows.push(
+                        check_row(declaration, &batch.rows[*i]).expect("the ledger checked it"),
+                    );
                 }
                 self.pending_rows += new_rows.len();
                 !new_rows.is_empty()
@@ -119,7 +132,9 @@ impl SurveyFold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use observatory_model::survey::{Cell, SurveyResponsesRecorded, SurveyWaveClosed, SurveyWaveDeclared};
+    use observatory_model::survey::{
+        Cell, SurveyResponsesRecorded, SurveyWaveClosed, SurveyWaveDeclared,
+    };
 
     fn declared() -> SurveyEvent {
         SurveyEvent::WaveDeclared(
@@ -137,7 +152,10 @@ mod tests {
             wave: "1".into(),
             rows: ids
                 .iter()
-                .map(|id| SurveyRow { respondent_id: id.to_string(), values: [("x".to_owned(), Cell::Number(1.5))].into() })
+                .map(|id| SurveyRow {
+                    respondent_id: id.to_string(),
+                    values: [("x".to_owned(), Cell::Number(1.5))].into(),
+                })
                 .collect(),
         })
     }
@@ -147,17 +165,41 @@ mod tests {
         let mut fold = SurveyFold::new();
         assert_eq!(fold.apply(1, "a", &declared()), Outcome::Applied);
         assert_eq!(fold.apply(2, "a", &batch(&["r1", "r2"])), Outcome::Applied);
-        assert_eq!(fold.apply(2, "a", &batch(&["r3"])), Outcome::Ignored, "redelivery of sequence 2");
+        assert_eq!(
+            fold.apply(2, "a", &batch(&["r3"])),
+            Outcome::Ignored,
+            "redelivery of sequence 2"
+        );
         assert_eq!(fold.apply(3, "a", &batch(&["r2", "r3"])), Outcome::Applied);
-        assert_eq!(fold.apply(4, "b", &batch(&["r4"])), Outcome::Ignored, "not the survey's owner");
-        let close = SurveyEvent::WaveClosed(SurveyWaveClosed { survey: "s".into(), wave: "1".into(), respondents: 3, final_weights: Default::default() });
+        assert_eq!(
+            fold.apply(4, "b", &batch(&["r4"])),
+            Outcome::Ignored,
+            "not the survey's owner"
+        );
+        let close = SurveyEvent::WaveClosed(SurveyWaveClosed {
+            survey: "s".into(),
+            wave: "1".into(),
+            respondents: 3,
+            final_weights: Default::default(),
+        });
         assert_eq!(fold.apply(5, "a", &close), Outcome::Applied);
-        assert_eq!(fold.apply(6, "a", &batch(&["r5"])), Outcome::Ignored, "after the closure");
+        assert_eq!(
+            fold.apply(6, "a", &batch(&["r5"])),
+            Outcome::Ignored,
+            "after the closure"
+        );
         let pending = fold.take_pending().unwrap();
         assert_eq!((pending.first_sequence, pending.last_sequence), (1, 6));
-        let ids: Vec<&str> = pending.rows[&("s".to_owned(), "1".to_owned())].iter().map(|r| r.respondent_id.as_str()).collect();
+        let ids: Vec<&str> = pending.rows[&("s".to_owned(), "1".to_owned())]
+            .iter()
+            .map(|r| r.respondent_id.as_str())
+            .collect();
         assert_eq!(ids, ["r1", "r2", "r3"]);
-        assert!(pending.closed.contains_key(&("s".to_owned(), "1".to_owned())));
+        assert!(
+            pending
+                .closed
+                .contains_key(&("s".to_owned(), "1".to_owned()))
+        );
         assert_eq!(fold.rows_duplicate, 1);
         assert!(fold.take_pending().is_none());
     }

@@ -1,0 +1,99 @@
+//! The survey parts of the services (issue 3): endpoints, projector and query, wired by
+//! `serve` next to the incident parts so `up`, `ingest`, `project`, `query` and `rebuild` all
+//! include them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use observatory_bus::Bus;
+use observatory_ingest::survey::{SurveyIngestState, survey_router};
+use observatory_ingest::{AgencyRegistry, IngestConfig};
+use observatory_projector::survey::{SURVEYS, rebuild_surveys, run_surveys};
+use observatory_projector::{INCIDENTS, ProjectorConfig};
+use observatory_query::survey::{SurveyEngine, SurveyQueryState};
+use observatory_query::{CountsEngine, QueryConfig};
+use observatory_store::{Projection, Store};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Global;
+
+pub fn projection(global: &Global) -> Result<Projection> {
+    Ok(Projection::new(
+        Store::open(&global.store_location())?,
+        SURVEYS,
+    ))
+}
+
+/// The survey endpoints and their state; the state is ready once [`SurveyIngestState::load_from_stream`] ran.
+pub fn ingest(
+    global: &Global,
+    bus: &Bus,
+    config: &IngestConfig,
+) -> Result<(Router, Arc<SurveyIngestState>)> {
+    let registry = AgencyRegistry::open(&global.agencies_path())?;
+    let state = Arc::new(SurveyIngestState::new(registry, bus.clone()));
+    Ok((survey_router(state.clone(), config), state))
+}
+
+/// Replays the survey waves into the ingest's ledger (logged; on failure the survey endpoints
+/// stay unavailable and the incident ones are unaffected).
+pub async fn load(state: &SurveyIngestState) {
+    match state.load_from_stream().await {
+        Ok(events) => info!(events, "survey waves loaded; survey ingest ready"),
+        Err(error) => {
+            tracing::error!(%error, "cannot replay the survey waves; survey ingest stays unavailable")
+        }
+    }
+}
+
+pub fn query(global: &Global) -> Result<Router> {
+    let store = Store::open(&global.store_location())?;
+    let state = Arc::new(SurveyQueryState {
+        engine: SurveyEngine::new(Projection::new(store.clone(), SURVEYS)),
+        counts: CountsEngine::new(Projection::new(store, INCIDENTS)),
+        config: QueryConfig {
+            max_wait: Duration::from_millis(global.query_wait_ms),
+        },
+    });
+    Ok(observatory_query::survey::survey_router(state))
+}
+
+/// The survey projector, stopping when `stop` turns true.
+pub fn projector(
+    global: &Global,
+    bus: &Bus,
+    config: ProjectorConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+    let (bus, projection) = (bus.clone(), projection(global)?);
+    Ok(async move {
+        run_surveys(&bus, &projection, &config, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("survey projector stopped")
+    })
+}
+
+/// Rebuilds the survey projection into a new version and prints what it holds.
+pub async fn rebuild(global: &Global, bus: &Bus, config: &ProjectorConfig) -> Result<()> {
+    let projection = projection(global)?;
+    let (version, sequence) = rebuild_surveys(bus, &projection, config, |_| {}).await?;
+    let manifest = projection.newest_manifest(version).await?;
+    let stat = |name: &str| {
+        manifest
+            .as_ref()
+            .and_then(|m| m.stats.get(name).copied())
+            .unwrap_or(0)
+    };
+    println!(
+        "rebuilt {SURVEYS} v{version} up to sequence {sequence}: {} waves, {} respondents; CURRENT now v{version}",
+        stat("waves"),
+        stat("respondents")
+    );
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! Parameters of the survey endpoints. Pure: a query string either becomes a request or a
+//! message saying exactly what is wrong.
+
+use observatory_model::is_valid_source_id;
+use observatory_model::survey::is_valid_wave_id;
+use observatory_stats::CiMethod;
+
+use crate::request::RequestError;
+
+/// `stat=`: the statistic of `GET /v1/surveys/{survey}/estimates`, as the CLI's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    Mean,
+    Total,
+    Prop,
+    Ratio,
+}
+
+impl Stat {
+    fn parse(text: &str) -> Option<Stat> {
+        match text {
+            "mean" => Some(Stat::Mean),
+            "total" => Some(Stat::Total),
+            "prop" => Some(Stat::Prop),
+            "ratio" => Some(Stat::Ratio),
+            _ => None,
+        }
+    }
+}
+
+/// `GET /v1/surveys/{survey}/estimates?wave=&stat=&var=&by=&ci=&level=&min_sequence=`
+#[derive(Debug, Clone, PartialEq)]
+pub struct EstimatesQuery {
+    pub wave: String,
+    pub stat: Stat,
+    /// One statistic per variable; `NUM/DEN` for ratios.
+    pub vars: Vec<String>,
+    pub by: Vec<String>,
+    pub ci: CiMethod,
+    pub level: f64,
+    pub min_sequence: Option<u64>,
+}
+
+/// `GET /v1/surveys/{survey}/reporting-rate` and `/dark-figure`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemQuery {
+    pub wave: String,
+    /// The victimisation item; may be left out when the wave declares exactly one.
+    pub item: Option<String>,
+    pub by: Vec<String>,
+    pub ci: CiMethod,
+    pub level: f64,
+    pub min_sequence: Option<u64>,
+    /// Dark figure only: agencies whose recorded incidents are compared (all when empty).
+    pub sources: Vec<String>,
+    /// Dark figure only: wait for the incident projection to reach this sequence.
+    pub incidents_min_sequence: Option<u64>,
+}
+
+fn bad<T>(message: String) -> Result<T, RequestError> {
+    Err(RequestError(message))
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn sequence(name: &str, value: &str) -> Result<u64, RequestError> {
+    value.parse().map_err(|_| {
+        RequestError(format!(
+            "{name}='{value}' is not a stream sequence (a non-negative integer)"
+        ))
+    })
+}
+
+fn level(value: &str) -> Result<f64, RequestError> {
+    match value.parse::<f64>() {
+        Ok(l) if l > 0.0 && l < 1.0 => Ok(l),
+        _ => bad(format!(
+            "level='{value}' is not a confidence level; use a number strictly between 0 and 1, e.g. 0.95"
+        )),
+    }
+}
+
+fn ci(value: &str) -> Result<CiMethod, RequestError> {
+    value
+        .parse::<CiMethod>()
+        .map_err(|e| RequestError(format!("ci='{value}': {e}")))
+}
+
+fn wave(value: Option<String>) -> Result<String, RequestError> {
+    match value {
+        None => bad(
+            "wave= is required (e.g. wave=2024); GET /v1/surveys/{survey}/waves lists them".into(),
+        ),
+        Some(w) if !is_valid_wave_id(&w) => bad(format!("wave='{w}' is not a wave id")),
+        Some(w) => Ok(w),
+    }
+}
+
+/// Refuses repeated parameters: a list is one comma-separated value.
+fn unique(params: &[(String, String)]) -> Result<(), RequestError> {
+    let mut seen = std::collections::HashSet::new();
+    for (key, _) in params {
+        if !seen.insert(key.as_str()) {
+            return bad(format!(
+                "parameter '{key}' is given twice; give one comma-separated list"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl EstimatesQuery {
+    pub fn parse(params: &[(String, String)]) -> Result<EstimatesQuery, RequestError> {
+        unique(params)?;
+        let (mut w, mut stat, mut vars, mut by) = (None, None, Vec::new(), Vec::new());
+        let (mut method, mut lvl, mut min_sequence) = (CiMethod::T, 0.95, None);
+        for (key, value) in params {
+            match key.as_str() {
+                "wave" => w = Some(value.clone()),
+                "stat" => {
+                    stat = Some(Stat::parse(value).ok_or_else(|| {
+                        RequestError(format!(
+                            "stat='{value}' is not supported; use mean, total, prop or ratio"
+                        ))
+                    })?)
+                }
+                "var" => vars = list(value),
+                "by" => by = list(value),
+                "ci" => method = ci(value)?,
+                "level" => lvl = level(value)?,
+                "min_sequence" => min_sequence = Some(sequence(key, value)?),
+                other => {
+                    return bad(format!(
+                        "unknown parameter '{other}'; use wave, stat, var, by, ci, level or min_sequence"
+                    ));
+                }
+            }
+        }
+        let wave = wave(w)?;
+        let Some(stat) = stat else {
+            return bad("stat= is required: mean, total, prop or ratio".into());
+        };
+        if vars.is_empty() {
+            return bad(
+                "var= is required: one or more comma-separated variables (NUM/DEN for stat=ratio)"
+                    .into(),
+            );
+        }
+        if let Some(v) = vars
+            .iter()
+            .find(|v| (stat == Stat::Ratio) != v.contains('/'))
+        {
+            return bad(if stat == Stat::Ratio {
+                format!("var='{v}': a ratio is NUMERATOR/DENOMINATOR, e.g. var=api.stu/enroll")
+            } else {
+                format!("var='{v}': '/' only appears in ratios (stat=ratio)")
+            });
+        }
+        Ok(EstimatesQuery {
+            wave,
+            stat,
+            vars,
+            by,
+            ci: method,
+            level: lvl,
+            min_sequence,
+        })
+    }
+}
+
+impl ItemQuery {
+    /// `dark_figure` admits `source` and `incidents_min_sequence`, and no `by`.
+    pub fn parse(
+        params: &[(String, String)],
+        dark_figure: bool,
+    ) -> Result<ItemQuery, RequestError> {
+        unique(params)?;
+        let mut query = ItemQuery {
+            wave: String::new(),
+            item: None,
+            by: Vec::new(),
+            // The survey package's default for proportions (svyciprop); totals fall back to t.
+            ci: CiMethod::Logit,
+            level: 0.95,
+            min_sequence: None,
+            sources: Vec::new(),
+            incidents_min_sequence: None,
+        };
+        let mut w = None;
+        for (key, value) in params {
+            match key.as_str() {
+                "wave" => w = Some(value.clone()),
+                "item" => query.item = Some(value.clone()),
+                "by" if !dark_figure => query.by = list(value),
+                "ci" => query.ci = ci(value)?,
+                "level" => query.level = level(value)?,
+                "min_sequence" => query.min_sequence = Some(sequence(key, value)?),
+                "source" if dark_figure => {
+                    query.sources = list(value);
+                    if let Some(s) = query.sources.iter().find(|s| !is_valid_source_id(s)) {
+                        return bad(format!("source='{s}' is not an agency id"));
+                    }
+                }
+                "incidents_min_sequence" if dark_figure => {
+                    query.incidents_min_sequence = Some(sequence(key, value)?)
+                }
+                other => {
+                    let allowed = if dark_figure {
+                        "wave, item, ci, level, min_sequence, source or incidents_min_sequence"
+                    } else {
+                        "wave, item, by, ci, level or min_sequence"
+                    };
+                    return bad(format!("unknown parameter '{other}'; use {allowed}"));
+                }
+            }
+        }
+        query.wave = wave(w)?;
+        Ok(query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
+        query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_issue_example_parses_with_the_cli_defaults() {
+        let q = EstimatesQuery::parse(&pairs(&[
+            ("wave", "2000"),
+            ("stat", "mean"),
+            ("var", "api00,api99"),
+            ("by", "stype"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (q.stat, q.vars.len(), q.ci, q.level),
+            (Stat::Mean, 2, CiMethod::T, 0.95)
+        );
+        let q = EstimatesQuery::parse(&pairs(&[
+            ("wave", "2000"),
+            ("stat", "ratio"),
+            ("var", "api.stu/enroll"),
+            ("ci", "wald"),
+        ]))
+        .unwrap();
+        assert_eq!((q.stat, q.ci), (Stat::Ratio, CiMethod::Wald));
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("stat", "mean"), ("var", "x")], "wave= is required"),
+            (&[("wave", "2000"), ("var", "x")], "stat= is required"),
+            (
+                &[("wave", "2000"), ("stat", "median"), ("var", "x")],
+                "stat='median'",
+            ),
+            (
+                &[("wave", "2000"), ("stat", "ratio"), ("var", "x")],
+                "NUMERATOR/DENOMINATOR",
+            ),
+            (
+                &[
+                    ("wave", "2000"),
+                    ("stat", "mean"),
+                    ("var", "x"),
+                    ("level", "95"),
+                ],
+                "level='95'",
+            ),
+            (
+                &[
+                    ("wave", "2000"),
+                    ("stat", "mean"),
+                    ("var", "x"),
+                    ("ci", "exact"),
+                ],
+                "ci='exact'",
+            ),
+            (
+                &[
+                    ("wave", "2000"),
+                    ("stat", "mean"),
+                    ("var", "x"),
+                    ("weights", "w"),
+                ],
+                "unknown parameter 'weights'",
+            ),
+            (&[("wave", "2000"), ("wave", "2001")], "given twice"),
+        ];
+        for (query, expected) in cases {
+            let error = EstimatesQuery::parse(&pairs(query)).unwrap_err().0;
+            assert!(error.contains(expected), "{query:?}: {error}");
+        }
+        assert!(
+            ItemQuery::parse(&pairs(&[("wave", "1"), ("source", "pn")]), false)
+                .unwrap_err()
+                .0
+                .contains("unknown parameter 'source'")
+        );
+        let dark = ItemQuery::parse(&pairs(&[("wave", "1"), ("source", "pn,gn")]), true).unwrap();
+        assert_eq!((dark.sources.len(), dark.ci), (2, CiMethod::Logit));
+    }
+}

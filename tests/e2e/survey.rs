@@ -1,0 +1,872 @@
+//! Survey waves through the pipeline: declare a wave, upload respondents (CSV, Parquet,
+//! NDJSON), close it, and query design-based estimates, the reporting rate and the dark figure.
+//! The acceptance test uploads R's apiclus1 and compares every number with `observatory
+//! estimate` on the same CSV file, to the last digit.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use observatory_stats::Table;
+use serde_json::{Value, json};
+
+use crate::harness::{Answer, BIN, Env, Service, record};
+
+const APICLUS1: &str = "/work/shared/data/survey/apiclus1.csv";
+const DESIGN: &[&str] = &["--cluster", "dnum", "--weights", "pw", "--fpc", "fpc"];
+
+fn apiclus1_path() -> PathBuf {
+    let path = PathBuf::from(
+        std::env::var("OBSERVATORY_APICLUS1").unwrap_or_else(|_| APICLUS1.to_owned()),
+    );
+    assert!(
+        path.is_file(),
+        "{} is missing (R's apiclus1 data, see /work/shared/data/survey/README.md)",
+        path.display()
+    );
+    path
+}
+
+async fn send(
+    service: &Service,
+    token: &str,
+    path: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> Answer {
+    let response = service
+        .client
+        .post(format!("{}{path}", service.base))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("answer is not JSON ({status}): {text}"));
+    Answer { status, body }
+}
+
+async fn declare(service: &Service, token: &str, survey: &str, declaration: &Value) -> Answer {
+    send(
+        service,
+        token,
+        &format!("/v1/surveys/{survey}/waves"),
+        "application/json",
+        declaration.to_string(),
+    )
+    .await
+}
+
+async fn responses(
+    service: &Service,
+    token: &str,
+    survey: &str,
+    wave: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> Answer {
+    send(
+        service,
+        token,
+        &format!("/v1/surveys/{survey}/waves/{wave}/responses"),
+        content_type,
+        body,
+    )
+    .await
+}
+
+async fn close(service: &Service, token: &str, survey: &str, wave: &str, body: &str) -> Answer {
+    send(
+        service,
+        token,
+        &format!("/v1/surveys/{survey}/waves/{wave}/close"),
+        "application/json",
+        body.to_owned(),
+    )
+    .await
+}
+
+fn sequence(answer: &Answer) -> u64 {
+    answer.body["last_sequence"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no last_sequence in {}", answer.body))
+}
+
+/// `observatory estimate --input FILE <design> <flags>`, its JSON.
+fn cli(input: &Path, flags: &[&str]) -> Value {
+    let output = Command::new(BIN)
+        .arg("estimate")
+        .arg("--input")
+        .arg(input)
+        .args(DESIGN)
+        .args(flags)
+        .output()
+        .expect("run observatory estimate");
+    assert!(
+        output.status.success(),
+        "estimate {flags:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("estimate prints JSON")
+}
+
+/// The apiclus1 columns as a wave declaration: numeric columns numeric (district, school and
+/// county numbers integer), few-valued text columns categorical, the rest text; `cds` is the
+/// respondent id. Types follow what R (and the CLI) read from the CSV.
+fn apiclus1_declaration(table: &Table) -> Value {
+    let mut variables = Vec::new();
+    for name in table.column_names().filter(|n| *n != "cds") {
+        let column = table.column(name).unwrap();
+        let variable = if column.is_numeric() {
+            let integer = ["snum", "dnum", "cnum"].contains(&name);
+            json!({"name": name, "type": if integer { "integer" } else { "numeric" }})
+        } else {
+            let values: BTreeSet<String> = (0..table.n_rows())
+                .filter_map(|r| column.text(r).map(|t| t.into_owned()))
+                .collect();
+            if values.len() <= 5 {
+                json!({"name": name, "type": "categorical", "values": values})
+            } else {
+                json!({"name": name, "type": "text"})
+            }
+        };
+        variables.push(variable);
+    }
+    json!({
+        "wave": "2000",
+        "title": "California Academic Performance Index, cluster sample of school districts (R survey::apiclus1)",
+        "population": "businesses",
+        "reference_period": {"from": "1999-09-01", "to": "2000-06-30"},
+        "respondent_id": "cds",
+        "design": {"weights": "pw", "clusters": ["dnum"], "fpc": ["fpc"]},
+        "variables": variables,
+    })
+}
+
+/// Rows `range` of the table as a typed Parquet file (numbers Float64, text Utf8).
+fn parquet_rows(table: &Table, range: std::ops::Range<usize>) -> Vec<u8> {
+    let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+    for name in table.column_names() {
+        let column = table.column(name).unwrap();
+        let array: ArrayRef = match column.numeric() {
+            Some(values) if name != "cds" => Arc::new(Float64Array::from_iter(
+                range
+                    .clone()
+                    .map(|r| Some(values[r]).filter(|v| !v.is_nan())),
+            )),
+            _ => Arc::new(StringArray::from_iter(
+                range
+                    .clone()
+                    .map(|r| column.text(r).map(|t| t.into_owned())),
+            )),
+        };
+        columns.push((name.to_owned(), array));
+    }
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut buffer = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut buffer, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    buffer
+}
+
+async fn estimates(service: &Service, query: &str, min_sequence: u64) -> Value {
+    let answer = service
+        .get(&format!(
+            "/v1/surveys/api/estimates?wave=2000&{query}&min_sequence={min_sequence}"
+        ))
+        .await;
+    assert_eq!(answer.status, 200, "{query}: {}", answer.body);
+    assert!(
+        answer.body["as_of"]["sequence"].as_u64().unwrap() >= min_sequence,
+        "{}",
+        answer.body["as_of"]
+    );
+    answer.body
+}
+
+/// (endpoint query, CLI flags) pairs covering every statistic, domains and CI methods.
+const COMPARISONS: &[(&str, &[&str])] = &[
+    (
+        "stat=mean&var=api00,api99",
+        &["--mean", "api00", "--mean", "api99"],
+    ),
+    ("stat=total&var=enroll", &["--total", "enroll"]),
+    (
+        "stat=prop&var=stype&ci=logit",
+        &["--prop", "stype", "--ci", "logit"],
+    ),
+    (
+        "stat=prop&var=sch.wide&ci=beta",
+        &["--prop", "sch.wide", "--ci", "beta"],
+    ),
+    (
+        "stat=ratio&var=api.stu/enroll",
+        &["--ratio", "api.stu/enroll"],
+    ),
+    (
+        "stat=mean&var=api00&by=stype&ci=wald&level=0.9",
+        &[
+            "--mean", "api00", "--by", "stype", "--ci", "wald", "--level", "0.9",
+        ],
+    ),
+    (
+        "stat=total&var=enroll&by=stype,awards",
+        &["--total", "enroll", "--by", "stype", "--by", "awards"],
+    ),
+];
+
+#[tokio::test]
+async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_last_digit() {
+    let csv_path = apiclus1_path();
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let table = Table::from_csv_str(&csv).unwrap();
+    assert_eq!(table.n_rows(), 183);
+    let env = Env::new();
+    let token = env.add_agency("cde").to_owned();
+    let service = env.serve("up", &[]).await;
+
+    let declared = declare(&service, &token, "api", &apiclus1_declaration(&table)).await;
+    assert_eq!(declared.status, 201, "{}", declared.body);
+
+    // Rows 1-90 as CSV, 91-183 as typed Parquet: one wave, in upload order.
+    let lines: Vec<&str> = csv.lines().collect();
+    let first_csv = lines[..91].join("\n");
+    let first = responses(
+        &service,
+        &token,
+        "api",
+        "2000",
+        "text/csv",
+        first_csv.clone(),
+    )
+    .await;
+    assert_eq!(
+        (first.status, first.body["accepted"].as_u64()),
+        (200, Some(90)),
+        "{}",
+        first.body
+    );
+    let rest = responses(
+        &service,
+        &token,
+        "api",
+        "2000",
+        "application/vnd.apache.parquet",
+        parquet_rows(&table, 90..183),
+    )
+    .await;
+    assert_eq!(
+        (rest.status, rest.body["accepted"].as_u64()),
+        (200, Some(93)),
+        "{}",
+        rest.body
+    );
+    // Re-sending a batch, however late, doubles nothing.
+    let again = responses(&service, &token, "api", "2000", "text/csv", first_csv).await;
+    assert_eq!(again.body["accepted"], 0, "{}", again.body);
+    assert_eq!(again.body["duplicates"], 90, "{}", again.body);
+
+    let closed = close(&service, &token, "api", "2000", "").await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    assert_eq!(closed.body["respondents"], 183);
+    let seq = sequence(&closed);
+    let late = responses(
+        &service,
+        &token,
+        "api",
+        "2000",
+        "text/csv",
+        lines[..2].join("\n"),
+    )
+    .await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert!(
+        late.body["error"].as_str().unwrap().contains("closed"),
+        "{}",
+        late.body
+    );
+
+    for (query, flags) in COMPARISONS {
+        let answer = estimates(&service, query, seq).await;
+        let expected = cli(&csv_path, flags);
+        assert_eq!(
+            answer["estimates"], expected["estimates"],
+            "{query} vs observatory estimate {flags:?}"
+        );
+        assert_eq!(answer["respondents"], 183);
+        assert_eq!(answer["status"], "closed");
+    }
+    let mean = estimates(&service, "stat=mean&var=api00", seq).await;
+    eprintln!(
+        "apiclus1 mean api00: pipeline {} (se {}), CLI {} (se {})",
+        mean["estimates"][0]["estimate"],
+        mean["estimates"][0]["se"],
+        cli(&csv_path, &["--mean", "api00"])["estimates"][0]["estimate"],
+        cli(&csv_path, &["--mean", "api00"])["estimates"][0]["se"],
+    );
+    assert_eq!(
+        mean["design"],
+        json!({"weights": "pw", "strata": null, "clusters": ["dnum"], "fpc": ["fpc"], "lonely_psu": "fail"})
+    );
+
+    // The closed wave is one microdata file, itself valid CLI input with the same answer.
+    let version = env.store().join("projections/surveys/v1");
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(version.join("manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    manifests.sort();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(
+        manifest["last_sequence"].as_u64().unwrap(),
+        seq,
+        "the newest manifest sorts first"
+    );
+    let files = manifest["tables"]["microdata/api/2000"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{manifest}");
+    assert_eq!(files[0]["rows"], 183);
+    let microdata = version.join(files[0]["path"].as_str().unwrap());
+    assert_eq!(
+        cli(&microdata, &["--mean", "api00"])["estimates"],
+        mean["estimates"]
+    );
+
+    // A rebuild from sequence 1 gives the same numbers from version 2.
+    let output = env.rebuild();
+    assert!(output.contains("rebuilt surveys v2"), "{output}");
+    for (query, flags) in &COMPARISONS[..3] {
+        let answer = estimates(&service, query, seq).await;
+        assert_eq!(answer["as_of"]["version"], 2, "{}", answer["as_of"]);
+        assert_eq!(
+            answer["estimates"],
+            cli(&csv_path, flags)["estimates"],
+            "after rebuild: {query}"
+        );
+    }
+}
+
+fn small_declaration(wave: &str) -> Value {
+    json!({
+        "wave": wave,
+        "population": "households",
+        "reference_period": {"from": "2024-01-01", "to": "2024-12-31"},
+        "respondent_id": "hh",
+        "design": {"weights": "w", "strata": "region"},
+        "variables": [
+            {"name": "region", "type": "categorical", "values": ["11", "84"]},
+            {"name": "w", "type": "numeric", "min": 0},
+            {"name": "victim", "type": "categorical", "values": ["yes", "no"], "required": true},
+            {"name": "reported", "type": "categorical", "values": ["yes", "no"]},
+            {"name": "age", "type": "integer", "min": 15, "max": 120}
+        ],
+        "victimisation_items": [{"name": "fraud", "victim": "victim", "reported": "reported", "iccs": "0701"}]
+    })
+}
+
+/// hh, region, w, victim, reported
+const HOUSEHOLDS: &[(&str, &str, f64, &str, &str)] = &[
+    ("H01", "11", 100.0, "yes", "yes"),
+    ("H02", "11", 100.0, "yes", "no"),
+    ("H03", "11", 150.0, "no", ""),
+    ("H04", "11", 150.0, "yes", "no"),
+    ("H05", "11", 120.0, "no", ""),
+    ("H06", "84", 200.0, "yes", "yes"),
+    ("H07", "84", 200.0, "no", ""),
+    ("H08", "84", 250.0, "yes", "no"),
+    ("H09", "84", 250.0, "no", ""),
+    ("H10", "84", 180.0, "yes", ""),
+];
+
+fn households_ndjson() -> String {
+    HOUSEHOLDS
+        .iter()
+        .map(|(hh, region, w, victim, reported)| {
+            let mut row = json!({"hh": hh, "region": region, "w": w, "victim": victim});
+            if !reported.is_empty() {
+                row["reported"] = json!(reported);
+            }
+            format!("{row}\n")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
+    let env = Env::new();
+    let owner = env.add_agency("ssmsi");
+    let other = env.add_agency("pn");
+    let service = env.serve("up", &[]).await;
+
+    let undeclared = responses(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        "application/x-ndjson",
+        households_ndjson(),
+    )
+    .await;
+    assert_eq!(undeclared.status, 404, "{}", undeclared.body);
+    let mut bad = small_declaration("2024");
+    bad["design"]["weights"] = json!("region");
+    bad["variables"][2]["values"] = json!([]);
+    let refused = declare(&service, &owner, "cvs", &bad).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let fields: Vec<&str> = refused.body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"design.weights") && fields.contains(&"variables[2].values"),
+        "{}",
+        refused.body
+    );
+    let mismatch = declare(&service, &owner, "other", &json!({"survey": "cvs"})).await;
+    assert_eq!(mismatch.status, 400, "{}", mismatch.body);
+
+    assert_eq!(
+        declare(&service, &owner, "cvs", &small_declaration("2024"))
+            .await
+            .status,
+        201
+    );
+    let again = declare(&service, &owner, "cvs", &small_declaration("2024")).await;
+    assert_eq!(
+        (again.status, &again.body["duplicate"]),
+        (200, &json!(true)),
+        "{}",
+        again.body
+    );
+    let mut changed = small_declaration("2024");
+    changed["title"] = json!("another title");
+    assert_eq!(declare(&service, &owner, "cvs", &changed).await.status, 409);
+    let stolen = declare(&service, &other, "cvs", &small_declaration("2025")).await;
+    assert_eq!(stolen.status, 403, "{}", stolen.body);
+    assert!(
+        stolen.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to agency 'ssmsi'")
+    );
+    let no_token = service
+        .client
+        .post(format!(
+            "{}/v1/surveys/cvs/waves/2024/responses",
+            service.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status().as_u16(), 401);
+    let wrong_type = responses(&service, &owner, "cvs", "2024", "application/xml", "<x/>").await;
+    assert_eq!(wrong_type.status, 415, "{}", wrong_type.body);
+
+    // Every problem of a row is reported with its line and column; good rows still go in.
+    let body = format!(
+        "{}{}\n{}\n",
+        households_ndjson(),
+        json!({"hh": "H11", "region": "93", "w": 10, "victim": "yes", "colour": "red"}),
+        json!({"hh": "H12", "region": "11", "w": "heavy", "age": 7}),
+    );
+    let answer = responses(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        "application/x-ndjson",
+        body,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["accepted"], 10, "{}", answer.body);
+    let rejected: Vec<(u64, String)> = answer.body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["field"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        (11, "region"),
+        (11, "colour"),
+        (12, "w"),
+        (12, "age"),
+        (12, "victim"),
+    ] {
+        assert!(
+            rejected.contains(&(expected.0, expected.1.to_owned())),
+            "{expected:?} missing from {}",
+            answer.body
+        );
+    }
+    let csv = responses(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        "text/csv",
+        "hh,region,w,victim\nH13,84,abc,no\n",
+    )
+    .await;
+    assert_eq!(
+        csv.body["rejected"][0],
+        json!({"line": 2, "field": "w", "error": "expected a number, got \"abc\""})
+    );
+
+    // Final weights must cover every respondent; then they replace the design weights.
+    let partial = close(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        r#"{"final_weights": {"H01": 1.5}}"#,
+    )
+    .await;
+    assert_eq!(partial.status, 422, "{}", partial.body);
+    let weights: serde_json::Map<String, Value> = HOUSEHOLDS
+        .iter()
+        .map(|(hh, ..)| (hh.to_string(), json!(2.0)))
+        .collect();
+    let closed = close(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        &json!({"final_weights": weights}).to_string(),
+    )
+    .await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    let seq = sequence(&closed);
+    let retried = close(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        &json!({"final_weights": weights}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (retried.status, &retried.body["duplicate"]),
+        (200, &json!(true))
+    );
+    assert_eq!(close(&service, &owner, "cvs", "2024", "").await.status, 409);
+    let late = responses(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        "text/csv",
+        "hh,region,w,victim\nH20,84,1,no\n",
+    )
+    .await;
+    assert_eq!(late.status, 409);
+
+    let answer = service
+        .get(&format!(
+            "/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={seq}"
+        ))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["design"]["weights"], "final_weight");
+    // Σ final_weight · w over the ten households.
+    let total: f64 = HOUSEHOLDS.iter().map(|h| 2.0 * h.2).sum();
+    assert_eq!(
+        answer.body["estimates"][0]["estimate"].as_f64().unwrap(),
+        total
+    );
+
+    for (query, status, message) in [
+        (
+            "wave=2024&stat=mean&var=colour",
+            400,
+            "not a variable of wave",
+        ),
+        ("wave=2099&stat=mean&var=w", 404, "has no wave '2099'"),
+        ("wave=2024&stat=median&var=w", 400, "stat='median'"),
+        ("stat=mean&var=w", 400, "wave= is required"),
+    ] {
+        let answer = service
+            .get(&format!("/v1/surveys/cvs/estimates?{query}"))
+            .await;
+        assert_eq!(answer.status, status, "{query}: {}", answer.body);
+        assert!(
+            answer.body["error"].as_str().unwrap().contains(message),
+            "{query}: {}",
+            answer.body
+        );
+    }
+    let unknown = service
+        .get("/v1/surveys/nope/estimates?wave=1&stat=mean&var=w")
+        .await;
+    assert_eq!(unknown.status, 404);
+
+    // Restarted, the ingest still knows the wave is closed and the respondents it has.
+    service.stop();
+    let service = env.serve("up", &[]).await;
+    let late = responses(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        "text/csv",
+        "hh,region,w,victim\nH01,84,1,no\n",
+    )
+    .await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    let listing = service.get("/v1/surveys").await;
+    assert_eq!(
+        listing.body["surveys"][0]["waves"][0]["respondents"], 10,
+        "{}",
+        listing.body
+    );
+    assert_eq!(listing.body["surveys"][0]["waves"][0]["status"], "closed");
+}
+
+#[tokio::test]
+async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents() {
+    let env = Env::new();
+    let owner = env.add_agency("ssmsi");
+    let pn = env.add_agency("pn");
+    let service = env.serve("up", &[]).await;
+    assert_eq!(
+        declare(&service, &owner, "cvs", &small_declaration("2024"))
+            .await
+            .status,
+        201
+    );
+    let uploaded = responses(
+        &service,
+        &owner,
+        "cvs",
+        "2024",
+        "application/x-ndjson",
+        households_ndjson(),
+    )
+    .await;
+    assert_eq!(uploaded.body["accepted"], 10, "{}", uploaded.body);
+    let seq = sequence(&uploaded);
+
+    // Open waves are estimated too (status says so).
+    let rate = service
+        .get(&format!(
+            "/v1/surveys/cvs/reporting-rate?wave=2024&min_sequence={seq}"
+        ))
+        .await;
+    assert_eq!(rate.status, 200, "{}", rate.body);
+    assert_eq!(rate.body["status"], "open");
+    let estimate = &rate.body["estimates"][0];
+    // Victims who answered the follow-up: H01 (yes), H02, H04, H06 (yes), H08 → (100 + 200) / 800.
+    assert!(
+        (estimate["estimate"].as_f64().unwrap() - 300.0 / 800.0).abs() < 1e-12,
+        "{}",
+        rate.body
+    );
+    assert_eq!(estimate["ci_method"], "logit");
+    assert!(
+        estimate["ci_lower"].as_f64().unwrap() < 0.375
+            && estimate["ci_upper"].as_f64().unwrap() > 0.375
+    );
+    assert_eq!(estimate["statistic"], "reporting_rate");
+    let by_region = service
+        .get(&format!(
+            "/v1/surveys/cvs/reporting-rate?wave=2024&by=region&min_sequence={seq}"
+        ))
+        .await;
+    let regions: Vec<&str> = by_region.body["estimates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["domain"]["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, ["11", "84"], "{}", by_region.body);
+
+    // Incidents recorded by the police for 2024 fraud (ICCS 0701) against individuals.
+    let incidents: Vec<Value> = (0..7)
+        .map(|i| record(&format!("F{i}"), 1, "2024-05-10", "75", "0701"))
+        .collect();
+    let mut other: Vec<Value> = vec![
+        record("X1", 1, "2023-05-10", "75", "0701"),
+        record("X2", 1, "2024-05-10", "75", "0208"),
+    ];
+    other[0]["reported_on"] = json!("2023-05-11");
+    let posted = service.post_ndjson(&pn, &[incidents, other].concat()).await;
+    assert_eq!(posted.body["accepted"], 9, "{}", posted.body);
+    let incidents_seq = posted.body["last_sequence"].as_u64().unwrap();
+    let dark = service
+        .get(&format!("/v1/surveys/cvs/dark-figure?wave=2024&item=fraud&min_sequence={seq}&incidents_min_sequence={incidents_seq}"))
+        .await;
+    assert_eq!(dark.status, 200, "{}", dark.body);
+    let body = &dark.body;
+    // Victims: H01 H02 H04 H06 H08 H10 → 100+100+150+200+250+180.
+    assert_eq!(
+        body["survey_estimates"]["victims"]["estimate"]
+            .as_f64()
+            .unwrap(),
+        980.0
+    );
+    assert_eq!(body["recorded_incidents"]["count"], 7, "{body}");
+    assert_eq!(
+        body["recorded_incidents"]["filters"]["victim_type"],
+        "individual"
+    );
+    assert!(
+        body["caveats"][0]
+            .as_str()
+            .unwrap()
+            .contains("Different counting units"),
+        "{body}"
+    );
+    assert!((body["recorded_per_estimated_victim"].as_f64().unwrap() - 7.0 / 980.0).abs() < 1e-15);
+    assert!(
+        body["survey_estimates"]["reporting_rate"]["estimate"]
+            .as_f64()
+            .is_some()
+    );
+    assert!(
+        body["as_of"]["sequence"].as_u64().unwrap() >= seq
+            && body["recorded_incidents"]["as_of"]["sequence"]
+                .as_u64()
+                .unwrap()
+                >= incidents_seq
+    );
+    let none = service
+        .get(&format!(
+            "/v1/surveys/cvs/dark-figure?wave=2024&source=gn&min_sequence={seq}"
+        ))
+        .await;
+    assert_eq!(none.body["recorded_incidents"]["count"], 0, "{}", none.body);
+}
+
+/// Publishes a survey event straight to the stream, as a second ingest replica (or a buggy
+/// producer with NATS access) could: the projector must hold to the same rules as the ingest.
+async fn publish_direct(
+    env: &Env,
+    source: &str,
+    event: &observatory_model::survey::SurveyEvent,
+) -> u64 {
+    let bus = observatory_bus::Bus::connect(observatory_bus::BusConfig::new(env.nats.url()))
+        .await
+        .expect("connect");
+    let envelope = event.envelope(source, chrono::Utc::now());
+    let outgoing = observatory_bus::Outgoing {
+        subject: envelope.subject(),
+        message_id: envelope.event_id.to_string(),
+        dedupe: event.dedupe_key(source).to_hex(),
+        payload: envelope.to_bytes().into(),
+    };
+    bus.publisher()
+        .publish_all(vec![outgoing])
+        .await
+        .pop()
+        .unwrap()
+        .expect("published")
+        .sequence
+}
+
+#[tokio::test]
+async fn the_projector_resumes_from_its_manifest_and_never_doubles_a_respondent() {
+    use observatory_model::survey::{Cell, SurveyEvent, SurveyResponsesRecorded, SurveyRow};
+    let env = Env::new();
+    let owner = env.add_agency("ssmsi");
+    let service = env.serve("up", &[]).await;
+    assert_eq!(
+        declare(&service, &owner, "cvs", &small_declaration("2024"))
+            .await
+            .status,
+        201
+    );
+    let seq = sequence(
+        &responses(
+            &service,
+            &owner,
+            "cvs",
+            "2024",
+            "application/x-ndjson",
+            households_ndjson(),
+        )
+        .await,
+    );
+    let before = service
+        .get(&format!(
+            "/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={seq}"
+        ))
+        .await;
+    assert_eq!(before.status, 200, "{}", before.body);
+    service.stop();
+
+    // Separate processes now: the projector restores the open wave's respondents from its files.
+    let mut projector = env.spawn_projector();
+    let query = env.serve("query", &[]).await;
+    let row = |id: &str, w: f64| SurveyRow {
+        respondent_id: id.into(),
+        values: [
+            ("region".to_owned(), Cell::Text("84".into())),
+            ("w".to_owned(), Cell::Number(w)),
+            ("victim".to_owned(), Cell::Text("no".into())),
+        ]
+        .into(),
+    };
+    let batch = SurveyEvent::ResponsesRecorded(SurveyResponsesRecorded {
+        survey: "cvs".into(),
+        wave: "2024".into(),
+        rows: vec![row("H01", 5000.0), row("H99", 0.25), row("H99", 7000.0)],
+    });
+    let direct = publish_direct(&env, "ssmsi", &batch).await;
+    // Another agency cannot write into the survey, even on the bus.
+    let foreign = publish_direct(
+        &env,
+        "pn",
+        &SurveyEvent::ResponsesRecorded(SurveyResponsesRecorded {
+            survey: "cvs".into(),
+            wave: "2024".into(),
+            rows: vec![row("H98", 1.0)],
+        }),
+    )
+    .await;
+    assert!(foreign > direct);
+    let after = query
+        .get(&format!(
+            "/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={direct}"
+        ))
+        .await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(
+        after.body["respondents"], 11,
+        "H01 stays once, H99 once, H98 refused: {}",
+        after.body
+    );
+    let total = before.body["estimates"][0]["estimate"].as_f64().unwrap();
+    // H99 enters with its first row (w = 0.25, weight 0.25).
+    assert_eq!(
+        after.body["estimates"][0]["estimate"].as_f64().unwrap(),
+        total + 0.25 * 0.25
+    );
+    crate::harness::terminate(&mut projector);
+
+    let output = env.rebuild();
+    assert!(
+        output.contains("rebuilt surveys v2") && output.contains("11 respondents"),
+        "{output}"
+    );
+    let rebuilt = query
+        .get(&format!(
+            "/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={direct}"
+        ))
+        .await;
+    assert_eq!(rebuilt.body["as_of"]["version"], 2);
+    assert_eq!(rebuilt.body["estimates"], after.body["estimates"]);
+}
