@@ -14,17 +14,41 @@ use tracing::{info, warn};
 
 use crate::sink::{Compaction, Sink, SinkError};
 
+/// What the consumer loop needs of a projection: each projection (incidents, surveys) folds
+/// its own events and commits its own manifests; the loop, the acks and the rebuild are shared.
+pub trait Folding: Sized + Send {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Subject filter of the events this projection folds.
+    const FILTER: &'static str;
+    /// Messages per pull request.
+    const BATCH: usize;
+    fn version(&self) -> u32;
+    fn projection(&self) -> &Projection;
+    fn committed_sequence(&self) -> u64;
+    /// Folds one message; `false` when it is unusable (logged and skipped: one bad event
+    /// must not stop the projection).
+    fn apply(&mut self, sequence: u64, message: &Message) -> bool;
+    /// Marks an unusable event's sequence as passed.
+    fn skip(&mut self, sequence: u64);
+    /// Changes folded since the last flush.
+    fn pending(&self) -> usize;
+    /// Writes what was folded and commits a manifest; the committed sequence, if anything was written.
+    fn flush(&mut self, rejected_events: u64) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum ProjectorError {
+pub enum LoopError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Sink(E),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("reading from the stream failed: {0}; the projector resumes from its last manifest when restarted")]
     Consume(String),
 }
+
+pub type ProjectorError = LoopError<SinkError>;
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
@@ -58,8 +82,6 @@ pub struct Progress {
     pub stream_pending: u64,
 }
 
-const FILTER: &str = "obs.incident.>";
-
 fn consumer_name(projection: &Projection, version: u32) -> String {
     format!("projector-{}-v{version}", projection.name())
 }
@@ -71,7 +93,7 @@ enum Stop {
     Switch(u32),
 }
 
-/// Serves the current version until `shutdown` resolves, following `CURRENT` when a
+/// Serves the current incident version until `shutdown` resolves, following `CURRENT` when a
 /// rebuild switches it. Creates version 1 when the store is empty.
 pub async fn run(
     bus: &Bus,
@@ -79,6 +101,33 @@ pub async fn run(
     config: &ProjectorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProjectorError> {
+    serve(bus, projection, config, shutdown, |version| open_incidents(bus, projection, config, version)).await
+}
+
+/// Replays the whole stream into a new incident version, then switches `CURRENT` to it. The
+/// serving projector (if any) follows the switch. Returns the new version and its last sequence.
+pub async fn rebuild(
+    bus: &Bus,
+    projection: &Projection,
+    config: &ProjectorConfig,
+    on_progress: impl FnMut(Progress),
+) -> Result<(u32, u64), ProjectorError> {
+    replay(bus, projection, config, on_progress, |version| open_incidents(bus, projection, config, version)).await
+}
+
+async fn open_incidents(bus: &Bus, projection: &Projection, config: &ProjectorConfig, version: u32) -> Result<Sink, SinkError> {
+    Sink::open(projection.clone(), version, &bus.config().stream, config.compaction, &config.crosswalk_versions).await
+}
+
+/// The serving loop of any projection: opens the version `CURRENT` names (creating version 1
+/// in an empty store), consumes until shutdown, and reopens when a rebuild switches `CURRENT`.
+pub async fn serve<S: Folding, O: Future<Output = Result<S, S::Error>>>(
+    bus: &Bus,
+    projection: &Projection,
+    config: &ProjectorConfig,
+    shutdown: impl Future<Output = ()>,
+    open: impl Fn(u32) -> O,
+) -> Result<(), LoopError<S::Error>> {
     let mut version = match projection.current_version().await? {
         Some(v) => v,
         None => {
@@ -89,64 +138,64 @@ pub async fn run(
     };
     tokio::pin!(shutdown);
     loop {
-        let sink = Sink::open(projection.clone(), version, &bus.config().stream, config.compaction, &config.crosswalk_versions).await?;
+        let sink = open(version).await.map_err(LoopError::Sink)?;
         match consume(bus, sink, config, false, &mut shutdown, |_| {}).await? {
             (Stop::Done, _) => return Ok(()),
             (Stop::Switch(next), _) => {
-                info!(from = version, to = next, "serving version changed; reloading");
+                info!(projection = projection.name(), from = version, to = next, "serving version changed; reloading");
                 version = next;
             }
         }
     }
 }
 
-/// Replays the whole stream into a new version, then switches `CURRENT` to it. The serving
-/// projector (if any) follows the switch. Returns the new version and its last sequence.
-pub async fn rebuild(
+/// The rebuild of any projection: replays from sequence 1 into a new version until caught
+/// up, then switches `CURRENT` to it.
+pub async fn replay<S: Folding, O: Future<Output = Result<S, S::Error>>>(
     bus: &Bus,
     projection: &Projection,
     config: &ProjectorConfig,
     on_progress: impl FnMut(Progress),
-) -> Result<(u32, u64), ProjectorError> {
+    open: impl Fn(u32) -> O,
+) -> Result<(u32, u64), LoopError<S::Error>> {
     let version = projection.versions().await?.into_iter().max().unwrap_or(0) + 1;
-    info!(version, "rebuilding from sequence 1");
-    let sink = Sink::open(projection.clone(), version, &bus.config().stream, config.compaction, &config.crosswalk_versions).await?;
+    info!(projection = projection.name(), version, "rebuilding from sequence 1");
+    let sink = open(version).await.map_err(LoopError::Sink)?;
     let mut never = std::pin::pin!(std::future::pending::<()>());
     let (_, sequence) = consume(bus, sink, config, true, &mut never, on_progress).await?;
     projection.set_current(version).await?;
-    let consumer = consumer_name(projection, version);
     if let Ok(stream) = bus.stream().await {
-        let _ = stream.delete_consumer(&consumer).await;
+        let _ = stream.delete_consumer(&consumer_name(projection, version)).await;
     }
-    info!(version, sequence, "rebuild complete; CURRENT switched");
+    info!(projection = projection.name(), version, sequence, "rebuild complete; CURRENT switched");
     Ok((version, sequence))
 }
 
-async fn consume<F: Future<Output = ()>>(
+async fn consume<S: Folding, F: Future<Output = ()>>(
     bus: &Bus,
-    mut sink: Sink,
+    mut sink: S,
     config: &ProjectorConfig,
     until_caught_up: bool,
     shutdown: &mut std::pin::Pin<&mut F>,
     mut on_progress: impl FnMut(Progress),
-) -> Result<(Stop, u64), ProjectorError> {
+) -> Result<(Stop, u64), LoopError<S::Error>> {
     let version = sink.version();
     let projection = sink.projection().clone();
     let name = consumer_name(&projection, version);
-    let consumer = bus.durable_from(&name, FILTER, sink.committed().last_sequence).await?;
+    let consumer = bus.durable_from(&name, S::FILTER, sink.committed_sequence()).await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(10_000)
+        .max_messages_per_batch(S::BATCH)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await
-        .map_err(|e| ProjectorError::Consume(e.to_string()))?;
+        .map_err(|e| LoopError::Consume(e.to_string()))?;
     let mut ticker = tokio::time::interval(config.flush_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_message: Option<Message> = None;
     let mut rejected = 0u64;
-    let mut progress = Progress { committed_sequence: sink.committed().last_sequence, ..Default::default() };
+    let mut progress = Progress { committed_sequence: sink.committed_sequence(), ..Default::default() };
 
     loop {
         tokio::select! {
@@ -157,20 +206,20 @@ async fn consume<F: Future<Output = ()>>(
             }
             next = messages.next() => {
                 let Some(message) = next else {
-                    return Err(ProjectorError::Consume("the consumer's message stream ended".into()));
+                    return Err(LoopError::Consume("the consumer's message stream ended".into()));
                 };
-                let message = message.map_err(|e| ProjectorError::Consume(e.to_string()))?;
-                let info = message.info().map_err(|e| ProjectorError::Consume(e.to_string()))?;
+                let message = message.map_err(|e| LoopError::Consume(e.to_string()))?;
+                let info = message.info().map_err(|e| LoopError::Consume(e.to_string()))?;
                 let (sequence, stream_pending) = (info.stream_sequence, info.pending);
-                if !apply(&mut sink, sequence, &message) {
+                if !sink.apply(sequence, &message) {
                     rejected += 1;
-                    sink.fold.set_position(sequence.max(sink.fold.last_applied()));
+                    sink.skip(sequence);
                 }
                 progress.applied_sequence = sequence;
                 progress.stream_pending = stream_pending;
                 last_message = Some(message);
                 let caught_up = until_caught_up && stream_pending == 0;
-                if sink.fold.pending_events() >= config.max_pending || caught_up {
+                if sink.pending() >= config.max_pending || caught_up {
                     commit(&mut sink, &mut last_message, &mut rejected, &mut progress).await?;
                     on_progress(progress);
                 }
@@ -183,8 +232,8 @@ async fn consume<F: Future<Output = ()>>(
                 on_progress(progress);
                 if until_caught_up {
                     let mut consumer = bus.jetstream().get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(&name, &bus.config().stream).await
-                        .map_err(|e| ProjectorError::Consume(e.to_string()))?;
-                    let info = consumer.info().await.map_err(|e| ProjectorError::Consume(e.to_string()))?;
+                        .map_err(|e| LoopError::Consume(e.to_string()))?;
+                    let info = consumer.info().await.map_err(|e| LoopError::Consume(e.to_string()))?;
                     if info.num_pending == 0 && info.num_ack_pending == 0 && last_message.is_none() {
                         return Ok((Stop::Done, progress.committed_sequence));
                     }
@@ -198,41 +247,70 @@ async fn consume<F: Future<Output = ()>>(
     }
 }
 
-/// Decodes and folds one message; `false` when the event is unusable (logged, counted,
-/// skipped: one bad event must not stop the projection).
-fn apply(sink: &mut Sink, sequence: u64, message: &Message) -> bool {
-    let envelope = match Envelope::from_bytes(&message.payload) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            warn!(sequence, subject = %message.subject, %error, "event skipped");
+impl Folding for Sink {
+    type Error = SinkError;
+    const FILTER: &'static str = "obs.incident.>";
+    const BATCH: usize = 10_000;
+
+    fn version(&self) -> u32 {
+        Sink::version(self)
+    }
+
+    fn projection(&self) -> &Projection {
+        Sink::projection(self)
+    }
+
+    fn committed_sequence(&self) -> u64 {
+        self.committed().last_sequence
+    }
+
+    fn apply(&mut self, sequence: u64, message: &Message) -> bool {
+        let envelope = match Envelope::from_bytes(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                warn!(sequence, subject = %message.subject, %error, "event skipped");
+                return false;
+            }
+        };
+        // The subject's last token is the source the server let publish; the envelope must agree.
+        if message.subject.rsplit('.').next() != Some(envelope.source.as_str()) {
+            warn!(sequence, subject = %message.subject, source = %envelope.source, "event skipped: source does not match its subject");
             return false;
         }
-    };
-    // The subject's last token is the source the server let publish; the envelope must agree.
-    if message.subject.rsplit('.').next() != Some(envelope.source.as_str()) {
-        warn!(sequence, subject = %message.subject, source = %envelope.source, "event skipped: source does not match its subject");
-        return false;
+        match envelope.event() {
+            Ok(event) => {
+                self.fold.apply(sequence, &envelope.source, &event);
+                true
+            }
+            Err(error) => {
+                warn!(sequence, %error, "event skipped");
+                false
+            }
+        }
     }
-    match envelope.event() {
-        Ok(event) => {
-            sink.fold.apply(sequence, &envelope.source, &event);
-            true
-        }
-        Err(error) => {
-            warn!(sequence, %error, "event skipped");
-            false
-        }
+
+    fn skip(&mut self, sequence: u64) {
+        let position = sequence.max(self.fold.last_applied());
+        self.fold.set_position(position);
+    }
+
+    fn pending(&self) -> usize {
+        self.fold.pending_events()
+    }
+
+    async fn flush(&mut self, rejected_events: u64) -> Result<Option<u64>, SinkError> {
+        Sink::flush(self, rejected_events).await
     }
 }
 
 /// Flushes (if anything is pending) and then acks everything up to the last message.
-async fn commit(
-    sink: &mut Sink,
+async fn commit<S: Folding>(
+    sink: &mut S,
     last_message: &mut Option<Message>,
     rejected: &mut u64,
     progress: &mut Progress,
-) -> Result<(), ProjectorError> {
-    if let Some(sequence) = sink.flush(*rejected).await? {
+) -> Result<(), LoopError<S::Error>> {
+    if let Some(sequence) = sink.flush(*rejected).await.map_err(LoopError::Sink)? {
         *rejected = 0;
         progress.committed_sequence = sequence;
     }
