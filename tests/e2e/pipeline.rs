@@ -66,6 +66,12 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
     let rows = service.counts("iccs=0903", seq).await;
     assert_eq!(rows[0]["count"], 3, "A (pn), A (gn), C under 0903: {rows:?}");
     assert_eq!(rows[0]["loss_eur"], 30.75);
+    // An amendment that changes only the loss moves no count but moves the loss.
+    let mut costlier = record("C", 4, "2024-03-07", "92", "09031");
+    costlier["loss_eur"] = json!(100.0);
+    let seq = service.post_ndjson(&pn, &[costlier]).await.body["last_sequence"].as_u64().unwrap();
+    let rows = service.counts("iccs=0903", seq).await;
+    assert_eq!((rows[0]["count"].as_i64(), rows[0]["loss_eur"].as_f64()), (Some(3), Some(120.5)), "{rows:?}");
     let rows = service.counts("by=year&from=2024-04&to=2024-12", seq).await;
     assert_eq!(rows, vec![json!({"year": 2024, "unit": "offence", "count": 1, "loss_eur": 10.25, "provisional": true})]);
 }

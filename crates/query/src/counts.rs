@@ -352,7 +352,8 @@ pub fn aggregate(frames: Vec<LazyFrame>, request: &CountsRequest, coverage: &Cov
         };
         frame = frame.filter(predicate);
     }
-    let mut rows = frame.filter(col("count").neq(lit(0i64))).collect()?;
+    // An amendment that only changes the loss leaves a delta row with count 0: keep it.
+    let mut rows = frame.filter(col("count").neq(lit(0i64)).or(col("loss_cents").neq(lit(0i64)))).collect()?;
 
     let mut units: Vec<String> = rows.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
     units.sort();
