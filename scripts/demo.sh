@@ -8,7 +8,7 @@ scripts/setup.sh
 source scripts/env.sh
 # The whole workspace, so features unify as in the tests and Polars is built once.
 cargo build --release --locked --workspace
-bin=target/release/observatory
+bin="${CARGO_TARGET_DIR:-target}/release/observatory"
 data="${OBSERVATORY_DATA_DIR:-./data}"
 http="${OBSERVATORY_HTTP:-127.0.0.1:8080}"
 mkdir -p "$data"
