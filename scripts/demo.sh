@@ -18,6 +18,6 @@ trap 'kill $up_pid 2>/dev/null; wait $up_pid 2>/dev/null' EXIT INT TERM
 "$bin" --data-dir "$data" demo --url "http://$http"
 echo
 echo "The observatory is up at http://$http (Ctrl-C to stop). For example:"
-echo "  curl 'http://$http/v1/incidents/counts?by=year,iccs&cyber=true'"
-echo "  curl 'http://$http/v1/incidents/counts?by=month&departement=75,92&from=2024-01&to=2024-12&format=csv'"
+echo "  curl 'http://$http/v1/incidents/counts?by=year,iccs&cyber=true&unit=offence'"
+echo "  curl 'http://$http/v1/incidents/counts?by=month,unit&departement=75,92&from=2024-01&to=2024-12&format=csv'"
 wait $up_pid
