@@ -2,14 +2,18 @@
 //! next to raw pipelined JetStream publishes of the same serialised events from this process.
 
 use std::path::Path;
+use std::future::IntoFuture;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use chrono::Utc;
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use observatory_bus::async_nats::HeaderMap;
 use observatory_bus::async_nats::jetstream;
+use observatory_bus::async_nats::jetstream::context::PublishError;
+use observatory_bus::async_nats::jetstream::publish::PublishAck;
 use observatory_bus::{Bus, BusConfig, DEDUPE_HEADER, LocalNatsServer, Outgoing};
 use serde::Serialize;
 use tracing::{Instrument, info_span};
@@ -85,21 +89,35 @@ fn batches(generator: &mut Generator, records: usize, per_request: usize) -> (Ve
     (done, record_bytes, event_bytes)
 }
 
-/// Publishes one batch with pipelined acks, as `Publisher::publish_all` does, but straight on
-/// the async-nats context: every message sent, then every ack awaited.
+/// Publishes one batch with pipelined acks, straight on the async-nats context: each message
+/// is sent without waiting for the previous acks, and acks are collected while sending. They
+/// must be: an unawaited ack future holds one of the context's in-flight permits, so a batch
+/// larger than `max_ack_inflight` that awaited nothing until the end would wait forever.
 pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) -> Result<u64> {
-    let mut acks = Vec::with_capacity(events.len());
+    let mut acks = FuturesUnordered::new();
+    let mut stored = 0;
+    let check = |ack: Result<PublishAck, PublishError>| -> Result<u64> {
+        let ack = ack?;
+        ensure!(!ack.duplicate, "raw publish was dropped as a duplicate (sequence {})", ack.sequence);
+        Ok(1)
+    };
     for event in events {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.message_id.as_str());
         headers.insert(DEDUPE_HEADER, event.dedupe.as_str());
-        acks.push(jetstream.publish_with_headers(event.subject, headers, event.payload).await?);
+        let publish = jetstream.publish_with_headers(event.subject, headers, event.payload);
+        tokio::pin!(publish);
+        let sent = loop {
+            tokio::select! {
+                biased;
+                sent = &mut publish => break sent?,
+                Some(ack) = acks.next(), if !acks.is_empty() => stored += check(ack)?,
+            }
+        };
+        acks.push(sent.into_future());
     }
-    let mut stored = 0;
-    for ack in acks {
-        let ack = ack.await?;
-        ensure!(!ack.duplicate, "raw publish was dropped as a duplicate (sequence {})", ack.sequence);
-        stored += 1;
+    while let Some(ack) = acks.next().await {
+        stored += check(ack)?;
     }
     Ok(stored)
 }

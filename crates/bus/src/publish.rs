@@ -46,12 +46,20 @@ impl Publisher {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", event.message_id.as_str());
             headers.insert(crate::DEDUPE_HEADER, event.dedupe.as_str());
-            let sent = self.jetstream.publish_with_headers(event.subject, headers, event.payload).await;
+            let publish = self.jetstream.publish_with_headers(event.subject, headers, event.payload);
+            tokio::pin!(publish);
+            // An ack future holds one of the context's in-flight permits until it completes, so
+            // acks are collected while waiting for a permit: a batch (or concurrent batches)
+            // larger than the in-flight limit would otherwise wait forever for permits that only
+            // its own unpolled acks can give back.
+            let sent = loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut publish => break sent,
+                    Some(result) = pending.next(), if !pending.is_empty() => results.push(result),
+                }
+            };
             pending.push_back(await_ack(sent));
-            // Drain acks that are already in, so memory stays bounded on large batches.
-            while pending.len() > 16_384 {
-                results.push(pending.next().await.expect("non-empty"));
-            }
         }
         while let Some(result) = pending.next().await {
             results.push(result);
@@ -67,4 +75,43 @@ fn await_ack(sent: Result<PublishAckFuture, jetstream::context::PublishError>) -
         let ack = sent.map_err(|e| PublishFailure(e.to_string()))?.await.map_err(|e| PublishFailure(e.to_string()))?;
         Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Bus, BusConfig};
+
+    /// More events than the in-flight limit, in one call and in concurrent calls: every ack
+    /// comes back, in input order.
+    #[tokio::test]
+    async fn batches_larger_than_the_inflight_limit_complete() {
+        let nats = observatory_test_support::TestNats::start();
+        let mut config = BusConfig::new(nats.url());
+        config.max_inflight = 64;
+        let bus = Bus::connect(config).await.unwrap();
+        let batch = |tag: &str, n: usize| -> Vec<Outgoing> {
+            (0..n)
+                .map(|i| Outgoing {
+                    subject: "obs.incident.reported.pn".into(),
+                    message_id: format!("{tag}-{i}"),
+                    dedupe: format!("{i:032x}"),
+                    payload: Bytes::from_static(b"{}"),
+                })
+                .collect()
+        };
+        let publisher = bus.publisher();
+        let one = tokio::time::timeout(std::time::Duration::from_secs(30), publisher.publish_all(batch("a", 1000)))
+            .await
+            .expect("a batch over the in-flight limit must not hang");
+        let sequences: Vec<u64> = one.iter().map(|r| r.as_ref().unwrap().sequence).collect();
+        assert_eq!(sequences, (1..=1000).collect::<Vec<_>>());
+        let (b, c) = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures::future::join(publisher.publish_all(batch("b", 500)), publisher.publish_all(batch("c", 500))),
+        )
+        .await
+        .expect("concurrent batches over the in-flight limit must not hang");
+        assert!(b.iter().chain(&c).all(|r| r.as_ref().is_ok_and(|p| !p.duplicate)));
+    }
 }
