@@ -159,35 +159,108 @@ impl Envelope {
 
     /// Decodes the payload, upcasting older schema versions to the current type.
     pub fn event(&self) -> Result<Event, DecodeError> {
-        let kind = self.event_type;
-        let max = kind.current_version();
-        if self.schema_version > max {
-            return Err(DecodeError::FutureVersion { kind: kind.as_str(), version: self.schema_version, max });
-        }
-        // History is never edited: an older version is read with its own type and upcast.
-        let payload_err =
-            |source| DecodeError::Payload { kind: kind.as_str(), version: self.schema_version, source };
-        Ok(match (kind, self.schema_version) {
-            (EventKind::IncidentReported, 1) => Event::IncidentReported(
-                serde_json::from_value::<IncidentReportedV1>(self.payload.clone()).map_err(payload_err)?.into(),
-            ),
-            (EventKind::IncidentReported, _) => {
-                Event::IncidentReported(serde_json::from_value(self.payload.clone()).map_err(payload_err)?)
-            }
-            (EventKind::IncidentWithdrawn, _) => {
-                Event::IncidentWithdrawn(serde_json::from_value(self.payload.clone()).map_err(payload_err)?)
-            }
-            (EventKind::PeriodClosed, _) => {
-                Event::PeriodClosed(serde_json::from_value(self.payload.clone()).map_err(payload_err)?)
-            }
-            // Survey payloads are decoded from the message bytes (exact numbers): `SurveyEvent::decode`.
-            (EventKind::SurveyWaveDeclared | EventKind::SurveyResponsesRecorded | EventKind::SurveyWaveClosed, _) => {
-                return Err(DecodeError::WrongFamily { kind: kind.as_str(), family: kind.family(), expected: "incident" });
-            }
-        })
+        incident_event(self.event_type, self.schema_version, &self.payload)
     }
+
+    /// The source and the event of a message, decoded straight from its bytes: the same
+    /// result as [`from_bytes`](Self::from_bytes) then [`event`](Self::event), without building
+    /// the payload as a JSON tree first (the projector's hot path).
+    pub fn decode_event(bytes: &[u8]) -> Result<(String, Event), DecodeError> {
+        let raw: BorrowedEnvelope<'_> = serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
+        let mut payload = serde_json::Deserializer::from_str(raw.payload.get());
+        let event = incident_event(raw.event_type, raw.schema_version, &mut payload)?;
+        Ok((raw.source.into_owned(), event))
+    }
+}
+
+/// An envelope whose payload is left as text, to be decoded into its own type directly.
+/// Every field is still checked as in [`Envelope`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BorrowedEnvelope<'a> {
+    #[allow(dead_code)]
+    event_id: Uuid,
+    event_type: EventKind,
+    schema_version: u32,
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+    #[allow(dead_code)]
+    recorded_at: DateTime<Utc>,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+}
+
+/// Decodes an incident-family payload of `kind` at `version`, upcasting older versions.
+fn incident_event<'de, D>(kind: EventKind, version: u32, payload: D) -> Result<Event, DecodeError>
+where
+    D: serde::Deserializer<'de, Error = serde_json::Error>,
+{
+    let max = kind.current_version();
+    if version > max {
+        return Err(DecodeError::FutureVersion { kind: kind.as_str(), version, max });
+    }
+    // History is never edited: an older version is read with its own type and upcast.
+    let payload_err = |source| DecodeError::Payload { kind: kind.as_str(), version, source };
+    Ok(match (kind, version) {
+        (EventKind::IncidentReported, 1) => {
+            Event::IncidentReported(IncidentReportedV1::deserialize(payload).map_err(payload_err)?.into())
+        }
+        (EventKind::IncidentReported, _) => Event::IncidentReported(Deserialize::deserialize(payload).map_err(payload_err)?),
+        (EventKind::IncidentWithdrawn, _) => Event::IncidentWithdrawn(Deserialize::deserialize(payload).map_err(payload_err)?),
+        (EventKind::PeriodClosed, _) => Event::PeriodClosed(Deserialize::deserialize(payload).map_err(payload_err)?),
+        // Survey payloads are decoded from the message bytes (exact numbers): `SurveyEvent::decode`.
+        (EventKind::SurveyWaveDeclared | EventKind::SurveyResponsesRecorded | EventKind::SurveyWaveClosed, _) => {
+            return Err(DecodeError::WrongFamily { kind: kind.as_str(), family: kind.family(), expected: "incident" });
+        }
+    })
 }
 
 pub fn subject(kind: EventKind, source: &str) -> String {
     format!("{}.{}.{}.{}", crate::SUBJECT_ROOT, kind.family(), kind.subject_token(), source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(kind: &str, version: u32, payload: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "event_id": "01920000-0000-7000-8000-000000000000", "event_type": kind, "schema_version": version,
+            "source": "pn", "recorded_at": "2025-01-01T00:00:00Z", "payload": payload,
+        }))
+        .unwrap()
+    }
+
+    /// The fast path and the tree path give the same event, or both an error.
+    #[test]
+    fn decode_event_agrees_with_from_bytes_then_event() {
+        let v1 = json!({"agency_incident_id": "A", "revision": 2, "occurred_on": "2024-03-05", "reported_on": "2024-03-07",
+                        "iccs": "0903", "cyber": true, "departement": "75", "victim_type": "individual", "channel": "email",
+                        "loss_eur": 12.5});
+        let mut v2 = v1.clone();
+        v2["unit"] = json!("offence");
+        let cases = [
+            envelope("IncidentReported", 1, v1.clone()),
+            envelope("IncidentReported", 2, v2.clone()),
+            envelope("IncidentReported", 1, v2),
+            envelope("IncidentReported", 9, v1),
+            envelope("IncidentWithdrawn", 1, json!({"agency_incident_id": "A", "revision": 3, "reason": "twice"})),
+            envelope("SurveyWaveClosed", 1, json!({})),
+            b"{\"event_id\": 1}".to_vec(),
+        ];
+        for bytes in cases {
+            let slow = Envelope::from_bytes(&bytes).and_then(|e| e.event().map(|event| (e.source, event)));
+            let fast = Envelope::decode_event(&bytes);
+            match (slow, fast) {
+                (Ok(slow), Ok(fast)) => assert_eq!(slow, fast),
+                // Same kind of error; serde's positions differ (tree vs text), so not the message.
+                (Err(slow), Err(fast)) => assert_eq!(std::mem::discriminant(&slow), std::mem::discriminant(&fast)),
+                (slow, fast) => panic!("{slow:?} vs {fast:?}"),
+            }
+        }
+        let mut extra: serde_json::Value = serde_json::from_slice(&envelope("IncidentWithdrawn", 1, json!({}))).unwrap();
+        extra["colour"] = json!("red");
+        assert!(Envelope::decode_event(&serde_json::to_vec(&extra).unwrap()).is_err(), "unknown envelope fields are refused");
+    }
 }
