@@ -244,12 +244,12 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "observatory bench — {}", report.date);
     let _ = writeln!(
         out,
-        "machine: {} cores ({}), {gib}; {} build; nats-server {}; rustc {}",
+        "machine: {} cores ({}), {gib}; {} build; {}; {}",
         report.machine.cores,
         report.machine.cpu.as_deref().unwrap_or("?"),
         report.versions.build,
-        report.versions.nats_server.as_deref().unwrap_or("?"),
-        report.versions.rustc.as_deref().unwrap_or("?"),
+        report.versions.nats_server.as_deref().unwrap_or("nats-server ?"),
+        report.versions.rustc.as_deref().unwrap_or("rustc ?"),
     );
     let _ = writeln!(out, "command: {}", report.command);
     if let Some(ingest) = &report.ingest {

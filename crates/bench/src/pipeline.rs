@@ -70,7 +70,6 @@ pub struct PipelineReport {
 
 /// What the later stages need from this one.
 pub struct Pipeline {
-    pub nats: LocalNatsServer,
     pub store: PathBuf,
     pub service_dir: PathBuf,
     pub manifest: Manifest,
@@ -231,9 +230,8 @@ pub async fn run(work: &Path, events: u64, seed: u64, connections: usize) -> Res
     let service_dir = dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
     let (rebuild, manifest) = rebuild(&nats, &store, &service_dir, dir.join("rebuild.log"), events).await?;
+    // The query stage reads the store only.
+    drop(nats);
     let projection_ratio = rebuild.events_per_s / raw_replay.events_per_s;
-    Ok((
-        PipelineReport { fill, raw_replay, rebuild, projection_ratio },
-        Pipeline { nats, store, service_dir, manifest },
-    ))
+    Ok((PipelineReport { fill, raw_replay, rebuild, projection_ratio }, Pipeline { store, service_dir, manifest }))
 }
