@@ -154,43 +154,6 @@ impl Bus {
         Publisher::new(self.jetstream.clone())
     }
 
-    /// A durable pull consumer that starts right after `after_sequence`. Any consumer left
-    /// under the same name is replaced: the committed manifest, not the consumer's ack
-    /// floor, says where to resume (invariant 3).
-    pub async fn durable_from(
-        &self,
-        name: &str,
-        filter_subject: &str,
-        after_sequence: u64,
-    ) -> Result<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>, BusError> {
-        let err = |e: &dyn std::fmt::Display| BusError::Consumer {
-            stream: self.config.stream.clone(),
-            name: name.to_owned(),
-            message: e.to_string(),
-        };
-        let stream = self.stream().await?;
-        // Absent is fine; any other failure shows up in create below.
-        let _ = stream.delete_consumer(name).await;
-        let deliver_policy = if after_sequence == 0 {
-            jetstream::consumer::DeliverPolicy::All
-        } else {
-            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: after_sequence + 1 }
-        };
-        stream
-            .create_consumer(jetstream::consumer::pull::Config {
-                durable_name: Some(name.to_owned()),
-                filter_subject: filter_subject.to_owned(),
-                deliver_policy,
-                ack_policy: jetstream::consumer::AckPolicy::All,
-                // Acks come only after a flush commits; leave room for a full flush.
-                ack_wait: Duration::from_secs(300),
-                max_ack_pending: 2_000_000,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(&e))
-    }
-
     /// An ordered, ephemeral consumer over `filter_subject` from the first message,
     /// optionally delivering headers only (cheap replays of idempotency keys).
     pub async fn ordered_replay(
@@ -198,21 +161,62 @@ impl Bus {
         filter_subject: &str,
         headers_only: bool,
     ) -> Result<jetstream::consumer::pull::Ordered, BusError> {
+        Ok(self.ordered_from(filter_subject, headers_only, 0, 0).await?.messages)
+    }
+
+    /// An ordered consumer over `filter_subject` starting right after `after_sequence`, with
+    /// how many matching messages it had to deliver when created. `max_batch` caps the
+    /// messages per pull request (0: the client's default), for streams of large messages.
+    ///
+    /// No acks: the server keeps no per-message delivery state (a durable consumer with acks
+    /// doubles nats-server's CPU per event), and the client recreates the consumer from the
+    /// last stream sequence it saw whenever a delivery is missed, so messages still arrive
+    /// exactly once and in order. Projectors resume from their committed manifest, never from
+    /// a consumer's ack floor (invariant 3), so they need nothing more.
+    pub async fn ordered_from(
+        &self,
+        filter_subject: &str,
+        headers_only: bool,
+        after_sequence: u64,
+        max_batch: usize,
+    ) -> Result<OrderedFrom, BusError> {
         let err = |e: &dyn std::fmt::Display| BusError::Consumer {
             stream: self.config.stream.clone(),
-            name: "ordered replay".to_owned(),
+            name: "ordered consumer".to_owned(),
             message: e.to_string(),
         };
         let stream = self.stream().await?;
+        let deliver_policy = if after_sequence == 0 {
+            jetstream::consumer::DeliverPolicy::All
+        } else {
+            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: after_sequence + 1 }
+        };
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 filter_subject: filter_subject.to_owned(),
                 headers_only,
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                deliver_policy,
+                max_batch: i64::try_from(max_batch).unwrap_or(i64::MAX),
+                // Short pull requests, hence a 1 s idle heartbeat: when the client's count of
+                // messages still owed goes wrong (it can under CPU contention) the stream stalls
+                // until two heartbeats are missed and the consumer is recreated. With the
+                // client's default 30 s expiry that stall was seen to last 35 s in a rebuild.
+                max_expires: ORDERED_PULL_EXPIRY,
                 ..Default::default()
             })
             .await
             .map_err(|e| err(&e))?;
-        consumer.messages().await.map_err(|e| err(&e))
+        let pending_at_start = consumer.cached_info().num_pending;
+        let messages = consumer.messages().await.map_err(|e| err(&e))?;
+        Ok(OrderedFrom { messages, pending_at_start })
     }
+}
+
+/// Expiry of an ordered consumer's pull requests (its idle heartbeat is half of it).
+const ORDERED_PULL_EXPIRY: Duration = Duration::from_secs(2);
+
+/// An ordered consumer and how many messages were pending when it was created.
+pub struct OrderedFrom {
+    pub messages: jetstream::consumer::pull::Ordered,
+    pub pending_at_start: u64,
 }
