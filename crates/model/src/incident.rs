@@ -173,7 +173,27 @@ pub const DEPARTEMENTS: [&str; 101] = [
 ];
 
 pub fn is_departement(code: &str) -> bool {
-    DEPARTEMENTS.contains(&code)
+    departement_index(code).is_some()
+}
+
+/// Position of a département code in [`DEPARTEMENTS`], computed from the code's shape rather
+/// than by scanning the list: the projector looks one up for every event.
+pub fn departement_index(code: &str) -> Option<usize> {
+    match code.as_bytes() {
+        b"2A" => Some(19),
+        b"2B" => Some(20),
+        &[a @ b'0'..=b'9', b @ b'0'..=b'9'] => match usize::from(a - b'0') * 10 + usize::from(b - b'0') {
+            n @ 1..=19 => Some(n - 1),
+            n @ 21..=95 => Some(n),
+            _ => None,
+        },
+        b"971" => Some(96),
+        b"972" => Some(97),
+        b"973" => Some(98),
+        b"974" => Some(99),
+        b"976" => Some(100),
+        _ => None,
+    }
 }
 
 /// The idempotency key of a record: (source, agency_incident_id, revision), hashed to 128
@@ -209,4 +229,19 @@ pub fn incident_hash(source: &str, agency_incident_id: &str) -> u128 {
     hasher.update(&[0]);
     hasher.update(agency_incident_id.as_bytes());
     hasher.digest128()
+}
+
+#[cfg(test)]
+mod departement_tests {
+    use super::*;
+
+    #[test]
+    fn departement_index_is_the_position_in_the_list() {
+        for (i, code) in DEPARTEMENTS.iter().enumerate() {
+            assert_eq!(departement_index(code), Some(i), "{code}");
+        }
+        for code in ["", "0", "00", "20", "96", "99", "2C", "975", "977", "9710", "1A", "a1", "7"] {
+            assert_eq!(departement_index(code), None, "{code:?}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ mod validate;
 pub use envelope::{DecodeError, Envelope, Event, EventKind};
 pub use incident::{
     Channel, Coding, DEPARTEMENTS, DedupeKey, IncidentReported, IncidentReportedV1, IncidentWithdrawn, PeriodClosed,
-    VictimType, incident_hash, is_departement,
+    VictimType, departement_index, incident_hash, is_departement,
 };
 pub use observatory_reference::Unit;
 pub use validate::{FieldError, MAX_ID_LEN, ValidatedRecord, validate_period_close, validate_record};
