@@ -1,33 +1,39 @@
-//! The consumer loop: pulls events from a durable consumer starting right after the
-//! committed manifest, folds them, flushes on a timer or when enough is pending, and acks
-//! only after the manifest commits.
+//! The consumer loop: reads events through an ordered consumer starting right after the
+//! committed manifest, folds them, and commits a manifest on a timer or when enough is
+//! pending. The manifest is the only checkpoint: nothing is acked, and a restart resumes
+//! from the newest manifest.
 
 use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::Message;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use observatory_bus::{Bus, BusError};
-use observatory_model::Envelope;
+use observatory_model::{Envelope, Event};
 use observatory_store::{Projection, StoreError};
 use tracing::{info, warn};
 
 use crate::sink::{Compaction, Sink, SinkError};
 
-/// What the consumer loop needs of a projection: each projection (incidents, surveys) folds
-/// its own events and commits its own manifests; the loop, the acks and the rebuild are shared.
+/// What the consumer loop needs of a projection: each projection (incidents, surveys) decodes
+/// and folds its own events and commits its own manifests; the loop and the rebuild are shared.
 pub trait Folding: Sized + Send {
     type Error: std::error::Error + Send + Sync + 'static;
+    /// A message made ready to fold.
+    type Decoded: Send + 'static;
     /// Subject filter of the events this projection folds.
     const FILTER: &'static str;
-    /// Messages per pull request.
+    /// Messages per pull request, and per chunk handed from the decoder to the fold.
     const BATCH: usize;
     fn version(&self) -> u32;
     fn projection(&self) -> &Projection;
     fn committed_sequence(&self) -> u64;
-    /// Folds one message; `false` when it is unusable (logged and skipped: one bad event
-    /// must not stop the projection).
-    fn apply(&mut self, sequence: u64, message: &Message) -> bool;
+    /// Decodes and checks one message, on the decoder task (no access to the fold). An error
+    /// says why the message is unusable: it is logged and skipped, since one bad event must
+    /// not stop the projection.
+    fn decode(message: &Message) -> Result<Self::Decoded, String>;
+    /// Folds one decoded message, in stream order.
+    fn apply(&mut self, sequence: u64, decoded: Self::Decoded);
     /// Marks an unusable event's sequence as passed.
     fn skip(&mut self, sequence: u64);
     /// Changes folded since the last flush.
@@ -54,7 +60,7 @@ pub type ProjectorError = LoopError<SinkError>;
 pub struct ProjectorConfig {
     /// Flush at least this often while events are pending.
     pub flush_interval: Duration,
-    /// Flush as soon as this many incidents changed.
+    /// Flush as soon as this many incident changes are pending.
     pub max_pending: usize,
     pub compaction: Compaction,
     /// Crosswalk versions a new projection version codes with (name → version); crosswalks
@@ -80,10 +86,6 @@ pub struct Progress {
     pub applied_sequence: u64,
     /// Messages the consumer has not yet delivered.
     pub stream_pending: u64,
-}
-
-fn consumer_name(projection: &Projection, version: u32) -> String {
-    format!("projector-{}-v{version}", projection.name())
 }
 
 enum Stop {
@@ -164,9 +166,6 @@ pub async fn replay<S: Folding, O: Future<Output = Result<S, S::Error>>>(
     let mut never = std::pin::pin!(std::future::pending::<()>());
     let (_, sequence) = consume(bus, sink, config, true, &mut never, on_progress).await?;
     projection.set_current(version).await?;
-    if let Ok(stream) = bus.stream().await {
-        let _ = stream.delete_consumer(&consumer_name(projection, version)).await;
-    }
     info!(projection = projection.name(), version, sequence, "rebuild complete; CURRENT switched");
     Ok((version, sequence))
 }
@@ -181,72 +180,67 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
 ) -> Result<(Stop, u64), LoopError<S::Error>> {
     let version = sink.version();
     let projection = sink.projection().clone();
-    let name = consumer_name(&projection, version);
-    let consumer = bus.durable_from(&name, S::FILTER, sink.committed_sequence()).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(S::BATCH)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| LoopError::Consume(e.to_string()))?;
+    let ordered = bus.ordered_from(S::FILTER, false, sink.committed_sequence(), S::BATCH).await?;
+    let mut progress = Progress {
+        committed_sequence: sink.committed_sequence(),
+        applied_sequence: sink.committed_sequence(),
+        stream_pending: ordered.pending_at_start,
+    };
+    if until_caught_up && ordered.pending_at_start == 0 {
+        return Ok((Stop::Done, progress.committed_sequence));
+    }
+    let mut decoded = Decoder::<S>::spawn(ordered.messages);
     let mut ticker = tokio::time::interval(config.flush_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_message: Option<Message> = None;
     let mut rejected = 0u64;
-    let mut progress = Progress { committed_sequence: sink.committed_sequence(), ..Default::default() };
 
     loop {
         tokio::select! {
             biased;
             () = shutdown.as_mut() => {
-                commit(&mut sink, &mut last_message, &mut rejected, &mut progress).await?;
+                commit(&mut sink, &mut rejected, &mut progress).await?;
                 return Ok((Stop::Done, progress.committed_sequence));
             }
-            next = messages.next() => {
-                let Some(message) = next else {
-                    return Err(LoopError::Consume("the consumer's message stream ended".into()));
+            chunk = decoded.chunks.recv() => {
+                let chunk = match chunk {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(error)) => return Err(LoopError::Consume(error)),
+                    None => return Err(LoopError::Consume("the decoder stopped".into())),
                 };
-                let message = message.map_err(|e| LoopError::Consume(e.to_string()))?;
-                let info = message.info().map_err(|e| LoopError::Consume(e.to_string()))?;
-                let (sequence, stream_pending) = (info.stream_sequence, info.pending);
-                if !sink.apply(sequence, &message) {
-                    rejected += 1;
-                    sink.skip(sequence);
-                }
-                progress.applied_sequence = sequence;
-                progress.stream_pending = stream_pending;
-                last_message = Some(message);
-                let caught_up = until_caught_up && stream_pending == 0;
-                if sink.pending() >= config.max_pending || caught_up {
-                    commit(&mut sink, &mut last_message, &mut rejected, &mut progress).await?;
-                    on_progress(progress);
-                }
-                if caught_up {
-                    return Ok((Stop::Done, progress.committed_sequence));
+                for Delivered { sequence, stream_pending, decoded } in chunk {
+                    match decoded {
+                        Ok(decoded) => sink.apply(sequence, decoded),
+                        Err(reason) => {
+                            warn!(sequence, %reason, "event skipped");
+                            rejected += 1;
+                            sink.skip(sequence);
+                        }
+                    }
+                    progress.applied_sequence = sequence;
+                    progress.stream_pending = stream_pending;
+                    let caught_up = until_caught_up && stream_pending == 0;
+                    if sink.pending() >= config.max_pending || caught_up {
+                        commit(&mut sink, &mut rejected, &mut progress).await?;
+                        on_progress(progress);
+                    }
+                    if caught_up {
+                        return Ok((Stop::Done, progress.committed_sequence));
+                    }
                 }
             }
             _ = ticker.tick() => {
-                // A replay is served only once complete, so it commits when enough is pending
-                // or when caught up, not on the timer: a long rebuild writes a few large files
-                // instead of one small flush per tick and the compactions that follow them.
-                if !until_caught_up || last_message.is_none() {
-                    commit(&mut sink, &mut last_message, &mut rejected, &mut progress).await?;
+                // A replay is served only once complete, so it commits by size or when caught
+                // up, not on the timer: a long rebuild writes a few large files instead of one
+                // small flush per tick and the compactions that follow them.
+                if !until_caught_up {
+                    commit(&mut sink, &mut rejected, &mut progress).await?;
+                    if let Some(current) = projection.current_version().await? {
+                        if current != version {
+                            return Ok((Stop::Switch(current), progress.committed_sequence));
+                        }
+                    }
                 }
                 on_progress(progress);
-                if until_caught_up {
-                    let mut consumer = bus.jetstream().get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(&name, &bus.config().stream).await
-                        .map_err(|e| LoopError::Consume(e.to_string()))?;
-                    let info = consumer.info().await.map_err(|e| LoopError::Consume(e.to_string()))?;
-                    if info.num_pending == 0 && info.num_ack_pending == 0 && last_message.is_none() {
-                        return Ok((Stop::Done, progress.committed_sequence));
-                    }
-                } else if let Some(current) = projection.current_version().await? {
-                    if current != version {
-                        return Ok((Stop::Switch(current), progress.committed_sequence));
-                    }
-                }
             }
         }
     }
@@ -254,8 +248,9 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
 
 impl Folding for Sink {
     type Error = SinkError;
+    type Decoded = (String, Event);
     const FILTER: &'static str = "obs.incident.>";
-    const BATCH: usize = 10_000;
+    const BATCH: usize = 500;
 
     fn version(&self) -> u32 {
         Sink::version(self)
@@ -269,22 +264,18 @@ impl Folding for Sink {
         self.committed().last_sequence
     }
 
-    fn apply(&mut self, sequence: u64, message: &Message) -> bool {
+    fn decode(message: &Message) -> Result<(String, Event), String> {
         // Straight from the bytes to the event: no JSON tree of the payload (the hot path).
-        let (source, event) = match Envelope::decode_event(&message.payload) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                warn!(sequence, subject = %message.subject, %error, "event skipped");
-                return false;
-            }
-        };
+        let (source, event) = Envelope::decode_event(&message.payload).map_err(|e| format!("{}: {e}", message.subject))?;
         // The subject's last token is the source the server let publish; the envelope must agree.
         if message.subject.rsplit('.').next() != Some(source.as_str()) {
-            warn!(sequence, subject = %message.subject, %source, "event skipped: source does not match its subject");
-            return false;
+            return Err(format!("source {source} does not match its subject {}", message.subject));
         }
-        self.fold.apply(sequence, &source, &event);
-        true
+        Ok((source, event))
+    }
+
+    fn apply(&mut self, sequence: u64, (source, event): (String, Event)) {
+        self.fold.apply(sequence, &source, event);
     }
 
     fn skip(&mut self, sequence: u64) {
@@ -301,22 +292,75 @@ impl Folding for Sink {
     }
 }
 
-/// Flushes (if anything is pending) and then acks everything up to the last message.
-async fn commit<S: Folding>(
-    sink: &mut S,
-    last_message: &mut Option<Message>,
-    rejected: &mut u64,
-    progress: &mut Progress,
-) -> Result<(), LoopError<S::Error>> {
+/// Flushes what is pending; the manifest it commits is the only checkpoint.
+async fn commit<S: Folding>(sink: &mut S, rejected: &mut u64, progress: &mut Progress) -> Result<(), LoopError<S::Error>> {
     if let Some(sequence) = sink.flush(*rejected).await.map_err(LoopError::Sink)? {
         *rejected = 0;
         progress.committed_sequence = sequence;
     }
-    if let Some(message) = last_message.take() {
-        // Flow control only: the manifest is already the checkpoint.
-        if let Err(error) = message.ack().await {
-            warn!(%error, "ack failed; the consumer will redeliver and the fold will skip it");
-        }
-    }
     Ok(())
+}
+
+/// One message as the decoder hands it to the fold.
+struct Delivered<D> {
+    sequence: u64,
+    /// Matching messages after this one when it was delivered.
+    stream_pending: u64,
+    decoded: Result<D, String>,
+}
+
+/// Decodes messages on a task of its own, ahead of the fold: decoding is about half of a
+/// projector's work per event and needs no state, so it overlaps with folding and writing.
+/// Chunks keep the hand-over cheap; the bounded channel keeps memory bounded.
+struct Decoder<S: Folding> {
+    chunks: tokio::sync::mpsc::Receiver<Result<Vec<Delivered<S::Decoded>>, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<S: Folding> Decoder<S> {
+    fn spawn(mut messages: async_nats::jetstream::consumer::pull::Ordered) -> Decoder<S> {
+        let (sender, chunks) = tokio::sync::mpsc::channel(4);
+        let task = tokio::spawn(async move {
+            loop {
+                // Wait for one message, then take what is already there, up to a chunk.
+                let mut next = messages.next().await;
+                let mut chunk = Vec::with_capacity(S::BATCH.min(256));
+                let failure = loop {
+                    match next {
+                        Some(Ok(message)) => match message.info() {
+                            Ok(info) => chunk.push(Delivered {
+                                sequence: info.stream_sequence,
+                                stream_pending: info.pending,
+                                decoded: S::decode(&message),
+                            }),
+                            Err(error) => break Some(error.to_string()),
+                        },
+                        Some(Err(error)) => break Some(error.to_string()),
+                        None => break Some("the consumer's message stream ended".to_owned()),
+                    }
+                    if chunk.len() == chunk.capacity() {
+                        break None;
+                    }
+                    match messages.next().now_or_never() {
+                        Some(message) => next = message,
+                        None => break None,
+                    }
+                };
+                if !chunk.is_empty() && sender.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+                if let Some(error) = failure {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            }
+        });
+        Decoder { chunks, task }
+    }
+}
+
+impl<S: Folding> Drop for Decoder<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -1,14 +1,13 @@
-//! The survey projection in the shared consumer loop ([`crate::runner`]): its own durable
-//! consumer on `obs.survey.>`, starting right after the committed manifest; acks only after
-//! the manifest commits; follows `CURRENT` when a rebuild switches it.
+//! The survey projection in the shared consumer loop ([`crate::runner`]): its own ordered
+//! consumer on `obs.survey.>`, starting right after the committed manifest; follows `CURRENT`
+//! when a rebuild switches it.
 
 use std::future::Future;
 
 use async_nats::jetstream::Message;
 use observatory_bus::Bus;
-use observatory_model::survey::SurveyEvent;
+use observatory_model::survey::{DecodedSurveyEvent, SurveyEvent};
 use observatory_store::Projection;
-use tracing::warn;
 
 use super::sink::{SurveySink, SurveySinkError};
 use crate::runner::{Folding, LoopError, Progress, ProjectorConfig, replay, serve};
@@ -17,9 +16,10 @@ pub type SurveyProjectorError = LoopError<SurveySinkError>;
 
 impl Folding for SurveySink {
     type Error = SurveySinkError;
+    type Decoded = DecodedSurveyEvent;
     const FILTER: &'static str = "obs.survey.>";
-    // Response batches are large messages: pull fewer at a time.
-    const BATCH: usize = 1_000;
+    // Response batches are large messages: pull and hold fewer at a time.
+    const BATCH: usize = 64;
 
     fn version(&self) -> u32 {
         SurveySink::version(self)
@@ -33,20 +33,16 @@ impl Folding for SurveySink {
         self.committed().last_sequence
     }
 
-    fn apply(&mut self, sequence: u64, message: &Message) -> bool {
-        let decoded = match SurveyEvent::decode(&message.payload) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                warn!(sequence, subject = %message.subject, %error, "survey event skipped");
-                return false;
-            }
-        };
+    fn decode(message: &Message) -> Result<DecodedSurveyEvent, String> {
+        let decoded = SurveyEvent::decode(&message.payload).map_err(|e| format!("{}: {e}", message.subject))?;
         if message.subject.rsplit('.').next() != Some(decoded.source.as_str()) {
-            warn!(sequence, subject = %message.subject, source = %decoded.source, "survey event skipped: source does not match its subject");
-            return false;
+            return Err(format!("source {} does not match its subject {}", decoded.source, message.subject));
         }
+        Ok(decoded)
+    }
+
+    fn apply(&mut self, sequence: u64, decoded: DecodedSurveyEvent) {
         self.fold.apply(sequence, &decoded.source, &decoded.event);
-        true
     }
 
     fn skip(&mut self, sequence: u64) {
