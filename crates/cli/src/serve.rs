@@ -219,7 +219,7 @@ pub async fn rebuild(global: &Global) -> Result<()> {
         ProgressStyle::with_template("{spinner} rebuild [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
             .expect("valid template"),
     );
-    let config = ProjectorConfig { max_pending: 1_000_000, ..projector_config(global) };
+    let config = projector_config(global);
     let (version, sequence) = observatory_projector::rebuild(&bus, &projection, &config, |progress| {
         bar.set_position(progress.applied_sequence);
     })

@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{Datelike, NaiveDate};
-use observatory_model::{Channel, DEPARTEMENTS, Event, IncidentReported, PeriodClosed, Unit, VictimType, incident_hash};
+use observatory_model::{Channel, DEPARTEMENTS, Event, departement_index, IncidentReported, PeriodClosed, Unit, VictimType, incident_hash};
 use observatory_reference::{Crosswalk, Crosswalks};
+
+use crate::tables::StateBuilder;
 
 /// One cell of the aggregate grain: (month of occurrence, département, ICCS, cyber,
 /// victim type, channel, source). Strings are interned so a cell is a small `Copy` key.
@@ -58,13 +60,22 @@ impl Tally {
 }
 
 /// What the fold keeps per incident: enough to decide on the next revision and to move its
-/// count. The full record goes to the state table, not to memory.
+/// count. The full record goes to the state table, not to memory. 16 bytes: the fold holds
+/// one per incident ever reported, tens of millions in a national history.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IncidentState {
     pub revision: u32,
-    /// `None` while withdrawn.
-    pub cell: Option<Cell>,
+    /// Index of its cell in the fold's cell table; [`WITHDRAWN`] while withdrawn.
+    cell: u32,
     pub loss_cents: i64,
+}
+
+const WITHDRAWN: u32 = u32::MAX;
+
+impl IncidentState {
+    fn cell(&self) -> Option<u32> {
+        (self.cell != WITHDRAWN).then_some(self.cell)
+    }
 }
 
 /// How one event changed the projection.
@@ -91,7 +102,7 @@ pub struct StateRow {
 
 #[derive(Default)]
 pub struct Interner {
-    ids: HashMap<String, u32>,
+    ids: FastMap<String, u32>,
     names: Vec<String>,
 }
 
@@ -129,12 +140,17 @@ pub struct Fold {
     coverage: BTreeMap<(String, String), Closure>,
     coverage_changed: bool,
     incidents: FastMap<u128, IncidentState>,
-    totals: FastMap<Cell, Tally>,
+    /// Every cell seen, numbered in order of appearance, with its totals at the same index.
+    cell_ids: FastMap<Cell, u32>,
+    cells: Vec<Cell>,
+    totals: Vec<Tally>,
     iccs: Interner,
     sources: Interner,
-    /// Since the last flush: count deltas per cell and changed incidents.
-    delta: FastMap<Cell, Tally>,
-    changed: FastMap<u128, StateRow>,
+    /// Since the last flush: count deltas per cell, and a state row per applied change in
+    /// sequence order (an incident changed twice has two rows; the newer one wins on restore
+    /// and in compaction).
+    delta: FastMap<u32, Tally>,
+    changed: StateBuilder,
     first_pending: Option<u64>,
     last_applied: u64,
     pub events_applied: u64,
@@ -179,7 +195,7 @@ impl Fold {
             departement: report
                 .departement
                 .as_deref()
-                .and_then(|d| DEPARTEMENTS.iter().position(|&known| known == d))
+                .and_then(departement_index)
                 .map_or(NO_DEPARTEMENT, |i| i as u16),
             iccs: self.iccs.id(&iccs),
             cyber,
@@ -230,51 +246,61 @@ impl Fold {
     }
 
     /// Applies the event at stream position `sequence`. Sequences at or below the last
-    /// applied one are redeliveries and are ignored.
-    pub fn apply(&mut self, sequence: u64, source: &str, event: &Event) -> Outcome {
+    /// applied one are redeliveries and are ignored. The event is taken by value: its report
+    /// becomes the incident's state row without a copy.
+    pub fn apply(&mut self, sequence: u64, source: &str, event: Event) -> Outcome {
         if sequence <= self.last_applied {
             return Outcome::Duplicate;
         }
         self.last_applied = sequence;
         self.first_pending.get_or_insert(sequence);
-        let Some((agency_incident_id, revision)) = event.incident() else {
-            if let Event::PeriodClosed(closed) = event {
-                self.close_period(source, closed);
+        let (agency_incident_id, revision, report) = match event {
+            Event::IncidentReported(report) => (report.agency_incident_id.clone(), report.revision, Some(report)),
+            Event::IncidentWithdrawn(withdrawn) => (withdrawn.agency_incident_id, withdrawn.revision, None),
+            Event::PeriodClosed(closed) => {
+                self.close_period(source, &closed);
+                self.events_applied += 1;
+                return Outcome::Applied;
             }
-            self.events_applied += 1;
-            return Outcome::Applied;
         };
-        let key = incident_hash(source, agency_incident_id);
+        let key = incident_hash(source, &agency_incident_id);
         let previous = self.incidents.get(&key).copied();
         if let Some(previous) = previous {
             if revision <= previous.revision {
                 self.events_ignored += 1;
                 return if revision == previous.revision { Outcome::Duplicate } else { Outcome::Stale };
             }
-            if let Some(old_cell) = previous.cell {
+            if let Some(old_cell) = previous.cell() {
                 self.move_count(old_cell, -1, previous.loss_cents);
             }
         }
-        let (cell, loss, report) = match event {
-            Event::IncidentReported(report) => {
+        let (cell, loss) = match &report {
+            Some(report) => {
                 let cell = self.cell_of(source, report);
+                let cell = self.cell_id(cell);
                 let loss = loss_cents(report.loss_eur);
                 self.move_count(cell, 1, loss);
-                (Some(cell), loss, Some(report.clone()))
+                (cell, loss)
             }
-            Event::IncidentWithdrawn(_) | Event::PeriodClosed(_) => (None, 0, None),
+            None => (WITHDRAWN, 0),
         };
         self.incidents.insert(key, IncidentState { revision, cell, loss_cents: loss });
-        self.changed.insert(
-            key,
-            StateRow { source: source.to_owned(), agency_incident_id: agency_incident_id.to_owned(), revision, sequence, report },
-        );
+        self.changed.append(source, &agency_incident_id, revision, sequence, report.as_ref());
         self.events_applied += 1;
         Outcome::Applied
     }
 
-    fn move_count(&mut self, cell: Cell, sign: i64, loss_cents: i64) {
-        self.totals.entry(cell).or_default().add(sign, loss_cents);
+    /// The number of `cell` in the cell table, adding it if new.
+    fn cell_id(&mut self, cell: Cell) -> u32 {
+        *self.cell_ids.entry(cell).or_insert_with(|| {
+            self.cells.push(cell);
+            self.totals.push(Tally::default());
+            (self.cells.len() - 1) as u32
+        })
+    }
+
+    fn move_count(&mut self, cell: u32, sign: i64, loss_cents: i64) {
+        self.totals[cell as usize].add(sign, loss_cents);
         self.delta.entry(cell).or_default().add(sign, loss_cents);
     }
 
@@ -282,23 +308,23 @@ impl Fold {
     /// winning. Totals are derived from the restored state.
     pub fn restore(&mut self, row: &StateRow) {
         let key = incident_hash(&row.source, &row.agency_incident_id);
-        if let Some(existing) = self.incidents.get(&key) {
+        if let Some(existing) = self.incidents.get(&key).copied() {
             if existing.revision >= row.revision {
                 return;
             }
-            if let Some(cell) = existing.cell {
-                let loss = existing.loss_cents;
-                self.totals.entry(cell).or_default().add(-1, loss);
+            if let Some(cell) = existing.cell() {
+                self.totals[cell as usize].add(-1, existing.loss_cents);
             }
         }
         let (cell, loss) = match &row.report {
             Some(report) => {
                 let cell = self.cell_of(&row.source, report);
+                let cell = self.cell_id(cell);
                 let loss = loss_cents(report.loss_eur);
-                self.totals.entry(cell).or_default().add(1, loss);
-                (Some(cell), loss)
+                self.totals[cell as usize].add(1, loss);
+                (cell, loss)
             }
-            None => (None, 0),
+            None => (WITHDRAWN, 0),
         };
         self.incidents.insert(key, IncidentState { revision: row.revision, cell, loss_cents: loss });
     }
@@ -324,25 +350,30 @@ impl Fold {
     /// deltas (zero cells dropped) and the changed incidents sorted by sequence.
     pub fn take_pending(&mut self) -> Option<Pending> {
         let first_sequence = self.first_pending.take()?;
-        let mut deltas: Vec<(Cell, Tally)> = self.delta.drain().filter(|(_, t)| !t.is_zero()).collect();
+        let cells = &self.cells;
+        let mut deltas: Vec<(Cell, Tally)> =
+            self.delta.drain().filter(|(_, t)| !t.is_zero()).map(|(id, t)| (cells[id as usize], t)).collect();
         deltas.sort_unstable_by_key(|(cell, _)| *cell);
-        let mut changed: Vec<StateRow> = self.changed.drain().map(|(_, row)| row).collect();
-        changed.sort_unstable_by_key(|row| row.sequence);
+        let changed = self.changed.finish();
         let coverage_changed = std::mem::take(&mut self.coverage_changed);
         Some(Pending { first_sequence, last_sequence: self.last_applied, deltas, changed, coverage_changed })
+    }
+
+    fn cells(&self) -> impl Iterator<Item = (Cell, Tally)> + '_ {
+        self.cells.iter().copied().zip(self.totals.iter().copied())
     }
 
     /// Current totals of one year, non-zero cells only, sorted.
     pub fn totals_of_year(&self, year: i32) -> Vec<(Cell, Tally)> {
         let mut cells: Vec<(Cell, Tally)> =
-            self.totals.iter().filter(|(c, t)| c.year() == year && !t.is_zero()).map(|(c, t)| (*c, *t)).collect();
+            self.cells().filter(|(c, t)| c.year() == year && !t.is_zero()).collect();
         cells.sort_unstable_by_key(|(cell, _)| *cell);
         cells
     }
 
     /// Years with at least one non-zero cell.
     pub fn years(&self) -> Vec<i32> {
-        let mut years: Vec<i32> = self.totals.iter().filter(|(_, t)| !t.is_zero()).map(|(c, _)| c.year()).collect();
+        let mut years: Vec<i32> = self.cells().filter(|(_, t)| !t.is_zero()).map(|(c, _)| c.year()).collect();
         years.sort_unstable();
         years.dedup();
         years
@@ -353,7 +384,7 @@ impl Fold {
     }
 
     pub fn counted_incidents(&self) -> i64 {
-        self.totals.values().map(|t| t.count).sum()
+        self.totals.iter().map(|t| t.count).sum()
     }
 }
 
@@ -362,7 +393,8 @@ pub struct Pending {
     pub first_sequence: u64,
     pub last_sequence: u64,
     pub deltas: Vec<(Cell, Tally)>,
-    pub changed: Vec<StateRow>,
+    /// State rows of the changed incidents (see [`crate::tables::state_schema`]).
+    pub changed: arrow::array::RecordBatch,
     /// The coverage table changed: write a new snapshot of it.
     pub coverage_changed: bool,
 }
@@ -409,45 +441,51 @@ mod tests {
     #[test]
     fn amendment_moves_the_count_and_lower_revisions_change_nothing() {
         let mut fold = Fold::new();
-        assert_eq!(fold.apply(1, "pn", &report("A", 1, 3, "75", Some(10.5))), Outcome::Applied);
-        assert_eq!(fold.apply(2, "pn", &report("A", 3, 4, "92", Some(20.0))), Outcome::Applied);
-        assert_eq!(fold.apply(3, "pn", &report("A", 2, 5, "13", None)), Outcome::Stale);
-        assert_eq!(fold.apply(4, "pn", &report("A", 3, 4, "92", Some(20.0))), Outcome::Duplicate);
+        assert_eq!(fold.apply(1, "pn", report("A", 1, 3, "75", Some(10.5))), Outcome::Applied);
+        assert_eq!(fold.apply(2, "pn", report("A", 3, 4, "92", Some(20.0))), Outcome::Applied);
+        assert_eq!(fold.apply(3, "pn", report("A", 2, 5, "13", None)), Outcome::Stale);
+        assert_eq!(fold.apply(4, "pn", report("A", 3, 4, "92", Some(20.0))), Outcome::Duplicate);
         assert_eq!(counts(&fold), vec![("2024-04".into(), "92".into(), 1, 2000)]);
     }
 
     #[test]
     fn withdrawal_stops_counting_until_a_later_revision() {
         let mut fold = Fold::new();
-        fold.apply(1, "pn", &report("A", 1, 3, "75", None));
-        fold.apply(2, "pn", &withdraw("A", 2));
+        fold.apply(1, "pn", report("A", 1, 3, "75", None));
+        fold.apply(2, "pn", withdraw("A", 2));
         assert!(counts(&fold).is_empty());
-        fold.apply(3, "pn", &report("A", 2, 3, "75", None));
+        fold.apply(3, "pn", report("A", 2, 3, "75", None));
         assert!(counts(&fold).is_empty(), "revision 2 was the withdrawal");
-        fold.apply(4, "pn", &report("A", 3, 6, "75", None));
+        fold.apply(4, "pn", report("A", 3, 6, "75", None));
         assert_eq!(counts(&fold), vec![("2024-06".into(), "75".into(), 1, 0)]);
+    }
+
+    #[test]
+    fn incident_state_stays_small() {
+        // The fold holds one per incident: its size is the projector's memory per incident.
+        assert_eq!(std::mem::size_of::<IncidentState>(), 16);
     }
 
     #[test]
     fn the_same_incident_id_from_two_sources_is_two_incidents() {
         let mut fold = Fold::new();
-        fold.apply(1, "pn", &report("A", 1, 3, "75", None));
-        fold.apply(2, "gn", &report("A", 1, 3, "75", None));
+        fold.apply(1, "pn", report("A", 1, 3, "75", None));
+        fold.apply(2, "gn", report("A", 1, 3, "75", None));
         assert_eq!(fold.counted_incidents(), 2);
     }
 
     #[test]
     fn restore_from_state_rows_gives_the_same_totals() {
         let mut fold = Fold::new();
-        fold.apply(1, "pn", &report("A", 1, 3, "75", Some(1.0)));
-        fold.apply(2, "pn", &report("B", 1, 3, "75", Some(2.0)));
-        fold.apply(3, "pn", &report("A", 2, 7, "2A", Some(3.0)));
-        fold.apply(4, "pn", &withdraw("B", 2));
+        fold.apply(1, "pn", report("A", 1, 3, "75", Some(1.0)));
+        fold.apply(2, "pn", report("B", 1, 3, "75", Some(2.0)));
+        fold.apply(3, "pn", report("A", 2, 7, "2A", Some(3.0)));
+        fold.apply(4, "pn", withdraw("B", 2));
         let pending = fold.take_pending().unwrap();
         assert_eq!((pending.first_sequence, pending.last_sequence), (1, 4));
         let mut restored = Fold::new();
         // Older rows of the same incident may come in any order: the revision decides.
-        for row in pending.changed.iter().rev() {
+        for row in crate::tables::state_rows(&pending.changed).unwrap().iter().rev() {
             restored.restore(row);
         }
         assert_eq!(counts(&restored), counts(&fold));
@@ -488,11 +526,11 @@ mod tests {
                 departements: deps.map(|d| d.into_iter().map(String::from).collect()),
             })
         };
-        fold.apply(1, "pn", &close(Some(vec!["75"])));
-        fold.apply(2, "pn", &close(Some(vec!["92"])));
+        fold.apply(1, "pn", close(Some(vec!["75"])));
+        fold.apply(2, "pn", close(Some(vec!["92"])));
         let key = ("pn".to_owned(), "2024-03".to_owned());
         assert_eq!(fold.coverage()[&key].as_ref().unwrap().len(), 2);
-        fold.apply(3, "pn", &close(None));
+        fold.apply(3, "pn", close(None));
         assert!(fold.coverage()[&key].is_none());
         assert!(fold.take_pending().unwrap().coverage_changed);
     }
@@ -500,8 +538,8 @@ mod tests {
     #[test]
     fn redelivered_sequences_are_ignored() {
         let mut fold = Fold::new();
-        fold.apply(5, "pn", &report("A", 1, 3, "75", None));
-        assert_eq!(fold.apply(5, "pn", &report("B", 1, 3, "75", None)), Outcome::Duplicate);
+        fold.apply(5, "pn", report("A", 1, 3, "75", None));
+        assert_eq!(fold.apply(5, "pn", report("B", 1, 3, "75", None)), Outcome::Duplicate);
         assert_eq!(fold.counted_incidents(), 1);
     }
 }

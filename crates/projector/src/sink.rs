@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::Utc;
 use observatory_model::incident_hash;
 use observatory_store::{CommitError, DataFile, Manifest, Projection, StoreError, read_parquet, write_parquet};
-use tracing::{info, info_span, Instrument};
+use tracing::{Instrument, debug, info, info_span};
 
-use crate::fold::{Cell, Fold, StateRow, Tally};
+use crate::fold::{Cell, Fold, Tally};
 use crate::tables::{
-    COUNTS_TABLE, COVERAGE_TABLE, STATE_TABLE, TableError, counts_batch, coverage_batch, coverage_rows, state_batch,
+    COUNTS_TABLE, COVERAGE_TABLE, STATE_TABLE, TableError, counts_batch, coverage_batch, coverage_rows,
     state_rows,
 };
 
@@ -58,15 +58,19 @@ fn reference_record(pins: &BTreeMap<String, u32>) -> BTreeMap<String, String> {
 pub struct Compaction {
     /// A year partition of counts with more delta files than this is rewritten as one snapshot.
     pub max_count_files: usize,
-    /// More state files than this and the newest ones are merged.
+    /// More state files than this (below `max_state_file_rows`) and the newest ones are merged.
     pub max_state_files: usize,
+    /// A state file this large is never merged again, so compaction holds at most this many
+    /// rows in memory however long the history (an LSM level cap). Rows of an incident amended
+    /// since stay in the older file too; restore keeps the newest revision.
+    pub max_state_file_rows: u64,
     /// Manifests kept per version; older ones and the files only they named are deleted.
     pub keep_manifests: usize,
 }
 
 impl Default for Compaction {
     fn default() -> Self {
-        Compaction { max_count_files: 16, max_state_files: 16, keep_manifests: 50 }
+        Compaction { max_count_files: 16, max_state_files: 16, max_state_file_rows: 2_000_000, keep_manifests: 50 }
     }
 }
 
@@ -112,8 +116,13 @@ impl Sink {
         let span = info_span!("restore", projection = projection.name(), version, sequence = committed.last_sequence);
         async {
             for file in committed.files(STATE_TABLE) {
-                for row in read_state(&projection, version, file).await? {
-                    fold.restore(&row);
+                // Batch by batch: a state file can hold millions of rows.
+                let path = projection.object_path(version, &file.path);
+                for batch in read_parquet(projection.store(), &path).await? {
+                    let rows = state_rows(&batch).map_err(|source| SinkError::Table { path: path.to_string(), source })?;
+                    for row in &rows {
+                        fold.restore(row);
+                    }
                 }
             }
             for file in committed.files(COVERAGE_TABLE) {
@@ -157,12 +166,14 @@ impl Sink {
             version = self.version,
             first = pending.first_sequence,
             last = pending.last_sequence,
-            changed = pending.changed.len()
+            changed = pending.changed.num_rows()
         );
         self.flush_pending(pending, rejected_events).instrument(span).await.map(Some)
     }
 
     async fn flush_pending(&mut self, pending: crate::fold::Pending, rejected_events: u64) -> Result<u64, SinkError> {
+        let started = std::time::Instant::now();
+        let (changed, cells) = (pending.changed.num_rows(), pending.deltas.len());
         let range = format!("{}-{}", pending.first_sequence, pending.last_sequence);
         let mut tables = self.committed.tables.clone();
 
@@ -176,9 +187,9 @@ impl Sink {
             let file = self.write(&path, &counts_batch(&self.fold, &cells), Some(year), pending.first_sequence, pending.last_sequence).await?;
             counts.push(file);
         }
-        if !pending.changed.is_empty() {
+        if pending.changed.num_rows() > 0 {
             let path = format!("data/{STATE_TABLE}/{range}.parquet");
-            let file = self.write(&path, &state_batch(&pending.changed), None, pending.first_sequence, pending.last_sequence).await?;
+            let file = self.write(&path, &pending.changed, None, pending.first_sequence, pending.last_sequence).await?;
             tables.entry(STATE_TABLE.to_owned()).or_default().push(file);
         }
         if pending.coverage_changed {
@@ -213,6 +224,7 @@ impl Sink {
         self.projection.commit(&manifest).await?;
         self.committed = manifest;
         self.flushes += 1;
+        debug!(sequence = pending.last_sequence, changed, cells, elapsed_ms = started.elapsed().as_millis() as u64, "committed");
         if self.flushes % 20 == 0 {
             let deleted = self.projection.collect_garbage(self.version, self.compaction.keep_manifests).await?;
             tracing::debug!(deleted, "garbage collected");
@@ -256,49 +268,136 @@ impl Sink {
     }
 
     /// Merges the newest state files (and older ones not much bigger than them), keeping
-    /// the newest row of each incident: size-tiered, so each row is rewritten O(log n) times.
+    /// the newest row of each incident: size-tiered, so each row is rewritten O(log n) times,
+    /// and capped, so a merge never holds more than `max_state_file_rows` rows.
     async fn compact_state(&self, tables: &mut BTreeMap<String, Vec<DataFile>>) -> Result<(), SinkError> {
+        let cap = self.compaction.max_state_file_rows;
         let files = tables.entry(STATE_TABLE.to_owned()).or_default();
-        if files.len() <= self.compaction.max_state_files {
+        let (mut open, sealed): (Vec<DataFile>, Vec<DataFile>) = files.drain(..).partition(|f| f.rows < cap);
+        files.extend(sealed);
+        if open.len() <= self.compaction.max_state_files {
+            files.extend(open);
             return Ok(());
         }
-        files.sort_by_key(|f| f.first_sequence);
-        let mut take = self.compaction.max_state_files / 2;
-        let mut rows: u64 = files[files.len() - take..].iter().map(|f| f.rows).sum();
-        while take < files.len() && files[files.len() - take - 1].rows <= 2 * rows {
-            take += 1;
-            rows += files[files.len() - take].rows;
-        }
-        let merged_files = files.split_off(files.len() - take);
-        let mut newest: HashMap<u128, StateRow> = HashMap::new();
-        for file in &merged_files {
-            for row in read_state(&self.projection, self.version, file).await? {
-                let key = incident_hash(&row.source, &row.agency_incident_id);
-                match newest.get(&key) {
-                    Some(existing) if existing.sequence >= row.sequence => {}
-                    _ => {
-                        newest.insert(key, row);
-                    }
-                }
+        open.sort_by_key(|f| f.first_sequence);
+        let mut take = 0;
+        let mut rows: u64 = 0;
+        while take < open.len() {
+            let next = open[open.len() - take - 1].rows;
+            let tiered = take < self.compaction.max_state_files / 2 || next <= 2 * rows;
+            if !tiered || (take >= 2 && rows + next > cap) {
+                break;
             }
+            take += 1;
+            rows += next;
         }
-        let mut merged: Vec<StateRow> = newest.into_values().collect();
-        merged.sort_unstable_by_key(|row| row.sequence);
-        let first = merged_files.first().expect("non-empty").first_sequence;
-        let last = merged_files.last().expect("non-empty").last_sequence;
+        let merged_files = open.split_off(open.len() - take);
+        files.extend(open);
+        let mut batches = Vec::new();
+        for file in &merged_files {
+            batches.extend(read_parquet(self.projection.store(), &self.projection.object_path(self.version, &file.path)).await?);
+        }
+        let merged = newest_rows(&batches).map_err(|source| SinkError::Table { path: STATE_TABLE.into(), source })?;
+        let first = merged_files.iter().map(|f| f.first_sequence).min().expect("non-empty");
+        let last = merged_files.iter().map(|f| f.last_sequence).max().expect("non-empty");
         let path = format!("data/{STATE_TABLE}/{first}-{last}.parquet");
-        let file = self.write(&path, &state_batch(&merged), None, first, last).await?;
+        let file = self.write(&path, &merged, None, first, last).await?;
         info!(merged = merged_files.len(), rows = file.rows, "state compacted");
         files.push(file);
+        files.sort_by_key(|f| f.first_sequence);
         Ok(())
     }
 }
 
-async fn read_state(projection: &Projection, version: u32, file: &DataFile) -> Result<Vec<StateRow>, SinkError> {
-    let path = projection.object_path(version, &file.path);
-    let mut rows = Vec::with_capacity(file.rows as usize);
-    for batch in read_parquet(projection.store(), &path).await? {
-        rows.extend(state_rows(&batch).map_err(|source| SinkError::Table { path: path.to_string(), source })?);
+/// The newest row (highest sequence) of each incident among state batches, in sequence
+/// order, selected and copied column by column: no per-row records in memory.
+fn newest_rows(batches: &[arrow::array::RecordBatch]) -> Result<arrow::array::RecordBatch, TableError> {
+    use arrow::array::{Array, StringArray, UInt64Array};
+    let all = arrow::compute::concat_batches(&crate::tables::state_schema(), batches).map_err(|e| TableError::new(e.to_string()))?;
+    let column = |name: &str| all.column_by_name(name).ok_or_else(|| TableError::new(format!("column {name} missing")));
+    let source = column("source")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| TableError::new("source is not text".into()))?;
+    let id = column("agency_incident_id")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| TableError::new("agency_incident_id is not text".into()))?;
+    let sequence = column("sequence")?.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| TableError::new("sequence is not u64".into()))?;
+    let mut newest: HashMap<u128, (u64, u32), foldhash::fast::RandomState> = HashMap::default();
+    for row in 0..all.num_rows() {
+        let key = incident_hash(source.value(row), id.value(row));
+        let candidate = (sequence.value(row), row as u32);
+        newest.entry(key).and_modify(|kept| *kept = (*kept).max(candidate)).or_insert(candidate);
     }
-    Ok(rows)
+    let mut rows: Vec<(u64, u32)> = newest.into_values().collect();
+    rows.sort_unstable();
+    let indices = arrow::array::UInt32Array::from_iter_values(rows.into_iter().map(|(_, row)| row));
+    arrow::compute::take_record_batch(&all, &indices).map_err(|e| TableError::new(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+    use observatory_model::{Channel, Event, IncidentReported, Unit, VictimType};
+    use observatory_store::Store;
+
+    fn report(id: u32, revision: u32, month: u32) -> Event {
+        Event::IncidentReported(IncidentReported {
+            agency_incident_id: format!("I{id}"),
+            revision,
+            occurred_on: NaiveDate::from_ymd_opt(2024, month, 1).unwrap(),
+            occurred_until: None,
+            reported_on: NaiveDate::from_ymd_opt(2024, 12, 31).unwrap(),
+            iccs: "0903".into(),
+            offence_code: None,
+            cyber: true,
+            departement: Some("75".into()),
+            victim_type: VictimType::Individual,
+            channel: Channel::Email,
+            loss_eur: Some(f64::from(id)),
+            unit: Unit::Offence,
+            coding: None,
+        })
+    }
+
+    /// Many small flushes with amendments and a tiny compaction budget: the state files stay
+    /// few, none beyond the cap is merged again, and a restart restores the same incidents and
+    /// totals from them.
+    #[tokio::test]
+    async fn capped_state_compaction_keeps_the_newest_revision_of_every_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let projection = Projection::new(Store::open(dir.path().to_str().unwrap()).unwrap(), INCIDENTS);
+        let compaction = Compaction { max_count_files: 4, max_state_files: 4, max_state_file_rows: 120, keep_manifests: 3 };
+        let mut sink = Sink::open(projection.clone(), 1, "TEST", compaction, &BTreeMap::new()).await.unwrap();
+        let mut sequence = 0;
+        for round in 0..30u32 {
+            for i in 0..20u32 {
+                // 200 incidents; every round amends some of them to a later month.
+                let id = (round * 20 + i) % 200;
+                sequence += 1;
+                sink.fold.apply(sequence, "pn", report(id, round + 1, 1 + (round % 12)));
+            }
+            sink.flush(0).await.unwrap();
+        }
+        let files = sink.committed().files(STATE_TABLE);
+        assert!(files.iter().any(|f| f.rows >= 120), "some file reached the cap and was sealed: {files:?}");
+        assert!(files.len() <= 4 + 4, "state files stay bounded: {}", files.len());
+        let expected = (sink.fold.incident_count(), sink.fold.counted_incidents(), sink.fold.totals_of_year(2024));
+        assert_eq!(expected.0, 200);
+
+        let restored = Sink::open(projection, 1, "TEST", compaction, &BTreeMap::new()).await.unwrap();
+        assert_eq!(restored.committed().last_sequence, sequence);
+        assert_eq!((restored.fold.incident_count(), restored.fold.counted_incidents(), restored.fold.totals_of_year(2024)), expected);
+    }
+
+    #[test]
+    fn newest_rows_keeps_the_highest_sequence_per_incident_in_sequence_order() {
+        let mut fold = Fold::new();
+        fold.apply(1, "pn", report(1, 1, 1));
+        fold.apply(2, "pn", report(2, 1, 1));
+        let first = fold.take_pending().unwrap().changed;
+        fold.apply(3, "pn", report(1, 2, 3));
+        fold.apply(4, "gn", report(1, 1, 1));
+        let second = fold.take_pending().unwrap().changed;
+        let merged = crate::tables::state_rows(&newest_rows(&[first, second]).unwrap()).unwrap();
+        let kept: Vec<(String, String, u64)> =
+            merged.into_iter().map(|r| (r.source, r.agency_incident_id, r.sequence)).collect();
+        assert_eq!(kept, vec![("pn".into(), "I2".into(), 2), ("pn".into(), "I1".into(), 3), ("gn".into(), "I1".into(), 4)]);
+    }
 }
