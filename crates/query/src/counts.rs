@@ -2,7 +2,7 @@
 //! (or compacted snapshots) per cell; summing every file of the manifest gives the totals.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
@@ -57,17 +57,30 @@ pub struct CountsAnswer {
     pub frame: DataFrame,
 }
 
-/// Reads committed manifests and their counts files, caching decoded files (they are
-/// immutable: a name is never reused for other content).
+/// Reads committed manifests and serves counts from the cells they add up to.
 pub struct CountsEngine {
     projection: Projection,
-    cache: Mutex<HashMap<String, DataFrame>>,
+    /// The serving manifest's counts netted per cell; rebuilt (or extended) when the manifest
+    /// changes, then shared by every request on that manifest.
+    netted: tokio::sync::Mutex<Option<Arc<Netted>>>,
     poll_interval: Duration,
+}
+
+/// Every counts file of one manifest summed per cell, zero cells dropped, with an `open`
+/// column (1 where the source has not closed that month and département). The files hold
+/// deltas and snapshots whose sum is the answer: summing them once per manifest instead of
+/// once per request makes a request a filter and a group-by over live cells only.
+pub struct Netted {
+    version: u32,
+    counts_files: HashSet<String>,
+    coverage_files: Vec<String>,
+    coverage: Coverage,
+    frame: DataFrame,
 }
 
 impl CountsEngine {
     pub fn new(projection: Projection) -> CountsEngine {
-        CountsEngine { projection, cache: Mutex::new(HashMap::new()), poll_interval: Duration::from_millis(20) }
+        CountsEngine { projection, netted: tokio::sync::Mutex::new(None), poll_interval: Duration::from_millis(20) }
     }
 
     /// The serving manifest, waiting up to `wait` for it to reach `min_sequence`.
@@ -89,33 +102,61 @@ impl CountsEngine {
     }
 
     async fn load(&self, version: u32, file: &DataFile) -> Result<DataFrame, QueryError> {
-        // Keyed by the full object path: versions reuse the same relative names.
         let path = self.projection.object_path(version, &file.path);
-        if let Some(frame) = self.cache.lock().expect("not poisoned").get(path.as_ref()) {
-            return Ok(frame.clone());
-        }
         let bytes = self
             .projection
             .store()
             .get(&path)
             .await?
             .ok_or_else(|| QueryError::Read { path: path.to_string(), message: "named by the manifest but missing".into() })?;
-        let frame = ParquetReader::new(std::io::Cursor::new(bytes))
+        ParquetReader::new(std::io::Cursor::new(bytes))
             .finish()
-            .map_err(|e| QueryError::Read { path: path.to_string(), message: e.to_string() })?;
-        self.cache.lock().expect("not poisoned").insert(path.to_string(), frame.clone());
-        Ok(frame)
+            .map_err(|e| QueryError::Read { path: path.to_string(), message: e.to_string() })
     }
 
-    /// Drops cached files no longer named by the manifest being served.
-    fn retain_cache(&self, manifest: &Manifest) {
-        let live: HashSet<String> = manifest
-            .files("counts")
-            .iter()
-            .chain(manifest.files("coverage"))
-            .map(|f| self.projection.object_path(manifest.version, &f.path).to_string())
-            .collect();
-        self.cache.lock().expect("not poisoned").retain(|path, _| live.contains(path));
+    /// The netted counts of `manifest`: the cached ones when they match it, extended by the
+    /// new files when the manifest only added some (the usual flush), else built anew (a
+    /// compaction or a rebuild replaced files).
+    async fn netted(&self, manifest: &Manifest) -> Result<Arc<Netted>, QueryError> {
+        let mut cached = self.netted.lock().await;
+        let counts_files: HashSet<String> = manifest.files("counts").iter().map(|f| f.path.clone()).collect();
+        let coverage_files: Vec<String> = manifest.files("coverage").iter().map(|f| f.path.clone()).collect();
+        if let Some(netted) = cached.as_ref() {
+            if netted.version == manifest.version && netted.counts_files == counts_files && netted.coverage_files == coverage_files {
+                return Ok(netted.clone());
+            }
+        }
+        let previous = cached.take().filter(|n| n.version == manifest.version && n.counts_files.is_subset(&counts_files));
+        let coverage = match &previous {
+            Some(netted) if netted.coverage_files == coverage_files => netted.coverage.clone(),
+            _ => {
+                let mut coverage = Coverage::default();
+                for file in manifest.files("coverage") {
+                    coverage.add(&self.load(manifest.version, file).await?)?;
+                }
+                coverage
+            }
+        };
+        let mut frames = Vec::new();
+        if let Some(netted) = &previous {
+            frames.push(netted.frame.clone().lazy().select([all().exclude_cols(["open"]).as_expr()]));
+        }
+        for file in manifest.files("counts") {
+            if previous.as_ref().is_some_and(|n| n.counts_files.contains(&file.path)) {
+                continue;
+            }
+            frames.push(self.load(manifest.version, file).await?.lazy());
+        }
+        let started = Instant::now();
+        let for_task = coverage.clone();
+        let frame = tokio::task::spawn_blocking(move || net(frames, &for_task))
+            .await
+            .map_err(|e| QueryError::Compute(format!("netting task failed: {e}")))??;
+        tracing::debug!(version = manifest.version, sequence = manifest.last_sequence, cells = frame.height(),
+            incremental = previous.is_some(), elapsed_ms = started.elapsed().as_millis() as u64, "counts netted");
+        let netted = Arc::new(Netted { version: manifest.version, counts_files, coverage_files, coverage, frame });
+        *cached = Some(netted.clone());
+        Ok(netted)
     }
 
     /// Per source and month: `closed` (declared complete), `partial` (some départements
@@ -154,7 +195,7 @@ impl CountsEngine {
             all_sources.retain(|s| wanted.contains(s));
         }
         let months: Vec<String> = {
-            let known = with_data.iter().map(|(_, m)| m.clone()).chain(coverage.closed.keys().map(|(_, m)| m.clone()));
+            let known = with_data.iter().map(|(_, m)| m.clone()).chain(coverage.months().map(|(_, m)| m.to_owned()));
             let mut known: Vec<String> = known.collect();
             known.sort();
             let first = from.map(str::to_owned).or_else(|| known.first().cloned());
@@ -188,13 +229,10 @@ impl CountsEngine {
     }
 
     async fn coverage_table(&self) -> Result<Coverage, QueryError> {
-        let mut coverage = Coverage::default();
-        if let Some(manifest) = self.projection.serving_manifest().await? {
-            for file in manifest.files("coverage") {
-                coverage.add(&self.load(manifest.version, file).await?)?;
-            }
+        match self.projection.serving_manifest().await? {
+            Some(manifest) => Ok(self.netted(&manifest).await?.coverage.clone()),
+            None => Ok(Coverage::default()),
         }
-        Ok(coverage)
     }
 
     pub async fn counts(&self, request: &CountsRequest, wait: Duration) -> Result<CountsAnswer, QueryError> {
@@ -205,25 +243,13 @@ impl CountsEngine {
             committed_at: manifest.as_ref().map(|m| m.committed_at),
             reference: manifest.as_ref().map(|m| m.reference.clone()).unwrap_or_default(),
         };
-        let mut frames = Vec::new();
-        let mut coverage = Coverage::default();
-        if let Some(manifest) = &manifest {
-            self.retain_cache(manifest);
-            for file in manifest.files("coverage") {
-                coverage.add(&self.load(manifest.version, file).await?)?;
-            }
-            let (first_year, last_year) = request.year_range();
-            for file in manifest.files("counts") {
-                let year = file.year.unwrap_or_default();
-                if first_year.is_some_and(|y| year < y) || last_year.is_some_and(|y| year > y) {
-                    continue;
-                }
-                frames.push(self.load(manifest.version, file).await?.lazy());
-            }
-        }
+        let cells = match &manifest {
+            Some(manifest) => self.netted(manifest).await?.frame.clone(),
+            None => net(Vec::new(), &Coverage::default())?,
+        };
         // Polars computes on its own threads and blocks: keep it off the async workers.
         let request = request.clone();
-        let frame = tokio::task::spawn_blocking(move || aggregate(frames, &request, &coverage))
+        let frame = tokio::task::spawn_blocking(move || aggregate(cells, &request))
             .await
             .map_err(|e| QueryError::Compute(format!("aggregation task failed: {e}")))??;
         Ok(CountsAnswer { as_of, frame })
@@ -267,8 +293,8 @@ fn empty_counts() -> LazyFrame {
 /// Which (source, month) an agency declared complete, as the coverage table says.
 #[derive(Debug, Default, Clone)]
 pub struct Coverage {
-    /// `None`: the whole month; otherwise the closed départements.
-    closed: HashMap<(String, String), Option<HashSet<String>>>,
+    /// source → month → `None`: the whole month; otherwise the closed départements.
+    closed: HashMap<String, HashMap<String, Option<HashSet<String>>>>,
 }
 
 impl Coverage {
@@ -278,7 +304,12 @@ impl Coverage {
         let departement = frame.column("departement")?.str()?;
         for i in 0..frame.height() {
             let (Some(s), Some(m)) = (source.get(i), month.get(i)) else { continue };
-            let entry = self.closed.entry((s.to_owned(), m.to_owned())).or_insert_with(|| Some(HashSet::new()));
+            let entry = self
+                .closed
+                .entry(s.to_owned())
+                .or_default()
+                .entry(m.to_owned())
+                .or_insert_with(|| Some(HashSet::new()));
             match (departement.get(i), entry.as_mut()) {
                 (None, _) => *entry = None,
                 (Some(d), Some(set)) => {
@@ -291,7 +322,7 @@ impl Coverage {
     }
 
     pub fn is_closed(&self, source: &str, month: &str, departement: Option<&str>) -> bool {
-        match self.closed.get(&(source.to_owned(), month.to_owned())) {
+        match self.entry(source, month) {
             Some(None) => true,
             Some(Some(listed)) => departement.is_some_and(|d| listed.contains(d)),
             None => false,
@@ -301,11 +332,16 @@ impl Coverage {
     /// Closed départements of a partially closed (source, month); `None` when wholly closed
     /// or not closed at all.
     pub fn entry(&self, source: &str, month: &str) -> Option<&Option<HashSet<String>>> {
-        self.closed.get(&(source.to_owned(), month.to_owned()))
+        self.closed.get(source)?.get(month)
     }
 
     pub fn sources(&self) -> impl Iterator<Item = &str> {
-        self.closed.keys().map(|(s, _)| s.as_str())
+        self.closed.keys().map(String::as_str)
+    }
+
+    /// Every closed (source, month).
+    pub fn months(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.closed.iter().flat_map(|(s, months)| months.keys().map(move |m| (s.as_str(), m.as_str())))
     }
 }
 
@@ -326,10 +362,32 @@ fn open_flags(frame: &DataFrame, coverage: &Coverage) -> Result<Column, QueryErr
     Ok(Column::new("open".into(), open))
 }
 
-/// Filters, checks units, groups and sums, then adds provisional flags and rates. Pure over
-/// its inputs.
-pub fn aggregate(frames: Vec<LazyFrame>, request: &CountsRequest, coverage: &Coverage) -> Result<DataFrame, QueryError> {
-    let mut frame = if frames.is_empty() { empty_counts() } else { concat(frames, UnionArgs::default())? };
+/// The dimensions of a cell: every column of the counts table but the two measures.
+const CELL_COLUMNS: [&str; 13] = [
+    "year", "month", "departement", "iccs", "cyber", "victim_type", "channel", "source", "unit", "iccs_section",
+    "iccs_division", "iccs_group", "region",
+];
+
+/// Sums counts files (and a previous netted table) per cell, drops cells that net to
+/// nothing, and flags the cells not yet closed. Pure over its inputs.
+pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, QueryError> {
+    let frame = if frames.is_empty() { empty_counts() } else { concat(frames, UnionArgs::default())? };
+    let keys: Vec<Expr> = CELL_COLUMNS.iter().map(|c| col(*c)).collect();
+    let mut cells = frame
+        .group_by(keys)
+        .agg([col("count").sum().alias("count"), col("loss_cents").sum().alias("loss_cents")])
+        // An amendment that only changes the loss leaves a count of 0: keep it.
+        .filter(col("count").neq(lit(0i64)).or(col("loss_cents").neq(lit(0i64))))
+        .collect()?;
+    let open = open_flags(&cells, coverage)?;
+    cells.with_column(open)?;
+    Ok(cells)
+}
+
+/// Filters the netted cells, checks units, groups and sums, then adds provisional flags and
+/// rates. Pure over its inputs.
+pub fn aggregate(cells: DataFrame, request: &CountsRequest) -> Result<DataFrame, QueryError> {
+    let mut frame = cells.lazy();
     if let Some(from) = &request.from {
         frame = frame.filter(col("month").gt_eq(lit(from.as_str())));
     }
@@ -352,41 +410,44 @@ pub fn aggregate(frames: Vec<LazyFrame>, request: &CountsRequest, coverage: &Cov
         };
         frame = frame.filter(predicate);
     }
-    // An amendment that only changes the loss leaves a delta row with count 0: keep it.
-    let mut rows = frame.filter(col("count").neq(lit(0i64)).or(col("loss_cents").neq(lit(0i64)))).collect()?;
-
-    let mut units: Vec<String> = rows.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
-    units.sort();
-    units.dedup();
-    if units.len() > 1 && !request.by.contains(&Dimension::Unit) {
-        return Err(QueryError::MixedUnits(units.join(", ")));
+    // Grouped by unit as well: when `by` has no unit, more than one unit in the result means
+    // the request would add different things together.
+    let by_unit = request.by.contains(&Dimension::Unit);
+    let mut keys: Vec<Expr> = request.by.iter().map(|d| col(d.name())).collect();
+    if !by_unit {
+        keys.push(col("unit"));
     }
-    let open = open_flags(&rows, coverage)?;
-    rows.with_column(open)?;
-
     let sums = [
         col("count").sum().alias("count"),
         col("loss_cents").sum().alias("loss_cents"),
         col("open").sum().alias("open"),
     ];
-    let keys: Vec<Expr> = request.by.iter().map(|d| col(d.name())).collect();
-    let grouped = if keys.is_empty() { rows.lazy().select(sums) } else { rows.lazy().group_by(keys.clone()).agg(sums) };
-    let by_names: Vec<PlSmallStr> = request.by.iter().map(|d| PlSmallStr::from(d.name())).collect();
-    let mut out = grouped;
-    if keys.is_empty() {
-        // A national total with no data is a zero, not a null.
-        out = out.with_columns([
-            col("count").fill_null(lit(0i64)),
-            col("loss_cents").fill_null(lit(0i64)),
-            col("open").fill_null(lit(0i64)),
-        ]);
-    } else {
-        // A cell whose deltas net to zero is no incident: drop it from grouped answers.
-        out = out.filter(col("count").neq(lit(0i64))).sort(by_names, SortMultipleOptions::default().with_nulls_last(true));
+    let mut result = frame.group_by(keys).agg(sums).collect()?;
+    let mut units: Vec<String> = result.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
+    units.sort();
+    units.dedup();
+    if units.len() > 1 && !by_unit {
+        return Err(QueryError::MixedUnits(units.join(", ")));
     }
-    let mut result = out.collect()?;
+    if request.by.is_empty() && result.height() == 0 {
+        // A national total with no data is a zero, not an empty answer.
+        result = DataFrame::new_infer_height(vec![
+            Column::new("count".into(), vec![0i64]),
+            Column::new("loss_cents".into(), vec![0i64]),
+            Column::new("open".into(), vec![0i64]),
+        ])?;
+    }
+    if !request.by.is_empty() {
+        // A cell whose deltas net to zero is no incident: drop it from grouped answers.
+        let by_names: Vec<PlSmallStr> = request.by.iter().map(|d| PlSmallStr::from(d.name())).collect();
+        result = result
+            .lazy()
+            .filter(col("count").neq(lit(0i64)))
+            .sort(by_names, SortMultipleOptions::default().with_nulls_last(true))
+            .collect()?;
+    }
     let height = result.height();
-    if !request.by.contains(&Dimension::Unit) {
+    if !by_unit {
         // Every row says what it counts; with no data, the unit asked for (if any).
         let unit = units.first().cloned().or_else(|| request.filters.get(&Dimension::Unit).and_then(|u| u.first().cloned()));
         result.with_column(Column::new("unit".into(), vec![unit; height]))?;
