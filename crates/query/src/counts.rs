@@ -75,7 +75,11 @@ pub struct Netted {
     counts_files: HashSet<String>,
     coverage_files: Vec<String>,
     coverage: Coverage,
+    /// One row per live cell, dimensions as text (re-netted with the next files).
     frame: DataFrame,
+    /// The same cells with every text dimension as a code into its dictionary (what
+    /// requests scan).
+    coded: Arc<Coded>,
 }
 
 impl CountsEngine {
@@ -149,12 +153,16 @@ impl CountsEngine {
         }
         let started = Instant::now();
         let for_task = coverage.clone();
-        let frame = tokio::task::spawn_blocking(move || net(frames, &for_task))
-            .await
-            .map_err(|e| QueryError::Compute(format!("netting task failed: {e}")))??;
+        let (frame, coded) = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
+            let frame = net(frames, &for_task)?;
+            let coded = Coded::encode(&frame)?;
+            Ok((frame, Arc::new(coded)))
+        })
+        .await
+        .map_err(|e| QueryError::Compute(format!("netting task failed: {e}")))??;
         tracing::debug!(version = manifest.version, sequence = manifest.last_sequence, cells = frame.height(),
             incremental = previous.is_some(), elapsed_ms = started.elapsed().as_millis() as u64, "counts netted");
-        let netted = Arc::new(Netted { version: manifest.version, counts_files, coverage_files, coverage, frame });
+        let netted = Arc::new(Netted { version: manifest.version, counts_files, coverage_files, coverage, frame, coded });
         *cached = Some(netted.clone());
         Ok(netted)
     }
@@ -244,12 +252,12 @@ impl CountsEngine {
             reference: manifest.as_ref().map(|m| m.reference.clone()).unwrap_or_default(),
         };
         let cells = match &manifest {
-            Some(manifest) => self.netted(manifest).await?.frame.clone(),
-            None => net(Vec::new(), &Coverage::default())?,
+            Some(manifest) => self.netted(manifest).await?.coded.clone(),
+            None => Arc::new(Coded::encode(&net(Vec::new(), &Coverage::default())?)?),
         };
         // Polars computes on its own threads and blocks: keep it off the async workers.
         let request = request.clone();
-        let frame = tokio::task::spawn_blocking(move || aggregate(cells, &request))
+        let frame = tokio::task::spawn_blocking(move || aggregate(&cells, &request))
             .await
             .map_err(|e| QueryError::Compute(format!("aggregation task failed: {e}")))??;
         Ok(CountsAnswer { as_of, frame })
@@ -258,8 +266,7 @@ impl CountsEngine {
 
 /// Months from `first` to `last` inclusive, both "YYYY-MM".
 fn month_range(first: &str, last: &str) -> Vec<String> {
-    let index = |m: &str| -> Option<i32> { Some(m[..4].parse::<i32>().ok()? * 12 + m[5..7].parse::<i32>().ok()? - 1) };
-    let (Some(a), Some(b)) = (index(first), index(last)) else { return Vec::new() };
+    let (Some(a), Some(b)) = (month_index(first), month_index(last)) else { return Vec::new() };
     (a..=b.min(a + 12 * 50)).map(|i| format!("{:04}-{:02}", i / 12, i % 12 + 1)).collect()
 }
 
@@ -384,15 +391,76 @@ pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, Que
     Ok(cells)
 }
 
+/// Text dimensions of a cell, coded for requests.
+const TEXT_COLUMNS: [&str; 11] = [
+    "month", "departement", "iccs", "victim_type", "channel", "source", "unit", "iccs_section", "iccs_division",
+    "iccs_group", "region",
+];
+
+/// Netted cells with every text dimension dictionary-encoded: sorted distinct values, and per
+/// cell the index of its value. Requests filter and group on small integers; sorted
+/// dictionaries keep order (an ICCS subtree or a month range is a range of codes), so only
+/// the few result rows are decoded back to text.
+pub struct Coded {
+    frame: DataFrame,
+    dictionaries: HashMap<&'static str, Vec<String>>,
+}
+
+impl Coded {
+    pub fn encode(cells: &DataFrame) -> Result<Coded, QueryError> {
+        let mut columns: Vec<Column> = Vec::new();
+        let mut dictionaries = HashMap::new();
+        for name in TEXT_COLUMNS {
+            let text = cells.column(name)?.str()?;
+            let mut values: Vec<&str> = text.iter().flatten().collect::<HashSet<_>>().into_iter().collect();
+            values.sort_unstable();
+            let index: HashMap<&str, u32> = values.iter().enumerate().map(|(i, v)| (*v, i as u32)).collect();
+            let codes: Vec<Option<u32>> = text.iter().map(|v| v.map(|v| index[v])).collect();
+            columns.push(Column::new(name.into(), codes));
+            dictionaries.insert(name, values.into_iter().map(str::to_owned).collect());
+        }
+        for name in ["year", "cyber", "count", "loss_cents", "open"] {
+            columns.push(cells.column(name)?.clone());
+        }
+        Ok(Coded { frame: DataFrame::new_infer_height(columns)?, dictionaries })
+    }
+
+    fn dictionary(&self, name: &str) -> Option<&Vec<String>> {
+        self.dictionaries.get(name)
+    }
+
+    /// Codes of the values in `[low, high)` of a text dimension (its dictionary is sorted).
+    fn code_range(&self, name: &str, low: &str, high: &str) -> (u32, u32) {
+        let values = self.dictionary(name).map(Vec::as_slice).unwrap_or_default();
+        let start = values.partition_point(|v| v.as_str() < low);
+        let end = values.partition_point(|v| v.as_str() < high);
+        (start as u32, end as u32)
+    }
+
+    /// A code column of a result back to text.
+    fn decode(&self, frame: &mut DataFrame, name: &str) -> Result<(), QueryError> {
+        let Some(values) = self.dictionary(name) else { return Ok(()) };
+        let text: Vec<Option<&str>> =
+            frame.column(name)?.u32()?.iter().map(|code| code.map(|c| values[c as usize].as_str())).collect();
+        frame.with_column(Column::new(name.into(), text))?;
+        Ok(())
+    }
+}
+
+/// "YYYY-MM" as months since year 0.
+fn month_index(month: &str) -> Option<i32> {
+    Some(month.get(..4)?.parse::<i32>().ok()? * 12 + month.get(5..7)?.parse::<i32>().ok()? - 1)
+}
+
 /// Filters the netted cells, checks units, groups and sums, then adds provisional flags and
 /// rates. Pure over its inputs.
-pub fn aggregate(cells: DataFrame, request: &CountsRequest) -> Result<DataFrame, QueryError> {
-    let mut frame = cells.lazy();
-    if let Some(from) = &request.from {
-        frame = frame.filter(col("month").gt_eq(lit(from.as_str())));
-    }
-    if let Some(to) = &request.to {
-        frame = frame.filter(col("month").lt_eq(lit(to.as_str())));
+pub fn aggregate(coded: &Coded, request: &CountsRequest) -> Result<DataFrame, QueryError> {
+    let mut frame = coded.frame.clone().lazy();
+    // Months are "YYYY-MM" and their dictionary is sorted: a range of months is a range of codes.
+    if request.from.is_some() || request.to.is_some() {
+        let (low, _) = coded.code_range("month", request.from.as_deref().unwrap_or(""), "");
+        let (_, high) = coded.code_range("month", "", &format!("{}\u{7f}", request.to.as_deref().unwrap_or("\u{7f}")));
+        frame = frame.filter(col("month").gt_eq(lit(low)).and(col("month").lt(lit(high))));
     }
     for (dimension, values) in &request.filters {
         let name = dimension.name();
@@ -402,11 +470,15 @@ pub fn aggregate(cells: DataFrame, request: &CountsRequest) -> Result<DataFrame,
                 let mut upper = v.as_bytes().to_vec();
                 *upper.last_mut().expect("non-empty") += 1;
                 let upper = String::from_utf8(upper).expect("ascii");
-                c.clone().gt_eq(lit(v)).and(c.lt(lit(upper)))
+                let (low, high) = coded.code_range(name, v, &upper);
+                c.clone().gt_eq(lit(low)).and(c.lt(lit(high)))
             }),
             Dimension::Cyber => any_of(name, values, |c, v| c.eq(lit(v == "true"))),
             Dimension::Year => any_of(name, values, |c, v| c.eq(lit(v.parse::<i32>().unwrap_or_default()))),
-            _ => any_of(name, values, |c, v| c.eq(lit(v))),
+            _ => any_of(name, values, |c, v| match coded.dictionary(name).and_then(|d| d.binary_search_by(|x| x.as_str().cmp(v)).ok()) {
+                Some(code) => c.eq(lit(code as u32)),
+                None => lit(false),
+            }),
         };
         frame = frame.filter(predicate);
     }
@@ -423,6 +495,7 @@ pub fn aggregate(cells: DataFrame, request: &CountsRequest) -> Result<DataFrame,
         col("open").sum().alias("open"),
     ];
     let mut result = frame.group_by(keys).agg(sums).collect()?;
+    coded.decode(&mut result, "unit")?;
     let mut units: Vec<String> = result.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
     units.sort();
     units.dedup();
@@ -440,11 +513,17 @@ pub fn aggregate(cells: DataFrame, request: &CountsRequest) -> Result<DataFrame,
     if !request.by.is_empty() {
         // A cell whose deltas net to zero is no incident: drop it from grouped answers.
         let by_names: Vec<PlSmallStr> = request.by.iter().map(|d| PlSmallStr::from(d.name())).collect();
+        // Codes sort as their text does (sorted dictionaries), units aside (already text).
         result = result
             .lazy()
             .filter(col("count").neq(lit(0i64)))
             .sort(by_names, SortMultipleOptions::default().with_nulls_last(true))
             .collect()?;
+        for dimension in &request.by {
+            if *dimension != Dimension::Unit {
+                coded.decode(&mut result, dimension.name())?;
+            }
+        }
     }
     let height = result.height();
     if !by_unit {
