@@ -379,6 +379,11 @@ impl Fold {
         years
     }
 
+    /// Room for `additional` more incidents (a replay knows how many events are coming).
+    pub fn reserve_incidents(&mut self, additional: usize) {
+        self.incidents.reserve(additional);
+    }
+
     pub fn incident_count(&self) -> usize {
         self.incidents.len()
     }

@@ -38,6 +38,9 @@ pub trait Folding: Sized + Send {
     fn skip(&mut self, sequence: u64);
     /// Changes folded since the last flush.
     fn pending(&self) -> usize;
+    /// A replay is about to fold `events` events: size memory for them up front rather than
+    /// growing (and briefly holding the old and new tables) along the way.
+    fn reserve(&mut self, _events: u64) {}
     /// Writes what was folded and commits a manifest; the committed sequence, if anything was written.
     fn flush(&mut self, rejected_events: u64) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
 }
@@ -186,8 +189,11 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
         applied_sequence: sink.committed_sequence(),
         stream_pending: ordered.pending_at_start,
     };
-    if until_caught_up && ordered.pending_at_start == 0 {
-        return Ok((Stop::Done, progress.committed_sequence));
+    if until_caught_up {
+        if ordered.pending_at_start == 0 {
+            return Ok((Stop::Done, progress.committed_sequence));
+        }
+        sink.reserve(ordered.pending_at_start);
     }
     let mut decoded = Decoder::<S>::spawn(ordered.messages);
     let mut ticker = tokio::time::interval(config.flush_interval);
@@ -285,6 +291,10 @@ impl Folding for Sink {
 
     fn pending(&self) -> usize {
         self.fold.pending_events()
+    }
+
+    fn reserve(&mut self, events: u64) {
+        self.fold.reserve_incidents(usize::try_from(events).unwrap_or(usize::MAX));
     }
 
     async fn flush(&mut self, rejected_events: u64) -> Result<Option<u64>, SinkError> {

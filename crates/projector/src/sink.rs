@@ -70,7 +70,7 @@ pub struct Compaction {
 
 impl Default for Compaction {
     fn default() -> Self {
-        Compaction { max_count_files: 16, max_state_files: 16, max_state_file_rows: 2_000_000, keep_manifests: 50 }
+        Compaction { max_count_files: 16, max_state_files: 16, max_state_file_rows: 1_000_000, keep_manifests: 50 }
     }
 }
 
@@ -298,6 +298,7 @@ impl Sink {
             batches.extend(read_parquet(self.projection.store(), &self.projection.object_path(self.version, &file.path)).await?);
         }
         let merged = newest_rows(&batches).map_err(|source| SinkError::Table { path: STATE_TABLE.into(), source })?;
+        drop(batches);
         let first = merged_files.iter().map(|f| f.first_sequence).min().expect("non-empty");
         let last = merged_files.iter().map(|f| f.last_sequence).max().expect("non-empty");
         let path = format!("data/{STATE_TABLE}/{first}-{last}.parquet");
@@ -310,24 +311,33 @@ impl Sink {
 }
 
 /// The newest row (highest sequence) of each incident among state batches, in sequence
-/// order, selected and copied column by column: no per-row records in memory.
+/// order, gathered column by column from the inputs: no per-row records and no concatenated
+/// copy of the inputs in memory.
 fn newest_rows(batches: &[arrow::array::RecordBatch]) -> Result<arrow::array::RecordBatch, TableError> {
     use arrow::array::{Array, StringArray, UInt64Array};
-    let all = arrow::compute::concat_batches(&crate::tables::state_schema(), batches).map_err(|e| TableError::new(e.to_string()))?;
-    let column = |name: &str| all.column_by_name(name).ok_or_else(|| TableError::new(format!("column {name} missing")));
-    let source = column("source")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| TableError::new("source is not text".into()))?;
-    let id = column("agency_incident_id")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| TableError::new("agency_incident_id is not text".into()))?;
-    let sequence = column("sequence")?.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| TableError::new("sequence is not u64".into()))?;
-    let mut newest: HashMap<u128, (u64, u32), foldhash::fast::RandomState> = HashMap::default();
-    for row in 0..all.num_rows() {
-        let key = incident_hash(source.value(row), id.value(row));
-        let candidate = (sequence.value(row), row as u32);
-        newest.entry(key).and_modify(|kept| *kept = (*kept).max(candidate)).or_insert(candidate);
+    let mut newest: HashMap<u128, (u64, u32, u32), foldhash::fast::RandomState> = HashMap::default();
+    for (b, batch) in batches.iter().enumerate() {
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| TableError::new(format!("column {name} missing")));
+        let source = column("source")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| TableError::new("source is not text".into()))?;
+        let id = column("agency_incident_id")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| TableError::new("agency_incident_id is not text".into()))?;
+        let sequence = column("sequence")?.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| TableError::new("sequence is not u64".into()))?;
+        for row in 0..batch.num_rows() {
+            let key = incident_hash(source.value(row), id.value(row));
+            let candidate = (sequence.value(row), b as u32, row as u32);
+            newest.entry(key).and_modify(|kept| *kept = (*kept).max(candidate)).or_insert(candidate);
+        }
     }
-    let mut rows: Vec<(u64, u32)> = newest.into_values().collect();
+    let mut rows: Vec<(u64, u32, u32)> = newest.into_values().collect();
     rows.sort_unstable();
-    let indices = arrow::array::UInt32Array::from_iter_values(rows.into_iter().map(|(_, row)| row));
-    arrow::compute::take_record_batch(&all, &indices).map_err(|e| TableError::new(e.to_string()))
+    let indices: Vec<(usize, usize)> = rows.into_iter().map(|(_, b, row)| (b as usize, row as usize)).collect();
+    if indices.is_empty() {
+        return Ok(arrow::array::RecordBatch::new_empty(crate::tables::state_schema()));
+    }
+    let inputs: Vec<&arrow::array::RecordBatch> = batches.iter().collect();
+    arrow::compute::interleave_record_batch(&inputs, &indices).map_err(|e| TableError::new(e.to_string()))
 }
 
 #[cfg(test)]
