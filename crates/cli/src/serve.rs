@@ -219,7 +219,10 @@ pub async fn rebuild(global: &Global) -> Result<()> {
         ProgressStyle::with_template("{spinner} rebuild [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
             .expect("valid template"),
     );
-    let config = projector_config(global);
+    // A replay commits once a state file would be sealed anyway (`max_state_file_rows`): its
+    // files are born final and are never merged again, and each flush costs the same.
+    let mut config = projector_config(global);
+    config.max_pending = usize::try_from(config.compaction.max_state_file_rows).unwrap_or(usize::MAX);
     let (version, sequence) = observatory_projector::rebuild(&bus, &projection, &config, |progress| {
         bar.set_position(progress.applied_sequence);
     })
