@@ -20,14 +20,14 @@ const TOL: f64 = 1e-9;
 const TOL_LOGIT: f64 = 1e-8;
 const ABS_TOL_ZERO: f64 = 1e-12;
 
+/// `$OBSERVATORY_SURVEY_REFERENCE_DIR`, else `../shared/data/survey` beside the repository,
+/// else the workplace's `/work/shared/data/survey` (a clone elsewhere, as the e2e tests do).
 fn reference_dir() -> PathBuf {
-    match std::env::var_os("OBSERVATORY_SURVEY_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/survey"
-        )),
+    if let Some(dir) = std::env::var_os("OBSERVATORY_SURVEY_REFERENCE_DIR") {
+        return PathBuf::from(dir);
     }
+    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/survey"));
+    if beside.is_dir() { beside } else { PathBuf::from("/work/shared/data/survey") }
 }
 
 fn read(dir: &Path, name: &str) -> String {
