@@ -94,9 +94,7 @@ impl SurveyIngestState {
                 let (sequence, pending) = (info.stream_sequence, info.pending);
                 match SurveyEvent::decode(&message.payload) {
                     // The projector skips events whose source disagrees with the subject; so does this.
-                    Ok(decoded)
-                        if message.subject.rsplit('.').next() == Some(decoded.source.as_str()) =>
-                    {
+                    Ok(decoded) if observatory_model::source_matches_subject(&decoded.source, &message.subject) => {
                         ledger.apply(sequence, &decoded.source, &decoded.event);
                     }
                     Ok(_) => {

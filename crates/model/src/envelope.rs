@@ -219,6 +219,12 @@ pub fn subject(kind: EventKind, source: &str) -> String {
     format!("{}.{}.{}.{}", crate::SUBJECT_ROOT, kind.family(), kind.subject_token(), source)
 }
 
+/// Whether an event's envelope `source` is the one its subject names: the subject's last
+/// token is the source the server let publish, so readers skip an event where they differ.
+pub fn source_matches_subject(source: &str, subject: &str) -> bool {
+    subject.rsplit('.').next() == Some(source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ mod incident;
 pub mod survey;
 mod validate;
 
-pub use envelope::{DecodeError, Envelope, Event, EventKind};
+pub use envelope::{DecodeError, Envelope, Event, EventKind, source_matches_subject};
 pub use incident::{
     Channel, Coding, DEPARTEMENTS, DedupeKey, IncidentReported, IncidentReportedV1, IncidentWithdrawn, PeriodClosed,
     VictimType, departement_index, incident_hash, is_departement,

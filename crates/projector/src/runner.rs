@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::Message;
 use futures::{FutureExt, StreamExt};
 use observatory_bus::{Bus, BusError};
-use observatory_model::{Envelope, Event};
+use observatory_model::{Envelope, Event, source_matches_subject};
 use observatory_store::{Projection, StoreError};
 use tracing::{info, warn};
 
@@ -273,8 +273,7 @@ impl Folding for Sink {
     fn decode(message: &Message) -> Result<(String, Event), String> {
         // Straight from the bytes to the event: no JSON tree of the payload (the hot path).
         let (source, event) = Envelope::decode_event(&message.payload).map_err(|e| format!("{}: {e}", message.subject))?;
-        // The subject's last token is the source the server let publish; the envelope must agree.
-        if message.subject.rsplit('.').next() != Some(source.as_str()) {
+        if !source_matches_subject(&source, &message.subject) {
             return Err(format!("source {source} does not match its subject {}", message.subject));
         }
         Ok((source, event))

@@ -35,7 +35,7 @@ impl Folding for SurveySink {
 
     fn decode(message: &Message) -> Result<DecodedSurveyEvent, String> {
         let decoded = SurveyEvent::decode(&message.payload).map_err(|e| format!("{}: {e}", message.subject))?;
-        if message.subject.rsplit('.').next() != Some(decoded.source.as_str()) {
+        if !observatory_model::source_matches_subject(&decoded.source, &message.subject) {
             return Err(format!("source {} does not match its subject {}", decoded.source, message.subject));
         }
         Ok(decoded)
