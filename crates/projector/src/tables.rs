@@ -131,14 +131,6 @@ fn from_days(days: i32) -> NaiveDate {
     EPOCH + chrono::Days::new(days as u64)
 }
 
-pub fn state_batch(rows: &[StateRow]) -> RecordBatch {
-    let mut builder = StateBuilder::default();
-    for row in rows {
-        builder.append(&row.source, &row.agency_incident_id, row.revision, row.sequence, row.report.as_ref());
-    }
-    builder.finish()
-}
-
 /// State rows appended as incidents change, straight into Arrow builders: a compact column
 /// layout instead of one boxed record per change, and no copy between fold and file.
 #[derive(Default)]
@@ -245,7 +237,7 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, T
         .ok_or_else(|| TableError(format!("column {name} missing or of the wrong type")))
 }
 
-/// Decodes state rows written by [`state_batch`].
+/// Decodes state rows written by a [`StateBuilder`].
 pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
     let source = column::<StringArray>(batch, "source")?;
     let id = column::<StringArray>(batch, "agency_incident_id")?;
@@ -365,6 +357,14 @@ pub fn coverage_rows(batch: &RecordBatch) -> Result<Vec<(String, String, Option<
 mod tests {
     use super::*;
     use observatory_model::Event;
+
+    fn state_batch(rows: &[StateRow]) -> RecordBatch {
+        let mut builder = StateBuilder::default();
+        for row in rows {
+            builder.append(&row.source, &row.agency_incident_id, row.revision, row.sequence, row.report.as_ref());
+        }
+        builder.finish()
+    }
 
     #[test]
     fn state_rows_round_trip_through_arrow() {
