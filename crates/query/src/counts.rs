@@ -74,7 +74,7 @@ pub struct Netted {
     version: u32,
     counts_files: HashSet<String>,
     coverage_files: Vec<String>,
-    coverage: Coverage,
+    coverage: Arc<Coverage>,
     /// One row per live cell, dimensions as text (re-netted with the next files).
     frame: DataFrame,
     /// The same cells with every text dimension as a code into its dictionary (what
@@ -138,7 +138,7 @@ impl CountsEngine {
                 for file in manifest.files("coverage") {
                     coverage.add(&self.load(manifest.version, file).await?)?;
                 }
-                coverage
+                Arc::new(coverage)
             }
         };
         let mut frames = Vec::new();
@@ -184,8 +184,9 @@ impl CountsEngine {
             min_sequence: None,
             rate: None,
         };
-        let answer = self.counts(&request, Duration::ZERO).await?;
-        let coverage = self.coverage_table().await?;
+        // One manifest for both: the data months and the closures must describe the same state.
+        let manifest = self.projection.serving_manifest().await?;
+        let (answer, coverage) = self.counts_on(manifest.as_ref(), &request).await?;
         let frame = &answer.frame;
         let mut with_data: HashSet<(String, String)> = HashSet::new();
         let source_column = frame.column("source")?.str()?;
@@ -236,31 +237,32 @@ impl CountsEngine {
         Ok((answer.as_of, rows))
     }
 
-    async fn coverage_table(&self) -> Result<Coverage, QueryError> {
-        match self.projection.serving_manifest().await? {
-            Some(manifest) => Ok(self.netted(&manifest).await?.coverage.clone()),
-            None => Ok(Coverage::default()),
-        }
-    }
-
     pub async fn counts(&self, request: &CountsRequest, wait: Duration) -> Result<CountsAnswer, QueryError> {
         let manifest = self.manifest(request.min_sequence, wait).await?;
+        Ok(self.counts_on(manifest.as_ref(), request).await?.0)
+    }
+
+    /// The answer to `request` on `manifest`, with the coverage table it was computed with.
+    async fn counts_on(&self, manifest: Option<&Manifest>, request: &CountsRequest) -> Result<(CountsAnswer, Arc<Coverage>), QueryError> {
         let as_of = AsOf {
             sequence: manifest.as_ref().map_or(0, |m| m.last_sequence),
             version: manifest.as_ref().map_or(0, |m| m.version),
             committed_at: manifest.as_ref().map(|m| m.committed_at),
             reference: manifest.as_ref().map(|m| m.reference.clone()).unwrap_or_default(),
         };
-        let cells = match &manifest {
-            Some(manifest) => self.netted(manifest).await?.coded.clone(),
-            None => Arc::new(Coded::encode(&net(Vec::new(), &Coverage::default())?)?),
+        let (cells, coverage) = match manifest {
+            Some(manifest) => {
+                let netted = self.netted(manifest).await?;
+                (netted.coded.clone(), netted.coverage.clone())
+            }
+            None => (Arc::new(Coded::encode(&net(Vec::new(), &Coverage::default())?)?), Arc::default()),
         };
         // Polars computes on its own threads and blocks: keep it off the async workers.
         let request = request.clone();
         let frame = tokio::task::spawn_blocking(move || aggregate(&cells, &request))
             .await
             .map_err(|e| QueryError::Compute(format!("aggregation task failed: {e}")))??;
-        Ok(CountsAnswer { as_of, frame })
+        Ok((CountsAnswer { as_of, frame }, coverage))
     }
 }
 
