@@ -56,8 +56,8 @@ pub struct EstimateArgs {
     /// Domain columns (as svyby).
     #[arg(long)]
     pub by: Vec<String>,
-    /// wald | t | logit | beta.
-    #[arg(long, default_value = "t")]
+    /// auto (logit for --prop, as svyciprop; t otherwise) | wald | t | logit | beta (Korn-Graubard).
+    #[arg(long, default_value = "auto")]
     pub ci: String,
     #[arg(long, default_value_t = 0.95)]
     pub level: f64,

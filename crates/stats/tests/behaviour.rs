@@ -675,3 +675,87 @@ fn jackknife_of_a_fully_sampled_population_has_no_variance() {
     assert_eq!((e.se, e.df), (0.0, -1));
     assert!(e.ci_lower.is_none() && e.flags.contains(&"no_df".to_string()));
 }
+
+/// Ten respondents in five PSUs of two strata; `all` is 1 for everyone, `some` for four.
+fn small_prop() -> Table {
+    let mut t = Table::new();
+    t.add_text("h", &[Some("A"), Some("A"), Some("A"), Some("A"), Some("A"), Some("B"), Some("B"), Some("B"), Some("B"), Some("B")])
+        .unwrap();
+    t.add_numeric("psu", vec![1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0, 5.0, 6.0]).unwrap();
+    t.add_numeric("w", vec![1.0, 2.0, 1.5, 1.0, 2.0, 3.0, 1.0, 1.0, 2.0, 1.0]).unwrap();
+    t.add_text("all", &[Some("yes"); 10]).unwrap();
+    t.add_numeric("all01", vec![1.0; 10]).unwrap();
+    t.add_text("some", &[Some("yes"), Some("no"), Some("no"), Some("no"), Some("yes"), Some("no"), Some("no"), Some("yes"), Some("no"), Some("yes")])
+        .unwrap();
+    t.add_numeric("size", vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 40.0]).unwrap();
+    t
+}
+
+fn prop_request(stat: StatisticSpec, ci: CiMethod) -> EstimateRequest {
+    EstimateRequest {
+        weights: Some("w".into()),
+        strata: Some("h".into()),
+        clusters: vec!["psu".into()],
+        statistics: vec![stat],
+        ci,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_proportion_of_one_has_no_interval_that_excludes_it() {
+    let t = small_prop();
+    for ci in [CiMethod::Auto, CiMethod::Logit, CiMethod::Beta] {
+        let e = one(&t, prop_request(StatisticSpec::Prop("all".into()), ci));
+        assert_eq!(e.estimate, 1.0);
+        assert_eq!((e.ci_lower, e.ci_upper), (None, None), "{ci}: {e:?}");
+        assert!(e.flags.contains(&"ci_undefined".to_string()), "{ci}: {:?}", e.flags);
+    }
+    // The mean of a 0/1 column that is always 1: logit has no interval either.
+    let e = one(&t, prop_request(StatisticSpec::Mean("all01".into()), CiMethod::Logit));
+    assert_eq!((e.ci_lower, e.ci_upper), (None, None), "{e:?}");
+    assert!(e.flags.contains(&"ci_undefined".to_string()));
+}
+
+#[test]
+fn proportions_default_to_logit_and_stay_in_the_unit_interval() {
+    let t = small_prop();
+    let estimates = estimate(&t, &prop_request(StatisticSpec::Prop("some".into()), CiMethod::Auto)).unwrap().estimates;
+    assert_eq!(estimates.len(), 2);
+    for e in &estimates {
+        assert_eq!(e.ci_method, CiMethod::Logit, "{e:?}");
+        let (l, u) = (e.ci_lower.unwrap(), e.ci_upper.unwrap());
+        assert!(0.0 <= l && l <= e.estimate && e.estimate <= u && u <= 1.0, "{e:?}");
+        assert!(!e.flags.contains(&"ci_outside_range".to_string()));
+    }
+    // Means and totals keep t by default.
+    let e = one(&t, prop_request(StatisticSpec::Mean("size".into()), CiMethod::Auto));
+    assert_eq!(e.ci_method, CiMethod::T);
+}
+
+#[test]
+fn intervals_leaving_the_range_of_the_statistic_are_flagged() {
+    let t = small_prop();
+    // A Wald interval of a proportion on 5 PSUs reaches below 0.
+    let wald = estimate(&t, &prop_request(StatisticSpec::Prop("some".into()), CiMethod::T)).unwrap().estimates;
+    assert!(
+        wald.iter().any(|e| e.ci_lower.unwrap() < 0.0 || e.ci_upper.unwrap() > 1.0),
+        "the fixture should give a t interval outside [0, 1]: {wald:?}"
+    );
+    for e in &wald {
+        let outside = e.ci_lower.unwrap() < 0.0 || e.ci_upper.unwrap() > 1.0;
+        assert_eq!(e.flags.contains(&"ci_outside_range".to_string()), outside, "{e:?}");
+    }
+    // A skewed variable declared in [1, 100]: its mean's t interval goes below 1.
+    let mut request = prop_request(StatisticSpec::Mean("size".into()), CiMethod::T);
+    let e = one(&t, request.clone());
+    assert!(e.ci_lower.unwrap() < 1.0, "{e:?}");
+    assert!(!e.flags.contains(&"ci_outside_range".to_string()), "no declared range, no flag");
+    request.ranges.insert("size".into(), (Some(1.0), Some(100.0)));
+    let e = one(&t, request.clone());
+    assert!(e.flags.contains(&"ci_outside_range".to_string()), "{e:?}");
+    // Its total cannot be negative once the variable is declared non-negative.
+    request.statistics = vec![StatisticSpec::Total("size".into())];
+    let e = one(&t, request);
+    assert_eq!(e.flags.contains(&"ci_outside_range".to_string()), e.ci_lower.unwrap() < 0.0, "{e:?}");
+}

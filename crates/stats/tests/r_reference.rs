@@ -1,8 +1,8 @@
-//! Every value of `shared/data/survey/reference.json` (R 4.2.2, survey 4.1-1) reproduced through
+//! Every value of `testdata/survey/reference.json` (R 4.2.2, survey 4.1-1) reproduced through
 //! the public API at a relative difference <= 1e-9 (logit intervals 1e-8, whose R estimate comes
 //! from an IRLS fit stopped at its own tolerance; absolute 1e-12 where R reports exactly 0).
 //!
-//! The directory is `../shared/data/survey` from the repository root, or
+//! The directory is `testdata/survey` of the repository (sources in its README), or
 //! `$OBSERVATORY_SURVEY_REFERENCE_DIR`. A missing directory fails the test: it never skips.
 
 #![allow(clippy::excessive_precision)] // R values quoted digit for digit
@@ -20,14 +20,12 @@ const TOL: f64 = 1e-9;
 const TOL_LOGIT: f64 = 1e-8;
 const ABS_TOL_ZERO: f64 = 1e-12;
 
-/// `$OBSERVATORY_SURVEY_REFERENCE_DIR`, else `../shared/data/survey` beside the repository,
-/// else the workplace's `/work/shared/data/survey` (a clone elsewhere, as the e2e tests do).
+/// `$OBSERVATORY_SURVEY_REFERENCE_DIR`, else the copy committed in the repository.
 fn reference_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("OBSERVATORY_SURVEY_REFERENCE_DIR") {
-        return PathBuf::from(dir);
+    match std::env::var_os("OBSERVATORY_SURVEY_REFERENCE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/survey")),
     }
-    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/survey"));
-    if beside.is_dir() { beside } else { PathBuf::from("/work/shared/data/survey") }
 }
 
 fn read(dir: &Path, name: &str) -> String {
@@ -35,8 +33,8 @@ fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "R reference data not found: could not read {} ({e}). The survey reference files live in \
-             ../shared/data/survey relative to the repository root; set OBSERVATORY_SURVEY_REFERENCE_DIR \
-             to their directory to run this test elsewhere.",
+             testdata/survey of the repository; set OBSERVATORY_SURVEY_REFERENCE_DIR to another directory \
+             holding them.",
             path.display()
         )
     })

@@ -55,6 +55,9 @@ pub struct ItemQuery {
     pub sources: Vec<String>,
     /// Dark figure only: wait for the incident projection to reach this sequence.
     pub incidents_min_sequence: Option<u64>,
+    /// Dark figure only: the counting unit of the recorded incidents (all units, side by side,
+    /// when absent; never added).
+    pub unit: Option<String>,
 }
 
 fn bad<T>(message: String) -> Result<T, RequestError> {
@@ -120,7 +123,7 @@ impl EstimatesQuery {
     pub fn parse(params: &[(String, String)]) -> Result<EstimatesQuery, RequestError> {
         unique(params)?;
         let (mut w, mut stat, mut vars, mut by) = (None, None, Vec::new(), Vec::new());
-        let (mut method, mut lvl, mut min_sequence) = (CiMethod::T, 0.95, None);
+        let (mut method, mut lvl, mut min_sequence) = (CiMethod::Auto, 0.95, None);
         for (key, value) in params {
             match key.as_str() {
                 "wave" => w = Some(value.clone()),
@@ -192,6 +195,7 @@ impl ItemQuery {
             min_sequence: None,
             sources: Vec::new(),
             incidents_min_sequence: None,
+            unit: None,
         };
         let mut w = None;
         for (key, value) in params {
@@ -208,12 +212,16 @@ impl ItemQuery {
                         return bad(format!("source='{s}' is not an agency id"));
                     }
                 }
+                "unit" if dark_figure => match value.as_str() {
+                    "offence" | "victim" | "report" => query.unit = Some(value.clone()),
+                    other => return bad(format!("unit='{other}' is not a counting unit; use offence, victim or report")),
+                },
                 "incidents_min_sequence" if dark_figure => {
                     query.incidents_min_sequence = Some(sequence(key, value)?)
                 }
                 other => {
                     let allowed = if dark_figure {
-                        "wave, item, ci, level, min_sequence, source or incidents_min_sequence"
+                        "wave, item, ci, level, min_sequence, source, unit or incidents_min_sequence"
                     } else {
                         "wave, item, by, ci, level or min_sequence"
                     };
@@ -248,7 +256,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (q.stat, q.vars.len(), q.ci, q.level),
-            (Stat::Mean, 2, CiMethod::T, 0.95)
+            (Stat::Mean, 2, CiMethod::Auto, 0.95)
         );
         let q = EstimatesQuery::parse(&pairs(&[
             ("wave", "2000"),

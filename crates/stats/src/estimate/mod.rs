@@ -11,6 +11,8 @@ pub use request::{
     CiMethod, Domain, Estimate, EstimateReport, EstimateRequest, Reliability, StatisticSpec,
 };
 
+use std::collections::BTreeMap;
+
 use crate::ci::{expit, korn_graubard, logit_interval, logit_se_from, t_interval, wald_interval};
 use crate::design::{DesignSpec, LinearDesign, ReplicateDesign, ReplicateSpec};
 use crate::dist::qt;
@@ -33,8 +35,8 @@ pub fn estimate(table: &Table, req: &EstimateRequest) -> Result<EstimateReport, 
     };
     let domains = domain::build(table, &req.by, weights)?;
     let factors = categorical_factors(table, &req.statistics)?;
-    let stats = resolve(table, &req.statistics, &factors)?;
-    let logit_of = |s: &Resolved| s.proportion && req.ci == CiMethod::Logit;
+    let stats = resolve(table, &req.statistics, &factors, &req.ranges)?;
+    let logit_of = |s: &Resolved| s.proportion && method_for(req.ci, s) == CiMethod::Logit;
     // Per statistic, per level, per domain.
     let (results, degf): (Vec<Vec<Vec<DomainStat>>>, Vec<i64>) = match &design {
         AnyDesign::Linear(d) => {
@@ -224,13 +226,41 @@ struct Resolved<'a> {
     levels: Vec<(Option<String>, Target<'a>)>,
     /// Eligible for logit/beta intervals: a level proportion or the mean of a 0/1 variable.
     proportion: bool,
+    /// The values the statistic can take (from the declared ranges; [0, 1] for proportions):
+    /// an interval reaching outside them is flagged.
+    range: (f64, f64),
+}
+
+/// The interval method for one statistic: `auto` is logit for `prop` (as `svyciprop`), t
+/// otherwise; logit and beta apply to proportions only and fall back to t.
+fn method_for(requested: CiMethod, stat: &Resolved) -> CiMethod {
+    match requested {
+        CiMethod::Auto if stat.statistic == "prop" && stat.proportion => CiMethod::Logit,
+        CiMethod::Auto => CiMethod::T,
+        CiMethod::Logit | CiMethod::Beta if !stat.proportion => CiMethod::T,
+        other => other,
+    }
+}
+
+/// The range a statistic of `kind` over variables with these declared bounds can take.
+fn statistic_range(kind: Kind, y: (Option<f64>, Option<f64>), x: (Option<f64>, Option<f64>)) -> (f64, f64) {
+    let (lo, hi) = (y.0.unwrap_or(f64::NEG_INFINITY), y.1.unwrap_or(f64::INFINITY));
+    match kind {
+        Kind::Mean => (lo, hi),
+        // A total of non-negative values is non-negative (and of non-positive ones, not positive).
+        Kind::Total => (if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY }, if hi <= 0.0 { 0.0 } else { f64::INFINITY }),
+        Kind::Ratio if lo >= 0.0 && x.0.is_some_and(|m| m >= 0.0) => (0.0, f64::INFINITY),
+        Kind::Ratio => (f64::NEG_INFINITY, f64::INFINITY),
+    }
 }
 
 fn resolve<'a>(
     table: &'a Table,
     specs: &[StatisticSpec],
     factors: &'a [Levels],
+    ranges: &BTreeMap<String, (Option<f64>, Option<f64>)>,
 ) -> Result<Vec<Resolved<'a>>, StatsError> {
+    let declared = |name: &str| ranges.get(name).copied().unwrap_or((None, None));
     specs
         .iter()
         .zip(factors)
@@ -261,6 +291,7 @@ fn resolve<'a>(
                         variable,
                         levels: vec![(None, target)],
                         proportion: false,
+                        range: statistic_range(Kind::Ratio, declared(numerator), declared(denominator)),
                     });
                 }
             };
@@ -282,11 +313,14 @@ fn resolve<'a>(
                             (Some(label.clone()), target)
                         })
                         .collect();
+                    // A level's mean is a proportion and its total a count.
+                    let range = if kind == Kind::Mean { (0.0, 1.0) } else { (0.0, f64::INFINITY) };
                     Ok(Resolved {
                         statistic,
                         variable: name.clone(),
                         levels,
                         proportion: kind == Kind::Mean,
+                        range,
                     })
                 }
                 None => {
@@ -299,11 +333,17 @@ fn resolve<'a>(
                         x: None,
                         variable: name.clone(),
                     };
+                    let range = if binary && kind == Kind::Mean {
+                        (0.0, 1.0)
+                    } else {
+                        statistic_range(kind, declared(name), (None, None))
+                    };
                     Ok(Resolved {
                         statistic,
                         variable: name.clone(),
                         levels: vec![(None, target)],
                         proportion: binary,
+                        range,
                     })
                 }
             }
@@ -329,12 +369,10 @@ fn finish(
         None
     };
     let mut flags: Vec<String> = Vec::new();
-    let mut method = req.ci;
-    if matches!(method, CiMethod::Logit | CiMethod::Beta) && !stat.proportion {
-        method = CiMethod::T;
-    }
+    let method = method_for(req.ci, stat);
     let dff = df as f64;
     let (lower, upper) = match method {
+        CiMethod::Auto => unreachable!("method_for resolves auto"),
         CiMethod::Wald => {
             let (l, u) = wald_interval(est, se, req.level);
             (Some(l), Some(u))
@@ -351,6 +389,9 @@ fn finish(
             flags.push("no_df".into());
             (None, None)
         }
+        // logit(0) and logit(1) are infinite: no interval on that scale (R's glm fit does
+        // not converge and its bounds exclude the estimate).
+        CiMethod::Logit if est <= 0.0 || est >= 1.0 => (None, None),
         CiMethod::Logit => {
             // R's interval comes from its glm fit: expit(coef ∓ qt · se(coef)).
             let (lower, upper) = match ds.logit {
@@ -386,8 +427,19 @@ fn finish(
             )
         }
     };
+    // An interval must contain its estimate; one that does not is numerically meaningless.
+    let (lower, upper) = match (lower, upper) {
+        (Some(l), Some(u)) if l.is_finite() && u.is_finite() && est.is_finite() && !(l <= est && est <= u) => {
+            (None, None)
+        }
+        other => other,
+    };
     if (lower.is_none() || upper.is_none()) && !flags.iter().any(|f| f == "no_df") {
         flags.push("ci_undefined".into());
+    }
+    let (low, high) = stat.range;
+    if lower.is_some_and(|l| l < low) || upper.is_some_and(|u| u > high) {
+        flags.push("ci_outside_range".into());
     }
     if ds.n <= req.reliability.min_n {
         flags.push("low_n".into());

@@ -1,5 +1,6 @@
 //! The request the CLI builds from its flags, and the report it prints.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -62,10 +63,13 @@ impl StatisticSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CiMethod {
+    /// The default: `logit` for `prop` statistics (as `svyciprop`, whose interval stays in
+    /// [0, 1]), `t` for the others. An estimate reports the method actually used.
+    #[default]
+    Auto,
     /// estimate ± qnorm(1 - α/2) · SE (R's `confint()` default).
     Wald,
     /// estimate ± qt(1 - α/2, df) · SE with df = `degf`.
-    #[default]
     T,
     /// `svyciprop(method = "logit")`; proportions only (others fall back to `t`).
     Logit,
@@ -77,12 +81,13 @@ impl FromStr for CiMethod {
     type Err = StatsError;
     fn from_str(s: &str) -> Result<Self, StatsError> {
         match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(CiMethod::Auto),
             "wald" => Ok(CiMethod::Wald),
             "t" => Ok(CiMethod::T),
             "logit" => Ok(CiMethod::Logit),
             "beta" => Ok(CiMethod::Beta),
             other => Err(StatsError::invalid(format!(
-                "unknown CI method '{other}'; use wald, t, logit or beta"
+                "unknown CI method '{other}'; use auto, wald, t, logit or beta (Korn-Graubard)"
             ))),
         }
     }
@@ -91,6 +96,7 @@ impl FromStr for CiMethod {
 impl fmt::Display for CiMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            CiMethod::Auto => "auto",
             CiMethod::Wald => "wald",
             CiMethod::T => "t",
             CiMethod::Logit => "logit",
@@ -153,6 +159,10 @@ pub struct EstimateRequest {
     pub level: f64,
     #[serde(default)]
     pub reliability: Reliability,
+    /// Declared range (min, max) of variables: an interval that leaves the range its
+    /// statistic can take is flagged `ci_outside_range`. Proportions always lie in [0, 1].
+    #[serde(default)]
+    pub ranges: BTreeMap<String, (Option<f64>, Option<f64>)>,
 }
 
 impl Default for EstimateRequest {
@@ -172,9 +182,10 @@ impl Default for EstimateRequest {
             replicates: None,
             statistics: Vec::new(),
             by: Vec::new(),
-            ci: CiMethod::T,
+            ci: CiMethod::Auto,
             level: 0.95,
             reliability: Reliability::default(),
+            ranges: BTreeMap::new(),
         }
     }
 }
@@ -217,7 +228,9 @@ pub struct Estimate {
     pub ci_upper: Option<f64>,
     /// The method actually used (`t` when logit/beta were asked for a non-proportion).
     pub ci_method: CiMethod,
-    /// Reliability and CI warnings: "low_n", "high_cv", "no_df", "ci_undefined".
+    /// Reliability and CI warnings: "low_n", "high_cv", "no_df", "ci_undefined" (no interval:
+    /// no variance, or a proportion of 0 or 1), "ci_outside_range" (the interval leaves the
+    /// range the statistic can take: [0, 1] for a proportion, the declared range for a mean).
     pub flags: Vec<String>,
 }
 
