@@ -110,7 +110,20 @@ fn health(ingest: Option<Arc<IngestState>>) -> Router {
 }
 
 async fn serve_http(global: &Global, app: Router, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
-    let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
+    // Every answer is JSON, a wrong path or method too.
+    let app = app
+        .fallback(|uri: axum::http::Uri| async move {
+            let message = format!(
+                "no endpoint at {}; the API is under /v1 (e.g. GET /v1/incidents/counts, GET /v1/coverage, POST /v1/incidents)",
+                uri.path()
+            );
+            (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({"error": message, "status": 404})))
+        })
+        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            let message = format!("{method} is not allowed on {}", uri.path());
+            (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(json!({"error": message, "status": 405})))
+        })
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     let listener =
         tokio::net::TcpListener::bind(&global.http).await.with_context(|| format!("cannot listen on {}", global.http))?;
     let address = listener.local_addr()?;

@@ -49,9 +49,12 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Wrapping: deltas net exactly modulo 2^64, so a total that fits in i64 is exact whatever
+    /// the order of its terms. Per-record losses are bounded at ingest
+    /// (`observatory_model::MAX_LOSS_EUR`), and the query refuses totals that do not fit.
     fn add(&mut self, sign: i64, loss_cents: i64) {
-        self.count += sign;
-        self.loss_cents += sign * loss_cents;
+        self.count = self.count.wrapping_add(sign);
+        self.loss_cents = self.loss_cents.wrapping_add(sign.wrapping_mul(loss_cents));
     }
 
     pub fn is_zero(&self) -> bool {

@@ -10,7 +10,7 @@ use polars::prelude::{AnyValue, DataFrame};
 use serde_json::{Map, Value, json};
 
 use crate::counts::{CountsEngine, QueryError};
-use crate::request::{CountsRequest, OutputFormat};
+use crate::request::{CountsRequest, Dimension, OutputFormat};
 
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
@@ -86,22 +86,27 @@ async fn get_coverage(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQu
     let mut from = None;
     let mut to = None;
     let mut sources: Option<Vec<String>> = None;
-    for (key, value) in query_pairs(raw.as_deref()) {
-        let month = |name: &str, value: &str, end: bool| -> Result<String, Response> {
-            let parsed = CountsRequest::parse(&[(name.to_owned(), value.to_owned())]).map_err(|e| error(StatusCode::BAD_REQUEST, e.0))?;
-            Ok(if end { parsed.to } else { parsed.from }.expect("parsed"))
+    let mut format = OutputFormat::Json;
+    let pairs = query_pairs(raw.as_deref());
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in &pairs {
+        if !seen.insert(key.as_str()) {
+            return error(StatusCode::BAD_REQUEST, format!("parameter '{key}' is given twice; give one comma-separated list"));
+        }
+        // The counts parser checks months, sources and formats the same way for both endpoints.
+        let parsed = match CountsRequest::parse(&[(key.clone(), value.clone())]) {
+            Ok(parsed) => parsed,
+            Err(e) if matches!(key.as_str(), "from" | "to" | "source" | "format") => {
+                return error(StatusCode::BAD_REQUEST, e.0);
+            }
+            Err(_) => return error(StatusCode::BAD_REQUEST, format!("unknown parameter '{key}'; use from, to, source or format")),
         };
         match key.as_str() {
-            "from" => match month("from", &value, false) {
-                Ok(m) => from = Some(m),
-                Err(response) => return response,
-            },
-            "to" => match month("to", &value, true) {
-                Ok(m) => to = Some(m),
-                Err(response) => return response,
-            },
-            "source" => sources = Some(value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
-            other => return error(StatusCode::BAD_REQUEST, format!("unknown parameter '{other}'; use from, to, source")),
+            "from" => from = parsed.from,
+            "to" => to = parsed.to,
+            "source" => sources = parsed.filters.get(&Dimension::Source).cloned(),
+            "format" => format = parsed.format,
+            other => return error(StatusCode::BAD_REQUEST, format!("unknown parameter '{other}'; use from, to, source or format")),
         }
     }
     if let (Some(f), Some(t)) = (&from, &to) {
@@ -109,10 +114,31 @@ async fn get_coverage(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQu
             return error(StatusCode::BAD_REQUEST, format!("from={f} is after to={t}"));
         }
     }
-    match state.engine.coverage(from.as_deref(), to.as_deref(), sources.as_deref()).await {
-        Ok((as_of, rows)) => Json(json!({"as_of": as_of, "coverage": rows})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    let (as_of, rows) = match state.engine.coverage(from.as_deref(), to.as_deref(), sources.as_deref()).await {
+        Ok(answer) => answer,
+        Err(e) if e.is_bad_request() => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let sequence = HeaderValue::from(as_of.sequence);
+    let mut response = match format {
+        OutputFormat::Json => Json(json!({"as_of": as_of, "coverage": rows})).into_response(),
+        OutputFormat::Csv => {
+            let mut out = String::from("source,month,status,closed_departements\n");
+            for row in &rows {
+                let closed = row["closed_departements"].as_array().map(|d| {
+                    d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")
+                });
+                let fields = [row["source"].clone(), row["month"].clone(), row["status"].clone(), closed.map_or(Value::Null, Value::String)];
+                out.push_str(&fields.iter().map(csv_field).collect::<Vec<_>>().join(","));
+                out.push('\n');
+            }
+            let mut response = out.into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            response
+        }
+    };
+    response.headers_mut().insert("observatory-as-of-sequence", sequence);
+    response
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -167,6 +193,10 @@ pub fn frame_csv(frame: &DataFrame) -> String {
     out
 }
 
+/// What `rate_per_100k` is, in every JSON answer that carries it.
+pub const RATE_DEFINITION: &str = "count over rate_period (cumulative, not annualised) divided by the INSEE legal \
+     population of population_area (the départements the row counts) in population_year, times 100 000";
+
 #[tracing::instrument(name = "counts", skip_all, fields(query = raw.as_deref().unwrap_or("")))]
 async fn get_counts(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuery) -> Response {
     let request = match CountsRequest::parse(&query_pairs(raw.as_deref())) {
@@ -176,7 +206,7 @@ async fn get_counts(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuer
     let answer = match state.engine.counts(&request, state.config.max_wait).await {
         Ok(answer) => answer,
         Err(e @ QueryError::NotYet { .. }) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e @ QueryError::MixedUnits(_)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) if e.is_bad_request() => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => {
             tracing::error!(error = %e, "count query failed");
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
@@ -185,11 +215,14 @@ async fn get_counts(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuer
     let as_of = HeaderValue::from(answer.as_of.sequence);
     match request.format {
         OutputFormat::Json => {
-            let body = json!({
+            let mut body = json!({
                 "as_of": answer.as_of,
                 "by": request.by.iter().map(|d| d.name()).collect::<Vec<_>>(),
                 "rows": frame_rows(&answer.frame),
             });
+            if request.rate.is_some() {
+                body["rate"] = json!({"per": 100_000, "definition": RATE_DEFINITION});
+            }
             let mut response = Json(body).into_response();
             response.headers_mut().insert("observatory-as-of-sequence", as_of);
             response

@@ -32,6 +32,27 @@ pub enum QueryError {
          choose one with unit=… or group with by=unit"
     )]
     MixedUnits(String),
+    /// A filter names a source that has sent nothing to this projection.
+    #[error(
+        "source='{source_id}' has sent nothing to this projection (as of sequence {sequence}); known sources: {known}"
+    )]
+    UnknownSource { source_id: String, sequence: u64, known: String },
+    /// An answer would be larger than the service serves in one response.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A loss total does not fit in 64-bit cents: summing it would be wrong.
+    #[error(
+        "the loss totals of this projection exceed what 64-bit integer cents can hold ({0}); \
+         per-record losses are bounded at ingest, so this means corrupt or hostile data: check the feeds"
+    )]
+    LossOverflow(String),
+}
+
+impl QueryError {
+    /// Whether the request (not the service) is at fault.
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, QueryError::MixedUnits(_) | QueryError::UnknownSource { .. } | QueryError::TooLarge(_))
+    }
 }
 
 impl From<PolarsError> for QueryError {
@@ -80,6 +101,87 @@ pub struct Netted {
     /// The same cells with every text dimension as a code into its dictionary (what
     /// requests scan).
     coded: Arc<Coded>,
+    /// Every (source, month) with at least one live cell.
+    data_months: Arc<HashSet<(String, String)>>,
+}
+
+impl Netted {
+    fn empty() -> Result<Netted, QueryError> {
+        let frame = net(Vec::new(), &Coverage::default())?;
+        let coded = Arc::new(Coded::encode(&frame)?);
+        Ok(Netted {
+            version: 0,
+            counts_files: HashSet::new(),
+            coverage_files: Vec::new(),
+            coverage: Arc::default(),
+            frame,
+            coded,
+            data_months: Arc::default(),
+        })
+    }
+
+    /// What a request is answered against: the cells, the closures and where data exists.
+    fn context(&self) -> Context {
+        Context { coded: self.coded.clone(), coverage: self.coverage.clone(), data_months: self.data_months.clone() }
+    }
+}
+
+/// The pieces of one manifest's netting a request reads.
+#[derive(Clone)]
+pub struct Context {
+    pub coded: Arc<Coded>,
+    pub coverage: Arc<Coverage>,
+    pub data_months: Arc<HashSet<(String, String)>>,
+}
+
+impl Context {
+    /// Every source known to the projection: it sent data or closed a month.
+    pub fn sources(&self) -> Vec<String> {
+        let mut sources: Vec<String> =
+            self.data_months.iter().map(|(s, _)| s.clone()).chain(self.coverage.sources().map(str::to_owned)).collect();
+        sources.sort();
+        sources.dedup();
+        sources
+    }
+
+    /// First and last month with data or a closure.
+    pub fn known_months(&self) -> Option<(String, String)> {
+        let months = self.data_months.iter().map(|(_, m)| m.as_str()).chain(self.coverage.months().map(|(_, m)| m));
+        let (mut first, mut last): (Option<&str>, Option<&str>) = (None, None);
+        for m in months {
+            first = Some(first.map_or(m, |f| f.min(m)));
+            last = Some(last.map_or(m, |l| l.max(m)));
+        }
+        Some((first?.to_owned(), last?.to_owned()))
+    }
+
+    /// `closed`, `partial`, `open` or `missing` for one source and month, as `/v1/coverage`.
+    pub fn status(&self, source: &str, month: &str) -> (&'static str, Option<Vec<String>>) {
+        match self.coverage.entry(source, month) {
+            Some(None) => ("closed", None),
+            Some(Some(listed)) => {
+                let mut listed: Vec<String> = listed.iter().cloned().collect();
+                listed.sort();
+                ("partial", Some(listed))
+            }
+            None if self.data_months.contains(&(source.to_owned(), month.to_owned())) => ("open", None),
+            None => ("missing", None),
+        }
+    }
+
+    /// Refuses a source filter naming a source the projection has never heard of.
+    fn check_sources(&self, request: &CountsRequest, sequence: u64) -> Result<(), QueryError> {
+        let Some(wanted) = request.filters.get(&Dimension::Source) else { return Ok(()) };
+        let known = self.sources();
+        match wanted.iter().find(|s| !known.contains(s)) {
+            Some(unknown) => Err(QueryError::UnknownSource {
+                source_id: unknown.clone(),
+                sequence,
+                known: if known.is_empty() { "none yet".to_owned() } else { known.join(", ") },
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl CountsEngine {
@@ -153,80 +255,66 @@ impl CountsEngine {
         }
         let started = Instant::now();
         let for_task = coverage.clone();
-        let (frame, coded) = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
+        let (frame, coded, data_months) = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
             let frame = net(frames, &for_task)?;
             let coded = Coded::encode(&frame)?;
-            Ok((frame, Arc::new(coded)))
+            let data_months = data_months(&frame)?;
+            Ok((frame, Arc::new(coded), Arc::new(data_months)))
         })
         .await
         .map_err(|e| QueryError::Compute(format!("netting task failed: {e}")))??;
         tracing::debug!(version = manifest.version, sequence = manifest.last_sequence, cells = frame.height(),
             incremental = previous.is_some(), elapsed_ms = started.elapsed().as_millis() as u64, "counts netted");
-        let netted = Arc::new(Netted { version: manifest.version, counts_files, coverage_files, coverage, frame, coded });
+        let netted =
+            Arc::new(Netted { version: manifest.version, counts_files, coverage_files, coverage, frame, coded, data_months });
         *cached = Some(netted.clone());
         Ok(netted)
     }
 
     /// Per source and month: `closed` (declared complete), `partial` (some départements
-    /// closed), `open` (data but not closed) or `missing` (neither).
+    /// closed), `open` (data but not closed) or `missing` (neither). At most
+    /// [`MAX_COVERAGE_ROWS`] rows: a larger answer is an error saying so, never a silent cut.
     pub async fn coverage(
         &self,
         from: Option<&str>,
         to: Option<&str>,
         sources: Option<&[String]>,
     ) -> Result<(AsOf, Vec<serde_json::Value>), QueryError> {
-        let request = CountsRequest {
-            by: vec![Dimension::Source, Dimension::Month, Dimension::Unit],
-            from: from.map(str::to_owned),
-            to: to.map(str::to_owned),
-            filters: Default::default(),
-            format: crate::request::OutputFormat::Json,
-            min_sequence: None,
-            rate: None,
-        };
         // One manifest for both: the data months and the closures must describe the same state.
         let manifest = self.projection.serving_manifest().await?;
-        let (answer, coverage) = self.counts_on(manifest.as_ref(), &request).await?;
-        let frame = &answer.frame;
-        let mut with_data: HashSet<(String, String)> = HashSet::new();
-        let source_column = frame.column("source")?.str()?;
-        let month_column = frame.column("month")?.str()?;
-        for i in 0..frame.height() {
-            if let (Some(s), Some(m)) = (source_column.get(i), month_column.get(i)) {
-                with_data.insert((s.to_owned(), m.to_owned()));
-            }
-        }
-        let mut all_sources: Vec<String> =
-            with_data.iter().map(|(s, _)| s.clone()).chain(coverage.sources().map(str::to_owned)).collect();
-        all_sources.sort();
-        all_sources.dedup();
+        let as_of = as_of(manifest.as_ref());
+        let context = self.snapshot(manifest.as_ref()).await?.context();
+        let mut all_sources = context.sources();
         if let Some(wanted) = sources {
+            let request = CountsRequest {
+                filters: [(Dimension::Source, wanted.to_vec())].into_iter().collect(),
+                ..CountsRequest::default()
+            };
+            context.check_sources(&request, as_of.sequence)?;
             all_sources.retain(|s| wanted.contains(s));
         }
-        let months: Vec<String> = {
-            let known = with_data.iter().map(|(_, m)| m.clone()).chain(coverage.months().map(|(_, m)| m.to_owned()));
-            let mut known: Vec<String> = known.collect();
-            known.sort();
-            let first = from.map(str::to_owned).or_else(|| known.first().cloned());
-            let last = to.map(str::to_owned).or_else(|| known.last().cloned());
-            match (first, last) {
-                (Some(first), Some(last)) => month_range(&first, &last),
-                _ => Vec::new(),
+        let known = context.known_months();
+        let first = from.map(str::to_owned).or_else(|| known.as_ref().map(|k| k.0.clone()));
+        let last = to.map(str::to_owned).or_else(|| known.as_ref().map(|k| k.1.clone()));
+        let months = match (first, last) {
+            (Some(first), Some(last)) => {
+                let span = month_index(&last).unwrap_or(0) - month_index(&first).unwrap_or(0) + 1;
+                let rows = span.max(0) as u64 * all_sources.len() as u64;
+                if rows > MAX_COVERAGE_ROWS {
+                    return Err(QueryError::TooLarge(format!(
+                        "{first} to {last} is {span} months for {} sources, {rows} rows; at most {MAX_COVERAGE_ROWS} rows \
+                         per answer: narrow from/to or choose source=",
+                        all_sources.len()
+                    )));
+                }
+                month_range(&first, &last)
             }
+            _ => Vec::new(),
         };
-        let mut rows = Vec::new();
+        let mut rows = Vec::with_capacity(months.len() * all_sources.len());
         for source in &all_sources {
             for month in &months {
-                let (status, closed) = match coverage.entry(source, month) {
-                    Some(None) => ("closed", None),
-                    Some(Some(listed)) => {
-                        let mut listed: Vec<&String> = listed.iter().collect();
-                        listed.sort();
-                        ("partial", Some(listed.into_iter().cloned().collect::<Vec<_>>()))
-                    }
-                    None if with_data.contains(&(source.clone(), month.clone())) => ("open", None),
-                    None => ("missing", None),
-                };
+                let (status, closed) = context.status(source, month);
                 let mut row = serde_json::json!({"source": source, "month": month, "status": status});
                 if let Some(closed) = closed {
                     row["closed_departements"] = serde_json::json!(closed);
@@ -234,42 +322,64 @@ impl CountsEngine {
                 rows.push(row);
             }
         }
-        Ok((answer.as_of, rows))
+        Ok((as_of, rows))
     }
 
     pub async fn counts(&self, request: &CountsRequest, wait: Duration) -> Result<CountsAnswer, QueryError> {
         let manifest = self.manifest(request.min_sequence, wait).await?;
-        Ok(self.counts_on(manifest.as_ref(), request).await?.0)
+        self.counts_on(manifest.as_ref(), request).await
     }
 
-    /// The answer to `request` on `manifest`, with the coverage table it was computed with.
-    async fn counts_on(&self, manifest: Option<&Manifest>, request: &CountsRequest) -> Result<(CountsAnswer, Arc<Coverage>), QueryError> {
-        let as_of = AsOf {
-            sequence: manifest.as_ref().map_or(0, |m| m.last_sequence),
-            version: manifest.as_ref().map_or(0, |m| m.version),
-            committed_at: manifest.as_ref().map(|m| m.committed_at),
-            reference: manifest.as_ref().map(|m| m.reference.clone()).unwrap_or_default(),
-        };
-        let (cells, coverage) = match manifest {
-            Some(manifest) => {
-                let netted = self.netted(manifest).await?;
-                (netted.coded.clone(), netted.coverage.clone())
-            }
-            None => (Arc::new(Coded::encode(&net(Vec::new(), &Coverage::default())?)?), Arc::default()),
-        };
+    /// The netting of `manifest` (an empty one before the first manifest).
+    async fn snapshot(&self, manifest: Option<&Manifest>) -> Result<Arc<Netted>, QueryError> {
+        match manifest {
+            Some(manifest) => self.netted(manifest).await,
+            None => Ok(Arc::new(Netted::empty()?)),
+        }
+    }
+
+    /// The answer to `request` on `manifest`.
+    async fn counts_on(&self, manifest: Option<&Manifest>, request: &CountsRequest) -> Result<CountsAnswer, QueryError> {
+        let as_of = as_of(manifest);
+        let context = self.snapshot(manifest).await?.context();
+        context.check_sources(request, as_of.sequence)?;
         // Polars computes on its own threads and blocks: keep it off the async workers.
         let request = request.clone();
-        let frame = tokio::task::spawn_blocking(move || aggregate(&cells, &request))
+        let frame = tokio::task::spawn_blocking(move || aggregate(&context, &request))
             .await
             .map_err(|e| QueryError::Compute(format!("aggregation task failed: {e}")))??;
-        Ok((CountsAnswer { as_of, frame }, coverage))
+        Ok(CountsAnswer { as_of, frame })
     }
+}
+
+/// The most rows `/v1/coverage` answers at once (about 80 years of 100 sources).
+pub const MAX_COVERAGE_ROWS: u64 = 100_000;
+
+fn as_of(manifest: Option<&Manifest>) -> AsOf {
+    AsOf {
+        sequence: manifest.map_or(0, |m| m.last_sequence),
+        version: manifest.map_or(0, |m| m.version),
+        committed_at: manifest.map(|m| m.committed_at),
+        reference: manifest.map(|m| m.reference.clone()).unwrap_or_default(),
+    }
+}
+
+/// Every (source, month) that has a live cell.
+fn data_months(cells: &DataFrame) -> Result<HashSet<(String, String)>, QueryError> {
+    let pairs = cells.select(["source", "month"])?.unique_stable(None, UniqueKeepStrategy::First, None)?;
+    let source = pairs.column("source")?.str()?;
+    let month = pairs.column("month")?.str()?;
+    Ok(source.iter().zip(month.iter()).filter_map(|(s, m)| Some((s?.to_owned(), m?.to_owned()))).collect())
 }
 
 /// Months from `first` to `last` inclusive, both "YYYY-MM".
 fn month_range(first: &str, last: &str) -> Vec<String> {
     let (Some(a), Some(b)) = (month_index(first), month_index(last)) else { return Vec::new() };
-    (a..=b.min(a + 12 * 50)).map(|i| format!("{:04}-{:02}", i / 12, i % 12 + 1)).collect()
+    (a..=b).map(month_label).collect()
+}
+
+fn month_label(index: i32) -> String {
+    format!("{:04}-{:02}", index / 12, index % 12 + 1)
 }
 
 fn any_of(column: &str, values: &[String], matcher: impl Fn(Expr, &str) -> Expr) -> Expr {
@@ -388,9 +498,27 @@ pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, Que
         // An amendment that only changes the loss leaves a count of 0: keep it.
         .filter(col("count").neq(lit(0i64)).or(col("loss_cents").neq(lit(0i64))))
         .collect()?;
+    check_losses(&cells)?;
     let open = open_flags(&cells, coverage)?;
     cells.with_column(open)?;
     Ok(cells)
+}
+
+/// Deltas are summed with wrapping arithmetic, which is exact when the true totals fit in i64.
+/// Losses are never negative, so a negative cell, or cells whose sum exceeds i64 (which any
+/// request's sum could reach), mean a total that did not fit.
+fn check_losses(cells: &DataFrame) -> Result<(), QueryError> {
+    let mut total: i128 = 0;
+    for loss in cells.column("loss_cents")?.i64()?.iter().flatten() {
+        if loss < 0 {
+            return Err(QueryError::LossOverflow(format!("a cell totals {loss} cents")));
+        }
+        total += i128::from(loss);
+    }
+    if total > i128::from(i64::MAX) {
+        return Err(QueryError::LossOverflow(format!("all cells total {total} cents")));
+    }
+    Ok(())
 }
 
 /// Text dimensions of a cell, coded for requests.
@@ -456,7 +584,8 @@ fn month_index(month: &str) -> Option<i32> {
 
 /// Filters the netted cells, checks units, groups and sums, then adds provisional flags and
 /// rates. Pure over its inputs.
-pub fn aggregate(coded: &Coded, request: &CountsRequest) -> Result<DataFrame, QueryError> {
+pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame, QueryError> {
+    let coded = &*context.coded;
     let mut frame = coded.frame.clone().lazy();
     // Months are "YYYY-MM" and their dictionary is sorted: a range of months is a range of codes.
     if request.from.is_some() || request.to.is_some() {
@@ -496,6 +625,18 @@ pub fn aggregate(coded: &Coded, request: &CountsRequest) -> Result<DataFrame, Qu
         col("loss_cents").sum().alias("loss_cents"),
         col("open").sum().alias("open"),
     ];
+    // What an ungrouped rate covers in time when from/to leave it open: the months with data.
+    let time_grouped = request.by.contains(&Dimension::Year) || request.by.contains(&Dimension::Month);
+    let data_span = if request.rate.is_some() && !time_grouped {
+        let span = frame.clone().select([col("month").min().alias("first"), col("month").max().alias("last")]).collect()?;
+        let code = |name: &str| -> Result<Option<String>, QueryError> {
+            let code = span.column(name)?.u32()?.get(0);
+            Ok(code.and_then(|c| coded.dictionary("month").map(|d| d[c as usize].clone())))
+        };
+        code("first")?.zip(code("last")?)
+    } else {
+        None
+    };
     let mut result = frame.group_by(keys).agg(sums).collect()?;
     coded.decode(&mut result, "unit")?;
     let mut units: Vec<String> = result.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
@@ -505,11 +646,13 @@ pub fn aggregate(coded: &Coded, request: &CountsRequest) -> Result<DataFrame, Qu
         return Err(QueryError::MixedUnits(units.join(", ")));
     }
     if request.by.is_empty() && result.height() == 0 {
-        // A national total with no data is a zero, not an empty answer.
+        // A total with no data is a zero only where every source has closed every month it
+        // spans; otherwise nothing was reported, which is not zero: provisional.
+        let open = i64::from(!zero_is_final(context, request));
         result = DataFrame::new_infer_height(vec![
             Column::new("count".into(), vec![0i64]),
             Column::new("loss_cents".into(), vec![0i64]),
-            Column::new("open".into(), vec![0i64]),
+            Column::new("open".into(), vec![open]),
         ])?;
     }
     if !request.by.is_empty() {
@@ -546,49 +689,145 @@ pub fn aggregate(coded: &Coded, request: &CountsRequest) -> Result<DataFrame, Qu
     order.extend(["count", "loss_eur", "provisional"]);
     let mut result = result.select(order)?;
     if request.rate == Some(Rate::Per100k) {
-        add_rates(&mut result, request)?;
+        add_rates(&mut result, request, data_span)?;
     }
     Ok(result)
 }
 
-/// The year whose population a row is divided by: the row's own year when time is grouped,
-/// else the last year of the requested range, else the latest legal population.
-fn row_year(result: &DataFrame, request: &CountsRequest, i: usize) -> Result<Option<i32>, QueryError> {
-    if request.by.contains(&Dimension::Year) {
-        return Ok(result.column("year")?.i32()?.get(i));
-    }
-    if request.by.contains(&Dimension::Month) {
-        return Ok(result.column("month")?.str()?.get(i).and_then(|m| m[..4].parse().ok()));
-    }
-    let (from, to) = request.year_range();
-    Ok(to.or(from))
+/// Whether a zero total is final: every source the request covers (its `source=` filter, or
+/// every known source) has closed every month of the range (the request's, or the months the
+/// projection knows), for the départements the request selects.
+fn zero_is_final(context: &Context, request: &CountsRequest) -> bool {
+    let sources = match request.filters.get(&Dimension::Source) {
+        Some(listed) => listed.clone(),
+        None => context.sources(),
+    };
+    let known = context.known_months();
+    let (Some(first), Some(last)) = (
+        request.from.clone().or_else(|| known.as_ref().map(|k| k.0.clone())),
+        request.to.clone().or_else(|| known.as_ref().map(|k| k.1.clone())),
+    ) else {
+        return false;
+    };
+    // Months named by a filter count whether or not anything is known of them.
+    let within = |m: &String| request.from.as_ref().is_none_or(|f| f <= m) && request.to.as_ref().is_none_or(|t| m <= t);
+    let months: Vec<String> = match (request.filters.get(&Dimension::Month), request.filters.get(&Dimension::Year)) {
+        (Some(listed), _) => listed.iter().filter(|m| within(m)).cloned().collect(),
+        (None, Some(years)) => years.iter().flat_map(|y| month_range(&format!("{y}-01"), &format!("{y}-12"))).filter(within).collect(),
+        (None, None) => month_range(&first, &last),
+    };
+    let geography = Geography::france();
+    let listed = request.filters.get(&Dimension::Departement);
+    let regions = request.filters.get(&Dimension::Region);
+    let departements: Option<Vec<&str>> = (listed.is_some() || regions.is_some()).then(|| {
+        geography
+            .departements()
+            .iter()
+            .filter(|d| listed.is_none_or(|l| l.contains(&d.code)) && regions.is_none_or(|r| r.contains(&d.region)))
+            .map(|d| d.code.as_str())
+            .collect()
+    });
+    !sources.is_empty()
+        && sources.iter().all(|source| {
+            months.iter().all(|month| match &departements {
+                None => context.coverage.is_closed(source, month, None),
+                Some(list) => list.iter().all(|d| context.coverage.is_closed(source, month, Some(d))),
+            })
+        })
 }
 
-/// Adds `population`, `population_year` and `rate_per_100k` where the grouping allows: a
-/// geography in `by`, or the whole of France (or the filtered départements/régions).
-fn add_rates(result: &mut DataFrame, request: &CountsRequest) -> Result<(), QueryError> {
+/// The months a row counts, as "YYYY-MM" bounds: its month, its year within from/to, or the
+/// requested range (from/to, else the months with data) when time is not grouped.
+fn row_period(
+    result: &DataFrame,
+    request: &CountsRequest,
+    data_span: &Option<(String, String)>,
+    i: usize,
+) -> Result<Option<(String, String)>, QueryError> {
+    if request.by.contains(&Dimension::Month) {
+        return Ok(result.column("month")?.str()?.get(i).map(|m| (m.to_owned(), m.to_owned())));
+    }
+    if request.by.contains(&Dimension::Year) {
+        return Ok(result.column("year")?.i32()?.get(i).map(|y| {
+            let first = format!("{y:04}-01").max(request.from.clone().unwrap_or_default());
+            let last = format!("{y:04}-12");
+            let last = request.to.clone().map_or(last.clone(), |to| to.min(last));
+            (first, last)
+        }));
+    }
+    let first = request.from.clone().or_else(|| data_span.as_ref().map(|s| s.0.clone()));
+    let last = request.to.clone().or_else(|| data_span.as_ref().map(|s| s.1.clone()));
+    Ok(first.zip(last))
+}
+
+/// The départements a row counts (every filter and the row's own geography applied), and
+/// how the answer names them: `FR`, `region 11`, `departement 75`, `departements 75,92`.
+fn row_area(geography: &Geography, request: &CountsRequest, departement: Option<&str>, region: Option<&str>) -> (Vec<String>, String) {
+    let all = geography.departements();
+    let listed = request.filters.get(&Dimension::Departement);
+    let regions = request.filters.get(&Dimension::Region);
+    let by_departement = request.by.contains(&Dimension::Departement);
+    let by_region = request.by.contains(&Dimension::Region);
+    let codes: Vec<String> = all
+        .iter()
+        .filter(|d| listed.is_none_or(|l| l.contains(&d.code)))
+        .filter(|d| regions.is_none_or(|r| r.contains(&d.region)))
+        .filter(|d| !by_departement || departement == Some(d.code.as_str()))
+        .filter(|d| !by_region || region == Some(d.region.as_str()))
+        .map(|d| d.code.clone())
+        .collect();
+    let label = if codes.len() == all.len() {
+        "FR".to_owned()
+    } else {
+        // Whole régions are named as régions; anything else by its départements.
+        let mut touched: Vec<&str> = all.iter().filter(|d| codes.contains(&d.code)).map(|d| d.region.as_str()).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let covered: usize = touched.iter().map(|r| geography.departements_of(r).count()).sum();
+        let plural = |n: usize| if n > 1 { "s" } else { "" };
+        if covered == codes.len() && !codes.is_empty() && !by_departement {
+            format!("region{} {}", plural(touched.len()), touched.join(","))
+        } else {
+            format!("departement{} {}", plural(codes.len()), codes.join(","))
+        }
+    };
+    (codes, label)
+}
+
+/// Adds `population`, `population_year`, `population_area`, `rate_period` and
+/// `rate_per_100k`: the row's count over `rate_period` divided by the legal population of the
+/// départements the row counts (`population_area`: its département or région within the
+/// geographic filters, else France) for the latest reference year not after the period's
+/// end. Over a period other than one year the rate is cumulative, not annualised.
+fn add_rates(result: &mut DataFrame, request: &CountsRequest, data_span: Option<(String, String)>) -> Result<(), QueryError> {
     let geography = Geography::france();
     let height = result.height();
-    let latest = i32::MAX;
     let mut population: Vec<Option<i64>> = Vec::with_capacity(height);
     let mut population_year: Vec<Option<i32>> = Vec::with_capacity(height);
-    let departements = if request.by.contains(&Dimension::Departement) { Some(result.column("departement")?.str()?.clone()) } else { None };
+    let mut areas: Vec<Option<String>> = Vec::with_capacity(height);
+    let mut periods: Vec<Option<String>> = Vec::with_capacity(height);
+    let departements =
+        if request.by.contains(&Dimension::Departement) { Some(result.column("departement")?.str()?.clone()) } else { None };
     let regions = if request.by.contains(&Dimension::Region) { Some(result.column("region")?.str()?.clone()) } else { None };
+    type Area = (Option<(u64, i32)>, String);
+    let mut memo: HashMap<(Option<String>, Option<String>, i32), Area> = HashMap::new();
     for i in 0..height {
-        let year = row_year(result, request, i)?.unwrap_or(latest);
-        let figure = if let Some(departements) = &departements {
-            departements.get(i).and_then(|d| geography.population(d, year))
-        } else if let Some(regions) = &regions {
-            regions.get(i).and_then(|r| geography.region_population(r, year))
-        } else if let Some(listed) = request.filters.get(&Dimension::Departement) {
-            sum_populations(listed.iter().map(|d| geography.population(d, year)))
-        } else if let Some(listed) = request.filters.get(&Dimension::Region) {
-            sum_populations(listed.iter().map(|r| geography.region_population(r, year)))
-        } else {
-            geography.national_population(year)
-        };
+        let period = row_period(result, request, &data_span, i)?;
+        let year = period.as_ref().and_then(|(_, last)| last[..4].parse().ok()).unwrap_or(i32::MAX);
+        let departement = departements.as_ref().and_then(|d| d.get(i)).map(str::to_owned);
+        let region = regions.as_ref().and_then(|r| r.get(i)).map(str::to_owned);
+        let (figure, label) = memo
+            .entry((departement.clone(), region.clone(), year))
+            .or_insert_with(|| {
+                let (codes, label) = row_area(geography, request, departement.as_deref(), region.as_deref());
+                let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
+                (geography.departements_population(&codes, year), label)
+            })
+            .clone();
         population.push(figure.map(|(p, _)| p as i64));
         population_year.push(figure.map(|(_, y)| y));
+        areas.push(figure.map(|_| label));
+        periods.push(period.map(|(first, last)| format!("{first}/{last}")));
     }
     let counts = result.column("count")?.i64()?.clone();
     let rates: Vec<Option<f64>> = (0..height)
@@ -599,19 +838,142 @@ fn add_rates(result: &mut DataFrame, request: &CountsRequest) -> Result<(), Quer
         .collect();
     result.with_column(Column::new("population".into(), population))?;
     result.with_column(Column::new("population_year".into(), population_year))?;
+    result.with_column(Column::new("population_area".into(), areas))?;
+    result.with_column(Column::new("rate_period".into(), periods))?;
     result.with_column(Column::new("rate_per_100k".into(), rates))?;
     Ok(())
 }
 
-/// Sum of several populations, using the same (oldest) reference year for all; `None` if any
-/// is unknown.
-fn sum_populations(figures: impl Iterator<Item = Option<(u64, i32)>>) -> Option<(u64, i32)> {
-    let mut total = 0;
-    let mut year = i32::MAX;
-    for figure in figures {
-        let (population, used) = figure?;
-        total += population;
-        year = year.min(used);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One counts row: (month, département, iccs, source, unit, count, loss in cents).
+    type Row<'a> = (&'a str, Option<&'a str>, &'a str, &'a str, &'a str, i64, i64);
+
+    fn counts_file(rows: &[Row]) -> LazyFrame {
+        let geography = Geography::france();
+        let text = |name: &str, f: &dyn Fn(&Row) -> String| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+        let optional =
+            |name: &str, f: &dyn Fn(&Row) -> Option<String>| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+        DataFrame::new_infer_height(vec![
+            Column::new("year".into(), rows.iter().map(|r| r.0[..4].parse::<i32>().unwrap()).collect::<Vec<_>>()),
+            text("month", &|r| r.0.to_owned()),
+            optional("departement", &|r| r.1.map(str::to_owned)),
+            text("iccs", &|r| r.2.to_owned()),
+            Column::new("cyber".into(), vec![true; rows.len()]),
+            text("victim_type", &|_| "individual".to_owned()),
+            text("channel", &|_| "email".to_owned()),
+            text("source", &|r| r.3.to_owned()),
+            text("unit", &|r| r.4.to_owned()),
+            text("iccs_section", &|r| r.2[..2].to_owned()),
+            optional("iccs_division", &|r| r.2.get(..4).map(str::to_owned)),
+            optional("iccs_group", &|r| r.2.get(..5).map(str::to_owned)),
+            optional("region", &|r| r.1.and_then(|d| geography.region_of(d)).map(|g| g.code.clone())),
+            Column::new("count".into(), rows.iter().map(|r| r.5).collect::<Vec<_>>()),
+            Column::new("loss_cents".into(), rows.iter().map(|r| r.6).collect::<Vec<_>>()),
+        ])
+        .unwrap()
+        .lazy()
     }
-    (year != i32::MAX).then_some((total, year))
+
+    fn context(rows: &[Row], coverage: Coverage) -> Context {
+        let frame = net(vec![counts_file(rows)], &coverage).unwrap();
+        Context {
+            coded: Arc::new(Coded::encode(&frame).unwrap()),
+            data_months: Arc::new(data_months(&frame).unwrap()),
+            coverage: Arc::new(coverage),
+        }
+    }
+
+    fn request(query: &[(&str, &str)]) -> CountsRequest {
+        CountsRequest::parse(&query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn closed(source: &str, month: &str) -> DataFrame {
+        df!("source" => [source], "month" => [month], "departement" => [None::<&str>]).unwrap()
+    }
+
+    const ROWS: &[Row] = &[
+        ("2024-01", Some("75"), "0701", "pn", "offence", 3, 1_000),
+        ("2024-02", Some("92"), "0701", "pn", "offence", 1, 0),
+        ("2024-02", Some("13"), "09031", "gn", "offence", 2, 250),
+        ("2024-02", Some("75"), "0701", "pharos", "report", 4, 0),
+        // An amendment moved one incident from 92 to 75: the deltas net out.
+        ("2024-02", Some("92"), "0701", "pn", "offence", -1, 0),
+        ("2024-02", Some("75"), "0701", "pn", "offence", 1, 0),
+    ];
+
+    #[test]
+    fn deltas_net_per_cell_and_units_are_never_added() {
+        let context = context(ROWS, Coverage::default());
+        let frame = aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")])).unwrap();
+        let rows = crate::api::frame_rows(&frame);
+        let counts: Vec<(String, i64)> =
+            rows.iter().map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap())).collect();
+        assert_eq!(counts, [("13".to_owned(), 2), ("75".to_owned(), 4)]);
+        assert!(matches!(aggregate(&context, &request(&[])), Err(QueryError::MixedUnits(_))));
+        let by_unit = aggregate(&context, &request(&[("by", "unit")])).unwrap();
+        assert_eq!(by_unit.height(), 2);
+    }
+
+    #[test]
+    fn the_rate_of_a_row_is_over_what_the_row_counts() {
+        let context = context(ROWS, Coverage::default());
+        let geography = Geography::france();
+        let frame = aggregate(
+            &context,
+            &request(&[("by", "region"), ("departement", "75,75"), ("unit", "offence"), ("rate", "per100k"), ("from", "2024")]),
+        )
+        .unwrap();
+        let row = &crate::api::frame_rows(&frame)[0];
+        let paris = geography.population("75", 2024).unwrap();
+        assert_eq!(row["population"].as_u64(), Some(paris.0), "{row:?}");
+        assert_eq!(row["population_area"], "departement 75");
+        // `to` left open: up to the last month with data.
+        assert_eq!(row["rate_period"], "2024-01/2024-02");
+        assert_eq!(row["rate_per_100k"].as_f64(), Some(4.0 * 100_000.0 / paris.0 as f64));
+        let frame = aggregate(&context, &request(&[("unit", "offence"), ("rate", "per100k")])).unwrap();
+        let row = &crate::api::frame_rows(&frame)[0];
+        assert_eq!((row["population_area"].as_str(), row["rate_period"].as_str()), (Some("FR"), Some("2024-01/2024-02")));
+        assert_eq!(row["population"].as_u64(), geography.national_population(2024).map(|p| p.0));
+    }
+
+    #[test]
+    fn a_zero_is_final_only_where_every_source_closed_every_month() {
+        let mut coverage = Coverage::default();
+        for (source, month) in [("pn", "2023-06"), ("gn", "2023-06"), ("pharos", "2023-06"), ("pn", "2023-07")] {
+            coverage.add(&closed(source, month)).unwrap();
+        }
+        let context = context(ROWS, coverage);
+        let provisional = |query: &[(&str, &str)]| {
+            let frame = aggregate(&context, &request(query)).unwrap();
+            let row = &crate::api::frame_rows(&frame)[0];
+            assert_eq!(row["count"], 0, "{query:?}");
+            row["provisional"].as_bool().unwrap()
+        };
+        assert!(!provisional(&[("unit", "offence"), ("month", "2023-06")]));
+        assert!(provisional(&[("unit", "offence"), ("month", "2023-07")]), "gn and pharos did not close July");
+        assert!(!provisional(&[("unit", "offence"), ("month", "2023-07"), ("source", "pn")]));
+        assert!(provisional(&[("unit", "offence"), ("month", "2023-05")]));
+        assert!(provisional(&[("unit", "offence"), ("from", "2023-06"), ("to", "2023-07"), ("iccs", "0903")]));
+    }
+
+    #[test]
+    fn loss_totals_that_do_not_fit_are_refused() {
+        let big = i64::MAX / 2 + 1;
+        let rows: &[Row] = &[
+            ("2024-01", Some("75"), "0701", "pn", "offence", 1, big),
+            ("2024-01", Some("92"), "0701", "pn", "offence", 1, big),
+        ];
+        assert!(matches!(net(vec![counts_file(rows)], &Coverage::default()), Err(QueryError::LossOverflow(_))));
+        let rows: &[Row] = &[("2024-01", Some("75"), "0701", "pn", "offence", 1, -5)];
+        assert!(matches!(net(vec![counts_file(rows)], &Coverage::default()), Err(QueryError::LossOverflow(_))));
+    }
+
+    #[test]
+    fn month_ranges_are_never_cut() {
+        assert_eq!(month_range("1900-01", "2100-12").len(), 201 * 12);
+        assert_eq!(month_range("2024-11", "2025-02"), ["2024-11", "2024-12", "2025-01", "2025-02"]);
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use observatory_model::{Channel, VictimType, is_departement, is_valid_source_id};
-use observatory_reference::Geography;
+use observatory_reference::{Geography, Iccs};
 
 /// A dimension of the count grain, usable in `by=` and as a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,6 +99,20 @@ pub struct CountsRequest {
     pub rate: Option<Rate>,
 }
 
+impl Default for CountsRequest {
+    fn default() -> Self {
+        CountsRequest {
+            by: Vec::new(),
+            from: None,
+            to: None,
+            filters: BTreeMap::new(),
+            format: OutputFormat::Json,
+            min_sequence: None,
+            rate: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct RequestError(pub String);
@@ -122,14 +136,14 @@ fn check_value(dimension: Dimension, value: &str) -> Result<(), RequestError> {
         Dimension::Year => value.len() == 4 && value.bytes().all(|b| b.is_ascii_digit()),
         Dimension::Month => month_bound("month", value, false).is_ok() && value.len() == 7,
         Dimension::Departement => is_departement(value),
-        Dimension::Iccs => (2..=6).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit()),
+        Dimension::Iccs => Iccs::v1_0().contains(value),
         Dimension::Cyber => value == "true" || value == "false",
         Dimension::VictimType => VictimType::parse(value).is_some(),
         Dimension::Channel => Channel::parse(value).is_some(),
         Dimension::Source => is_valid_source_id(value),
-        Dimension::IccsSection => value.len() == 2 && value.bytes().all(|b| b.is_ascii_digit()),
-        Dimension::IccsDivision => value.len() == 4 && value.bytes().all(|b| b.is_ascii_digit()),
-        Dimension::IccsGroup => value.len() == 5 && value.bytes().all(|b| b.is_ascii_digit()),
+        Dimension::IccsSection => value.len() == 2 && Iccs::v1_0().contains(value),
+        Dimension::IccsDivision => value.len() == 4 && Iccs::v1_0().contains(value),
+        Dimension::IccsGroup => value.len() == 5 && Iccs::v1_0().contains(value),
         Dimension::Region => Geography::france().region(value).is_some(),
         Dimension::Unit => matches!(value, "offence" | "victim" | "report"),
     };
@@ -140,14 +154,14 @@ fn check_value(dimension: Dimension, value: &str) -> Result<(), RequestError> {
         Dimension::Year => "a year YYYY".to_owned(),
         Dimension::Month => "a month YYYY-MM".to_owned(),
         Dimension::Departement => "an INSEE département code (01..95, 2A, 2B, 971..976)".to_owned(),
-        Dimension::Iccs => "an ICCS code of 2 to 6 digits (matches its subtree)".to_owned(),
+        Dimension::Iccs => "a code of ICCS 1.0 (matches its subtree; GET /v1/reference/iccs lists them)".to_owned(),
         Dimension::Cyber => "true or false".to_owned(),
         Dimension::VictimType => format!("one of {}", VictimType::allowed()),
         Dimension::Channel => format!("one of {}", Channel::allowed()),
         Dimension::Source => "an agency id".to_owned(),
-        Dimension::IccsSection => "an ICCS section (2 digits)".to_owned(),
-        Dimension::IccsDivision => "an ICCS division (4 digits)".to_owned(),
-        Dimension::IccsGroup => "an ICCS group (5 digits)".to_owned(),
+        Dimension::IccsSection => "an ICCS 1.0 section (2 digits, e.g. 09)".to_owned(),
+        Dimension::IccsDivision => "an ICCS 1.0 division (4 digits, e.g. 0903)".to_owned(),
+        Dimension::IccsGroup => "an ICCS 1.0 group (5 digits, e.g. 09031)".to_owned(),
         Dimension::Region => "an INSEE région code (e.g. 11 for Île-de-France)".to_owned(),
         Dimension::Unit => "offence, victim or report".to_owned(),
     };
@@ -156,15 +170,7 @@ fn check_value(dimension: Dimension, value: &str) -> Result<(), RequestError> {
 
 impl CountsRequest {
     pub fn parse(params: &[(String, String)]) -> Result<CountsRequest, RequestError> {
-        let mut request = CountsRequest {
-            by: Vec::new(),
-            from: None,
-            to: None,
-            filters: BTreeMap::new(),
-            format: OutputFormat::Json,
-            min_sequence: None,
-            rate: None,
-        };
+        let mut request = CountsRequest::default();
         let mut seen = std::collections::HashSet::new();
         for (key, value) in params {
             if !seen.insert(key.as_str()) {
@@ -209,8 +215,13 @@ impl CountsRequest {
                             Dimension::names()
                         ));
                     };
-                    let values: Vec<String> =
-                        value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect();
+                    // A filter is a set: `75,75` is Paris once (its population too).
+                    let mut values: Vec<String> = Vec::new();
+                    for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                        if !values.iter().any(|seen| seen == v) {
+                            values.push(v.to_owned());
+                        }
+                    }
                     if values.is_empty() {
                         return bad(format!("{name}= is empty; give one or more comma-separated values"));
                     }
@@ -282,6 +293,28 @@ mod tests {
             let error = parse(query).unwrap_err().0;
             assert!(error.contains(expected), "{query:?}: {error}");
         }
+    }
+
+    #[test]
+    fn a_filter_is_a_set() {
+        let r = parse(&[("departement", "75,75, 92,75"), ("region", "11,11")]).unwrap();
+        assert_eq!(r.filters[&Dimension::Departement], vec!["75", "92"]);
+        assert_eq!(r.filters[&Dimension::Region], vec!["11"]);
+    }
+
+    #[test]
+    fn codes_that_cannot_occur_are_refused() {
+        for (query, expected) in [
+            (("iccs", "0999"), "iccs='0999' is not valid"),
+            (("iccs", "0903,0999"), "iccs='0999'"),
+            (("iccs_section", "99"), "iccs_section='99'"),
+            (("iccs_division", "0999"), "iccs_division='0999'"),
+        ] {
+            let error = parse(&[query]).unwrap_err().0;
+            assert!(error.contains(expected), "{query:?}: {error}");
+        }
+        assert!(parse(&[("iccs", "0903")]).is_ok());
+        assert!(parse(&[("iccs_division", "0903")]).is_ok());
     }
 
     #[test]

@@ -318,6 +318,12 @@ impl Geography {
         self.sum_population(&depts, year)
     }
 
+    /// Sum over the listed départements, resolved like [`Geography::region_population`]: one
+    /// millésime for all terms.
+    pub fn departements_population(&self, depts: &[&str], year: i32) -> Option<(u64, i32)> {
+        self.sum_population(depts, year)
+    }
+
     fn sum_population(&self, depts: &[&str], year: i32) -> Option<(u64, i32)> {
         let mut common: Option<Vec<i32>> = None;
         for d in depts {

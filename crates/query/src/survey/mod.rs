@@ -82,6 +82,7 @@ impl SurveyQueryError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             SurveyQueryError::NotFound(_) => StatusCode::NOT_FOUND,
+            SurveyQueryError::Incidents(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             SurveyQueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SurveyQueryError::NoRespondents { .. } => StatusCode::CONFLICT,
             SurveyQueryError::Stats(
@@ -224,6 +225,14 @@ pub fn estimate_request(
         by,
         ci,
         level,
+        // Intervals reaching outside what the declaration allows are flagged.
+        ranges: wave
+            .declaration
+            .variables
+            .iter()
+            .filter(|v| v.min.is_some() || v.max.is_some())
+            .map(|v| (v.name.clone(), (v.min, v.max)))
+            .collect(),
         ..Default::default()
     }
 }
@@ -543,7 +552,18 @@ fn failure(e: SurveyQueryError) -> Response {
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         tracing::error!(error = %e, "survey query failed");
     }
-    error(status, e.to_string())
+    let message = match &e {
+        // The statistics crate words its remedy for the CLI; over HTTP the design comes from
+        // the wave's declaration, which cannot change.
+        SurveyQueryError::Stats(StatsError::LonelyPsu { stratum, stage, context }) => format!(
+            "stratum '{stratum}' has only one PSU at stage {stage}{context}, and the wave's design declares no \
+             lonely-PSU rule (\"lonely_psu\": \"fail\", the default): a declared wave cannot change, so declare \
+             the wave again under a new id with \"design\": {{\"lonely_psu\": \"adjust\"}} (or average, remove, \
+             certainty) in POST /v1/surveys/{{survey}}/waves, or merge the stratum with a neighbour in the data"
+        ),
+        _ => e.to_string(),
+    };
+    error(status, message)
 }
 
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
@@ -872,16 +892,32 @@ async fn get_dark_figure(
         if !query.sources.is_empty() {
             filters.push(("source".into(), query.sources.join(",")));
         }
+        if let Some(unit) = &query.unit {
+            filters.push(("unit".into(), unit.clone()));
+        }
         if let Some(sequence) = query.incidents_min_sequence {
             filters.push(("min_sequence".into(), sequence.to_string()));
         }
         let counts_request = CountsRequest::parse(&filters).map_err(|e| SurveyQueryError::BadRequest(e.0))?;
         let counts = state.counts.counts(&counts_request, state.config.max_wait).await?;
+        // Offences, victims and platform reports are never added: one figure per unit, and a
+        // single `count` only when one unit is left (choose it with unit=).
         let by_unit = frame_rows(&counts.frame);
-        let recorded: i64 = by_unit.iter().filter_map(|r| r.get("count").and_then(Value::as_i64)).sum();
-        let units: Vec<Value> = by_unit.iter().map(|r| json!({"unit": r.get("unit"), "count": r.get("count")})).collect();
+        let per_victim = |count: i64| (victims.estimate > 0.0).then(|| count as f64 / victims.estimate);
+        let units: Vec<Value> = by_unit
+            .iter()
+            .map(|r| {
+                let count = r.get("count").and_then(Value::as_i64).unwrap_or(0);
+                json!({"unit": r.get("unit"), "count": count, "provisional": r.get("provisional"),
+                       "recorded_per_estimated_victim": per_victim(count)})
+            })
+            .collect();
+        let single = match by_unit.as_slice() {
+            [one] => one.get("count").and_then(Value::as_i64),
+            [] => Some(0),
+            _ => None,
+        };
         let unit = counting_unit(wave.declaration.population);
-        let per_victim = (victims.estimate > 0.0).then(|| recorded as f64 / victims.estimate);
         let caveats = vec![
             format!(
                 "Different counting units: the survey estimates {}s victimised at least once between {} and {} (a {unit} \
@@ -920,13 +956,18 @@ async fn get_dark_figure(
                 "reporting_rate": reporting_rate,
             },
             "recorded_incidents": {
-                "counting_unit": "incident recorded by an agency",
-                "count": recorded,
+                "counting_unit": "incident recorded by an agency, in the unit of its source (by_unit)",
+                "count": single,
+                "count_note": if single.is_none() {
+                    Some("several counting units (see by_unit): they are never added; choose one with unit=offence|victim|report")
+                } else {
+                    None
+                },
                 "by_unit": units,
                 "filters": filters.iter().filter(|(k, _)| k != "by" && k != "min_sequence").map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
                 "as_of": counts.as_of,
             },
-            "recorded_per_estimated_victim": per_victim,
+            "recorded_per_estimated_victim": single.and_then(per_victim),
             "caveats": caveats,
         }))
     }
