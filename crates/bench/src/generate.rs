@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use observatory_bus::Outgoing;
-use observatory_model::{Channel, DEPARTEMENTS, DedupeKey, Envelope, Event, VictimType, validate_record};
+use observatory_model::{Channel, DEPARTEMENTS, DedupeKey, Envelope, Event, RevisionStamp, VictimType, validate_record};
 use observatory_reference::{Crosswalk, Crosswalks, IDENTITY};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -167,6 +167,7 @@ impl Generated {
             subject: envelope.subject(),
             message_id: envelope.event_id.to_string(),
             dedupe: DedupeKey::new(source, id, revision).to_hex(),
+            revision: RevisionStamp::of(source, &self.event).map(|stamp| stamp.to_header()),
             payload: Bytes::from(envelope.to_bytes()),
         }
     }

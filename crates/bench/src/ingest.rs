@@ -14,7 +14,7 @@ use observatory_bus::async_nats::HeaderMap;
 use observatory_bus::async_nats::jetstream;
 use observatory_bus::async_nats::jetstream::context::PublishError;
 use observatory_bus::async_nats::jetstream::publish::PublishAck;
-use observatory_bus::{Bus, BusConfig, DEDUPE_HEADER, LocalNatsServer, Outgoing};
+use observatory_bus::{Bus, BusConfig, DEDUPE_HEADER, LocalNatsServer, Outgoing, REVISION_HEADER};
 use serde::Serialize;
 use tracing::{Instrument, info_span};
 
@@ -105,6 +105,9 @@ pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) 
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.message_id.as_str());
         headers.insert(DEDUPE_HEADER, event.dedupe.as_str());
+        if let Some(revision) = &event.revision {
+            headers.insert(REVISION_HEADER, revision.as_str());
+        }
         let publish = jetstream.publish_with_headers(event.subject, headers, event.payload);
         tokio::pin!(publish);
         let sent = loop {

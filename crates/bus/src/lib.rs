@@ -17,6 +17,9 @@ pub const DEFAULT_STREAM: &str = "OBSERVATORY";
 /// Header carrying the idempotency key (source, agency_incident_id, revision), so the
 /// ingest can rebuild its index by replaying headers only.
 pub const DEDUPE_HEADER: &str = "Obs-Dedupe";
+/// Header of incident events: `observatory_model::RevisionStamp` (incident, revision, content
+/// fingerprint), from which the ingest tells duplicates from conflicts and stale revisions.
+pub const REVISION_HEADER: &str = "Obs-Revision";
 
 #[derive(Debug, Clone)]
 pub struct BusConfig {

@@ -12,6 +12,8 @@ pub struct Outgoing {
     pub message_id: String,
     /// The idempotency key, sent as [`crate::DEDUPE_HEADER`].
     pub dedupe: String,
+    /// The revision stamp of an incident event, sent as [`crate::REVISION_HEADER`].
+    pub revision: Option<String>,
     pub payload: Bytes,
 }
 
@@ -46,6 +48,9 @@ impl Publisher {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", event.message_id.as_str());
             headers.insert(crate::DEDUPE_HEADER, event.dedupe.as_str());
+            if let Some(revision) = &event.revision {
+                headers.insert(crate::REVISION_HEADER, revision.as_str());
+            }
             let publish = self.jetstream.publish_with_headers(event.subject, headers, event.payload);
             tokio::pin!(publish);
             // An ack future holds one of the context's in-flight permits until it completes, so
@@ -96,6 +101,7 @@ mod tests {
                     subject: "obs.incident.reported.pn".into(),
                     message_id: format!("{tag}-{i}"),
                     dedupe: format!("{i:032x}"),
+                    revision: None,
                     payload: Bytes::from_static(b"{}"),
                 })
                 .collect()

@@ -1,0 +1,136 @@
+//! What the ingest's idempotency index must know of each revision on the stream to tell a
+//! true duplicate (same content) from a conflict (same revision, other content) and from a
+//! stale revision (lower than the current one). It travels with the event in the
+//! `Obs-Revision` header, so the index is rebuilt from headers without reading payloads.
+
+use crate::envelope::Event;
+use crate::incident::incident_hash;
+
+/// One revision of one incident: `<incident hash, 32 hex> <revision> <content, 16 hex>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevisionStamp {
+    /// [`incident_hash`] of (source, agency_incident_id).
+    pub incident: u128,
+    pub revision: u32,
+    /// [`content_fingerprint`] of the event; never 0 (0 stands for "unknown" in the index).
+    pub content: u64,
+    /// The revision withdraws the incident.
+    pub withdrawal: bool,
+}
+
+impl RevisionStamp {
+    /// The stamp of an incident event; `None` for events about periods.
+    pub fn of(source: &str, event: &Event) -> Option<RevisionStamp> {
+        let (id, revision) = event.incident()?;
+        Some(RevisionStamp {
+            incident: incident_hash(source, id),
+            revision,
+            content: content_fingerprint(event),
+            withdrawal: matches!(event, Event::IncidentWithdrawn(_)),
+        })
+    }
+
+    pub fn to_header(&self) -> String {
+        let kind = if self.withdrawal { "w" } else { "r" };
+        format!("{:032x} {} {:016x} {kind}", self.incident, self.revision, self.content)
+    }
+
+    pub fn parse(text: &str) -> Option<RevisionStamp> {
+        let mut parts = text.split(' ');
+        let incident = parts.next().filter(|p| p.len() == 32).and_then(|p| u128::from_str_radix(p, 16).ok())?;
+        let revision = parts.next()?.parse().ok()?;
+        let content = parts.next().filter(|p| p.len() == 16).and_then(|p| u64::from_str_radix(p, 16).ok())?;
+        let withdrawal = match parts.next()? {
+            "w" => true,
+            "r" => false,
+            _ => return None,
+        };
+        parts.next().is_none().then_some(RevisionStamp { incident, revision, content, withdrawal })
+    }
+}
+
+/// A 64-bit fingerprint of what the agency said in a revision: every field it sent, and
+/// none that the ingest derived (the crosswalk version in force, the ICCS code or cyber flag
+/// the crosswalk gave, the counting unit), so the same record re-sent after a crosswalk
+/// update is still the same content.
+pub fn content_fingerprint(event: &Event) -> u64 {
+    let bytes = match event {
+        Event::IncidentReported(report) => {
+            let mut said = report.clone();
+            if let Some(coding) = said.coding.take() {
+                if coding.iccs_from_crosswalk {
+                    said.iccs.clear();
+                }
+                if coding.cyber_from_crosswalk {
+                    said.cyber = false;
+                }
+            }
+            said.unit = observatory_reference::Unit::Offence;
+            serde_json::to_vec(&("reported", said))
+        }
+        Event::IncidentWithdrawn(withdrawal) => serde_json::to_vec(&("withdrawn", withdrawal)),
+        Event::PeriodClosed(closed) => serde_json::to_vec(&("closed", closed)),
+    }
+    .expect("events serialise");
+    xxhash_rust::xxh3::xxh3_64(&bytes).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::{Channel, IncidentReported, IncidentWithdrawn, VictimType};
+
+    fn report(loss: Option<f64>) -> Event {
+        Event::IncidentReported(IncidentReported {
+            agency_incident_id: "PN-1".into(),
+            revision: 1,
+            occurred_on: chrono::NaiveDate::from_ymd_opt(2024, 3, 5).unwrap(),
+            occurred_until: None,
+            reported_on: chrono::NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+            iccs: "0903".into(),
+            offence_code: None,
+            cyber: true,
+            departement: Some("75".into()),
+            victim_type: VictimType::Individual,
+            channel: Channel::Email,
+            loss_eur: loss,
+            unit: observatory_reference::Unit::Offence,
+            coding: None,
+        })
+    }
+
+    #[test]
+    fn stamps_round_trip_and_tell_contents_apart() {
+        let a = RevisionStamp::of("pn", &report(Some(10.0))).unwrap();
+        assert_eq!(RevisionStamp::parse(&a.to_header()), Some(a));
+        let b = RevisionStamp::of("pn", &report(Some(12.0))).unwrap();
+        assert_eq!((a.incident, a.revision), (b.incident, b.revision));
+        assert_ne!(a.content, b.content);
+        assert_eq!(a.content, RevisionStamp::of("pn", &report(Some(10.0))).unwrap().content);
+        let withdrawn = Event::IncidentWithdrawn(IncidentWithdrawn { agency_incident_id: "PN-1".into(), revision: 1, reason: None });
+        let w = RevisionStamp::of("pn", &withdrawn).unwrap();
+        assert!(w.withdrawal && w.content != a.content);
+        for bad in ["", "x 1 0000000000000001 r", &a.to_header().replace(" r", " q"), &format!("{} extra", a.to_header())] {
+            assert_eq!(RevisionStamp::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn derived_fields_are_not_content() {
+        let Event::IncidentReported(mut mapped) = report(None) else { unreachable!() };
+        mapped.coding = Some(crate::incident::Coding {
+            crosswalk: "natinf".into(),
+            version: 1,
+            iccs_from_crosswalk: true,
+            cyber_from_crosswalk: true,
+        });
+        let mut remapped = mapped.clone();
+        remapped.iccs = "0901".into();
+        remapped.coding.as_mut().unwrap().version = 2;
+        remapped.unit = observatory_reference::Unit::Victim;
+        assert_eq!(
+            content_fingerprint(&Event::IncidentReported(mapped)),
+            content_fingerprint(&Event::IncidentReported(remapped))
+        );
+    }
+}
