@@ -10,13 +10,13 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
 use observatory_bus::{Outgoing, Publisher};
-use observatory_model::{DedupeKey, Envelope, Event, validate_period_close, validate_record};
+use observatory_model::{DedupeKey, Envelope, Event, RevisionStamp, validate_period_close, validate_record};
 use observatory_reference::{Crosswalk, Crosswalks};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::agencies::AgencyRegistry;
-use crate::dedupe::DedupeIndex;
+use crate::dedupe::{Claim, DedupeIndex};
 use crate::parse::{Format, parse_body};
 
 #[derive(Debug, Clone)]
@@ -113,9 +113,12 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, Response> {
         .get(header::AUTHORIZATION)
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "missing Authorization header; send 'Authorization: Bearer <token>' with the token from `observatory agency add`"))?;
     let text = value.to_str().map_err(|_| error(StatusCode::UNAUTHORIZED, "Authorization header is not ASCII"))?;
-    text.strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+    // RFC 9110: the scheme is case-insensitive; one space, then a token without spaces.
+    text.split_once(' ')
+        .filter(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.bytes().any(|b| b.is_ascii_whitespace())
+        })
+        .map(|(_, token)| token)
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Authorization must be 'Bearer <token>'"))
 }
 
@@ -186,34 +189,65 @@ async fn post_incidents(
         }
     }
 
-    let keys: Vec<DedupeKey> = candidates.iter().map(|(_, key, _)| *key).collect();
-    let claimed = state.index.claim(&keys);
-    let mut duplicates = claimed.iter().filter(|c| !**c).count() as u64;
-    let mut lines = Vec::new();
-    let mut claimed_keys = Vec::new();
-    let outgoing: Vec<Outgoing> = candidates
-        .into_iter()
-        .zip(claimed)
-        .filter(|(_, claimed)| *claimed)
-        .map(|((line, key, event), _)| {
-            lines.push(line);
-            claimed_keys.push(key);
-            let envelope = Envelope::new(&event, &agency.id, recorded_at);
-            Outgoing {
-                subject: envelope.subject(),
-                message_id: envelope.event_id.to_string(),
-                dedupe: key.to_hex(),
-                payload: Bytes::from(envelope.to_bytes()),
-            }
-        })
+    let records: Vec<(DedupeKey, RevisionStamp)> = candidates
+        .iter()
+        .map(|(_, key, event)| (*key, RevisionStamp::of(&agency.id, event).expect("records are incident events")))
         .collect();
+    let claims = state.index.claim(&records);
+    let mut duplicates = 0u64;
+    let mut lines = Vec::new();
+    let mut claimed = Vec::new();
+    let mut outgoing: Vec<Outgoing> = Vec::new();
+    for (((line, key, event), (_, stamp)), claim) in candidates.into_iter().zip(records).zip(claims) {
+        let (id, revision) = event.incident().expect("records are incident events");
+        let refusal = match claim {
+            Claim::New { previous } => {
+                lines.push(line);
+                claimed.push((key, stamp, previous));
+                let envelope = Envelope::new(&event, &agency.id, recorded_at);
+                outgoing.push(Outgoing {
+                    subject: envelope.subject(),
+                    message_id: envelope.event_id.to_string(),
+                    dedupe: key.to_hex(),
+                    revision: Some(stamp.to_header()),
+                    payload: Bytes::from(envelope.to_bytes()),
+                });
+                continue;
+            }
+            Claim::Duplicate => {
+                duplicates += 1;
+                continue;
+            }
+            Claim::Conflict { current } => (
+                "revision",
+                format!(
+                    "revision {revision} of '{id}' is already on the stream with different content (current revision \
+                     {current}); a change is a new revision: send it as revision {}",
+                    current + 1
+                ),
+            ),
+            Claim::Stale { current } => (
+                "revision",
+                format!(
+                    "revision {revision} of '{id}' is older than revision {current} already on the stream and would \
+                     change nothing; send a change as revision {}",
+                    current + 1
+                ),
+            ),
+            Claim::NeverReported => (
+                "withdrawn",
+                format!("'{id}' has never been reported by this agency: there is nothing to withdraw"),
+            ),
+        };
+        rejected.push(Rejection { line, field: Some(refusal.0.to_owned()), error: refusal.1 });
+    }
 
     let results = state.publisher.publish_all(outgoing).await;
     let mut accepted = 0u64;
     let mut last_sequence = None;
     let mut failed = Vec::new();
     let mut release = Vec::new();
-    for ((result, line), key) in results.into_iter().zip(lines).zip(claimed_keys) {
+    for ((result, line), claim) in results.into_iter().zip(lines).zip(claimed) {
         match result {
             Ok(published) if published.duplicate => duplicates += 1,
             Ok(published) => {
@@ -221,7 +255,7 @@ async fn post_incidents(
                 last_sequence = last_sequence.max(Some(published.sequence));
             }
             Err(failure) => {
-                release.push(key);
+                release.push(claim);
                 failed.push(json!({"line": line, "error": failure.to_string()}));
             }
         }
@@ -231,6 +265,8 @@ async fn post_incidents(
     span.record("duplicates", duplicates);
     span.record("rejected", rejected.len());
 
+    // Validation and index refusals in the order of the body.
+    rejected.sort_by_key(|r| r.line);
     let summary = IngestSummary { accepted, duplicates, rejected, last_sequence };
     if failed.is_empty() {
         return Json(summary).into_response();
@@ -258,16 +294,33 @@ async fn post_period_close(
         return error(StatusCode::UNAUTHORIZED, "unknown token; ask the observatory for a token with `observatory agency add <ID>`");
     };
     tracing::Span::current().record("source", agency.id.as_str());
+    // The essence, parameters and case aside, as for POST /v1/incidents.
+    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
+        Some(content_type) if Format::from_content_type(content_type) == Some(Format::JsonArray) => {}
+        Some(content_type) => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Type '{content_type}'; send the closure as application/json"),
+            );
+        }
+        None => {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "no Content-Type; send the closure as application/json");
+        }
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
-    let record = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(record)) => record,
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "expected a JSON object like {\"month\": \"2024-03\"}"),
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "body is not valid UTF-8");
+    };
+    // Read as the incident records are: a key sent twice is named by the validation.
+    let record = match crate::parse::json_record(crate::parse::strip_bom(text)) {
+        Ok(crate::parse::JsonRecord::Object(record)) => record,
+        Ok(crate::parse::JsonRecord::Other(_)) => return error(StatusCode::BAD_REQUEST, "expected a JSON object like {\"month\": \"2024-03\"}"),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")),
     };
-    let closed = match validate_period_close(&record) {
+    let closed = match validate_period_close(&record, Utc::now().date_naive()) {
         Ok(closed) => closed,
         Err(errors) => {
             let rejected: Vec<_> = errors.into_iter().map(|e| json!({"field": e.field, "error": e.error})).collect();
@@ -282,6 +335,7 @@ async fn post_period_close(
         subject: envelope.subject(),
         message_id: envelope.event_id.to_string(),
         dedupe: key.to_hex(),
+        revision: None,
         payload: Bytes::from(envelope.to_bytes()),
     };
     match state.publisher.publish_all(vec![outgoing]).await.pop() {

@@ -2,6 +2,9 @@
 //! format, so one validation serves all three; a record that cannot be read is an error on
 //! its own line, never a failure of the batch.
 
+use observatory_model::REPEATED_FIELDS;
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,26 +37,133 @@ pub struct ParsedRecord {
 }
 
 /// Fails only when the body as a whole is unreadable (not UTF-8, not a JSON array, no CSV
-/// header); problems of single records are returned per record.
+/// header, a CSV column named twice); problems of single records are returned per record. One
+/// leading byte-order mark is skipped, as spreadsheet and Windows tools write one.
 pub fn parse_body(format: Format, body: &[u8]) -> Result<Vec<ParsedRecord>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
     match format {
-        Format::Ndjson => Ok(parse_ndjson(text)),
-        Format::JsonArray => parse_json_array(text),
+        Format::Ndjson => Ok(parse_ndjson(strip_bom(text))),
+        Format::JsonArray => parse_json_array(strip_bom(text)),
         Format::Csv => parse_csv(text),
     }
 }
 
-fn as_object(value: Value) -> Result<Map<String, Value>, String> {
-    match value {
-        Value::Object(map) => Ok(map),
-        other => Err(format!("expected a JSON object, got {}", short(&other))),
-    }
+/// The text without one leading byte-order mark (U+FEFF).
+pub(crate) fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 fn short(value: &Value) -> String {
     let text = value.to_string();
     if text.len() > 40 { format!("{}…", &text[..text.floor_char_boundary(40)]) } else { text }
+}
+
+/// One JSON value read as a record. An object is built key by key so that a key sent twice is
+/// noticed (a `serde_json::Map` keeps one of the values, silently): the keys sent more than
+/// once are listed under [`REPEATED_FIELDS`], and validation rejects the record naming each.
+/// Nested values are plain [`Value`]s. Anything but an object is kept for the error message.
+pub(crate) enum JsonRecord {
+    Object(Map<String, Value>),
+    Other(Value),
+}
+
+impl JsonRecord {
+    pub(crate) fn into_object(self) -> Result<Map<String, Value>, String> {
+        match self {
+            JsonRecord::Object(map) => Ok(map),
+            JsonRecord::Other(other) => Err(format!("expected a JSON object, got {}", short(&other))),
+        }
+    }
+
+    /// The keys the object sent more than once, in the order first repeated.
+    pub(crate) fn repeated_keys(&self) -> Vec<&str> {
+        match self {
+            JsonRecord::Object(map) => match map.get(REPEATED_FIELDS) {
+                Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            },
+            JsonRecord::Other(_) => Vec::new(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<JsonRecord, D::Error> {
+        deserializer.deserialize_any(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = JsonRecord;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<JsonRecord, A::Error> {
+        let mut map = Map::new();
+        // A map, not a list: each repeated key once however often it comes, in linear time.
+        let mut repeated = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let value: Value = access.next_value()?;
+            match map.entry(key) {
+                serde_json::map::Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                serde_json::map::Entry::Occupied(entry) => {
+                    repeated.insert(entry.key().clone(), Value::Null);
+                }
+            }
+        }
+        if !repeated.is_empty() {
+            let keys = repeated.into_iter().map(|(key, _)| Value::String(key)).collect();
+            map.insert(REPEATED_FIELDS.to_owned(), Value::Array(keys));
+        }
+        Ok(JsonRecord::Object(map))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonRecord, A::Error> {
+        let mut values = Vec::new();
+        while let Some(value) = seq.next_element::<Value>()? {
+            values.push(value);
+        }
+        Ok(JsonRecord::Other(Value::Array(values)))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<JsonRecord, E> {
+        Ok(JsonRecord::Other(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<JsonRecord, E> {
+        Ok(JsonRecord::Other(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<JsonRecord, E> {
+        Ok(JsonRecord::Other(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<JsonRecord, E> {
+        Ok(JsonRecord::Other(Value::from(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<JsonRecord, E> {
+        Ok(JsonRecord::Other(Value::String(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<JsonRecord, E> {
+        Ok(JsonRecord::Other(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<JsonRecord, E> {
+        Ok(JsonRecord::Other(Value::Null))
+    }
+}
+
+/// One JSON value read as a [`JsonRecord`].
+pub(crate) fn json_record(text: &str) -> Result<JsonRecord, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
 fn parse_ndjson(text: &str) -> Vec<ParsedRecord> {
@@ -62,20 +172,28 @@ fn parse_ndjson(text: &str) -> Vec<ParsedRecord> {
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| ParsedRecord {
             line: i as u64 + 1,
-            record: serde_json::from_str::<Value>(line.trim_end_matches('\r'))
+            record: json_record(line.trim_end_matches('\r'))
                 .map_err(|e| format!("invalid JSON: {e}"))
-                .and_then(as_object),
+                .and_then(JsonRecord::into_object),
         })
         .collect()
 }
 
 fn parse_json_array(text: &str) -> Result<Vec<ParsedRecord>, String> {
-    let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(values)) => values,
-        Ok(other) => return Err(format!("expected a JSON array of records, got {}", short(&other))),
-        Err(e) => return Err(format!("body is not valid JSON: {e}")),
+    // Elements are read as records, so a repeated key rejects its element and not the body.
+    let values: Vec<JsonRecord> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(text).map_err(|e| format!("body is not valid JSON: {e}"))?
+    } else {
+        return match serde_json::from_str::<Value>(text) {
+            Ok(other) => Err(format!("expected a JSON array of records, got {}", short(&other))),
+            Err(e) => Err(format!("body is not valid JSON: {e}")),
+        };
     };
-    Ok(values.into_iter().enumerate().map(|(i, v)| ParsedRecord { line: i as u64 + 1, record: as_object(v) }).collect())
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| ParsedRecord { line: i as u64 + 1, record: v.into_object() })
+        .collect())
 }
 
 /// Fields whose CSV cells are typed before validation; every other cell stays a string.
@@ -101,42 +219,172 @@ fn typed_cell(column: &str, cell: &str) -> Value {
 }
 
 fn parse_csv(text: &str) -> Result<Vec<ParsedRecord>, String> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| format!("cannot read the CSV header row: {e}"))?
-        .iter()
-        .map(|h| h.trim().to_owned())
-        .collect();
-    if header.iter().all(String::is_empty) {
-        return Err("the CSV header row is empty; the first line must name the columns".into());
-    }
     let mut records = Vec::new();
+    read_csv(text, |header, line, row| {
+        let record = row.map(|row| header.iter().zip(row.iter()).map(|(h, cell)| (h.clone(), typed_cell(h, cell))).collect());
+        records.push(ParsedRecord { line, record });
+    })?;
+    Ok(records)
+}
+
+/// Reads a CSV body (header row first) as the csv crate does, for the incident and the survey
+/// feeds, calling `each` with the header, every record's physical line (the header is line 1;
+/// CRLF line ends count once) and its cells, or why the record cannot be read: the wrong
+/// number of cells, or a quote that never closes. Fails only for the body as a whole: no header,
+/// a header with an unclosed quote, a column named twice. Skips one leading byte-order mark.
+///
+/// The csv crate runs a quoted field that never closes to the end of the body, so one stray
+/// quote would swallow every line after it. The body is therefore first scanned for such a
+/// quote ([`unclosed_quote`]); the records before it are read, its line is rejected, and
+/// reading goes on with the next line (loops for another).
+pub(crate) fn read_csv<F>(text: &str, mut each: F) -> Result<Vec<String>, String>
+where
+    F: FnMut(&[String], u64, Result<&csv::StringRecord, String>),
+{
+    let text = strip_bom(text);
+    let mut lines = LineCounter::default();
+    let mut header: Option<Vec<String>> = None;
     let mut row = csv::StringRecord::new();
+    let mut start = 0;
     loop {
-        let line = reader.position().line();
-        match reader.read_record(&mut row) {
-            Ok(false) => break,
-            Ok(true) => {
-                let line = row.position().map_or(line, |p| p.line());
-                let record = if row.len() != header.len() {
-                    Err(format!("{} cells, but the header has {} columns", row.len(), header.len()))
-                } else {
-                    Ok(header.iter().zip(row.iter()).map(|(h, cell)| (h.clone(), typed_cell(h, cell))).collect())
-                };
-                records.push(ParsedRecord { line, record });
-            }
-            Err(e) => {
-                let line = e.position().map_or(line, |p| p.line());
-                records.push(ParsedRecord { line, record: Err(format!("unreadable CSV row: {e}")) });
-                // A broken quote can swallow the rest of the body; stop rather than guess.
-                if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
+        let segment = &text[start..];
+        let open = unclosed_quote(segment);
+        let end = open.map_or(segment.len(), |(record, _)| record);
+        let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(false).from_reader(&segment.as_bytes()[..end]);
+        loop {
+            match reader.read_record(&mut row) {
+                Ok(false) => break,
+                Ok(true) => {
+                    let offset = start + row.position().map_or(0, |p| p.byte() as usize);
+                    let line = lines.line_at(text, record_start(text, offset));
+                    let Some(header) = &header else {
+                        header = Some(read_header(&row)?);
+                        continue;
+                    };
+                    if row.len() == header.len() {
+                        each(header, line, Ok(&row));
+                        continue;
+                    }
+                    let mut error = format!("{} cells, but the header has {} columns", row.len(), header.len());
+                    let breaks: usize = row.iter().map(|cell| cell.bytes().filter(|&b| b == b'\n').count()).sum();
+                    if breaks > 0 {
+                        error.push_str(&format!(
+                            "; this record spans lines {line}–{} (a quoted field with line breaks): a quote may be unbalanced",
+                            line + breaks as u64
+                        ));
+                    }
+                    each(header, line, Err(error));
+                }
+                Err(e) => {
+                    let offset = start + e.position().map_or(0, |p| p.byte() as usize);
+                    let line = lines.line_at(text, record_start(text, offset));
+                    let Some(header) = &header else {
+                        return Err(format!("cannot read the CSV header row: {e}"));
+                    };
+                    each(header, line, Err(format!("unreadable CSV row: {e}")));
                     break;
                 }
             }
         }
+        let Some((record, quote)) = open else { break };
+        let record_line = lines.line_at(text, record_start(text, start + record));
+        let quote_line = lines.line_at(text, start + quote);
+        let Some(header) = &header else {
+            return Err(format!(
+                "the CSV header row has an unclosed quote: the field opened with \" on line {quote_line} never closes"
+            ));
+        };
+        let mut error = "unclosed quote: the field opened with \" on this line never closes".to_owned();
+        if record_line < quote_line {
+            error.push_str(&format!(" (its record starts on line {record_line})"));
+        }
+        each(header, quote_line, Err(error));
+        // Go on after the line of the quote.
+        start = match text[start + quote..].find('\n') {
+            Some(newline) => start + quote + newline + 1,
+            None => text.len(),
+        };
     }
-    Ok(records)
+    header.ok_or_else(|| "the CSV header row is empty; the first line must name the columns".to_owned())
+}
+
+/// The column names, trimmed: none named twice, not all empty.
+fn read_header(row: &csv::StringRecord) -> Result<Vec<String>, String> {
+    let header: Vec<String> = row.iter().map(|h| h.trim().to_owned()).collect();
+    if header.iter().all(String::is_empty) {
+        return Err("the CSV header row is empty; the first line must name the columns".into());
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (position, name) in header.iter().enumerate() {
+        if let Some(first) = seen.insert(name.as_str(), position) {
+            let (first, second) = (first + 1, position + 1);
+            return Err(if name.is_empty() {
+                format!("the CSV header has two columns without a name (columns {first} and {second}); name every column")
+            } else {
+                format!("the CSV header names column '{name}' twice (columns {first} and {second}); name each column once")
+            });
+        }
+    }
+    Ok(header)
+}
+
+/// Where the record at `offset` really starts: the csv crate may place a record on the line
+/// break before it (the `\n` of a CRLF).
+fn record_start(text: &str, offset: usize) -> usize {
+    offset + text.as_bytes()[offset..].iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+}
+
+/// Physical line numbers of increasing byte offsets, in one pass over the text.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    line: u64,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, text: &str, offset: usize) -> u64 {
+        debug_assert!(offset >= self.offset, "offsets must increase");
+        self.line += text.as_bytes()[self.offset..offset].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.offset = offset;
+        self.line + 1
+    }
+}
+
+/// Where a quote opened that is still open at the end of `text`, as the csv crate (default
+/// dialect) reads it: the byte offsets of the record it belongs to and of the quote. A quote
+/// opens a quoted field only at the start of a field (elsewhere it is a plain character); inside,
+/// `""` is an escaped quote, any other `"` closes the field, and line breaks are part of it.
+fn unclosed_quote(text: &str) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let (mut record, mut field_start, mut open) = (0, true, None);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if open.is_some() {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    open = None;
+                }
+            }
+        } else {
+            match b {
+                b'"' if field_start => {
+                    open = Some(i);
+                    field_start = false;
+                }
+                b',' => field_start = true,
+                b'\n' | b'\r' => {
+                    field_start = true;
+                    record = i + 1;
+                }
+                _ => field_start = false,
+            }
+        }
+        i += 1;
+    }
+    open.map(|quote| (record, quote))
 }
 
 #[cfg(test)]
@@ -177,6 +425,181 @@ mod tests {
         let records = parse_body(Format::JsonArray, b"[{\"a\":1}, 3]").unwrap();
         assert_eq!(records[1].line, 2);
         assert!(records[1].record.is_err());
+    }
+
+    /// What `POST /v1/incidents` makes of a body: the accepted lines, and every rejection as
+    /// (line, field, error), a record that cannot be read having no field.
+    type Rejections = Vec<(u64, Option<String>, String)>;
+
+    fn outcome(format: Format, body: &str) -> (Vec<u64>, Rejections) {
+        let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
+        let identity = observatory_reference::Crosswalks::builtin().latest(observatory_reference::IDENTITY).unwrap();
+        let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+        for parsed in parse_body(format, body.as_bytes()).unwrap() {
+            match parsed.record {
+                Err(error) => rejected.push((parsed.line, None, error)),
+                Ok(record) => match observatory_model::validate_record(&record, today, identity) {
+                    Ok(_) => accepted.push(parsed.line),
+                    Err(errors) => rejected.extend(errors.into_iter().map(|e| (parsed.line, Some(e.field), e.error))),
+                },
+            }
+        }
+        (accepted, rejected)
+    }
+
+    fn json_record(id: &str) -> String {
+        format!(
+            r#"{{"agency_incident_id":"{id}","occurred_on":"2024-03-05","reported_on":"2024-03-07","iccs":"0903","cyber":true,"departement":"75","victim_type":"individual","channel":"email"}}"#
+        )
+    }
+
+    const CSV_HEADER: &str = "agency_incident_id,revision,occurred_on,reported_on,iccs,cyber,departement,victim_type,channel,loss_eur";
+
+    #[test]
+    fn a_repeated_key_rejects_its_record_and_names_the_key() {
+        let twice = r#"{"agency_incident_id":"B","departement":"976","occurred_on":"2024-03-05","reported_on":"2024-03-07","iccs":"0903","cyber":true,"departement":"75","victim_type":"individual","channel":"email"}"#;
+        let ndjson = format!("{}\n{twice}\n{}\n", json_record("A"), json_record("C"));
+        let (accepted, rejected) = outcome(Format::Ndjson, &ndjson);
+        assert_eq!(accepted, vec![1, 3]);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!((rejected[0].0, rejected[0].1.as_deref()), (2, Some("departement")));
+        assert!(rejected[0].2.contains("appears twice in the record"), "{rejected:?}");
+
+        // In a JSON array the other elements are still read.
+        let array = format!("[{}, {twice}, {}]", json_record("A"), json_record("C"));
+        let (accepted, rejected) = outcome(Format::JsonArray, &array);
+        assert_eq!(accepted, vec![1, 3]);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!((rejected[0].0, rejected[0].1.as_deref()), (2, Some("departement")));
+
+        // Each repeated key once, whatever else is wrong; nested objects are plain values.
+        let body = r#"[{"a":1,"a":2,"a":3,"b":{"c":1,"c":2},"b":null}, 3, {"x":[1,{"y":2}]}]"#;
+        let records = parse_body(Format::JsonArray, body.as_bytes()).unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(records[1].record.as_ref().unwrap_err().contains("JSON object"));
+        assert_eq!(records[2].record.as_ref().unwrap()["x"], serde_json::json!([1, {"y": 2}]));
+        let identity = observatory_reference::Crosswalks::builtin().latest(observatory_reference::IDENTITY).unwrap();
+        let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
+        let errors = observatory_model::validate_record(records[0].record.as_ref().unwrap(), today, identity).unwrap_err();
+        let twice: Vec<&str> =
+            errors.iter().filter(|e| e.error.contains("appears twice")).map(|e| e.field.as_str()).collect();
+        assert_eq!(twice, vec!["a", "b"], "{errors:?}");
+    }
+
+    #[test]
+    fn a_repeated_csv_column_fails_the_body_naming_it_and_both_positions() {
+        let error = parse_body(Format::Csv, b"agency_incident_id,departement,iccs,departement\nA,976,0903,75\n").unwrap_err();
+        assert!(error.contains("'departement'") && error.contains("twice"), "{error}");
+        assert!(error.contains("2") && error.contains("4"), "{error}");
+        // Compared as the columns are read: trimmed.
+        assert!(parse_body(Format::Csv, b"a, b,b \n1,2,3\n").unwrap_err().contains("'b'"));
+    }
+
+    #[test]
+    fn an_unclosed_quote_rejects_its_line_and_the_following_lines_are_read() {
+        let body = format!(
+            "{CSV_HEADER}\nG,1,2024-06-01,2024-06-02,0903,true,75,business,\"sms,3.5\nH,1,2024-06-01,2024-06-02,0903,true,75,business,sms,3.5\n"
+        );
+        let (accepted, rejected) = outcome(Format::Csv, &body);
+        assert_eq!(accepted, vec![3], "{rejected:?}");
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!((rejected[0].0, rejected[0].1.as_deref()), (2, None));
+        assert!(rejected[0].2.contains("unclosed quote"), "{rejected:?}");
+
+        // Without a final line break, and with the quote in the last line.
+        let records = parse_body(Format::Csv, b"a,b\n1,2\n3,\"4").unwrap();
+        assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(records[0].record.is_ok());
+        assert!(records[1].record.as_ref().unwrap_err().contains("unclosed quote"));
+
+        // An unclosed quote in the header fails the body.
+        assert!(parse_body(Format::Csv, b"a,\"b\n1,2\n").unwrap_err().contains("unclosed quote"));
+    }
+
+    #[test]
+    fn every_line_of_a_csv_with_stray_quotes_is_accounted_for() {
+        // Line 2's stray quote closes on line 3 (one record over lines 2-3, the wrong size);
+        // line 4's never closes; line 5 is good. CRLF line ends.
+        let good = "H,1,2024-06-01,2024-06-02,0903,true,75,business,sms,3.5";
+        let body = format!(
+            "{CSV_HEADER}\r\nA,1,2024-06-01,2024-06-02,0903,true,75,business,\"sms,1\r\nB,1,2024-06-01,2024-06-02,0903,true,75,\"business,sms,2\r\nC,1,2024-06-01,2024-06-02,0903,true,75,business,\"sms,3\r\n{good}\r\n"
+        );
+        let (accepted, rejected) = outcome(Format::Csv, &body);
+        assert_eq!(accepted, vec![5], "{rejected:?}");
+        assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 4], "{rejected:?}");
+        assert!(rejected[0].2.contains("spans lines 2–3") && rejected[0].2.contains("quote"), "{rejected:?}");
+        assert!(rejected[1].2.contains("unclosed quote"), "{rejected:?}");
+
+        // A quoted field with a line break is fine when the record has the right size, and
+        // the lines after it keep their physical numbers.
+        let records = parse_body(Format::Csv, b"a,b\n1,\"x\ny\"\n2,3\n4\n").unwrap();
+        assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 4, 5]);
+        assert_eq!(records[0].record.as_ref().unwrap()["b"], Value::String("x\ny".into()));
+        let short = records[2].record.as_ref().unwrap_err();
+        assert!(short.contains("1 cells") && !short.contains("spans"), "{short}");
+    }
+
+    #[test]
+    fn the_quote_scanner_follows_the_csv_crate() {
+        // Quotes open a field only at its start; "" inside is an escaped quote.
+        for (text, open) in [
+            ("a,b\n", None),
+            ("a,\"b\n", Some((0, 2))),
+            ("a\"b,c\n", None),
+            ("\"a\"\"b\",c\n", None),
+            ("\"a\"\"\n", Some((0, 0))),
+            ("\"\"\n\"x\n", Some((3, 3))),
+            ("x,\"a\nb\",\"c\n", Some((0, 8))),
+            ("\"a\"b\"c\n", None),
+        ] {
+            assert_eq!(unclosed_quote(text), open, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_quote_scanner_agrees_with_the_csv_crate_on_random_text() {
+        // A record "zzz" after the text stays a record of its own exactly when no quote is left
+        // open; otherwise the csv crate reads it into the open field, of the record the scanner
+        // names.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let alphabet = [b'a', b'"', b'"', b',', b'\n', b'\r'];
+        for _ in 0..20_000 {
+            let len = (state % 12) as usize;
+            let mut text = String::new();
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push(alphabet[(state % alphabet.len() as u64) as usize] as char);
+            }
+            state = state.wrapping_add(1);
+            let probe = format!("{text}\nzzz\n");
+            let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(false).from_reader(probe.as_bytes());
+            let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+            let last = rows.last().unwrap();
+            match unclosed_quote(&text) {
+                None => assert_eq!(last.iter().collect::<Vec<_>>(), vec!["zzz"], "{text:?}"),
+                Some((record, quote)) => {
+                    assert_eq!(text.as_bytes()[quote], b'"', "{text:?}");
+                    assert!(last.iter().next_back().unwrap().ends_with("\nzzz\n"), "{text:?}: {last:?}");
+                    let start = last.position().unwrap().byte() as usize;
+                    assert_eq!(record_start(&probe, start), record_start(&probe, record), "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_leading_byte_order_mark_is_skipped() {
+        let (accepted, rejected) = outcome(Format::Ndjson, &format!("\u{feff}{}\n{}\n", json_record("A"), json_record("B")));
+        assert_eq!((accepted, rejected), (vec![1, 2], vec![]));
+        let (accepted, rejected) = outcome(Format::JsonArray, &format!("\u{feff}[{}]", json_record("A")));
+        assert_eq!((accepted, rejected), (vec![1], vec![]));
+        let (accepted, rejected) =
+            outcome(Format::Csv, &format!("\u{feff}{CSV_HEADER}\nH,1,2024-06-01,2024-06-02,0903,true,75,business,sms,3.5\n"));
+        assert_eq!((accepted, rejected), (vec![2], vec![]));
+        // Only one: a second is content.
+        assert!(parse_body(Format::Ndjson, "\u{feff}\u{feff}{}".as_bytes()).unwrap()[0].record.is_err());
     }
 
     #[test]

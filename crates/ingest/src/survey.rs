@@ -34,6 +34,7 @@ use tracing::Span;
 
 use crate::agencies::{Agency, AgencyRegistry};
 use crate::api::{IngestConfig, IngestSummary, Rejection, bearer, error};
+use crate::parse::{json_record, read_csv, strip_bom};
 
 /// Subjects of every survey event.
 pub const SURVEY_SUBJECTS: &str = "obs.survey.>";
@@ -200,6 +201,7 @@ fn outgoing(event: &SurveyEvent, source: &str) -> Outgoing {
         subject: envelope.subject(),
         message_id: envelope.event_id.to_string(),
         dedupe: event.dedupe_key(source).to_hex(),
+        revision: None,
         payload: Bytes::from(envelope.to_bytes()),
     }
 }
@@ -382,7 +384,7 @@ fn parse_rows(format: BodyFormat, body: &[u8]) -> Result<Vec<BodyRow>, String> {
             if format == BodyFormat::Csv {
                 parse_csv(text)
             } else {
-                Ok(parse_ndjson(text))
+                Ok(parse_ndjson(strip_bom(text)))
             }
         }
     }
@@ -392,66 +394,42 @@ fn parse_ndjson(text: &str) -> Vec<BodyRow> {
     text.split('\n')
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| (i as u64 + 1, parse_json_row(line.trim_end_matches('\r'))))
+        .map(|(i, line)| {
+            let line = line.trim_end_matches('\r');
+            // parse_json_row reads the object into a map, which keeps one value of a repeated key.
+            let repeated: Vec<String> = json_record(line)
+                .map(|record| record.repeated_keys().into_iter().map(str::to_owned).collect())
+                .unwrap_or_default();
+            let row = match repeated.as_slice() {
+                [] => parse_json_row(line),
+                [key] => Err(format!("'{key}' appears twice in the record; send each field once")),
+                keys => Err(format!("'{}' each appear twice in the record; send each field once", keys.join("', '"))),
+            };
+            (i as u64 + 1, row)
+        })
         .collect()
 }
 
 /// CSV cells stay text; [`validate_row`] reads them by the declared type, as R reads a CSV.
+/// The body is read as the incident feed's is ([`read_csv`]): a repeated column fails the
+/// body, an unclosed quote rejects its line and reading goes on after it.
 fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| format!("cannot read the CSV header row: {e}"))?
-        .iter()
-        .map(|h| h.trim().to_owned())
-        .collect();
-    if header.iter().all(String::is_empty) {
-        return Err("the CSV header row is empty; the first line must name the columns".into());
-    }
-    let mut seen = HashSet::new();
-    if let Some(repeated) = header.iter().find(|h| !seen.insert(h.as_str())) {
-        return Err(format!("the CSV header names column '{repeated}' twice"));
-    }
     let mut rows = Vec::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        let line = reader.position().line();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let line = record.position().map_or(line, |p| p.line());
-                let cells = if record.len() != header.len() {
-                    Err(format!(
-                        "{} cells, but the header has {} columns",
-                        record.len(),
-                        header.len()
-                    ))
-                } else {
-                    Ok(header
-                        .iter()
-                        .zip(record.iter())
-                        .map(|(h, cell)| {
-                            (
-                                h.clone(),
-                                (!cell.is_empty()).then(|| Cell::Text(cell.to_owned())),
-                            )
-                        })
-                        .collect())
-                };
-                rows.push((line, cells));
-            }
-            Err(e) => {
-                let line = e.position().map_or(line, |p| p.line());
-                rows.push((line, Err(format!("unreadable CSV row: {e}"))));
-                // A broken quote can swallow the rest of the body; stop rather than guess.
-                if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
-                    break;
-                }
-            }
-        }
-    }
+    read_csv(text, |header, line, record| {
+        let cells = record.map(|record| {
+            header
+                .iter()
+                .zip(record.iter())
+                .map(|(h, cell)| {
+                    (
+                        h.clone(),
+                        (!cell.is_empty()).then(|| Cell::Text(cell.to_owned())),
+                    )
+                })
+                .collect()
+        });
+        rows.push((line, cells));
+    })?;
     Ok(rows)
 }
 
@@ -813,6 +791,39 @@ mod tests {
                 .contains("header has 3 columns")
         );
         assert!(parse_csv("id,x,x\n").unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn a_repeated_column_or_key_is_refused_naming_it() {
+        let error = parse_csv("id,x,y,x\nA,1,2,3\n").unwrap_err();
+        assert!(error.contains("'x'") && error.contains("columns 2 and 4"), "{error}");
+        let rows = parse_rows(BodyFormat::Ndjson, b"{\"id\":\"A\",\"x\":1}\n{\"id\":\"B\",\"x\":1,\"x\":2}\n{\"id\":\"C\"}\n").unwrap();
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(rows[0].1.is_ok() && rows[2].1.is_ok());
+        let error = rows[1].1.as_ref().unwrap_err();
+        assert!(error.contains("'x'") && error.contains("appears twice in the record"), "{error}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_rejects_its_line_and_the_next_lines_are_read() {
+        let rows = parse_rows(BodyFormat::Csv, b"id,x\nA,\"1\nB,2\n").unwrap();
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(rows[0].1.as_ref().unwrap_err().contains("unclosed quote"));
+        assert_eq!(rows[1].1.as_ref().unwrap()[1], ("x".to_owned(), Some(Cell::Text("2".into()))));
+        // A record over several lines with the wrong size says so; CRLF lines count once.
+        let rows = parse_rows(BodyFormat::Csv, b"id,x\r\nA,\"1\r\nB\",2,3\r\nC,4\r\n").unwrap();
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 4]);
+        assert!(rows[0].1.as_ref().unwrap_err().contains("spans lines 2–3"), "{rows:?}");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let rows = parse_rows(BodyFormat::Ndjson, "\u{feff}{\"id\":\"A\"}\n".as_bytes()).unwrap();
+        assert_eq!(rows[0].1.as_ref().unwrap()[0].0, "id");
+        let rows = parse_rows(BodyFormat::Csv, "\u{feff}id,x\nA,1\n".as_bytes()).unwrap();
+        assert_eq!(rows[0].1.as_ref().unwrap()[0].0, "id");
+        let weights = parse_close_csv("\u{feff}cds,w\nA,1.5\n").unwrap();
+        assert_eq!(weights["A"], 1.5);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod envelope;
 mod incident;
+mod revision;
 pub mod survey;
 mod validate;
 
@@ -15,7 +16,10 @@ pub use incident::{
     VictimType, departement_index, incident_hash, is_departement,
 };
 pub use observatory_reference::Unit;
-pub use validate::{FieldError, MAX_ID_LEN, ValidatedRecord, validate_period_close, validate_record};
+pub use revision::{RevisionStamp, content_fingerprint};
+pub use validate::{
+    FieldError, MAX_ID_LEN, MAX_LOSS_EUR, REPEATED_FIELDS, ValidatedRecord, validate_period_close, validate_record,
+};
 
 /// Subject prefix of every event; the stream captures `obs.>`.
 pub const SUBJECT_ROOT: &str = "obs";

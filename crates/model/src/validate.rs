@@ -15,6 +15,21 @@ pub const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 500;
 /// Earliest plausible occurrence date: catches swapped or truncated years.
 const EARLIEST: NaiveDate = NaiveDate::from_ymd_opt(1950, 1, 1).unwrap();
+/// Largest loss one record may declare, in euros, inclusive: 1 000 000 000 € (1e11 cents).
+///
+/// The largest frauds agencies report are in the hundreds of millions of euros, so a larger
+/// amount is almost surely a unit or typing error (cents sent as euros, a digit repeated). The
+/// bound also keeps the integer-cents sums downstream far from overflow: an i64 holds about
+/// 92 million records at this bound, where the former bound of 1e13 € let about nine thousand
+/// records overflow it. Those sums are still checked downstream (the projector nets them
+/// modulo 2^64, the query refuses a total that does not fit), since a bound per record cannot
+/// bound a sum over any number of records.
+pub const MAX_LOSS_EUR: f64 = 1_000_000_000.0;
+/// Where a parser lists the fields a record sent more than once (a JSON object with a repeated
+/// key, which a map would silently reduce to one of its values): a JSON array of the field
+/// names. [`validate_record`] and [`validate_period_close`] report each as a problem of that
+/// field. The leading NUL keeps the entry apart from the fields agencies send.
+pub const REPEATED_FIELDS: &str = "\u{0}repeated_fields";
 
 /// One problem with one field of one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,6 +83,10 @@ pub fn validate_record(
         if allowed.contains(&name.as_str()) {
             continue;
         }
+        if let Some(repeated) = repeated_fields(name, value) {
+            fields.errors.extend(repeated);
+            continue;
+        }
         // CSV feeds mixing reports and withdrawals carry every column; empty cells are null.
         if value.is_null() && (REPORT_FIELDS.contains(&name.as_str()) || WITHDRAW_FIELDS.contains(&name.as_str())) {
             continue;
@@ -113,21 +132,21 @@ pub fn validate_record(
         if occurred > today + chrono::Days::new(1) {
             errors.push(FieldError::new("occurred_on", format!("{occurred} is in the future (today is {today})")));
         }
-        if let Some(until) = occurred_until {
-            if until < occurred {
-                errors.push(FieldError::new("occurred_until", format!("{until} is before occurred_on {occurred}")));
-            }
+        if let Some(until) = occurred_until
+            && until < occurred
+        {
+            errors.push(FieldError::new("occurred_until", format!("{until} is before occurred_on {occurred}")));
         }
-        if let Some(reported) = reported_on {
-            if reported < occurred {
-                errors.push(FieldError::new("reported_on", format!("{reported} is before occurred_on {occurred}")));
-            }
+        if let Some(reported) = reported_on
+            && reported < occurred
+        {
+            errors.push(FieldError::new("reported_on", format!("{reported} is before occurred_on {occurred}")));
         }
     }
-    if let Some(reported) = reported_on {
-        if reported > today + chrono::Days::new(1) {
-            errors.push(FieldError::new("reported_on", format!("{reported} is in the future (today is {today})")));
-        }
+    if let Some(reported) = reported_on
+        && reported > today + chrono::Days::new(1)
+    {
+        errors.push(FieldError::new("reported_on", format!("{reported} is in the future (today is {today})")));
     }
 
     match (agency_incident_id, revision, occurred_on, reported_on, coded, departement, victim_type, channel) {
@@ -172,20 +191,60 @@ pub fn crosswalk_unit(crosswalk: &Crosswalk) -> observatory_reference::Unit {
     }
 }
 
+/// The errors a parser's [`REPEATED_FIELDS`] entry stands for, if `name` is that entry.
+fn repeated_fields(name: &str, value: &Value) -> Option<Vec<FieldError>> {
+    if name != REPEATED_FIELDS {
+        return None;
+    }
+    let names = value.as_array()?.iter().map(Value::as_str).collect::<Option<Vec<&str>>>()?;
+    Some(names.into_iter().map(|n| FieldError::new(n, "appears twice in the record; send each field once")).collect())
+}
+
+/// A date written exactly `YYYY-MM-DD` in ASCII digits, or `Err(true)` when it has that form but
+/// is not a day of the calendar (`2024-02-30`). chrono alone would take `+2024-3-05` or
+/// `2024-03- 5`.
+fn strict_date(s: &str) -> Result<NaiveDate, bool> {
+    let b = s.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) || !digits(8..10) {
+        return Err(false);
+    }
+    let number = |range: std::ops::Range<usize>| s[range].parse::<u32>().map_err(|_| false);
+    NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?).ok_or(true)
+}
+
+/// Whether a month is written exactly `YYYY-MM` in ASCII digits, with a month 01 to 12.
+fn is_strict_month(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 7
+        && b[4] == b'-'
+        && b[..4].iter().chain(&b[5..]).all(u8::is_ascii_digit)
+        && matches!(s[5..].parse::<u32>(), Ok(1..=12))
+}
+
 /// Validates a `POST /v1/periods/close` body: `{"month": "YYYY-MM", "departements": [...]}`.
-pub fn validate_period_close(record: &Map<String, Value>) -> Result<PeriodClosed, Vec<FieldError>> {
+/// `today` bounds the month: a month after the current one cannot be complete.
+pub fn validate_period_close(record: &Map<String, Value>, today: NaiveDate) -> Result<PeriodClosed, Vec<FieldError>> {
     let mut errors = Vec::new();
-    for name in record.keys() {
+    for (name, value) in record {
         if name != "month" && name != "departements" {
-            errors.push(FieldError::new(name, "unknown field; expected month and optionally departements"));
+            match repeated_fields(name, value) {
+                Some(repeated) => errors.extend(repeated),
+                None => errors.push(FieldError::new(name, "unknown field; expected month and optionally departements")),
+            }
         }
     }
+    let current = today.format("%Y-%m").to_string();
     let month = match record.get("month") {
-        Some(Value::String(m))
-            if m.len() == 7 && NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").is_ok() =>
-        {
-            Some(m.clone())
+        // Both "YYYY-MM": the strings order as the months do.
+        Some(Value::String(m)) if is_strict_month(m) && *m > current => {
+            errors.push(FieldError::new(
+                "month",
+                format!("{m} is in the future (the current month is {current}); close a month once it is complete"),
+            ));
+            None
         }
+        Some(Value::String(m)) if is_strict_month(m) => Some(m.clone()),
         Some(other) => {
             errors.push(FieldError::new("month", format!("expected a month \"YYYY-MM\", got {}", type_name(other))));
             None
@@ -228,6 +287,24 @@ struct Fields<'a> {
     errors: &'a mut Vec<FieldError>,
 }
 
+/// Characters that do not show, beyond the control characters: zero-width (U+200B–U+200D,
+/// U+2060, U+FEFF) and bidirectional controls (U+200E, U+200F, U+202A–U+202E, U+2066–U+2069).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Why an identifier that is not empty cannot serve as one: two ids that look the same must
+/// be the same, so nothing around it or invisible in it is accepted.
+pub(crate) fn identifier_problem(id: &str) -> Option<String> {
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Some(format!("contains a control character U+{:04X}", u32::from(c)));
+    }
+    if let Some(c) = id.chars().find(|&c| is_invisible(c)) {
+        return Some(format!("contains an invisible character U+{:04X}", u32::from(c)));
+    }
+    (id.trim() != id).then(|| "has leading or trailing spaces".to_owned())
+}
+
 /// Names the JSON type of a value, quoting short strings: CSV cells arrive as strings, and
 /// "got a string (\"yes\")" tells the agency which cell to fix.
 fn type_name(value: &Value) -> String {
@@ -264,10 +341,10 @@ impl Fields<'_> {
             Some(Value::String(s)) if s.len() > MAX_ID_LEN => {
                 self.fail(name, format!("{} bytes long; at most {MAX_ID_LEN}", s.len()))
             }
-            Some(Value::String(s)) if s.chars().any(char::is_control) => {
-                self.fail(name, "contains a control character")
-            }
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => match identifier_problem(s) {
+                Some(problem) => self.fail(name, problem),
+                None => Some(s.clone()),
+            },
             Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
         }
     }
@@ -285,9 +362,10 @@ impl Fields<'_> {
 
     fn date(&mut self, name: &str, value: &Value) -> Option<NaiveDate> {
         match value {
-            Value::String(s) => match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-                Ok(d) if s.len() == 10 => Some(d),
-                _ => self.fail(name, format!("'{s}' is not a date in the form YYYY-MM-DD")),
+            Value::String(s) => match strict_date(s) {
+                Ok(d) => Some(d),
+                Err(true) => self.fail(name, format!("'{s}' is not a day of the calendar (YYYY-MM-DD)")),
+                Err(false) => self.fail(name, format!("'{s}' is not a date in the form YYYY-MM-DD")),
             },
             other => self.fail(name, format!("expected a date string YYYY-MM-DD, got {}", type_name(other))),
         }
@@ -419,7 +497,11 @@ impl Fields<'_> {
         match self.get("loss_eur") {
             None => None,
             Some(Value::Number(n)) => match n.as_f64() {
-                Some(x) if x.is_finite() && x >= 0.0 && x < 1e13 => Some(x),
+                Some(x) if x.is_finite() && (0.0..=MAX_LOSS_EUR).contains(&x) => Some(x),
+                Some(x) if x > MAX_LOSS_EUR => self.fail(
+                    "loss_eur",
+                    format!("{n} is over {MAX_LOSS_EUR} €, the most one record may declare; check the unit (euros, not cents)"),
+                ),
                 _ => self.fail("loss_eur", format!("expected an amount ≥ 0 in euros, got {n}")),
             },
             Some(other) => self.fail("loss_eur", format!("expected a number, got {}", type_name(other))),
@@ -543,9 +625,9 @@ mod tests {
 
     #[test]
     fn period_closures_are_checked() {
-        let ok = validate_period_close(json!({"month": "2024-03", "departements": ["92", "75", "75"]}).as_object().unwrap());
+        let ok = validate_period_close(json!({"month": "2024-03", "departements": ["92", "75", "75"]}).as_object().unwrap(), today());
         assert_eq!(ok.unwrap().departements, Some(vec!["75".to_owned(), "92".to_owned()]));
-        let bad = validate_period_close(json!({"month": "2024-13", "departements": ["20"]}).as_object().unwrap()).unwrap_err();
+        let bad = validate_period_close(json!({"month": "2024-13", "departements": ["20"]}).as_object().unwrap(), today()).unwrap_err();
         assert_eq!(bad.len(), 2);
     }
 
@@ -556,5 +638,126 @@ mod tests {
             v["occurred_on"] = json!(bad);
             assert!(check(v).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn dates_are_four_two_two_ascii_digits() {
+        let bad = ["+2024-3-05", " 2024-3-05", "2024-03- 5", "2024-3-5  ", "2024-03-5 ", "+024-03-05", "2024/03/05", "2024-03-05\n"];
+        for field in ["occurred_on", "occurred_until", "reported_on"] {
+            for date in bad {
+                let mut v = example();
+                v[field] = json!(date);
+                let errors = check(v).expect_err(&format!("{field} {date:?} accepted"));
+                assert!(
+                    errors.iter().any(|e| e.field == field && e.error.contains("YYYY-MM-DD")),
+                    "{field} {date:?}: {errors:?}"
+                );
+            }
+        }
+        let mut v = example();
+        v["occurred_until"] = json!("2024-03-06");
+        check(v).unwrap();
+    }
+
+    #[test]
+    fn period_months_are_four_two_ascii_digits() {
+        for bad in ["2024-3", "2024- 3", " 2024-3", "+2024-3", "2024-00", "2024-13", "2024/03", "24-03-1", "2024-3 "] {
+            let errors = validate_period_close(json!({"month": bad}).as_object().unwrap(), today())
+                .expect_err(&format!("{bad:?} accepted"));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "month");
+            assert!(errors[0].error.contains("YYYY-MM"), "{errors:?}");
+        }
+        validate_period_close(json!({"month": "2024-12"}).as_object().unwrap(), today()).unwrap();
+    }
+
+    #[test]
+    fn a_month_after_the_current_one_cannot_be_closed() {
+        // today() is 2025-06-01: June 2025 has begun and may be closed, July may not.
+        for ok in ["2025-06", "2025-05", "1999-12"] {
+            validate_period_close(json!({"month": ok}).as_object().unwrap(), today()).unwrap();
+        }
+        for future in ["2025-07", "2026-01", "9999-12"] {
+            let errors = validate_period_close(json!({"month": future}).as_object().unwrap(), today()).unwrap_err();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "month");
+            assert!(errors[0].error.contains("future") && errors[0].error.contains("2025-06"), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_fields_listed_by_the_parser_are_reported_each_on_its_field() {
+        let mut v = example();
+        v[REPEATED_FIELDS] = json!(["departement", "loss_eur"]);
+        let errors = check(v).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["departement", "loss_eur"], "{errors:?}");
+        assert!(errors.iter().all(|e| e.error.contains("appears twice in the record; send each field once")));
+        let withdrawal = json!({"agency_incident_id": "X", "withdrawn": true, REPEATED_FIELDS: ["reason"]});
+        assert_eq!(check(withdrawal).unwrap_err()[0].field, "reason");
+        let close = json!({"month": "2024-03", REPEATED_FIELDS: ["month"]});
+        let errors = validate_period_close(close.as_object().unwrap(), today()).unwrap_err();
+        assert_eq!((errors.len(), errors[0].field.as_str()), (1, "month"), "{errors:?}");
+        // Anything else under that name is an unknown field.
+        let mut v = example();
+        v[REPEATED_FIELDS] = json!("departement");
+        assert_eq!(check(v).unwrap_err()[0].field, REPEATED_FIELDS);
+    }
+
+    #[test]
+    fn losses_are_bounded_per_record() {
+        for ok in [json!(0), json!(1_000_000_000), json!(1_000_000_000.0), json!(999_999_999.999)] {
+            let mut v = example();
+            v["loss_eur"] = ok.clone();
+            check(v).unwrap_or_else(|e| panic!("{ok} refused: {e:?}"));
+        }
+        for bad in [json!(1_000_000_000.01), json!(1_000_000_001), json!(9e12), json!(1e300)] {
+            let mut v = example();
+            v["loss_eur"] = bad.clone();
+            let errors = check(v).expect_err(&format!("{bad} accepted"));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "loss_eur");
+            assert!(errors[0].error.contains("1000000000"), "the bound is named: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn identifiers_refuse_surrounding_spaces_and_invisible_characters() {
+        let cases = [
+            (" PN-1", "leading or trailing spaces"),
+            ("PN-1 ", "leading or trailing spaces"),
+            ("PN-1\u{a0}", "leading or trailing spaces"),
+            ("PN\u{200B}1", "invisible character U+200B"),
+            ("PN\u{200C}1", "invisible character U+200C"),
+            ("PN\u{200D}1", "invisible character U+200D"),
+            ("PN\u{2060}1", "invisible character U+2060"),
+            ("\u{FEFF}PN1", "invisible character U+FEFF"),
+            ("PN\u{200E}1", "invisible character U+200E"),
+            ("PN\u{200F}1", "invisible character U+200F"),
+            ("PN\u{202A}1", "invisible character U+202A"),
+            ("PN\u{202E}1", "invisible character U+202E"),
+            ("PN\u{2066}1", "invisible character U+2066"),
+            ("PN\u{2069}1", "invisible character U+2069"),
+            ("PN\u{7}1", "control character U+0007"),
+            ("PN-1\t", "control character U+0009"),
+        ];
+        for (id, why) in cases {
+            for withdrawn in [false, true] {
+                let v = if withdrawn {
+                    json!({"agency_incident_id": id, "revision": 2, "withdrawn": true})
+                } else {
+                    let mut v = example();
+                    v["agency_incident_id"] = json!(id);
+                    v
+                };
+                let errors = check(v).expect_err(&format!("{id:?} accepted"));
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].field, "agency_incident_id");
+                assert!(errors[0].error.contains(why), "{id:?}: {errors:?}");
+            }
+        }
+        let mut v = example();
+        v["agency_incident_id"] = json!("PN 2024/000123-é");
+        check(v).unwrap();
     }
 }

@@ -65,7 +65,7 @@ fn rust_accepts(kind: &str, payload: &Value) -> bool {
                 && matches!(validate_record(&record, today, identity), Ok(Event::IncidentWithdrawn(_)))
         }
         "PeriodClosed.v1" => {
-            serde_json::from_value::<PeriodClosed>(payload.clone()).is_ok() && validate_period_close(record).is_ok()
+            serde_json::from_value::<PeriodClosed>(payload.clone()).is_ok() && validate_period_close(record, today).is_ok()
         }
         other => panic!("no Rust type registered for {other}"),
     }
