@@ -4,6 +4,8 @@
 mod harmonisation;
 mod harness;
 mod ingest;
+mod input;
+mod numbers;
 mod pipeline;
 mod recovery;
 mod survey;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Answer, BIN, Env, Service, record};
 
-const APICLUS1: &str = "/work/shared/data/survey/apiclus1.csv";
+const APICLUS1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/survey/apiclus1.csv");
 const DESIGN: &[&str] = &["--cluster", "dnum", "--weights", "pw", "--fpc", "fpc"];
 
 fn apiclus1_path() -> PathBuf {
@@ -23,7 +23,7 @@ fn apiclus1_path() -> PathBuf {
     );
     assert!(
         path.is_file(),
-        "{} is missing (R's apiclus1 data, see /work/shared/data/survey/README.md)",
+        "{} is missing (R's apiclus1 data, see testdata/survey/README.md)",
         path.display()
     );
     path
@@ -743,12 +743,14 @@ async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents
                 .unwrap()
                 >= incidents_seq
     );
+    // A source that has sent nothing cannot be compared: a 400 naming it, not a zero.
     let none = service
         .get(&format!(
             "/v1/surveys/cvs/dark-figure?wave=2024&source=gn&min_sequence={seq}"
         ))
         .await;
-    assert_eq!(none.body["recorded_incidents"]["count"], 0, "{}", none.body);
+    assert_eq!(none.status, 400, "{}", none.body);
+    assert!(none.body["error"].as_str().unwrap().contains("source='gn'"), "{}", none.body);
 }
 
 /// Publishes a survey event straight to the stream, as a second ingest replica (or a buggy
@@ -766,6 +768,7 @@ async fn publish_direct(
         subject: envelope.subject(),
         message_id: envelope.event_id.to_string(),
         dedupe: event.dedupe_key(source).to_hex(),
+        revision: None,
         payload: envelope.to_bytes().into(),
     };
     bus.publisher()
@@ -869,4 +872,102 @@ async fn the_projector_resumes_from_its_manifest_and_never_doubles_a_respondent(
         .await;
     assert_eq!(rebuilt.body["as_of"]["version"], 2);
     assert_eq!(rebuilt.body["estimates"], after.body["estimates"]);
+}
+
+/// Issue 15, defects 3, 4 and 7: intervals stay where their statistic lives, and the dark
+/// figure never adds offences to platform reports.
+#[tokio::test]
+async fn survey_intervals_stay_in_range_and_units_are_never_added() {
+    let env = Env::new();
+    let owner = env.add_agency("ssmsi");
+    let pn = env.add_agency("pn");
+    let platform = env.add_agency_with("pharos", &["--crosswalk", "platform"]);
+    let service = env.serve("up", &[]).await;
+    assert_eq!(declare(&service, &owner, "cvs", &small_declaration("2024")).await.status, 201);
+    let uploaded = responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson()).await;
+    let seq = sequence(&uploaded);
+
+    // Defect 4: a proportion defaults to an interval inside [0, 1] (logit, as svyciprop).
+    let cvs = |query: &str| {
+        let url = format!("/v1/surveys/cvs/estimates?{query}&min_sequence={seq}");
+        let service = &service;
+        async move {
+            let answer = service.get(&url).await;
+            assert_eq!(answer.status, 200, "{url}: {}", answer.body);
+            answer.body
+        }
+    };
+    let prop = cvs("wave=2024&stat=prop&var=victim").await;
+    for e in prop["estimates"].as_array().unwrap() {
+        assert_eq!(e["ci_method"], "logit", "{e}");
+        let (l, u) = (e["ci_lower"].as_f64().unwrap(), e["ci_upper"].as_f64().unwrap());
+        assert!(0.0 <= l && u <= 1.0, "{e}");
+    }
+    // The t interval asked for explicitly may leave [0, 1]: then it says so.
+    let t = cvs("wave=2024&stat=prop&var=victim&by=region&ci=t").await;
+    for e in t["estimates"].as_array().unwrap() {
+        let outside = e["ci_lower"].as_f64().unwrap() < 0.0 || e["ci_upper"].as_f64().unwrap() > 1.0;
+        let flagged = e["flags"].as_array().unwrap().iter().any(|f| f == "ci_outside_range");
+        assert_eq!(outside, flagged, "{e}");
+    }
+
+    // Defect 3: every victim of a wave reported: the estimate is 1 and no interval excludes it.
+    let mut all_reported = small_declaration("2025");
+    all_reported["reference_period"] = json!({"from": "2025-01-01", "to": "2025-12-31"});
+    assert_eq!(declare(&service, &owner, "cvs", &all_reported).await.status, 201);
+    let rows: String = HOUSEHOLDS
+        .iter()
+        .map(|(hh, region, w, victim, _)| {
+            let mut row = json!({"hh": hh, "region": region, "w": w, "victim": victim});
+            if *victim == "yes" {
+                row["reported"] = json!("yes");
+            }
+            format!("{row}\n")
+        })
+        .collect();
+    let seq = sequence(&responses(&service, &owner, "cvs", "2025", "application/x-ndjson", rows).await);
+    let rate = service.get(&format!("/v1/surveys/cvs/reporting-rate?wave=2025&min_sequence={seq}")).await;
+    assert_eq!(rate.status, 200, "{}", rate.body);
+    let e = &rate.body["estimates"][0];
+    assert_eq!(e["estimate"], 1.0, "{e}");
+    assert!(e["ci_lower"].is_null() && e["ci_upper"].is_null(), "{e}");
+    assert!(e["flags"].as_array().unwrap().iter().any(|f| f == "ci_undefined"), "{e}");
+
+    // Defect 7: offences and platform reports stay apart.
+    let offences: Vec<Value> = (0..3).map(|i| record(&format!("F{i}"), 1, "2024-05-10", "75", "0701")).collect();
+    assert_eq!(service.post_ndjson(&pn, &offences).await.body["accepted"], 3);
+    let reports: Vec<Value> = (0..2)
+        .map(|i| {
+            let mut r = record(&format!("P{i}"), 1, "2024-06-10", "92", "0701");
+            r.as_object_mut().unwrap().remove("iccs");
+            r["offence_code"] = json!("phishing");
+            r
+        })
+        .collect();
+    let posted = service.post_ndjson(&platform, &reports).await;
+    assert_eq!(posted.body["accepted"], 2, "{}", posted.body);
+    let incidents = posted.body["last_sequence"].as_u64().unwrap();
+    let dark = service
+        .get(&format!("/v1/surveys/cvs/dark-figure?wave=2024&item=fraud&min_sequence={seq}&incidents_min_sequence={incidents}"))
+        .await;
+    assert_eq!(dark.status, 200, "{}", dark.body);
+    let recorded = &dark.body["recorded_incidents"];
+    assert!(recorded["count"].is_null(), "two units are never added: {recorded}");
+    assert!(dark.body["recorded_per_estimated_victim"].is_null(), "{}", dark.body);
+    let by_unit: Vec<(String, i64)> = recorded["by_unit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["unit"].as_str().unwrap().to_owned(), u["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(by_unit, vec![("offence".to_owned(), 3), ("report".to_owned(), 2)], "{recorded}");
+    let offences_only = service
+        .get(&format!("/v1/surveys/cvs/dark-figure?wave=2024&item=fraud&unit=offence&incidents_min_sequence={incidents}"))
+        .await;
+    assert_eq!(offences_only.body["recorded_incidents"]["count"], 3, "{}", offences_only.body);
+    let victims = offences_only.body["survey_estimates"]["victims"]["estimate"].as_f64().unwrap();
+    assert_eq!(offences_only.body["recorded_per_estimated_victim"].as_f64(), Some(3.0 / victims));
+    let unknown = service.get("/v1/surveys/cvs/dark-figure?wave=2024&source=nosuch").await;
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    assert!(unknown.body["error"].as_str().unwrap().contains("nosuch"), "{}", unknown.body);
 }
