@@ -2,7 +2,7 @@
 //! file per flush and wave, in stream order, rewritten as one file when the wave closes) and a
 //! snapshot of every wave's declaration and status. Same invariants as the incident
 //! projection: data files first, then a create-only manifest with the last applied sequence,
-//! acks after commit, restart from the newest manifest, rebuild from sequence 1.
+//! the manifest as the only checkpoint, restart from the newest manifest, rebuild from sequence 1.
 //!
 //! - [`fold`]: the pure fold, deciding with the shared [`SurveyLedger`] which rows are new.
 //! - [`tables`]: Arrow schemas and conversions (one microdata schema per wave declaration).
