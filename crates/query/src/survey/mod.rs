@@ -552,7 +552,12 @@ fn failure(e: SurveyQueryError) -> Response {
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         tracing::error!(error = %e, "survey query failed");
     }
-    let message = match &e {
+    error(status, message(&e))
+}
+
+/// What the client reads: the error's own words, but a remedy it can apply over HTTP.
+fn message(e: &SurveyQueryError) -> String {
+    match e {
         // The statistics crate words its remedy for the CLI; over HTTP the design comes from
         // the wave's declaration, which cannot change.
         SurveyQueryError::Stats(StatsError::LonelyPsu { stratum, stage, context }) => format!(
@@ -562,8 +567,7 @@ fn failure(e: SurveyQueryError) -> Response {
              certainty) in POST /v1/surveys/{{survey}}/waves, or merge the stratum with a neighbour in the data"
         ),
         _ => e.to_string(),
-    };
-    error(status, message)
+    }
 }
 
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
@@ -980,6 +984,15 @@ async fn get_dark_figure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lonely_psu_is_answered_with_the_http_remedy() {
+        let e = SurveyQueryError::Stats(StatsError::LonelyPsu { stratum: "84".into(), stage: 1, context: String::new() });
+        let text = message(&e);
+        assert!(text.contains("stratum '84'") && text.contains("\"lonely_psu\": \"adjust\""), "{text}");
+        assert!(!text.contains("--lonely-psu"), "no CLI flag over HTTP: {text}");
+    }
+
 
     fn item() -> VictimisationItem {
         serde_json::from_str(r#"{"name":"fraud","victim":"v","reported":"r","iccs":"0701"}"#)
