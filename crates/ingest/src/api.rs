@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
 use observatory_bus::{Outgoing, Publisher};
-use observatory_model::{DedupeKey, Envelope, Event, RevisionStamp, validate_period_close, validate_record};
+use observatory_model::{DedupeKey, Envelope, Event, FieldError, RevisionStamp, validate_period_close};
 use observatory_reference::{Crosswalk, Crosswalks};
 use serde::Serialize;
 use serde_json::json;
@@ -170,22 +170,15 @@ async fn post_incidents(
     let mut rejected = Vec::new();
     let mut candidates = Vec::with_capacity(records.len());
     for parsed in records {
-        let record = match parsed.record {
-            Ok(record) => record,
-            Err(message) => {
-                rejected.push(Rejection { line: parsed.line, field: None, error: message });
-                continue;
-            }
-        };
-        match validate_record(&record, today, crosswalk) {
+        match parsed.event(today, crosswalk) {
             Ok(event) => {
                 let (id, revision) = event.incident().expect("records are incident events");
                 let key = DedupeKey::new(&agency.id, id, revision);
                 candidates.push((parsed.line, key, event));
             }
-            Err(errors) => rejected.extend(
-                errors.into_iter().map(|e| Rejection { line: parsed.line, field: Some(e.field), error: e.error }),
-            ),
+            Err(problems) => {
+                rejected.extend(problems.into_iter().map(|(field, error)| Rejection { line: parsed.line, field, error }))
+            }
         }
     }
 
@@ -315,15 +308,20 @@ async fn post_period_close(
         return error(StatusCode::BAD_REQUEST, "body is not valid UTF-8");
     };
     // Read as the incident records are: a key sent twice is named by the validation.
-    let record = match crate::parse::json_record(crate::parse::strip_bom(text)) {
-        Ok(crate::parse::JsonRecord::Object(record)) => record,
+    let (record, repeated) = match crate::parse::json_record(crate::parse::strip_bom(text)) {
+        Ok(crate::parse::JsonRecord::Object(record, repeated)) => (record, repeated),
         Ok(crate::parse::JsonRecord::Other(_)) => return error(StatusCode::BAD_REQUEST, "expected a JSON object like {\"month\": \"2024-03\"}"),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")),
     };
-    let closed = match validate_period_close(&record, Utc::now().date_naive()) {
-        Ok(closed) => closed,
-        Err(errors) => {
-            let rejected: Vec<_> = errors.into_iter().map(|e| json!({"field": e.field, "error": e.error})).collect();
+    let validated = validate_period_close(&record, Utc::now().date_naive());
+    let closed = match validated {
+        Ok(closed) if repeated.is_empty() => closed,
+        outcome => {
+            let errors = repeated
+                .into_iter()
+                .map(|field| FieldError::new(&field, crate::parse::REPEATED_KEY))
+                .chain(outcome.err().unwrap_or_default());
+            let rejected: Vec<_> = errors.map(|e| json!({"field": e.field, "error": e.error})).collect();
             let body = json!({"error": "the period closure is not valid", "status": 422, "rejected": rejected});
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
         }

@@ -2,7 +2,8 @@
 //! format, so one validation serves all three; a record that cannot be read is an error on
 //! its own line, never a failure of the batch.
 
-use observatory_model::REPEATED_FIELDS;
+use observatory_model::{Event, FieldError, validate_record};
+use observatory_reference::Crosswalk;
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -34,6 +35,36 @@ impl Format {
 pub struct ParsedRecord {
     pub line: u64,
     pub record: Result<Map<String, Value>, String>,
+    /// Keys the record sent more than once (the map keeps the first value of each).
+    pub repeated: Vec<String>,
+}
+
+/// What an agency is told about a key it sent twice.
+pub const REPEATED_KEY: &str = "appears twice in the record; send each field once";
+
+impl ParsedRecord {
+    fn new(line: u64, record: Result<JsonRecord, String>) -> ParsedRecord {
+        match record {
+            Ok(JsonRecord::Object(map, repeated)) => ParsedRecord { line, record: Ok(map), repeated },
+            Ok(other) => ParsedRecord { line, record: other.into_object(), repeated: Vec::new() },
+            Err(error) => ParsedRecord { line, record: Err(error), repeated: Vec::new() },
+        }
+    }
+
+    /// The record's event, or every problem with it as (field, error), a record that could
+    /// not be read having no field. A repeated key rejects the record, whose other problems
+    /// are reported too so that the agency fixes it in one round trip.
+    pub fn event(&self, today: chrono::NaiveDate, crosswalk: &Crosswalk) -> Result<Event, Vec<(Option<String>, String)>> {
+        let record = self.record.as_ref().map_err(|error| vec![(None, error.clone())])?;
+        let mut problems: Vec<(Option<String>, String)> =
+            self.repeated.iter().map(|key| (Some(key.clone()), REPEATED_KEY.to_owned())).collect();
+        match validate_record(record, today, crosswalk) {
+            Ok(event) if problems.is_empty() => return Ok(event),
+            Ok(_) => {}
+            Err(errors) => problems.extend(errors.into_iter().map(|FieldError { field, error }| (Some(field), error))),
+        }
+        Err(problems)
+    }
 }
 
 /// Fails only when the body as a whole is unreadable (not UTF-8, not a JSON array, no CSV
@@ -60,29 +91,27 @@ fn short(value: &Value) -> String {
 
 /// One JSON value read as a record. An object is built key by key so that a key sent twice is
 /// noticed (a `serde_json::Map` keeps one of the values, silently): the keys sent more than
-/// once are listed under [`REPEATED_FIELDS`], and validation rejects the record naming each.
+/// once are listed beside the map, and the record is rejected naming each.
 /// Nested values are plain [`Value`]s. Anything but an object is kept for the error message.
 pub(crate) enum JsonRecord {
-    Object(Map<String, Value>),
+    /// The object (first value of each key) and the keys it sent more than once.
+    Object(Map<String, Value>, Vec<String>),
     Other(Value),
 }
 
 impl JsonRecord {
     pub(crate) fn into_object(self) -> Result<Map<String, Value>, String> {
         match self {
-            JsonRecord::Object(map) => Ok(map),
+            JsonRecord::Object(map, _) => Ok(map),
             JsonRecord::Other(other) => Err(format!("expected a JSON object, got {}", short(&other))),
         }
     }
 
     /// The keys the object sent more than once, in the order first repeated.
-    pub(crate) fn repeated_keys(&self) -> Vec<&str> {
+    pub(crate) fn repeated_keys(&self) -> &[String] {
         match self {
-            JsonRecord::Object(map) => match map.get(REPEATED_FIELDS) {
-                Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            },
-            JsonRecord::Other(_) => Vec::new(),
+            JsonRecord::Object(_, repeated) => repeated,
+            JsonRecord::Other(_) => &[],
         }
     }
 }
@@ -117,11 +146,7 @@ impl<'de> Visitor<'de> for RecordVisitor {
                 }
             }
         }
-        if !repeated.is_empty() {
-            let keys = repeated.into_iter().map(|(key, _)| Value::String(key)).collect();
-            map.insert(REPEATED_FIELDS.to_owned(), Value::Array(keys));
-        }
-        Ok(JsonRecord::Object(map))
+        Ok(JsonRecord::Object(map, repeated.into_iter().map(|(key, _)| key).collect()))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonRecord, A::Error> {
@@ -170,11 +195,8 @@ fn parse_ndjson(text: &str) -> Vec<ParsedRecord> {
     text.split('\n')
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| ParsedRecord {
-            line: i as u64 + 1,
-            record: json_record(line.trim_end_matches('\r'))
-                .map_err(|e| format!("invalid JSON: {e}"))
-                .and_then(JsonRecord::into_object),
+        .map(|(i, line)| {
+            ParsedRecord::new(i as u64 + 1, json_record(line.trim_end_matches('\r')).map_err(|e| format!("invalid JSON: {e}")))
         })
         .collect()
 }
@@ -192,7 +214,7 @@ fn parse_json_array(text: &str) -> Result<Vec<ParsedRecord>, String> {
     Ok(values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| ParsedRecord { line: i as u64 + 1, record: v.into_object() })
+        .map(|(i, v)| ParsedRecord::new(i as u64 + 1, Ok(v)))
         .collect())
 }
 
@@ -222,7 +244,7 @@ fn parse_csv(text: &str) -> Result<Vec<ParsedRecord>, String> {
     let mut records = Vec::new();
     read_csv(text, |header, line, row| {
         let record = row.map(|row| header.iter().zip(row.iter()).map(|(h, cell)| (h.clone(), typed_cell(h, cell))).collect());
-        records.push(ParsedRecord { line, record });
+        records.push(ParsedRecord { line, record, repeated: Vec::new() });
     })?;
     Ok(records)
 }
@@ -436,12 +458,9 @@ mod tests {
         let identity = observatory_reference::Crosswalks::builtin().latest(observatory_reference::IDENTITY).unwrap();
         let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
         for parsed in parse_body(format, body.as_bytes()).unwrap() {
-            match parsed.record {
-                Err(error) => rejected.push((parsed.line, None, error)),
-                Ok(record) => match observatory_model::validate_record(&record, today, identity) {
-                    Ok(_) => accepted.push(parsed.line),
-                    Err(errors) => rejected.extend(errors.into_iter().map(|e| (parsed.line, Some(e.field), e.error))),
-                },
+            match parsed.event(today, identity) {
+                Ok(_) => accepted.push(parsed.line),
+                Err(problems) => rejected.extend(problems.into_iter().map(|(field, error)| (parsed.line, field, error))),
             }
         }
         (accepted, rejected)
@@ -480,10 +499,11 @@ mod tests {
         assert_eq!(records[2].record.as_ref().unwrap()["x"], serde_json::json!([1, {"y": 2}]));
         let identity = observatory_reference::Crosswalks::builtin().latest(observatory_reference::IDENTITY).unwrap();
         let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
-        let errors = observatory_model::validate_record(records[0].record.as_ref().unwrap(), today, identity).unwrap_err();
+        let problems = records[0].event(today, identity).unwrap_err();
         let twice: Vec<&str> =
-            errors.iter().filter(|e| e.error.contains("appears twice")).map(|e| e.field.as_str()).collect();
-        assert_eq!(twice, vec!["a", "b"], "{errors:?}");
+            problems.iter().filter(|(_, e)| e.contains("appears twice")).filter_map(|(f, _)| f.as_deref()).collect();
+        assert_eq!(twice, vec!["a", "b"], "{problems:?}");
+        assert!(problems.len() > 2, "the record's other problems are reported too: {problems:?}");
     }
 
     #[test]

@@ -398,7 +398,7 @@ fn parse_ndjson(text: &str) -> Vec<BodyRow> {
             let line = line.trim_end_matches('\r');
             // parse_json_row reads the object into a map, which keeps one value of a repeated key.
             let repeated: Vec<String> = json_record(line)
-                .map(|record| record.repeated_keys().into_iter().map(str::to_owned).collect())
+                .map(|record| record.repeated_keys().to_vec())
                 .unwrap_or_default();
             let row = match repeated.as_slice() {
                 [] => parse_json_row(line),

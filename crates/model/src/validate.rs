@@ -25,11 +25,6 @@ const EARLIEST: NaiveDate = NaiveDate::from_ymd_opt(1950, 1, 1).unwrap();
 /// modulo 2^64, the query refuses a total that does not fit), since a bound per record cannot
 /// bound a sum over any number of records.
 pub const MAX_LOSS_EUR: f64 = 1_000_000_000.0;
-/// Where a parser lists the fields a record sent more than once (a JSON object with a repeated
-/// key, which a map would silently reduce to one of its values): a JSON array of the field
-/// names. [`validate_record`] and [`validate_period_close`] report each as a problem of that
-/// field. The leading NUL keeps the entry apart from the fields agencies send.
-pub const REPEATED_FIELDS: &str = "\u{0}repeated_fields";
 
 /// One problem with one field of one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,10 +76,6 @@ pub fn validate_record(
     let allowed = if withdrawn { WITHDRAW_FIELDS } else { REPORT_FIELDS };
     for (name, value) in record {
         if allowed.contains(&name.as_str()) {
-            continue;
-        }
-        if let Some(repeated) = repeated_fields(name, value) {
-            fields.errors.extend(repeated);
             continue;
         }
         // CSV feeds mixing reports and withdrawals carry every column; empty cells are null.
@@ -191,15 +182,6 @@ pub fn crosswalk_unit(crosswalk: &Crosswalk) -> observatory_reference::Unit {
     }
 }
 
-/// The errors a parser's [`REPEATED_FIELDS`] entry stands for, if `name` is that entry.
-fn repeated_fields(name: &str, value: &Value) -> Option<Vec<FieldError>> {
-    if name != REPEATED_FIELDS {
-        return None;
-    }
-    let names = value.as_array()?.iter().map(Value::as_str).collect::<Option<Vec<&str>>>()?;
-    Some(names.into_iter().map(|n| FieldError::new(n, "appears twice in the record; send each field once")).collect())
-}
-
 /// A date written exactly `YYYY-MM-DD` in ASCII digits, or `Err(true)` when it has that form but
 /// is not a day of the calendar (`2024-02-30`). chrono alone would take `+2024-3-05` or
 /// `2024-03- 5`.
@@ -226,12 +208,9 @@ fn is_strict_month(s: &str) -> bool {
 /// `today` bounds the month: a month after the current one cannot be complete.
 pub fn validate_period_close(record: &Map<String, Value>, today: NaiveDate) -> Result<PeriodClosed, Vec<FieldError>> {
     let mut errors = Vec::new();
-    for (name, value) in record {
+    for name in record.keys() {
         if name != "month" && name != "departements" {
-            match repeated_fields(name, value) {
-                Some(repeated) => errors.extend(repeated),
-                None => errors.push(FieldError::new(name, "unknown field; expected month and optionally departements")),
-            }
+            errors.push(FieldError::new(name, "unknown field; expected month and optionally departements"));
         }
     }
     let current = today.format("%Y-%m").to_string();
@@ -683,25 +662,6 @@ mod tests {
             assert_eq!(errors[0].field, "month");
             assert!(errors[0].error.contains("future") && errors[0].error.contains("2025-06"), "{errors:?}");
         }
-    }
-
-    #[test]
-    fn repeated_fields_listed_by_the_parser_are_reported_each_on_its_field() {
-        let mut v = example();
-        v[REPEATED_FIELDS] = json!(["departement", "loss_eur"]);
-        let errors = check(v).unwrap_err();
-        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, vec!["departement", "loss_eur"], "{errors:?}");
-        assert!(errors.iter().all(|e| e.error.contains("appears twice in the record; send each field once")));
-        let withdrawal = json!({"agency_incident_id": "X", "withdrawn": true, REPEATED_FIELDS: ["reason"]});
-        assert_eq!(check(withdrawal).unwrap_err()[0].field, "reason");
-        let close = json!({"month": "2024-03", REPEATED_FIELDS: ["month"]});
-        let errors = validate_period_close(close.as_object().unwrap(), today()).unwrap_err();
-        assert_eq!((errors.len(), errors[0].field.as_str()), (1, "month"), "{errors:?}");
-        // Anything else under that name is an unknown field.
-        let mut v = example();
-        v[REPEATED_FIELDS] = json!("departement");
-        assert_eq!(check(v).unwrap_err()[0].field, REPEATED_FIELDS);
     }
 
     #[test]
