@@ -373,7 +373,9 @@ impl BodyFormat {
 
 /// One row of the body: its line (CSV/NDJSON physical line, the header being line 1; the
 /// 1-based row number for Parquet) and its cells, or why it could not be read.
-type BodyRow = (u64, Result<Vec<(String, Option<Cell>)>, String>);
+/// A row of the body: its line, its cells or why they cannot be read, and the keys it sent
+/// more than once (each is rejected on its own field).
+type BodyRow = (u64, Result<Vec<(String, Option<Cell>)>, String>, Vec<String>);
 
 fn parse_rows(format: BodyFormat, body: &[u8]) -> Result<Vec<BodyRow>, String> {
     match format {
@@ -405,7 +407,7 @@ fn parse_ndjson(text: &str) -> Vec<BodyRow> {
                 [key] => Err(format!("'{key}' appears twice in the record; send each field once")),
                 keys => Err(format!("'{}' each appear twice in the record; send each field once", keys.join("', '"))),
             };
-            (i as u64 + 1, row)
+            (i as u64 + 1, row, repeated)
         })
         .collect()
 }
@@ -428,7 +430,7 @@ fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
                 })
                 .collect()
         });
-        rows.push((line, cells));
+        rows.push((line, cells, Vec::new()));
     })?;
     Ok(rows)
 }
@@ -466,7 +468,7 @@ fn parse_parquet(body: &[u8]) -> Result<Vec<BodyRow>, String> {
                     (column.name().to_owned(), cell)
                 })
                 .collect();
-            (row as u64 + 1, Ok(cells))
+            (row as u64 + 1, Ok(cells), Vec::new())
         })
         .collect())
 }
@@ -552,9 +554,17 @@ async fn post_responses(
     let mut duplicates = 0u64;
     let mut in_batch = HashSet::new();
     let mut fresh = Vec::new();
-    for (line, cells) in rows {
+    for (line, cells, repeated) in rows {
         let cells = match cells {
             Ok(cells) => cells,
+            Err(_) if !repeated.is_empty() => {
+                rejected.extend(repeated.into_iter().map(|key| Rejection {
+                    line,
+                    field: Some(key),
+                    error: crate::parse::REPEATED_KEY.to_owned(),
+                }));
+                continue;
+            }
             Err(message) => {
                 rejected.push(Rejection {
                     line,
@@ -714,6 +724,7 @@ async fn post_close(
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "body is not valid UTF-8");
     };
+    let text = strip_bom(text);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -802,6 +813,7 @@ mod tests {
         assert!(rows[0].1.is_ok() && rows[2].1.is_ok());
         let error = rows[1].1.as_ref().unwrap_err();
         assert!(error.contains("'x'") && error.contains("appears twice in the record"), "{error}");
+        assert_eq!(rows[1].2, ["x"], "the repeated key is named on its own");
     }
 
     #[test]

@@ -1021,11 +1021,14 @@ where
             ));
             None
         }
-        Some(id) if id.chars().any(char::is_control) => {
-            errors.push(FieldError::new(id_field, "contains a control character"));
-            None
-        }
-        Some(id) => Some(id),
+        // As for incident ids: two respondent ids that look the same must be the same.
+        Some(id) => match crate::validate::identifier_problem(&id) {
+            Some(problem) => {
+                errors.push(FieldError::new(id_field, problem));
+                None
+            }
+            None => Some(id),
+        },
     };
     let design: HashMap<&str, &str> = declaration.design_columns().into_iter().collect();
     let mut values = BTreeMap::new();
@@ -1546,6 +1549,12 @@ mod tests {
                 .iter()
                 .any(|e| e.field == "w" && e.error.contains("design variable (weights)"))
         );
+        // Respondent ids are identifiers: nothing around them, nothing invisible in them.
+        for (id, problem) in [(" H3", "leading or trailing spaces"), ("H\u{202E}3", "U+202E"), ("H\u{200B}3", "U+200B")] {
+            let row = [("hh", id), ("region", "11"), ("psu", "7"), ("w", "1.5"), ("victim", "no")];
+            let errors = validate_row(&d, csv_row(&row)).unwrap_err();
+            assert!(errors.iter().any(|e| e.field == "hh" && e.error.contains(problem)), "{id:?}: {errors:?}");
+        }
     }
 
     #[test]
