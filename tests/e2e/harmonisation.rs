@@ -116,18 +116,10 @@ async fn closed_months_are_final_and_coverage_tells_closed_open_missing() {
         .as_u64()
         .unwrap();
     let close = |token: &str, body: Value| {
-        let service = &service;
-        let token = token.to_owned();
+        let (service, token) = (&service, token.to_owned());
         async move {
-            let response = service
-                .client
-                .post(format!("{}/v1/periods/close", service.base))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            let answer = service.close_period(&token, &body).await;
+            (answer.status, answer.body)
         }
     };
     let (status, closed) = close(&gn, json!({"month": "2024-01"})).await;

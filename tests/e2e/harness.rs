@@ -158,6 +158,20 @@ impl Service {
         self.post(Some(token), "application/x-ndjson", body).await
     }
 
+    /// `POST /v1/periods/close` with a JSON body.
+    pub async fn close_period(&self, token: &str, body: &Value) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}/v1/periods/close", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/periods/close");
+        let status = response.status().as_u16();
+        Answer { status, body: response.json().await.expect("a JSON answer") }
+    }
+
     pub async fn get(&self, path_and_query: &str) -> Answer {
         let response = self.client.get(format!("{}{path_and_query}", self.base)).send().await.expect("GET");
         let status = response.status().as_u16();

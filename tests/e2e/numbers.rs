@@ -8,18 +8,9 @@ use serde_json::{Value, json};
 use crate::harness::{Env, Service, record};
 
 async fn close(service: &Service, token: &str, body: Value) -> u64 {
-    let response = service
-        .client
-        .post(format!("{}/v1/periods/close", service.base))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body["sequence"].as_u64().unwrap()
+    let answer = service.close_period(token, &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body["sequence"].as_u64().unwrap()
 }
 
 async fn check(service: &Service, token: &str, records: Vec<Value>) -> Value {
