@@ -79,7 +79,11 @@ impl Env {
         let mut args = vec!["agency", "add", id];
         args.extend_from_slice(extra);
         let output = self.command(&args).output().expect("run agency add");
-        assert!(output.status.success(), "agency add failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "agency add failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let stdout = String::from_utf8(output.stdout).expect("utf-8");
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 1, "the token must be the only line on stdout: {stdout:?}");
@@ -95,13 +99,21 @@ impl Env {
             args.extend_from_slice(&["--query-wait-ms", "20000"]);
         }
         args.extend_from_slice(extra);
-        let child = self.command(&args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn observatory");
-        let service = Service { child, base: format!("http://{http}"), client: reqwest::Client::new() };
+        let child = self
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn observatory");
+        let service =
+            Service { child, base: format!("http://{http}"), client: reqwest::Client::new() };
         let client = service.client.clone();
         let url = format!("{}/health", service.base);
         wait_until("the service to answer /health with 200", Duration::from_secs(60), || {
             let (client, url) = (client.clone(), url.clone());
-            async move { client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+            async move {
+                client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+            }
         })
         .await;
         service
@@ -124,7 +136,11 @@ impl Env {
         let mut args = vec!["rebuild"];
         args.extend_from_slice(extra);
         let output = self.command(&args).output().expect("run rebuild");
-        assert!(output.status.success(), "rebuild failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "rebuild failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).expect("utf-8")
     }
 }
@@ -141,15 +157,25 @@ pub struct Answer {
 }
 
 impl Service {
-    pub async fn post(&self, token: Option<&str>, content_type: &str, body: impl Into<reqwest::Body>) -> Answer {
-        let mut request = self.client.post(format!("{}/v1/incidents", self.base)).header("content-type", content_type).body(body);
+    pub async fn post(
+        &self,
+        token: Option<&str>,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/incidents", self.base))
+            .header("content-type", content_type)
+            .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.expect("POST /v1/incidents");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer is not JSON ({status}): {text}"));
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("answer is not JSON ({status}): {text}"));
         Answer { status, body }
     }
 
@@ -173,7 +199,8 @@ impl Service {
     }
 
     pub async fn get(&self, path_and_query: &str) -> Answer {
-        let response = self.client.get(format!("{}{path_and_query}", self.base)).send().await.expect("GET");
+        let response =
+            self.client.get(format!("{}{path_and_query}", self.base)).send().await.expect("GET");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -181,14 +208,19 @@ impl Service {
     }
 
     pub async fn get_text(&self, path_and_query: &str) -> (u16, String, Option<String>) {
-        let response = self.client.get(format!("{}{path_and_query}", self.base)).send().await.expect("GET");
-        let as_of = response.headers().get("observatory-as-of-sequence").map(|v| v.to_str().unwrap().to_owned());
+        let response =
+            self.client.get(format!("{}{path_and_query}", self.base)).send().await.expect("GET");
+        let as_of = response
+            .headers()
+            .get("observatory-as-of-sequence")
+            .map(|v| v.to_str().unwrap().to_owned());
         (response.status().as_u16(), response.text().await.expect("body"), as_of)
     }
 
     /// Rows of a counts query, after waiting for `min_sequence`.
     pub async fn counts(&self, query: &str, min_sequence: u64) -> Vec<Value> {
-        let answer = self.get(&format!("/v1/incidents/counts?{query}&min_sequence={min_sequence}")).await;
+        let answer =
+            self.get(&format!("/v1/incidents/counts?{query}&min_sequence={min_sequence}")).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert!(answer.body["as_of"]["sequence"].as_u64().unwrap() >= min_sequence);
         answer.body["rows"].as_array().unwrap().clone()

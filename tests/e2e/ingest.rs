@@ -13,7 +13,11 @@ async fn accepted_rejected_and_duplicates_are_reported_per_record() {
 
     let mut bad_departement = record("B", 1, "2024-03-05", "75", "0903");
     bad_departement["departement"] = json!("20");
-    let records = vec![record("A", 1, "2024-03-05", "75", "0903"), bad_departement, record("C", 1, "2024-04-01", "92", "0701")];
+    let records = vec![
+        record("A", 1, "2024-03-05", "75", "0903"),
+        bad_departement,
+        record("C", 1, "2024-04-01", "92", "0701"),
+    ];
     let body = format!("{}\n{}\nnot json\n{}\n", records[0], records[1], records[2]);
     let answer = service.post(Some(&token), "application/x-ndjson", body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -29,12 +33,25 @@ async fn accepted_rejected_and_duplicates_are_reported_per_record() {
     let first_sequence = answer.body["last_sequence"].as_u64().unwrap();
 
     // The same records again (and one twice in the batch): duplicates, nothing published.
-    let again = service.post_ndjson(&token, &[records[0].clone(), records[2].clone(), records[2].clone()]).await;
-    assert_eq!((again.body["accepted"].as_u64(), again.body["duplicates"].as_u64()), (Some(0), Some(3)), "{}", again.body);
+    let again = service
+        .post_ndjson(&token, &[records[0].clone(), records[2].clone(), records[2].clone()])
+        .await;
+    assert_eq!(
+        (again.body["accepted"].as_u64(), again.body["duplicates"].as_u64()),
+        (Some(0), Some(3)),
+        "{}",
+        again.body
+    );
     assert!(again.body["last_sequence"].is_null());
 
     // JSON array and CSV carry the same records.
-    let array = service.post(Some(&token), "application/json", json!([record("D", 1, "2024-05-01", "13", "0903")]).to_string()).await;
+    let array = service
+        .post(
+            Some(&token),
+            "application/json",
+            json!([record("D", 1, "2024-05-01", "13", "0903")]).to_string(),
+        )
+        .await;
     assert_eq!(array.body["accepted"], 1, "{}", array.body);
     let csv = "agency_incident_id,revision,occurred_on,reported_on,iccs,cyber,departement,victim_type,channel,loss_eur\n\
                E,1,2024-06-01,2024-06-02,0903,true,,business,sms,\n\
@@ -66,20 +83,51 @@ async fn bad_requests_get_a_clear_4xx() {
 
     let cases: Vec<(&str, Option<&str>, &str, String, u16, &str)> = vec![
         ("no token", None, "application/x-ndjson", ok.clone(), 401, "missing Authorization"),
-        ("wrong token", Some("obs_not-a-token"), "application/x-ndjson", ok.clone(), 401, "unknown token"),
-        ("wrong content type", Some(&token), "text/plain", ok.clone(), 415, "unsupported Content-Type"),
-        ("oversized body", Some(&token), "application/x-ndjson", format!("{ok}\n").repeat(40), 413, "size limit"),
-        ("malformed JSON array", Some(&token), "application/json", "[{\"a\":".into(), 400, "not valid JSON"),
+        (
+            "wrong token",
+            Some("obs_not-a-token"),
+            "application/x-ndjson",
+            ok.clone(),
+            401,
+            "unknown token",
+        ),
+        (
+            "wrong content type",
+            Some(&token),
+            "text/plain",
+            ok.clone(),
+            415,
+            "unsupported Content-Type",
+        ),
+        (
+            "oversized body",
+            Some(&token),
+            "application/x-ndjson",
+            format!("{ok}\n").repeat(40),
+            413,
+            "size limit",
+        ),
+        (
+            "malformed JSON array",
+            Some(&token),
+            "application/json",
+            "[{\"a\":".into(),
+            400,
+            "not valid JSON",
+        ),
         ("JSON object, not array", Some(&token), "application/json", ok.clone(), 400, "JSON array"),
         ("CSV without header", Some(&token), "text/csv", String::new(), 400, "header"),
     ];
     for (name, token, content_type, body, status, message) in cases {
         let answer = service.post(token, content_type, body).await;
         assert_eq!(answer.status, status, "{name}: {}", answer.body);
-        let error = answer.body["error"].as_str().unwrap_or_else(|| panic!("{name}: no error field: {}", answer.body));
+        let error = answer.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no error field: {}", answer.body));
         assert!(error.contains(message), "{name}: {error}");
     }
-    let not_utf8 = service.post(Some(&token), "application/x-ndjson", b"{\"a\":\"\xff\"}\n".to_vec()).await;
+    let not_utf8 =
+        service.post(Some(&token), "application/x-ndjson", b"{\"a\":\"\xff\"}\n".to_vec()).await;
     assert_eq!(not_utf8.status, 400);
     assert!(not_utf8.body["error"].as_str().unwrap().contains("UTF-8"));
     // No bad request published anything.

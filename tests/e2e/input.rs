@@ -15,7 +15,13 @@ fn rejected(body: &Value) -> Vec<(u64, Option<String>, String)> {
         .as_array()
         .unwrap_or_else(|| panic!("no rejected list: {body}"))
         .iter()
-        .map(|r| (r["line"].as_u64().unwrap(), r["field"].as_str().map(str::to_owned), r["error"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["field"].as_str().map(str::to_owned),
+                r["error"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -27,7 +33,11 @@ async fn every_line_is_accepted_or_rejected_with_its_field_and_reason() {
 
     // NDJSON after a byte-order mark, with a key sent twice on line 2.
     let twice = r#"{"agency_incident_id":"N2","departement":"976","occurred_on":"2024-03-05","reported_on":"2024-03-05","iccs":"0903","cyber":true,"departement":"75","victim_type":"individual","channel":"email"}"#;
-    let body = format!("\u{feff}{}\n{twice}\n{}\n", record("N1", 1, "2024-03-05", "75", "0903"), record("N3", 1, "2024-03-05", "75", "0903"));
+    let body = format!(
+        "\u{feff}{}\n{twice}\n{}\n",
+        record("N1", 1, "2024-03-05", "75", "0903"),
+        record("N3", 1, "2024-03-05", "75", "0903")
+    );
     let answer = service.post(Some(&token), "application/x-ndjson", body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["accepted"], 2, "{}", answer.body);
@@ -37,7 +47,12 @@ async fn every_line_is_accepted_or_rejected_with_its_field_and_reason() {
     assert!(r[0].2.contains("appears twice"), "{r:?}");
 
     // The same in a JSON array: the other elements are still read.
-    let body = format!("\u{feff}[{}, {}, {}]", record("J1", 1, "2024-03-05", "75", "0903"), twice.replace("N2", "J2"), record("J3", 1, "2024-03-05", "75", "0903"));
+    let body = format!(
+        "\u{feff}[{}, {}, {}]",
+        record("J1", 1, "2024-03-05", "75", "0903"),
+        twice.replace("N2", "J2"),
+        record("J3", 1, "2024-03-05", "75", "0903")
+    );
     let answer = service.post(Some(&token), "application/json", body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["accepted"], 2, "{}", answer.body);
@@ -69,11 +84,26 @@ async fn every_line_is_accepted_or_rejected_with_its_field_and_reason() {
     loss["loss_eur"] = json!(5e12);
     let spaced = record("V3 ", 1, "2024-03-05", "75", "0903");
     let bidi = record("V\u{202E}4", 1, "2024-03-05", "75", "0903");
-    let answer = service.post_ndjson(&token, &[date, loss, spaced, bidi, record("V5", 1, "2024-03-05", "75", "0903")]).await;
+    let answer = service
+        .post_ndjson(
+            &token,
+            &[date, loss, spaced, bidi, record("V5", 1, "2024-03-05", "75", "0903")],
+        )
+        .await;
     assert_eq!(answer.body["accepted"], 1, "{}", answer.body);
     let r = rejected(&answer.body);
-    let found: Vec<(u64, &str)> = r.iter().map(|(line, field, _)| (*line, field.as_deref().unwrap_or(""))).collect();
-    assert_eq!(found, vec![(1, "occurred_on"), (2, "loss_eur"), (3, "agency_incident_id"), (4, "agency_incident_id")], "{r:?}");
+    let found: Vec<(u64, &str)> =
+        r.iter().map(|(line, field, _)| (*line, field.as_deref().unwrap_or(""))).collect();
+    assert_eq!(
+        found,
+        vec![
+            (1, "occurred_on"),
+            (2, "loss_eur"),
+            (3, "agency_incident_id"),
+            (4, "agency_incident_id")
+        ],
+        "{r:?}"
+    );
     assert!(r[0].2.contains("YYYY-MM-DD"), "{r:?}");
     assert!(r[1].2.contains("1000000000"), "{r:?}");
     assert!(r[2].2.contains("leading or trailing spaces"), "{r:?}");
@@ -118,7 +148,11 @@ async fn the_authorization_scheme_and_the_period_closure_request_are_checked() {
     }
 
     let close = |content_type: Option<&str>, body: String| {
-        let mut request = service.client.post(format!("{}/v1/periods/close", service.base)).bearer_auth(&token).body(body);
+        let mut request = service
+            .client
+            .post(format!("{}/v1/periods/close", service.base))
+            .bearer_auth(&token)
+            .body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
@@ -145,7 +179,8 @@ async fn the_authorization_scheme_and_the_period_closure_request_are_checked() {
     assert!(answer["rejected"][0]["error"].as_str().unwrap().contains(&current), "{answer}");
     let (status, answer) = close(Some("application/json; charset=utf-8"), month(&current)).await;
     assert_eq!(status, 200, "{answer}");
-    let (status, answer) = close(Some("application/json"), r#"{"month":"2024-01","month":"2024-02"}"#.into()).await;
+    let (status, answer) =
+        close(Some("application/json"), r#"{"month":"2024-01","month":"2024-02"}"#.into()).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["rejected"][0]["field"], "month", "{answer}");
 }

@@ -8,5 +8,5 @@ mod input;
 mod numbers;
 mod pipeline;
 mod recovery;
-mod survey;
 mod s3;
+mod survey;

@@ -56,7 +56,10 @@ async fn a_rate_divides_by_the_population_of_what_the_row_counts() {
     assert_eq!(only(&once)["count"], 3);
     let region = service.counts(&format!("{base}&region=11"), seq).await;
     assert_eq!(region, service.counts(&format!("{base}&region=11,11"), seq).await);
-    assert_eq!(only(&region)["population"].as_u64(), geography.region_population("11", 2024).map(|p| p.0));
+    assert_eq!(
+        only(&region)["population"].as_u64(),
+        geography.region_population("11", 2024).map(|p| p.0)
+    );
     assert_eq!(only(&region)["population_area"], "region 11");
 
     // Defect 2: by région within a département filter: the filtered départements' population.
@@ -80,11 +83,19 @@ async fn a_rate_divides_by_the_population_of_what_the_row_counts() {
     assert_eq!(idf["population_area"], "region 11");
 
     // Over two years without time grouping the rate is cumulative over the period, and says so.
-    let answer = service.get(&format!("/v1/incidents/counts?unit=offence&rate=per100k&from=2023&to=2024&min_sequence={seq}")).await;
+    let answer = service
+        .get(&format!(
+            "/v1/incidents/counts?unit=offence&rate=per100k&from=2023&to=2024&min_sequence={seq}"
+        ))
+        .await;
     let row = only(answer.body["rows"].as_array().unwrap());
     assert_eq!(row["rate_period"], "2023-01/2024-12", "{row}");
     assert_eq!(row["population_area"], "FR");
-    assert!(answer.body["rate"]["definition"].as_str().unwrap().contains("cumulative"), "{}", answer.body);
+    assert!(
+        answer.body["rate"]["definition"].as_str().unwrap().contains("cumulative"),
+        "{}",
+        answer.body
+    );
     let rows = service.counts("unit=offence&rate=per100k&by=year&from=2024-03", seq).await;
     let periods: Vec<&str> = rows.iter().map(|r| r["rate_period"].as_str().unwrap()).collect();
     assert_eq!(periods, ["2024-03/2024-12"], "{rows:?}");
@@ -104,17 +115,29 @@ async fn a_month_nobody_sent_is_not_a_final_zero() {
 
     // Defect 6: nothing sent, nothing closed: not a final zero.
     let row = service.counts("unit=offence&month=2023-06", closed).await;
-    assert_eq!((only(&row)["count"].as_i64(), only(&row)["provisional"].as_bool()), (Some(0), Some(true)), "{row:?}");
+    assert_eq!(
+        (only(&row)["count"].as_i64(), only(&row)["provisional"].as_bool()),
+        (Some(0), Some(true)),
+        "{row:?}"
+    );
     // Closed with no incident: a real zero.
     let row = service.counts("unit=offence&month=2024-02", closed).await;
-    assert_eq!((only(&row)["count"].as_i64(), only(&row)["provisional"].as_bool()), (Some(0), Some(false)), "{row:?}");
+    assert_eq!(
+        (only(&row)["count"].as_i64(), only(&row)["provisional"].as_bool()),
+        (Some(0), Some(false)),
+        "{row:?}"
+    );
     let row = service.counts("unit=offence&from=2024-01&to=2024-02&iccs=0903", closed).await;
     assert_eq!(only(&row)["provisional"], false, "{row:?}");
     let row = service.counts("unit=offence&from=2024-01&to=2024-03&iccs=0903", closed).await;
     assert_eq!(only(&row)["provisional"], true, "2024-03 is not closed: {row:?}");
 
     // Codes and sources that cannot occur are errors that name them.
-    for (query, named) in [("iccs=0999", "iccs='0999'"), ("source=nosuch", "source='nosuch'"), ("iccs_division=0999", "0999")] {
+    for (query, named) in [
+        ("iccs=0999", "iccs='0999'"),
+        ("source=nosuch", "source='nosuch'"),
+        ("iccs_division=0999", "0999"),
+    ] {
         let answer = service.get(&format!("/v1/incidents/counts?unit=offence&{query}")).await;
         assert_eq!(answer.status, 400, "{query}: {}", answer.body);
         assert!(answer.body["error"].as_str().unwrap().contains(named), "{query}: {}", answer.body);
@@ -140,11 +163,19 @@ async fn a_month_nobody_sent_is_not_a_final_zero() {
     ] {
         let answer = service.get(&format!("/v1/coverage?{query}")).await;
         assert_eq!(answer.status, 400, "{query}: {}", answer.body);
-        assert!(answer.body["error"].as_str().unwrap().contains(message), "{query}: {}", answer.body);
+        assert!(
+            answer.body["error"].as_str().unwrap().contains(message),
+            "{query}: {}",
+            answer.body
+        );
     }
-    let (status, csv, as_of) = service.get_text("/v1/coverage?from=2024-01&to=2024-03&format=csv").await;
+    let (status, csv, as_of) =
+        service.get_text("/v1/coverage?from=2024-01&to=2024-03&format=csv").await;
     assert_eq!(status, 200);
-    assert_eq!(csv, "source,month,status,closed_departements\ngn,2024-01,closed,\ngn,2024-02,closed,\ngn,2024-03,missing,\n");
+    assert_eq!(
+        csv,
+        "source,month,status,closed_departements\ngn,2024-01,closed,\ngn,2024-02,closed,\ngn,2024-03,missing,\n"
+    );
     assert!(as_of.is_some());
 }
 
@@ -158,7 +189,8 @@ async fn a_resubmission_is_told_from_a_conflict_and_from_a_stale_revision() {
 
     let mut changed = first.clone();
     changed["loss_eur"] = json!(99.0);
-    let withdrawal_at_same_revision = json!({"agency_incident_id": "A", "revision": 1, "withdrawn": true});
+    let withdrawal_at_same_revision =
+        json!({"agency_incident_id": "A", "revision": 1, "withdrawn": true});
     let never_reported = json!({"agency_incident_id": "Z", "revision": 1, "withdrawn": true});
     let mut running = Some(service);
     for _ in 0..2 {
@@ -168,12 +200,28 @@ async fn a_resubmission_is_told_from_a_conflict_and_from_a_stale_revision() {
             None => env.serve("up", &[]).await,
         };
         let body = check(&service, &pn, vec![first.clone()]).await;
-        assert_eq!((body["accepted"].as_u64(), body["duplicates"].as_u64()), (Some(0), Some(1)), "{body}");
-        let body = check(&service, &pn, vec![changed.clone(), withdrawal_at_same_revision.clone(), never_reported.clone()]).await;
-        assert_eq!((body["accepted"].as_u64(), body["duplicates"].as_u64()), (Some(0), Some(0)), "{body}");
+        assert_eq!(
+            (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+            (Some(0), Some(1)),
+            "{body}"
+        );
+        let body = check(
+            &service,
+            &pn,
+            vec![changed.clone(), withdrawal_at_same_revision.clone(), never_reported.clone()],
+        )
+        .await;
+        assert_eq!(
+            (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+            (Some(0), Some(0)),
+            "{body}"
+        );
         let rejected = body["rejected"].as_array().unwrap();
         assert_eq!(rejected.len(), 3, "{body}");
-        assert_eq!((rejected[0]["line"].as_u64(), rejected[0]["field"].as_str()), (Some(1), Some("revision")));
+        assert_eq!(
+            (rejected[0]["line"].as_u64(), rejected[0]["field"].as_str()),
+            (Some(1), Some("revision"))
+        );
         assert!(rejected[0]["error"].as_str().unwrap().contains("different content"), "{body}");
         assert!(rejected[0]["error"].as_str().unwrap().contains("revision 2"), "{body}");
         assert!(rejected[1]["error"].as_str().unwrap().contains("different content"), "{body}");
@@ -189,11 +237,17 @@ async fn a_resubmission_is_told_from_a_conflict_and_from_a_stale_revision() {
     second["revision"] = json!(2);
     let body = check(&service, &pn, vec![second.clone()]).await;
     assert_eq!(body["rejected"][0]["field"], "revision", "{body}");
-    assert!(body["rejected"][0]["error"].as_str().unwrap().contains("older than revision 3"), "{body}");
+    assert!(
+        body["rejected"][0]["error"].as_str().unwrap().contains("older than revision 3"),
+        "{body}"
+    );
     service.stop();
     let service = env.serve("up", &[]).await;
     let body = check(&service, &pn, vec![second]).await;
-    assert!(body["rejected"][0]["error"].as_str().unwrap().contains("older than revision 3"), "after a restart: {body}");
+    assert!(
+        body["rejected"][0]["error"].as_str().unwrap().contains("older than revision 3"),
+        "after a restart: {body}"
+    );
     // The first revision re-sent unchanged is still a plain duplicate.
     assert_eq!(check(&service, &pn, vec![first]).await["duplicates"], 1);
 }
@@ -205,7 +259,12 @@ async fn wrong_paths_and_methods_answer_json() {
     let answer = service.get("/v1/nothing-here").await;
     assert_eq!(answer.status, 404);
     assert!(answer.body["error"].as_str().unwrap().contains("/v1/nothing-here"), "{}", answer.body);
-    let response = service.client.delete(format!("{}/v1/incidents/counts", service.base)).send().await.unwrap();
+    let response = service
+        .client
+        .delete(format!("{}/v1/incidents/counts", service.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 405);
     let body: Value = response.json().await.expect("a JSON body on 405");
     assert_eq!(body["status"], 405);

@@ -6,7 +6,10 @@ use serde_json::{Value, json};
 use crate::harness::{Env, record};
 
 fn count_of(rows: &[Value], key: &str, value: &str) -> i64 {
-    rows.iter().filter(|r| r[key].as_str() == Some(value) || r[key].to_string() == value).map(|r| r["count"].as_i64().unwrap()).sum()
+    rows.iter()
+        .filter(|r| r[key].as_str() == Some(value) || r[key].to_string() == value)
+        .map(|r| r["count"].as_i64().unwrap())
+        .sum()
 }
 
 #[tokio::test]
@@ -50,12 +53,22 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
     // below show it changed nothing.
     assert_eq!(changes.body["accepted"], 3, "{}", changes.body);
     assert_eq!(changes.body["rejected"][0]["line"], 4, "{}", changes.body);
-    assert!(changes.body["rejected"][0]["error"].as_str().unwrap().contains("older than revision 3"), "{}", changes.body);
+    assert!(
+        changes.body["rejected"][0]["error"].as_str().unwrap().contains("older than revision 3"),
+        "{}",
+        changes.body
+    );
     let seq = changes.body["last_sequence"].as_u64().unwrap();
     let rows = service.counts("by=month,departement&source=pn", seq).await;
     let cells: Vec<(String, String, i64)> = rows
         .iter()
-        .map(|r| (r["month"].as_str().unwrap().into(), r["departement"].as_str().unwrap().into(), r["count"].as_i64().unwrap()))
+        .map(|r| {
+            (
+                r["month"].as_str().unwrap().into(),
+                r["departement"].as_str().unwrap().into(),
+                r["count"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(cells, vec![("2024-03".into(), "92".into(), 1), ("2024-04".into(), "13".into(), 1)]);
 
@@ -75,9 +88,18 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
     costlier["loss_eur"] = json!(100.0);
     let seq = service.post_ndjson(&pn, &[costlier]).await.body["last_sequence"].as_u64().unwrap();
     let rows = service.counts("iccs=0903", seq).await;
-    assert_eq!((rows[0]["count"].as_i64(), rows[0]["loss_eur"].as_f64()), (Some(3), Some(120.5)), "{rows:?}");
+    assert_eq!(
+        (rows[0]["count"].as_i64(), rows[0]["loss_eur"].as_f64()),
+        (Some(3), Some(120.5)),
+        "{rows:?}"
+    );
     let rows = service.counts("by=year&from=2024-04&to=2024-12", seq).await;
-    assert_eq!(rows, vec![json!({"year": 2024, "unit": "offence", "count": 1, "loss_eur": 10.25, "provisional": true})]);
+    assert_eq!(
+        rows,
+        vec![
+            json!({"year": 2024, "unit": "offence", "count": 1, "loss_eur": 10.25, "provisional": true})
+        ]
+    );
 }
 
 #[tokio::test]
@@ -86,14 +108,22 @@ async fn query_formats_filters_and_errors() {
     let pn = env.add_agency("pn");
     let service = env.serve("up", &["--query-wait-ms", "3000"]).await;
     let mut records = Vec::new();
-    for (i, (month, dep)) in [("2024-01", "75"), ("2024-02", "92"), ("2024-02", "75"), ("2025-01", "971")].iter().enumerate() {
+    for (i, (month, dep)) in
+        [("2024-01", "75"), ("2024-02", "92"), ("2024-02", "75"), ("2025-01", "971")]
+            .iter()
+            .enumerate()
+    {
         records.push(record(&format!("R{i}"), 1, &format!("{month}-10"), dep, "0701"));
     }
     let seq = service.post_ndjson(&pn, &records).await.body["last_sequence"].as_u64().unwrap();
 
-    let rows = service.counts("by=month,departement&from=2024-01&to=2024-12&cyber=true&departement=75,92", seq).await;
+    let rows = service
+        .counts("by=month,departement&from=2024-01&to=2024-12&cyber=true&departement=75,92", seq)
+        .await;
     assert_eq!(rows.len(), 3);
-    let (status, csv, as_of) = service.get_text(&format!("/v1/incidents/counts?by=departement&format=csv&min_sequence={seq}")).await;
+    let (status, csv, as_of) = service
+        .get_text(&format!("/v1/incidents/counts?by=departement&format=csv&min_sequence={seq}"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         csv,
@@ -110,7 +140,11 @@ async fn query_formats_filters_and_errors() {
     ] {
         let answer = service.get(&format!("/v1/incidents/counts?{query}")).await;
         assert_eq!(answer.status, 400, "{query}: {}", answer.body);
-        assert!(answer.body["error"].as_str().unwrap().contains(message), "{query}: {}", answer.body);
+        assert!(
+            answer.body["error"].as_str().unwrap().contains(message),
+            "{query}: {}",
+            answer.body
+        );
     }
     // Waiting for a sequence that never comes is bounded.
     let far = service.get(&format!("/v1/incidents/counts?min_sequence={}", seq + 1000)).await;

@@ -24,7 +24,11 @@ const DEPS: [&str; 6] = ["75", "92", "13", "2A", "971", "59"];
 
 impl Feed {
     fn new(seed: u64) -> Feed {
-        Feed { state: seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407), next_id: 0, truth: HashMap::new() }
+        Feed {
+            state: seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407),
+            next_id: 0,
+            truth: HashMap::new(),
+        }
     }
 
     fn next(&mut self, below: u64) -> u64 {
@@ -36,7 +40,8 @@ impl Feed {
         let mut records = Vec::with_capacity(size);
         for _ in 0..size {
             let roll = self.next(100);
-            let existing = (self.next_id > 0).then(|| format!("I{}", self.next(self.next_id as u64)));
+            let existing =
+                (self.next_id > 0).then(|| format!("I{}", self.next(self.next_id as u64)));
             match (roll, existing) {
                 (0..=9, Some(id)) => {
                     let (revision, _) = self.truth[&id];
@@ -92,7 +97,9 @@ async fn store_counts(projection: &Projection) -> Vec<(String, i64)> {
     let request = CountsRequest::parse(&[("by".into(), "departement".into())]).unwrap();
     let answer = engine.counts(&request, Duration::ZERO).await.unwrap();
     let rows = observatory_query::frame_rows(&answer.frame);
-    rows.iter().map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap())).collect()
+    rows.iter()
+        .map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap()))
+        .collect()
 }
 
 #[tokio::test]
@@ -104,15 +111,23 @@ async fn projector_resumes_from_its_manifest_after_a_restart() {
     let mut feed = Feed::new(7);
 
     let mut projector = env.spawn_projector();
-    let seq = ingest.post_ndjson(&token, &feed.batch(500)).await.body["last_sequence"].as_u64().unwrap();
-    wait_until("first batch committed", Duration::from_secs(30), || async { committed(&projection).await >= seq }).await;
+    let seq =
+        ingest.post_ndjson(&token, &feed.batch(500)).await.body["last_sequence"].as_u64().unwrap();
+    wait_until("first batch committed", Duration::from_secs(30), || async {
+        committed(&projection).await >= seq
+    })
+    .await;
     terminate(&mut projector);
     let first_manifest = projection.serving_manifest().await.unwrap().unwrap();
 
     // Written while no projector runs; picked up from the manifest's sequence + 1.
-    let seq = ingest.post_ndjson(&token, &feed.batch(500)).await.body["last_sequence"].as_u64().unwrap();
+    let seq =
+        ingest.post_ndjson(&token, &feed.batch(500)).await.body["last_sequence"].as_u64().unwrap();
     let mut projector = env.spawn_projector();
-    wait_until("second batch committed", Duration::from_secs(30), || async { committed(&projection).await >= seq }).await;
+    wait_until("second batch committed", Duration::from_secs(30), || async {
+        committed(&projection).await >= seq
+    })
+    .await;
     terminate(&mut projector);
     let manifest = projection.serving_manifest().await.unwrap().unwrap();
     assert!(manifest.last_sequence > first_manifest.last_sequence);
@@ -128,7 +143,9 @@ async fn projector_killed_with_sigkill_at_random_points_keeps_counts_exact() {
     let token = env.add_agency("pn");
     let ingest = env.serve("ingest", &[]).await;
     let projection = projection(&env);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64;
     eprintln!("seed {seed}");
     let mut feed = Feed::new(seed);
     let mut chooser = Feed::new(seed ^ 0xdead_beef);
@@ -138,27 +155,42 @@ async fn projector_killed_with_sigkill_at_random_points_keeps_counts_exact() {
     let mut last = 0;
     for _ in 0..10 {
         let before = committed(&projection).await;
-        last = ingest.post_ndjson(&token, &feed.batch(3_000)).await.body["last_sequence"].as_u64().unwrap();
+        last = ingest.post_ndjson(&token, &feed.batch(3_000)).await.body["last_sequence"]
+            .as_u64()
+            .unwrap();
         // Kill once the projector has got somewhere into this batch: a random point.
         let target = before + 1 + chooser.next(last.saturating_sub(before).max(1));
-        wait_until("projector progress", Duration::from_secs(60), || async { committed(&projection).await >= target.min(last) }).await;
+        wait_until("projector progress", Duration::from_secs(60), || async {
+            committed(&projection).await >= target.min(last)
+        })
+        .await;
         projector.kill().expect("SIGKILL");
         projector.wait().expect("reaped");
         kills += 1;
         projector = env.spawn_projector();
     }
-    wait_until("everything committed", Duration::from_secs(60), || async { committed(&projection).await >= last }).await;
+    wait_until("everything committed", Duration::from_secs(60), || async {
+        committed(&projection).await >= last
+    })
+    .await;
     terminate(&mut projector);
     assert_eq!(kills, 10);
     assert_eq!(store_counts(&projection).await, feed.expected_by_departement(), "seed {seed}");
     let counted: i64 = feed.expected_by_departement().iter().map(|(_, c)| c).sum();
     let manifest = projection.serving_manifest().await.unwrap().unwrap();
-    assert_eq!(manifest.stats["incidents_counted"], counted as u64, "state table agrees, seed {seed}");
+    assert_eq!(
+        manifest.stats["incidents_counted"], counted as u64,
+        "state table agrees, seed {seed}"
+    );
 
     // A rebuild from sequence 1 gives the same answer.
     env.rebuild();
     assert_eq!(projection.current_version().await.unwrap(), Some(2));
-    assert_eq!(store_counts(&projection).await, feed.expected_by_departement(), "rebuild, seed {seed}");
+    assert_eq!(
+        store_counts(&projection).await,
+        feed.expected_by_departement(),
+        "rebuild, seed {seed}"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +201,9 @@ async fn rebuild_equals_the_incremental_projection_and_switches_atomically() {
     let mut feed = Feed::new(42);
     let mut last = 0;
     for _ in 0..4 {
-        last = service.post_ndjson(&token, &feed.batch(800)).await.body["last_sequence"].as_u64().unwrap();
+        last = service.post_ndjson(&token, &feed.batch(800)).await.body["last_sequence"]
+            .as_u64()
+            .unwrap();
     }
     let query = "by=month,departement,iccs,cyber,victim_type,channel,source";
     let incremental = service.counts(query, last).await;
@@ -183,9 +217,13 @@ async fn rebuild_equals_the_incremental_projection_and_switches_atomically() {
     assert_eq!(after.body["rows"].as_array().unwrap(), &incremental);
 
     // The serving projector follows the switch and keeps projecting into v2.
-    let more = service.post_ndjson(&token, &feed.batch(100)).await.body["last_sequence"].as_u64().unwrap();
+    let more =
+        service.post_ndjson(&token, &feed.batch(100)).await.body["last_sequence"].as_u64().unwrap();
     let rows = service.counts("by=departement", more).await;
-    let got: Vec<(String, i64)> = rows.iter().map(|r| (r["departement"].as_str().unwrap().into(), r["count"].as_i64().unwrap())).collect();
+    let got: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r["departement"].as_str().unwrap().into(), r["count"].as_i64().unwrap()))
+        .collect();
     assert_eq!(got, feed.expected_by_departement());
     let answer = service.get(&format!("/v1/incidents/counts?min_sequence={more}")).await;
     assert_eq!(answer.body["as_of"]["version"], 2);

@@ -8,7 +8,11 @@ async fn projections_in_s3_commit_resume_and_rebuild() {
     let env = Env::with_s3();
     let token = env.add_agency("pn");
     let service = env.serve("up", &[]).await;
-    let records: Vec<_> = (0..50).map(|i| record(&format!("S{i}"), 1, "2024-05-01", if i % 2 == 0 { "75" } else { "13" }, "0903")).collect();
+    let records: Vec<_> = (0..50)
+        .map(|i| {
+            record(&format!("S{i}"), 1, "2024-05-01", if i % 2 == 0 { "75" } else { "13" }, "0903")
+        })
+        .collect();
     let seq = service.post_ndjson(&token, &records).await.body["last_sequence"].as_u64().unwrap();
     let rows = service.counts("by=departement", seq).await;
     assert_eq!(rows.iter().map(|r| r["count"].as_i64().unwrap()).collect::<Vec<_>>(), vec![25, 25]);
@@ -23,7 +27,8 @@ async fn projections_in_s3_commit_resume_and_rebuild() {
 
     let output = env.rebuild();
     assert!(output.contains("v2"), "{output}");
-    let after = service.get(&format!("/v1/incidents/counts?by=departement&min_sequence={seq}")).await;
+    let after =
+        service.get(&format!("/v1/incidents/counts?by=departement&min_sequence={seq}")).await;
     assert_eq!(after.body["as_of"]["version"], 2, "{}", after.body);
     assert_eq!(after.body["rows"].as_array().unwrap(), &rows);
 }

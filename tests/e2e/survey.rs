@@ -156,14 +156,10 @@ fn parquet_rows(table: &Table, range: std::ops::Range<usize>) -> Vec<u8> {
         let column = table.column(name).unwrap();
         let array: ArrayRef = match column.numeric() {
             Some(values) if name != "cds" => Arc::new(Float64Array::from_iter(
-                range
-                    .clone()
-                    .map(|r| Some(values[r]).filter(|v| !v.is_nan())),
+                range.clone().map(|r| Some(values[r]).filter(|v| !v.is_nan())),
             )),
             _ => Arc::new(StringArray::from_iter(
-                range
-                    .clone()
-                    .map(|r| column.text(r).map(|t| t.into_owned())),
+                range.clone().map(|r| column.text(r).map(|t| t.into_owned())),
             )),
         };
         columns.push((name.to_owned(), array));
@@ -179,9 +175,7 @@ fn parquet_rows(table: &Table, range: std::ops::Range<usize>) -> Vec<u8> {
 
 async fn estimates(service: &Service, query: &str, min_sequence: u64) -> Value {
     let answer = service
-        .get(&format!(
-            "/v1/surveys/api/estimates?wave=2000&{query}&min_sequence={min_sequence}"
-        ))
+        .get(&format!("/v1/surveys/api/estimates?wave=2000&{query}&min_sequence={min_sequence}"))
         .await;
     assert_eq!(answer.status, 200, "{query}: {}", answer.body);
     assert!(
@@ -194,28 +188,14 @@ async fn estimates(service: &Service, query: &str, min_sequence: u64) -> Value {
 
 /// (endpoint query, CLI flags) pairs covering every statistic, domains and CI methods.
 const COMPARISONS: &[(&str, &[&str])] = &[
-    (
-        "stat=mean&var=api00,api99",
-        &["--mean", "api00", "--mean", "api99"],
-    ),
+    ("stat=mean&var=api00,api99", &["--mean", "api00", "--mean", "api99"]),
     ("stat=total&var=enroll", &["--total", "enroll"]),
-    (
-        "stat=prop&var=stype&ci=logit",
-        &["--prop", "stype", "--ci", "logit"],
-    ),
-    (
-        "stat=prop&var=sch.wide&ci=beta",
-        &["--prop", "sch.wide", "--ci", "beta"],
-    ),
-    (
-        "stat=ratio&var=api.stu/enroll",
-        &["--ratio", "api.stu/enroll"],
-    ),
+    ("stat=prop&var=stype&ci=logit", &["--prop", "stype", "--ci", "logit"]),
+    ("stat=prop&var=sch.wide&ci=beta", &["--prop", "sch.wide", "--ci", "beta"]),
+    ("stat=ratio&var=api.stu/enroll", &["--ratio", "api.stu/enroll"]),
     (
         "stat=mean&var=api00&by=stype&ci=wald&level=0.9",
-        &[
-            "--mean", "api00", "--by", "stype", "--ci", "wald", "--level", "0.9",
-        ],
+        &["--mean", "api00", "--by", "stype", "--ci", "wald", "--level", "0.9"],
     ),
     (
         "stat=total&var=enroll&by=stype,awards",
@@ -239,21 +219,8 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
     // Rows 1-90 as CSV, 91-183 as typed Parquet: one wave, in upload order.
     let lines: Vec<&str> = csv.lines().collect();
     let first_csv = lines[..91].join("\n");
-    let first = responses(
-        &service,
-        &token,
-        "api",
-        "2000",
-        "text/csv",
-        first_csv.clone(),
-    )
-    .await;
-    assert_eq!(
-        (first.status, first.body["accepted"].as_u64()),
-        (200, Some(90)),
-        "{}",
-        first.body
-    );
+    let first = responses(&service, &token, "api", "2000", "text/csv", first_csv.clone()).await;
+    assert_eq!((first.status, first.body["accepted"].as_u64()), (200, Some(90)), "{}", first.body);
     let rest = responses(
         &service,
         &token,
@@ -263,12 +230,7 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
         parquet_rows(&table, 90..183),
     )
     .await;
-    assert_eq!(
-        (rest.status, rest.body["accepted"].as_u64()),
-        (200, Some(93)),
-        "{}",
-        rest.body
-    );
+    assert_eq!((rest.status, rest.body["accepted"].as_u64()), (200, Some(93)), "{}", rest.body);
     // Re-sending a batch, however late, doubles nothing.
     let again = responses(&service, &token, "api", "2000", "text/csv", first_csv).await;
     assert_eq!(again.body["accepted"], 0, "{}", again.body);
@@ -278,21 +240,9 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
     assert_eq!(closed.status, 200, "{}", closed.body);
     assert_eq!(closed.body["respondents"], 183);
     let seq = sequence(&closed);
-    let late = responses(
-        &service,
-        &token,
-        "api",
-        "2000",
-        "text/csv",
-        lines[..2].join("\n"),
-    )
-    .await;
+    let late = responses(&service, &token, "api", "2000", "text/csv", lines[..2].join("\n")).await;
     assert_eq!(late.status, 409, "{}", late.body);
-    assert!(
-        late.body["error"].as_str().unwrap().contains("closed"),
-        "{}",
-        late.body
-    );
+    assert!(late.body["error"].as_str().unwrap().contains("closed"), "{}", late.body);
 
     for (query, flags) in COMPARISONS {
         let answer = estimates(&service, query, seq).await;
@@ -319,25 +269,16 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
 
     // The closed wave is one microdata file, itself valid CLI input with the same answer.
     let version = env.store().join("projections/surveys/v1");
-    let mut manifests: Vec<PathBuf> = std::fs::read_dir(version.join("manifests"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut manifests: Vec<PathBuf> =
+        std::fs::read_dir(version.join("manifests")).unwrap().map(|e| e.unwrap().path()).collect();
     manifests.sort();
     let manifest: Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
-    assert_eq!(
-        manifest["last_sequence"].as_u64().unwrap(),
-        seq,
-        "the newest manifest sorts first"
-    );
+    assert_eq!(manifest["last_sequence"].as_u64().unwrap(), seq, "the newest manifest sorts first");
     let files = manifest["tables"]["microdata/api/2000"].as_array().unwrap();
     assert_eq!(files.len(), 1, "{manifest}");
     assert_eq!(files[0]["rows"], 183);
     let microdata = version.join(files[0]["path"].as_str().unwrap());
-    assert_eq!(
-        cli(&microdata, &["--mean", "api00"])["estimates"],
-        mean["estimates"]
-    );
+    assert_eq!(cli(&microdata, &["--mean", "api00"])["estimates"], mean["estimates"]);
 
     // A rebuild from sequence 1 gives the same numbers from version 2.
     let output = env.rebuild();
@@ -405,15 +346,9 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
     let other = env.add_agency("pn");
     let service = env.serve("up", &[]).await;
 
-    let undeclared = responses(
-        &service,
-        &owner,
-        "cvs",
-        "2024",
-        "application/x-ndjson",
-        households_ndjson(),
-    )
-    .await;
+    let undeclared =
+        responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
+            .await;
     assert_eq!(undeclared.status, 404, "{}", undeclared.body);
     let mut bad = small_declaration("2024");
     bad["design"]["weights"] = json!("region");
@@ -434,36 +369,18 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
     let mismatch = declare(&service, &owner, "other", &json!({"survey": "cvs"})).await;
     assert_eq!(mismatch.status, 400, "{}", mismatch.body);
 
-    assert_eq!(
-        declare(&service, &owner, "cvs", &small_declaration("2024"))
-            .await
-            .status,
-        201
-    );
+    assert_eq!(declare(&service, &owner, "cvs", &small_declaration("2024")).await.status, 201);
     let again = declare(&service, &owner, "cvs", &small_declaration("2024")).await;
-    assert_eq!(
-        (again.status, &again.body["duplicate"]),
-        (200, &json!(true)),
-        "{}",
-        again.body
-    );
+    assert_eq!((again.status, &again.body["duplicate"]), (200, &json!(true)), "{}", again.body);
     let mut changed = small_declaration("2024");
     changed["title"] = json!("another title");
     assert_eq!(declare(&service, &owner, "cvs", &changed).await.status, 409);
     let stolen = declare(&service, &other, "cvs", &small_declaration("2025")).await;
     assert_eq!(stolen.status, 403, "{}", stolen.body);
-    assert!(
-        stolen.body["error"]
-            .as_str()
-            .unwrap()
-            .contains("belongs to agency 'ssmsi'")
-    );
+    assert!(stolen.body["error"].as_str().unwrap().contains("belongs to agency 'ssmsi'"));
     let no_token = service
         .client
-        .post(format!(
-            "{}/v1/surveys/cvs/waves/2024/responses",
-            service.base
-        ))
+        .post(format!("{}/v1/surveys/cvs/waves/2024/responses", service.base))
         .send()
         .await
         .unwrap();
@@ -478,35 +395,16 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
         json!({"hh": "H11", "region": "93", "w": 10, "victim": "yes", "colour": "red"}),
         json!({"hh": "H12", "region": "11", "w": "heavy", "age": 7}),
     );
-    let answer = responses(
-        &service,
-        &owner,
-        "cvs",
-        "2024",
-        "application/x-ndjson",
-        body,
-    )
-    .await;
+    let answer = responses(&service, &owner, "cvs", "2024", "application/x-ndjson", body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["accepted"], 10, "{}", answer.body);
     let rejected: Vec<(u64, String)> = answer.body["rejected"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r["line"].as_u64().unwrap(),
-                r["field"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|r| (r["line"].as_u64().unwrap(), r["field"].as_str().unwrap().to_owned()))
         .collect();
-    for expected in [
-        (11, "region"),
-        (11, "colour"),
-        (12, "w"),
-        (12, "age"),
-        (12, "victim"),
-    ] {
+    for expected in [(11, "region"), (11, "colour"), (12, "w"), (12, "age"), (12, "victim")] {
         assert!(
             rejected.contains(&(expected.0, expected.1.to_owned())),
             "{expected:?} missing from {}",
@@ -528,80 +426,42 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
     );
 
     // Final weights must cover every respondent; then they replace the design weights.
-    let partial = close(
-        &service,
-        &owner,
-        "cvs",
-        "2024",
-        r#"{"final_weights": {"H01": 1.5}}"#,
-    )
-    .await;
+    let partial =
+        close(&service, &owner, "cvs", "2024", r#"{"final_weights": {"H01": 1.5}}"#).await;
     assert_eq!(partial.status, 422, "{}", partial.body);
-    let weights: serde_json::Map<String, Value> = HOUSEHOLDS
-        .iter()
-        .map(|(hh, ..)| (hh.to_string(), json!(2.0)))
-        .collect();
-    let closed = close(
-        &service,
-        &owner,
-        "cvs",
-        "2024",
-        &json!({"final_weights": weights}).to_string(),
-    )
-    .await;
+    let weights: serde_json::Map<String, Value> =
+        HOUSEHOLDS.iter().map(|(hh, ..)| (hh.to_string(), json!(2.0))).collect();
+    let closed =
+        close(&service, &owner, "cvs", "2024", &json!({"final_weights": weights}).to_string())
+            .await;
     assert_eq!(closed.status, 200, "{}", closed.body);
     let seq = sequence(&closed);
-    let retried = close(
-        &service,
-        &owner,
-        "cvs",
-        "2024",
-        &json!({"final_weights": weights}).to_string(),
-    )
-    .await;
-    assert_eq!(
-        (retried.status, &retried.body["duplicate"]),
-        (200, &json!(true))
-    );
+    let retried =
+        close(&service, &owner, "cvs", "2024", &json!({"final_weights": weights}).to_string())
+            .await;
+    assert_eq!((retried.status, &retried.body["duplicate"]), (200, &json!(true)));
     assert_eq!(close(&service, &owner, "cvs", "2024", "").await.status, 409);
-    let late = responses(
-        &service,
-        &owner,
-        "cvs",
-        "2024",
-        "text/csv",
-        "hh,region,w,victim\nH20,84,1,no\n",
-    )
-    .await;
+    let late =
+        responses(&service, &owner, "cvs", "2024", "text/csv", "hh,region,w,victim\nH20,84,1,no\n")
+            .await;
     assert_eq!(late.status, 409);
 
     let answer = service
-        .get(&format!(
-            "/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={seq}"
-        ))
+        .get(&format!("/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={seq}"))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["design"]["weights"], "final_weight");
     // Σ final_weight · w over the ten households.
     let total: f64 = HOUSEHOLDS.iter().map(|h| 2.0 * h.2).sum();
-    assert_eq!(
-        answer.body["estimates"][0]["estimate"].as_f64().unwrap(),
-        total
-    );
+    assert_eq!(answer.body["estimates"][0]["estimate"].as_f64().unwrap(), total);
 
     for (query, status, message) in [
-        (
-            "wave=2024&stat=mean&var=colour",
-            400,
-            "not a variable of wave",
-        ),
+        ("wave=2024&stat=mean&var=colour", 400, "not a variable of wave"),
         ("wave=2099&stat=mean&var=w", 404, "has no wave '2099'"),
         ("wave=2024&stat=median&var=w", 400, "stat='median'"),
         ("stat=mean&var=w", 400, "wave= is required"),
     ] {
-        let answer = service
-            .get(&format!("/v1/surveys/cvs/estimates?{query}"))
-            .await;
+        let answer = service.get(&format!("/v1/surveys/cvs/estimates?{query}")).await;
         assert_eq!(answer.status, status, "{query}: {}", answer.body);
         assert!(
             answer.body["error"].as_str().unwrap().contains(message),
@@ -609,30 +469,18 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
             answer.body
         );
     }
-    let unknown = service
-        .get("/v1/surveys/nope/estimates?wave=1&stat=mean&var=w")
-        .await;
+    let unknown = service.get("/v1/surveys/nope/estimates?wave=1&stat=mean&var=w").await;
     assert_eq!(unknown.status, 404);
 
     // Restarted, the ingest still knows the wave is closed and the respondents it has.
     service.stop();
     let service = env.serve("up", &[]).await;
-    let late = responses(
-        &service,
-        &owner,
-        "cvs",
-        "2024",
-        "text/csv",
-        "hh,region,w,victim\nH01,84,1,no\n",
-    )
-    .await;
+    let late =
+        responses(&service, &owner, "cvs", "2024", "text/csv", "hh,region,w,victim\nH01,84,1,no\n")
+            .await;
     assert_eq!(late.status, 409, "{}", late.body);
     let listing = service.get("/v1/surveys").await;
-    assert_eq!(
-        listing.body["surveys"][0]["waves"][0]["respondents"], 10,
-        "{}",
-        listing.body
-    );
+    assert_eq!(listing.body["surveys"][0]["waves"][0]["respondents"], 10, "{}", listing.body);
     assert_eq!(listing.body["surveys"][0]["waves"][0]["status"], "closed");
 }
 
@@ -642,30 +490,16 @@ async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents
     let owner = env.add_agency("ssmsi");
     let pn = env.add_agency("pn");
     let service = env.serve("up", &[]).await;
-    assert_eq!(
-        declare(&service, &owner, "cvs", &small_declaration("2024"))
-            .await
-            .status,
-        201
-    );
-    let uploaded = responses(
-        &service,
-        &owner,
-        "cvs",
-        "2024",
-        "application/x-ndjson",
-        households_ndjson(),
-    )
-    .await;
+    assert_eq!(declare(&service, &owner, "cvs", &small_declaration("2024")).await.status, 201);
+    let uploaded =
+        responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
+            .await;
     assert_eq!(uploaded.body["accepted"], 10, "{}", uploaded.body);
     let seq = sequence(&uploaded);
 
     // Open waves are estimated too (status says so).
-    let rate = service
-        .get(&format!(
-            "/v1/surveys/cvs/reporting-rate?wave=2024&min_sequence={seq}"
-        ))
-        .await;
+    let rate =
+        service.get(&format!("/v1/surveys/cvs/reporting-rate?wave=2024&min_sequence={seq}")).await;
     assert_eq!(rate.status, 200, "{}", rate.body);
     assert_eq!(rate.body["status"], "open");
     let estimate = &rate.body["estimates"][0];
@@ -682,9 +516,7 @@ async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents
     );
     assert_eq!(estimate["statistic"], "reporting_rate");
     let by_region = service
-        .get(&format!(
-            "/v1/surveys/cvs/reporting-rate?wave=2024&by=region&min_sequence={seq}"
-        ))
+        .get(&format!("/v1/surveys/cvs/reporting-rate?wave=2024&by=region&min_sequence={seq}"))
         .await;
     let regions: Vec<&str> = by_region.body["estimates"]
         .as_array()
@@ -695,9 +527,8 @@ async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents
     assert_eq!(regions, ["11", "84"], "{}", by_region.body);
 
     // Incidents recorded by the police for 2024 fraud (ICCS 0701) against individuals.
-    let incidents: Vec<Value> = (0..7)
-        .map(|i| record(&format!("F{i}"), 1, "2024-05-10", "75", "0701"))
-        .collect();
+    let incidents: Vec<Value> =
+        (0..7).map(|i| record(&format!("F{i}"), 1, "2024-05-10", "75", "0701")).collect();
     let mut other: Vec<Value> = vec![
         record("X1", 1, "2023-05-10", "75", "0701"),
         record("X2", 1, "2024-05-10", "75", "0208"),
@@ -712,42 +543,19 @@ async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents
     assert_eq!(dark.status, 200, "{}", dark.body);
     let body = &dark.body;
     // Victims: H01 H02 H04 H06 H08 H10 → 100+100+150+200+250+180.
-    assert_eq!(
-        body["survey_estimates"]["victims"]["estimate"]
-            .as_f64()
-            .unwrap(),
-        980.0
-    );
+    assert_eq!(body["survey_estimates"]["victims"]["estimate"].as_f64().unwrap(), 980.0);
     assert_eq!(body["recorded_incidents"]["count"], 7, "{body}");
-    assert_eq!(
-        body["recorded_incidents"]["filters"]["victim_type"],
-        "individual"
-    );
-    assert!(
-        body["caveats"][0]
-            .as_str()
-            .unwrap()
-            .contains("Different counting units"),
-        "{body}"
-    );
+    assert_eq!(body["recorded_incidents"]["filters"]["victim_type"], "individual");
+    assert!(body["caveats"][0].as_str().unwrap().contains("Different counting units"), "{body}");
     assert!((body["recorded_per_estimated_victim"].as_f64().unwrap() - 7.0 / 980.0).abs() < 1e-15);
-    assert!(
-        body["survey_estimates"]["reporting_rate"]["estimate"]
-            .as_f64()
-            .is_some()
-    );
+    assert!(body["survey_estimates"]["reporting_rate"]["estimate"].as_f64().is_some());
     assert!(
         body["as_of"]["sequence"].as_u64().unwrap() >= seq
-            && body["recorded_incidents"]["as_of"]["sequence"]
-                .as_u64()
-                .unwrap()
-                >= incidents_seq
+            && body["recorded_incidents"]["as_of"]["sequence"].as_u64().unwrap() >= incidents_seq
     );
     // A source that has sent nothing cannot be compared: a 400 naming it, not a zero.
     let none = service
-        .get(&format!(
-            "/v1/surveys/cvs/dark-figure?wave=2024&source=gn&min_sequence={seq}"
-        ))
+        .get(&format!("/v1/surveys/cvs/dark-figure?wave=2024&source=gn&min_sequence={seq}"))
         .await;
     assert_eq!(none.status, 400, "{}", none.body);
     assert!(none.body["error"].as_str().unwrap().contains("source='gn'"), "{}", none.body);
@@ -771,13 +579,7 @@ async fn publish_direct(
         revision: None,
         payload: envelope.to_bytes().into(),
     };
-    bus.publisher()
-        .publish_all(vec![outgoing])
-        .await
-        .pop()
-        .unwrap()
-        .expect("published")
-        .sequence
+    bus.publisher().publish_all(vec![outgoing]).await.pop().unwrap().expect("published").sequence
 }
 
 #[tokio::test]
@@ -786,27 +588,13 @@ async fn the_projector_resumes_from_its_manifest_and_never_doubles_a_respondent(
     let env = Env::new();
     let owner = env.add_agency("ssmsi");
     let service = env.serve("up", &[]).await;
-    assert_eq!(
-        declare(&service, &owner, "cvs", &small_declaration("2024"))
-            .await
-            .status,
-        201
-    );
+    assert_eq!(declare(&service, &owner, "cvs", &small_declaration("2024")).await.status, 201);
     let seq = sequence(
-        &responses(
-            &service,
-            &owner,
-            "cvs",
-            "2024",
-            "application/x-ndjson",
-            households_ndjson(),
-        )
-        .await,
+        &responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
+            .await,
     );
     let before = service
-        .get(&format!(
-            "/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={seq}"
-        ))
+        .get(&format!("/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={seq}"))
         .await;
     assert_eq!(before.status, 200, "{}", before.body);
     service.stop();
@@ -842,9 +630,7 @@ async fn the_projector_resumes_from_its_manifest_and_never_doubles_a_respondent(
     .await;
     assert!(foreign > direct);
     let after = query
-        .get(&format!(
-            "/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={direct}"
-        ))
+        .get(&format!("/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={direct}"))
         .await;
     assert_eq!(after.status, 200, "{}", after.body);
     assert_eq!(
@@ -854,21 +640,13 @@ async fn the_projector_resumes_from_its_manifest_and_never_doubles_a_respondent(
     );
     let total = before.body["estimates"][0]["estimate"].as_f64().unwrap();
     // H99 enters with its first row (w = 0.25, weight 0.25).
-    assert_eq!(
-        after.body["estimates"][0]["estimate"].as_f64().unwrap(),
-        total + 0.25 * 0.25
-    );
+    assert_eq!(after.body["estimates"][0]["estimate"].as_f64().unwrap(), total + 0.25 * 0.25);
     crate::harness::terminate(&mut projector);
 
     let output = env.rebuild();
-    assert!(
-        output.contains("rebuilt surveys v2") && output.contains("11 respondents"),
-        "{output}"
-    );
+    assert!(output.contains("rebuilt surveys v2") && output.contains("11 respondents"), "{output}");
     let rebuilt = query
-        .get(&format!(
-            "/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={direct}"
-        ))
+        .get(&format!("/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={direct}"))
         .await;
     assert_eq!(rebuilt.body["as_of"]["version"], 2);
     assert_eq!(rebuilt.body["estimates"], after.body["estimates"]);
@@ -884,7 +662,9 @@ async fn survey_intervals_stay_in_range_and_units_are_never_added() {
     let platform = env.add_agency_with("pharos", &["--crosswalk", "platform"]);
     let service = env.serve("up", &[]).await;
     assert_eq!(declare(&service, &owner, "cvs", &small_declaration("2024")).await.status, 201);
-    let uploaded = responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson()).await;
+    let uploaded =
+        responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
+            .await;
     let seq = sequence(&uploaded);
 
     // Defect 4: a proportion defaults to an interval inside [0, 1] (logit, as svyciprop).
@@ -906,7 +686,8 @@ async fn survey_intervals_stay_in_range_and_units_are_never_added() {
     // The t interval asked for explicitly may leave [0, 1]: then it says so.
     let t = cvs("wave=2024&stat=prop&var=victim&by=region&ci=t").await;
     for e in t["estimates"].as_array().unwrap() {
-        let outside = e["ci_lower"].as_f64().unwrap() < 0.0 || e["ci_upper"].as_f64().unwrap() > 1.0;
+        let outside =
+            e["ci_lower"].as_f64().unwrap() < 0.0 || e["ci_upper"].as_f64().unwrap() > 1.0;
         let flagged = e["flags"].as_array().unwrap().iter().any(|f| f == "ci_outside_range");
         assert_eq!(outside, flagged, "{e}");
     }
@@ -925,8 +706,10 @@ async fn survey_intervals_stay_in_range_and_units_are_never_added() {
             format!("{row}\n")
         })
         .collect();
-    let seq = sequence(&responses(&service, &owner, "cvs", "2025", "application/x-ndjson", rows).await);
-    let rate = service.get(&format!("/v1/surveys/cvs/reporting-rate?wave=2025&min_sequence={seq}")).await;
+    let seq =
+        sequence(&responses(&service, &owner, "cvs", "2025", "application/x-ndjson", rows).await);
+    let rate =
+        service.get(&format!("/v1/surveys/cvs/reporting-rate?wave=2025&min_sequence={seq}")).await;
     assert_eq!(rate.status, 200, "{}", rate.body);
     let e = &rate.body["estimates"][0];
     assert_eq!(e["estimate"], 1.0, "{e}");
@@ -934,7 +717,8 @@ async fn survey_intervals_stay_in_range_and_units_are_never_added() {
     assert!(e["flags"].as_array().unwrap().iter().any(|f| f == "ci_undefined"), "{e}");
 
     // Defect 7: offences and platform reports stay apart.
-    let offences: Vec<Value> = (0..3).map(|i| record(&format!("F{i}"), 1, "2024-05-10", "75", "0701")).collect();
+    let offences: Vec<Value> =
+        (0..3).map(|i| record(&format!("F{i}"), 1, "2024-05-10", "75", "0701")).collect();
     assert_eq!(service.post_ndjson(&pn, &offences).await.body["accepted"], 3);
     let reports: Vec<Value> = (0..2)
         .map(|i| {

@@ -44,7 +44,8 @@ pub fn sample(pids: &Pids) -> Sample {
 
 impl Sample {
     pub fn since(&self, before: &Sample, events: u64) -> PerProcess {
-        let per = |now: Option<f64>, then: Option<f64>| Some((now? - then?) * 1e6 / events.max(1) as f64);
+        let per =
+            |now: Option<f64>, then: Option<f64>| Some((now? - then?) * 1e6 / events.max(1) as f64);
         PerProcess {
             nats_server: per(self.nats, before.nats),
             service: per(self.service, before.service),

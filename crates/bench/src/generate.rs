@@ -8,7 +8,9 @@
 use bytes::Bytes;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use observatory_bus::Outgoing;
-use observatory_model::{Channel, DEPARTEMENTS, DedupeKey, Envelope, Event, RevisionStamp, VictimType, validate_record};
+use observatory_model::{
+    Channel, DEPARTEMENTS, DedupeKey, Envelope, Event, RevisionStamp, VictimType, validate_record,
+};
 use observatory_reference::{Crosswalk, Crosswalks, IDENTITY};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -102,7 +104,8 @@ const CHANNELS: &[(Channel, f64)] = &[
     (Channel::Unknown, 0.02),
 ];
 /// NATINF-like offence codes: agencies send their own codes next to ICCS.
-const OFFENCE_CODES: &[&str] = &["7875", "7151", "20513", "10187", "22417", "23830", "12023", "7923", "25201"];
+const OFFENCE_CODES: &[&str] =
+    &["7875", "7151", "20513", "10187", "22417", "23830", "12023", "7923", "25201"];
 /// Amendments and withdrawals pick from this many recent incidents.
 const RECENT: usize = 50_000;
 
@@ -192,14 +195,18 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(seed: u64) -> Generator {
-        const BIG: &[&str] =
-            &["75", "13", "59", "69", "92", "93", "33", "94", "31", "44", "78", "91", "77", "62", "06", "95"];
+        const BIG: &[&str] = &[
+            "75", "13", "59", "69", "92", "93", "33", "94", "31", "44", "78", "91", "77", "62",
+            "06", "95",
+        ];
         let last_day = NaiveDate::from_ymd_opt(YEARS[YEARS.len() - 1], 12, 31).expect("valid date");
         Generator {
             rng: StdRng::seed_from_u64(seed),
             agencies: Weighted::new(AGENCIES.iter().enumerate().map(|(i, a)| (i, a.share))),
             iccs: AGENCIES.iter().map(|a| Weighted::new(a.iccs.iter().copied())).collect(),
-            departements: Weighted::new(DEPARTEMENTS.iter().map(|&d| (d, if BIG.contains(&d) { 5.0 } else { 1.0 }))),
+            departements: Weighted::new(
+                DEPARTEMENTS.iter().map(|&d| (d, if BIG.contains(&d) { 5.0 } else { 1.0 })),
+            ),
             months: Weighted::new(SEASON.iter().enumerate().map(|(i, w)| (i as u32 + 1, *w))),
             victims: Weighted::new(VICTIMS.iter().map(|(v, w)| (v.as_str(), *w))),
             channels: Weighted::new(CHANNELS.iter().map(|(c, w)| (c.as_str(), *w))),
@@ -209,7 +216,9 @@ impl Generator {
             last_day,
             today: Utc::now().date_naive().max(last_day + Days::new(1)),
             // Every bench agency sends ICCS codes (the default identity crosswalk).
-            crosswalk: Crosswalks::builtin().latest(IDENTITY).expect("the identity crosswalk is built in"),
+            crosswalk: Crosswalks::builtin()
+                .latest(IDENTITY)
+                .expect("the identity crosswalk is built in"),
         }
     }
 
@@ -218,12 +227,16 @@ impl Generator {
         let rng = &mut self.rng;
         let year = YEARS[rng.gen_range(0..YEARS.len())];
         let month = self.months.pick(rng);
-        let occurred_on = NaiveDate::from_ymd_opt(year, month, rng.gen_range(1..=28)).expect("valid date");
-        let occurred_until = rng.gen_bool(0.3).then(|| occurred_on + Days::new(rng.gen_range(0..20)));
-        let reported_on = (occurred_until.unwrap_or(occurred_on) + Days::new(rng.gen_range(0..45))).min(self.last_day);
+        let occurred_on =
+            NaiveDate::from_ymd_opt(year, month, rng.gen_range(1..=28)).expect("valid date");
+        let occurred_until =
+            rng.gen_bool(0.3).then(|| occurred_on + Days::new(rng.gen_range(0..20)));
+        let reported_on = (occurred_until.unwrap_or(occurred_on) + Days::new(rng.gen_range(0..45)))
+            .min(self.last_day);
         let iccs = self.iccs[agency].pick(rng);
         let cyber = iccs.starts_with("0903") || rng.gen_bool(0.85);
-        let departement = if rng.gen_bool(0.03) { Value::Null } else { Value::from(self.departements.pick(rng)) };
+        let departement =
+            if rng.gen_bool(0.03) { Value::Null } else { Value::from(self.departements.pick(rng)) };
         let mut record = Map::new();
         record.insert("occurred_on".into(), Value::from(occurred_on.to_string()));
         if let Some(until) = occurred_until {
@@ -231,7 +244,10 @@ impl Generator {
         }
         record.insert("reported_on".into(), Value::from(reported_on.to_string()));
         record.insert("iccs".into(), Value::from(iccs));
-        record.insert("offence_code".into(), Value::from(OFFENCE_CODES[rng.gen_range(0..OFFENCE_CODES.len())]));
+        record.insert(
+            "offence_code".into(),
+            Value::from(OFFENCE_CODES[rng.gen_range(0..OFFENCE_CODES.len())]),
+        );
         record.insert("cyber".into(), Value::from(cyber));
         record.insert("departement".into(), departement);
         record.insert("victim_type".into(), Value::from(self.victims.pick(rng)));
@@ -244,7 +260,13 @@ impl Generator {
         record
     }
 
-    fn finish(&self, agency: usize, id: &str, revision: u32, fields: Option<&Map<String, Value>>) -> Generated {
+    fn finish(
+        &self,
+        agency: usize,
+        id: &str,
+        revision: u32,
+        fields: Option<&Map<String, Value>>,
+    ) -> Generated {
         let mut record = Map::new();
         record.insert("agency_incident_id".into(), Value::from(id));
         record.insert("revision".into(), Value::from(revision));
@@ -299,7 +321,12 @@ impl Generator {
         let agency = self.agencies.pick(&mut self.rng);
         self.serial += 1;
         let unit = self.departements.pick(&mut self.rng);
-        let id = format!("{}-{unit}/{}/{:010}", AGENCIES[agency].id_prefix, YEARS[YEARS.len() - 1], self.serial);
+        let id = format!(
+            "{}-{unit}/{}/{:010}",
+            AGENCIES[agency].id_prefix,
+            YEARS[YEARS.len() - 1],
+            self.serial
+        );
         let fields = self.report(agency);
         let generated = self.finish(agency, &id, 1, Some(&fields));
         let recent = Recent { agency, id, revision: 1, report: Some(fields) };
@@ -337,7 +364,10 @@ mod tests {
             // feeds) to the 300–500 bytes of a v1 event.
             assert!((lower..=540).contains(&bytes), "{bytes} bytes");
         }
-        assert!(withdrawals > 100 && amendments > 800, "{withdrawals} withdrawals, {amendments} amendments");
+        assert!(
+            withdrawals > 100 && amendments > 800,
+            "{withdrawals} withdrawals, {amendments} amendments"
+        );
     }
 
     #[test]

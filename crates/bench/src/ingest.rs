@@ -1,8 +1,8 @@
 //! Stage 1: events/s accepted by `POST /v1/incidents` (the real `observatory ingest` process)
 //! next to raw pipelined JetStream publishes of the same serialised events from this process.
 
-use std::path::Path;
 use std::future::IntoFuture;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -55,10 +55,15 @@ struct Batch {
     events: Vec<Outgoing>,
 }
 
-fn batches(generator: &mut Generator, records: usize, per_request: usize) -> (Vec<Batch>, usize, usize) {
+fn batches(
+    generator: &mut Generator,
+    records: usize,
+    per_request: usize,
+) -> (Vec<Batch>, usize, usize) {
     let recorded_at = Utc::now();
-    let mut pending: Vec<Batch> =
-        (0..AGENCIES.len()).map(|agency| Batch { agency, body: Bytes::new(), events: Vec::new() }).collect();
+    let mut pending: Vec<Batch> = (0..AGENCIES.len())
+        .map(|agency| Batch { agency, body: Bytes::new(), events: Vec::new() })
+        .collect();
     let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); AGENCIES.len()];
     let mut done = Vec::new();
     let (mut record_bytes, mut event_bytes) = (0, 0);
@@ -98,7 +103,11 @@ pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) 
     let mut stored = 0;
     let check = |ack: Result<PublishAck, PublishError>| -> Result<u64> {
         let ack = ack?;
-        ensure!(!ack.duplicate, "raw publish was dropped as a duplicate (sequence {})", ack.sequence);
+        ensure!(
+            !ack.duplicate,
+            "raw publish was dropped as a duplicate (sequence {})",
+            ack.sequence
+        );
         Ok(1)
     };
     for event in events {
@@ -173,13 +182,18 @@ pub struct Settings {
     pub seed: u64,
 }
 
-pub async fn run(work: &Path, settings: &Settings, client: &reqwest::Client) -> Result<IngestReport> {
+pub async fn run(
+    work: &Path,
+    settings: &Settings,
+    client: &reqwest::Client,
+) -> Result<IngestReport> {
     let dir = work.join("ingest");
     let nats = LocalNatsServer::start(&dir.join("nats"), 0)?;
     let bus = Bus::connect(BusConfig::new(nats.url())).await?;
     let service_dir = dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
-    let tokens: Vec<String> = AGENCIES.iter().map(|a| add_agency(&service_dir, a.id, a.name)).collect::<Result<_>>()?;
+    let tokens: Vec<String> =
+        AGENCIES.iter().map(|a| add_agency(&service_dir, a.id, a.name)).collect::<Result<_>>()?;
     // The ingest process loads its idempotency index from the (empty) stream when it starts,
     // so the raw publishes below, made after that, are not seen as resubmissions.
     let args: Vec<String> = vec![
@@ -202,8 +216,9 @@ pub async fn run(work: &Path, settings: &Settings, client: &reqwest::Client) -> 
         event_bytes += eb;
         records_total += settings.records;
         let target = Target { bus: &bus, client, url: &url, tokens: &tokens, pids: &pids };
-        let run =
-            measure(&target, batches, settings, per_request).instrument(info_span!("ingest", per_request)).await?;
+        let run = measure(&target, batches, settings, per_request)
+            .instrument(info_span!("ingest", per_request))
+            .await?;
         runs.push(run);
     }
     service.stop().await?;
@@ -259,7 +274,11 @@ async fn measure(
     let raw_seconds = started.elapsed().as_secs_f64();
     let raw_cpu = cpu::sample(target.pids).since(&before, stored);
     bar.finish_and_clear();
-    ensure!(stored as usize == settings.records, "raw publish stored {stored} of {} events", settings.records);
+    ensure!(
+        stored as usize == settings.records,
+        "raw publish stored {stored} of {} events",
+        settings.records
+    );
 
     let bar = progress_bar(settings.records as u64, &format!("HTTP ingest, {per_request}/request"));
     let before = cpu::sample(target.pids);
@@ -280,7 +299,11 @@ async fn measure(
     let http_seconds = started.elapsed().as_secs_f64();
     let http_cpu = cpu::sample(target.pids).since(&before, accepted);
     bar.finish_and_clear();
-    ensure!(accepted as usize == settings.records, "the ingest accepted (or superseded) {accepted} of {} records", settings.records);
+    ensure!(
+        accepted as usize == settings.records,
+        "the ingest accepted (or superseded) {accepted} of {} records",
+        settings.records
+    );
 
     let http_events_per_s = accepted as f64 / http_seconds;
     let raw_events_per_s = stored as f64 / raw_seconds;

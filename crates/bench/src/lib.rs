@@ -94,7 +94,9 @@ pub(crate) fn progress_bar(total: u64, label: &str) -> ProgressBar {
     } else {
         "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})"
     };
-    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "),
+    );
     bar.set_message(label.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -147,7 +149,11 @@ pub struct Report {
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
     let output = std::process::Command::new(program).args(args).output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let text = if text.is_empty() { String::from_utf8_lossy(&output.stderr).trim().to_owned() } else { text };
+    let text = if text.is_empty() {
+        String::from_utf8_lossy(&output.stderr).trim().to_owned()
+    } else {
+        text
+    };
     (output.status.success() && !text.is_empty()).then_some(text)
 }
 
@@ -167,7 +173,9 @@ fn machine() -> Machine {
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         cpu,
         memory_total_bytes,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|s| s.trim().to_owned()),
     }
 }
 
@@ -184,7 +192,8 @@ fn versions() -> Versions {
 }
 
 fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@".contains(&b));
+    let plain = !arg.is_empty()
+        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@".contains(&b));
     if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
 }
 
@@ -207,7 +216,12 @@ fn targets(report: &Report) -> Vec<Target> {
         }
     }
     if let Some(p) = &report.projection {
-        targets.push(check("projection vs raw replay".into(), "≥ 0.7×", Some(p.projection_ratio), |v| v >= 0.7));
+        targets.push(check(
+            "projection vs raw replay".into(),
+            "≥ 0.7×",
+            Some(p.projection_ratio),
+            |v| v >= 0.7,
+        ));
         targets.push(check(
             format!("projector peak RSS, rebuild of {} events", p.rebuild.events),
             "< 1024 MiB (for 10M events)",
@@ -216,7 +230,12 @@ fn targets(report: &Report) -> Vec<Target> {
         ));
     }
     if let Some(q) = &report.query {
-        targets.push(check("query p99 vs DuckDB (worst of five)".into(), "≤ 1×", q.worst_p99_ratio, |v| v <= 1.0));
+        targets.push(check(
+            "query p99 vs DuckDB (worst of five)".into(),
+            "≤ 1×",
+            q.worst_p99_ratio,
+            |v| v <= 1.0,
+        ));
     }
     targets
 }
@@ -240,7 +259,10 @@ fn opt_ms(latency: &Option<Latency>) -> String {
 /// The human-readable table.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let gib = report.machine.memory_total_bytes.map_or("?".into(), |b| format!("{:.1} GiB", b as f64 / 1073741824.0));
+    let gib = report
+        .machine
+        .memory_total_bytes
+        .map_or("?".into(), |b| format!("{:.1} GiB", b as f64 / 1073741824.0));
     let _ = writeln!(out, "observatory bench — {}", report.date);
     let _ = writeln!(
         out,
@@ -256,7 +278,10 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(
             out,
             "\n1. ingest — {} records per batch size, {} concurrent connections, records {:.0} B as NDJSON, events {:.0} B",
-            report.ingest_records, ingest.connections, ingest.record_bytes_avg, ingest.event_bytes_avg
+            report.ingest_records,
+            ingest.connections,
+            ingest.record_bytes_avg,
+            ingest.event_bytes_avg
         );
         let _ = writeln!(
             out,
@@ -326,7 +351,14 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(
             out,
             "   {:<34} {:>5} {:>17} {:>15} {:>17} {:>17} {:>9} {:>6}",
-            "p50 / p99 ms", "rows", "ours HTTP", "ours engine", "DuckDB Parquet", "DuckDB memory", "p99 ratio", "equal"
+            "p50 / p99 ms",
+            "rows",
+            "ours HTTP",
+            "ours engine",
+            "DuckDB Parquet",
+            "DuckDB memory",
+            "p99 ratio",
+            "equal"
         );
         for r in &q.queries {
             let _ = writeln!(
@@ -395,7 +427,8 @@ pub fn render(report: &Report) -> String {
 pub async fn run(args: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
     let temp = tempfile::Builder::new().prefix("observatory-bench-").tempdir_in(&parent)?;
     let work = temp.path().to_path_buf();
     eprintln!("observatory bench: working in {}", work.display());
@@ -410,7 +443,8 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         notes.push("debug build: figures are meaningless; build with cargo build --release".into());
     }
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections.max(1)).build()?;
+    let client =
+        reqwest::Client::builder().pool_max_idle_per_host(args.connections.max(1)).build()?;
     let wants = |stage: Stage| args.stages.contains(&stage);
 
     let ingest = if wants(Stage::Ingest) {
@@ -426,9 +460,10 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     };
     let mut pipeline = None;
     let projection = if wants(Stage::Projection) {
-        let (report, state) = pipeline::run(&work, args.events, args.seed.wrapping_add(1), args.connections.max(1))
-            .instrument(info_span!("projection stage", events = args.events))
-            .await?;
+        let (report, state) =
+            pipeline::run(&work, args.events, args.seed.wrapping_add(1), args.connections.max(1))
+                .instrument(info_span!("projection stage", events = args.events))
+                .await?;
         pipeline = Some(state);
         Some(report)
     } else {
@@ -436,9 +471,16 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     };
     let query = match (&pipeline, wants(Stage::Query)) {
         (Some(p), true) => Some(
-            query::run(&work, &p.store, &p.service_dir, &p.manifest, args.query_runs.max(1), &client)
-                .instrument(info_span!("query stage"))
-                .await?,
+            query::run(
+                &work,
+                &p.store,
+                &p.service_dir,
+                &p.manifest,
+                args.query_runs.max(1),
+                &client,
+            )
+            .instrument(info_span!("query stage"))
+            .await?,
         ),
         (None, true) => {
             notes.push("query stage skipped: it needs the projection stage".into());
@@ -449,7 +491,8 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     drop(pipeline);
     let survey = if wants(Stage::Survey) {
         let bar = progress_bar(0, "survey estimation, 1 000 000 respondents");
-        let report = survey::run(args.survey_runs.max(1)).instrument(info_span!("survey stage")).await?;
+        let report =
+            survey::run(args.survey_runs.max(1)).instrument(info_span!("survey stage")).await?;
         bar.finish_and_clear();
         Some(report)
     } else {

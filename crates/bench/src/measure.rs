@@ -79,8 +79,11 @@ mod tests {
     fn answers_compare_as_sets() {
         let row = |k: &str, n: i64| (vec![Some(k.to_owned()), None], n, n * 100);
         assert!(compare_rows(&[row("a", 1), row("b", 2)], &[row("b", 2), row("a", 1)]).is_ok());
-        let diff = compare_rows(&[row("a", 1), row("b", 2)], &[row("a", 1), row("b", 3)]).unwrap_err();
+        let diff =
+            compare_rows(&[row("a", 1), row("b", 2)], &[row("a", 1), row("b", 3)]).unwrap_err();
         assert!(diff.contains("first difference"), "{diff}");
-        assert!(compare_rows(&[row("a", 1)], &[]).unwrap_err().contains("1 rows here, 0 in DuckDB"));
+        assert!(
+            compare_rows(&[row("a", 1)], &[]).unwrap_err().contains("1 rows here, 0 in DuckDB")
+        );
     }
 }

@@ -88,7 +88,8 @@ async fn fill(bus: &Bus, events: u64, seed: u64, connections: usize) -> Result<F
         while left > 0 {
             let n = left.min(CHUNK as u64);
             let recorded_at = Utc::now();
-            let chunk: Vec<Outgoing> = (0..n).map(|_| generator.next_event().outgoing(recorded_at)).collect();
+            let chunk: Vec<Outgoing> =
+                (0..n).map(|_| generator.next_event().outgoing(recorded_at)).collect();
             bytes += chunk.iter().map(|o| o.payload.len() as u64).sum::<u64>();
             if tx.blocking_send(chunk).is_err() {
                 break;
@@ -99,7 +100,11 @@ async fn fill(bus: &Bus, events: u64, seed: u64, connections: usize) -> Result<F
     });
     let bar = progress_bar(events, "filling the stream (raw publish)");
     let started = Instant::now();
-    let chunks = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    let chunks =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) },
+        );
     let stored: u64 = chunks
         .map(|chunk| {
             let (bar, jetstream) = (bar.clone(), bus.jetstream().clone());
@@ -188,11 +193,20 @@ async fn rebuild(
     };
     let nats_cpu = cpu::sample(&pids).since(&before, events).nats_server;
     bar.finish_and_clear();
-    let manifest = projection.serving_manifest().await?.context("the rebuild committed no manifest")?;
-    ensure!(manifest.last_sequence == events, "the rebuild reached sequence {} of {events}", manifest.last_sequence);
+    let manifest =
+        projection.serving_manifest().await?.context("the rebuild committed no manifest")?;
+    ensure!(
+        manifest.last_sequence == events,
+        "the rebuild reached sequence {} of {events}",
+        manifest.last_sequence
+    );
     let sum = |table: &str| {
         let files = manifest.files(table);
-        (files.len(), files.iter().map(|f| f.rows).sum::<u64>(), files.iter().map(|f| f.bytes).sum::<u64>())
+        (
+            files.len(),
+            files.iter().map(|f| f.rows).sum::<u64>(),
+            files.iter().map(|f| f.bytes).sum::<u64>(),
+        )
     };
     let (counts_files, counts_rows, counts_bytes) = sum("counts");
     let (state_files, state_rows, state_bytes) = sum("state");
@@ -218,7 +232,12 @@ async fn rebuild(
     Ok((report, manifest))
 }
 
-pub async fn run(work: &Path, events: u64, seed: u64, connections: usize) -> Result<(PipelineReport, Pipeline)> {
+pub async fn run(
+    work: &Path,
+    events: u64,
+    seed: u64,
+    connections: usize,
+) -> Result<(PipelineReport, Pipeline)> {
     let dir = work.join("pipeline");
     let nats = LocalNatsServer::start(&dir.join("nats"), 0)?;
     let bus = Bus::connect(BusConfig::new(nats.url())).await?;
@@ -229,9 +248,13 @@ pub async fn run(work: &Path, events: u64, seed: u64, connections: usize) -> Res
     let store = dir.join("store");
     let service_dir = dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
-    let (rebuild, manifest) = rebuild(&nats, &store, &service_dir, dir.join("rebuild.log"), events).await?;
+    let (rebuild, manifest) =
+        rebuild(&nats, &store, &service_dir, dir.join("rebuild.log"), events).await?;
     // The query stage reads the store only.
     drop(nats);
     let projection_ratio = rebuild.events_per_s / raw_replay.events_per_s;
-    Ok((PipelineReport { fill, raw_replay, rebuild, projection_ratio }, Pipeline { store, service_dir, manifest }))
+    Ok((
+        PipelineReport { fill, raw_replay, rebuild, projection_ratio },
+        Pipeline { store, service_dir, manifest },
+    ))
 }

@@ -15,7 +15,8 @@ pub fn observatory_exe() -> Result<PathBuf> {
 /// A free loopback port. Another process could take it before the child binds it; on this
 /// single-user bench that race is theoretical.
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -80,7 +81,10 @@ impl Service {
         let url = format!("{}/health", self.base_url);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the service exited ({status}) before it was healthy:\n{}", log_tail(&self.stderr_log()));
+                bail!(
+                    "the service exited ({status}) before it was healthy:\n{}",
+                    log_tail(&self.stderr_log())
+                );
             }
             if let Ok(response) = client.get(&url).send().await {
                 if response.status().is_success() {
@@ -88,7 +92,10 @@ impl Service {
                 }
             }
             if started.elapsed() > timeout {
-                bail!("the service was not healthy within {timeout:?}:\n{}", log_tail(&self.stderr_log()));
+                bail!(
+                    "the service was not healthy within {timeout:?}:\n{}",
+                    log_tail(&self.stderr_log())
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -138,7 +145,8 @@ pub async fn run_measured(args: Vec<String>, log: PathBuf) -> Result<ChildUsage>
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         let waited = loop {
             let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
                 continue;
             }
             break r;
@@ -156,7 +164,9 @@ pub async fn run_measured(args: Vec<String>, log: PathBuf) -> Result<ChildUsage>
                 log_tail(&log.with_extension("stderr.log"))
             );
         }
-        let time = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
         Ok(ChildUsage {
             wall,
             // Linux reports ru_maxrss in KiB.

@@ -33,11 +33,21 @@ struct QuerySpec {
 
 fn specs() -> Vec<QuerySpec> {
     vec![
-        QuerySpec { name: "by_month", label: "by month", params: vec![("by", "month")], fallback: None },
+        QuerySpec {
+            name: "by_month",
+            label: "by month",
+            params: vec![("by", "month")],
+            fallback: None,
+        },
         QuerySpec {
             name: "by_departement_rates",
             label: "by département with rates, 2024",
-            params: vec![("by", "departement"), ("from", "2024-01"), ("to", "2024-12"), ("rate", "per100k")],
+            params: vec![
+                ("by", "departement"),
+                ("from", "2024-01"),
+                ("to", "2024-12"),
+                ("rate", "per100k"),
+            ],
             fallback: Some((
                 vec![("by", "departement"), ("from", "2024-01"), ("to", "2024-12")],
                 "rate=per100k is not accepted by this build: measured by=departement without rates",
@@ -66,7 +76,12 @@ fn specs() -> Vec<QuerySpec> {
             ],
             fallback: None,
         },
-        QuerySpec { name: "national_total", label: "national total", params: vec![], fallback: None },
+        QuerySpec {
+            name: "national_total",
+            label: "national total",
+            params: vec![],
+            fallback: None,
+        },
     ]
 }
 
@@ -91,7 +106,10 @@ fn duckdb_query(name: &str, params: &[(&str, &str)]) -> Value {
             "to" => to = Value::from(*value),
             "rate" | "format" | "min_sequence" => {}
             dim => {
-                filters.insert(dim.to_owned(), value.split(',').map(str::to_owned).collect::<Vec<_>>());
+                filters.insert(
+                    dim.to_owned(),
+                    value.split(',').map(str::to_owned).collect::<Vec<_>>(),
+                );
             }
         }
     }
@@ -184,15 +202,23 @@ fn python() -> String {
 
 /// Runs the DuckDB script; `Err` only for a failure of the script itself, a missing Python
 /// or duckdb package is reported as skipped.
-fn run_duckdb(work: &Path, files: &[String], queries: &[Value], runs: usize) -> Result<DuckdbOutput> {
+fn run_duckdb(
+    work: &Path,
+    files: &[String],
+    queries: &[Value],
+    runs: usize,
+) -> Result<DuckdbOutput> {
     let script = work.join("duckdb_queries.py");
     std::fs::write(&script, DUCKDB_SCRIPT)?;
     let input = work.join("duckdb_input.json");
     std::fs::write(
         &input,
-        serde_json::to_vec(&json!({"files": files, "queries": queries, "runs": runs, "warmup": WARMUP}))?,
+        serde_json::to_vec(
+            &json!({"files": files, "queries": queries, "runs": runs, "warmup": WARMUP}),
+        )?,
     )?;
-    let output = match Command::new(python()).arg(&script).arg(&input).stdin(Stdio::null()).output() {
+    let output = match Command::new(python()).arg(&script).arg(&input).stdin(Stdio::null()).output()
+    {
         Ok(output) => output,
         Err(error) => {
             return Ok(DuckdbOutput {
@@ -271,9 +297,10 @@ pub async fn run(
             bar.inc(1);
         }
         let answer: Value = serde_json::from_slice(&body).context("count answer")?;
-        let request =
-            CountsRequest::parse(&params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let request = CountsRequest::parse(
+            &params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut engine_samples = Vec::with_capacity(runs);
         for i in 0..WARMUP + runs {
             let started = Instant::now();
@@ -291,7 +318,12 @@ pub async fn run(
     let files: Vec<String> = manifest
         .files("counts")
         .iter()
-        .map(|f| store.join(projection.object_path(version, &f.path).to_string()).to_string_lossy().into_owned())
+        .map(|f| {
+            store
+                .join(projection.object_path(version, &f.path).to_string())
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let duckdb_queries: Vec<Value> =
         measured.iter().map(|(spec, params, ..)| duckdb_query(spec.name, params)).collect();
@@ -333,7 +365,10 @@ pub async fn run(
         counts_files: counts.len(),
         counts_rows: counts.iter().map(|f| f.rows).sum(),
         duckdb: DuckdbInfo {
-            status: duckdb.skipped.map(|why| format!("skipped: {why}")).unwrap_or_else(|| "ran".to_owned()),
+            status: duckdb
+                .skipped
+                .map(|why| format!("skipped: {why}"))
+                .unwrap_or_else(|| "ran".to_owned()),
             version: duckdb.duckdb_version,
             python: duckdb.python_version,
             threads: duckdb.threads,
@@ -352,7 +387,12 @@ mod tests {
     fn duckdb_gets_the_counting_part_of_a_request() {
         let q = duckdb_query(
             "x",
-            &[("by", "month,channel"), ("from", "2024-01"), ("rate", "per100k"), ("departement", "75,92")],
+            &[
+                ("by", "month,channel"),
+                ("from", "2024-01"),
+                ("rate", "per100k"),
+                ("departement", "75,92"),
+            ],
         );
         assert_eq!(q["by"], json!(["month", "channel"]));
         assert_eq!(q["from"], json!("2024-01"));

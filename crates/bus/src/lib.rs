@@ -52,7 +52,9 @@ impl BusConfig {
 pub enum BusError {
     #[error("cannot connect to NATS at {url}: {source}; is nats-server running (with -js)?")]
     Connect { url: String, source: async_nats::ConnectError },
-    #[error("cannot provision stream {stream}: {message}; check that JetStream is enabled (nats-server -js)")]
+    #[error(
+        "cannot provision stream {stream}: {message}; check that JetStream is enabled (nats-server -js)"
+    )]
     Stream { stream: String, message: String },
     #[error("consumer {name} on stream {stream}: {message}")]
     Consumer { stream: String, name: String, message: String },
@@ -115,7 +117,10 @@ impl Bus {
     /// Creates the stream, or brings an existing one to the configured limits.
     async fn provision_stream(&self) -> Result<(), BusError> {
         let wanted = self.stream_config();
-        let err = |e: &dyn std::fmt::Display| BusError::Stream { stream: wanted.name.clone(), message: e.to_string() };
+        let err = |e: &dyn std::fmt::Display| BusError::Stream {
+            stream: wanted.name.clone(),
+            message: e.to_string(),
+        };
         match self.jetstream.get_stream(&wanted.name).await {
             Ok(mut existing) => {
                 let info = existing.info().await.map_err(|e| err(&e))?;
@@ -137,19 +142,19 @@ impl Bus {
     }
 
     pub async fn stream(&self) -> Result<stream::Stream, BusError> {
-        self.jetstream
-            .get_stream(&self.config.stream)
-            .await
-            .map_err(|e| BusError::Stream { stream: self.config.stream.clone(), message: e.to_string() })
+        self.jetstream.get_stream(&self.config.stream).await.map_err(|e| BusError::Stream {
+            stream: self.config.stream.clone(),
+            message: e.to_string(),
+        })
     }
 
     /// Sequence of the newest message in the stream (0 when empty).
     pub async fn last_sequence(&self) -> Result<u64, BusError> {
         let mut stream = self.stream().await?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| BusError::Stream { stream: self.config.stream.clone(), message: e.to_string() })?;
+        let info = stream.info().await.map_err(|e| BusError::Stream {
+            stream: self.config.stream.clone(),
+            message: e.to_string(),
+        })?;
         Ok(info.state.last_sequence)
     }
 
@@ -192,7 +197,9 @@ impl Bus {
         let deliver_policy = if after_sequence == 0 {
             jetstream::consumer::DeliverPolicy::All
         } else {
-            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: after_sequence + 1 }
+            jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after_sequence + 1,
+            }
         };
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {

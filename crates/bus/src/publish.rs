@@ -25,7 +25,9 @@ pub struct Published {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("JetStream did not acknowledge the event: {0}; retry the batch (accepted records are reported as duplicates)")]
+#[error(
+    "JetStream did not acknowledge the event: {0}; retry the batch (accepted records are reported as duplicates)"
+)]
 pub struct PublishFailure(pub String);
 
 /// Publishes with pipelined acks: every message is sent before any ack is awaited, the
@@ -41,7 +43,10 @@ impl Publisher {
     }
 
     /// Results are in input order; a failure of one event does not stop the others.
-    pub async fn publish_all(&self, events: Vec<Outgoing>) -> Vec<Result<Published, PublishFailure>> {
+    pub async fn publish_all(
+        &self,
+        events: Vec<Outgoing>,
+    ) -> Vec<Result<Published, PublishFailure>> {
         let mut pending: FuturesOrdered<AckOrFailure> = FuturesOrdered::new();
         let mut results = Vec::with_capacity(events.len());
         for event in events {
@@ -51,7 +56,8 @@ impl Publisher {
             if let Some(revision) = &event.revision {
                 headers.insert(crate::REVISION_HEADER, revision.as_str());
             }
-            let publish = self.jetstream.publish_with_headers(event.subject, headers, event.payload);
+            let publish =
+                self.jetstream.publish_with_headers(event.subject, headers, event.payload);
             tokio::pin!(publish);
             // An ack future holds one of the context's in-flight permits until it completes, so
             // acks are collected while waiting for a permit: a batch (or concurrent batches)
@@ -77,7 +83,10 @@ type AckOrFailure = futures::future::BoxFuture<'static, Result<Published, Publis
 
 fn await_ack(sent: Result<PublishAckFuture, jetstream::context::PublishError>) -> AckOrFailure {
     Box::pin(async move {
-        let ack = sent.map_err(|e| PublishFailure(e.to_string()))?.await.map_err(|e| PublishFailure(e.to_string()))?;
+        let ack = sent
+            .map_err(|e| PublishFailure(e.to_string()))?
+            .await
+            .map_err(|e| PublishFailure(e.to_string()))?;
         Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
     })
 }
@@ -107,14 +116,20 @@ mod tests {
                 .collect()
         };
         let publisher = bus.publisher();
-        let one = tokio::time::timeout(std::time::Duration::from_secs(30), publisher.publish_all(batch("a", 1000)))
-            .await
-            .expect("a batch over the in-flight limit must not hang");
+        let one = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            publisher.publish_all(batch("a", 1000)),
+        )
+        .await
+        .expect("a batch over the in-flight limit must not hang");
         let sequences: Vec<u64> = one.iter().map(|r| r.as_ref().unwrap().sequence).collect();
         assert_eq!(sequences, (1..=1000).collect::<Vec<_>>());
         let (b, c) = tokio::time::timeout(
             std::time::Duration::from_secs(30),
-            futures::future::join(publisher.publish_all(batch("b", 500)), publisher.publish_all(batch("c", 500))),
+            futures::future::join(
+                publisher.publish_all(batch("b", 500)),
+                publisher.publish_all(batch("c", 500)),
+            ),
         )
         .await
         .expect("concurrent batches over the in-flight limit must not hang");

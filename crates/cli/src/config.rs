@@ -56,9 +56,13 @@ fn parse_versions(text: &str) -> Result<std::collections::BTreeMap<String, u32>,
         .map(str::trim)
         .filter(|part| !part.is_empty())
         .map(|part| {
-            let (name, version) =
-                part.split_once('=').ok_or_else(|| format!("'{part}' is not NAME=VERSION (e.g. natinf=1)"))?;
-            let version: u32 = version.trim_start_matches('v').parse().map_err(|_| format!("'{version}' is not a version number"))?;
+            let (name, version) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{part}' is not NAME=VERSION (e.g. natinf=1)"))?;
+            let version: u32 = version
+                .trim_start_matches('v')
+                .parse()
+                .map_err(|_| format!("'{version}' is not a version number"))?;
             crosswalks.resolve(name, Some(version)).map_err(|e| e.to_string())?;
             Ok((name.to_owned(), version))
         })
@@ -71,7 +75,9 @@ impl Global {
     }
 
     pub fn store_location(&self) -> String {
-        self.store.clone().unwrap_or_else(|| self.data_dir.join("store").to_string_lossy().into_owned())
+        self.store
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("store").to_string_lossy().into_owned())
     }
 
     /// Where `up` records the URL of the nats-server it started.

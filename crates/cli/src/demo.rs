@@ -112,7 +112,8 @@ const AGENCIES: &[DemoAgency] = &[
 /// Relative monthly volume: a summer dip, an end-of-year peak (online shopping fraud).
 const SEASON: [f64; 12] = [0.9, 0.85, 0.95, 0.95, 1.0, 0.95, 0.8, 0.75, 1.0, 1.1, 1.25, 1.4];
 const YEARS: [i32; 2] = [2024, 2025];
-const VICTIMS: &[(&str, f64)] = &[("individual", 0.78), ("business", 0.14), ("public_body", 0.03), ("unknown", 0.05)];
+const VICTIMS: &[(&str, f64)] =
+    &[("individual", 0.78), ("business", 0.14), ("public_body", 0.03), ("unknown", 0.05)];
 const CHANNELS: &[(&str, f64)] = &[
     ("email", 0.18),
     ("sms", 0.14),
@@ -140,7 +141,10 @@ fn pick<'a, T>(rng: &mut StdRng, items: &'a [(T, f64)]) -> &'a T {
 
 /// Populous départements weigh more, so the map looks like France, but every one appears.
 fn departement_weights() -> Vec<(&'static str, f64)> {
-    const BIG: &[&str] = &["75", "13", "59", "69", "92", "93", "33", "94", "31", "44", "78", "91", "77", "62", "06", "95"];
+    const BIG: &[&str] = &[
+        "75", "13", "59", "69", "92", "93", "33", "94", "31", "44", "78", "91", "77", "62", "06",
+        "95",
+    ];
     DEPARTEMENTS.iter().map(|&d| (d, if BIG.contains(&d) { 5.0 } else { 1.0 })).collect()
 }
 
@@ -164,9 +168,15 @@ struct Feed {
     truth: HashMap<(usize, String), (u32, Option<Value>)>,
 }
 
-fn report(rng: &mut StdRng, agency: &DemoAgency, departements: &[(&'static str, f64)], today: NaiveDate) -> Value {
+fn report(
+    rng: &mut StdRng,
+    agency: &DemoAgency,
+    departements: &[(&'static str, f64)],
+    today: NaiveDate,
+) -> Value {
     let year = YEARS[rng.gen_range(0..YEARS.len())];
-    let months: Vec<(u32, f64)> = SEASON.iter().enumerate().map(|(i, w)| (i as u32 + 1, *w)).collect();
+    let months: Vec<(u32, f64)> =
+        SEASON.iter().enumerate().map(|(i, w)| (i as u32 + 1, *w)).collect();
     let month = *pick(rng, &months);
     let occurred = NaiveDate::from_ymd_opt(year, month, rng.gen_range(1..=28)).expect("valid date");
     let reported = (occurred + Days::new(rng.gen_range(0..45))).min(today);
@@ -202,7 +212,9 @@ fn coded(agency: &DemoAgency, code: &str) -> (String, observatory_model::Unit) {
     if agency.sends_iccs() {
         return (code.to_owned(), observatory_model::Unit::Offence);
     }
-    let crosswalk = observatory_reference::Crosswalks::builtin().latest(agency.crosswalk).expect("demo crosswalk exists");
+    let crosswalk = observatory_reference::Crosswalks::builtin()
+        .latest(agency.crosswalk)
+        .expect("demo crosswalk exists");
     let mapping = crosswalk.map(code).expect("demo codes are in their crosswalk");
     (mapping.iccs.clone(), mapping.unit)
 }
@@ -210,13 +222,18 @@ fn coded(agency: &DemoAgency, code: &str) -> (String, observatory_model::Unit) {
 fn generate(count: usize, seed: u64, today: NaiveDate) -> Feed {
     let mut rng = StdRng::seed_from_u64(seed);
     let departements = departement_weights();
-    let shares: Vec<(usize, f64)> = AGENCIES.iter().enumerate().map(|(i, a)| (i, a.share)).collect();
+    let shares: Vec<(usize, f64)> =
+        AGENCIES.iter().enumerate().map(|(i, a)| (i, a.share)).collect();
     let mut incidents = Vec::with_capacity(count);
     for n in 0..count {
         let agency = *pick(&mut rng, &shares);
         let fields = report(&mut rng, &AGENCIES[agency], &departements, today);
         let year = &fields["occurred_on"].as_str().expect("date")[..4];
-        incidents.push(Incident { agency, id: format!("{}-{year}-{n:07}", AGENCIES[agency].id.to_uppercase()), fields });
+        incidents.push(Incident {
+            agency,
+            id: format!("{}-{year}-{n:07}", AGENCIES[agency].id.to_uppercase()),
+            fields,
+        });
     }
 
     let mut first = Vec::new();
@@ -250,7 +267,11 @@ fn generate(count: usize, seed: u64, today: NaiveDate) -> Feed {
                     }
                 }
             }
-            later.push(Send { agency: incident.agency, record: with_id(incident, 2, &amended), valid: true });
+            later.push(Send {
+                agency: incident.agency,
+                record: with_id(incident, 2, &amended),
+                valid: true,
+            });
         } else if roll < 0.08 {
             // Withdrawn; a quarter are re-reported by a later revision.
             first.push(Send { agency: incident.agency, record: initial, valid: true });
@@ -260,7 +281,11 @@ fn generate(count: usize, seed: u64, today: NaiveDate) -> Feed {
                 valid: true,
             });
             if rng.gen_bool(0.25) {
-                later.push(Send { agency: incident.agency, record: with_id(incident, 3, &incident.fields), valid: true });
+                later.push(Send {
+                    agency: incident.agency,
+                    record: with_id(incident, 3, &incident.fields),
+                    valid: true,
+                });
             }
         } else if roll < 0.11 {
             // Resubmitted unchanged later: a duplicate.
@@ -270,7 +295,11 @@ fn generate(count: usize, seed: u64, today: NaiveDate) -> Feed {
             // Out of order: revision 2 first, the stale revision 1 afterwards.
             let mut newer = incident.fields.clone();
             newer["channel"] = json!("website");
-            first.push(Send { agency: incident.agency, record: with_id(incident, 2, &newer), valid: true });
+            first.push(Send {
+                agency: incident.agency,
+                record: with_id(incident, 2, &newer),
+                valid: true,
+            });
             later.push(Send { agency: incident.agency, record: initial, valid: true });
         } else if roll < 0.125 {
             // Invalid: the agency gets a precise error for it.
@@ -298,7 +327,8 @@ fn generate(count: usize, seed: u64, today: NaiveDate) -> Feed {
     for send in sends.iter().filter(|s| s.valid) {
         let id = send.record["agency_incident_id"].as_str().expect("id").to_owned();
         let revision = send.record["revision"].as_u64().expect("revision") as u32;
-        let state = if send.record.get("withdrawn").is_some() { None } else { Some(send.record.clone()) };
+        let state =
+            if send.record.get("withdrawn").is_some() { None } else { Some(send.record.clone()) };
         let entry = truth.entry((send.agency, id)).or_insert((0, None));
         if revision > entry.0 {
             *entry = (revision, state);
@@ -359,7 +389,9 @@ fn encode(format: &str, records: &[&Value]) -> Vec<u8> {
 fn demo_tokens(global: &Global) -> Result<BTreeMap<String, String>> {
     let path = global.data_dir.join("demo-tokens.json");
     let mut tokens: BTreeMap<String, String> = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?
+        }
         Err(_) => BTreeMap::new(),
     };
     let registry = observatory_ingest::AgencyRegistry::open(&global.agencies_path())?;
@@ -377,7 +409,12 @@ fn demo_tokens(global: &Global) -> Result<BTreeMap<String, String>> {
             );
         }
         let crosswalk = Some(agency.crosswalk);
-        let token = observatory_ingest::add_agency(&global.agencies_path(), agency.id, Some(agency.name), crosswalk)?;
+        let token = observatory_ingest::add_agency(
+            &global.agencies_path(),
+            agency.id,
+            Some(agency.name),
+            crosswalk,
+        )?;
         tokens.insert(agency.id.to_owned(), token);
     }
     write_private(&path, &serde_json::to_vec_pretty(&tokens)?)?;
@@ -402,17 +439,28 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
     let tokens = demo_tokens(global)?;
     let today = chrono::Utc::now().date_naive();
     let feed = generate(args.incidents, args.seed, today);
-    eprintln!("demo: {} incidents, {} records to send from {} agencies", args.incidents, feed.sends.len(), AGENCIES.len());
+    eprintln!(
+        "demo: {} incidents, {} records to send from {} agencies",
+        args.incidents,
+        feed.sends.len(),
+        AGENCIES.len()
+    );
 
     let bar = ProgressBar::new(feed.sends.len() as u64);
-    bar.set_style(ProgressStyle::with_template("{spinner} sending [{bar:40}] {pos}/{len} records ({per_sec})").expect("template"));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} sending [{bar:40}] {pos}/{len} records ({per_sec})",
+        )
+        .expect("template"),
+    );
     let (mut accepted, mut duplicates, mut rejected_records) = (0u64, 0u64, 0u64);
     let mut last_sequence = 0u64;
     let mut examples = Vec::new();
     // Batches per agency, in send order, so later revisions follow earlier ones.
     for chunk in feed.sends.chunks(2_000) {
         for (index, agency) in AGENCIES.iter().enumerate() {
-            let records: Vec<&Value> = chunk.iter().filter(|s| s.agency == index).map(|s| &s.record).collect();
+            let records: Vec<&Value> =
+                chunk.iter().filter(|s| s.agency == index).map(|s| &s.record).collect();
             if records.is_empty() {
                 continue;
             }
@@ -436,7 +484,8 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
             lines.dedup();
             rejected_records += lines.len() as u64;
             if examples.len() < 3 {
-                examples.extend(rejected.into_iter().take(1).map(|r| format!("{}: {r}", agency.id)));
+                examples
+                    .extend(rejected.into_iter().take(1).map(|r| format!("{}: {r}", agency.id)));
             }
             if let Some(sequence) = body["last_sequence"].as_u64() {
                 last_sequence = last_sequence.max(sequence);
@@ -446,7 +495,10 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     let invalid = feed.sends.iter().filter(|s| !s.valid).count();
-    println!("sent {} records: {accepted} accepted, {duplicates} duplicates, {rejected_records} rejected (generated {invalid} invalid)", feed.sends.len());
+    println!(
+        "sent {} records: {accepted} accepted, {duplicates} duplicates, {rejected_records} rejected (generated {invalid} invalid)",
+        feed.sends.len()
+    );
     for example in &examples {
         println!("  e.g. rejected {example}");
     }
@@ -459,7 +511,11 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
     for ((agency, _), (_, state)) in &feed.truth {
         if let Some(record) = state {
             let agency = &AGENCIES[*agency];
-            let code = record.get("iccs").or_else(|| record.get("offence_code")).and_then(Value::as_str).expect("coded");
+            let code = record
+                .get("iccs")
+                .or_else(|| record.get("offence_code"))
+                .and_then(Value::as_str)
+                .expect("coded");
             let (iccs, unit) = coded(agency, code);
             let unit = unit.as_str();
             let year = &record["occurred_on"].as_str().expect("date")[..4];
@@ -468,9 +524,13 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
         }
     }
 
-    let wait = if last_sequence > 0 { format!("&min_sequence={last_sequence}") } else { String::new() };
-    let (as_of, by_year) = get_rows(&client, &format!("{base}/v1/incidents/counts?by=year,unit{wait}")).await?;
-    let (_, by_section) = get_rows(&client, &format!("{base}/v1/incidents/counts?by=iccs_section,unit{wait}")).await?;
+    let wait =
+        if last_sequence > 0 { format!("&min_sequence={last_sequence}") } else { String::new() };
+    let (as_of, by_year) =
+        get_rows(&client, &format!("{base}/v1/incidents/counts?by=year,unit{wait}")).await?;
+    let (_, by_section) =
+        get_rows(&client, &format!("{base}/v1/incidents/counts?by=iccs_section,unit{wait}"))
+            .await?;
     let label = |row: &Value, key: &str, prefix: &str| {
         let value = match &row[key] {
             Value::String(s) => s.clone(),
@@ -478,10 +538,14 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
         };
         format!("{prefix}{value}, {}", row["unit"].as_str().unwrap_or("?"))
     };
-    let query_year: BTreeMap<String, i64> =
-        by_year.iter().map(|r| (label(r, "year", "year "), r["count"].as_i64().unwrap_or(0))).collect();
-    let query_section: BTreeMap<String, i64> =
-        by_section.iter().map(|r| (label(r, "iccs_section", "ICCS "), r["count"].as_i64().unwrap_or(0))).collect();
+    let query_year: BTreeMap<String, i64> = by_year
+        .iter()
+        .map(|r| (label(r, "year", "year "), r["count"].as_i64().unwrap_or(0)))
+        .collect();
+    let query_section: BTreeMap<String, i64> = by_section
+        .iter()
+        .map(|r| (label(r, "iccs_section", "ICCS "), r["count"].as_i64().unwrap_or(0)))
+        .collect();
 
     println!("\nas of stream sequence {as_of}");
     println!("{:<28} {:>12} {:>12}", "", "ground truth", "query");
@@ -499,9 +563,15 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
     if mismatches > 0 {
         bail!("{mismatches} figures differ between the ground truth and the query");
     }
-    println!("\nground truth equals the query's answer (offences and platform reports are counted apart). Try:");
-    println!("  curl '{base}/v1/incidents/counts?by=departement&unit=offence&rate=per100k&from=2024&to=2024&departement=75,13,59'");
-    println!("  curl '{base}/v1/incidents/counts?by=month,iccs_section&unit=report&from=2025-01&to=2025-12&format=csv'");
+    println!(
+        "\nground truth equals the query's answer (offences and platform reports are counted apart). Try:"
+    );
+    println!(
+        "  curl '{base}/v1/incidents/counts?by=departement&unit=offence&rate=per100k&from=2024&to=2024&departement=75,13,59'"
+    );
+    println!(
+        "  curl '{base}/v1/incidents/counts?by=month,iccs_section&unit=report&from=2025-01&to=2025-12&format=csv'"
+    );
     println!("  curl '{base}/v1/coverage?from=2025-10&to=2025-12'");
     crate::demo_survey::run(global, args, &client, base).await?;
     Ok(())
@@ -509,7 +579,11 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
 
 /// Each demo agency declares every month it completed closed: all of 2024 and 2025 up to
 /// November; December 2025 stays open, so its counts are provisional.
-async fn close_months(client: &reqwest::Client, base: &str, tokens: &BTreeMap<String, String>) -> Result<()> {
+async fn close_months(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: &BTreeMap<String, String>,
+) -> Result<()> {
     for agency in AGENCIES {
         for year in YEARS {
             for month in 1..=12 {
@@ -524,7 +598,11 @@ async fn close_months(client: &reqwest::Client, base: &str, tokens: &BTreeMap<St
                     .await
                     .context("closing a month")?;
                 if !response.status().is_success() {
-                    bail!("closing {year}-{month:02} for {} answered {}", agency.id, response.text().await.unwrap_or_default());
+                    bail!(
+                        "closing {year}-{month:02} for {} answered {}",
+                        agency.id,
+                        response.text().await.unwrap_or_default()
+                    );
                 }
             }
         }
@@ -537,7 +615,9 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) -> Result<()> {
     loop {
         match client.get(format!("{base}/health")).send().await {
             Ok(response) if response.status().is_success() => return Ok(()),
-            _ if std::time::Instant::now() > deadline => bail!("{base}/health did not answer 200 within 60 s; is `observatory up` running?"),
+            _ if std::time::Instant::now() > deadline => {
+                bail!("{base}/health did not answer 200 within 60 s; is `observatory up` running?")
+            }
             _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     }
@@ -550,5 +630,8 @@ async fn get_rows(client: &reqwest::Client, url: &str) -> Result<(u64, Vec<Value
     if !status.is_success() {
         bail!("GET {url} answered {status}: {body}");
     }
-    Ok((body["as_of"]["sequence"].as_u64().unwrap_or(0), body["rows"].as_array().cloned().unwrap_or_default()))
+    Ok((
+        body["as_of"]["sequence"].as_u64().unwrap_or(0),
+        body["rows"].as_array().cloned().unwrap_or_default(),
+    ))
 }

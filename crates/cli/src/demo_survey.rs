@@ -23,10 +23,8 @@ use crate::demo::DemoArgs;
 
 const SURVEY: &str = "cvs";
 const WAVE: &str = "2024";
-const PRODUCER: (&str, &str) = (
-    "ssmsi",
-    "Service statistique ministériel de la sécurité intérieure",
-);
+const PRODUCER: (&str, &str) =
+    ("ssmsi", "Service statistique ministériel de la sécurité intérieure");
 /// Agencies a victim "reports to the police or the gendarmerie" to.
 const POLICE: &str = "pn,gn";
 /// Primary units in the synthetic population and in the sample, and households per sampled unit.
@@ -70,11 +68,7 @@ async fn recorded(client: &reqwest::Client, base: &str, iccs: &str) -> Result<i6
     let url = format!(
         "{base}/v1/incidents/counts?by=unit&iccs={iccs}&from=2024-01&to=2024-12&victim_type=individual&source={POLICE}"
     );
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
     let status = response.status();
     let body: Value = response.json().await?;
     if !status.is_success() {
@@ -183,9 +177,7 @@ fn draw(seed: u64, households: f64, reporting: &[f64]) -> Sample {
         .regions()
         .iter()
         .filter_map(|r| {
-            geography
-                .region_population(&r.code, 2024)
-                .map(|(p, _)| (r.code.clone(), p as f64))
+            geography.region_population(&r.code, 2024).map(|(p, _)| (r.code.clone(), p as f64))
         })
         .collect();
     let national: f64 = shares.iter().map(|(_, p)| p).sum();
@@ -251,13 +243,7 @@ fn draw(seed: u64, households: f64, reporting: &[f64]) -> Sample {
             }
         }
     }
-    Sample {
-        rows,
-        final_weights,
-        psus,
-        expected,
-        households: population,
-    }
+    Sample { rows, final_weights, psus, expected, households: population }
 }
 
 async fn post(
@@ -276,10 +262,8 @@ async fn post(
         .await
         .with_context(|| format!("POST {url}"))?;
     let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .with_context(|| format!("reading the answer of POST {url}"))?;
+    let body: Value =
+        response.json().await.with_context(|| format!("reading the answer of POST {url}"))?;
     if !status.is_success() {
         bail!("POST {url} answered {status}: {body}");
     }
@@ -287,11 +271,7 @@ async fn post(
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<Value> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let response = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
     let status = response.status();
     let body: Value = response.json().await?;
     if !status.is_success() {
@@ -307,12 +287,7 @@ fn interval(estimate: &Value, percent: bool) -> String {
         Some(x) if percent => format!("{:.1}%", 100.0 * x),
         Some(x) => format!("{x:.0}"),
     };
-    format!(
-        "{} [{}, {}]",
-        number("estimate"),
-        number("ci_lower"),
-        number("ci_upper")
-    )
+    format!("{} [{}, {}]", number("estimate"), number("ci_lower"), number("ci_upper"))
 }
 
 /// Runs after the incident demo: the recorded incidents it projected size the survey.
@@ -344,14 +319,8 @@ pub async fn run(
     let regions: Vec<String> = geography.regions().iter().map(|r| r.code.clone()).collect();
 
     let waves = format!("{base}/v1/surveys/{SURVEY}/waves");
-    let declared = post(
-        client,
-        &waves,
-        &token,
-        "application/json",
-        declaration(&regions).to_string(),
-    )
-    .await?;
+    let declared =
+        post(client, &waves, &token, "application/json", declaration(&regions).to_string()).await?;
     let mut sequence = declared["last_sequence"].as_u64().unwrap_or(0);
     let (mut accepted, mut duplicates) = (0, 0);
     for batch in sample.rows.chunks(500) {
@@ -365,10 +334,7 @@ pub async fn run(
         )
         .await?;
         if let Some(rejected) = answer["rejected"].as_array().filter(|r| !r.is_empty()) {
-            bail!(
-                "the survey ingest rejected demo rows: {}",
-                Value::Array(rejected.clone())
-            );
+            bail!("the survey ingest rejected demo rows: {}", Value::Array(rejected.clone()));
         }
         accepted += answer["accepted"].as_u64().unwrap_or(0);
         duplicates += answer["duplicates"].as_u64().unwrap_or(0);
@@ -422,10 +388,7 @@ pub async fn run(
     }
     let example =
         format!("{base}/v1/surveys/{SURVEY}/dark-figure?wave={WAVE}&item=fraud&source={POLICE}");
-    let caveat = get(client, &example).await?["caveats"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let caveat = get(client, &example).await?["caveats"][0].as_str().unwrap_or_default().to_owned();
     println!("\n{caveat}");
     println!("\nTry:");
     println!(

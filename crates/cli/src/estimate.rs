@@ -75,12 +75,18 @@ where
 
 /// Reads CSV or Parquet microdata into the estimation table.
 pub fn load_table(path: &Path) -> Result<Table> {
-    let is_parquet = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let is_parquet = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     if !is_parquet {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        return Table::from_csv_str(&text).with_context(|| format!("{} is not a readable CSV file", path.display()));
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return Table::from_csv_str(&text)
+            .with_context(|| format!("{} is not a readable CSV file", path.display()));
     }
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{} is not a Parquet file", path.display()))?
         .build()?;
@@ -107,11 +113,15 @@ pub fn request(args: &EstimateArgs, table: &Table) -> Result<EstimateRequest> {
         statistics.push(StatisticSpec::parse_ratio(ratio, table)?);
     }
     if statistics.is_empty() {
-        bail!("nothing to estimate: give at least one of --mean COL, --total COL, --prop COL, --ratio NUM/DEN");
+        bail!(
+            "nothing to estimate: give at least one of --mean COL, --total COL, --prop COL, --ratio NUM/DEN"
+        );
     }
     let rscales = match &args.rscales {
         Some(text) => Some(
-            text.split(',').map(|v| parse_flag::<f64>("rscales", v.trim())).collect::<Result<Vec<f64>>>()?,
+            text.split(',')
+                .map(|v| parse_flag::<f64>("rscales", v.trim()))
+                .collect::<Result<Vec<f64>>>()?,
         ),
         None => None,
     };
@@ -122,11 +132,19 @@ pub fn request(args: &EstimateArgs, table: &Table) -> Result<EstimateRequest> {
         fpc: args.fpc.clone(),
         lonely_psu: parse_flag::<LonelyPsu>("lonely-psu", &args.lonely_psu)?,
         repweights: args.repweights.clone(),
-        reptype: args.reptype.as_deref().map(|t| parse_flag::<RepType>("reptype", t)).transpose()?,
+        reptype: args
+            .reptype
+            .as_deref()
+            .map(|t| parse_flag::<RepType>("reptype", t))
+            .transpose()?,
         scale: args.scale,
         rscales,
         mse: args.mse,
-        replicates: args.replicates.as_deref().map(|t| parse_flag::<JackknifeKind>("replicates", t)).transpose()?,
+        replicates: args
+            .replicates
+            .as_deref()
+            .map(|t| parse_flag::<JackknifeKind>("replicates", t))
+            .transpose()?,
         statistics,
         by: args.by.clone(),
         ci: parse_flag::<CiMethod>("ci", &args.ci)?,
@@ -165,10 +183,28 @@ pub fn report_csv(report: &serde_json::Value) -> String {
         }
     }
     const FIELDS: &[&str] = &[
-        "statistic", "variable", "level", "estimate", "se", "var", "cv", "deff", "deff_replace", "df", "n", "ci_lower",
-        "ci_upper", "ci_method",
+        "statistic",
+        "variable",
+        "level",
+        "estimate",
+        "se",
+        "var",
+        "cv",
+        "deff",
+        "deff_replace",
+        "df",
+        "n",
+        "ci_lower",
+        "ci_upper",
+        "ci_method",
     ];
-    let quote = |text: String| if text.contains([',', '"', '\n']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text };
+    let quote = |text: String| {
+        if text.contains([',', '"', '\n']) {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        } else {
+            text
+        }
+    };
     let cell = |value: &serde_json::Value| match value {
         serde_json::Value::Null => String::new(),
         serde_json::Value::String(s) => quote(s.clone()),
@@ -179,10 +215,13 @@ pub fn report_csv(report: &serde_json::Value) -> String {
     out.push("flags".into());
     let mut text = out.join(",") + "\n";
     for estimate in &estimates {
-        let mut row: Vec<String> = domain_columns.iter().map(|c| cell(&estimate["domain"][c])).collect();
+        let mut row: Vec<String> =
+            domain_columns.iter().map(|c| cell(&estimate["domain"][c])).collect();
         row.extend(FIELDS.iter().map(|f| cell(&estimate[*f])));
-        let flags: Vec<String> =
-            estimate["flags"].as_array().map(|f| f.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        let flags: Vec<String> = estimate["flags"]
+            .as_array()
+            .map(|f| f.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
         row.push(quote(flags.join(";")));
         text.push_str(&row.join(","));
         text.push('\n');

@@ -76,15 +76,26 @@ async fn main() -> Result<()> {
         Command::Query => serve::query_only(&global).await,
         Command::Rebuild => serve::rebuild(&global).await,
         Command::Agency { command: AgencyCommand::Add { id, name, crosswalk } } => {
-            let token = observatory_ingest::add_agency(&global.agencies_path(), &id, name.as_deref(), crosswalk.as_deref())?;
+            let token = observatory_ingest::add_agency(
+                &global.agencies_path(),
+                &id,
+                name.as_deref(),
+                crosswalk.as_deref(),
+            )?;
             println!("{token}");
-            eprintln!("agency '{id}' added to {}; keep the token above, it is not stored", global.agencies_path().display());
+            eprintln!(
+                "agency '{id}' added to {}; keep the token above, it is not stored",
+                global.agencies_path().display()
+            );
             Ok(())
         }
         Command::Agency { command: AgencyCommand::List } => {
             let registry = observatory_ingest::AgencyRegistry::open(&global.agencies_path())?;
             for agency in registry.agencies() {
-                println!("{}\t{}\t{}\t{}", agency.id, agency.name, agency.crosswalk, agency.added_at);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    agency.id, agency.name, agency.crosswalk, agency.added_at
+                );
             }
             Ok(())
         }

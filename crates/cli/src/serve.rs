@@ -54,7 +54,8 @@ async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -63,8 +64,16 @@ async fn termination() {
 
 fn ingest_part(global: &Global, bus: &Bus) -> Result<(Router, Arc<IngestState>)> {
     let registry = AgencyRegistry::open(&global.agencies_path())?;
-    let config = IngestConfig { max_body_bytes: global.max_body_bytes, crosswalk_versions: global.crosswalk_versions.clone() };
-    let state = Arc::new(IngestState::new(registry, bus.publisher(), Arc::new(DedupeIndex::new()), &config));
+    let config = IngestConfig {
+        max_body_bytes: global.max_body_bytes,
+        crosswalk_versions: global.crosswalk_versions.clone(),
+    };
+    let state = Arc::new(IngestState::new(
+        registry,
+        bus.publisher(),
+        Arc::new(DedupeIndex::new()),
+        &config,
+    ));
     let (survey_router, surveys) = crate::surveys::ingest(global, bus, &config)?;
     let router = observatory_ingest::router(state.clone(), &config).merge(survey_router);
     let loader = state.clone();
@@ -74,10 +83,16 @@ fn ingest_part(global: &Global, bus: &Bus) -> Result<(Router, Arc<IngestState>)>
         crate::surveys::load(&surveys).await;
         match loader.index().load_from_stream(&bus).await {
             Ok(events) => {
-                info!(events, keys = loader.index().len(), "idempotency index loaded; ingest ready");
+                info!(
+                    events,
+                    keys = loader.index().len(),
+                    "idempotency index loaded; ingest ready"
+                );
                 loader.mark_ready();
             }
-            Err(error) => tracing::error!(%error, "cannot load the idempotency index; ingest stays unavailable"),
+            Err(error) => {
+                tracing::error!(%error, "cannot load the idempotency index; ingest stays unavailable")
+            }
         }
     });
     Ok((router, state))
@@ -98,10 +113,13 @@ fn health(ingest: Option<Arc<IngestState>>) -> Router {
             let ingest = ingest.clone();
             async move {
                 match ingest {
-                    Some(state) if !state.is_ready() => {
-                        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "starting", "ingest": "loading idempotency index"})))
-                            .into_response()
-                    }
+                    Some(state) if !state.is_ready() => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(
+                            json!({"status": "starting", "ingest": "loading idempotency index"}),
+                        ),
+                    )
+                        .into_response(),
                     _ => axum::Json(json!({"status": "ok"})).into_response(),
                 }
             }
@@ -109,7 +127,11 @@ fn health(ingest: Option<Arc<IngestState>>) -> Router {
     )
 }
 
-async fn serve_http(global: &Global, app: Router, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+async fn serve_http(
+    global: &Global,
+    app: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     // Every answer is JSON, a wrong path or method too.
     let app = app
         .fallback(|uri: axum::http::Uri| async move {
@@ -124,11 +146,14 @@ async fn serve_http(global: &Global, app: Router, stop: impl std::future::Future
             (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(json!({"error": message, "status": 405})))
         })
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    let listener =
-        tokio::net::TcpListener::bind(&global.http).await.with_context(|| format!("cannot listen on {}", global.http))?;
+    let listener = tokio::net::TcpListener::bind(&global.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", global.http))?;
     let address = listener.local_addr()?;
     info!(%address, "listening");
-    eprintln!("observatory listening on http://{address}  (try: curl 'http://{address}/v1/incidents/counts?by=year')");
+    eprintln!(
+        "observatory listening on http://{address}  (try: curl 'http://{address}/v1/incidents/counts?by=year')"
+    );
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     Ok(())
 }
@@ -152,7 +177,8 @@ pub async fn up(global: &Global) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut projector = {
         let (bus, projection, config) = (bus.clone(), projection.clone(), projector_config(global));
-        let surveys = crate::surveys::projector(global, &bus, projector_config(global), stop_rx.clone())?;
+        let surveys =
+            crate::surveys::projector(global, &bus, projector_config(global), stop_rx.clone())?;
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let incidents = async {
@@ -166,7 +192,10 @@ pub async fn up(global: &Global) -> Result<()> {
         })
     };
     let (ingest_router, ingest_state) = ingest_part(global, &bus)?;
-    let app = Router::new().merge(ingest_router).merge(query_part(global)?).merge(health(Some(ingest_state)));
+    let app = Router::new()
+        .merge(ingest_router)
+        .merge(query_part(global)?)
+        .merge(health(Some(ingest_state)));
 
     let mut http_stop = stop_rx.clone();
     let http = {
@@ -210,12 +239,18 @@ pub async fn project_only(global: &Global) -> Result<()> {
         termination().await;
         let _ = stop_tx.send(true);
     });
-    let surveys = crate::surveys::projector(global, &bus, projector_config(global), stop_rx.clone())?;
+    let surveys =
+        crate::surveys::projector(global, &bus, projector_config(global), stop_rx.clone())?;
     let mut stop_rx = stop_rx;
     let incidents = async {
-        observatory_projector::run(&bus, &projection(global)?, &projector_config(global), async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
+        observatory_projector::run(
+            &bus,
+            &projection(global)?,
+            &projector_config(global),
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            },
+        )
         .await
         .context("incident projector stopped")
     };
@@ -229,21 +264,28 @@ pub async fn rebuild(global: &Global) -> Result<()> {
     let total = bus.last_sequence().await?;
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} rebuild [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} rebuild [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
     );
     // A replay commits once a state file would be sealed anyway (`max_state_file_rows`): its
     // files are born final and are never merged again, and each flush costs the same.
     let mut config = projector_config(global);
-    config.max_pending = usize::try_from(config.compaction.max_state_file_rows).unwrap_or(usize::MAX);
-    let (version, sequence) = observatory_projector::rebuild(&bus, &projection, &config, |progress| {
-        bar.set_position(progress.applied_sequence);
-    })
-    .await?;
+    config.max_pending =
+        usize::try_from(config.compaction.max_state_file_rows).unwrap_or(usize::MAX);
+    let (version, sequence) =
+        observatory_projector::rebuild(&bus, &projection, &config, |progress| {
+            bar.set_position(progress.applied_sequence);
+        })
+        .await?;
     bar.finish_and_clear();
     let manifest = projection.newest_manifest(version).await?;
-    let counted = manifest.as_ref().and_then(|m| m.stats.get("incidents_counted").copied()).unwrap_or(0);
-    println!("rebuilt {INCIDENTS} v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}");
+    let counted =
+        manifest.as_ref().and_then(|m| m.stats.get("incidents_counted").copied()).unwrap_or(0);
+    println!(
+        "rebuilt {INCIDENTS} v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}"
+    );
     crate::surveys::rebuild(global, &bus, &config).await?;
     Ok(())
 }

@@ -22,10 +22,7 @@ use tracing::info;
 use crate::config::Global;
 
 pub fn projection(global: &Global) -> Result<Projection> {
-    Ok(Projection::new(
-        Store::open(&global.store_location())?,
-        SURVEYS,
-    ))
+    Ok(Projection::new(Store::open(&global.store_location())?, SURVEYS))
 }
 
 /// The survey endpoints and their state; the state is ready once [`SurveyIngestState::load_from_stream`] ran.
@@ -55,9 +52,7 @@ pub fn query(global: &Global) -> Result<Router> {
     let state = Arc::new(SurveyQueryState {
         engine: SurveyEngine::new(Projection::new(store.clone(), SURVEYS)),
         counts: CountsEngine::new(Projection::new(store, INCIDENTS)),
-        config: QueryConfig {
-            max_wait: Duration::from_millis(global.query_wait_ms),
-        },
+        config: QueryConfig { max_wait: Duration::from_millis(global.query_wait_ms) },
     });
     Ok(observatory_query::survey::survey_router(state))
 }
@@ -84,12 +79,7 @@ pub async fn rebuild(global: &Global, bus: &Bus, config: &ProjectorConfig) -> Re
     let projection = projection(global)?;
     let (version, sequence) = rebuild_surveys(bus, &projection, config, |_| {}).await?;
     let manifest = projection.newest_manifest(version).await?;
-    let stat = |name: &str| {
-        manifest
-            .as_ref()
-            .and_then(|m| m.stats.get(name).copied())
-            .unwrap_or(0)
-    };
+    let stat = |name: &str| manifest.as_ref().and_then(|m| m.stats.get(name).copied()).unwrap_or(0);
     println!(
         "rebuilt {SURVEYS} v{version} up to sequence {sequence}: {} waves, {} respondents; CURRENT now v{version}",
         stat("waves"),

@@ -35,7 +35,9 @@ struct AgenciesFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgencyError {
-    #[error("'{0}' is not a valid agency id: use 1 to 32 lowercase letters, digits, '-' or '_' (it becomes part of NATS subjects)")]
+    #[error(
+        "'{0}' is not a valid agency id: use 1 to 32 lowercase letters, digits, '-' or '_' (it becomes part of NATS subjects)"
+    )]
     InvalidId(String),
     #[error("unknown crosswalk '{0}'; available: {1}")]
     UnknownCrosswalk(String, String),
@@ -53,7 +55,8 @@ pub fn hash_token(token: &str) -> String {
 
 fn read_file(path: &Path) -> Result<AgenciesFile, AgencyError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| AgencyError::Read { path: path.to_owned(), message: e.to_string() }),
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| AgencyError::Read { path: path.to_owned(), message: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgenciesFile::default()),
         Err(e) => Err(AgencyError::Read { path: path.to_owned(), message: e.to_string() }),
     }
@@ -61,7 +64,12 @@ fn read_file(path: &Path) -> Result<AgenciesFile, AgencyError> {
 
 /// Appends an agency to the file (created if missing) and returns its new token.
 /// `crosswalk` names how its codes map to ICCS (default: the agency sends ICCS codes).
-pub fn add_agency(path: &Path, id: &str, name: Option<&str>, crosswalk: Option<&str>) -> Result<String, AgencyError> {
+pub fn add_agency(
+    path: &Path,
+    id: &str,
+    name: Option<&str>,
+    crosswalk: Option<&str>,
+) -> Result<String, AgencyError> {
     if !observatory_model::is_valid_source_id(id) {
         return Err(AgencyError::InvalidId(id.to_owned()));
     }
@@ -143,7 +151,8 @@ impl AgencyRegistry {
 
     pub fn agencies(&self) -> Vec<Agency> {
         let _ = self.reload_if_changed();
-        let mut list: Vec<Agency> = self.loaded.read().expect("not poisoned").by_hash.values().cloned().collect();
+        let mut list: Vec<Agency> =
+            self.loaded.read().expect("not poisoned").by_hash.values().cloned().collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         list
     }
@@ -171,7 +180,10 @@ mod tests {
         assert!(!text.contains(&pn) && !text.contains(&gn));
         assert!(matches!(add_agency(&path, "pn", None, None), Err(AgencyError::Exists { .. })));
         assert!(matches!(add_agency(&path, "Bad Id", None, None), Err(AgencyError::InvalidId(_))));
-        assert!(matches!(add_agency(&path, "x", None, Some("nope")), Err(AgencyError::UnknownCrosswalk(..))));
+        assert!(matches!(
+            add_agency(&path, "x", None, Some("nope")),
+            Err(AgencyError::UnknownCrosswalk(..))
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,7 +10,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
 use observatory_bus::{Outgoing, Publisher};
-use observatory_model::{DedupeKey, Envelope, Event, FieldError, RevisionStamp, validate_period_close};
+use observatory_model::{
+    DedupeKey, Envelope, Event, FieldError, RevisionStamp, validate_period_close,
+};
 use observatory_reference::{Crosswalk, Crosswalks};
 use serde::Serialize;
 use serde_json::json;
@@ -44,7 +46,12 @@ pub struct IngestState {
 impl IngestState {
     /// Not ready until [`mark_ready`](Self::mark_ready): the dedupe index must be loaded
     /// before a resubmission can be recognised.
-    pub fn new(registry: AgencyRegistry, publisher: Publisher, index: Arc<DedupeIndex>, config: &IngestConfig) -> IngestState {
+    pub fn new(
+        registry: AgencyRegistry,
+        publisher: Publisher,
+        index: Arc<DedupeIndex>,
+        config: &IngestConfig,
+    ) -> IngestState {
         IngestState {
             registry,
             publisher,
@@ -56,9 +63,14 @@ impl IngestState {
 
     /// The crosswalk version in force for an agency.
     fn crosswalk(&self, name: &str) -> Result<&'static Crosswalk, Response> {
-        Crosswalks::builtin().resolve(name, self.crosswalk_versions.get(name).copied()).map_err(|e| {
-            error(StatusCode::INTERNAL_SERVER_ERROR, format!("the agency's crosswalk is misconfigured: {e}"))
-        })
+        Crosswalks::builtin().resolve(name, self.crosswalk_versions.get(name).copied()).map_err(
+            |e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the agency's crosswalk is misconfigured: {e}"),
+                )
+            },
+        )
     }
 
     pub fn mark_ready(&self) {
@@ -101,9 +113,13 @@ pub fn router(state: Arc<IngestState>, config: &IngestConfig) -> Router {
 }
 
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let mut response = (status, Json(json!({"error": message.into(), "status": status.as_u16()}))).into_response();
+    let mut response =
+        (status, Json(json!({"error": message.into(), "status": status.as_u16()}))).into_response();
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"observatory\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"observatory\""),
+        );
     }
     response
 }
@@ -112,31 +128,45 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, Response> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "missing Authorization header; send 'Authorization: Bearer <token>' with the token from `observatory agency add`"))?;
-    let text = value.to_str().map_err(|_| error(StatusCode::UNAUTHORIZED, "Authorization header is not ASCII"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| error(StatusCode::UNAUTHORIZED, "Authorization header is not ASCII"))?;
     // RFC 9110: the scheme is case-insensitive; one space, then a token without spaces.
     text.split_once(' ')
         .filter(|(scheme, token)| {
-            scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.bytes().any(|b| b.is_ascii_whitespace())
+            scheme.eq_ignore_ascii_case("bearer")
+                && !token.is_empty()
+                && !token.bytes().any(|b| b.is_ascii_whitespace())
         })
         .map(|(_, token)| token)
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Authorization must be 'Bearer <token>'"))
 }
 
-#[tracing::instrument(name = "ingest", skip_all, fields(source, records, accepted, duplicates, rejected))]
+#[tracing::instrument(
+    name = "ingest",
+    skip_all,
+    fields(source, records, accepted, duplicates, rejected)
+)]
 async fn post_incidents(
     State(state): State<Arc<IngestState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !state.is_ready() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "ingest is starting (loading its idempotency index from the stream); retry in a few seconds");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ingest is starting (loading its idempotency index from the stream); retry in a few seconds",
+        );
     }
     let token = match bearer(&headers) {
         Ok(token) => token,
         Err(response) => return response,
     };
     let Some(agency) = state.registry.authenticate(token) else {
-        return error(StatusCode::UNAUTHORIZED, "unknown token; ask the observatory for a token with `observatory agency add <ID>`");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unknown token; ask the observatory for a token with `observatory agency add <ID>`",
+        );
     };
     let span = tracing::Span::current();
     span.record("source", agency.id.as_str());
@@ -145,17 +175,23 @@ async fn post_incidents(
         Err(response) => return response,
     };
 
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(format) = Format::from_content_type(content_type) else {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("unsupported Content-Type '{content_type}'; use application/x-ndjson, application/json (an array) or text/csv"),
+            format!(
+                "unsupported Content-Type '{content_type}'; use application/x-ndjson, application/json (an array) or text/csv"
+            ),
         );
     };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "request body is over the size limit; split the feed into smaller batches");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is over the size limit; split the feed into smaller batches",
+            );
         }
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
@@ -177,21 +213,28 @@ async fn post_incidents(
                 candidates.push((parsed.line, key, event));
             }
             Err(problems) => {
-                rejected.extend(problems.into_iter().map(|(field, error)| Rejection { line: parsed.line, field, error }))
+                rejected.extend(problems.into_iter().map(|(field, error)| Rejection {
+                    line: parsed.line,
+                    field,
+                    error,
+                }))
             }
         }
     }
 
     let records: Vec<(DedupeKey, RevisionStamp)> = candidates
         .iter()
-        .map(|(_, key, event)| (*key, RevisionStamp::of(&agency.id, event).expect("records are incident events")))
+        .map(|(_, key, event)| {
+            (*key, RevisionStamp::of(&agency.id, event).expect("records are incident events"))
+        })
         .collect();
     let claims = state.index.claim(&records);
     let mut duplicates = 0u64;
     let mut lines = Vec::new();
     let mut claimed = Vec::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();
-    for (((line, key, event), (_, stamp)), claim) in candidates.into_iter().zip(records).zip(claims) {
+    for (((line, key, event), (_, stamp)), claim) in candidates.into_iter().zip(records).zip(claims)
+    {
         let (id, revision) = event.incident().expect("records are incident events");
         let refusal = match claim {
             Claim::New { previous } => {
@@ -229,7 +272,9 @@ async fn post_incidents(
             ),
             Claim::NeverReported => (
                 "withdrawn",
-                format!("'{id}' has never been reported by this agency: there is nothing to withdraw"),
+                format!(
+                    "'{id}' has never been reported by this agency: there is nothing to withdraw"
+                ),
             ),
         };
         rejected.push(Rejection { line, field: Some(refusal.0.to_owned()), error: refusal.1 });
@@ -266,7 +311,9 @@ async fn post_incidents(
     }
     tracing::error!(failed = failed.len(), "publishes not acknowledged");
     let mut body = serde_json::to_value(&summary).expect("summary serialises");
-    body["error"] = json!("some accepted records were not acknowledged by JetStream and were not stored; resend the batch (records already stored will be reported as duplicates)");
+    body["error"] = json!(
+        "some accepted records were not acknowledged by JetStream and were not stored; resend the batch (records already stored will be reported as duplicates)"
+    );
     body["status"] = json!(503);
     body["failed"] = json!(failed);
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
@@ -284,20 +331,29 @@ async fn post_period_close(
         Err(response) => return response,
     };
     let Some(agency) = state.registry.authenticate(token) else {
-        return error(StatusCode::UNAUTHORIZED, "unknown token; ask the observatory for a token with `observatory agency add <ID>`");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unknown token; ask the observatory for a token with `observatory agency add <ID>`",
+        );
     };
     tracing::Span::current().record("source", agency.id.as_str());
     // The essence, parameters and case aside, as for POST /v1/incidents.
     match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
-        Some(content_type) if Format::from_content_type(content_type) == Some(Format::JsonArray) => {}
+        Some(content_type)
+            if Format::from_content_type(content_type) == Some(Format::JsonArray) => {}
         Some(content_type) => {
             return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Type '{content_type}'; send the closure as application/json"),
+                format!(
+                    "unsupported Content-Type '{content_type}'; send the closure as application/json"
+                ),
             );
         }
         None => {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "no Content-Type; send the closure as application/json");
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "no Content-Type; send the closure as application/json",
+            );
         }
     }
     let body = match body {
@@ -310,7 +366,12 @@ async fn post_period_close(
     // Read as the incident records are: a key sent twice is named by the validation.
     let (record, repeated) = match crate::parse::json_record(crate::parse::strip_bom(text)) {
         Ok(crate::parse::JsonRecord::Object(record, repeated)) => (record, repeated),
-        Ok(crate::parse::JsonRecord::Other(_)) => return error(StatusCode::BAD_REQUEST, "expected a JSON object like {\"month\": \"2024-03\"}"),
+        Ok(crate::parse::JsonRecord::Other(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "expected a JSON object like {\"month\": \"2024-03\"}",
+            );
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")),
     };
     let validated = validate_period_close(&record, Utc::now().date_naive());
@@ -321,14 +382,19 @@ async fn post_period_close(
                 .into_iter()
                 .map(|field| FieldError::new(&field, crate::parse::REPEATED_KEY))
                 .chain(outcome.err().unwrap_or_default());
-            let rejected: Vec<_> = errors.map(|e| json!({"field": e.field, "error": e.error})).collect();
+            let rejected: Vec<_> =
+                errors.map(|e| json!({"field": e.field, "error": e.error})).collect();
             let body = json!({"error": "the period closure is not valid", "status": 422, "rejected": rejected});
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
         }
     };
     let event = Event::PeriodClosed(closed.clone());
     let envelope = Envelope::new(&event, &agency.id, Utc::now());
-    let key = DedupeKey::new(&agency.id, &format!("period:{}:{:?}", closed.month, closed.departements), 1);
+    let key = DedupeKey::new(
+        &agency.id,
+        &format!("period:{}:{:?}", closed.month, closed.departements),
+        1,
+    );
     let outgoing = Outgoing {
         subject: envelope.subject(),
         message_id: envelope.event_id.to_string(),

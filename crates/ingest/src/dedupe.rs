@@ -88,14 +88,17 @@ impl DedupeIndex {
     pub async fn load_from_stream(&self, bus: &Bus) -> Result<u64, BusError> {
         let filter = "obs.incident.>";
         let stream = bus.stream().await?;
-        let info = stream
-            .info_with_subjects(filter)
-            .await
-            .map_err(|e| BusError::Stream { stream: bus.config().stream.clone(), message: e.to_string() })?;
+        let info = stream.info_with_subjects(filter).await.map_err(|e| BusError::Stream {
+            stream: bus.config().stream.clone(),
+            message: e.to_string(),
+        })?;
         let mut subjects = info;
         let mut total: u64 = 0;
         while let Some(entry) = subjects.next().await {
-            let (_, count) = entry.map_err(|e| BusError::Stream { stream: bus.config().stream.clone(), message: e.to_string() })?;
+            let (_, count) = entry.map_err(|e| BusError::Stream {
+                stream: bus.config().stream.clone(),
+                message: e.to_string(),
+            })?;
             total += count as u64;
         }
         if total == 0 {
@@ -112,8 +115,13 @@ impl DedupeIndex {
             })?;
             seen += 1;
             let headers = message.headers.as_ref();
-            if let Some(key) = headers.and_then(|h| h.get(DEDUPE_HEADER)).and_then(|v| DedupeKey::from_hex(v.as_str())) {
-                let stamp = headers.and_then(|h| h.get(REVISION_HEADER)).and_then(|v| RevisionStamp::parse(v.as_str()));
+            if let Some(key) = headers
+                .and_then(|h| h.get(DEDUPE_HEADER))
+                .and_then(|v| DedupeKey::from_hex(v.as_str()))
+            {
+                let stamp = headers
+                    .and_then(|h| h.get(REVISION_HEADER))
+                    .and_then(|v| RevisionStamp::parse(v.as_str()));
                 batch.push((key, stamp));
             }
             let pending = message.info().map(|i| i.pending).unwrap_or(0);
@@ -147,7 +155,8 @@ impl Known {
             }
         }
         self.revisions.insert(key.0, stamp.content);
-        self.current.insert(stamp.incident, current.map_or(stamp.revision, |c| c.max(stamp.revision)));
+        self.current
+            .insert(stamp.incident, current.map_or(stamp.revision, |c| c.max(stamp.revision)));
         Claim::New { previous: current }
     }
 
@@ -173,8 +182,16 @@ impl Known {
 mod tests {
     use super::*;
 
-    fn stamp(id: u128, revision: u32, content: u64, withdrawal: bool) -> (DedupeKey, RevisionStamp) {
-        (DedupeKey(id * 1000 + u128::from(revision)), RevisionStamp { incident: id, revision, content, withdrawal })
+    fn stamp(
+        id: u128,
+        revision: u32,
+        content: u64,
+        withdrawal: bool,
+    ) -> (DedupeKey, RevisionStamp) {
+        (
+            DedupeKey(id * 1000 + u128::from(revision)),
+            RevisionStamp { incident: id, revision, content, withdrawal },
+        )
     }
 
     #[test]
@@ -224,7 +241,13 @@ mod tests {
         let (key, s) = stamp(1, 2, 10, false);
         known.load(&[(key, None)]);
         assert_eq!(known.claim(key, &s), Claim::Duplicate);
-        assert_eq!(known.claim(stamp(1, 1, 10, false).0, &stamp(1, 1, 10, false).1), Claim::New { previous: None });
-        assert!(matches!(known.claim(stamp(5, 1, 1, true).0, &stamp(5, 1, 1, true).1), Claim::New { .. }));
+        assert_eq!(
+            known.claim(stamp(1, 1, 10, false).0, &stamp(1, 1, 10, false).1),
+            Claim::New { previous: None }
+        );
+        assert!(matches!(
+            known.claim(stamp(5, 1, 1, true).0, &stamp(5, 1, 1, true).1),
+            Claim::New { .. }
+        ));
     }
 }

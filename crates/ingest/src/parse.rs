@@ -22,7 +22,9 @@ impl Format {
     pub fn from_content_type(content_type: &str) -> Option<Format> {
         let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match essence.as_str() {
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Some(Format::Ndjson),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                Some(Format::Ndjson)
+            }
             "application/json" => Some(Format::JsonArray),
             "text/csv" => Some(Format::Csv),
             _ => None,
@@ -45,7 +47,9 @@ pub const REPEATED_KEY: &str = "appears twice in the record; send each field onc
 impl ParsedRecord {
     fn new(line: u64, record: Result<JsonRecord, String>) -> ParsedRecord {
         match record {
-            Ok(JsonRecord::Object(map, repeated)) => ParsedRecord { line, record: Ok(map), repeated },
+            Ok(JsonRecord::Object(map, repeated)) => {
+                ParsedRecord { line, record: Ok(map), repeated }
+            }
             Ok(other) => ParsedRecord { line, record: other.into_object(), repeated: Vec::new() },
             Err(error) => ParsedRecord { line, record: Err(error), repeated: Vec::new() },
         }
@@ -54,14 +58,19 @@ impl ParsedRecord {
     /// The record's event, or every problem with it as (field, error), a record that could
     /// not be read having no field. A repeated key rejects the record, whose other problems
     /// are reported too so that the agency fixes it in one round trip.
-    pub fn event(&self, today: chrono::NaiveDate, crosswalk: &Crosswalk) -> Result<Event, Vec<(Option<String>, String)>> {
+    pub fn event(
+        &self,
+        today: chrono::NaiveDate,
+        crosswalk: &Crosswalk,
+    ) -> Result<Event, Vec<(Option<String>, String)>> {
         let record = self.record.as_ref().map_err(|error| vec![(None, error.clone())])?;
         let mut problems: Vec<(Option<String>, String)> =
             self.repeated.iter().map(|key| (Some(key.clone()), REPEATED_KEY.to_owned())).collect();
         match validate_record(record, today, crosswalk) {
             Ok(event) if problems.is_empty() => return Ok(event),
             Ok(_) => {}
-            Err(errors) => problems.extend(errors.into_iter().map(|FieldError { field, error }| (Some(field), error))),
+            Err(errors) => problems
+                .extend(errors.into_iter().map(|FieldError { field, error }| (Some(field), error))),
         }
         Err(problems)
     }
@@ -71,7 +80,8 @@ impl ParsedRecord {
 /// header, a CSV column named twice); problems of single records are returned per record. One
 /// leading byte-order mark is skipped, as spreadsheet and Windows tools write one.
 pub fn parse_body(format: Format, body: &[u8]) -> Result<Vec<ParsedRecord>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
     match format {
         Format::Ndjson => Ok(parse_ndjson(strip_bom(text))),
         Format::JsonArray => parse_json_array(strip_bom(text)),
@@ -103,7 +113,9 @@ impl JsonRecord {
     pub(crate) fn into_object(self) -> Result<Map<String, Value>, String> {
         match self {
             JsonRecord::Object(map, _) => Ok(map),
-            JsonRecord::Other(other) => Err(format!("expected a JSON object, got {}", short(&other))),
+            JsonRecord::Other(other) => {
+                Err(format!("expected a JSON object, got {}", short(&other)))
+            }
         }
     }
 
@@ -196,7 +208,10 @@ fn parse_ndjson(text: &str) -> Vec<ParsedRecord> {
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            ParsedRecord::new(i as u64 + 1, json_record(line.trim_end_matches('\r')).map_err(|e| format!("invalid JSON: {e}")))
+            ParsedRecord::new(
+                i as u64 + 1,
+                json_record(line.trim_end_matches('\r')).map_err(|e| format!("invalid JSON: {e}")),
+            )
         })
         .collect()
 }
@@ -229,7 +244,9 @@ fn typed_cell(column: &str, cell: &str) -> Value {
             "false" | "0" => Value::Bool(false),
             _ => Value::String(cell.to_owned()),
         },
-        "revision" => cell.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(cell.to_owned())),
+        "revision" => {
+            cell.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(cell.to_owned()))
+        }
         "loss_eur" => cell
             .parse::<f64>()
             .ok()
@@ -243,7 +260,13 @@ fn typed_cell(column: &str, cell: &str) -> Value {
 fn parse_csv(text: &str) -> Result<Vec<ParsedRecord>, String> {
     let mut records = Vec::new();
     read_csv(text, |header, line, row| {
-        let record = row.map(|row| header.iter().zip(row.iter()).map(|(h, cell)| (h.clone(), typed_cell(h, cell))).collect());
+        let record = row.map(|row| {
+            header
+                .iter()
+                .zip(row.iter())
+                .map(|(h, cell)| (h.clone(), typed_cell(h, cell)))
+                .collect()
+        });
         records.push(ParsedRecord { line, record, repeated: Vec::new() });
     })?;
     Ok(records)
@@ -272,7 +295,10 @@ where
         let segment = &text[start..];
         let open = unclosed_quote(segment);
         let end = open.map_or(segment.len(), |(record, _)| record);
-        let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(false).from_reader(&segment.as_bytes()[..end]);
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(&segment.as_bytes()[..end]);
         loop {
             match reader.read_record(&mut row) {
                 Ok(false) => break,
@@ -287,8 +313,10 @@ where
                         each(header, line, Ok(&row));
                         continue;
                     }
-                    let mut error = format!("{} cells, but the header has {} columns", row.len(), header.len());
-                    let breaks: usize = row.iter().map(|cell| cell.bytes().filter(|&b| b == b'\n').count()).sum();
+                    let mut error =
+                        format!("{} cells, but the header has {} columns", row.len(), header.len());
+                    let breaks: usize =
+                        row.iter().map(|cell| cell.bytes().filter(|&b| b == b'\n').count()).sum();
                     if breaks > 0 {
                         error.push_str(&format!(
                             "; this record spans lines {line}–{} (a quoted field with line breaks): a quote may be unbalanced",
@@ -316,7 +344,8 @@ where
                 "the CSV header row has an unclosed quote: the field opened with \" on line {quote_line} never closes"
             ));
         };
-        let mut error = "unclosed quote: the field opened with \" on this line never closes".to_owned();
+        let mut error =
+            "unclosed quote: the field opened with \" on this line never closes".to_owned();
         if record_line < quote_line {
             error.push_str(&format!(" (its record starts on line {record_line})"));
         }
@@ -327,7 +356,9 @@ where
             None => text.len(),
         };
     }
-    header.ok_or_else(|| "the CSV header row is empty; the first line must name the columns".to_owned())
+    header.ok_or_else(|| {
+        "the CSV header row is empty; the first line must name the columns".to_owned()
+    })
 }
 
 /// The column names, trimmed: none named twice, not all empty.
@@ -341,9 +372,13 @@ fn read_header(row: &csv::StringRecord) -> Result<Vec<String>, String> {
         if let Some(first) = seen.insert(name.as_str(), position) {
             let (first, second) = (first + 1, position + 1);
             return Err(if name.is_empty() {
-                format!("the CSV header has two columns without a name (columns {first} and {second}); name every column")
+                format!(
+                    "the CSV header has two columns without a name (columns {first} and {second}); name every column"
+                )
             } else {
-                format!("the CSV header names column '{name}' twice (columns {first} and {second}); name each column once")
+                format!(
+                    "the CSV header names column '{name}' twice (columns {first} and {second}); name each column once"
+                )
             });
         }
     }
@@ -366,7 +401,8 @@ struct LineCounter {
 impl LineCounter {
     fn line_at(&mut self, text: &str, offset: usize) -> u64 {
         debug_assert!(offset >= self.offset, "offsets must increase");
-        self.line += text.as_bytes()[self.offset..offset].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.line +=
+            text.as_bytes()[self.offset..offset].iter().filter(|&&b| b == b'\n').count() as u64;
         self.offset = offset;
         self.line + 1
     }
@@ -455,12 +491,15 @@ mod tests {
 
     fn outcome(format: Format, body: &str) -> (Vec<u64>, Rejections) {
         let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
-        let identity = observatory_reference::Crosswalks::builtin().latest(observatory_reference::IDENTITY).unwrap();
+        let identity = observatory_reference::Crosswalks::builtin()
+            .latest(observatory_reference::IDENTITY)
+            .unwrap();
         let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
         for parsed in parse_body(format, body.as_bytes()).unwrap() {
             match parsed.event(today, identity) {
                 Ok(_) => accepted.push(parsed.line),
-                Err(problems) => rejected.extend(problems.into_iter().map(|(field, error)| (parsed.line, field, error))),
+                Err(problems) => rejected
+                    .extend(problems.into_iter().map(|(field, error)| (parsed.line, field, error))),
             }
         }
         (accepted, rejected)
@@ -497,18 +536,27 @@ mod tests {
         assert_eq!(records.len(), 3);
         assert!(records[1].record.as_ref().unwrap_err().contains("JSON object"));
         assert_eq!(records[2].record.as_ref().unwrap()["x"], serde_json::json!([1, {"y": 2}]));
-        let identity = observatory_reference::Crosswalks::builtin().latest(observatory_reference::IDENTITY).unwrap();
+        let identity = observatory_reference::Crosswalks::builtin()
+            .latest(observatory_reference::IDENTITY)
+            .unwrap();
         let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
         let problems = records[0].event(today, identity).unwrap_err();
-        let twice: Vec<&str> =
-            problems.iter().filter(|(_, e)| e.contains("appears twice")).filter_map(|(f, _)| f.as_deref()).collect();
+        let twice: Vec<&str> = problems
+            .iter()
+            .filter(|(_, e)| e.contains("appears twice"))
+            .filter_map(|(f, _)| f.as_deref())
+            .collect();
         assert_eq!(twice, vec!["a", "b"], "{problems:?}");
         assert!(problems.len() > 2, "the record's other problems are reported too: {problems:?}");
     }
 
     #[test]
     fn a_repeated_csv_column_fails_the_body_naming_it_and_both_positions() {
-        let error = parse_body(Format::Csv, b"agency_incident_id,departement,iccs,departement\nA,976,0903,75\n").unwrap_err();
+        let error = parse_body(
+            Format::Csv,
+            b"agency_incident_id,departement,iccs,departement\nA,976,0903,75\n",
+        )
+        .unwrap_err();
         assert!(error.contains("'departement'") && error.contains("twice"), "{error}");
         assert!(error.contains("2") && error.contains("4"), "{error}");
         // Compared as the columns are read: trimmed.
@@ -547,7 +595,10 @@ mod tests {
         let (accepted, rejected) = outcome(Format::Csv, &body);
         assert_eq!(accepted, vec![5], "{rejected:?}");
         assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 4], "{rejected:?}");
-        assert!(rejected[0].2.contains("spans lines 2–3") && rejected[0].2.contains("quote"), "{rejected:?}");
+        assert!(
+            rejected[0].2.contains("spans lines 2–3") && rejected[0].2.contains("quote"),
+            "{rejected:?}"
+        );
         assert!(rejected[1].2.contains("unclosed quote"), "{rejected:?}");
 
         // A quoted field with a line break is fine when the record has the right size, and
@@ -594,16 +645,26 @@ mod tests {
             }
             state = state.wrapping_add(1);
             let probe = format!("{text}\nzzz\n");
-            let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(false).from_reader(probe.as_bytes());
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .has_headers(false)
+                .from_reader(probe.as_bytes());
             let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
             let last = rows.last().unwrap();
             match unclosed_quote(&text) {
                 None => assert_eq!(last.iter().collect::<Vec<_>>(), vec!["zzz"], "{text:?}"),
                 Some((record, quote)) => {
                     assert_eq!(text.as_bytes()[quote], b'"', "{text:?}");
-                    assert!(last.iter().next_back().unwrap().ends_with("\nzzz\n"), "{text:?}: {last:?}");
+                    assert!(
+                        last.iter().next_back().unwrap().ends_with("\nzzz\n"),
+                        "{text:?}: {last:?}"
+                    );
                     let start = last.position().unwrap().byte() as usize;
-                    assert_eq!(record_start(&probe, start), record_start(&probe, record), "{text:?}");
+                    assert_eq!(
+                        record_start(&probe, start),
+                        record_start(&probe, record),
+                        "{text:?}"
+                    );
                 }
             }
         }
@@ -611,20 +672,33 @@ mod tests {
 
     #[test]
     fn one_leading_byte_order_mark_is_skipped() {
-        let (accepted, rejected) = outcome(Format::Ndjson, &format!("\u{feff}{}\n{}\n", json_record("A"), json_record("B")));
+        let (accepted, rejected) = outcome(
+            Format::Ndjson,
+            &format!("\u{feff}{}\n{}\n", json_record("A"), json_record("B")),
+        );
         assert_eq!((accepted, rejected), (vec![1, 2], vec![]));
-        let (accepted, rejected) = outcome(Format::JsonArray, &format!("\u{feff}[{}]", json_record("A")));
-        assert_eq!((accepted, rejected), (vec![1], vec![]));
         let (accepted, rejected) =
-            outcome(Format::Csv, &format!("\u{feff}{CSV_HEADER}\nH,1,2024-06-01,2024-06-02,0903,true,75,business,sms,3.5\n"));
+            outcome(Format::JsonArray, &format!("\u{feff}[{}]", json_record("A")));
+        assert_eq!((accepted, rejected), (vec![1], vec![]));
+        let (accepted, rejected) = outcome(
+            Format::Csv,
+            &format!(
+                "\u{feff}{CSV_HEADER}\nH,1,2024-06-01,2024-06-02,0903,true,75,business,sms,3.5\n"
+            ),
+        );
         assert_eq!((accepted, rejected), (vec![2], vec![]));
         // Only one: a second is content.
-        assert!(parse_body(Format::Ndjson, "\u{feff}\u{feff}{}".as_bytes()).unwrap()[0].record.is_err());
+        assert!(
+            parse_body(Format::Ndjson, "\u{feff}\u{feff}{}".as_bytes()).unwrap()[0].record.is_err()
+        );
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(Format::from_content_type("application/x-ndjson; charset=utf-8"), Some(Format::Ndjson));
+        assert_eq!(
+            Format::from_content_type("application/x-ndjson; charset=utf-8"),
+            Some(Format::Ndjson)
+        );
         assert_eq!(Format::from_content_type("TEXT/CSV"), Some(Format::Csv));
         assert_eq!(Format::from_content_type("text/plain"), None);
     }

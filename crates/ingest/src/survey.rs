@@ -72,10 +72,8 @@ impl SurveyIngestState {
             message: e.to_string(),
         };
         let stream = bus.stream().await?;
-        let mut subjects = stream
-            .info_with_subjects(SURVEY_SUBJECTS)
-            .await
-            .map_err(|e| stream_err(&e))?;
+        let mut subjects =
+            stream.info_with_subjects(SURVEY_SUBJECTS).await.map_err(|e| stream_err(&e))?;
         let mut total: u64 = 0;
         while let Some(entry) = subjects.next().await {
             total += entry.map_err(|e| stream_err(&e))?.1 as u64;
@@ -95,7 +93,12 @@ impl SurveyIngestState {
                 let (sequence, pending) = (info.stream_sequence, info.pending);
                 match SurveyEvent::decode(&message.payload) {
                     // The projector skips events whose source disagrees with the subject; so does this.
-                    Ok(decoded) if observatory_model::source_matches_subject(&decoded.source, &message.subject) => {
+                    Ok(decoded)
+                        if observatory_model::source_matches_subject(
+                            &decoded.source,
+                            &message.subject,
+                        ) =>
+                    {
                         ledger.apply(sequence, &decoded.source, &decoded.event);
                     }
                     Ok(_) => {
@@ -124,10 +127,7 @@ impl SurveyIngestState {
 pub fn survey_router(state: Arc<SurveyIngestState>, config: &IngestConfig) -> Router {
     Router::new()
         .route("/v1/surveys/{survey}/waves", post(post_declare))
-        .route(
-            "/v1/surveys/{survey}/waves/{wave}/responses",
-            post(post_responses),
-        )
+        .route("/v1/surveys/{survey}/waves/{wave}/responses", post(post_responses))
         .route("/v1/surveys/{survey}/waves/{wave}/close", post(post_close))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
@@ -232,10 +232,7 @@ async fn publish_one(
             Ok(published.sequence)
         }
         Some(Err(failure)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string())),
-        None => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the bus returned no publish result",
-        )),
+        None => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the bus returned no publish result")),
     }
 }
 
@@ -275,10 +272,7 @@ async fn post_declare(
                 );
             }
         };
-    match fields
-        .get("survey")
-        .map(|raw| serde_json::from_str::<String>(raw.get()))
-    {
+    match fields.get("survey").map(|raw| serde_json::from_str::<String>(raw.get())) {
         None => {
             let raw = serde_json::value::to_raw_value(&survey).expect("a string serialises");
             fields.insert("survey".into(), raw);
@@ -306,10 +300,8 @@ async fn post_declare(
     Span::current().record("wave", declaration.wave.as_str());
     if let Err(errors) = declaration.validate() {
         let first = format!("{}: {}", errors[0].field, errors[0].error);
-        let rejected: Vec<_> = errors
-            .into_iter()
-            .map(|e| json!({"field": e.field, "error": e.error}))
-            .collect();
+        let rejected: Vec<_> =
+            errors.into_iter().map(|e| json!({"field": e.field, "error": e.error})).collect();
         let body = json!({
             "error": format!("the declaration is not valid ({} problem(s); first: {first})", rejected.len()),
             "status": 422,
@@ -322,9 +314,8 @@ async fn post_declare(
     match ledger.check_declare(&agency.id, &declaration) {
         Err(e) => ledger_error(e),
         Ok(false) => {
-            let sequence = ledger
-                .wave(&declaration.survey, &declaration.wave)
-                .map(|w| w.declared_sequence);
+            let sequence =
+                ledger.wave(&declaration.survey, &declaration.wave).map(|w| w.declared_sequence);
             Json(json!({
                 "survey": declaration.survey, "wave": declaration.wave, "declared": false, "duplicate": true,
                 "last_sequence": sequence,
@@ -354,12 +345,7 @@ enum BodyFormat {
 
 impl BodyFormat {
     fn from_content_type(content_type: &str) -> Option<BodyFormat> {
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match essence.as_str() {
             "text/csv" => Some(BodyFormat::Csv),
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
@@ -399,13 +385,15 @@ fn parse_ndjson(text: &str) -> Vec<BodyRow> {
         .map(|(i, line)| {
             let line = line.trim_end_matches('\r');
             // parse_json_row reads the object into a map, which keeps one value of a repeated key.
-            let repeated: Vec<String> = json_record(line)
-                .map(|record| record.repeated_keys().to_vec())
-                .unwrap_or_default();
+            let repeated: Vec<String> =
+                json_record(line).map(|record| record.repeated_keys().to_vec()).unwrap_or_default();
             let row = match repeated.as_slice() {
                 [] => parse_json_row(line),
                 [key] => Err(format!("'{key}' appears twice in the record; send each field once")),
-                keys => Err(format!("'{}' each appear twice in the record; send each field once", keys.join("', '"))),
+                keys => Err(format!(
+                    "'{}' each appear twice in the record; send each field once",
+                    keys.join("', '")
+                )),
             };
             (i as u64 + 1, row, repeated)
         })
@@ -423,10 +411,7 @@ fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
                 .iter()
                 .zip(record.iter())
                 .map(|(h, cell)| {
-                    (
-                        h.clone(),
-                        (!cell.is_empty()).then(|| Cell::Text(cell.to_owned())),
-                    )
+                    (h.clone(), (!cell.is_empty()).then(|| Cell::Text(cell.to_owned())))
                 })
                 .collect()
         });
@@ -452,10 +437,7 @@ fn parse_parquet(body: &[u8]) -> Result<Vec<BodyRow>, String> {
     }
     let table =
         observatory_stats::Table::from_record_batches(&batches).map_err(|e| e.to_string())?;
-    let columns: Vec<_> = table
-        .column_names()
-        .filter_map(|n| table.column(n))
-        .collect();
+    let columns: Vec<_> = table.column_names().filter_map(|n| table.column(n)).collect();
     Ok((0..table.n_rows())
         .map(|row| {
             let cells = columns
@@ -479,9 +461,7 @@ fn batches(rows: Vec<SurveyRow>, budget: usize) -> Vec<Vec<SurveyRow>> {
     let mut current = Vec::new();
     let mut size = 256;
     for row in rows {
-        let row_size = serde_json::to_vec(&row)
-            .map(|v| v.len() + 1)
-            .unwrap_or(1024);
+        let row_size = serde_json::to_vec(&row).map(|v| v.len() + 1).unwrap_or(1024);
         if !current.is_empty() && size + row_size > budget {
             out.push(std::mem::take(&mut current));
             size = 256;
@@ -522,10 +502,8 @@ async fn post_responses(
     let span = Span::current();
     span.record("survey", survey.as_str());
     span.record("wave", wave.as_str());
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(format) = BodyFormat::from_content_type(content_type) else {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -566,11 +544,7 @@ async fn post_responses(
                 continue;
             }
             Err(message) => {
-                rejected.push(Rejection {
-                    line,
-                    field: None,
-                    error: message,
-                });
+                rejected.push(Rejection { line, field: None, error: message });
                 continue;
             }
         };
@@ -613,11 +587,8 @@ async fn post_responses(
         match result {
             Ok(published) if published.duplicate => duplicates += batch.rows.len() as u64,
             Ok(published) => {
-                if let LedgerOutcome::Recorded {
-                    new_rows,
-                    duplicates: d,
-                    ..
-                } = ledger.apply(published.sequence, &agency.id, event)
+                if let LedgerOutcome::Recorded { new_rows, duplicates: d, .. } =
+                    ledger.apply(published.sequence, &agency.id, event)
                 {
                     accepted += new_rows.len() as u64;
                     duplicates += d;
@@ -636,12 +607,7 @@ async fn post_responses(
     span.record("accepted", accepted);
     span.record("duplicates", duplicates);
     span.record("rejected", rejected.len());
-    let summary = IngestSummary {
-        accepted,
-        duplicates,
-        rejected,
-        last_sequence,
-    };
+    let summary = IngestSummary { accepted, duplicates, rejected, last_sequence };
     if failed.is_empty() {
         return Json(summary).into_response();
     }
@@ -658,10 +624,8 @@ async fn post_responses(
 /// Final weights from a two-column CSV (respondent id, weight), numbers parsed exactly.
 fn parse_close_csv(text: &str) -> Result<BTreeMap<String, f64>, String> {
     let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .map_err(|e| format!("cannot read the CSV header row: {e}"))?
-        .clone();
+    let header =
+        reader.headers().map_err(|e| format!("cannot read the CSV header row: {e}"))?.clone();
     if header.len() != 2 {
         return Err(format!(
             "expected two columns (respondent id, final weight), the header has {}",
@@ -674,10 +638,7 @@ fn parse_close_csv(text: &str) -> Result<BTreeMap<String, f64>, String> {
         let line = record.position().map_or(0, |p| p.line());
         let id = record[0].to_owned();
         let weight = record[1].trim().parse::<f64>().map_err(|_| {
-            format!(
-                "line {line}, column {}: '{}' is not a number",
-                &header[1], &record[1]
-            )
+            format!("line {line}, column {}: '{}' is not a number", &header[1], &record[1])
         })?;
         if weights.insert(id.clone(), weight).is_some() {
             return Err(format!(
@@ -692,11 +653,7 @@ fn parse_close_csv(text: &str) -> Result<BTreeMap<String, f64>, String> {
 /// `POST /v1/surveys/{survey}/waves/{wave}/close`: ends fieldwork. An empty body (or `{}`)
 /// keeps the design weights; `{"final_weights": {"<respondent id>": w, …}}` or a two-column CSV
 /// gives one final weight per recorded respondent.
-#[tracing::instrument(
-    name = "survey_close",
-    skip_all,
-    fields(source, survey, wave, respondents)
-)]
+#[tracing::instrument(name = "survey_close", skip_all, fields(source, survey, wave, respondents))]
 async fn post_close(
     State(state): State<Arc<SurveyIngestState>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -725,10 +682,8 @@ async fn post_close(
         return error(StatusCode::BAD_REQUEST, "body is not valid UTF-8");
     };
     let text = strip_bom(text);
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let final_weights = if text.trim().is_empty() {
         Ok(BTreeMap::new())
     } else if BodyFormat::from_content_type(content_type) == Some(BodyFormat::Csv) {
@@ -751,12 +706,8 @@ async fn post_close(
         None => 0,
     };
     span.record("respondents", respondents);
-    let close = SurveyWaveClosed {
-        survey: survey.clone(),
-        wave: wave.clone(),
-        respondents,
-        final_weights,
-    };
+    let close =
+        SurveyWaveClosed { survey: survey.clone(), wave: wave.clone(), respondents, final_weights };
     if let Err(message) = close.validate_shape() {
         return error(StatusCode::UNPROCESSABLE_ENTITY, message);
     }
@@ -794,13 +745,7 @@ mod tests {
         assert_eq!(a[1], ("x".to_owned(), Some(Cell::Text("1.5".into()))));
         assert_eq!(a[2], ("y".to_owned(), None));
         assert_eq!(rows[1].0, 3);
-        assert!(
-            rows[1]
-                .1
-                .as_ref()
-                .unwrap_err()
-                .contains("header has 3 columns")
-        );
+        assert!(rows[1].1.as_ref().unwrap_err().contains("header has 3 columns"));
         assert!(parse_csv("id,x,x\n").unwrap_err().contains("twice"));
     }
 
@@ -808,7 +753,11 @@ mod tests {
     fn a_repeated_column_or_key_is_refused_naming_it() {
         let error = parse_csv("id,x,y,x\nA,1,2,3\n").unwrap_err();
         assert!(error.contains("'x'") && error.contains("columns 2 and 4"), "{error}");
-        let rows = parse_rows(BodyFormat::Ndjson, b"{\"id\":\"A\",\"x\":1}\n{\"id\":\"B\",\"x\":1,\"x\":2}\n{\"id\":\"C\"}\n").unwrap();
+        let rows = parse_rows(
+            BodyFormat::Ndjson,
+            b"{\"id\":\"A\",\"x\":1}\n{\"id\":\"B\",\"x\":1,\"x\":2}\n{\"id\":\"C\"}\n",
+        )
+        .unwrap();
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(rows[0].1.is_ok() && rows[2].1.is_ok());
         let error = rows[1].1.as_ref().unwrap_err();
@@ -848,34 +797,18 @@ mod tests {
             .collect();
         let split = batches(rows, 1024);
         assert!(split.len() > 1);
-        let ids: Vec<String> = split
-            .iter()
-            .flatten()
-            .map(|r| r.respondent_id.clone())
-            .collect();
+        let ids: Vec<String> = split.iter().flatten().map(|r| r.respondent_id.clone()).collect();
         assert_eq!(ids.len(), 100);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert!(
-            split
-                .iter()
-                .all(|b| serde_json::to_vec(b).unwrap().len() <= 1024)
-        );
+        assert!(split.iter().all(|b| serde_json::to_vec(b).unwrap().len() <= 1024));
     }
 
     #[test]
     fn close_bodies() {
         let csv = parse_close_csv("cds,w\nA,1.5\nB,2\n").unwrap();
         assert_eq!(csv["B"], 2.0);
-        assert!(
-            parse_close_csv("cds,w\nA,1.5\nA,2\n")
-                .unwrap_err()
-                .contains("second weight")
-        );
-        assert!(
-            parse_close_csv("cds,w\nA,heavy\n")
-                .unwrap_err()
-                .contains("line 2")
-        );
+        assert!(parse_close_csv("cds,w\nA,1.5\nA,2\n").unwrap_err().contains("second weight"));
+        assert!(parse_close_csv("cds,w\nA,heavy\n").unwrap_err().contains("line 2"));
         assert_eq!(parse_close_json("{}").unwrap().len(), 0);
         assert!(parse_close_json(r#"{"weights":{}}"#).is_err());
     }

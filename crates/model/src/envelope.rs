@@ -57,13 +57,17 @@ impl EventKind {
         match self {
             EventKind::IncidentReported => 2,
             EventKind::IncidentWithdrawn | EventKind::PeriodClosed => 1,
-            EventKind::SurveyWaveDeclared | EventKind::SurveyResponsesRecorded | EventKind::SurveyWaveClosed => 1,
+            EventKind::SurveyWaveDeclared
+            | EventKind::SurveyResponsesRecorded
+            | EventKind::SurveyWaveClosed => 1,
         }
     }
 
     pub fn family(self) -> &'static str {
         match self {
-            EventKind::SurveyWaveDeclared | EventKind::SurveyResponsesRecorded | EventKind::SurveyWaveClosed => "survey",
+            EventKind::SurveyWaveDeclared
+            | EventKind::SurveyResponsesRecorded
+            | EventKind::SurveyWaveClosed => "survey",
             _ => "incident",
         }
     }
@@ -112,7 +116,9 @@ impl Event {
 pub enum DecodeError {
     #[error("event is not valid JSON for its envelope: {0}")]
     Envelope(#[source] serde_json::Error),
-    #[error("{kind} schema version {version} is newer than this build understands (max {max}); upgrade the observatory")]
+    #[error(
+        "{kind} schema version {version} is newer than this build understands (max {max}); upgrade the observatory"
+    )]
     FutureVersion { kind: &'static str, version: u32, max: u32 },
     #[error("{kind} v{version} payload does not match its schema: {source}")]
     Payload {
@@ -121,7 +127,9 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{kind} is a {family} event, not a {expected} event; decode it with the {family} decoder")]
+    #[error(
+        "{kind} is a {family} event, not a {expected} event; decode it with the {family} decoder"
+    )]
     WrongFamily { kind: &'static str, family: &'static str, expected: &'static str },
 }
 
@@ -166,7 +174,8 @@ impl Envelope {
     /// result as [`from_bytes`](Self::from_bytes) then [`event`](Self::event), without building
     /// the payload as a JSON tree first (the projector's hot path).
     pub fn decode_event(bytes: &[u8]) -> Result<(String, Event), DecodeError> {
-        let raw: BorrowedEnvelope<'_> = serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
+        let raw: BorrowedEnvelope<'_> =
+            serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
         let mut payload = serde_json::Deserializer::from_str(raw.payload.get());
         let event = incident_event(raw.event_type, raw.schema_version, &mut payload)?;
         Ok((raw.source.into_owned(), event))
@@ -202,15 +211,30 @@ where
     // History is never edited: an older version is read with its own type and upcast.
     let payload_err = |source| DecodeError::Payload { kind: kind.as_str(), version, source };
     Ok(match (kind, version) {
-        (EventKind::IncidentReported, 1) => {
-            Event::IncidentReported(IncidentReportedV1::deserialize(payload).map_err(payload_err)?.into())
+        (EventKind::IncidentReported, 1) => Event::IncidentReported(
+            IncidentReportedV1::deserialize(payload).map_err(payload_err)?.into(),
+        ),
+        (EventKind::IncidentReported, _) => {
+            Event::IncidentReported(Deserialize::deserialize(payload).map_err(payload_err)?)
         }
-        (EventKind::IncidentReported, _) => Event::IncidentReported(Deserialize::deserialize(payload).map_err(payload_err)?),
-        (EventKind::IncidentWithdrawn, _) => Event::IncidentWithdrawn(Deserialize::deserialize(payload).map_err(payload_err)?),
-        (EventKind::PeriodClosed, _) => Event::PeriodClosed(Deserialize::deserialize(payload).map_err(payload_err)?),
+        (EventKind::IncidentWithdrawn, _) => {
+            Event::IncidentWithdrawn(Deserialize::deserialize(payload).map_err(payload_err)?)
+        }
+        (EventKind::PeriodClosed, _) => {
+            Event::PeriodClosed(Deserialize::deserialize(payload).map_err(payload_err)?)
+        }
         // Survey payloads are decoded from the message bytes (exact numbers): `SurveyEvent::decode`.
-        (EventKind::SurveyWaveDeclared | EventKind::SurveyResponsesRecorded | EventKind::SurveyWaveClosed, _) => {
-            return Err(DecodeError::WrongFamily { kind: kind.as_str(), family: kind.family(), expected: "incident" });
+        (
+            EventKind::SurveyWaveDeclared
+            | EventKind::SurveyResponsesRecorded
+            | EventKind::SurveyWaveClosed,
+            _,
+        ) => {
+            return Err(DecodeError::WrongFamily {
+                kind: kind.as_str(),
+                family: kind.family(),
+                expected: "incident",
+            });
         }
     })
 }
@@ -251,22 +275,33 @@ mod tests {
             envelope("IncidentReported", 2, v2.clone()),
             envelope("IncidentReported", 1, v2),
             envelope("IncidentReported", 9, v1),
-            envelope("IncidentWithdrawn", 1, json!({"agency_incident_id": "A", "revision": 3, "reason": "twice"})),
+            envelope(
+                "IncidentWithdrawn",
+                1,
+                json!({"agency_incident_id": "A", "revision": 3, "reason": "twice"}),
+            ),
             envelope("SurveyWaveClosed", 1, json!({})),
             b"{\"event_id\": 1}".to_vec(),
         ];
         for bytes in cases {
-            let slow = Envelope::from_bytes(&bytes).and_then(|e| e.event().map(|event| (e.source, event)));
+            let slow =
+                Envelope::from_bytes(&bytes).and_then(|e| e.event().map(|event| (e.source, event)));
             let fast = Envelope::decode_event(&bytes);
             match (slow, fast) {
                 (Ok(slow), Ok(fast)) => assert_eq!(slow, fast),
                 // Same kind of error; serde's positions differ (tree vs text), so not the message.
-                (Err(slow), Err(fast)) => assert_eq!(std::mem::discriminant(&slow), std::mem::discriminant(&fast)),
+                (Err(slow), Err(fast)) => {
+                    assert_eq!(std::mem::discriminant(&slow), std::mem::discriminant(&fast))
+                }
                 (slow, fast) => panic!("{slow:?} vs {fast:?}"),
             }
         }
-        let mut extra: serde_json::Value = serde_json::from_slice(&envelope("IncidentWithdrawn", 1, json!({}))).unwrap();
+        let mut extra: serde_json::Value =
+            serde_json::from_slice(&envelope("IncidentWithdrawn", 1, json!({}))).unwrap();
         extra["colour"] = json!("red");
-        assert!(Envelope::decode_event(&serde_json::to_vec(&extra).unwrap()).is_err(), "unknown envelope fields are refused");
+        assert!(
+            Envelope::decode_event(&serde_json::to_vec(&extra).unwrap()).is_err(),
+            "unknown envelope fields are refused"
+        );
     }
 }

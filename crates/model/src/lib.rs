@@ -12,8 +12,8 @@ mod validate;
 
 pub use envelope::{DecodeError, Envelope, Event, EventKind, source_matches_subject};
 pub use incident::{
-    Channel, Coding, DEPARTEMENTS, DedupeKey, IncidentReported, IncidentReportedV1, IncidentWithdrawn, PeriodClosed,
-    VictimType, departement_index, incident_hash, is_departement,
+    Channel, Coding, DEPARTEMENTS, DedupeKey, IncidentReported, IncidentReportedV1,
+    IncidentWithdrawn, PeriodClosed, VictimType, departement_index, incident_hash, is_departement,
 };
 pub use observatory_reference::Unit;
 pub use revision::{RevisionStamp, content_fingerprint};

@@ -37,9 +37,13 @@ impl RevisionStamp {
 
     pub fn parse(text: &str) -> Option<RevisionStamp> {
         let mut parts = text.split(' ');
-        let incident = parts.next().filter(|p| p.len() == 32).and_then(|p| u128::from_str_radix(p, 16).ok())?;
+        let incident = parts
+            .next()
+            .filter(|p| p.len() == 32)
+            .and_then(|p| u128::from_str_radix(p, 16).ok())?;
         let revision = parts.next()?.parse().ok()?;
-        let content = parts.next().filter(|p| p.len() == 16).and_then(|p| u64::from_str_radix(p, 16).ok())?;
+        let content =
+            parts.next().filter(|p| p.len() == 16).and_then(|p| u64::from_str_radix(p, 16).ok())?;
         let withdrawal = match parts.next()? {
             "w" => true,
             "r" => false,
@@ -107,10 +111,19 @@ mod tests {
         assert_eq!((a.incident, a.revision), (b.incident, b.revision));
         assert_ne!(a.content, b.content);
         assert_eq!(a.content, RevisionStamp::of("pn", &report(Some(10.0))).unwrap().content);
-        let withdrawn = Event::IncidentWithdrawn(IncidentWithdrawn { agency_incident_id: "PN-1".into(), revision: 1, reason: None });
+        let withdrawn = Event::IncidentWithdrawn(IncidentWithdrawn {
+            agency_incident_id: "PN-1".into(),
+            revision: 1,
+            reason: None,
+        });
         let w = RevisionStamp::of("pn", &withdrawn).unwrap();
         assert!(w.withdrawal && w.content != a.content);
-        for bad in ["", "x 1 0000000000000001 r", &a.to_header().replace(" r", " q"), &format!("{} extra", a.to_header())] {
+        for bad in [
+            "",
+            "x 1 0000000000000001 r",
+            &a.to_header().replace(" r", " q"),
+            &format!("{} extra", a.to_header()),
+        ] {
             assert_eq!(RevisionStamp::parse(bad), None, "{bad:?}");
         }
     }

@@ -53,9 +53,7 @@ fn is_slug(id: &str, max: usize) -> bool {
 pub fn is_valid_variable_name(name: &str) -> bool {
     name.len() <= 64
         && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 macro_rules! snake_enum {
@@ -402,14 +400,12 @@ mod exact {
         if text.starts_with('"') || text == "null" || text == "true" || text == "false" {
             return Err(format!("expected a number, got {text}"));
         }
-        text.parse::<f64>()
-            .map_err(|_| format!("expected a number, got {text}"))
+        text.parse::<f64>().map_err(|_| format!("expected a number, got {text}"))
     }
 
     pub fn option_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
         let raw: Option<Box<RawValue>> = Option::deserialize(d)?;
-        raw.map(|r| number(r.get()).map_err(D::Error::custom))
-            .transpose()
+        raw.map(|r| number(r.get()).map_err(D::Error::custom)).transpose()
     }
 
     pub fn f64_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
@@ -468,9 +464,7 @@ pub struct InputCell(pub Option<Cell>);
 impl<'de> Deserialize<'de> for InputCell {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<InputCell, D::Error> {
         let raw = Box::<RawValue>::deserialize(d)?;
-        exact::cell(raw.get())
-            .map(InputCell)
-            .map_err(D::Error::custom)
+        exact::cell(raw.get()).map(InputCell).map_err(D::Error::custom)
     }
 }
 
@@ -497,9 +491,7 @@ pub fn parse_close_json(text: &str) -> Result<BTreeMap<String, f64>, String> {
         #[serde(default, deserialize_with = "exact::f64_map")]
         final_weights: BTreeMap<String, f64>,
     }
-    serde_json::from_str::<Body>(text)
-        .map(|b| b.final_weights)
-        .map_err(|e| e.to_string())
+    serde_json::from_str::<Body>(text).map(|b| b.final_weights).map_err(|e| e.to_string())
 }
 
 impl SurveyWaveDeclared {
@@ -574,10 +566,7 @@ impl SurveyWaveDeclared {
         if self.variables.len() > MAX_VARIABLES {
             fail(
                 "variables".into(),
-                format!(
-                    "{} variables; at most {MAX_VARIABLES}",
-                    self.variables.len()
-                ),
+                format!("{} variables; at most {MAX_VARIABLES}", self.variables.len()),
             );
         }
         let mut seen = HashSet::new();
@@ -680,26 +669,17 @@ impl SurveyWaveDeclared {
         if let Some(s) = &self.design.strata
             && !known(s)
         {
-            fail(
-                "design.strata".into(),
-                format!("'{s}' is not a declared variable"),
-            );
+            fail("design.strata".into(), format!("'{s}' is not a declared variable"));
         }
         if self.design.clusters.len() > MAX_STAGES {
             fail(
                 "design.clusters".into(),
-                format!(
-                    "{} stages; at most {MAX_STAGES}",
-                    self.design.clusters.len()
-                ),
+                format!("{} stages; at most {MAX_STAGES}", self.design.clusters.len()),
             );
         }
         for (i, c) in self.design.clusters.iter().enumerate() {
             if !known(c) {
-                fail(
-                    format!("design.clusters[{i}]"),
-                    format!("'{c}' is not a declared variable"),
-                );
+                fail(format!("design.clusters[{i}]"), format!("'{c}' is not a declared variable"));
             }
         }
         for (i, f) in self.design.fpc.iter().enumerate() {
@@ -757,18 +737,11 @@ impl SurveyWaveDeclared {
             {
                 fail(
                     at("iccs"),
-                    format!(
-                        "'{}' is not an ICCS code (2 to 6 digits, e.g. \"0701\")",
-                        item.iccs
-                    ),
+                    format!("'{}' is not an ICCS code (2 to 6 digits, e.g. \"0701\")", item.iccs),
                 );
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
     /// An item's question must be categorical with `value` allowed, or integer with `value` an integer.
@@ -808,10 +781,7 @@ impl SurveyResponsesRecorded {
     /// What holds without the declaration: ids and names well formed, at least one row.
     pub fn validate_shape(&self) -> Result<(), String> {
         if !is_valid_survey_id(&self.survey) || !is_valid_wave_id(&self.wave) {
-            return Err(format!(
-                "'{}'/'{}' is not a survey/wave id",
-                self.survey, self.wave
-            ));
+            return Err(format!("'{}'/'{}' is not a survey/wave id", self.survey, self.wave));
         }
         if self.rows.is_empty() {
             return Err("a batch holds at least one row".into());
@@ -825,11 +795,7 @@ impl SurveyResponsesRecorded {
             if let Some(name) = row.values.keys().find(|n| !is_valid_variable_name(n)) {
                 return Err(format!("rows[{i}].values: '{name}' is not a variable name"));
             }
-            if row
-                .values
-                .values()
-                .any(|c| matches!(c, Cell::Number(x) if !x.is_finite()))
-            {
+            if row.values.values().any(|c| matches!(c, Cell::Number(x) if !x.is_finite())) {
                 return Err(format!("rows[{i}].values: numbers must be finite"));
             }
         }
@@ -841,16 +807,11 @@ impl SurveyWaveClosed {
     /// What holds without the ledger: ids well formed, weights positive and finite.
     pub fn validate_shape(&self) -> Result<(), String> {
         if !is_valid_survey_id(&self.survey) || !is_valid_wave_id(&self.wave) {
-            return Err(format!(
-                "'{}'/'{}' is not a survey/wave id",
-                self.survey, self.wave
-            ));
+            return Err(format!("'{}'/'{}' is not a survey/wave id", self.survey, self.wave));
         }
         for (id, weight) in &self.final_weights {
             if id.is_empty() || id.len() > crate::MAX_ID_LEN {
-                return Err(format!(
-                    "final_weights: respondent id '{id}' is empty or too long"
-                ));
+                return Err(format!("final_weights: respondent id '{id}' is empty or too long"));
             }
             if !(weight.is_finite() && *weight > 0.0) {
                 return Err(format!(
@@ -936,20 +897,12 @@ fn check_cell(variable: &SurveyVariable, cell: &Cell) -> Result<Option<Cell>, St
             if variable.values.contains(&text) {
                 Ok(Some(Cell::Text(text)))
             } else {
-                let mut allowed = variable
-                    .values
-                    .iter()
-                    .take(20)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let mut allowed =
+                    variable.values.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
                 if variable.values.len() > 20 {
                     allowed.push_str(", …");
                 }
-                Err(format!(
-                    "{} is not an allowed value ({allowed})",
-                    describe(cell)
-                ))
+                Err(format!("{} is not an allowed value ({allowed})", describe(cell)))
             }
         }
         VariableType::Text => {
@@ -982,12 +935,8 @@ where
         if name == declaration.respondent_id {
             respondent_id = Some(cell);
         } else if declaration.variable(&name).is_none() {
-            let mut list: Vec<&str> = declaration
-                .variables
-                .iter()
-                .take(20)
-                .map(|v| v.name.as_str())
-                .collect();
+            let mut list: Vec<&str> =
+                declaration.variables.iter().take(20).map(|v| v.name.as_str()).collect();
             if declaration.variables.len() > 20 {
                 list.push("…");
             }
@@ -1060,10 +1009,7 @@ where
         }
     }
     match respondent_id {
-        Some(respondent_id) if errors.is_empty() => Ok(SurveyRow {
-            respondent_id,
-            values,
-        }),
+        Some(respondent_id) if errors.is_empty() => Ok(SurveyRow { respondent_id, values }),
         _ => Err(errors),
     }
 }
@@ -1073,11 +1019,8 @@ pub fn check_row(
     declaration: &SurveyWaveDeclared,
     row: &SurveyRow,
 ) -> Result<SurveyRow, Vec<FieldError>> {
-    let cells = row
-        .values
-        .iter()
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .chain(std::iter::once((
+    let cells =
+        row.values.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).chain(std::iter::once((
             declaration.respondent_id.clone(),
             Some(Cell::Text(row.respondent_id.clone())),
         )));
@@ -1098,27 +1041,15 @@ pub enum LedgerError {
     #[error(
         "wave '{wave}' of survey '{survey}' was declared differently at sequence {sequence}; a declared wave never changes: declare a new wave id"
     )]
-    Redeclared {
-        survey: String,
-        wave: String,
-        sequence: u64,
-    },
+    Redeclared { survey: String, wave: String, sequence: u64 },
     #[error(
         "wave '{wave}' of survey '{survey}' was closed at sequence {sequence}; it takes no more responses (declare a new wave for new fieldwork)"
     )]
-    Closed {
-        survey: String,
-        wave: String,
-        sequence: u64,
-    },
+    Closed { survey: String, wave: String, sequence: u64 },
     #[error(
         "wave '{wave}' of survey '{survey}' was already closed at sequence {sequence} with other final weights; a closure never changes"
     )]
-    ClosedDifferently {
-        survey: String,
-        wave: String,
-        sequence: u64,
-    },
+    ClosedDifferently { survey: String, wave: String, sequence: u64 },
     #[error("final_weights: {0}")]
     FinalWeights(String),
     #[error("the declaration is not valid: {0}")]
@@ -1214,10 +1145,9 @@ impl SurveyLedger {
 
     fn owned(&self, source: &str, survey: &str) -> Result<(), LedgerError> {
         match self.owners.get(survey) {
-            Some(owner) if owner != source => Err(LedgerError::NotOwner {
-                survey: survey.to_owned(),
-                owner: owner.clone(),
-            }),
+            Some(owner) if owner != source => {
+                Err(LedgerError::NotOwner { survey: survey.to_owned(), owner: owner.clone() })
+            }
             _ => Ok(()),
         }
     }
@@ -1248,12 +1178,10 @@ impl SurveyLedger {
         wave: &str,
     ) -> Result<&WaveState, LedgerError> {
         self.owned(source, survey)?;
-        let state = self
-            .wave(survey, wave)
-            .ok_or_else(|| LedgerError::NotDeclared {
-                survey: survey.to_owned(),
-                wave: wave.to_owned(),
-            })?;
+        let state = self.wave(survey, wave).ok_or_else(|| LedgerError::NotDeclared {
+            survey: survey.to_owned(),
+            wave: wave.to_owned(),
+        })?;
         match state.closed {
             Some(closure) => Err(LedgerError::Closed {
                 survey: survey.to_owned(),
@@ -1268,12 +1196,9 @@ impl SurveyLedger {
     /// weights must name every recorded respondent once, with a positive finite weight.
     pub fn check_close(&self, source: &str, close: &SurveyWaveClosed) -> Result<bool, LedgerError> {
         self.owned(source, &close.survey)?;
-        let state =
-            self.wave(&close.survey, &close.wave)
-                .ok_or_else(|| LedgerError::NotDeclared {
-                    survey: close.survey.clone(),
-                    wave: close.wave.clone(),
-                })?;
+        let state = self.wave(&close.survey, &close.wave).ok_or_else(|| {
+            LedgerError::NotDeclared { survey: close.survey.clone(), wave: close.wave.clone() }
+        })?;
         if let Some(closure) = state.closed {
             return if closure.digest == weights_digest(&close.final_weights) {
                 Ok(false)
@@ -1334,9 +1259,7 @@ impl SurveyLedger {
                         .unwrap_or_default();
                     return LedgerOutcome::Refused(LedgerError::InvalidDeclaration(first));
                 }
-                self.owners
-                    .entry(declaration.survey.clone())
-                    .or_insert_with(|| source.to_owned());
+                self.owners.entry(declaration.survey.clone()).or_insert_with(|| source.to_owned());
                 self.waves.insert(
                     (declaration.survey.clone(), declaration.wave.clone()),
                     WaveState {
@@ -1371,11 +1294,7 @@ impl SurveyLedger {
                         duplicates += 1;
                     }
                 }
-                LedgerOutcome::Recorded {
-                    new_rows,
-                    duplicates,
-                    invalid,
-                }
+                LedgerOutcome::Recorded { new_rows, duplicates, invalid }
             }
             SurveyEvent::WaveClosed(close) => {
                 match self.check_close(source, close) {
@@ -1417,9 +1336,7 @@ impl SurveyLedger {
                 .map(|id| respondent_key(&declaration.survey, &declaration.wave, &id))
                 .collect()
         };
-        self.owners
-            .entry(declaration.survey.clone())
-            .or_insert_with(|| source.to_owned());
+        self.owners.entry(declaration.survey.clone()).or_insert_with(|| source.to_owned());
         self.waves.insert(
             (declaration.survey.clone(), declaration.wave.clone()),
             WaveState {
@@ -1444,10 +1361,7 @@ impl SurveyLedger {
                 *entry = (state.declared_sequence, state.source.clone());
             }
         }
-        self.owners = earliest
-            .into_iter()
-            .map(|(survey, (_, source))| (survey, source))
-            .collect();
+        self.owners = earliest.into_iter().map(|(survey, (_, source))| (survey, source)).collect();
     }
 
     /// Surveys known, for listings.
@@ -1476,10 +1390,7 @@ mod tests {
     }
 
     fn csv_row(pairs: &[(&str, &str)]) -> Vec<(String, Option<Cell>)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Some(Cell::Text(v.to_string()))))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), Some(Cell::Text(v.to_string())))).collect()
     }
 
     #[test]
@@ -1521,10 +1432,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(
-            row.values["w"],
-            Cell::Number("33.84699630737305".parse().unwrap())
-        );
+        assert_eq!(row.values["w"], Cell::Number("33.84699630737305".parse().unwrap()));
         assert_eq!(row.values["psu"], Cell::Integer(7));
         assert!(!row.values.contains_key("age"));
         let errors = validate_row(
@@ -1545,15 +1453,20 @@ mod tests {
             assert!(fields.contains(&f), "{f} missing from {errors:?}");
         }
         assert!(
-            errors
-                .iter()
-                .any(|e| e.field == "w" && e.error.contains("design variable (weights)"))
+            errors.iter().any(|e| e.field == "w" && e.error.contains("design variable (weights)"))
         );
         // Respondent ids are identifiers: nothing around them, nothing invisible in them.
-        for (id, problem) in [(" H3", "leading or trailing spaces"), ("H\u{202E}3", "U+202E"), ("H\u{200B}3", "U+200B")] {
+        for (id, problem) in [
+            (" H3", "leading or trailing spaces"),
+            ("H\u{202E}3", "U+202E"),
+            ("H\u{200B}3", "U+200B"),
+        ] {
             let row = [("hh", id), ("region", "11"), ("psu", "7"), ("w", "1.5"), ("victim", "no")];
             let errors = validate_row(&d, csv_row(&row)).unwrap_err();
-            assert!(errors.iter().any(|e| e.field == "hh" && e.error.contains(problem)), "{id:?}: {errors:?}");
+            assert!(
+                errors.iter().any(|e| e.field == "hh" && e.error.contains(problem)),
+                "{id:?}: {errors:?}"
+            );
         }
     }
 
@@ -1623,19 +1536,11 @@ mod tests {
         });
         assert_eq!(
             ledger.apply(4, "ssmsi", &batch),
-            LedgerOutcome::Recorded {
-                new_rows: vec![0, 1],
-                duplicates: 1,
-                invalid: 0
-            }
+            LedgerOutcome::Recorded { new_rows: vec![0, 1], duplicates: 1, invalid: 0 }
         );
         assert_eq!(
             ledger.apply(5, "ssmsi", &batch),
-            LedgerOutcome::Recorded {
-                new_rows: vec![],
-                duplicates: 3,
-                invalid: 0
-            }
+            LedgerOutcome::Recorded { new_rows: vec![], duplicates: 3, invalid: 0 }
         );
         let mut close = SurveyWaveClosed {
             survey: "cvs".into(),
@@ -1643,10 +1548,7 @@ mod tests {
             respondents: 2,
             final_weights: [("A".to_owned(), 3.0)].into(),
         };
-        assert!(matches!(
-            ledger.check_close("ssmsi", &close),
-            Err(LedgerError::FinalWeights(_))
-        ));
+        assert!(matches!(ledger.check_close("ssmsi", &close), Err(LedgerError::FinalWeights(_))));
         close.final_weights.insert("B".into(), 4.0);
         assert_eq!(
             ledger.apply(6, "ssmsi", &SurveyEvent::WaveClosed(close.clone())),

@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use observatory_reference::{Crosswalk, Iccs};
 
 use crate::envelope::Event;
-use crate::incident::{Channel, Coding, IncidentReported, IncidentWithdrawn, PeriodClosed, VictimType, is_departement};
+use crate::incident::{
+    Channel, Coding, IncidentReported, IncidentWithdrawn, PeriodClosed, VictimType, is_departement,
+};
 
 pub const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 500;
@@ -79,7 +81,9 @@ pub fn validate_record(
             continue;
         }
         // CSV feeds mixing reports and withdrawals carry every column; empty cells are null.
-        if value.is_null() && (REPORT_FIELDS.contains(&name.as_str()) || WITHDRAW_FIELDS.contains(&name.as_str())) {
+        if value.is_null()
+            && (REPORT_FIELDS.contains(&name.as_str()) || WITHDRAW_FIELDS.contains(&name.as_str()))
+        {
             continue;
         }
         let why = if withdrawn && REPORT_FIELDS.contains(&name.as_str()) {
@@ -98,7 +102,11 @@ pub fn validate_record(
         let reason = fields.optional_text("reason", MAX_TEXT_LEN);
         return match (agency_incident_id, revision) {
             (Some(agency_incident_id), Some(revision)) if errors.is_empty() => {
-                Ok(Event::IncidentWithdrawn(IncidentWithdrawn { agency_incident_id, revision, reason }))
+                Ok(Event::IncidentWithdrawn(IncidentWithdrawn {
+                    agency_incident_id,
+                    revision,
+                    reason,
+                }))
             }
             _ => Err(errors),
         };
@@ -118,49 +126,78 @@ pub fn validate_record(
 
     if let Some(occurred) = occurred_on {
         if occurred < EARLIEST {
-            errors.push(FieldError::new("occurred_on", format!("{occurred} is before {EARLIEST}; check the year")));
+            errors.push(FieldError::new(
+                "occurred_on",
+                format!("{occurred} is before {EARLIEST}; check the year"),
+            ));
         }
         if occurred > today + chrono::Days::new(1) {
-            errors.push(FieldError::new("occurred_on", format!("{occurred} is in the future (today is {today})")));
+            errors.push(FieldError::new(
+                "occurred_on",
+                format!("{occurred} is in the future (today is {today})"),
+            ));
         }
         if let Some(until) = occurred_until
             && until < occurred
         {
-            errors.push(FieldError::new("occurred_until", format!("{until} is before occurred_on {occurred}")));
+            errors.push(FieldError::new(
+                "occurred_until",
+                format!("{until} is before occurred_on {occurred}"),
+            ));
         }
         if let Some(reported) = reported_on
             && reported < occurred
         {
-            errors.push(FieldError::new("reported_on", format!("{reported} is before occurred_on {occurred}")));
+            errors.push(FieldError::new(
+                "reported_on",
+                format!("{reported} is before occurred_on {occurred}"),
+            ));
         }
     }
     if let Some(reported) = reported_on
         && reported > today + chrono::Days::new(1)
     {
-        errors.push(FieldError::new("reported_on", format!("{reported} is in the future (today is {today})")));
+        errors.push(FieldError::new(
+            "reported_on",
+            format!("{reported} is in the future (today is {today})"),
+        ));
     }
 
-    match (agency_incident_id, revision, occurred_on, reported_on, coded, departement, victim_type, channel) {
-        (Some(id), Some(revision), Some(occurred_on), Some(reported_on), Some(coded), Some(dep), Some(vt), Some(ch))
-            if errors.is_empty() =>
-        {
-            Ok(Event::IncidentReported(IncidentReported {
-                agency_incident_id: id,
-                revision,
-                occurred_on,
-                occurred_until,
-                reported_on,
-                iccs: coded.iccs,
-                offence_code,
-                cyber: coded.cyber,
-                departement: dep,
-                victim_type: vt,
-                channel: ch,
-                loss_eur,
-                unit: coded.unit,
-                coding: coded.coding,
-            }))
-        }
+    match (
+        agency_incident_id,
+        revision,
+        occurred_on,
+        reported_on,
+        coded,
+        departement,
+        victim_type,
+        channel,
+    ) {
+        (
+            Some(id),
+            Some(revision),
+            Some(occurred_on),
+            Some(reported_on),
+            Some(coded),
+            Some(dep),
+            Some(vt),
+            Some(ch),
+        ) if errors.is_empty() => Ok(Event::IncidentReported(IncidentReported {
+            agency_incident_id: id,
+            revision,
+            occurred_on,
+            occurred_until,
+            reported_on,
+            iccs: coded.iccs,
+            offence_code,
+            cyber: coded.cyber,
+            departement: dep,
+            victim_type: vt,
+            channel: ch,
+            loss_eur,
+            unit: coded.unit,
+            coding: coded.coding,
+        })),
         _ => Err(errors),
     }
 }
@@ -188,7 +225,13 @@ pub fn crosswalk_unit(crosswalk: &Crosswalk) -> observatory_reference::Unit {
 fn strict_date(s: &str) -> Result<NaiveDate, bool> {
     let b = s.as_bytes();
     let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) || !digits(8..10) {
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !digits(0..4)
+        || !digits(5..7)
+        || !digits(8..10)
+    {
         return Err(false);
     }
     let number = |range: std::ops::Range<usize>| s[range].parse::<u32>().map_err(|_| false);
@@ -206,11 +249,17 @@ fn is_strict_month(s: &str) -> bool {
 
 /// Validates a `POST /v1/periods/close` body: `{"month": "YYYY-MM", "departements": [...]}`.
 /// `today` bounds the month: a month after the current one cannot be complete.
-pub fn validate_period_close(record: &Map<String, Value>, today: NaiveDate) -> Result<PeriodClosed, Vec<FieldError>> {
+pub fn validate_period_close(
+    record: &Map<String, Value>,
+    today: NaiveDate,
+) -> Result<PeriodClosed, Vec<FieldError>> {
     let mut errors = Vec::new();
     for name in record.keys() {
         if name != "month" && name != "departements" {
-            errors.push(FieldError::new(name, "unknown field; expected month and optionally departements"));
+            errors.push(FieldError::new(
+                name,
+                "unknown field; expected month and optionally departements",
+            ));
         }
     }
     let current = today.format("%Y-%m").to_string();
@@ -225,7 +274,10 @@ pub fn validate_period_close(record: &Map<String, Value>, today: NaiveDate) -> R
         }
         Some(Value::String(m)) if is_strict_month(m) => Some(m.clone()),
         Some(other) => {
-            errors.push(FieldError::new("month", format!("expected a month \"YYYY-MM\", got {}", type_name(other))));
+            errors.push(FieldError::new(
+                "month",
+                format!("expected a month \"YYYY-MM\", got {}", type_name(other)),
+            ));
             None
         }
         None => {
@@ -251,7 +303,10 @@ pub fn validate_period_close(record: &Map<String, Value>, today: NaiveDate) -> R
             Some(codes)
         }
         Some(other) => {
-            errors.push(FieldError::new("departements", format!("expected a non-empty list of codes, got {}", type_name(other))));
+            errors.push(FieldError::new(
+                "departements",
+                format!("expected a non-empty list of codes, got {}", type_name(other)),
+            ));
             None
         }
     };
@@ -335,7 +390,9 @@ impl Fields<'_> {
                 Some(r) if r >= 1 && r <= u64::from(u32::MAX) => Some(r as u32),
                 _ => self.fail("revision", format!("expected an integer ≥ 1, got {n}")),
             },
-            Some(other) => self.fail("revision", format!("expected an integer ≥ 1, got {}", type_name(other))),
+            Some(other) => {
+                self.fail("revision", format!("expected an integer ≥ 1, got {}", type_name(other)))
+            }
         }
     }
 
@@ -343,10 +400,15 @@ impl Fields<'_> {
         match value {
             Value::String(s) => match strict_date(s) {
                 Ok(d) => Some(d),
-                Err(true) => self.fail(name, format!("'{s}' is not a day of the calendar (YYYY-MM-DD)")),
-                Err(false) => self.fail(name, format!("'{s}' is not a date in the form YYYY-MM-DD")),
+                Err(true) => {
+                    self.fail(name, format!("'{s}' is not a day of the calendar (YYYY-MM-DD)"))
+                }
+                Err(false) => {
+                    self.fail(name, format!("'{s}' is not a date in the form YYYY-MM-DD"))
+                }
             },
-            other => self.fail(name, format!("expected a date string YYYY-MM-DD, got {}", type_name(other))),
+            other => self
+                .fail(name, format!("expected a date string YYYY-MM-DD, got {}", type_name(other))),
         }
     }
 
@@ -366,14 +428,18 @@ impl Fields<'_> {
         match self.get(name) {
             None => None,
             Some(Value::Bool(b)) => Some(*b),
-            Some(other) => self.fail(name, format!("expected true or false, got {}", type_name(other))),
+            Some(other) => {
+                self.fail(name, format!("expected true or false, got {}", type_name(other)))
+            }
         }
     }
 
     fn optional_text(&mut self, name: &str, max: usize) -> Option<String> {
         match self.get(name) {
             None => None,
-            Some(Value::String(s)) if s.len() > max => self.fail(name, format!("{} bytes long; at most {max}", s.len())),
+            Some(Value::String(s)) if s.len() > max => {
+                self.fail(name, format!("{} bytes long; at most {max}", s.len()))
+            }
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
         }
@@ -383,17 +449,24 @@ impl Fields<'_> {
     fn iccs(&mut self) -> Option<String> {
         match self.get("iccs") {
             None => None,
-            Some(Value::String(s)) if (2..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(Value::String(s))
+                if (2..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 if Iccs::v1_0().contains(s) {
                     Some(s.clone())
                 } else {
-                    self.fail("iccs", format!("'{s}' is not a code of ICCS 1.0; see GET /v1/reference/iccs"))
+                    self.fail(
+                        "iccs",
+                        format!("'{s}' is not a code of ICCS 1.0; see GET /v1/reference/iccs"),
+                    )
                 }
             }
-            Some(Value::String(s)) => {
-                self.fail("iccs", format!("'{s}' is not an ICCS code (2 to 6 digits, e.g. \"0903\")"))
-            }
-            Some(other) => self.fail("iccs", format!("expected a string of 2 to 6 digits, got {}", type_name(other))),
+            Some(Value::String(s)) => self
+                .fail("iccs", format!("'{s}' is not an ICCS code (2 to 6 digits, e.g. \"0903\")")),
+            Some(other) => self.fail(
+                "iccs",
+                format!("expected a string of 2 to 6 digits, got {}", type_name(other)),
+            ),
         }
     }
 
@@ -420,12 +493,16 @@ impl Fields<'_> {
             (None, Some(mapping)) => mapping.iccs.clone(),
             (None, None) if invalid_iccs => return None,
             (None, None) if crosswalk.identity => {
-                return self.fail("iccs", "required: this agency's feed is coded in ICCS (e.g. \"0903\")");
+                return self
+                    .fail("iccs", "required: this agency's feed is coded in ICCS (e.g. \"0903\")");
             }
             (None, None) => {
                 return self.fail(
                     "iccs",
-                    format!("required: send an iccs code or an offence_code of crosswalk {} v{}", crosswalk.name, crosswalk.version),
+                    format!(
+                        "required: send an iccs code or an offence_code of crosswalk {} v{}",
+                        crosswalk.name, crosswalk.version
+                    ),
                 );
             }
         };
@@ -461,9 +538,17 @@ impl Fields<'_> {
         }
     }
 
-    fn required_enum<T>(&mut self, name: &str, parse: fn(&str) -> Option<T>, allowed: fn() -> String) -> Option<T> {
+    fn required_enum<T>(
+        &mut self,
+        name: &str,
+        parse: fn(&str) -> Option<T>,
+        allowed: fn() -> String,
+    ) -> Option<T> {
         match self.get(name) {
-            None => self.fail(name, format!("required (one of: {}; use \"unknown\" when not known)", allowed())),
+            None => self.fail(
+                name,
+                format!("required (one of: {}; use \"unknown\" when not known)", allowed()),
+            ),
             Some(Value::String(s)) => match parse(s) {
                 Some(v) => Some(v),
                 None => self.fail(name, format!("'{s}' is not one of: {}", allowed())),
@@ -502,7 +587,9 @@ mod tests {
     }
 
     fn identity() -> &'static Crosswalk {
-        observatory_reference::Crosswalks::builtin().latest(observatory_reference::IDENTITY).unwrap()
+        observatory_reference::Crosswalks::builtin()
+            .latest(observatory_reference::IDENTITY)
+            .unwrap()
     }
 
     fn natinf(version: u32) -> &'static Crosswalk {
@@ -552,9 +639,14 @@ mod tests {
 
     #[test]
     fn withdrawal_takes_only_its_own_fields() {
-        let ok = check(json!({"agency_incident_id":"X","revision":2,"withdrawn":true,"reason":"duplicate"})).unwrap();
+        let ok = check(
+            json!({"agency_incident_id":"X","revision":2,"withdrawn":true,"reason":"duplicate"}),
+        )
+        .unwrap();
         assert!(matches!(ok, Event::IncidentWithdrawn(_)));
-        let err = check(json!({"agency_incident_id":"X","revision":2,"withdrawn":true,"iccs":"0903"})).unwrap_err();
+        let err =
+            check(json!({"agency_incident_id":"X","revision":2,"withdrawn":true,"iccs":"0903"}))
+                .unwrap_err();
         assert_eq!(err[0].field, "iccs");
     }
 
@@ -576,12 +668,18 @@ mod tests {
         let record = v.as_object_mut().unwrap();
         record.remove("iccs");
         record.remove("cyber");
-        let Event::IncidentReported(r) = validate_record(record, today(), natinf(1)).unwrap() else { panic!() };
+        let Event::IncidentReported(r) = validate_record(record, today(), natinf(1)).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(r.iccs, "09031");
         assert!(r.cyber);
         assert_eq!(r.unit, observatory_reference::Unit::Offence);
         let coding = r.coding.unwrap();
-        assert_eq!((coding.crosswalk.as_str(), coding.version, coding.iccs_from_crosswalk), ("natinf", 1, true));
+        assert_eq!(
+            (coding.crosswalk.as_str(), coding.version, coding.iccs_from_crosswalk),
+            ("natinf", 1, true)
+        );
 
         record.insert("offence_code".into(), json!("323-9"));
         let errors = validate_record(record, today(), natinf(1)).unwrap_err();
@@ -604,9 +702,16 @@ mod tests {
 
     #[test]
     fn period_closures_are_checked() {
-        let ok = validate_period_close(json!({"month": "2024-03", "departements": ["92", "75", "75"]}).as_object().unwrap(), today());
+        let ok = validate_period_close(
+            json!({"month": "2024-03", "departements": ["92", "75", "75"]}).as_object().unwrap(),
+            today(),
+        );
         assert_eq!(ok.unwrap().departements, Some(vec!["75".to_owned(), "92".to_owned()]));
-        let bad = validate_period_close(json!({"month": "2024-13", "departements": ["20"]}).as_object().unwrap(), today()).unwrap_err();
+        let bad = validate_period_close(
+            json!({"month": "2024-13", "departements": ["20"]}).as_object().unwrap(),
+            today(),
+        )
+        .unwrap_err();
         assert_eq!(bad.len(), 2);
     }
 
@@ -621,7 +726,16 @@ mod tests {
 
     #[test]
     fn dates_are_four_two_two_ascii_digits() {
-        let bad = ["+2024-3-05", " 2024-3-05", "2024-03- 5", "2024-3-5  ", "2024-03-5 ", "+024-03-05", "2024/03/05", "2024-03-05\n"];
+        let bad = [
+            "+2024-3-05",
+            " 2024-3-05",
+            "2024-03- 5",
+            "2024-3-5  ",
+            "2024-03-5 ",
+            "+024-03-05",
+            "2024/03/05",
+            "2024-03-05\n",
+        ];
         for field in ["occurred_on", "occurred_until", "reported_on"] {
             for date in bad {
                 let mut v = example();
@@ -640,7 +754,10 @@ mod tests {
 
     #[test]
     fn period_months_are_four_two_ascii_digits() {
-        for bad in ["2024-3", "2024- 3", " 2024-3", "+2024-3", "2024-00", "2024-13", "2024/03", "24-03-1", "2024-3 "] {
+        for bad in [
+            "2024-3", "2024- 3", " 2024-3", "+2024-3", "2024-00", "2024-13", "2024/03", "24-03-1",
+            "2024-3 ",
+        ] {
             let errors = validate_period_close(json!({"month": bad}).as_object().unwrap(), today())
                 .expect_err(&format!("{bad:?} accepted"));
             assert_eq!(errors.len(), 1, "{errors:?}");
@@ -657,10 +774,15 @@ mod tests {
             validate_period_close(json!({"month": ok}).as_object().unwrap(), today()).unwrap();
         }
         for future in ["2025-07", "2026-01", "9999-12"] {
-            let errors = validate_period_close(json!({"month": future}).as_object().unwrap(), today()).unwrap_err();
+            let errors =
+                validate_period_close(json!({"month": future}).as_object().unwrap(), today())
+                    .unwrap_err();
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert_eq!(errors[0].field, "month");
-            assert!(errors[0].error.contains("future") && errors[0].error.contains("2025-06"), "{errors:?}");
+            assert!(
+                errors[0].error.contains("future") && errors[0].error.contains("2025-06"),
+                "{errors:?}"
+            );
         }
     }
 

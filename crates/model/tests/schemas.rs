@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use observatory_model::{
-    Envelope, Event, EventKind, IncidentReported, IncidentWithdrawn, PeriodClosed, validate_period_close, validate_record,
+    Envelope, Event, EventKind, IncidentReported, IncidentWithdrawn, PeriodClosed,
+    validate_period_close, validate_record,
 };
 use observatory_reference::{Crosswalk, Crosswalks, IDENTITY};
 use serde_json::Value;
@@ -25,7 +26,9 @@ fn validator(path: &str) -> jsonschema::Validator {
 }
 
 fn crosswalk(name: &str, version: u32) -> &'static Crosswalk {
-    Crosswalks::builtin().get(name, version).unwrap_or_else(|| panic!("crosswalk {name} v{version}"))
+    Crosswalks::builtin()
+        .get(name, version)
+        .unwrap_or_else(|| panic!("crosswalk {name} v{version}"))
 }
 
 /// The Rust side of the contract: the payload decodes (through the upcaster for older
@@ -44,15 +47,22 @@ fn rust_accepts(kind: &str, payload: &Value) -> bool {
                 recorded_at: chrono::Utc::now(),
                 payload: payload.clone(),
             };
-            envelope.event().is_ok() && matches!(validate_record(record, today, identity), Ok(Event::IncidentReported(_)))
+            envelope.event().is_ok()
+                && matches!(
+                    validate_record(record, today, identity),
+                    Ok(Event::IncidentReported(_))
+                )
         }
         "IncidentReported.v2" => {
-            let Ok(event) = serde_json::from_value::<IncidentReported>(payload.clone()) else { return false };
+            let Ok(event) = serde_json::from_value::<IncidentReported>(payload.clone()) else {
+                return false;
+            };
             // What the agency sent: the payload without what the ingest adds.
             let mut sent = record.clone();
             sent.remove("unit");
             sent.remove("coding");
-            let crosswalk = event.coding.as_ref().map_or(identity, |c| crosswalk(&c.crosswalk, c.version));
+            let crosswalk =
+                event.coding.as_ref().map_or(identity, |c| crosswalk(&c.crosswalk, c.version));
             match validate_record(&sent, today, crosswalk) {
                 Ok(Event::IncidentReported(validated)) => validated.unit == event.unit,
                 _ => false,
@@ -62,10 +72,14 @@ fn rust_accepts(kind: &str, payload: &Value) -> bool {
             let mut record = record.clone();
             record.insert("withdrawn".into(), Value::Bool(true));
             serde_json::from_value::<IncidentWithdrawn>(payload.clone()).is_ok()
-                && matches!(validate_record(&record, today, identity), Ok(Event::IncidentWithdrawn(_)))
+                && matches!(
+                    validate_record(&record, today, identity),
+                    Ok(Event::IncidentWithdrawn(_))
+                )
         }
         "PeriodClosed.v1" => {
-            serde_json::from_value::<PeriodClosed>(payload.clone()).is_ok() && validate_period_close(record, today).is_ok()
+            serde_json::from_value::<PeriodClosed>(payload.clone()).is_ok()
+                && validate_period_close(record, today).is_ok()
         }
         other => panic!("no Rust type registered for {other}"),
     }
@@ -80,7 +94,10 @@ fn types_and_schemas_agree_on_every_example() {
         let schema = validator(&format!("incident/{name}.v{version}.schema.json"));
         for example in sets["valid"].as_array().unwrap() {
             let errors: Vec<String> = schema.iter_errors(example).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{kind}: schema rejects valid example {example}: {errors:?}");
+            assert!(
+                errors.is_empty(),
+                "{kind}: schema rejects valid example {example}: {errors:?}"
+            );
             assert!(rust_accepts(kind, example), "{kind}: Rust rejects valid example {example}");
             checked += 1;
         }
@@ -102,17 +119,27 @@ fn every_event_kind_has_a_schema_and_envelopes_match_theirs() {
         let example = &examples[&key]["valid"][0];
         assert!(example.is_object(), "no valid example for {key}");
         let event = match kind {
-            EventKind::IncidentReported => Event::IncidentReported(serde_json::from_value(example.clone()).unwrap()),
-            EventKind::IncidentWithdrawn => Event::IncidentWithdrawn(serde_json::from_value(example.clone()).unwrap()),
-            EventKind::PeriodClosed => Event::PeriodClosed(serde_json::from_value(example.clone()).unwrap()),
+            EventKind::IncidentReported => {
+                Event::IncidentReported(serde_json::from_value(example.clone()).unwrap())
+            }
+            EventKind::IncidentWithdrawn => {
+                Event::IncidentWithdrawn(serde_json::from_value(example.clone()).unwrap())
+            }
+            EventKind::PeriodClosed => {
+                Event::PeriodClosed(serde_json::from_value(example.clone()).unwrap())
+            }
             other => unreachable!("{other:?} is checked by tests/survey_schemas.rs"),
         };
         let envelope = Envelope::new(&event, "pn", chrono::Utc::now());
         let json: Value = serde_json::from_slice(&envelope.to_bytes()).unwrap();
-        let errors: Vec<String> = envelope_schema.iter_errors(&json).map(|e| e.to_string()).collect();
+        let errors: Vec<String> =
+            envelope_schema.iter_errors(&json).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{key}: {errors:?}");
         // The payload as written validates against its own schema, and round-trips.
-        assert!(validator(&format!("incident/{key}.schema.json")).is_valid(&json["payload"]), "{key}");
+        assert!(
+            validator(&format!("incident/{key}.schema.json")).is_valid(&json["payload"]),
+            "{key}"
+        );
         assert_eq!(Envelope::from_bytes(&envelope.to_bytes()).unwrap().event().unwrap(), event);
     }
 }

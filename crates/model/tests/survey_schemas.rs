@@ -21,10 +21,7 @@ fn load(path: &str) -> Value {
 }
 
 fn validator(path: &str) -> jsonschema::Validator {
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&load(path))
-        .expect("schema compiles")
+    jsonschema::options().should_validate_formats(true).build(&load(path)).expect("schema compiles")
 }
 
 /// The Rust side: the payload text deserialises into its type and passes the checks the
@@ -71,10 +68,7 @@ fn types_and_schemas_agree_on_every_example() {
             checked += 1;
         }
         for example in sets["invalid"].as_array().unwrap() {
-            assert!(
-                !schema.is_valid(example),
-                "{kind}: schema accepts invalid example {example}"
-            );
+            assert!(!schema.is_valid(example), "{kind}: schema accepts invalid example {example}");
             assert!(
                 rust_event(kind, example).is_none(),
                 "{kind}: Rust accepts invalid example {example}"
@@ -89,10 +83,8 @@ fn types_and_schemas_agree_on_every_example() {
 fn every_survey_kind_has_a_schema_and_envelopes_round_trip_exactly() {
     let envelope_schema = validator("envelope.v1.schema.json");
     let examples = load("examples/survey-examples.json");
-    let survey_kinds: Vec<EventKind> = EventKind::ALL
-        .into_iter()
-        .filter(|k| k.family() == "survey")
-        .collect();
+    let survey_kinds: Vec<EventKind> =
+        EventKind::ALL.into_iter().filter(|k| k.family() == "survey").collect();
     assert_eq!(survey_kinds.len(), 3);
     for kind in survey_kinds {
         let key = format!("{}.v{}", kind.as_str(), kind.current_version());
@@ -101,22 +93,13 @@ fn every_survey_kind_has_a_schema_and_envelopes_round_trip_exactly() {
             rust_event(&key, example).unwrap_or_else(|| panic!("no valid example for {key}"));
         assert_eq!(event.kind(), kind);
         let envelope = event.envelope("ssmsi", chrono::Utc::now());
-        assert!(
-            envelope.subject().starts_with("obs.survey."),
-            "{}",
-            envelope.subject()
-        );
+        assert!(envelope.subject().starts_with("obs.survey."), "{}", envelope.subject());
         let bytes = envelope.to_bytes();
         let json: Value = serde_json::from_slice(&bytes).unwrap();
-        let errors: Vec<String> = envelope_schema
-            .iter_errors(&json)
-            .map(|e| e.to_string())
-            .collect();
+        let errors: Vec<String> =
+            envelope_schema.iter_errors(&json).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{key}: {errors:?}");
-        assert!(
-            validator(&schema_path(&key)).is_valid(&json["payload"]),
-            "{key}"
-        );
+        assert!(validator(&schema_path(&key)).is_valid(&json["payload"]), "{key}");
         assert_eq!(SurveyEvent::decode(&bytes).unwrap().event, event, "{key}");
         // The incident decoder refuses survey events instead of misreading them.
         assert!(Envelope::from_bytes(&bytes).unwrap().event().is_err());

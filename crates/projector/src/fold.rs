@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{Datelike, NaiveDate};
-use observatory_model::{Channel, DEPARTEMENTS, Event, departement_index, IncidentReported, PeriodClosed, Unit, VictimType, incident_hash};
+use observatory_model::{
+    Channel, DEPARTEMENTS, Event, IncidentReported, PeriodClosed, Unit, VictimType,
+    departement_index, incident_hash,
+};
 use observatory_reference::{Crosswalk, Crosswalks};
 
 use crate::tables::StateBuilder;
@@ -166,7 +169,9 @@ impl Fold {
     }
 
     /// A fold that re-maps agency codes with the given crosswalk versions (name → version).
-    pub fn with_crosswalks(pins: &BTreeMap<String, u32>) -> Result<Fold, observatory_reference::ReferenceError> {
+    pub fn with_crosswalks(
+        pins: &BTreeMap<String, u32>,
+    ) -> Result<Fold, observatory_reference::ReferenceError> {
         let mut fold = Fold::new();
         for (name, version) in pins {
             fold.pins.insert(name.clone(), Crosswalks::builtin().resolve(name, Some(*version))?);
@@ -177,14 +182,21 @@ impl Fold {
     /// ICCS code, cyber flag and unit of a report under this projection's crosswalk versions:
     /// what the agency sent stays; what the ingest derived from `offence_code` is derived
     /// again with the pinned version, so a rebuild re-maps the whole history.
-    fn coding_of<'a>(&self, report: &'a IncidentReported) -> (std::borrow::Cow<'a, str>, bool, Unit) {
+    fn coding_of<'a>(
+        &self,
+        report: &'a IncidentReported,
+    ) -> (std::borrow::Cow<'a, str>, bool, Unit) {
         let remapped = report.coding.as_ref().and_then(|coding| {
             let pinned = self.pins.get(&coding.crosswalk)?;
             if pinned.version == coding.version {
                 return None;
             }
             let mapping = pinned.map(report.offence_code.as_deref()?).ok()?;
-            let iccs = if coding.iccs_from_crosswalk { mapping.iccs.clone().into() } else { report.iccs.as_str().into() };
+            let iccs = if coding.iccs_from_crosswalk {
+                mapping.iccs.clone().into()
+            } else {
+                report.iccs.as_str().into()
+            };
             let cyber = if coding.cyber_from_crosswalk { mapping.cyber } else { report.cyber };
             Some((iccs, cyber, mapping.unit))
         });
@@ -210,7 +222,10 @@ impl Fold {
     }
 
     fn close_period(&mut self, source: &str, closed: &PeriodClosed) {
-        let entry = self.coverage.entry((source.to_owned(), closed.month.clone())).or_insert_with(|| Some(BTreeSet::new()));
+        let entry = self
+            .coverage
+            .entry((source.to_owned(), closed.month.clone()))
+            .or_insert_with(|| Some(BTreeSet::new()));
         match (&closed.departements, entry.as_mut()) {
             (None, _) => *entry = None,
             (Some(listed), Some(set)) => set.extend(listed.iter().cloned()),
@@ -221,7 +236,10 @@ impl Fold {
 
     /// Restores one closure row (on restart).
     pub fn restore_closure(&mut self, source: &str, month: &str, departement: Option<&str>) {
-        let closed = PeriodClosed { month: month.to_owned(), departements: departement.map(|d| vec![d.to_owned()]) };
+        let closed = PeriodClosed {
+            month: month.to_owned(),
+            departements: departement.map(|d| vec![d.to_owned()]),
+        };
         self.close_period(source, &closed);
         self.coverage_changed = false;
     }
@@ -258,8 +276,12 @@ impl Fold {
         self.last_applied = sequence;
         self.first_pending.get_or_insert(sequence);
         let (agency_incident_id, revision, report) = match event {
-            Event::IncidentReported(report) => (report.agency_incident_id.clone(), report.revision, Some(report)),
-            Event::IncidentWithdrawn(withdrawn) => (withdrawn.agency_incident_id, withdrawn.revision, None),
+            Event::IncidentReported(report) => {
+                (report.agency_incident_id.clone(), report.revision, Some(report))
+            }
+            Event::IncidentWithdrawn(withdrawn) => {
+                (withdrawn.agency_incident_id, withdrawn.revision, None)
+            }
             Event::PeriodClosed(closed) => {
                 self.close_period(source, &closed);
                 self.events_applied += 1;
@@ -271,7 +293,11 @@ impl Fold {
         if let Some(previous) = previous {
             if revision <= previous.revision {
                 self.events_ignored += 1;
-                return if revision == previous.revision { Outcome::Duplicate } else { Outcome::Stale };
+                return if revision == previous.revision {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Stale
+                };
             }
             if let Some(old_cell) = previous.cell() {
                 self.move_count(old_cell, -1, previous.loss_cents);
@@ -329,7 +355,8 @@ impl Fold {
             }
             None => (WITHDRAWN, 0),
         };
-        self.incidents.insert(key, IncidentState { revision: row.revision, cell, loss_cents: loss });
+        self.incidents
+            .insert(key, IncidentState { revision: row.revision, cell, loss_cents: loss });
     }
 
     /// Marks everything up to `sequence` as applied (the restored manifest's position).
@@ -354,12 +381,22 @@ impl Fold {
     pub fn take_pending(&mut self) -> Option<Pending> {
         let first_sequence = self.first_pending.take()?;
         let cells = &self.cells;
-        let mut deltas: Vec<(Cell, Tally)> =
-            self.delta.drain().filter(|(_, t)| !t.is_zero()).map(|(id, t)| (cells[id as usize], t)).collect();
+        let mut deltas: Vec<(Cell, Tally)> = self
+            .delta
+            .drain()
+            .filter(|(_, t)| !t.is_zero())
+            .map(|(id, t)| (cells[id as usize], t))
+            .collect();
         deltas.sort_unstable_by_key(|(cell, _)| *cell);
         let changed = self.changed.finish();
         let coverage_changed = std::mem::take(&mut self.coverage_changed);
-        Some(Pending { first_sequence, last_sequence: self.last_applied, deltas, changed, coverage_changed })
+        Some(Pending {
+            first_sequence,
+            last_sequence: self.last_applied,
+            deltas,
+            changed,
+            coverage_changed,
+        })
     }
 
     fn cells(&self) -> impl Iterator<Item = (Cell, Tally)> + '_ {
@@ -376,7 +413,8 @@ impl Fold {
 
     /// Years with at least one non-zero cell.
     pub fn years(&self) -> Vec<i32> {
-        let mut years: Vec<i32> = self.cells().filter(|(_, t)| !t.is_zero()).map(|(c, _)| c.year()).collect();
+        let mut years: Vec<i32> =
+            self.cells().filter(|(_, t)| !t.is_zero()).map(|(c, _)| c.year()).collect();
         years.sort_unstable();
         years.dedup();
         years
@@ -432,7 +470,11 @@ mod tests {
     }
 
     fn withdraw(id: &str, revision: u32) -> Event {
-        Event::IncidentWithdrawn(IncidentWithdrawn { agency_incident_id: id.into(), revision, reason: None })
+        Event::IncidentWithdrawn(IncidentWithdrawn {
+            agency_incident_id: id.into(),
+            revision,
+            reason: None,
+        })
     }
 
     fn counts(fold: &Fold) -> Vec<(String, String, i64, i64)> {
@@ -440,7 +482,14 @@ mod tests {
             .years()
             .into_iter()
             .flat_map(|y| fold.totals_of_year(y))
-            .map(|(c, t)| (c.month_label(), fold.departement_code(&c).unwrap().to_owned(), t.count, t.loss_cents))
+            .map(|(c, t)| {
+                (
+                    c.month_label(),
+                    fold.departement_code(&c).unwrap().to_owned(),
+                    t.count,
+                    t.loss_cents,
+                )
+            })
             .collect();
         rows.sort();
         rows
@@ -505,7 +554,9 @@ mod tests {
     #[test]
     fn pinned_crosswalk_versions_remap_derived_codes_only() {
         let coded = |iccs_from_crosswalk| {
-            let Event::IncidentReported(mut r) = report("A", 1, 3, "75", None) else { unreachable!() };
+            let Event::IncidentReported(mut r) = report("A", 1, 3, "75", None) else {
+                unreachable!()
+            };
             r.offence_code = Some("323-2".into());
             r.iccs = "09032".into();
             r.coding = Some(observatory_model::Coding {

@@ -12,5 +12,7 @@ pub mod sink;
 pub mod survey;
 pub mod tables;
 
-pub use runner::{Folding, LoopError, Progress, ProjectorConfig, ProjectorError, rebuild, replay, run, serve};
+pub use runner::{
+    Folding, LoopError, Progress, ProjectorConfig, ProjectorError, rebuild, replay, run, serve,
+};
 pub use sink::{Compaction, INCIDENTS, Sink, SinkError};

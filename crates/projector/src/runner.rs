@@ -42,7 +42,10 @@ pub trait Folding: Sized + Send {
     /// growing (and briefly holding the old and new tables) along the way.
     fn reserve(&mut self, _events: u64) {}
     /// Writes what was folded and commits a manifest; the committed sequence, if anything was written.
-    fn flush(&mut self, rejected_events: u64) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
+    fn flush(
+        &mut self,
+        rejected_events: u64,
+    ) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,9 @@ pub enum LoopError<E: std::error::Error + 'static> {
     Sink(E),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("reading from the stream failed: {0}; the projector resumes from its last manifest when restarted")]
+    #[error(
+        "reading from the stream failed: {0}; the projector resumes from its last manifest when restarted"
+    )]
     Consume(String),
 }
 
@@ -106,7 +111,10 @@ pub async fn run(
     config: &ProjectorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProjectorError> {
-    serve(bus, projection, config, shutdown, |version| open_incidents(bus, projection, config, version)).await
+    serve(bus, projection, config, shutdown, |version| {
+        open_incidents(bus, projection, config, version)
+    })
+    .await
 }
 
 /// Replays the whole stream into a new incident version, then switches `CURRENT` to it. The
@@ -117,11 +125,26 @@ pub async fn rebuild(
     config: &ProjectorConfig,
     on_progress: impl FnMut(Progress),
 ) -> Result<(u32, u64), ProjectorError> {
-    replay(bus, projection, config, on_progress, |version| open_incidents(bus, projection, config, version)).await
+    replay(bus, projection, config, on_progress, |version| {
+        open_incidents(bus, projection, config, version)
+    })
+    .await
 }
 
-async fn open_incidents(bus: &Bus, projection: &Projection, config: &ProjectorConfig, version: u32) -> Result<Sink, SinkError> {
-    Sink::open(projection.clone(), version, &bus.config().stream, config.compaction, &config.crosswalk_versions).await
+async fn open_incidents(
+    bus: &Bus,
+    projection: &Projection,
+    config: &ProjectorConfig,
+    version: u32,
+) -> Result<Sink, SinkError> {
+    Sink::open(
+        projection.clone(),
+        version,
+        &bus.config().stream,
+        config.compaction,
+        &config.crosswalk_versions,
+    )
+    .await
 }
 
 /// The serving loop of any projection: opens the version `CURRENT` names (creating version 1
@@ -147,7 +170,12 @@ pub async fn serve<S: Folding, O: Future<Output = Result<S, S::Error>>>(
         match consume(bus, sink, config, false, &mut shutdown, |_| {}).await? {
             (Stop::Done, _) => return Ok(()),
             (Stop::Switch(next), _) => {
-                info!(projection = projection.name(), from = version, to = next, "serving version changed; reloading");
+                info!(
+                    projection = projection.name(),
+                    from = version,
+                    to = next,
+                    "serving version changed; reloading"
+                );
                 version = next;
             }
         }
@@ -272,7 +300,8 @@ impl Folding for Sink {
 
     fn decode(message: &Message) -> Result<(String, Event), String> {
         // Straight from the bytes to the event: no JSON tree of the payload (the hot path).
-        let (source, event) = Envelope::decode_event(&message.payload).map_err(|e| format!("{}: {e}", message.subject))?;
+        let (source, event) = Envelope::decode_event(&message.payload)
+            .map_err(|e| format!("{}: {e}", message.subject))?;
         if !source_matches_subject(&source, &message.subject) {
             return Err(format!("source {source} does not match its subject {}", message.subject));
         }
@@ -302,7 +331,11 @@ impl Folding for Sink {
 }
 
 /// Flushes what is pending; the manifest it commits is the only checkpoint.
-async fn commit<S: Folding>(sink: &mut S, rejected: &mut u64, progress: &mut Progress) -> Result<(), LoopError<S::Error>> {
+async fn commit<S: Folding>(
+    sink: &mut S,
+    rejected: &mut u64,
+    progress: &mut Progress,
+) -> Result<(), LoopError<S::Error>> {
     if let Some(sequence) = sink.flush(*rejected).await.map_err(LoopError::Sink)? {
         *rejected = 0;
         progress.committed_sequence = sequence;

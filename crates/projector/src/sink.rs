@@ -6,13 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use observatory_model::incident_hash;
-use observatory_store::{CommitError, DataFile, Manifest, Projection, StoreError, read_parquet, write_parquet};
+use observatory_store::{
+    CommitError, DataFile, Manifest, Projection, StoreError, read_parquet, write_parquet,
+};
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::fold::{Cell, Fold, Tally};
 use crate::tables::{
-    COUNTS_TABLE, COVERAGE_TABLE, STATE_TABLE, TableError, counts_batch, coverage_batch, coverage_rows,
-    state_rows,
+    COUNTS_TABLE, COVERAGE_TABLE, STATE_TABLE, TableError, counts_batch, coverage_batch,
+    coverage_rows, state_rows,
 };
 
 /// Name of the incident projection in the store.
@@ -40,15 +42,20 @@ fn choose_pins(requested: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
         .names()
         .filter(|name| *name != observatory_reference::IDENTITY)
         .filter_map(|name| {
-            let version = requested.get(name).copied().or_else(|| crosswalks.latest(name).map(|c| c.version))?;
+            let version = requested
+                .get(name)
+                .copied()
+                .or_else(|| crosswalks.latest(name).map(|c| c.version))?;
             Some((name.to_owned(), version))
         })
         .collect()
 }
 
 fn reference_record(pins: &BTreeMap<String, u32>) -> BTreeMap<String, String> {
-    let mut reference: BTreeMap<String, String> =
-        pins.iter().map(|(name, version)| (format!("{CROSSWALK_PREFIX}{name}"), version.to_string())).collect();
+    let mut reference: BTreeMap<String, String> = pins
+        .iter()
+        .map(|(name, version)| (format!("{CROSSWALK_PREFIX}{name}"), version.to_string()))
+        .collect();
     reference.insert("iccs".into(), "1.0".into());
     reference
 }
@@ -70,7 +77,12 @@ pub struct Compaction {
 
 impl Default for Compaction {
     fn default() -> Self {
-        Compaction { max_count_files: 16, max_state_files: 16, max_state_file_rows: 1_000_000, keep_manifests: 50 }
+        Compaction {
+            max_count_files: 16,
+            max_state_files: 16,
+            max_state_file_rows: 1_000_000,
+            keep_manifests: 50,
+        }
     }
 }
 
@@ -110,16 +122,24 @@ impl Sink {
         let pins: BTreeMap<String, u32> = committed
             .reference
             .iter()
-            .filter_map(|(key, value)| Some((key.strip_prefix(CROSSWALK_PREFIX)?.to_owned(), value.parse().ok()?)))
+            .filter_map(|(key, value)| {
+                Some((key.strip_prefix(CROSSWALK_PREFIX)?.to_owned(), value.parse().ok()?))
+            })
             .collect();
         let mut fold = Fold::with_crosswalks(&pins)?;
-        let span = info_span!("restore", projection = projection.name(), version, sequence = committed.last_sequence);
+        let span = info_span!(
+            "restore",
+            projection = projection.name(),
+            version,
+            sequence = committed.last_sequence
+        );
         async {
             for file in committed.files(STATE_TABLE) {
                 // Batch by batch: a state file can hold millions of rows.
                 let path = projection.object_path(version, &file.path);
                 for batch in read_parquet(projection.store(), &path).await? {
-                    let rows = state_rows(&batch).map_err(|source| SinkError::Table { path: path.to_string(), source })?;
+                    let rows = state_rows(&batch)
+                        .map_err(|source| SinkError::Table { path: path.to_string(), source })?;
                     for row in &rows {
                         fold.restore(row);
                     }
@@ -128,7 +148,8 @@ impl Sink {
             for file in committed.files(COVERAGE_TABLE) {
                 let path = projection.object_path(version, &file.path);
                 for batch in read_parquet(projection.store(), &path).await? {
-                    let rows = coverage_rows(&batch).map_err(|source| SinkError::Table { path: path.to_string(), source })?;
+                    let rows = coverage_rows(&batch)
+                        .map_err(|source| SinkError::Table { path: path.to_string(), source })?;
                     for (source, month, departement) in rows {
                         fold.restore_closure(&source, &month, departement.as_deref());
                     }
@@ -140,9 +161,22 @@ impl Sink {
         .await?;
         fold.set_position(committed.last_sequence);
         if committed.last_sequence > 0 {
-            info!(version, sequence = committed.last_sequence, incidents = fold.incident_count(), "projection restored");
+            info!(
+                version,
+                sequence = committed.last_sequence,
+                incidents = fold.incident_count(),
+                "projection restored"
+            );
         }
-        Ok(Sink { projection, version, stream: stream.to_owned(), fold, committed, compaction, flushes: 0 })
+        Ok(Sink {
+            projection,
+            version,
+            stream: stream.to_owned(),
+            fold,
+            committed,
+            compaction,
+            flushes: 0,
+        })
     }
 
     pub fn version(&self) -> u32 {
@@ -171,7 +205,11 @@ impl Sink {
         self.flush_pending(pending, rejected_events).instrument(span).await.map(Some)
     }
 
-    async fn flush_pending(&mut self, pending: crate::fold::Pending, rejected_events: u64) -> Result<u64, SinkError> {
+    async fn flush_pending(
+        &mut self,
+        pending: crate::fold::Pending,
+        rejected_events: u64,
+    ) -> Result<u64, SinkError> {
         let started = std::time::Instant::now();
         let (changed, cells) = (pending.changed.num_rows(), pending.deltas.len());
         let range = format!("{}-{}", pending.first_sequence, pending.last_sequence);
@@ -184,19 +222,31 @@ impl Sink {
         let counts = tables.entry(COUNTS_TABLE.to_owned()).or_default();
         for (year, cells) in by_year {
             let path = format!("data/{COUNTS_TABLE}/year={year}/{range}.parquet");
-            let file = self.write(&path, &counts_batch(&self.fold, &cells), Some(year), pending.first_sequence, pending.last_sequence).await?;
+            let file = self
+                .write(
+                    &path,
+                    &counts_batch(&self.fold, &cells),
+                    Some(year),
+                    pending.first_sequence,
+                    pending.last_sequence,
+                )
+                .await?;
             counts.push(file);
         }
         if pending.changed.num_rows() > 0 {
             let path = format!("data/{STATE_TABLE}/{range}.parquet");
-            let file = self.write(&path, &pending.changed, None, pending.first_sequence, pending.last_sequence).await?;
+            let file = self
+                .write(&path, &pending.changed, None, pending.first_sequence, pending.last_sequence)
+                .await?;
             tables.entry(STATE_TABLE.to_owned()).or_default().push(file);
         }
         if pending.coverage_changed {
             // Small (sources × months): each change writes the whole table as one file.
             let path = format!("data/{COVERAGE_TABLE}/{range}.parquet");
             let batch = coverage_batch(self.fold.coverage().iter());
-            let file = self.write(&path, &batch, None, pending.first_sequence, pending.last_sequence).await?;
+            let file = self
+                .write(&path, &batch, None, pending.first_sequence, pending.last_sequence)
+                .await?;
             tables.insert(COVERAGE_TABLE.to_owned(), vec![file]);
         }
         self.compact_counts(&mut tables, pending.last_sequence).await?;
@@ -224,9 +274,18 @@ impl Sink {
         self.projection.commit(&manifest).await?;
         self.committed = manifest;
         self.flushes += 1;
-        debug!(sequence = pending.last_sequence, changed, cells, elapsed_ms = started.elapsed().as_millis() as u64, "committed");
+        debug!(
+            sequence = pending.last_sequence,
+            changed,
+            cells,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "committed"
+        );
         if self.flushes % 20 == 0 {
-            let deleted = self.projection.collect_garbage(self.version, self.compaction.keep_manifests).await?;
+            let deleted = self
+                .projection
+                .collect_garbage(self.version, self.compaction.keep_manifests)
+                .await?;
             tracing::debug!(deleted, "garbage collected");
         }
         Ok(pending.last_sequence)
@@ -240,13 +299,29 @@ impl Sink {
         first_sequence: u64,
         last_sequence: u64,
     ) -> Result<DataFile, SinkError> {
-        let bytes = write_parquet(self.projection.store(), &self.projection.object_path(self.version, relative), batch).await?;
-        Ok(DataFile { path: relative.to_owned(), year, first_sequence, last_sequence, rows: batch.num_rows() as u64, bytes })
+        let bytes = write_parquet(
+            self.projection.store(),
+            &self.projection.object_path(self.version, relative),
+            batch,
+        )
+        .await?;
+        Ok(DataFile {
+            path: relative.to_owned(),
+            year,
+            first_sequence,
+            last_sequence,
+            rows: batch.num_rows() as u64,
+            bytes,
+        })
     }
 
     /// Rewrites a year whose delta files piled up as one snapshot of the in-memory totals,
     /// which equal the sum of those files.
-    async fn compact_counts(&self, tables: &mut BTreeMap<String, Vec<DataFile>>, last_sequence: u64) -> Result<(), SinkError> {
+    async fn compact_counts(
+        &self,
+        tables: &mut BTreeMap<String, Vec<DataFile>>,
+        last_sequence: u64,
+    ) -> Result<(), SinkError> {
         let counts = tables.entry(COUNTS_TABLE.to_owned()).or_default();
         let mut per_year: BTreeMap<i32, usize> = BTreeMap::new();
         for file in counts.iter() {
@@ -256,7 +331,12 @@ impl Sink {
             if files <= self.compaction.max_count_files {
                 continue;
             }
-            let first = counts.iter().filter(|f| f.year == Some(year)).map(|f| f.first_sequence).min().unwrap_or(1);
+            let first = counts
+                .iter()
+                .filter(|f| f.year == Some(year))
+                .map(|f| f.first_sequence)
+                .min()
+                .unwrap_or(1);
             let path = format!("data/{COUNTS_TABLE}/year={year}/{first}-{last_sequence}.parquet");
             let snapshot = counts_batch(&self.fold, &self.fold.totals_of_year(year));
             let file = self.write(&path, &snapshot, Some(year), first, last_sequence).await?;
@@ -270,10 +350,14 @@ impl Sink {
     /// Merges the newest state files (and older ones not much bigger than them), keeping
     /// the newest row of each incident: size-tiered, so each row is rewritten O(log n) times,
     /// and capped, so a merge never holds more than `max_state_file_rows` rows.
-    async fn compact_state(&self, tables: &mut BTreeMap<String, Vec<DataFile>>) -> Result<(), SinkError> {
+    async fn compact_state(
+        &self,
+        tables: &mut BTreeMap<String, Vec<DataFile>>,
+    ) -> Result<(), SinkError> {
         let cap = self.compaction.max_state_file_rows;
         let files = tables.entry(STATE_TABLE.to_owned()).or_default();
-        let (mut open, sealed): (Vec<DataFile>, Vec<DataFile>) = files.drain(..).partition(|f| f.rows < cap);
+        let (mut open, sealed): (Vec<DataFile>, Vec<DataFile>) =
+            files.drain(..).partition(|f| f.rows < cap);
         files.extend(sealed);
         if open.len() <= self.compaction.max_state_files {
             files.extend(open);
@@ -295,9 +379,16 @@ impl Sink {
         files.extend(open);
         let mut batches = Vec::new();
         for file in &merged_files {
-            batches.extend(read_parquet(self.projection.store(), &self.projection.object_path(self.version, &file.path)).await?);
+            batches.extend(
+                read_parquet(
+                    self.projection.store(),
+                    &self.projection.object_path(self.version, &file.path),
+                )
+                .await?,
+            );
         }
-        let merged = newest_rows(&batches).map_err(|source| SinkError::Table { path: STATE_TABLE.into(), source })?;
+        let merged = newest_rows(&batches)
+            .map_err(|source| SinkError::Table { path: STATE_TABLE.into(), source })?;
         drop(batches);
         let first = merged_files.iter().map(|f| f.first_sequence).min().expect("non-empty");
         let last = merged_files.iter().map(|f| f.last_sequence).max().expect("non-empty");
@@ -313,31 +404,49 @@ impl Sink {
 /// The newest row (highest sequence) of each incident among state batches, in sequence
 /// order, gathered column by column from the inputs: no per-row records and no concatenated
 /// copy of the inputs in memory.
-fn newest_rows(batches: &[arrow::array::RecordBatch]) -> Result<arrow::array::RecordBatch, TableError> {
+fn newest_rows(
+    batches: &[arrow::array::RecordBatch],
+) -> Result<arrow::array::RecordBatch, TableError> {
     use arrow::array::{Array, StringArray, UInt64Array};
-    let mut newest: HashMap<u128, (u64, u32, u32), foldhash::fast::RandomState> = HashMap::default();
+    let mut newest: HashMap<u128, (u64, u32, u32), foldhash::fast::RandomState> =
+        HashMap::default();
     for (b, batch) in batches.iter().enumerate() {
-        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| TableError::new(format!("column {name} missing")));
-        let source = column("source")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| TableError::new("source is not text".into()))?;
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| TableError::new(format!("column {name} missing")))
+        };
+        let source = column("source")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| TableError::new("source is not text".into()))?;
         let id = column("agency_incident_id")?
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or_else(|| TableError::new("agency_incident_id is not text".into()))?;
-        let sequence = column("sequence")?.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| TableError::new("sequence is not u64".into()))?;
+        let sequence = column("sequence")?
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| TableError::new("sequence is not u64".into()))?;
         for row in 0..batch.num_rows() {
             let key = incident_hash(source.value(row), id.value(row));
             let candidate = (sequence.value(row), b as u32, row as u32);
-            newest.entry(key).and_modify(|kept| *kept = (*kept).max(candidate)).or_insert(candidate);
+            newest
+                .entry(key)
+                .and_modify(|kept| *kept = (*kept).max(candidate))
+                .or_insert(candidate);
         }
     }
     let mut rows: Vec<(u64, u32, u32)> = newest.into_values().collect();
     rows.sort_unstable();
-    let indices: Vec<(usize, usize)> = rows.into_iter().map(|(_, b, row)| (b as usize, row as usize)).collect();
+    let indices: Vec<(usize, usize)> =
+        rows.into_iter().map(|(_, b, row)| (b as usize, row as usize)).collect();
     if indices.is_empty() {
         return Ok(arrow::array::RecordBatch::new_empty(crate::tables::state_schema()));
     }
     let inputs: Vec<&arrow::array::RecordBatch> = batches.iter().collect();
-    arrow::compute::interleave_record_batch(&inputs, &indices).map_err(|e| TableError::new(e.to_string()))
+    arrow::compute::interleave_record_batch(&inputs, &indices)
+        .map_err(|e| TableError::new(e.to_string()))
 }
 
 #[cfg(test)]
@@ -372,9 +481,16 @@ mod tests {
     #[tokio::test]
     async fn capped_state_compaction_keeps_the_newest_revision_of_every_incident() {
         let dir = tempfile::tempdir().unwrap();
-        let projection = Projection::new(Store::open(dir.path().to_str().unwrap()).unwrap(), INCIDENTS);
-        let compaction = Compaction { max_count_files: 4, max_state_files: 4, max_state_file_rows: 120, keep_manifests: 3 };
-        let mut sink = Sink::open(projection.clone(), 1, "TEST", compaction, &BTreeMap::new()).await.unwrap();
+        let projection =
+            Projection::new(Store::open(dir.path().to_str().unwrap()).unwrap(), INCIDENTS);
+        let compaction = Compaction {
+            max_count_files: 4,
+            max_state_files: 4,
+            max_state_file_rows: 120,
+            keep_manifests: 3,
+        };
+        let mut sink =
+            Sink::open(projection.clone(), 1, "TEST", compaction, &BTreeMap::new()).await.unwrap();
         let mut sequence = 0;
         for round in 0..30u32 {
             for i in 0..20u32 {
@@ -386,14 +502,29 @@ mod tests {
             sink.flush(0).await.unwrap();
         }
         let files = sink.committed().files(STATE_TABLE);
-        assert!(files.iter().any(|f| f.rows >= 120), "some file reached the cap and was sealed: {files:?}");
+        assert!(
+            files.iter().any(|f| f.rows >= 120),
+            "some file reached the cap and was sealed: {files:?}"
+        );
         assert!(files.len() <= 4 + 4, "state files stay bounded: {}", files.len());
-        let expected = (sink.fold.incident_count(), sink.fold.counted_incidents(), sink.fold.totals_of_year(2024));
+        let expected = (
+            sink.fold.incident_count(),
+            sink.fold.counted_incidents(),
+            sink.fold.totals_of_year(2024),
+        );
         assert_eq!(expected.0, 200);
 
-        let restored = Sink::open(projection, 1, "TEST", compaction, &BTreeMap::new()).await.unwrap();
+        let restored =
+            Sink::open(projection, 1, "TEST", compaction, &BTreeMap::new()).await.unwrap();
         assert_eq!(restored.committed().last_sequence, sequence);
-        assert_eq!((restored.fold.incident_count(), restored.fold.counted_incidents(), restored.fold.totals_of_year(2024)), expected);
+        assert_eq!(
+            (
+                restored.fold.incident_count(),
+                restored.fold.counted_incidents(),
+                restored.fold.totals_of_year(2024)
+            ),
+            expected
+        );
     }
 
     #[test]
@@ -408,6 +539,13 @@ mod tests {
         let merged = crate::tables::state_rows(&newest_rows(&[first, second]).unwrap()).unwrap();
         let kept: Vec<(String, String, u64)> =
             merged.into_iter().map(|r| (r.source, r.agency_incident_id, r.sequence)).collect();
-        assert_eq!(kept, vec![("pn".into(), "I2".into(), 2), ("pn".into(), "I1".into(), 3), ("gn".into(), "I1".into(), 4)]);
+        assert_eq!(
+            kept,
+            vec![
+                ("pn".into(), "I2".into(), 2),
+                ("pn".into(), "I1".into(), 3),
+                ("gn".into(), "I1".into(), 4)
+            ]
+        );
     }
 }

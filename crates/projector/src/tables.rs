@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array, Float64Builder, Int32Builder,
-    Int64Builder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array,
+    Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringArray, StringBuilder,
+    UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
@@ -72,7 +73,11 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
         section.append_value(&code[..2]);
         division.append_option(code.get(..4));
         group.append_option(code.get(..5));
-        region.append_option(fold.departement_code(cell).and_then(|d| geography.region_of(d)).map(|r| r.code.as_str()));
+        region.append_option(
+            fold.departement_code(cell)
+                .and_then(|d| geography.region_of(d))
+                .map(|r| r.code.as_str()),
+        );
         count.append_value(tally.count);
         loss.append_value(tally.loss_cents);
     }
@@ -159,7 +164,14 @@ pub struct StateBuilder {
 
 impl StateBuilder {
     /// One changed incident; `report` is `None` when it was withdrawn.
-    pub fn append(&mut self, source: &str, agency_incident_id: &str, revision: u32, sequence: u64, report: Option<&IncidentReported>) {
+    pub fn append(
+        &mut self,
+        source: &str,
+        agency_incident_id: &str,
+        revision: u32,
+        sequence: u64,
+        report: Option<&IncidentReported>,
+    ) {
         self.source.append_value(source);
         self.id.append_value(agency_incident_id);
         self.revision.append_value(revision);
@@ -221,7 +233,9 @@ impl StateBuilder {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("state table: {0}; the file was not written by this version of the projector, rebuild the projection")]
+#[error(
+    "state table: {0}; the file was not written by this version of the projector, rebuild the projection"
+)]
 pub struct TableError(String);
 
 impl TableError {
@@ -269,16 +283,19 @@ pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
                     agency_incident_id: id.value(i).to_owned(),
                     revision: revision.value(i),
                     occurred_on: from_days(occurred_on.value(i)),
-                    occurred_until: (!occurred_until.is_null(i)).then(|| from_days(occurred_until.value(i))),
+                    occurred_until: (!occurred_until.is_null(i))
+                        .then(|| from_days(occurred_until.value(i))),
                     reported_on: from_days(reported_on.value(i)),
                     iccs: iccs.value(i).to_owned(),
                     offence_code: opt_str(offence_code, i),
                     cyber: cyber.value(i),
                     departement: opt_str(departement, i),
-                    victim_type: VictimType::parse(victim_type.value(i))
-                        .ok_or_else(|| TableError(format!("unknown victim_type {}", victim_type.value(i))))?,
-                    channel: Channel::parse(channel.value(i))
-                        .ok_or_else(|| TableError(format!("unknown channel {}", channel.value(i))))?,
+                    victim_type: VictimType::parse(victim_type.value(i)).ok_or_else(|| {
+                        TableError(format!("unknown victim_type {}", victim_type.value(i)))
+                    })?,
+                    channel: Channel::parse(channel.value(i)).ok_or_else(|| {
+                        TableError(format!("unknown channel {}", channel.value(i)))
+                    })?,
                     loss_eur: (!loss.is_null(i)).then(|| loss.value(i)),
                     unit: match unit.value(i) {
                         "offence" => Unit::Offence,
@@ -316,7 +333,9 @@ pub fn coverage_schema() -> SchemaRef {
 
 /// One row per closed (source, month) and listed département, or one row with a null
 /// département when the whole month is closed.
-pub fn coverage_batch<'a>(closures: impl Iterator<Item = (&'a (String, String), &'a Closure)>) -> RecordBatch {
+pub fn coverage_batch<'a>(
+    closures: impl Iterator<Item = (&'a (String, String), &'a Closure)>,
+) -> RecordBatch {
     let mut source = StringBuilder::new();
     let mut month = StringBuilder::new();
     let mut departement = StringBuilder::new();
@@ -336,12 +355,15 @@ pub fn coverage_batch<'a>(closures: impl Iterator<Item = (&'a (String, String), 
             }
         }
     }
-    let columns: Vec<ArrayRef> = vec![Arc::new(source.finish()), Arc::new(month.finish()), Arc::new(departement.finish())];
+    let columns: Vec<ArrayRef> =
+        vec![Arc::new(source.finish()), Arc::new(month.finish()), Arc::new(departement.finish())];
     RecordBatch::try_new(coverage_schema(), columns).expect("columns match the schema")
 }
 
 /// (source, month, département or None for all) rows of a coverage batch.
-pub fn coverage_rows(batch: &RecordBatch) -> Result<Vec<(String, String, Option<String>)>, TableError> {
+pub fn coverage_rows(
+    batch: &RecordBatch,
+) -> Result<Vec<(String, String, Option<String>)>, TableError> {
     let source = column::<StringArray>(batch, "source")?;
     let month = column::<StringArray>(batch, "month")?;
     let departement = column::<StringArray>(batch, "departement")?;
@@ -361,7 +383,13 @@ mod tests {
     fn state_batch(rows: &[StateRow]) -> RecordBatch {
         let mut builder = StateBuilder::default();
         for row in rows {
-            builder.append(&row.source, &row.agency_incident_id, row.revision, row.sequence, row.report.as_ref());
+            builder.append(
+                &row.source,
+                &row.agency_incident_id,
+                row.revision,
+                row.sequence,
+                row.report.as_ref(),
+            );
         }
         builder.finish()
     }
@@ -383,7 +411,12 @@ mod tests {
             channel: Channel::Website,
             loss_eur: Some(12.34),
             unit: Unit::Report,
-            coding: Some(Coding { crosswalk: "platform".into(), version: 1, iccs_from_crosswalk: true, cyber_from_crosswalk: false }),
+            coding: Some(Coding {
+                crosswalk: "platform".into(),
+                version: 1,
+                iccs_from_crosswalk: true,
+                cyber_from_crosswalk: false,
+            }),
         };
         fold.apply(7, "pn", Event::IncidentReported(report));
         fold.apply(

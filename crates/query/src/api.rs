@@ -47,7 +47,8 @@ async fn get_geography() -> Json<Value> {
         .iter()
         .map(|d| {
             let mut value = serde_json::to_value(d).unwrap_or_default();
-            value["population"] = serde_json::to_value(geography.population_series(&d.code)).unwrap_or_default();
+            value["population"] =
+                serde_json::to_value(geography.population_series(&d.code)).unwrap_or_default();
             value
         })
         .collect();
@@ -67,12 +68,18 @@ async fn get_crosswalks() -> Json<Value> {
     Json(json!({"crosswalks": list}))
 }
 
-async fn get_crosswalk(axum::extract::Path(name): axum::extract::Path<String>, RawQuery(raw): RawQuery) -> Response {
+async fn get_crosswalk(
+    axum::extract::Path(name): axum::extract::Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let crosswalks = observatory_reference::Crosswalks::builtin();
-    let version = query_pairs(raw.as_deref()).into_iter().find(|(k, _)| k == "version").map(|(_, v)| v);
+    let version =
+        query_pairs(raw.as_deref()).into_iter().find(|(k, _)| k == "version").map(|(_, v)| v);
     let version = match version.map(|v| v.trim_start_matches('v').parse::<u32>()) {
         Some(Ok(v)) => Some(v),
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "version must be a number, e.g. version=2"),
+        Some(Err(_)) => {
+            return error(StatusCode::BAD_REQUEST, "version must be a number, e.g. version=2");
+        }
         None => None,
     };
     match crosswalks.resolve(&name, version) {
@@ -91,7 +98,10 @@ async fn get_coverage(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQu
     let mut seen = std::collections::HashSet::new();
     for (key, value) in &pairs {
         if !seen.insert(key.as_str()) {
-            return error(StatusCode::BAD_REQUEST, format!("parameter '{key}' is given twice; give one comma-separated list"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("parameter '{key}' is given twice; give one comma-separated list"),
+            );
         }
         // The counts parser checks months, sources and formats the same way for both endpoints.
         let parsed = match CountsRequest::parse(&[(key.clone(), value.clone())]) {
@@ -99,14 +109,24 @@ async fn get_coverage(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQu
             Err(e) if matches!(key.as_str(), "from" | "to" | "source" | "format") => {
                 return error(StatusCode::BAD_REQUEST, e.0);
             }
-            Err(_) => return error(StatusCode::BAD_REQUEST, format!("unknown parameter '{key}'; use from, to, source or format")),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter '{key}'; use from, to, source or format"),
+                );
+            }
         };
         match key.as_str() {
             "from" => from = parsed.from,
             "to" => to = parsed.to,
             "source" => sources = parsed.filters.get(&Dimension::Source).cloned(),
             "format" => format = parsed.format,
-            other => return error(StatusCode::BAD_REQUEST, format!("unknown parameter '{other}'; use from, to, source or format")),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter '{other}'; use from, to, source or format"),
+                );
+            }
         }
     }
     if let (Some(f), Some(t)) = (&from, &to) {
@@ -114,26 +134,34 @@ async fn get_coverage(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQu
             return error(StatusCode::BAD_REQUEST, format!("from={f} is after to={t}"));
         }
     }
-    let (as_of, rows) = match state.engine.coverage(from.as_deref(), to.as_deref(), sources.as_deref()).await {
-        Ok(answer) => answer,
-        Err(e) if e.is_bad_request() => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    let (as_of, rows) =
+        match state.engine.coverage(from.as_deref(), to.as_deref(), sources.as_deref()).await {
+            Ok(answer) => answer,
+            Err(e) if e.is_bad_request() => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
     let sequence = HeaderValue::from(as_of.sequence);
     let mut response = match format {
         OutputFormat::Json => Json(json!({"as_of": as_of, "coverage": rows})).into_response(),
         OutputFormat::Csv => {
             let mut out = String::from("source,month,status,closed_departements\n");
             for row in &rows {
-                let closed = row["closed_departements"].as_array().map(|d| {
-                    d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")
-                });
-                let fields = [row["source"].clone(), row["month"].clone(), row["status"].clone(), closed.map_or(Value::Null, Value::String)];
+                let closed = row["closed_departements"]
+                    .as_array()
+                    .map(|d| d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "));
+                let fields = [
+                    row["source"].clone(),
+                    row["month"].clone(),
+                    row["status"].clone(),
+                    closed.map_or(Value::Null, Value::String),
+                ];
                 out.push_str(&fields.iter().map(csv_field).collect::<Vec<_>>().join(","));
                 out.push('\n');
             }
             let mut response = out.into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
             response
         }
     };
@@ -147,7 +175,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Query pairs in order, repeats kept, so the request parser can refuse a repeated parameter.
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|raw| url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect()).unwrap_or_default()
+    raw.map(|raw| url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 fn cell(value: AnyValue<'_>) -> Value {
@@ -168,7 +197,12 @@ fn cell(value: AnyValue<'_>) -> Value {
 pub fn frame_rows(frame: &DataFrame) -> Vec<Map<String, Value>> {
     let columns = frame.columns();
     (0..frame.height())
-        .map(|i| columns.iter().map(|c| (c.name().to_string(), c.get(i).map(cell).unwrap_or(Value::Null))).collect())
+        .map(|i| {
+            columns
+                .iter()
+                .map(|c| (c.name().to_string(), c.get(i).map(cell).unwrap_or(Value::Null)))
+                .collect()
+        })
         .collect()
 }
 
@@ -178,7 +212,11 @@ fn csv_field(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
 }
 
 pub fn frame_csv(frame: &DataFrame) -> String {
@@ -205,7 +243,9 @@ async fn get_counts(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuer
     };
     let answer = match state.engine.counts(&request, state.config.max_wait).await {
         Ok(answer) => answer,
-        Err(e @ QueryError::NotYet { .. }) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ QueryError::NotYet { .. }) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
         Err(e) if e.is_bad_request() => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => {
             tracing::error!(error = %e, "count query failed");
@@ -230,7 +270,8 @@ async fn get_counts(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuer
         OutputFormat::Csv => {
             let mut response = frame_csv(&answer.frame).into_response();
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            headers
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
             headers.insert("observatory-as-of-sequence", as_of);
             response
         }

@@ -51,7 +51,10 @@ pub enum QueryError {
 impl QueryError {
     /// Whether the request (not the service) is at fault.
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, QueryError::MixedUnits(_) | QueryError::UnknownSource { .. } | QueryError::TooLarge(_))
+        matches!(
+            self,
+            QueryError::MixedUnits(_) | QueryError::UnknownSource { .. } | QueryError::TooLarge(_)
+        )
     }
 }
 
@@ -122,7 +125,11 @@ impl Netted {
 
     /// What a request is answered against: the cells, the closures and where data exists.
     fn context(&self) -> Context {
-        Context { coded: self.coded.clone(), coverage: self.coverage.clone(), data_months: self.data_months.clone() }
+        Context {
+            coded: self.coded.clone(),
+            coverage: self.coverage.clone(),
+            data_months: self.data_months.clone(),
+        }
     }
 }
 
@@ -137,8 +144,12 @@ pub struct Context {
 impl Context {
     /// Every source known to the projection: it sent data or closed a month.
     pub fn sources(&self) -> Vec<String> {
-        let mut sources: Vec<String> =
-            self.data_months.iter().map(|(s, _)| s.clone()).chain(self.coverage.sources().map(str::to_owned)).collect();
+        let mut sources: Vec<String> = self
+            .data_months
+            .iter()
+            .map(|(s, _)| s.clone())
+            .chain(self.coverage.sources().map(str::to_owned))
+            .collect();
         sources.sort();
         sources.dedup();
         sources
@@ -146,7 +157,11 @@ impl Context {
 
     /// First and last month with data or a closure.
     pub fn known_months(&self) -> Option<(String, String)> {
-        let months = self.data_months.iter().map(|(_, m)| m.as_str()).chain(self.coverage.months().map(|(_, m)| m));
+        let months = self
+            .data_months
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .chain(self.coverage.months().map(|(_, m)| m));
         let (mut first, mut last): (Option<&str>, Option<&str>) = (None, None);
         for m in months {
             first = Some(first.map_or(m, |f| f.min(m)));
@@ -164,7 +179,9 @@ impl Context {
                 listed.sort();
                 ("partial", Some(listed))
             }
-            None if self.data_months.contains(&(source.to_owned(), month.to_owned())) => ("open", None),
+            None if self.data_months.contains(&(source.to_owned(), month.to_owned())) => {
+                ("open", None)
+            }
             None => ("missing", None),
         }
     }
@@ -186,11 +203,19 @@ impl Context {
 
 impl CountsEngine {
     pub fn new(projection: Projection) -> CountsEngine {
-        CountsEngine { projection, netted: tokio::sync::Mutex::new(None), poll_interval: Duration::from_millis(20) }
+        CountsEngine {
+            projection,
+            netted: tokio::sync::Mutex::new(None),
+            poll_interval: Duration::from_millis(20),
+        }
     }
 
     /// The serving manifest, waiting up to `wait` for it to reach `min_sequence`.
-    pub async fn manifest(&self, min_sequence: Option<u64>, wait: Duration) -> Result<Option<Manifest>, QueryError> {
+    pub async fn manifest(
+        &self,
+        min_sequence: Option<u64>,
+        wait: Duration,
+    ) -> Result<Option<Manifest>, QueryError> {
         let started = Instant::now();
         loop {
             let manifest = self.projection.serving_manifest().await?;
@@ -198,7 +223,11 @@ impl CountsEngine {
             match min_sequence {
                 Some(wanted) if reached < wanted => {
                     if started.elapsed() >= wait {
-                        return Err(QueryError::NotYet { reached, wanted, waited: started.elapsed() });
+                        return Err(QueryError::NotYet {
+                            reached,
+                            wanted,
+                            waited: started.elapsed(),
+                        });
                     }
                     tokio::time::sleep(self.poll_interval).await;
                 }
@@ -209,12 +238,10 @@ impl CountsEngine {
 
     async fn load(&self, version: u32, file: &DataFile) -> Result<DataFrame, QueryError> {
         let path = self.projection.object_path(version, &file.path);
-        let bytes = self
-            .projection
-            .store()
-            .get(&path)
-            .await?
-            .ok_or_else(|| QueryError::Read { path: path.to_string(), message: "named by the manifest but missing".into() })?;
+        let bytes = self.projection.store().get(&path).await?.ok_or_else(|| QueryError::Read {
+            path: path.to_string(),
+            message: "named by the manifest but missing".into(),
+        })?;
         ParquetReader::new(std::io::Cursor::new(bytes))
             .finish()
             .map_err(|e| QueryError::Read { path: path.to_string(), message: e.to_string() })
@@ -225,14 +252,21 @@ impl CountsEngine {
     /// compaction or a rebuild replaced files).
     async fn netted(&self, manifest: &Manifest) -> Result<Arc<Netted>, QueryError> {
         let mut cached = self.netted.lock().await;
-        let counts_files: HashSet<String> = manifest.files("counts").iter().map(|f| f.path.clone()).collect();
-        let coverage_files: Vec<String> = manifest.files("coverage").iter().map(|f| f.path.clone()).collect();
+        let counts_files: HashSet<String> =
+            manifest.files("counts").iter().map(|f| f.path.clone()).collect();
+        let coverage_files: Vec<String> =
+            manifest.files("coverage").iter().map(|f| f.path.clone()).collect();
         if let Some(netted) = cached.as_ref() {
-            if netted.version == manifest.version && netted.counts_files == counts_files && netted.coverage_files == coverage_files {
+            if netted.version == manifest.version
+                && netted.counts_files == counts_files
+                && netted.coverage_files == coverage_files
+            {
                 return Ok(netted.clone());
             }
         }
-        let previous = cached.take().filter(|n| n.version == manifest.version && n.counts_files.is_subset(&counts_files));
+        let previous = cached
+            .take()
+            .filter(|n| n.version == manifest.version && n.counts_files.is_subset(&counts_files));
         let coverage = match &previous {
             Some(netted) if netted.coverage_files == coverage_files => netted.coverage.clone(),
             _ => {
@@ -245,7 +279,8 @@ impl CountsEngine {
         };
         let mut frames = Vec::new();
         if let Some(netted) = &previous {
-            frames.push(netted.frame.clone().lazy().select([all().exclude_cols(["open"]).as_expr()]));
+            frames
+                .push(netted.frame.clone().lazy().select([all().exclude_cols(["open"]).as_expr()]));
         }
         for file in manifest.files("counts") {
             if previous.as_ref().is_some_and(|n| n.counts_files.contains(&file.path)) {
@@ -255,18 +290,32 @@ impl CountsEngine {
         }
         let started = Instant::now();
         let for_task = coverage.clone();
-        let (frame, coded, data_months) = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
-            let frame = net(frames, &for_task)?;
-            let coded = Coded::encode(&frame)?;
-            let data_months = data_months(&frame)?;
-            Ok((frame, Arc::new(coded), Arc::new(data_months)))
-        })
-        .await
-        .map_err(|e| QueryError::Compute(format!("netting task failed: {e}")))??;
-        tracing::debug!(version = manifest.version, sequence = manifest.last_sequence, cells = frame.height(),
-            incremental = previous.is_some(), elapsed_ms = started.elapsed().as_millis() as u64, "counts netted");
-        let netted =
-            Arc::new(Netted { version: manifest.version, counts_files, coverage_files, coverage, frame, coded, data_months });
+        let (frame, coded, data_months) =
+            tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
+                let frame = net(frames, &for_task)?;
+                let coded = Coded::encode(&frame)?;
+                let data_months = data_months(&frame)?;
+                Ok((frame, Arc::new(coded), Arc::new(data_months)))
+            })
+            .await
+            .map_err(|e| QueryError::Compute(format!("netting task failed: {e}")))??;
+        tracing::debug!(
+            version = manifest.version,
+            sequence = manifest.last_sequence,
+            cells = frame.height(),
+            incremental = previous.is_some(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "counts netted"
+        );
+        let netted = Arc::new(Netted {
+            version: manifest.version,
+            counts_files,
+            coverage_files,
+            coverage,
+            frame,
+            coded,
+            data_months,
+        });
         *cached = Some(netted.clone());
         Ok(netted)
     }
@@ -315,7 +364,8 @@ impl CountsEngine {
         for source in &all_sources {
             for month in &months {
                 let (status, closed) = context.status(source, month);
-                let mut row = serde_json::json!({"source": source, "month": month, "status": status});
+                let mut row =
+                    serde_json::json!({"source": source, "month": month, "status": status});
                 if let Some(closed) = closed {
                     row["closed_departements"] = serde_json::json!(closed);
                 }
@@ -325,7 +375,11 @@ impl CountsEngine {
         Ok((as_of, rows))
     }
 
-    pub async fn counts(&self, request: &CountsRequest, wait: Duration) -> Result<CountsAnswer, QueryError> {
+    pub async fn counts(
+        &self,
+        request: &CountsRequest,
+        wait: Duration,
+    ) -> Result<CountsAnswer, QueryError> {
         let manifest = self.manifest(request.min_sequence, wait).await?;
         self.counts_on(manifest.as_ref(), request).await
     }
@@ -339,7 +393,11 @@ impl CountsEngine {
     }
 
     /// The answer to `request` on `manifest`.
-    async fn counts_on(&self, manifest: Option<&Manifest>, request: &CountsRequest) -> Result<CountsAnswer, QueryError> {
+    async fn counts_on(
+        &self,
+        manifest: Option<&Manifest>,
+        request: &CountsRequest,
+    ) -> Result<CountsAnswer, QueryError> {
         let as_of = as_of(manifest);
         let context = self.snapshot(manifest).await?.context();
         context.check_sources(request, as_of.sequence)?;
@@ -366,10 +424,15 @@ fn as_of(manifest: Option<&Manifest>) -> AsOf {
 
 /// Every (source, month) that has a live cell.
 fn data_months(cells: &DataFrame) -> Result<HashSet<(String, String)>, QueryError> {
-    let pairs = cells.select(["source", "month"])?.unique_stable(None, UniqueKeepStrategy::First, None)?;
+    let pairs =
+        cells.select(["source", "month"])?.unique_stable(None, UniqueKeepStrategy::First, None)?;
     let source = pairs.column("source")?.str()?;
     let month = pairs.column("month")?.str()?;
-    Ok(source.iter().zip(month.iter()).filter_map(|(s, m)| Some((s?.to_owned(), m?.to_owned()))).collect())
+    Ok(source
+        .iter()
+        .zip(month.iter())
+        .filter_map(|(s, m)| Some((s?.to_owned(), m?.to_owned())))
+        .collect())
 }
 
 /// Months from `first` to `last` inclusive, both "YYYY-MM".
@@ -383,7 +446,11 @@ fn month_label(index: i32) -> String {
 }
 
 fn any_of(column: &str, values: &[String], matcher: impl Fn(Expr, &str) -> Expr) -> Expr {
-    values.iter().map(|v| matcher(col(column), v)).reduce(|a, b| a.or(b)).expect("filters are non-empty")
+    values
+        .iter()
+        .map(|v| matcher(col(column), v))
+        .reduce(|a, b| a.or(b))
+        .expect("filters are non-empty")
 }
 
 fn empty_counts() -> LazyFrame {
@@ -460,7 +527,9 @@ impl Coverage {
 
     /// Every closed (source, month).
     pub fn months(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.closed.iter().flat_map(|(s, months)| months.keys().map(move |m| (s.as_str(), m.as_str())))
+        self.closed
+            .iter()
+            .flat_map(|(s, months)| months.keys().map(move |m| (s.as_str(), m.as_str())))
     }
 }
 
@@ -483,14 +552,26 @@ fn open_flags(frame: &DataFrame, coverage: &Coverage) -> Result<Column, QueryErr
 
 /// The dimensions of a cell: every column of the counts table but the two measures.
 const CELL_COLUMNS: [&str; 13] = [
-    "year", "month", "departement", "iccs", "cyber", "victim_type", "channel", "source", "unit", "iccs_section",
-    "iccs_division", "iccs_group", "region",
+    "year",
+    "month",
+    "departement",
+    "iccs",
+    "cyber",
+    "victim_type",
+    "channel",
+    "source",
+    "unit",
+    "iccs_section",
+    "iccs_division",
+    "iccs_group",
+    "region",
 ];
 
 /// Sums counts files (and a previous netted table) per cell, drops cells that net to
 /// nothing, and flags the cells not yet closed. Pure over its inputs.
 pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, QueryError> {
-    let frame = if frames.is_empty() { empty_counts() } else { concat(frames, UnionArgs::default())? };
+    let frame =
+        if frames.is_empty() { empty_counts() } else { concat(frames, UnionArgs::default())? };
     let keys: Vec<Expr> = CELL_COLUMNS.iter().map(|c| col(*c)).collect();
     let mut cells = frame
         .group_by(keys)
@@ -523,8 +604,17 @@ fn check_losses(cells: &DataFrame) -> Result<(), QueryError> {
 
 /// Text dimensions of a cell, coded for requests.
 const TEXT_COLUMNS: [&str; 11] = [
-    "month", "departement", "iccs", "victim_type", "channel", "source", "unit", "iccs_section", "iccs_division",
-    "iccs_group", "region",
+    "month",
+    "departement",
+    "iccs",
+    "victim_type",
+    "channel",
+    "source",
+    "unit",
+    "iccs_section",
+    "iccs_division",
+    "iccs_group",
+    "region",
 ];
 
 /// Netted cells with every text dimension dictionary-encoded: sorted distinct values, and per
@@ -542,9 +632,11 @@ impl Coded {
         let mut dictionaries = HashMap::new();
         for name in TEXT_COLUMNS {
             let text = cells.column(name)?.str()?;
-            let mut values: Vec<&str> = text.iter().flatten().collect::<HashSet<_>>().into_iter().collect();
+            let mut values: Vec<&str> =
+                text.iter().flatten().collect::<HashSet<_>>().into_iter().collect();
             values.sort_unstable();
-            let index: HashMap<&str, u32> = values.iter().enumerate().map(|(i, v)| (*v, i as u32)).collect();
+            let index: HashMap<&str, u32> =
+                values.iter().enumerate().map(|(i, v)| (*v, i as u32)).collect();
             let codes: Vec<Option<u32>> = text.iter().map(|v| v.map(|v| index[v])).collect();
             columns.push(Column::new(name.into(), codes));
             dictionaries.insert(name, values.into_iter().map(str::to_owned).collect());
@@ -570,8 +662,12 @@ impl Coded {
     /// A code column of a result back to text.
     fn decode(&self, frame: &mut DataFrame, name: &str) -> Result<(), QueryError> {
         let Some(values) = self.dictionary(name) else { return Ok(()) };
-        let text: Vec<Option<&str>> =
-            frame.column(name)?.u32()?.iter().map(|code| code.map(|c| values[c as usize].as_str())).collect();
+        let text: Vec<Option<&str>> = frame
+            .column(name)?
+            .u32()?
+            .iter()
+            .map(|code| code.map(|c| values[c as usize].as_str()))
+            .collect();
         frame.with_column(Column::new(name.into(), text))?;
         Ok(())
     }
@@ -590,7 +686,11 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
     // Months are "YYYY-MM" and their dictionary is sorted: a range of months is a range of codes.
     if request.from.is_some() || request.to.is_some() {
         let (low, _) = coded.code_range("month", request.from.as_deref().unwrap_or(""), "");
-        let (_, high) = coded.code_range("month", "", &format!("{}\u{7f}", request.to.as_deref().unwrap_or("\u{7f}")));
+        let (_, high) = coded.code_range(
+            "month",
+            "",
+            &format!("{}\u{7f}", request.to.as_deref().unwrap_or("\u{7f}")),
+        );
         frame = frame.filter(col("month").gt_eq(lit(low)).and(col("month").lt(lit(high))));
     }
     for (dimension, values) in &request.filters {
@@ -605,10 +705,17 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
                 c.clone().gt_eq(lit(low)).and(c.lt(lit(high)))
             }),
             Dimension::Cyber => any_of(name, values, |c, v| c.eq(lit(v == "true"))),
-            Dimension::Year => any_of(name, values, |c, v| c.eq(lit(v.parse::<i32>().unwrap_or_default()))),
-            _ => any_of(name, values, |c, v| match coded.dictionary(name).and_then(|d| d.binary_search_by(|x| x.as_str().cmp(v)).ok()) {
-                Some(code) => c.eq(lit(code as u32)),
-                None => lit(false),
+            Dimension::Year => {
+                any_of(name, values, |c, v| c.eq(lit(v.parse::<i32>().unwrap_or_default())))
+            }
+            _ => any_of(name, values, |c, v| {
+                match coded
+                    .dictionary(name)
+                    .and_then(|d| d.binary_search_by(|x| x.as_str().cmp(v)).ok())
+                {
+                    Some(code) => c.eq(lit(code as u32)),
+                    None => lit(false),
+                }
             }),
         };
         frame = frame.filter(predicate);
@@ -626,9 +733,13 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
         col("open").sum().alias("open"),
     ];
     // What an ungrouped rate covers in time when from/to leave it open: the months with data.
-    let time_grouped = request.by.contains(&Dimension::Year) || request.by.contains(&Dimension::Month);
+    let time_grouped =
+        request.by.contains(&Dimension::Year) || request.by.contains(&Dimension::Month);
     let data_span = if request.rate.is_some() && !time_grouped {
-        let span = frame.clone().select([col("month").min().alias("first"), col("month").max().alias("last")]).collect()?;
+        let span = frame
+            .clone()
+            .select([col("month").min().alias("first"), col("month").max().alias("last")])
+            .collect()?;
         let code = |name: &str| -> Result<Option<String>, QueryError> {
             let code = span.column(name)?.u32()?.get(0);
             Ok(code.and_then(|c| coded.dictionary("month").map(|d| d[c as usize].clone())))
@@ -639,7 +750,8 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
     };
     let mut result = frame.group_by(keys).agg(sums).collect()?;
     coded.decode(&mut result, "unit")?;
-    let mut units: Vec<String> = result.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
+    let mut units: Vec<String> =
+        result.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
     units.sort();
     units.dedup();
     if units.len() > 1 && !by_unit {
@@ -657,7 +769,8 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
     }
     if !request.by.is_empty() {
         // A cell whose deltas net to zero is no incident: drop it from grouped answers.
-        let by_names: Vec<PlSmallStr> = request.by.iter().map(|d| PlSmallStr::from(d.name())).collect();
+        let by_names: Vec<PlSmallStr> =
+            request.by.iter().map(|d| PlSmallStr::from(d.name())).collect();
         // Codes sort as their text does (sorted dictionaries), units aside (already text).
         result = result
             .lazy()
@@ -673,14 +786,19 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
     let height = result.height();
     if !by_unit {
         // Every row says what it counts; with no data, the unit asked for (if any).
-        let unit = units.first().cloned().or_else(|| request.filters.get(&Dimension::Unit).and_then(|u| u.first().cloned()));
+        let unit = units
+            .first()
+            .cloned()
+            .or_else(|| request.filters.get(&Dimension::Unit).and_then(|u| u.first().cloned()));
         result.with_column(Column::new("unit".into(), vec![unit; height]))?;
     }
     // Euros from exact integer cents with one correctly rounded division, so 1234.56 prints
     // as 1234.56 and not as the sum of binary fractions.
-    let euros: Float64Chunked = result.column("loss_cents")?.i64()?.iter().map(|c| c.map(|c| c as f64 / 100.0)).collect();
+    let euros: Float64Chunked =
+        result.column("loss_cents")?.i64()?.iter().map(|c| c.map(|c| c as f64 / 100.0)).collect();
     result.with_column(euros.into_series().with_name("loss_eur".into()).into_column())?;
-    let provisional: Vec<bool> = result.column("open")?.i64()?.iter().map(|open| open.unwrap_or(0) > 0).collect();
+    let provisional: Vec<bool> =
+        result.column("open")?.i64()?.iter().map(|open| open.unwrap_or(0) > 0).collect();
     result.with_column(Column::new("provisional".into(), provisional))?;
     let mut order: Vec<&str> = request.by.iter().map(|d| d.name()).collect();
     if !request.by.contains(&Dimension::Unit) {
@@ -710,12 +828,19 @@ fn zero_is_final(context: &Context, request: &CountsRequest) -> bool {
         return false;
     };
     // Months named by a filter count whether or not anything is known of them.
-    let within = |m: &String| request.from.as_ref().is_none_or(|f| f <= m) && request.to.as_ref().is_none_or(|t| m <= t);
-    let months: Vec<String> = match (request.filters.get(&Dimension::Month), request.filters.get(&Dimension::Year)) {
-        (Some(listed), _) => listed.iter().filter(|m| within(m)).cloned().collect(),
-        (None, Some(years)) => years.iter().flat_map(|y| month_range(&format!("{y}-01"), &format!("{y}-12"))).filter(within).collect(),
-        (None, None) => month_range(&first, &last),
+    let within = |m: &String| {
+        request.from.as_ref().is_none_or(|f| f <= m) && request.to.as_ref().is_none_or(|t| m <= t)
     };
+    let months: Vec<String> =
+        match (request.filters.get(&Dimension::Month), request.filters.get(&Dimension::Year)) {
+            (Some(listed), _) => listed.iter().filter(|m| within(m)).cloned().collect(),
+            (None, Some(years)) => years
+                .iter()
+                .flat_map(|y| month_range(&format!("{y}-01"), &format!("{y}-12")))
+                .filter(within)
+                .collect(),
+            (None, None) => month_range(&first, &last),
+        };
     let geography = Geography::france();
     let listed = request.filters.get(&Dimension::Departement);
     let regions = request.filters.get(&Dimension::Region);
@@ -723,7 +848,10 @@ fn zero_is_final(context: &Context, request: &CountsRequest) -> bool {
         geography
             .departements()
             .iter()
-            .filter(|d| listed.is_none_or(|l| l.contains(&d.code)) && regions.is_none_or(|r| r.contains(&d.region)))
+            .filter(|d| {
+                listed.is_none_or(|l| l.contains(&d.code))
+                    && regions.is_none_or(|r| r.contains(&d.region))
+            })
             .map(|d| d.code.as_str())
             .collect()
     });
@@ -731,7 +859,9 @@ fn zero_is_final(context: &Context, request: &CountsRequest) -> bool {
         && sources.iter().all(|source| {
             months.iter().all(|month| match &departements {
                 None => context.coverage.is_closed(source, month, None),
-                Some(list) => list.iter().all(|d| context.coverage.is_closed(source, month, Some(d))),
+                Some(list) => {
+                    list.iter().all(|d| context.coverage.is_closed(source, month, Some(d)))
+                }
             })
         })
 }
@@ -762,7 +892,12 @@ fn row_period(
 
 /// The départements a row counts (every filter and the row's own geography applied), and
 /// how the answer names them: `FR`, `region 11`, `departement 75`, `departements 75,92`.
-fn row_area(geography: &Geography, request: &CountsRequest, departement: Option<&str>, region: Option<&str>) -> (Vec<String>, String) {
+fn row_area(
+    geography: &Geography,
+    request: &CountsRequest,
+    departement: Option<&str>,
+    region: Option<&str>,
+) -> (Vec<String>, String) {
     let all = geography.departements();
     let listed = request.filters.get(&Dimension::Departement);
     let regions = request.filters.get(&Dimension::Region);
@@ -780,7 +915,8 @@ fn row_area(geography: &Geography, request: &CountsRequest, departement: Option<
         "FR".to_owned()
     } else {
         // Whole régions are named as régions; anything else by its départements.
-        let mut touched: Vec<&str> = all.iter().filter(|d| codes.contains(&d.code)).map(|d| d.region.as_str()).collect();
+        let mut touched: Vec<&str> =
+            all.iter().filter(|d| codes.contains(&d.code)).map(|d| d.region.as_str()).collect();
         touched.sort_unstable();
         touched.dedup();
         let covered: usize = touched.iter().map(|r| geography.departements_of(r).count()).sum();
@@ -799,16 +935,27 @@ fn row_area(geography: &Geography, request: &CountsRequest, departement: Option<
 /// départements the row counts (`population_area`: its département or région within the
 /// geographic filters, else France) for the latest reference year not after the period's
 /// end. Over a period other than one year the rate is cumulative, not annualised.
-fn add_rates(result: &mut DataFrame, request: &CountsRequest, data_span: Option<(String, String)>) -> Result<(), QueryError> {
+fn add_rates(
+    result: &mut DataFrame,
+    request: &CountsRequest,
+    data_span: Option<(String, String)>,
+) -> Result<(), QueryError> {
     let geography = Geography::france();
     let height = result.height();
     let mut population: Vec<Option<i64>> = Vec::with_capacity(height);
     let mut population_year: Vec<Option<i32>> = Vec::with_capacity(height);
     let mut areas: Vec<Option<String>> = Vec::with_capacity(height);
     let mut periods: Vec<Option<String>> = Vec::with_capacity(height);
-    let departements =
-        if request.by.contains(&Dimension::Departement) { Some(result.column("departement")?.str()?.clone()) } else { None };
-    let regions = if request.by.contains(&Dimension::Region) { Some(result.column("region")?.str()?.clone()) } else { None };
+    let departements = if request.by.contains(&Dimension::Departement) {
+        Some(result.column("departement")?.str()?.clone())
+    } else {
+        None
+    };
+    let regions = if request.by.contains(&Dimension::Region) {
+        Some(result.column("region")?.str()?.clone())
+    } else {
+        None
+    };
     type Area = (Option<(u64, i32)>, String);
     let mut memo: HashMap<(Option<String>, Option<String>, i32), Area> = HashMap::new();
     for i in 0..height {
@@ -819,7 +966,8 @@ fn add_rates(result: &mut DataFrame, request: &CountsRequest, data_span: Option<
         let (figure, label) = memo
             .entry((departement.clone(), region.clone(), year))
             .or_insert_with(|| {
-                let (codes, label) = row_area(geography, request, departement.as_deref(), region.as_deref());
+                let (codes, label) =
+                    row_area(geography, request, departement.as_deref(), region.as_deref());
                 let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
                 (geography.departements_population(&codes, year), label)
             })
@@ -853,11 +1001,17 @@ mod tests {
 
     fn counts_file(rows: &[Row]) -> LazyFrame {
         let geography = Geography::france();
-        let text = |name: &str, f: &dyn Fn(&Row) -> String| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
-        let optional =
-            |name: &str, f: &dyn Fn(&Row) -> Option<String>| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+        let text = |name: &str, f: &dyn Fn(&Row) -> String| {
+            Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+        };
+        let optional = |name: &str, f: &dyn Fn(&Row) -> Option<String>| {
+            Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+        };
         DataFrame::new_infer_height(vec![
-            Column::new("year".into(), rows.iter().map(|r| r.0[..4].parse::<i32>().unwrap()).collect::<Vec<_>>()),
+            Column::new(
+                "year".into(),
+                rows.iter().map(|r| r.0[..4].parse::<i32>().unwrap()).collect::<Vec<_>>(),
+            ),
             text("month", &|r| r.0.to_owned()),
             optional("departement", &|r| r.1.map(str::to_owned)),
             text("iccs", &|r| r.2.to_owned()),
@@ -869,7 +1023,9 @@ mod tests {
             text("iccs_section", &|r| r.2[..2].to_owned()),
             optional("iccs_division", &|r| r.2.get(..4).map(str::to_owned)),
             optional("iccs_group", &|r| r.2.get(..5).map(str::to_owned)),
-            optional("region", &|r| r.1.and_then(|d| geography.region_of(d)).map(|g| g.code.clone())),
+            optional("region", &|r| {
+                r.1.and_then(|d| geography.region_of(d)).map(|g| g.code.clone())
+            }),
             Column::new("count".into(), rows.iter().map(|r| r.5).collect::<Vec<_>>()),
             Column::new("loss_cents".into(), rows.iter().map(|r| r.6).collect::<Vec<_>>()),
         ])
@@ -887,7 +1043,10 @@ mod tests {
     }
 
     fn request(query: &[(&str, &str)]) -> CountsRequest {
-        CountsRequest::parse(&query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()).unwrap()
+        CountsRequest::parse(
+            &query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>(),
+        )
+        .unwrap()
     }
 
     fn closed(source: &str, month: &str) -> DataFrame {
@@ -907,10 +1066,13 @@ mod tests {
     #[test]
     fn deltas_net_per_cell_and_units_are_never_added() {
         let context = context(ROWS, Coverage::default());
-        let frame = aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")])).unwrap();
+        let frame =
+            aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")])).unwrap();
         let rows = crate::api::frame_rows(&frame);
-        let counts: Vec<(String, i64)> =
-            rows.iter().map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap())).collect();
+        let counts: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap()))
+            .collect();
         assert_eq!(counts, [("13".to_owned(), 2), ("75".to_owned(), 4)]);
         assert!(matches!(aggregate(&context, &request(&[])), Err(QueryError::MixedUnits(_))));
         let by_unit = aggregate(&context, &request(&[("by", "unit")])).unwrap();
@@ -923,7 +1085,13 @@ mod tests {
         let geography = Geography::france();
         let frame = aggregate(
             &context,
-            &request(&[("by", "region"), ("departement", "75,75"), ("unit", "offence"), ("rate", "per100k"), ("from", "2024")]),
+            &request(&[
+                ("by", "region"),
+                ("departement", "75,75"),
+                ("unit", "offence"),
+                ("rate", "per100k"),
+                ("from", "2024"),
+            ]),
         )
         .unwrap();
         let row = &crate::api::frame_rows(&frame)[0];
@@ -933,16 +1101,22 @@ mod tests {
         // `to` left open: up to the last month with data.
         assert_eq!(row["rate_period"], "2024-01/2024-02");
         assert_eq!(row["rate_per_100k"].as_f64(), Some(4.0 * 100_000.0 / paris.0 as f64));
-        let frame = aggregate(&context, &request(&[("unit", "offence"), ("rate", "per100k")])).unwrap();
+        let frame =
+            aggregate(&context, &request(&[("unit", "offence"), ("rate", "per100k")])).unwrap();
         let row = &crate::api::frame_rows(&frame)[0];
-        assert_eq!((row["population_area"].as_str(), row["rate_period"].as_str()), (Some("FR"), Some("2024-01/2024-02")));
+        assert_eq!(
+            (row["population_area"].as_str(), row["rate_period"].as_str()),
+            (Some("FR"), Some("2024-01/2024-02"))
+        );
         assert_eq!(row["population"].as_u64(), geography.national_population(2024).map(|p| p.0));
     }
 
     #[test]
     fn a_zero_is_final_only_where_every_source_closed_every_month() {
         let mut coverage = Coverage::default();
-        for (source, month) in [("pn", "2023-06"), ("gn", "2023-06"), ("pharos", "2023-06"), ("pn", "2023-07")] {
+        for (source, month) in
+            [("pn", "2023-06"), ("gn", "2023-06"), ("pharos", "2023-06"), ("pn", "2023-07")]
+        {
             coverage.add(&closed(source, month)).unwrap();
         }
         let context = context(ROWS, coverage);
@@ -953,10 +1127,18 @@ mod tests {
             row["provisional"].as_bool().unwrap()
         };
         assert!(!provisional(&[("unit", "offence"), ("month", "2023-06")]));
-        assert!(provisional(&[("unit", "offence"), ("month", "2023-07")]), "gn and pharos did not close July");
+        assert!(
+            provisional(&[("unit", "offence"), ("month", "2023-07")]),
+            "gn and pharos did not close July"
+        );
         assert!(!provisional(&[("unit", "offence"), ("month", "2023-07"), ("source", "pn")]));
         assert!(provisional(&[("unit", "offence"), ("month", "2023-05")]));
-        assert!(provisional(&[("unit", "offence"), ("from", "2023-06"), ("to", "2023-07"), ("iccs", "0903")]));
+        assert!(provisional(&[
+            ("unit", "offence"),
+            ("from", "2023-06"),
+            ("to", "2023-07"),
+            ("iccs", "0903")
+        ]));
     }
 
     #[test]
@@ -966,9 +1148,15 @@ mod tests {
             ("2024-01", Some("75"), "0701", "pn", "offence", 1, big),
             ("2024-01", Some("92"), "0701", "pn", "offence", 1, big),
         ];
-        assert!(matches!(net(vec![counts_file(rows)], &Coverage::default()), Err(QueryError::LossOverflow(_))));
+        assert!(matches!(
+            net(vec![counts_file(rows)], &Coverage::default()),
+            Err(QueryError::LossOverflow(_))
+        ));
         let rows: &[Row] = &[("2024-01", Some("75"), "0701", "pn", "offence", 1, -5)];
-        assert!(matches!(net(vec![counts_file(rows)], &Coverage::default()), Err(QueryError::LossOverflow(_))));
+        assert!(matches!(
+            net(vec![counts_file(rows)], &Coverage::default()),
+            Err(QueryError::LossOverflow(_))
+        ));
     }
 
     #[test]

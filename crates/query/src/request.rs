@@ -126,8 +126,12 @@ fn month_bound(name: &str, value: &str, end: bool) -> Result<String, RequestErro
     let valid_year = |y: &str| y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit());
     match value.split_once('-') {
         None if valid_year(value) => Ok(format!("{value}-{}", if end { "12" } else { "01" })),
-        Some((y, m)) if valid_year(y) && m.len() == 2 && matches!(m.parse::<u8>(), Ok(1..=12)) => Ok(value.to_owned()),
-        _ => bad(format!("{name}='{value}' is not a month; use YYYY-MM (e.g. 2024-03) or a year YYYY")),
+        Some((y, m)) if valid_year(y) && m.len() == 2 && matches!(m.parse::<u8>(), Ok(1..=12)) => {
+            Ok(value.to_owned())
+        }
+        _ => bad(format!(
+            "{name}='{value}' is not a month; use YYYY-MM (e.g. 2024-03) or a year YYYY"
+        )),
     }
 }
 
@@ -154,7 +158,9 @@ fn check_value(dimension: Dimension, value: &str) -> Result<(), RequestError> {
         Dimension::Year => "a year YYYY".to_owned(),
         Dimension::Month => "a month YYYY-MM".to_owned(),
         Dimension::Departement => "an INSEE département code (01..95, 2A, 2B, 971..976)".to_owned(),
-        Dimension::Iccs => "a code of ICCS 1.0 (matches its subtree; GET /v1/reference/iccs lists them)".to_owned(),
+        Dimension::Iccs => {
+            "a code of ICCS 1.0 (matches its subtree; GET /v1/reference/iccs lists them)".to_owned()
+        }
         Dimension::Cyber => "true or false".to_owned(),
         Dimension::VictimType => format!("one of {}", VictimType::allowed()),
         Dimension::Channel => format!("one of {}", Channel::allowed()),
@@ -174,13 +180,18 @@ impl CountsRequest {
         let mut seen = std::collections::HashSet::new();
         for (key, value) in params {
             if !seen.insert(key.as_str()) {
-                return bad(format!("parameter '{key}' is given twice; give one comma-separated list"));
+                return bad(format!(
+                    "parameter '{key}' is given twice; give one comma-separated list"
+                ));
             }
             match key.as_str() {
                 "by" => {
                     for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                         let Some(dimension) = Dimension::parse(name) else {
-                            return bad(format!("unknown dimension '{name}' in by=; available: {}", Dimension::names()));
+                            return bad(format!(
+                                "unknown dimension '{name}' in by=; available: {}",
+                                Dimension::names()
+                            ));
                         };
                         if request.by.contains(&dimension) {
                             return bad(format!("dimension '{name}' appears twice in by="));
@@ -194,20 +205,28 @@ impl CountsRequest {
                     request.format = match value.as_str() {
                         "json" => OutputFormat::Json,
                         "csv" => OutputFormat::Csv,
-                        other => return bad(format!("format='{other}' is not supported; use json or csv")),
+                        other => {
+                            return bad(format!(
+                                "format='{other}' is not supported; use json or csv"
+                            ));
+                        }
                     }
                 }
                 "rate" => {
                     request.rate = match value.as_str() {
                         "per100k" => Some(Rate::Per100k),
-                        other => return bad(format!("rate='{other}' is not supported; use rate=per100k")),
+                        other => {
+                            return bad(format!(
+                                "rate='{other}' is not supported; use rate=per100k"
+                            ));
+                        }
                     }
                 }
-                "min_sequence" => {
-                    request.min_sequence = Some(value.parse().map_err(|_| {
-                        RequestError(format!("min_sequence='{value}' is not a stream sequence (a non-negative integer)"))
-                    })?)
-                }
+                "min_sequence" => request.min_sequence = Some(value.parse().map_err(|_| {
+                    RequestError(format!(
+                        "min_sequence='{value}' is not a stream sequence (a non-negative integer)"
+                    ))
+                })?),
                 name => {
                     let Some(dimension) = Dimension::parse(name) else {
                         return bad(format!(
@@ -223,7 +242,9 @@ impl CountsRequest {
                         }
                     }
                     if values.is_empty() {
-                        return bad(format!("{name}= is empty; give one or more comma-separated values"));
+                        return bad(format!(
+                            "{name}= is empty; give one or more comma-separated values"
+                        ));
                     }
                     for v in &values {
                         check_value(dimension, v)?;
@@ -242,7 +263,8 @@ impl CountsRequest {
 
     /// Whether the grouping and filters leave exactly one counting unit per row.
     pub fn unit_is_fixed(&self) -> bool {
-        self.by.contains(&Dimension::Unit) || self.filters.get(&Dimension::Unit).is_some_and(|units| units.len() == 1)
+        self.by.contains(&Dimension::Unit)
+            || self.filters.get(&Dimension::Unit).is_some_and(|units| units.len() == 1)
     }
 
     /// Years the request can touch, to skip whole year partitions.
@@ -257,7 +279,9 @@ mod tests {
     use super::*;
 
     fn parse(query: &[(&str, &str)]) -> Result<CountsRequest, RequestError> {
-        CountsRequest::parse(&query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>())
+        CountsRequest::parse(
+            &query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>(),
+        )
     }
 
     #[test]

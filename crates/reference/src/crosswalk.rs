@@ -18,21 +18,9 @@ pub const IDENTITY: &str = "iccs";
 
 /// Embedded crosswalk files: (name, version, csv).
 const BUILTIN_FILES: &[(&str, u32, &str)] = &[
-    (
-        "natinf",
-        1,
-        include_str!("../data/crosswalks/natinf/v1.csv"),
-    ),
-    (
-        "natinf",
-        2,
-        include_str!("../data/crosswalks/natinf/v2.csv"),
-    ),
-    (
-        "platform",
-        1,
-        include_str!("../data/crosswalks/platform/v1.csv"),
-    ),
+    ("natinf", 1, include_str!("../data/crosswalks/natinf/v1.csv")),
+    ("natinf", 2, include_str!("../data/crosswalks/natinf/v2.csv")),
+    ("platform", 1, include_str!("../data/crosswalks/platform/v1.csv")),
     ("nibrs", 1, include_str!("../data/crosswalks/nibrs/v1.csv")),
 ];
 
@@ -118,11 +106,9 @@ impl Crosswalk {
         let table = format!("crosswalk {name} v{version}");
         let mut rows = Vec::new();
         let mut index = HashMap::new();
-        for (line, rec) in records(
-            &table,
-            csv_text,
-            &["source_code", "label", "iccs", "cyber", "unit"],
-        )? {
+        for (line, rec) in
+            records(&table, csv_text, &["source_code", "label", "iccs", "cyber", "unit"])?
+        {
             let err = |m: String| ReferenceError::parse(&table, line, m);
             let source_code = rec[0].to_string();
             if source_code.is_empty() {
@@ -142,10 +128,7 @@ impl Crosswalk {
                 )));
             }
             let unit = Unit::from_name(&rec[4]).ok_or_else(|| {
-                err(format!(
-                    "source code '{source_code}': unknown unit '{}'",
-                    &rec[4]
-                ))
+                err(format!("source code '{source_code}': unknown unit '{}'", &rec[4]))
             })?;
             if index.insert(key(&source_code), rows.len()).is_some() {
                 return Err(err(format!("source code '{source_code}' appears twice")));
@@ -153,20 +136,10 @@ impl Crosswalk {
             rows.push(CrosswalkRow {
                 source_code,
                 label: rec[1].to_string(),
-                mapping: Mapping {
-                    iccs: code.to_string(),
-                    cyber,
-                    unit,
-                },
+                mapping: Mapping { iccs: code.to_string(), cyber, unit },
             });
         }
-        Ok(Crosswalk {
-            name: name.to_string(),
-            version,
-            identity: false,
-            rows,
-            index,
-        })
+        Ok(Crosswalk { name: name.to_string(), version, identity: false, rows, index })
     }
 
     /// The identity crosswalk: every ICCS code maps to itself, unit offence, cyber true only
@@ -186,25 +159,17 @@ impl Crosswalk {
                 },
             });
         }
-        Crosswalk {
-            name: IDENTITY.to_string(),
-            version: 1,
-            identity: true,
-            rows,
-            index,
-        }
+        Crosswalk { name: IDENTITY.to_string(), version: 1, identity: true, rows, index }
     }
 
     /// Maps a source code (compared trimmed and case-insensitively) to ICCS.
     pub fn map(&self, source_code: &str) -> Result<&Mapping, ReferenceError> {
-        self.row(source_code)
-            .map(|r| &r.mapping)
-            .ok_or_else(|| ReferenceError::UnmappedCode {
-                code: source_code.to_string(),
-                crosswalk: self.name.clone(),
-                version: self.version,
-                next: self.version + 1,
-            })
+        self.row(source_code).map(|r| &r.mapping).ok_or_else(|| ReferenceError::UnmappedCode {
+            code: source_code.to_string(),
+            crosswalk: self.name.clone(),
+            version: self.version,
+            next: self.version + 1,
+        })
     }
 
     /// The whole row for a source code.
@@ -248,12 +213,7 @@ impl Crosswalks {
                 ));
             }
             let cw = Crosswalk::parse(name, version, text, iccs)?;
-            if by_name
-                .entry(name.to_string())
-                .or_default()
-                .insert(version, cw)
-                .is_some()
-            {
+            if by_name.entry(name.to_string()).or_default().insert(version, cw).is_some() {
                 return Err(ReferenceError::parse(
                     format!("crosswalk {name} v{version}"),
                     0,
@@ -262,10 +222,7 @@ impl Crosswalks {
             }
         }
         let identity = Crosswalk::identity(iccs);
-        by_name
-            .entry(IDENTITY.to_string())
-            .or_default()
-            .insert(1, identity);
+        by_name.entry(IDENTITY.to_string()).or_default().insert(1, identity);
         Ok(Crosswalks { by_name })
     }
 
@@ -276,10 +233,7 @@ impl Crosswalks {
 
     /// Versions of a crosswalk, ascending; empty for an unknown name.
     pub fn versions(&self, name: &str) -> Vec<u32> {
-        self.by_name
-            .get(name)
-            .map(|v| v.keys().copied().collect())
-            .unwrap_or_default()
+        self.by_name.get(name).map(|v| v.keys().copied().collect()).unwrap_or_default()
     }
 
     /// Highest version of a crosswalk.

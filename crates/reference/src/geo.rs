@@ -93,29 +93,19 @@ impl Geography {
                     format!("code '{code}' is not two digits"),
                 ));
             }
-            if region_index
-                .insert(code.to_string(), regions.len())
-                .is_some()
-            {
+            if region_index.insert(code.to_string(), regions.len()).is_some() {
                 return Err(ReferenceError::parse(
                     "regions",
                     line,
                     format!("code '{code}' appears twice"),
                 ));
             }
-            regions.push(Region {
-                code: code.to_string(),
-                name: rec[1].to_string(),
-            });
+            regions.push(Region { code: code.to_string(), name: rec[1].to_string() });
         }
 
         let mut departements = Vec::new();
         let mut departement_index = HashMap::new();
-        for (line, rec) in records(
-            "departements",
-            departements_csv,
-            &["code", "name", "region"],
-        )? {
+        for (line, rec) in records("departements", departements_csv, &["code", "name", "region"])? {
             let code = &rec[0];
             let valid = match code.len() {
                 2 => code.bytes().all(|b| b.is_ascii_digit()) || code == "2A" || code == "2B",
@@ -133,16 +123,10 @@ impl Geography {
                 return Err(ReferenceError::parse(
                     "departements",
                     line,
-                    format!(
-                        "code '{code}': région '{}' is not in table regions",
-                        &rec[2]
-                    ),
+                    format!("code '{code}': région '{}' is not in table regions", &rec[2]),
                 ));
             }
-            if departement_index
-                .insert(code.to_string(), departements.len())
-                .is_some()
-            {
+            if departement_index.insert(code.to_string(), departements.len()).is_some() {
                 return Err(ReferenceError::parse(
                     "departements",
                     line,
@@ -157,11 +141,9 @@ impl Geography {
         }
 
         let mut populations: BTreeMap<String, BTreeMap<i32, u64>> = BTreeMap::new();
-        for (line, rec) in records(
-            "population",
-            population_csv,
-            &["departement", "year", "population"],
-        )? {
+        for (line, rec) in
+            records("population", population_csv, &["departement", "year", "population"])?
+        {
             let dept = &rec[0];
             if !departement_index.contains_key(dept) {
                 return Err(ReferenceError::parse(
@@ -191,12 +173,7 @@ impl Geography {
                     format!("code '{dept}' {year}: population is 0"),
                 ));
             }
-            if populations
-                .entry(dept.to_string())
-                .or_default()
-                .insert(year, population)
-                .is_some()
-            {
+            if populations.entry(dept.to_string()).or_default().insert(year, population).is_some() {
                 return Err(ReferenceError::parse(
                     "population",
                     line,
@@ -205,13 +182,7 @@ impl Geography {
             }
         }
 
-        Ok(Geography {
-            regions,
-            departements,
-            populations,
-            region_index,
-            departement_index,
-        })
+        Ok(Geography { regions, departements, populations, region_index, departement_index })
     }
 
     pub fn regions(&self) -> &[Region] {
@@ -227,25 +198,18 @@ impl Geography {
     }
 
     pub fn departement(&self, code: &str) -> Option<&Departement> {
-        self.departement_index
-            .get(code)
-            .map(|&i| &self.departements[i])
+        self.departement_index.get(code).map(|&i| &self.departements[i])
     }
 
     /// Like [`Geography::departement`] with an error naming the code and the table.
     pub fn require_departement(&self, code: &str) -> Result<&Departement, ReferenceError> {
         self.departement(code)
-            .ok_or_else(|| ReferenceError::UnknownDepartement {
-                code: code.to_string(),
-            })
+            .ok_or_else(|| ReferenceError::UnknownDepartement { code: code.to_string() })
     }
 
     /// Like [`Geography::region`] with an error naming the code and the table.
     pub fn require_region(&self, code: &str) -> Result<&Region, ReferenceError> {
-        self.region(code)
-            .ok_or_else(|| ReferenceError::UnknownRegion {
-                code: code.to_string(),
-            })
+        self.region(code).ok_or_else(|| ReferenceError::UnknownRegion { code: code.to_string() })
     }
 
     /// The région a département belongs to.
@@ -263,10 +227,7 @@ impl Geography {
 
     /// Millésimes available for a département, ascending.
     pub fn population_years(&self, dept: &str) -> Vec<i32> {
-        self.populations
-            .get(dept)
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default()
+        self.populations.get(dept).map(|m| m.keys().copied().collect()).unwrap_or_default()
     }
 
     /// All legal population figures of a département, ascending by millésime.
@@ -274,9 +235,7 @@ impl Geography {
         self.populations
             .get(dept)
             .map(|m| {
-                m.iter()
-                    .map(|(&year, &population)| PopulationFigure { year, population })
-                    .collect()
+                m.iter().map(|(&year, &population)| PopulationFigure { year, population }).collect()
             })
             .unwrap_or_default()
     }
@@ -286,11 +245,7 @@ impl Geography {
     /// and the millésime actually used; `None` for an unknown département.
     pub fn population(&self, dept: &str, year: i32) -> Option<(u64, i32)> {
         let series = self.populations.get(dept)?;
-        series
-            .range(..=year)
-            .next_back()
-            .or_else(|| series.iter().next())
-            .map(|(&y, &p)| (p, y))
+        series.range(..=year).next_back().or_else(|| series.iter().next()).map(|(&y, &p)| (p, y))
     }
 
     /// The legal population in force during calendar year `year` (millésime `year - 3`, with the
@@ -304,10 +259,7 @@ impl Geography {
     /// one) so that all terms share it.
     pub fn region_population(&self, region: &str, year: i32) -> Option<(u64, i32)> {
         self.region(region)?;
-        let depts: Vec<&str> = self
-            .departements_of(region)
-            .map(|d| d.code.as_str())
-            .collect();
+        let depts: Vec<&str> = self.departements_of(region).map(|d| d.code.as_str()).collect();
         self.sum_population(&depts, year)
     }
 

@@ -217,18 +217,11 @@ impl Iccs {
                 return Err(ReferenceError::parse(
                     &etable,
                     0,
-                    format!(
-                        "code '{}' of table {table} has no evidence row",
-                        entries[i].code
-                    ),
+                    format!("code '{}' of table {table} has no evidence row", entries[i].code),
                 ));
             }
         }
-        Ok(Iccs {
-            version: version.to_string(),
-            entries,
-            index,
-        })
+        Ok(Iccs { version: version.to_string(), entries, index })
     }
 
     /// The entry for `code`, if it is part of the classification.
@@ -238,11 +231,10 @@ impl Iccs {
 
     /// The entry for `code`, or an error naming the code and the table.
     pub fn require(&self, code: &str) -> Result<&IccsEntry, ReferenceError> {
-        self.get(code)
-            .ok_or_else(|| ReferenceError::UnknownIccsCode {
-                code: code.to_string(),
-                version: self.version.clone(),
-            })
+        self.get(code).ok_or_else(|| ReferenceError::UnknownIccsCode {
+            code: code.to_string(),
+            version: self.version.clone(),
+        })
     }
 
     pub fn contains(&self, code: &str) -> bool {
@@ -279,9 +271,7 @@ impl Iccs {
 
     /// Direct children of `code`, in published order.
     pub fn children<'a>(&'a self, code: &'a str) -> impl Iterator<Item = &'a IccsEntry> + 'a {
-        self.entries
-            .iter()
-            .filter(move |e| e.parent.as_deref() == Some(code))
+        self.entries.iter().filter(move |e| e.parent.as_deref() == Some(code))
     }
 
     /// `code` and its ancestors, from the code up to its section (only codes present in the table).

@@ -13,10 +13,8 @@ pub(crate) fn records(
         .has_headers(true)
         .trim(csv::Trim::None)
         .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| ReferenceError::parse(table, 1, e.to_string()))?
-        .clone();
+    let headers =
+        reader.headers().map_err(|e| ReferenceError::parse(table, 1, e.to_string()))?.clone();
     let got: Vec<&str> = headers.iter().collect();
     if got != expected {
         return Err(ReferenceError::parse(
@@ -44,10 +42,7 @@ pub(crate) fn records(
                 return Err(ReferenceError::parse(
                     table,
                     line,
-                    format!(
-                        "field {} ({:?}) has surrounding whitespace",
-                        expected[i], field
-                    ),
+                    format!("field {} ({:?}) has surrounding whitespace", expected[i], field),
                 ));
             }
         }

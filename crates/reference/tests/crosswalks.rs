@@ -59,24 +59,14 @@ fn natinf_versions_differ_and_map_the_cyber_articles() {
     let changed: Vec<&str> = v1
         .rows
         .iter()
-        .filter(|r| {
-            v2.map(&r.source_code)
-                .map(|m| m != &r.mapping)
-                .unwrap_or(true)
-        })
+        .filter(|r| v2.map(&r.source_code).map(|m| m != &r.mapping).unwrap_or(true))
         .map(|r| r.source_code.as_str())
         .collect();
     assert_eq!(changed, ["323-2", "323-3"]);
     assert_eq!(v1.map("313-1").unwrap().iccs, "0701");
-    assert!(
-        !v1.map("313-1").unwrap().cyber,
-        "escroquerie: online is a property of the record"
-    );
+    assert!(!v1.map("313-1").unwrap().cyber, "escroquerie: online is a property of the record");
     assert_eq!(v1.map("227-23").unwrap().iccs, "030221");
-    assert!(
-        v1.map("227-22-1").unwrap().cyber,
-        "electronic means is part of the offence"
-    );
+    assert!(v1.map("227-22-1").unwrap().cyber, "electronic means is part of the offence");
     assert!(v1.rows.iter().all(|r| r.mapping.unit == Unit::Offence));
 }
 
@@ -89,14 +79,7 @@ fn unmapped_code_error_names_code_crosswalk_and_file() {
         "code '323-9' is not in crosswalk natinf v1; add it to \
          crates/reference/data/crosswalks/natinf/v2.csv or send an iccs code"
     );
-    assert!(matches!(
-        err,
-        ReferenceError::UnmappedCode {
-            version: 1,
-            next: 2,
-            ..
-        }
-    ));
+    assert!(matches!(err, ReferenceError::UnmappedCode { version: 1, next: 2, .. }));
 }
 
 #[test]
@@ -112,22 +95,13 @@ fn lookup_is_trimmed_and_case_insensitive() {
 fn nibrs_units_and_cyber_defaults() {
     let nibrs = Crosswalks::builtin().latest("nibrs").unwrap();
     for row in &nibrs.rows {
-        assert_eq!(
-            row.mapping.cyber,
-            row.source_code == "26G",
-            "{}",
-            row.source_code
-        );
+        assert_eq!(row.mapping.cyber, row.source_code == "26G", "{}", row.source_code);
     }
     for persons in ["09A", "11A", "13A", "13B", "13C", "64A"] {
         assert_eq!(nibrs.map(persons).unwrap().unit, Unit::Victim, "{persons}");
     }
     for property in ["26A", "26B", "26G", "120", "210", "370"] {
-        assert_eq!(
-            nibrs.map(property).unwrap().unit,
-            Unit::Offence,
-            "{property}"
-        );
+        assert_eq!(nibrs.map(property).unwrap().unit, Unit::Offence, "{property}");
     }
     assert_eq!(nibrs.map("26H").unwrap().iccs, "07041");
 }
@@ -161,18 +135,10 @@ fn identity_crosswalk_is_built_in() {
     assert!(id.identity);
     assert_eq!(id.rows.len(), Iccs::v1_0().len());
     let m = id.map("09031").unwrap();
-    assert_eq!(
-        (m.iccs.as_str(), m.cyber, m.unit),
-        ("09031", true, Unit::Offence)
-    );
+    assert_eq!((m.iccs.as_str(), m.cyber, m.unit), ("09031", true, Unit::Offence));
     let m = id.map("0701").unwrap();
     assert_eq!((m.iccs.as_str(), m.cyber), ("0701", false));
-    assert!(
-        id.map("9999")
-            .unwrap_err()
-            .to_string()
-            .contains("crosswalk iccs v1")
-    );
+    assert!(id.map("9999").unwrap_err().to_string().contains("crosswalk iccs v1"));
 }
 
 #[test]
@@ -181,10 +147,7 @@ fn resolve_reports_unknown_crosswalks() {
     assert_eq!(cws.resolve("natinf", None).unwrap().version, 2);
     assert_eq!(cws.resolve("natinf", Some(1)).unwrap().version, 1);
     let err = cws.resolve("natinf", Some(7)).unwrap_err().to_string();
-    assert!(
-        err.starts_with("crosswalk 'natinf' v7 is not built in"),
-        "{err}"
-    );
+    assert!(err.starts_with("crosswalk 'natinf' v7 is not built in"), "{err}");
     assert!(err.contains("natinf (v1, v2)"), "{err}");
 }
 
@@ -193,9 +156,7 @@ fn parse_checks_rows_against_the_classification() {
     let iccs = Iccs::v1_0();
     let header = "source_code,label,iccs,cyber,unit\n";
     let unknown = format!("{header}x1,Something,0999,false,offence\n");
-    let err = Crosswalk::parse("demo", 3, &unknown, iccs)
-        .unwrap_err()
-        .to_string();
+    let err = Crosswalk::parse("demo", 3, &unknown, iccs).unwrap_err().to_string();
     assert!(
         err.contains("crosswalk demo v3") && err.contains("'x1'") && err.contains("'0999'"),
         "{err}"
@@ -205,18 +166,11 @@ fn parse_checks_rows_against_the_classification() {
     assert!(Crosswalk::parse("demo", 1, &not_cyber, iccs).is_err());
 
     let bad_unit = format!("{header}x1,Fraud,0701,false,incident\n");
-    let err = Crosswalk::parse("demo", 1, &bad_unit, iccs)
-        .unwrap_err()
-        .to_string();
+    let err = Crosswalk::parse("demo", 1, &bad_unit, iccs).unwrap_err().to_string();
     assert!(err.contains("incident"), "{err}");
 
     let dup = format!("{header}a,A,0701,false,offence\nA,A,0701,false,offence\n");
-    assert!(
-        Crosswalk::parse("demo", 1, &dup, iccs)
-            .unwrap_err()
-            .to_string()
-            .contains("twice")
-    );
+    assert!(Crosswalk::parse("demo", 1, &dup, iccs).unwrap_err().to_string().contains("twice"));
 
     let err = Crosswalks::from_files(iccs, &[("iccs", 2, header)]).unwrap_err();
     assert!(err.to_string().contains("reserved"));
@@ -225,19 +179,12 @@ fn parse_checks_rows_against_the_classification() {
 #[test]
 fn units_serialize_lowercase() {
     assert_eq!(serde_json::to_string(&Unit::Victim).unwrap(), "\"victim\"");
-    assert_eq!(
-        serde_json::from_str::<Unit>("\"report\"").unwrap(),
-        Unit::Report
-    );
+    assert_eq!(serde_json::from_str::<Unit>("\"report\"").unwrap(), Unit::Report);
     let json = serde_json::to_value(Crosswalks::builtin().get("natinf", 1).unwrap()).unwrap();
     let first = &json["rows"][0];
     assert_eq!(first["source_code"], "323-1");
     assert_eq!(first["iccs"], "09031");
     assert_eq!(first["unit"], "offence");
     assert_eq!(first["cyber"], true);
-    assert!(
-        serde_json::to_value(Crosswalks::builtin())
-            .unwrap()
-            .is_object()
-    );
+    assert!(serde_json::to_value(Crosswalks::builtin()).unwrap().is_object());
 }

@@ -13,22 +13,13 @@ fn regions_and_departements() {
     assert_eq!(codes, REGIONS);
     assert_eq!(geo.departements().len(), 101);
     for d in geo.departements() {
-        assert!(
-            geo.region(&d.region).is_some(),
-            "{} -> {}",
-            d.code,
-            d.region
-        );
+        assert!(geo.region(&d.region).is_some(), "{} -> {}", d.code, d.region);
         assert_eq!(geo.region_of(&d.code).unwrap().code, d.region);
     }
     for r in geo.regions() {
         assert!(geo.departements_of(&r.code).count() >= 1, "{}", r.code);
     }
-    let metro = geo
-        .departements()
-        .iter()
-        .filter(|d| d.code.len() == 2)
-        .count();
+    let metro = geo.departements().iter().filter(|d| d.code.len() == 2).count();
     assert_eq!(metro, 96);
     for code in ["2A", "2B", "971", "972", "973", "974", "976"] {
         assert!(geo.departement(code).is_some(), "{code}");
@@ -66,12 +57,7 @@ fn known_lookups() {
 fn every_departement_has_the_published_years() {
     let geo = Geography::france();
     for d in geo.departements() {
-        assert_eq!(
-            geo.population_years(&d.code),
-            [2019, 2020, 2021, 2022, 2023],
-            "{}",
-            d.code
-        );
+        assert_eq!(geo.population_years(&d.code), [2019, 2020, 2021, 2022, 2023], "{}", d.code);
     }
 }
 
@@ -99,17 +85,11 @@ fn national_population_is_the_sum_of_departements() {
     for year in [2019, 2020, 2021, 2022, 2023] {
         let (total, used) = geo.national_population(year).unwrap();
         assert_eq!(used, year);
-        let sum: u64 = geo
-            .departements()
-            .iter()
-            .map(|d| geo.population(&d.code, year).unwrap().0)
-            .sum();
+        let sum: u64 =
+            geo.departements().iter().map(|d| geo.population(&d.code, year).unwrap().0).sum();
         assert_eq!(total, sum, "{year}");
-        let regions: u64 = geo
-            .regions()
-            .iter()
-            .map(|r| geo.region_population(&r.code, year).unwrap().0)
-            .sum();
+        let regions: u64 =
+            geo.regions().iter().map(|r| geo.region_population(&r.code, year).unwrap().0).sum();
         assert_eq!(total, regions, "{year}");
     }
     let (p2021, _) = geo.national_population(2021).unwrap();
@@ -119,10 +99,7 @@ fn national_population_is_the_sum_of_departements() {
     let mayotte = geo.population("976", 2021).unwrap().0;
     assert_eq!(p2021 - mayotte, 67_408_052);
     // INSEE legal population 2020 excluding Mayotte
-    assert_eq!(
-        geo.national_population(2020).unwrap().0 - mayotte,
-        67_162_154
-    );
+    assert_eq!(geo.national_population(2020).unwrap().0 - mayotte, 67_162_154);
     assert_eq!(geo.national_population(2030).unwrap().1, 2023);
     assert_eq!(geo.national_population(2000).unwrap().1, 2019);
 }
@@ -132,10 +109,8 @@ fn region_population() {
     let geo = Geography::france();
     let (idf, used) = geo.region_population("11", 2021).unwrap();
     assert_eq!(used, 2021);
-    let sum: u64 = geo
-        .departements_of("11")
-        .map(|d| geo.population(&d.code, 2021).unwrap().0)
-        .sum();
+    let sum: u64 =
+        geo.departements_of("11").map(|d| geo.population(&d.code, 2021).unwrap().0).sum();
     assert_eq!(idf, sum);
     assert!((12_000_000..12_500_000).contains(&idf), "{idf}");
     assert!(geo.region_population("12", 2021).is_none());
@@ -147,20 +122,13 @@ fn parse_checks_links() {
     let depts = "code,name,region\n75,Paris,11\n";
     let pop = "departement,year,population\n75,2021,2133111\n";
     assert!(Geography::parse(regions, depts, pop).is_ok());
-    let err = Geography::parse(regions, "code,name,region\n75,Paris,12\n", pop)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("departements") && err.contains("'12'"),
-        "{err}"
-    );
+    let err =
+        Geography::parse(regions, "code,name,region\n75,Paris,12\n", pop).unwrap_err().to_string();
+    assert!(err.contains("departements") && err.contains("'12'"), "{err}");
     let err = Geography::parse(regions, depts, "departement,year,population\n77,2021,1\n")
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("'77'") && err.contains("table departements"),
-        "{err}"
-    );
+    assert!(err.contains("'77'") && err.contains("table departements"), "{err}");
     let err = Geography::parse(
         regions,
         depts,

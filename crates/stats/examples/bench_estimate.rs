@@ -56,9 +56,5 @@ fn main() {
         &table,
         &synthetic::linear_request(),
     );
-    time(
-        "80 JK1 replicate weights, mean+total by region",
-        &table,
-        &synthetic::replicate_request(),
-    );
+    time("80 JK1 replicate weights, mean+total by region", &table, &synthetic::replicate_request());
 }

@@ -14,9 +14,7 @@ impl Table {
     pub fn from_record_batches(batches: &[RecordBatch]) -> Result<Table, StatsError> {
         let mut table = Table::new();
         let Some(first) = batches.first() else {
-            return Err(StatsError::invalid(
-                "the Parquet data has no row groups (no rows)",
-            ));
+            return Err(StatsError::invalid("the Parquet data has no row groups (no rows)"));
         };
         let schema = first.schema();
         if let Some(i) = batches.iter().position(|b| b.schema() != schema) {

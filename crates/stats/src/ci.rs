@@ -49,11 +49,7 @@ pub fn logit_se_from(p: f64, se: f64) -> f64 {
 }
 
 pub fn expit(eta: f64) -> f64 {
-    if eta >= 0.0 {
-        1.0 / (1.0 + (-eta).exp())
-    } else {
-        eta.exp() / (1.0 + eta.exp())
-    }
+    if eta >= 0.0 { 1.0 / (1.0 + (-eta).exp()) } else { eta.exp() / (1.0 + eta.exp()) }
 }
 
 /// The pieces of `svyciprop(method = "beta")` (Korn & Graubard 1998).

@@ -21,12 +21,7 @@ struct RawColumn {
 
 pub(crate) fn parse(input: &str) -> Result<Table, StatsError> {
     let input = input.strip_prefix('\u{feff}').unwrap_or(input);
-    let mut reader = Reader {
-        bytes: input.as_bytes(),
-        src: input,
-        pos: 0,
-        line: 1,
-    };
+    let mut reader = Reader { bytes: input.as_bytes(), src: input, pos: 0, line: 1 };
 
     let header = loop {
         match reader.record()? {
@@ -41,13 +36,8 @@ pub(crate) fn parse(input: &str) -> Result<Table, StatsError> {
         }
     };
     let names: Vec<String> = header.fields.iter().map(|f| f.text.clone()).collect();
-    let mut columns: Vec<RawColumn> = names
-        .iter()
-        .map(|_| RawColumn {
-            text: TextBuf::default(),
-            missing: Vec::new(),
-        })
-        .collect();
+    let mut columns: Vec<RawColumn> =
+        names.iter().map(|_| RawColumn { text: TextBuf::default(), missing: Vec::new() }).collect();
 
     while let Some(rec) = reader.record()? {
         if rec.is_blank() {
@@ -104,10 +94,7 @@ fn finish_column(raw: RawColumn) -> ColumnData {
         }
     }
     if numeric {
-        return ColumnData::Numeric {
-            values,
-            text: if canonical { None } else { Some(raw.text) },
-        };
+        return ColumnData::Numeric { values, text: if canonical { None } else { Some(raw.text) } };
     }
     let mut dict = fx_map::<&str, u32>(64);
     let mut levels: Vec<String> = Vec::new();
@@ -201,10 +188,7 @@ impl Reader<'_> {
                 }
                 self.pos += 1;
             }
-            return Ok(Field {
-                text: self.src[start..self.pos].to_string(),
-                quoted: false,
-            });
+            return Ok(Field { text: self.src[start..self.pos].to_string(), quoted: false });
         }
         self.pos += 1;
         let mut text = String::new();
@@ -259,10 +243,7 @@ mod tests {
         .unwrap();
         assert_eq!(t.n_rows(), 3);
         let id = t.column("id").unwrap();
-        assert!(
-            id.is_numeric(),
-            "quoted digits are numbers, as read.csv reads them"
-        );
+        assert!(id.is_numeric(), "quoted digits are numbers, as read.csv reads them");
         assert_eq!(id.numeric().unwrap(), &[7.0, 10.0, 11.0]);
         assert_eq!(id.text(0).unwrap(), "007", "original text kept");
         let x = t.column("x").unwrap();
@@ -275,11 +256,7 @@ mod tests {
         assert_eq!(name.text(2).unwrap(), "NA", "quoted NA is a value");
         let note = t.column("note").unwrap();
         assert_eq!(note.text(0).unwrap(), "say \"hi\"");
-        assert_eq!(
-            note.text(1).unwrap(),
-            "",
-            "empty quoted field is an empty string, not missing"
-        );
+        assert_eq!(note.text(1).unwrap(), "", "empty quoted field is an empty string, not missing");
         assert_eq!(note.text(2).unwrap(), "line\nbreak");
     }
 

@@ -10,11 +10,7 @@ pub enum StatsError {
     Csv { line: usize, message: String },
 
     #[error("unknown column '{column}' (asked for as {role}); the table has: {available}")]
-    UnknownColumn {
-        column: String,
-        role: String,
-        available: String,
-    },
+    UnknownColumn { column: String, role: String, available: String },
 
     #[error("duplicate column name '{column}' in the table; rename one of them")]
     DuplicateColumn { column: String },
@@ -22,39 +18,22 @@ pub enum StatsError {
     #[error(
         "column '{column}' has {actual} rows but the table has {expected}; all columns must have the same length"
     )]
-    ColumnLength {
-        column: String,
-        expected: usize,
-        actual: usize,
-    },
+    ColumnLength { column: String, expected: usize, actual: usize },
 
     #[error(
         "column '{column}' ({role}) must be numeric, but row {row} holds '{value}'; fix the data or choose a numeric column"
     )]
-    NotNumeric {
-        column: String,
-        role: String,
-        row: usize,
-        value: String,
-    },
+    NotNumeric { column: String, role: String, row: usize, value: String },
 
     #[error(
         "column '{column}' ({role}) is missing at row {row}; design variables may not be missing: drop or impute that row"
     )]
-    MissingDesignValue {
-        column: String,
-        role: String,
-        row: usize,
-    },
+    MissingDesignValue { column: String, role: String, row: usize },
 
     #[error(
         "stratum '{stratum}' has only one PSU at stage {stage}{context}; with --lonely-psu fail this is an error: choose --lonely-psu adjust|average|remove|certainty, or merge the stratum with a neighbour"
     )]
-    LonelyPsu {
-        stratum: String,
-        stage: usize,
-        context: String,
-    },
+    LonelyPsu { stratum: String, stage: usize, context: String },
 
     #[error(
         "the design has only one primary sampling unit (column '{column}'); a variance needs at least two PSUs"
@@ -64,12 +43,7 @@ pub enum StatsError {
     #[error(
         "cluster '{cluster}' (column '{column}') appears in strata '{stratum_a}' and '{stratum_b}'; PSU ids must be nested in strata: make them unique within the whole file or set nest (R: nest=TRUE)"
     )]
-    ClusterNotNested {
-        column: String,
-        cluster: String,
-        stratum_a: String,
-        stratum_b: String,
-    },
+    ClusterNotNested { column: String, cluster: String, stratum_a: String, stratum_b: String },
 
     #[error(
         "{count} fpc column(s) given for {stages} sampling stage(s); give one fpc per stage (one per --cluster, or one for an unclustered design) or none"
@@ -79,33 +53,17 @@ pub enum StatsError {
     #[error(
         "fpc values mix sampling fractions (<1) and population sizes (>1), e.g. column '{column}' row {row} holds {value}; R requires all fpc >= 1 (population sizes) or all <= 1 (fractions), and not all exactly 1"
     )]
-    FpcMixed {
-        column: String,
-        row: usize,
-        value: f64,
-    },
+    FpcMixed { column: String, row: usize, value: f64 },
 
     #[error(
         "fpc column '{column}' varies within stratum '{stratum}' at stage {stage} ({a} and {b}); a population size or sampling fraction must be constant within each stratum"
     )]
-    FpcVaries {
-        column: String,
-        stratum: String,
-        stage: usize,
-        a: f64,
-        b: f64,
-    },
+    FpcVaries { column: String, stratum: String, stage: usize, a: f64, b: f64 },
 
     #[error(
         "fpc column '{column}' implies more than 100% sampling in stratum '{stratum}' at stage {stage}: population {popsize} but {sampsize} units sampled"
     )]
-    FpcTooSmall {
-        column: String,
-        stratum: String,
-        stage: usize,
-        popsize: f64,
-        sampsize: usize,
-    },
+    FpcTooSmall { column: String, stratum: String, stage: usize, popsize: f64, sampsize: usize },
 
     #[error(
         "no weights given and the fpc cannot supply them (population sizes above 1e12 or missing); give --weights"

@@ -116,13 +116,7 @@ pub fn survey(shape: &SurveyShape) -> Table {
     let factor = shape.replicates as f64 / (shape.replicates as f64 - 1.0);
     for r in 0..shape.replicates {
         let col: Vec<f64> = (0..n)
-            .map(|i| {
-                if psu_group[psu[i] as usize] == r {
-                    0.0
-                } else {
-                    w[i] * factor
-                }
-            })
+            .map(|i| if psu_group[psu[i] as usize] == r { 0.0 } else { w[i] * factor })
             .collect();
         t.add_numeric(format!("rw{r}"), col).expect("fresh column");
     }
@@ -139,10 +133,7 @@ pub fn linear_request() -> EstimateRequest {
         strata: Some("stratum".into()),
         clusters: vec!["psu".into(), "household".into()],
         fpc: vec!["fpc1".into(), "fpc2".into()],
-        statistics: vec![
-            StatisticSpec::Mean("y".into()),
-            StatisticSpec::Total("y".into()),
-        ],
+        statistics: vec![StatisticSpec::Mean("y".into()), StatisticSpec::Total("y".into())],
         by: vec!["region".into()],
         ci: CiMethod::T,
         ..Default::default()
@@ -155,10 +146,7 @@ pub fn replicate_request() -> EstimateRequest {
         weights: Some("w".into()),
         repweights: Some("^rw".into()),
         reptype: Some(RepType::Jk1),
-        statistics: vec![
-            StatisticSpec::Mean("y".into()),
-            StatisticSpec::Total("y".into()),
-        ],
+        statistics: vec![StatisticSpec::Mean("y".into()), StatisticSpec::Total("y".into())],
         by: vec!["region".into()],
         ci: CiMethod::T,
         ..Default::default()

@@ -30,14 +30,8 @@ pub struct Column {
 
 #[derive(Debug, Clone)]
 pub(crate) enum ColumnData {
-    Numeric {
-        values: Vec<f64>,
-        text: Option<TextBuf>,
-    },
-    Text {
-        codes: Vec<u32>,
-        levels: Vec<String>,
-    },
+    Numeric { values: Vec<f64>, text: Option<TextBuf> },
+    Text { codes: Vec<u32>, levels: Vec<String> },
 }
 
 /// Per-row strings packed in one buffer (row i is `buf[ends[i-1]..ends[i]]`).
@@ -128,13 +122,7 @@ impl Table {
     ) -> Result<&mut Self, StatsError> {
         let name = name.into();
         let n = values.len();
-        self.push(
-            Column {
-                name,
-                data: ColumnData::Numeric { values, text: None },
-            },
-            n,
-        )
+        self.push(Column { name, data: ColumnData::Numeric { values, text: None } }, n)
     }
 
     /// Adds a numeric column with explicit missing values.
@@ -173,13 +161,7 @@ impl Table {
             })
             .collect();
         let n = values.len();
-        self.push(
-            Column {
-                name: name.into(),
-                data: ColumnData::Text { codes, levels },
-            },
-            n,
-        )
+        self.push(Column { name: name.into(), data: ColumnData::Text { codes, levels } }, n)
     }
 
     pub(crate) fn push_column(&mut self, name: String, data: ColumnData) -> Result<(), StatsError> {
@@ -192,9 +174,7 @@ impl Table {
 
     fn push(&mut self, column: Column, n: usize) -> Result<&mut Self, StatsError> {
         if self.by_name.contains_key(&column.name) {
-            return Err(StatsError::DuplicateColumn {
-                column: column.name,
-            });
+            return Err(StatsError::DuplicateColumn { column: column.name });
         }
         if self.columns.is_empty() {
             self.n_rows = n;
@@ -312,9 +292,7 @@ impl Column {
                     .collect();
                 if sorted {
                     order.sort_by(|&a, &b| {
-                        levels[a as usize]
-                            .as_bytes()
-                            .cmp(levels[b as usize].as_bytes())
+                        levels[a as usize].as_bytes().cmp(levels[b as usize].as_bytes())
                     });
                 } else {
                     order.sort_by_key(|&l| first_row[l as usize]);
@@ -361,18 +339,9 @@ fn remap(codes: &[u32], order: &[u32], n_old: usize, first_row_old: &[u32]) -> F
     }
     let codes = codes
         .iter()
-        .map(|&c| {
-            if c == MISSING {
-                MISSING
-            } else {
-                new_of_old[c as usize]
-            }
-        })
+        .map(|&c| if c == MISSING { MISSING } else { new_of_old[c as usize] })
         .collect();
-    let first_row = order
-        .iter()
-        .map(|&old| first_row_old[old as usize])
-        .collect();
+    let first_row = order.iter().map(|&old| first_row_old[old as usize]).collect();
     Factor { codes, first_row }
 }
 

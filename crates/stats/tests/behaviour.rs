@@ -12,9 +12,7 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 fn one(t: &Table, req: EstimateRequest) -> Estimate {
-    let mut v = estimate(t, &req)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .estimates;
+    let mut v = estimate(t, &req).unwrap_or_else(|e| panic!("{e}")).estimates;
     assert_eq!(v.len(), 1);
     v.remove(0)
 }
@@ -29,16 +27,11 @@ fn err(t: &Table, req: EstimateRequest) -> String {
 /// Strata A (PSUs 1, 2), B (PSUs 3, 4) and C (PSU 5 alone), one row per PSU.
 fn tiny() -> Table {
     let mut t = Table::new();
-    t.add_text(
-        "h",
-        &[Some("A"), Some("A"), Some("B"), Some("B"), Some("C")],
-    )
-    .unwrap();
+    t.add_text("h", &[Some("A"), Some("A"), Some("B"), Some("B"), Some("C")]).unwrap();
     t.add_numeric("psu", vec![1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
     t.add_numeric("w", vec![2.0, 2.0, 3.0, 1.0, 4.0]).unwrap();
     t.add_numeric("y", vec![1.0, 3.0, 4.0, 8.0, 5.0]).unwrap();
-    t.add_numeric("pop", vec![10.0, 10.0, 6.0, 6.0, 1.0])
-        .unwrap();
+    t.add_numeric("pop", vec![10.0, 10.0, 6.0, 6.0, 1.0]).unwrap();
     t
 }
 
@@ -69,37 +62,20 @@ fn stratified_total_by_hand() {
     assert!(rel(one(&t, total_y(LonelyPsu::Average)).var, a_b * 3.0 / 2.0) < 1e-14);
     // fail names the stratum and says what to do.
     let msg = err(&t, total_y(LonelyPsu::Fail));
-    assert!(
-        msg.contains("stratum 'C'") && msg.contains("--lonely-psu"),
-        "{msg}"
-    );
+    assert!(msg.contains("stratum 'C'") && msg.contains("--lonely-psu"), "{msg}");
 }
 
 #[test]
 fn fpc_and_certainty_by_hand() {
     let t = tiny();
     // With population sizes A 10, B 6, C 1: factors (N-n)/N = 0.8, 2/3; C is a certainty PSU.
-    let req = EstimateRequest {
-        fpc: vec!["pop".into()],
-        ..total_y(LonelyPsu::Fail)
-    };
+    let req = EstimateRequest { fpc: vec!["pop".into()], ..total_y(LonelyPsu::Fail) };
     let e = one(&t, req);
-    assert!(
-        rel(e.var, 16.0 * 0.8 + 16.0 * 2.0 / 3.0) < 1e-14,
-        "{}",
-        e.var
-    );
+    assert!(rel(e.var, 16.0 * 0.8 + 16.0 * 2.0 / 3.0) < 1e-14, "{}", e.var);
     // Sampling fractions give the same design.
     let mut t2 = tiny();
-    t2.add_numeric("frac", vec![0.2, 0.2, 2.0 / 6.0, 2.0 / 6.0, 1.0])
-        .unwrap();
-    let e2 = one(
-        &t2,
-        EstimateRequest {
-            fpc: vec!["frac".into()],
-            ..total_y(LonelyPsu::Fail)
-        },
-    );
+    t2.add_numeric("frac", vec![0.2, 0.2, 2.0 / 6.0, 2.0 / 6.0, 1.0]).unwrap();
+    let e2 = one(&t2, EstimateRequest { fpc: vec!["frac".into()], ..total_y(LonelyPsu::Fail) });
     assert!(rel(e2.var, e.var) < 1e-14);
 }
 
@@ -115,11 +91,7 @@ fn mean_linearisation_by_hand() {
     let y = [1.0, 3.0, 4.0, 8.0, 5.0];
     let wsum: f64 = w.iter().sum();
     let mean = w.iter().zip(&y).map(|(a, b)| a * b).sum::<f64>() / wsum;
-    let z: Vec<f64> = w
-        .iter()
-        .zip(&y)
-        .map(|(a, b)| a * (b - mean) / wsum)
-        .collect();
+    let z: Vec<f64> = w.iter().zip(&y).map(|(a, b)| a * (b - mean) / wsum).collect();
     let v = 2.0 * ((z[0] - z[1]) / 2.0).powi(2) * 2.0 + 2.0 * ((z[2] - z[3]) / 2.0).powi(2) * 2.0;
     assert!(rel(e.estimate, mean) < 1e-15);
     assert!(rel(e.var, v) < 1e-13, "{} vs {v}", e.var);
@@ -151,14 +123,7 @@ fn two_stage_with_fpc_adds_the_second_stage() {
     // Without fpc only the first stage counts (with-replacement PSUs).
     let mut t2 = t.clone();
     t2.add_numeric("w", vec![5.0; 4]).unwrap();
-    let e2 = one(
-        &t2,
-        EstimateRequest {
-            fpc: vec![],
-            weights: Some("w".into()),
-            ..req
-        },
-    );
+    let e2 = one(&t2, EstimateRequest { fpc: vec![], weights: Some("w".into()), ..req });
     assert!(rel(e2.var, 2.0 * 2.0 * 32.5f64.powi(2)) < 1e-14);
 }
 
@@ -175,11 +140,7 @@ fn replicate_table() -> (Table, Vec<[f64; 4]>) {
     t.add_numeric("w", w.to_vec()).unwrap();
     t.add_numeric("y", vec![3.0, 5.0, 2.0, 7.0]).unwrap();
     for (r, fr) in f.iter().enumerate() {
-        t.add_numeric(
-            format!("rw{}", r + 1),
-            (0..4).map(|i| w[i] * fr[i]).collect(),
-        )
-        .unwrap();
+        t.add_numeric(format!("rw{}", r + 1), (0..4).map(|i| w[i] * fr[i]).collect()).unwrap();
     }
     (t, f)
 }
@@ -213,58 +174,24 @@ fn replicate_variance_for_each_type_by_hand() {
     ] {
         let e = one(&t, base(rep_type));
         assert!(rel(e.estimate, full) < 1e-15);
-        assert!(
-            rel(e.var, scale * ss) < 1e-13,
-            "{rep_type}: {} vs {}",
-            e.var,
-            scale * ss
-        );
-        let e = one(
-            &t,
-            EstimateRequest {
-                mse: true,
-                ..base(rep_type)
-            },
-        );
+        assert!(rel(e.var, scale * ss) < 1e-13, "{rep_type}: {} vs {}", e.var, scale * ss);
+        let e = one(&t, EstimateRequest { mse: true, ..base(rep_type) });
         assert!(rel(e.var, scale * ss_mse) < 1e-13, "{rep_type} mse");
     }
     // JKn: rscales weight each replicate; scale defaults to 1.
     let rs = vec![0.5, 0.5, 0.25, 0.25];
-    let e = one(
-        &t,
-        EstimateRequest {
-            rscales: Some(rs.clone()),
-            ..base(RepType::Jkn)
-        },
-    );
-    let want: f64 = reps
-        .iter()
-        .zip(&rs)
-        .map(|(r, s)| s * (r - rbar).powi(2))
-        .sum();
+    let e = one(&t, EstimateRequest { rscales: Some(rs.clone()), ..base(RepType::Jkn) });
+    let want: f64 = reps.iter().zip(&rs).map(|(r, s)| s * (r - rbar).powi(2)).sum();
     assert!(rel(e.var, want) < 1e-13);
     // User scale and a single rscale value for every replicate.
     let e = one(
         &t,
-        EstimateRequest {
-            scale: Some(0.3),
-            rscales: Some(vec![0.5]),
-            ..base(RepType::Other)
-        },
+        EstimateRequest { scale: Some(0.3), rscales: Some(vec![0.5]), ..base(RepType::Other) },
     );
     assert!(rel(e.var, 0.3 * 0.5 * ss) < 1e-13);
     // JKn without rscales, and a scale for BRR (fixed by the type), are refused with a reason.
     assert!(err(&t, base(RepType::Jkn)).contains("--rscales"));
-    assert!(
-        err(
-            &t,
-            EstimateRequest {
-                scale: Some(2.0),
-                ..base(RepType::Brr)
-            }
-        )
-        .contains("fixed")
-    );
+    assert!(err(&t, EstimateRequest { scale: Some(2.0), ..base(RepType::Brr) }).contains("fixed"));
 }
 
 #[test]
@@ -272,62 +199,32 @@ fn jk1_from_design_equals_linearisation_for_a_mean_on_an_srs() {
     // For a simple random sample with equal weights the delete-one jackknife variance of a
     // mean, (n-1)/n sum (m_(i) - m_.)^2, is exactly s^2/n, the linearisation variance.
     let n = 200;
-    let y: Vec<f64> = (0..n)
-        .map(|i| ((i * 7919) % 101) as f64 + 0.25 * (i % 3) as f64)
-        .collect();
+    let y: Vec<f64> = (0..n).map(|i| ((i * 7919) % 101) as f64 + 0.25 * (i % 3) as f64).collect();
     let mut t = Table::new();
     t.add_numeric("y", y).unwrap();
     t.add_numeric("w", vec![50.0; n]).unwrap();
-    t.add_numeric(
-        "w_uneq",
-        (0..n).map(|i| 40.0 + (i % 5) as f64 * 5.0).collect(),
-    )
-    .unwrap();
+    t.add_numeric("w_uneq", (0..n).map(|i| 40.0 + (i % 5) as f64 * 5.0).collect()).unwrap();
     let base = EstimateRequest {
         weights: Some("w".into()),
         statistics: vec![StatisticSpec::Mean("y".into())],
         ..Default::default()
     };
     let lin = one(&t, base.clone());
-    let jk = one(
-        &t,
-        EstimateRequest {
-            replicates: Some(JackknifeKind::Jk1),
-            ..base.clone()
-        },
-    );
+    let jk = one(&t, EstimateRequest { replicates: Some(JackknifeKind::Jk1), ..base.clone() });
     assert!(rel(jk.var, lin.var) < 1e-10, "{} vs {}", jk.var, lin.var);
     assert_eq!(jk.df, lin.df);
     assert_eq!(jk.df, n as i64 - 1);
     // With unequal weights the two agree closely but not exactly.
-    let base = EstimateRequest {
-        weights: Some("w_uneq".into()),
-        ..base
-    };
+    let base = EstimateRequest { weights: Some("w_uneq".into()), ..base };
     let lin = one(&t, base.clone());
-    let jk = one(
-        &t,
-        EstimateRequest {
-            replicates: Some(JackknifeKind::Jk1),
-            ..base
-        },
-    );
-    assert!(
-        rel(jk.var, lin.var) < 0.02 && jk.var != lin.var,
-        "{} vs {}",
-        jk.var,
-        lin.var
-    );
+    let jk = one(&t, EstimateRequest { replicates: Some(JackknifeKind::Jk1), ..base });
+    assert!(rel(jk.var, lin.var) < 0.02 && jk.var != lin.var, "{} vs {}", jk.var, lin.var);
 }
 
 #[test]
 fn missing_values_drop_the_row_but_keep_the_design() {
     let mut t = tiny();
-    t.add_numeric_opt(
-        "y_na",
-        vec![Some(1.0), None, Some(4.0), Some(8.0), Some(5.0)],
-    )
-    .unwrap();
+    t.add_numeric_opt("y_na", vec![Some(1.0), None, Some(4.0), Some(8.0), Some(5.0)]).unwrap();
     let req = EstimateRequest {
         statistics: vec![StatisticSpec::Total("y_na".into())],
         ..total_y(LonelyPsu::Remove)
@@ -342,18 +239,10 @@ fn missing_values_drop_the_row_but_keep_the_design() {
 #[test]
 fn domains_keep_the_design_and_get_their_own_df() {
     let mut t = tiny();
-    t.add_text("g", &[Some("x"), Some("y"), Some("x"), Some("x"), None])
-        .unwrap();
-    let req = EstimateRequest {
-        by: vec!["g".into()],
-        ..total_y(LonelyPsu::Fail)
-    };
+    t.add_text("g", &[Some("x"), Some("y"), Some("x"), Some("x"), None]).unwrap();
+    let req = EstimateRequest { by: vec!["g".into()], ..total_y(LonelyPsu::Fail) };
     let est = estimate(&t, &req).unwrap().estimates;
-    assert_eq!(
-        est.len(),
-        2,
-        "the row with a missing domain value belongs to no domain"
-    );
+    assert_eq!(est.len(), 2, "the row with a missing domain value belongs to no domain");
     let x = &est[0];
     assert_eq!(x.domain.as_ref().unwrap().get("g"), Some("x"));
     // Domain x: A has PSU totals 2 and 0 (PSU 2 is outside), B 12 and 8; C has no x row, so
@@ -369,16 +258,8 @@ fn domains_keep_the_design_and_get_their_own_df() {
 #[test]
 fn empty_domain_unknown_column_and_bad_weights_are_clear_errors() {
     let mut t = tiny();
-    t.add_numeric_opt(
-        "y_none_in_b",
-        vec![Some(1.0), Some(2.0), None, None, Some(3.0)],
-    )
-    .unwrap();
-    t.add_text(
-        "wtext",
-        &[Some("1"), Some("2"), Some("heavy"), Some("1"), Some("1")],
-    )
-    .unwrap();
+    t.add_numeric_opt("y_none_in_b", vec![Some(1.0), Some(2.0), None, None, Some(3.0)]).unwrap();
+    t.add_text("wtext", &[Some("1"), Some("2"), Some("heavy"), Some("1"), Some("1")]).unwrap();
     let req = EstimateRequest {
         by: vec!["h".into()],
         statistics: vec![StatisticSpec::Mean("y_none_in_b".into())],
@@ -393,28 +274,12 @@ fn empty_domain_unknown_column_and_bad_weights_are_clear_errors() {
             ..total_y(LonelyPsu::Remove)
         },
     );
-    assert!(
-        msg.contains("'income'") && msg.contains("mean") && msg.contains("psu"),
-        "{msg}"
-    );
-    let msg = err(
-        &t,
-        EstimateRequest {
-            weights: Some("wtext".into()),
-            ..total_y(LonelyPsu::Remove)
-        },
-    );
-    assert!(
-        msg.contains("'wtext'") && msg.contains("row 3") && msg.contains("heavy"),
-        "{msg}"
-    );
-    let msg = err(
-        &t,
-        EstimateRequest {
-            strata: Some("nope".into()),
-            ..total_y(LonelyPsu::Remove)
-        },
-    );
+    assert!(msg.contains("'income'") && msg.contains("mean") && msg.contains("psu"), "{msg}");
+    let msg =
+        err(&t, EstimateRequest { weights: Some("wtext".into()), ..total_y(LonelyPsu::Remove) });
+    assert!(msg.contains("'wtext'") && msg.contains("row 3") && msg.contains("heavy"), "{msg}");
+    let msg =
+        err(&t, EstimateRequest { strata: Some("nope".into()), ..total_y(LonelyPsu::Remove) });
     assert!(msg.contains("'nope'") && msg.contains("strata"), "{msg}");
 }
 
@@ -422,19 +287,10 @@ fn empty_domain_unknown_column_and_bad_weights_are_clear_errors() {
 fn design_checks() {
     let mut t = tiny();
     // PSU 1 appears in two strata.
-    t.add_numeric("psu_bad", vec![1.0, 2.0, 1.0, 4.0, 5.0])
-        .unwrap();
-    let msg = err(
-        &t,
-        EstimateRequest {
-            clusters: vec!["psu_bad".into()],
-            ..total_y(LonelyPsu::Remove)
-        },
-    );
-    assert!(
-        msg.contains("nested") && msg.contains("'A'") && msg.contains("'B'"),
-        "{msg}"
-    );
+    t.add_numeric("psu_bad", vec![1.0, 2.0, 1.0, 4.0, 5.0]).unwrap();
+    let msg =
+        err(&t, EstimateRequest { clusters: vec!["psu_bad".into()], ..total_y(LonelyPsu::Remove) });
+    assert!(msg.contains("nested") && msg.contains("'A'") && msg.contains("'B'"), "{msg}");
     // ... which is fine when ids are only unique within strata.
     let e = one(
         &t,
@@ -445,44 +301,17 @@ fn design_checks() {
         },
     );
     assert!(rel(e.var, 32.0) < 1e-14);
-    t.add_numeric("fpc_mixed", vec![0.5, 0.5, 6.0, 6.0, 1.0])
-        .unwrap();
-    let msg = err(
-        &t,
-        EstimateRequest {
-            fpc: vec!["fpc_mixed".into()],
-            ..total_y(LonelyPsu::Remove)
-        },
-    );
-    assert!(
-        msg.contains("fpc_mixed") && msg.contains("fractions"),
-        "{msg}"
-    );
-    t.add_numeric("fpc_small", vec![1.5, 1.5, 6.0, 6.0, 1.0])
-        .unwrap();
-    let msg = err(
-        &t,
-        EstimateRequest {
-            fpc: vec!["fpc_small".into()],
-            ..total_y(LonelyPsu::Remove)
-        },
-    );
-    assert!(
-        msg.contains("more than 100%") && msg.contains("'A'"),
-        "{msg}"
-    );
-    t.add_numeric_opt(
-        "psu_na",
-        vec![Some(1.0), None, Some(3.0), Some(4.0), Some(5.0)],
-    )
-    .unwrap();
-    let msg = err(
-        &t,
-        EstimateRequest {
-            clusters: vec!["psu_na".into()],
-            ..total_y(LonelyPsu::Remove)
-        },
-    );
+    t.add_numeric("fpc_mixed", vec![0.5, 0.5, 6.0, 6.0, 1.0]).unwrap();
+    let msg =
+        err(&t, EstimateRequest { fpc: vec!["fpc_mixed".into()], ..total_y(LonelyPsu::Remove) });
+    assert!(msg.contains("fpc_mixed") && msg.contains("fractions"), "{msg}");
+    t.add_numeric("fpc_small", vec![1.5, 1.5, 6.0, 6.0, 1.0]).unwrap();
+    let msg =
+        err(&t, EstimateRequest { fpc: vec!["fpc_small".into()], ..total_y(LonelyPsu::Remove) });
+    assert!(msg.contains("more than 100%") && msg.contains("'A'"), "{msg}");
+    t.add_numeric_opt("psu_na", vec![Some(1.0), None, Some(3.0), Some(4.0), Some(5.0)]).unwrap();
+    let msg =
+        err(&t, EstimateRequest { clusters: vec!["psu_na".into()], ..total_y(LonelyPsu::Remove) });
     assert!(msg.contains("psu_na") && msg.contains("row 2"), "{msg}");
     let msg = err(
         &t,
@@ -498,23 +327,13 @@ fn design_checks() {
 #[test]
 fn reliability_flags_and_ci_fallbacks() {
     let t = tiny();
-    let req = EstimateRequest {
-        ci: CiMethod::Logit,
-        ..total_y(LonelyPsu::Remove)
-    };
+    let req = EstimateRequest { ci: CiMethod::Logit, ..total_y(LonelyPsu::Remove) };
     let e = one(&t, req.clone());
-    assert_eq!(
-        e.ci_method,
-        CiMethod::T,
-        "logit is for proportions; a total falls back to t"
-    );
+    assert_eq!(e.ci_method, CiMethod::T, "logit is for proportions; a total falls back to t");
     assert!(e.flags.contains(&"low_n".to_string()), "5 rows <= 10");
     assert!(!e.flags.contains(&"high_cv".to_string()));
     let strict = EstimateRequest {
-        reliability: observatory_stats::Reliability {
-            min_n: 3,
-            max_cv: 0.05,
-        },
+        reliability: observatory_stats::Reliability { min_n: 3, max_cv: 0.05 },
         ..req
     };
     let e = one(&t, strict);
@@ -525,11 +344,7 @@ fn reliability_flags_and_ci_fallbacks() {
 #[test]
 fn proportions_by_level_with_beta_intervals() {
     let mut t = tiny();
-    t.add_text(
-        "victim",
-        &[Some("yes"), Some("no"), Some("no"), Some("yes"), Some("no")],
-    )
-    .unwrap();
+    t.add_text("victim", &[Some("yes"), Some("no"), Some("no"), Some("yes"), Some("no")]).unwrap();
     let req = EstimateRequest {
         statistics: vec![StatisticSpec::Prop("victim".into())],
         ci: CiMethod::Beta,
@@ -539,30 +354,18 @@ fn proportions_by_level_with_beta_intervals() {
     let levels: Vec<&str> = est.iter().map(|e| e.level.as_deref().unwrap()).collect();
     assert_eq!(levels, ["no", "yes"], "levels in sorted order, as factor()");
     assert!(rel(est[0].estimate + est[1].estimate, 1.0) < 1e-15);
-    assert!(
-        rel(est[0].se, est[1].se) < 1e-12,
-        "complementary proportions share their SE"
-    );
+    assert!(rel(est[0].se, est[1].se) < 1e-12, "complementary proportions share their SE");
     for e in &est {
         assert_eq!(e.ci_method, CiMethod::Beta);
         let (l, u) = (e.ci_lower.unwrap(), e.ci_upper.unwrap());
-        assert!(
-            l < e.estimate && e.estimate < u && l > 0.0 && u < 1.0,
-            "{l} {u}"
-        );
+        assert!(l < e.estimate && e.estimate < u && l > 0.0 && u < 1.0, "{l} {u}");
     }
 }
 
 #[test]
 fn errors_are_typed() {
     let t = tiny();
-    match estimate(
-        &t,
-        &EstimateRequest {
-            level: 1.5,
-            ..total_y(LonelyPsu::Remove)
-        },
-    ) {
+    match estimate(&t, &EstimateRequest { level: 1.5, ..total_y(LonelyPsu::Remove) }) {
         Err(StatsError::InvalidRequest(m)) => assert!(m.contains("--level")),
         other => panic!("{other:?}"),
     }
@@ -587,21 +390,9 @@ fn missing_replicate_weight_names_column_and_row() {
     };
     let msg = err(&t, req.clone());
     assert!(msg.contains("'rw5'") && msg.contains("row 2"), "{msg}");
-    let msg = err(
-        &t,
-        EstimateRequest {
-            repweights: Some("^nothing".into()),
-            ..req.clone()
-        },
-    );
+    let msg = err(&t, EstimateRequest { repweights: Some("^nothing".into()), ..req.clone() });
     assert!(msg.contains("^nothing"), "{msg}");
-    let msg = err(
-        &t,
-        EstimateRequest {
-            repweights: Some("([".into()),
-            ..req
-        },
-    );
+    let msg = err(&t, EstimateRequest { repweights: Some("([".into()), ..req });
     assert!(msg.contains("invalid replicate-weight pattern"), "{msg}");
 }
 
@@ -611,16 +402,8 @@ fn ratio_argument_and_json_round_trip() {
     t.add_numeric("a/b", vec![1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
     // The split is the one where both sides are columns, even with '/' in a name.
     let spec = StatisticSpec::parse_ratio("a/b/w", &t).unwrap();
-    assert_eq!(
-        spec,
-        StatisticSpec::Ratio {
-            numerator: "a/b".into(),
-            denominator: "w".into()
-        }
-    );
-    let msg = StatisticSpec::parse_ratio("y/income", &t)
-        .unwrap_err()
-        .to_string();
+    assert_eq!(spec, StatisticSpec::Ratio { numerator: "a/b".into(), denominator: "w".into() });
+    let msg = StatisticSpec::parse_ratio("y/income", &t).unwrap_err().to_string();
     assert!(msg.contains("'income'"), "{msg}");
     let req = EstimateRequest {
         statistics: vec![spec],
@@ -679,14 +462,42 @@ fn jackknife_of_a_fully_sampled_population_has_no_variance() {
 /// Ten respondents in five PSUs of two strata; `all` is 1 for everyone, `some` for four.
 fn small_prop() -> Table {
     let mut t = Table::new();
-    t.add_text("h", &[Some("A"), Some("A"), Some("A"), Some("A"), Some("A"), Some("B"), Some("B"), Some("B"), Some("B"), Some("B")])
-        .unwrap();
+    t.add_text(
+        "h",
+        &[
+            Some("A"),
+            Some("A"),
+            Some("A"),
+            Some("A"),
+            Some("A"),
+            Some("B"),
+            Some("B"),
+            Some("B"),
+            Some("B"),
+            Some("B"),
+        ],
+    )
+    .unwrap();
     t.add_numeric("psu", vec![1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0, 5.0, 6.0]).unwrap();
     t.add_numeric("w", vec![1.0, 2.0, 1.5, 1.0, 2.0, 3.0, 1.0, 1.0, 2.0, 1.0]).unwrap();
     t.add_text("all", &[Some("yes"); 10]).unwrap();
     t.add_numeric("all01", vec![1.0; 10]).unwrap();
-    t.add_text("some", &[Some("yes"), Some("no"), Some("no"), Some("no"), Some("yes"), Some("no"), Some("no"), Some("yes"), Some("no"), Some("yes")])
-        .unwrap();
+    t.add_text(
+        "some",
+        &[
+            Some("yes"),
+            Some("no"),
+            Some("no"),
+            Some("no"),
+            Some("yes"),
+            Some("no"),
+            Some("no"),
+            Some("yes"),
+            Some("no"),
+            Some("yes"),
+        ],
+    )
+    .unwrap();
     t.add_numeric("size", vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 40.0]).unwrap();
     t
 }
@@ -720,7 +531,9 @@ fn a_proportion_of_one_has_no_interval_that_excludes_it() {
 #[test]
 fn proportions_default_to_logit_and_stay_in_the_unit_interval() {
     let t = small_prop();
-    let estimates = estimate(&t, &prop_request(StatisticSpec::Prop("some".into()), CiMethod::Auto)).unwrap().estimates;
+    let estimates = estimate(&t, &prop_request(StatisticSpec::Prop("some".into()), CiMethod::Auto))
+        .unwrap()
+        .estimates;
     assert_eq!(estimates.len(), 2);
     for e in &estimates {
         assert_eq!(e.ci_method, CiMethod::Logit, "{e:?}");
@@ -737,7 +550,9 @@ fn proportions_default_to_logit_and_stay_in_the_unit_interval() {
 fn intervals_leaving_the_range_of_the_statistic_are_flagged() {
     let t = small_prop();
     // A Wald interval of a proportion on 5 PSUs reaches below 0.
-    let wald = estimate(&t, &prop_request(StatisticSpec::Prop("some".into()), CiMethod::T)).unwrap().estimates;
+    let wald = estimate(&t, &prop_request(StatisticSpec::Prop("some".into()), CiMethod::T))
+        .unwrap()
+        .estimates;
     assert!(
         wald.iter().any(|e| e.ci_lower.unwrap() < 0.0 || e.ci_upper.unwrap() > 1.0),
         "the fixture should give a t interval outside [0, 1]: {wald:?}"
@@ -757,5 +572,9 @@ fn intervals_leaving_the_range_of_the_statistic_are_flagged() {
     // Its total cannot be negative once the variable is declared non-negative.
     request.statistics = vec![StatisticSpec::Total("size".into())];
     let e = one(&t, request);
-    assert_eq!(e.flags.contains(&"ci_outside_range".to_string()), e.ci_lower.unwrap() < 0.0, "{e:?}");
+    assert_eq!(
+        e.flags.contains(&"ci_outside_range".to_string()),
+        e.ci_lower.unwrap() < 0.0,
+        "{e:?}"
+    );
 }

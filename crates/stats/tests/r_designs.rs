@@ -33,14 +33,7 @@ fn expected() -> BTreeMap<String, f64> {
         .map(|l| {
             let (k, v) = l.split_once('\t').expect("key<TAB>value");
             let v = v.trim();
-            (
-                k.to_string(),
-                if v == "NA" {
-                    f64::NAN
-                } else {
-                    v.parse().expect("number")
-                },
-            )
+            (k.to_string(), if v == "NA" { f64::NAN } else { v.parse().expect("number") })
         })
         .collect()
 }
@@ -74,88 +67,44 @@ fn columns(pattern: &str, rep_type: RepType) -> EstimateRequest {
 
 /// The designs of gen_expected.R's `common()` calls.
 fn common_designs() -> Vec<(&'static str, EstimateRequest, bool)> {
-    let jkn_rscales: Vec<f64> = JKN_RSCALES
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
+    let jkn_rscales: Vec<f64> = JKN_RSCALES.lines().map(|l| l.trim().parse().unwrap()).collect();
     let jk = |strata: Option<&str>, fpc: &[&str], kind: JackknifeKind, mse: bool| EstimateRequest {
         replicates: Some(kind),
         mse,
         ..linear(strata, &["psu"], fpc, true)
     };
     vec![
-        (
-            "two_stage_fpc",
-            linear(Some("h2"), &["psu", "ssu"], &["fpc1m", "fpc2c"], true),
-            false,
-        ),
-        (
-            "two_stage_nofpc",
-            linear(Some("h2"), &["psu", "ssu"], &[], true),
-            false,
-        ),
+        ("two_stage_fpc", linear(Some("h2"), &["psu", "ssu"], &["fpc1m", "fpc2c"], true), false),
+        ("two_stage_nofpc", linear(Some("h2"), &["psu", "ssu"], &[], true), false),
         (
             "two_stage_fpc_noweights",
             linear(Some("h2"), &["psu", "ssu"], &["fpc1m", "fpc2c"], false),
             false,
         ),
-        (
-            "cluster_fraction",
-            linear(None, &["psu"], &["frac1"], true),
-            false,
-        ),
-        (
-            "certainty_psu",
-            linear(Some("h"), &["psu"], &["fpc1c"], true),
-            false,
-        ),
+        ("cluster_fraction", linear(None, &["psu"], &["frac1"], true), false),
+        ("certainty_psu", linear(Some("h"), &["psu"], &["fpc1c"], true), false),
         ("as_jk1", jk(None, &[], JackknifeKind::Jk1, false), true),
-        (
-            "as_jk1_fpc",
-            jk(None, &["N1"], JackknifeKind::Jk1, false),
-            true,
-        ),
-        (
-            "as_jkn",
-            jk(Some("h2"), &[], JackknifeKind::Jkn, false),
-            true,
-        ),
-        (
-            "as_jkn_fpc_certainty",
-            jk(Some("h"), &["fpc1c"], JackknifeKind::Jkn, false),
-            true,
-        ),
-        (
-            "as_jkn_mse",
-            jk(Some("h2"), &[], JackknifeKind::Jkn, true),
-            true,
-        ),
+        ("as_jk1_fpc", jk(None, &["N1"], JackknifeKind::Jk1, false), true),
+        ("as_jkn", jk(Some("h2"), &[], JackknifeKind::Jkn, false), true),
+        ("as_jkn_fpc_certainty", jk(Some("h"), &["fpc1c"], JackknifeKind::Jkn, false), true),
+        ("as_jkn_mse", jk(Some("h2"), &[], JackknifeKind::Jkn, true), true),
         ("cols_brr", columns("^brr", RepType::Brr), true),
         ("cols_fay", columns("^fay", RepType::Fay { rho: 0.3 }), true),
         ("cols_boot", columns("^boot", RepType::Bootstrap), true),
         (
             "cols_boot_mse",
-            EstimateRequest {
-                mse: true,
-                ..columns("^boot", RepType::Bootstrap)
-            },
+            EstimateRequest { mse: true, ..columns("^boot", RepType::Bootstrap) },
             true,
         ),
         ("cols_jk1", columns("^jkone", RepType::Jk1), true),
         (
             "cols_jk1_scale",
-            EstimateRequest {
-                scale: Some(0.8),
-                ..columns("^jkone", RepType::Jk1)
-            },
+            EstimateRequest { scale: Some(0.8), ..columns("^jkone", RepType::Jk1) },
             true,
         ),
         (
             "cols_jkn",
-            EstimateRequest {
-                rscales: Some(jkn_rscales),
-                ..columns("^jkn", RepType::Jkn)
-            },
+            EstimateRequest { rscales: Some(jkn_rscales), ..columns("^jkn", RepType::Jkn) },
             true,
         ),
         (
@@ -194,14 +143,9 @@ impl Check<'_> {
             }
             return;
         }
-        let rel = if want == 0.0 {
-            got.abs()
-        } else {
-            ((got - want) / want).abs()
-        };
+        let rel = if want == 0.0 { got.abs() } else { ((got - want) / want).abs() };
         if rel.is_nan() || rel > tol {
-            self.failures
-                .push(format!("{key}: got {got:.17}, R {want:.17} (rel {rel:e})"));
+            self.failures.push(format!("{key}: got {got:.17}, R {want:.17} (rel {rel:e})"));
         }
         if rel > self.max_rel {
             self.max_rel = rel;
@@ -231,9 +175,7 @@ fn run(
         ci,
         ..base.clone()
     };
-    estimate(t, &req)
-        .unwrap_or_else(|e| panic!("{stat:?} (by {by}): {e}"))
-        .estimates
+    estimate(t, &req).unwrap_or_else(|e| panic!("{stat:?} (by {by}): {e}")).estimates
 }
 
 fn by_domain<'e>(v: &'e [Estimate], dom: &str, level: Option<&str>) -> &'e Estimate {
@@ -252,26 +194,14 @@ fn common(c: &mut Check, t: &Table, key: &str, base: &EstimateRequest, replicate
     c.value(&k("degf"), m.df as f64, 0.0);
     for (name, e) in [
         ("mean_y", m),
-        (
-            "total_y",
-            &run(
-                t,
-                base,
-                StatisticSpec::Total("y".into()),
-                false,
-                CiMethod::T,
-            )[0],
-        ),
+        ("total_y", &run(t, base, StatisticSpec::Total("y".into()), false, CiMethod::T)[0]),
     ] {
         c.value(&k(&format!("{name}/est")), e.estimate, 1e-9);
         c.value(&k(&format!("{name}/se")), e.se, 1e-9);
         c.opt(&k(&format!("{name}/deff")), e.deff, 1e-9);
         c.opt(&k(&format!("{name}/deff_replace")), e.deff_replace, 1e-9);
     }
-    let ratio = StatisticSpec::Ratio {
-        numerator: "y".into(),
-        denominator: "x".into(),
-    };
+    let ratio = StatisticSpec::Ratio { numerator: "y".into(), denominator: "x".into() };
     let r = &run(t, base, ratio.clone(), false, CiMethod::T)[0];
     c.value(&k("ratio_y_x/est"), r.estimate, 1e-9);
     c.value(&k("ratio_y_x/se"), r.se, 1e-9);
@@ -294,13 +224,7 @@ fn common(c: &mut Check, t: &Table, key: &str, base: &EstimateRequest, replicate
     let bm = run(t, base, StatisticSpec::Mean("y".into()), true, CiMethod::T);
     let bt = run(t, base, StatisticSpec::Total("y".into()), true, CiMethod::T);
     let br = run(t, base, ratio, true, CiMethod::T);
-    let bp = run(
-        t,
-        base,
-        StatisticSpec::Prop("cat".into()),
-        true,
-        CiMethod::T,
-    );
+    let bp = run(t, base, StatisticSpec::Prop("cat".into()), true, CiMethod::T);
     for (i, dom) in DOMAINS.iter().enumerate() {
         let j = i + 1;
         let e = by_domain(&bm, dom, None);
@@ -317,25 +241,16 @@ fn common(c: &mut Check, t: &Table, key: &str, base: &EstimateRequest, replicate
         for (l, lev) in ["a", "b", "c"].iter().enumerate() {
             // coef(svyby) is column-major: level by level, domains within.
             let e = by_domain(&bp, dom, Some(lev));
-            c.value(
-                &k(&format!("by_prop_cat/est#{}", l * 3 + j)),
-                e.estimate,
-                1e-9,
-            );
+            c.value(&k(&format!("by_prop_cat/est#{}", l * 3 + j)), e.estimate, 1e-9);
             c.value(&k(&format!("by_prop_cat/se#{}", l * 3 + j)), e.se, 1e-9);
         }
     }
 
     // svyciprop(~bin) and svyby(~bin, ~dom, svyciprop): bin is a 0/1 numeric variable.
-    for (method, ci, tol) in [
-        ("logit", CiMethod::Logit, tol_logit),
-        ("beta", CiMethod::Beta, 1e-9),
-    ] {
+    for (method, ci, tol) in [("logit", CiMethod::Logit, tol_logit), ("beta", CiMethod::Beta, 1e-9)]
+    {
         let e = &run(t, base, StatisticSpec::Mean("bin".into()), false, ci)[0];
-        assert_eq!(
-            e.ci_method, ci,
-            "{key}: 0/1 variable gets the proportion interval"
-        );
+        assert_eq!(e.ci_method, ci, "{key}: 0/1 variable gets the proportion interval");
         c.value(&k(&format!("{method}/est")), e.estimate, 1e-9);
         c.opt(&k(&format!("{method}/ci#1")), e.ci_lower, tol);
         c.opt(&k(&format!("{method}/ci#2")), e.ci_upper, tol);
@@ -366,43 +281,18 @@ fn designs_agree_with_r() {
         common(&mut c, &t, key, &base, replicate);
     }
 
-    for mode in [
-        LonelyPsu::Adjust,
-        LonelyPsu::Average,
-        LonelyPsu::Remove,
-        LonelyPsu::Certainty,
-    ] {
-        let one_stage = EstimateRequest {
-            lonely_psu: mode,
-            ..linear(Some("h"), &["psu"], &[], true)
-        };
+    for mode in [LonelyPsu::Adjust, LonelyPsu::Average, LonelyPsu::Remove, LonelyPsu::Certainty] {
+        let one_stage =
+            EstimateRequest { lonely_psu: mode, ..linear(Some("h"), &["psu"], &[], true) };
         let key = format!("lonely_{mode}");
-        let m = &run(
-            &t,
-            &one_stage,
-            StatisticSpec::Mean("y".into()),
-            false,
-            CiMethod::T,
-        )[0];
+        let m = &run(&t, &one_stage, StatisticSpec::Mean("y".into()), false, CiMethod::T)[0];
         c.value(&format!("{key}/degf"), m.df as f64, 0.0);
         c.value(&format!("{key}/mean_y/est"), m.estimate, 1e-9);
         c.value(&format!("{key}/mean_y/se"), m.se, 1e-9);
-        let tot = &run(
-            &t,
-            &one_stage,
-            StatisticSpec::Total("y".into()),
-            false,
-            CiMethod::T,
-        )[0];
+        let tot = &run(&t, &one_stage, StatisticSpec::Total("y".into()), false, CiMethod::T)[0];
         c.value(&format!("{key}/total_y/est"), tot.estimate, 1e-9);
         c.value(&format!("{key}/total_y/se"), tot.se, 1e-9);
-        let by = run(
-            &t,
-            &one_stage,
-            StatisticSpec::Mean("y".into()),
-            true,
-            CiMethod::T,
-        );
+        let by = run(&t, &one_stage, StatisticSpec::Mean("y".into()), true, CiMethod::T);
         for (i, dom) in DOMAINS.iter().enumerate() {
             let e = by_domain(&by, dom, None);
             c.value(&format!("{key}/by_mean_y/est#{}", i + 1), e.estimate, 1e-9);
@@ -414,38 +304,17 @@ fn designs_agree_with_r() {
             lonely_psu: mode,
             ..linear(Some("h"), &["psu", "ssu"], &["fpc1", "fpc2"], true)
         };
-        let m = &run(
-            &t,
-            &two_stage,
-            StatisticSpec::Mean("y".into()),
-            false,
-            CiMethod::T,
-        )[0];
+        let m = &run(&t, &two_stage, StatisticSpec::Mean("y".into()), false, CiMethod::T)[0];
         c.value(&format!("lonely2_{mode}/mean_y/est"), m.estimate, 1e-9);
         c.value(&format!("lonely2_{mode}/mean_y/se"), m.se, 1e-9);
 
-        let jkn = EstimateRequest {
-            replicates: Some(JackknifeKind::Jkn),
-            ..one_stage.clone()
-        };
+        let jkn = EstimateRequest { replicates: Some(JackknifeKind::Jkn), ..one_stage.clone() };
         let key = format!("jkn_lonely_{mode}");
-        let m = &run(
-            &t,
-            &jkn,
-            StatisticSpec::Mean("y".into()),
-            false,
-            CiMethod::T,
-        )[0];
+        let m = &run(&t, &jkn, StatisticSpec::Mean("y".into()), false, CiMethod::T)[0];
         c.value(&format!("{key}/degf"), m.df as f64, 0.0);
         c.value(&format!("{key}/mean_y/est"), m.estimate, 1e-9);
         c.value(&format!("{key}/mean_y/se"), m.se, 1e-9);
-        let tot = &run(
-            &t,
-            &jkn,
-            StatisticSpec::Total("y".into()),
-            false,
-            CiMethod::T,
-        )[0];
+        let tot = &run(&t, &jkn, StatisticSpec::Total("y".into()), false, CiMethod::T)[0];
         c.value(&format!("{key}/total_y/est"), tot.estimate, 1e-9);
         c.value(&format!("{key}/total_y/se"), tot.se, 1e-9);
     }
@@ -458,15 +327,9 @@ fn designs_agree_with_r() {
             ..linear(Some("h"), &["psu"], &[], true)
         },
     ] {
-        let req = EstimateRequest {
-            statistics: vec![StatisticSpec::Mean("y".into())],
-            ..base
-        };
+        let req = EstimateRequest { statistics: vec![StatisticSpec::Mean("y".into())], ..base };
         let err = estimate(&t, &req).unwrap_err().to_string();
-        assert!(
-            err.contains("stratum 'D'") && err.contains("one PSU"),
-            "{err}"
-        );
+        assert!(err.contains("stratum 'D'") && err.contains("one PSU"), "{err}");
     }
 
     println!(

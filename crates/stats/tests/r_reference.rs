@@ -63,9 +63,8 @@ impl Checker {
         }
         let rel = ((got - want) / want).abs();
         if rel.is_nan() || rel > tol {
-            self.failures.push(format!(
-                "{key}: got {got:.17}, R {want:.17}, rel {rel:e} > {tol:e}"
-            ));
+            self.failures
+                .push(format!("{key}: got {got:.17}, R {want:.17}, rel {rel:e} > {tol:e}"));
         }
         if rel > self.max_rel || rel.is_nan() {
             self.max_rel = rel;
@@ -80,18 +79,13 @@ impl Checker {
     fn num(&mut self, key: &str, got: f64, v: &Value, tol: f64) {
         match v.as_f64() {
             Some(want) => self.check(key, got, want, tol),
-            None => self
-                .failures
-                .push(format!("{key}: reference value {v} is not a number")),
+            None => self.failures.push(format!("{key}: reference value {v} is not a number")),
         }
     }
 }
 
 fn design_request(name: &str, r_call: &str) -> EstimateRequest {
-    let mut req = EstimateRequest {
-        weights: Some("pw".into()),
-        ..Default::default()
-    };
+    let mut req = EstimateRequest { weights: Some("pw".into()), ..Default::default() };
     match name {
         "dstrat" | "dstrat_nofpc" => req.strata = Some("stype".into()),
         "dclus1" | "dclus1_nofpc" => req.clusters = vec!["dnum".into()],
@@ -118,9 +112,7 @@ fn run(
         ci,
         ..base.clone()
     };
-    estimate(table, &req)
-        .unwrap_or_else(|e| panic!("estimating {stat:?}: {e}"))
-        .estimates
+    estimate(table, &req).unwrap_or_else(|e| panic!("estimating {stat:?}: {e}")).estimates
 }
 
 fn one(v: Vec<Estimate>) -> Estimate {
@@ -151,11 +143,7 @@ fn agrees_with_r_survey_package() {
         ),
     ];
     let designs = reference["designs"].as_object().expect("designs object");
-    assert!(
-        designs.len() >= 4,
-        "expected the four designs, found {}",
-        designs.len()
-    );
+    assert!(designs.len() >= 4, "expected the four designs, found {}", designs.len());
 
     let mut c = Checker {
         checked: 0,
@@ -170,11 +158,7 @@ fn agrees_with_r_survey_package() {
     assert_eq!(cds.text(0).as_deref(), Some("01612910137588"));
     for (name, d) in designs {
         let r_call = d["r_call"].as_str().unwrap_or_default();
-        let data = if r_call.contains("apistrat") {
-            "apistrat"
-        } else {
-            "apiclus1"
-        };
+        let data = if r_call.contains("apistrat") { "apistrat" } else { "apiclus1" };
         let table = &tables.iter().find(|(n, _)| *n == data).unwrap().1;
         let base = design_request(name, r_call);
         let k = |key: &str| format!("{name}.{key}");
@@ -191,60 +175,20 @@ fn agrees_with_r_survey_package() {
         let info = &d["info"];
         c.num(&k("info.n_obs"), table.n_rows() as f64, &info["n_obs"], 0.0);
         c.num(&k("info.degf"), design.degf() as f64, &info["degf"], 0.0);
-        c.num(
-            &k("info.sum_weights"),
-            design.weights().iter().sum(),
-            &info["sum_weights"],
-            TOL,
-        );
-        c.num(
-            &k("info.n_psu_stage1"),
-            design.n_psu() as f64,
-            &info["n_psu_stage1"],
-            0.0,
-        );
-        c.num(
-            &k("info.n_strata_stage1"),
-            design.n_strata() as f64,
-            &info["n_strata_stage1"],
-            0.0,
-        );
-        assert_eq!(
-            Some(design.has_fpc()),
-            info["has_fpc"].as_bool(),
-            "{name}: has_fpc"
-        );
+        c.num(&k("info.sum_weights"), design.weights().iter().sum(), &info["sum_weights"], TOL);
+        c.num(&k("info.n_psu_stage1"), design.n_psu() as f64, &info["n_psu_stage1"], 0.0);
+        c.num(&k("info.n_strata_stage1"), design.n_strata() as f64, &info["n_strata_stage1"], 0.0);
+        assert_eq!(Some(design.has_fpc()), info["has_fpc"].as_bool(), "{name}: has_fpc");
         c.num(&k("degf"), design.degf() as f64, &d["degf"], 0.0);
 
         // svymean(~api00) with deff, and both confidence intervals.
-        let m = one(run(
-            table,
-            &base,
-            StatisticSpec::Mean("api00".into()),
-            &[],
-            CiMethod::Wald,
-        ));
-        c.num(
-            &k("svymean_api00.estimate"),
-            m.estimate,
-            &d["svymean_api00"]["estimate"],
-            TOL,
-        );
+        let m = one(run(table, &base, StatisticSpec::Mean("api00".into()), &[], CiMethod::Wald));
+        c.num(&k("svymean_api00.estimate"), m.estimate, &d["svymean_api00"]["estimate"], TOL);
         c.num(&k("svymean_api00.se"), m.se, &d["svymean_api00"]["se"], TOL);
         let r = &d["svymean_api00_deff"];
-        c.num(
-            &k("svymean_api00_deff.estimate"),
-            m.estimate,
-            &r["estimate"],
-            TOL,
-        );
+        c.num(&k("svymean_api00_deff.estimate"), m.estimate, &r["estimate"], TOL);
         c.num(&k("svymean_api00_deff.se"), m.se, &r["se"], TOL);
-        c.num(
-            &k("svymean_api00_deff.deff"),
-            m.deff.unwrap_or(f64::NAN),
-            &r["deff"],
-            TOL,
-        );
+        c.num(&k("svymean_api00_deff.deff"), m.deff.unwrap_or(f64::NAN), &r["deff"], TOL);
         c.num(
             &k("svymean_api00_deff.deff_replace"),
             m.deff_replace.unwrap_or(f64::NAN),
@@ -252,84 +196,23 @@ fn agrees_with_r_survey_package() {
             TOL,
         );
         let r = &d["confint_svymean_api00"];
-        assert_eq!(
-            r["df"].as_str(),
-            Some("Inf"),
-            "{name}: Wald interval uses the normal quantile"
-        );
+        assert_eq!(r["df"].as_str(), Some("Inf"), "{name}: Wald interval uses the normal quantile");
         c.num(&k("confint_svymean_api00.level"), 0.95, &r["level"], 0.0);
-        c.num(
-            &k("confint_svymean_api00.crit"),
-            qnorm(0.975),
-            &r["crit"],
-            TOL,
-        );
-        c.num(
-            &k("confint_svymean_api00.lower"),
-            m.ci_lower.unwrap(),
-            &r["lower"],
-            TOL,
-        );
-        c.num(
-            &k("confint_svymean_api00.upper"),
-            m.ci_upper.unwrap(),
-            &r["upper"],
-            TOL,
-        );
-        let mt = one(run(
-            table,
-            &base,
-            StatisticSpec::Mean("api00".into()),
-            &[],
-            CiMethod::T,
-        ));
+        c.num(&k("confint_svymean_api00.crit"), qnorm(0.975), &r["crit"], TOL);
+        c.num(&k("confint_svymean_api00.lower"), m.ci_lower.unwrap(), &r["lower"], TOL);
+        c.num(&k("confint_svymean_api00.upper"), m.ci_upper.unwrap(), &r["upper"], TOL);
+        let mt = one(run(table, &base, StatisticSpec::Mean("api00".into()), &[], CiMethod::T));
         let r = &d["confint_svymean_api00_t_degf"];
-        c.num(
-            &k("confint_svymean_api00_t_degf.level"),
-            0.95,
-            &r["level"],
-            0.0,
-        );
-        c.num(
-            &k("confint_svymean_api00_t_degf.df"),
-            mt.df as f64,
-            &r["df"],
-            0.0,
-        );
-        c.num(
-            &k("confint_svymean_api00_t_degf.crit"),
-            qt(0.975, mt.df as f64),
-            &r["crit"],
-            TOL,
-        );
-        c.num(
-            &k("confint_svymean_api00_t_degf.lower"),
-            mt.ci_lower.unwrap(),
-            &r["lower"],
-            TOL,
-        );
-        c.num(
-            &k("confint_svymean_api00_t_degf.upper"),
-            mt.ci_upper.unwrap(),
-            &r["upper"],
-            TOL,
-        );
+        c.num(&k("confint_svymean_api00_t_degf.level"), 0.95, &r["level"], 0.0);
+        c.num(&k("confint_svymean_api00_t_degf.df"), mt.df as f64, &r["df"], 0.0);
+        c.num(&k("confint_svymean_api00_t_degf.crit"), qt(0.975, mt.df as f64), &r["crit"], TOL);
+        c.num(&k("confint_svymean_api00_t_degf.lower"), mt.ci_lower.unwrap(), &r["lower"], TOL);
+        c.num(&k("confint_svymean_api00_t_degf.upper"), mt.ci_upper.unwrap(), &r["upper"], TOL);
 
         // svytotal(~enroll, na.rm = TRUE).
-        let t = one(run(
-            table,
-            &base,
-            StatisticSpec::Total("enroll".into()),
-            &[],
-            CiMethod::T,
-        ));
+        let t = one(run(table, &base, StatisticSpec::Total("enroll".into()), &[], CiMethod::T));
         let r = &d["svytotal_enroll"];
-        c.num(
-            &k("svytotal_enroll.estimate"),
-            t.estimate,
-            &r["estimate"],
-            TOL,
-        );
+        c.num(&k("svytotal_enroll.estimate"), t.estimate, &r["estimate"], TOL);
         c.num(&k("svytotal_enroll.se"), t.se, &r["se"], TOL);
         c.num(
             &k("svytotal_enroll.n_missing"),
@@ -339,17 +222,8 @@ fn agrees_with_r_survey_package() {
         );
 
         // svymean(~factor(stype)).
-        let props = run(
-            table,
-            &base,
-            StatisticSpec::Prop("stype".into()),
-            &[],
-            CiMethod::T,
-        );
-        for (lev, r) in d["svymean_factor_stype"]
-            .as_object()
-            .expect("factor levels")
-        {
+        let props = run(table, &base, StatisticSpec::Prop("stype".into()), &[], CiMethod::T);
+        for (lev, r) in d["svymean_factor_stype"].as_object().expect("factor levels") {
             let e = level(&props, lev);
             c.num(
                 &k(&format!("svymean_factor_stype.{lev}.estimate")),
@@ -357,34 +231,18 @@ fn agrees_with_r_survey_package() {
                 &r["estimate"],
                 TOL,
             );
-            c.num(
-                &k(&format!("svymean_factor_stype.{lev}.se")),
-                e.se,
-                &r["se"],
-                TOL,
-            );
+            c.num(&k(&format!("svymean_factor_stype.{lev}.se")), e.se, &r["se"], TOL);
         }
 
         // svyratio(~api.stu, ~enroll).
         let ratio = StatisticSpec::parse_ratio("api.stu/enroll", table).expect("ratio columns");
         let e = one(run(table, &base, ratio, &[], CiMethod::T));
         let r = &d["svyratio_api.stu_enroll"];
-        c.num(
-            &k("svyratio_api.stu_enroll.estimate"),
-            e.estimate,
-            &r["estimate"],
-            TOL,
-        );
+        c.num(&k("svyratio_api.stu_enroll.estimate"), e.estimate, &r["estimate"], TOL);
         c.num(&k("svyratio_api.stu_enroll.se"), e.se, &r["se"], TOL);
 
         // svyby(~api00, ~stype, svymean): domain estimation on the full design.
-        let by = run(
-            table,
-            &base,
-            StatisticSpec::Mean("api00".into()),
-            &["stype"],
-            CiMethod::T,
-        );
+        let by = run(table, &base, StatisticSpec::Mean("api00".into()), &["stype"], CiMethod::T);
         for (dom, r) in d["svyby_api00_stype_svymean"].as_object().expect("domains") {
             let e = by
                 .iter()
@@ -396,26 +254,12 @@ fn agrees_with_r_survey_package() {
                 &r["estimate"],
                 TOL,
             );
-            c.num(
-                &k(&format!("svyby_api00_stype_svymean.{dom}.se")),
-                e.se,
-                &r["se"],
-                TOL,
-            );
+            c.num(&k(&format!("svyby_api00_stype_svymean.{dom}.se")), e.se, &r["se"], TOL);
         }
 
         // svytotal(~I(sch.wide == "Yes")): FALSE is level "No", TRUE is level "Yes".
-        let totals = run(
-            table,
-            &base,
-            StatisticSpec::Total("sch.wide".into()),
-            &[],
-            CiMethod::T,
-        );
-        for (lev, r) in d["svytotal_schwide_yes"]
-            .as_object()
-            .expect("indicator totals")
-        {
+        let totals = run(table, &base, StatisticSpec::Total("sch.wide".into()), &[], CiMethod::T);
+        for (lev, r) in d["svytotal_schwide_yes"].as_object().expect("indicator totals") {
             let e = level(&totals, if lev == "TRUE" { "Yes" } else { "No" });
             c.num(
                 &k(&format!("svytotal_schwide_yes.{lev}.estimate")),
@@ -423,47 +267,21 @@ fn agrees_with_r_survey_package() {
                 &r["estimate"],
                 TOL,
             );
-            c.num(
-                &k(&format!("svytotal_schwide_yes.{lev}.se")),
-                e.se,
-                &r["se"],
-                TOL,
-            );
+            c.num(&k(&format!("svytotal_schwide_yes.{lev}.se")), e.se, &r["se"], TOL);
         }
 
         // svyciprop(~I(sch.wide == "Yes"), method = "logit").
-        let lg = run(
-            table,
-            &base,
-            StatisticSpec::Prop("sch.wide".into()),
-            &[],
-            CiMethod::Logit,
-        );
+        let lg = run(table, &base, StatisticSpec::Prop("sch.wide".into()), &[], CiMethod::Logit);
         let e = level(&lg, "Yes");
         assert_eq!(e.ci_method, CiMethod::Logit);
         let r = &d["svyciprop_schwide_yes_logit"];
         assert_eq!(r["method"].as_str(), Some("logit"));
         c.num(&k("svyciprop_logit.level"), 0.95, &r["level"], 0.0);
         c.num(&k("svyciprop_logit.df"), e.df as f64, &r["df"], 0.0);
-        c.num(
-            &k("svyciprop_logit.estimate"),
-            e.estimate,
-            &r["estimate"],
-            TOL_LOGIT,
-        );
+        c.num(&k("svyciprop_logit.estimate"), e.estimate, &r["estimate"], TOL_LOGIT);
         c.num(&k("svyciprop_logit.se"), e.se, &r["se"], TOL);
-        c.num(
-            &k("svyciprop_logit.lower"),
-            e.ci_lower.unwrap(),
-            &r["lower"],
-            TOL_LOGIT,
-        );
-        c.num(
-            &k("svyciprop_logit.upper"),
-            e.ci_upper.unwrap(),
-            &r["upper"],
-            TOL_LOGIT,
-        );
+        c.num(&k("svyciprop_logit.lower"), e.ci_lower.unwrap(), &r["lower"], TOL_LOGIT);
+        c.num(&k("svyciprop_logit.upper"), e.ci_upper.unwrap(), &r["upper"], TOL_LOGIT);
         // R's interval is expit(coef ∓ crit · se) of its glm fit: recover coef and se from our
         // bounds (which reproduce that fit) ...
         let logit = |p: f64| (p / (1.0 - p)).ln();
@@ -482,24 +300,9 @@ fn agrees_with_r_survey_package() {
             TOL,
         );
         // ... and check the closed form logit(p) ∓ crit · se(p) / (p(1-p)) of the brief too.
-        let li = logit_interval(
-            e.estimate,
-            logit_se_from(e.estimate, e.se),
-            0.95,
-            e.df as f64,
-        );
-        c.num(
-            &k("svyciprop_logit.aux_logit_coef"),
-            li.coef,
-            &r["aux_logit_coef"],
-            TOL_LOGIT,
-        );
-        c.num(
-            &k("svyciprop_logit.aux_logit_se"),
-            li.se_coef,
-            &r["aux_logit_se"],
-            TOL_LOGIT,
-        );
+        let li = logit_interval(e.estimate, logit_se_from(e.estimate, e.se), 0.95, e.df as f64);
+        c.num(&k("svyciprop_logit.aux_logit_coef"), li.coef, &r["aux_logit_coef"], TOL_LOGIT);
+        c.num(&k("svyciprop_logit.aux_logit_se"), li.se_coef, &r["aux_logit_se"], TOL_LOGIT);
         c.num(&k("svyciprop_logit.aux_crit"), li.crit, &r["aux_crit"], TOL);
         c.num(
             &k("svyciprop_logit.aux_svymean_estimate"),
@@ -507,71 +310,25 @@ fn agrees_with_r_survey_package() {
             &r["aux_svymean_estimate"],
             TOL,
         );
-        c.num(
-            &k("svyciprop_logit.lower(closed form)"),
-            li.lower,
-            &r["lower"],
-            TOL_LOGIT,
-        );
-        c.num(
-            &k("svyciprop_logit.upper(closed form)"),
-            li.upper,
-            &r["upper"],
-            TOL_LOGIT,
-        );
+        c.num(&k("svyciprop_logit.lower(closed form)"), li.lower, &r["lower"], TOL_LOGIT);
+        c.num(&k("svyciprop_logit.upper(closed form)"), li.upper, &r["upper"], TOL_LOGIT);
 
         // svyciprop(..., method = "beta") (Korn-Graubard).
-        let bt = run(
-            table,
-            &base,
-            StatisticSpec::Prop("sch.wide".into()),
-            &[],
-            CiMethod::Beta,
-        );
+        let bt = run(table, &base, StatisticSpec::Prop("sch.wide".into()), &[], CiMethod::Beta);
         let e = level(&bt, "Yes");
         assert_eq!(e.ci_method, CiMethod::Beta);
         let r = &d["svyciprop_schwide_yes_beta"];
         assert_eq!(r["method"].as_str(), Some("beta"));
         c.num(&k("svyciprop_beta.level"), 0.95, &r["level"], 0.0);
         c.num(&k("svyciprop_beta.df"), e.df as f64, &r["df"], 0.0);
-        c.num(
-            &k("svyciprop_beta.estimate"),
-            e.estimate,
-            &r["estimate"],
-            TOL,
-        );
+        c.num(&k("svyciprop_beta.estimate"), e.estimate, &r["estimate"], TOL);
         c.num(&k("svyciprop_beta.se"), e.se, &r["se"], TOL);
-        c.num(
-            &k("svyciprop_beta.lower"),
-            e.ci_lower.unwrap(),
-            &r["lower"],
-            TOL,
-        );
-        c.num(
-            &k("svyciprop_beta.upper"),
-            e.ci_upper.unwrap(),
-            &r["upper"],
-            TOL,
-        );
+        c.num(&k("svyciprop_beta.lower"), e.ci_lower.unwrap(), &r["lower"], TOL);
+        c.num(&k("svyciprop_beta.upper"), e.ci_upper.unwrap(), &r["upper"], TOL);
         let kg = korn_graubard(e.estimate, e.var, table.n_rows() as f64, e.df as f64, 0.95);
-        c.num(
-            &k("svyciprop_beta.aux_n_eff_raw"),
-            kg.n_eff_raw,
-            &r["aux_n_eff_raw"],
-            TOL,
-        );
-        c.num(
-            &k("svyciprop_beta.aux_df_adjust"),
-            kg.df_adjust,
-            &r["aux_df_adjust"],
-            TOL,
-        );
-        c.num(
-            &k("svyciprop_beta.aux_n_eff"),
-            kg.n_eff,
-            &r["aux_n_eff"],
-            TOL,
-        );
+        c.num(&k("svyciprop_beta.aux_n_eff_raw"), kg.n_eff_raw, &r["aux_n_eff_raw"], TOL);
+        c.num(&k("svyciprop_beta.aux_df_adjust"), kg.df_adjust, &r["aux_df_adjust"], TOL);
+        c.num(&k("svyciprop_beta.aux_n_eff"), kg.n_eff, &r["aux_n_eff"], TOL);
     }
 
     println!(

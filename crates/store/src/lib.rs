@@ -52,7 +52,8 @@ impl Store {
     /// `s3://bucket/prefix` configured from the usual `AWS_*` environment variables
     /// (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP=true` for a local S3-protocol server).
     pub fn open(location: &str) -> Result<Store, StoreError> {
-        let open_err = |message: String| StoreError::Open { location: location.to_owned(), message };
+        let open_err =
+            |message: String| StoreError::Open { location: location.to_owned(), message };
         let inner: Arc<dyn ObjectStore> = if location.starts_with("s3://") {
             let url = url::Url::parse(location).map_err(|e| open_err(e.to_string()))?;
             let store = object_store::aws::AmazonS3Builder::from_env()
@@ -67,7 +68,8 @@ impl Store {
             }
         } else {
             let dir = location.strip_prefix("file://").unwrap_or(location);
-            std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create directory: {e}")))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(format!("cannot create directory: {e}")))?;
             let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
                 .map_err(|e| open_err(e.to_string()))?
                 .with_automatic_cleanup(true);
@@ -98,7 +100,10 @@ impl Store {
 
     /// Overwrites `path` (atomic for readers on both the local store and S3).
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StoreError> {
-        self.inner.put(path, PutPayload::from_bytes(bytes)).await.map_err(Self::object_err(path))?;
+        self.inner
+            .put(path, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(Self::object_err(path))?;
         Ok(())
     }
 
@@ -107,7 +112,8 @@ impl Store {
         let options = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.inner.put_opts(path, PutPayload::from_bytes(bytes), options).await {
             Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => {
                 Err(StoreError::AlreadyExists { path: path.to_string() })
             }
             Err(e) => Err(Self::object_err(path)(e)),

@@ -39,7 +39,9 @@ impl Manifest {
 
     pub fn sequence_of_file_name(name: &str) -> Option<u64> {
         let digits = name.strip_suffix(".json")?;
-        (digits.len() == 20).then(|| digits.parse::<u64>().ok().map(|inverted| u64::MAX - inverted)).flatten()
+        (digits.len() == 20)
+            .then(|| digits.parse::<u64>().ok().map(|inverted| u64::MAX - inverted))
+            .flatten()
     }
 }
 

@@ -10,14 +10,22 @@ use crate::{Store, StoreError};
 
 /// Encodes `batch` as one Parquet file and writes it with a single put: the object appears
 /// whole or not at all, so there is no multipart upload to abort after a crash.
-pub async fn write_parquet(store: &Store, path: &Path, batch: &RecordBatch) -> Result<u64, StoreError> {
-    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet { path: path.to_string(), message: e.to_string() };
+pub async fn write_parquet(
+    store: &Store,
+    path: &Path,
+    batch: &RecordBatch,
+) -> Result<u64, StoreError> {
+    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
         .set_max_row_group_row_count(Some(1 << 20))
         .build();
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4 + 1024);
-    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties)).map_err(parquet_err)?;
+    let mut writer =
+        ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties)).map_err(parquet_err)?;
     writer.write(batch).map_err(parquet_err)?;
     writer.close().map_err(parquet_err)?;
     let size = buffer.len() as u64;
@@ -27,12 +35,19 @@ pub async fn write_parquet(store: &Store, path: &Path, batch: &RecordBatch) -> R
 
 /// Reads a whole Parquet object into record batches.
 pub async fn read_parquet(store: &Store, path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
-    let bytes = store
-        .get(path)
-        .await?
-        .ok_or_else(|| StoreError::Invalid { path: path.to_string(), message: "listed in a manifest but missing".into() })?;
-    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet { path: path.to_string(), message: e.to_string() };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(parquet_err)?.with_batch_size(65_536).build().map_err(parquet_err)?;
+    let bytes = store.get(path).await?.ok_or_else(|| StoreError::Invalid {
+        path: path.to_string(),
+        message: "listed in a manifest but missing".into(),
+    })?;
+    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(parquet_err)?
+        .with_batch_size(65_536)
+        .build()
+        .map_err(parquet_err)?;
     reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| StoreError::Parquet { path: path.to_string(), message: e.to_string() })

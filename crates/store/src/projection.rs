@@ -13,7 +13,9 @@ pub struct Projection {
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     /// Another projector committed this sequence first: this one must stop and reload.
-    #[error("a manifest for sequence {sequence} of {projection} v{version} already exists; another projector is writing the same version")]
+    #[error(
+        "a manifest for sequence {sequence} of {projection} v{version} already exists; another projector is writing the same version"
+    )]
     Conflict { projection: String, version: u32, sequence: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -58,10 +60,13 @@ impl Projection {
         let path = self.current_path();
         let Some(bytes) = self.store.get(&path).await? else { return Ok(None) };
         let text = String::from_utf8_lossy(&bytes);
-        let version = text.trim().strip_prefix('v').and_then(|v| v.parse().ok()).ok_or_else(|| StoreError::Invalid {
-            path: path.to_string(),
-            message: format!("expected 'v<number>', found '{}'", text.trim()),
-        })?;
+        let version =
+            text.trim().strip_prefix('v').and_then(|v| v.parse().ok()).ok_or_else(|| {
+                StoreError::Invalid {
+                    path: path.to_string(),
+                    message: format!("expected 'v<number>', found '{}'", text.trim()),
+                }
+            })?;
         Ok(Some(version))
     }
 
@@ -105,10 +110,20 @@ impl Projection {
         Ok(sequences)
     }
 
-    pub async fn manifest(&self, version: u32, sequence: u64) -> Result<Option<Manifest>, StoreError> {
-        let path = Path::from(format!("{}/{}", self.manifests_prefix(version), Manifest::file_name(sequence)));
+    pub async fn manifest(
+        &self,
+        version: u32,
+        sequence: u64,
+    ) -> Result<Option<Manifest>, StoreError> {
+        let path = Path::from(format!(
+            "{}/{}",
+            self.manifests_prefix(version),
+            Manifest::file_name(sequence)
+        ));
         let Some(bytes) = self.store.get(&path).await? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|source| StoreError::Manifest { path: path.to_string(), source })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Manifest { path: path.to_string(), source })
     }
 
     /// The newest committed manifest of a version.
@@ -130,8 +145,11 @@ impl Projection {
     /// Commits a flush: the manifest is written create-only, so of two writers only one
     /// commits a given sequence. Data files must already be written.
     pub async fn commit(&self, manifest: &Manifest) -> Result<(), CommitError> {
-        let path =
-            Path::from(format!("{}/{}", self.manifests_prefix(manifest.version), Manifest::file_name(manifest.last_sequence)));
+        let path = Path::from(format!(
+            "{}/{}",
+            self.manifests_prefix(manifest.version),
+            Manifest::file_name(manifest.last_sequence)
+        ));
         let body = serde_json::to_vec_pretty(manifest).expect("manifests serialise");
         match self.store.put_create(&path, Bytes::from(body)).await {
             Ok(()) => Ok(()),
@@ -163,7 +181,11 @@ impl Projection {
         }
         let mut deleted = 0;
         for &sequence in sequences.iter().skip(keep.max(1)) {
-            let path = Path::from(format!("{}/{}", self.manifests_prefix(version), Manifest::file_name(sequence)));
+            let path = Path::from(format!(
+                "{}/{}",
+                self.manifests_prefix(version),
+                Manifest::file_name(sequence)
+            ));
             self.store.delete(&path).await?;
             deleted += 1;
         }

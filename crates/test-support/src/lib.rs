@@ -37,7 +37,8 @@ impl TestNats {
     pub fn restart(&mut self) {
         let port = self.port();
         drop(self.server.take());
-        self.server = Some(LocalNatsServer::start(self.store.path(), port).unwrap_or_else(|e| panic!("{e}")));
+        self.server =
+            Some(LocalNatsServer::start(self.store.path(), port).unwrap_or_else(|e| panic!("{e}")));
     }
 }
 
@@ -73,7 +74,11 @@ pub struct TestS3 {
 
 impl TestS3 {
     pub fn start(bucket: &str) -> TestS3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let child = std::process::Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -87,7 +92,10 @@ impl TestS3 {
             if server.http("PUT", &format!("/{bucket}")).is_ok_and(|status| status == 200) {
                 return server;
             }
-            assert!(std::time::Instant::now() < deadline, "moto_server did not answer on port {port} within 30 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not answer on port {port} within 30 s"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
@@ -96,7 +104,11 @@ impl TestS3 {
     fn http(&self, method: &str, path: &str) -> std::io::Result<u16> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port)?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         response

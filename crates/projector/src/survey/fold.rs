@@ -73,11 +73,7 @@ impl SurveyFold {
         let applied = match (outcome, event) {
             (LedgerOutcome::Declared, _) => true,
             (
-                LedgerOutcome::Recorded {
-                    new_rows,
-                    duplicates,
-                    invalid,
-                },
+                LedgerOutcome::Recorded { new_rows, duplicates, invalid },
                 SurveyEvent::ResponsesRecorded(batch),
             ) => {
                 self.rows_duplicate += duplicates;
@@ -171,11 +167,7 @@ mod tests {
             "redelivery of sequence 2"
         );
         assert_eq!(fold.apply(3, "a", &batch(&["r2", "r3"])), Outcome::Applied);
-        assert_eq!(
-            fold.apply(4, "b", &batch(&["r4"])),
-            Outcome::Ignored,
-            "not the survey's owner"
-        );
+        assert_eq!(fold.apply(4, "b", &batch(&["r4"])), Outcome::Ignored, "not the survey's owner");
         let close = SurveyEvent::WaveClosed(SurveyWaveClosed {
             survey: "s".into(),
             wave: "1".into(),
@@ -183,11 +175,7 @@ mod tests {
             final_weights: Default::default(),
         });
         assert_eq!(fold.apply(5, "a", &close), Outcome::Applied);
-        assert_eq!(
-            fold.apply(6, "a", &batch(&["r5"])),
-            Outcome::Ignored,
-            "after the closure"
-        );
+        assert_eq!(fold.apply(6, "a", &batch(&["r5"])), Outcome::Ignored, "after the closure");
         let pending = fold.take_pending().unwrap();
         assert_eq!((pending.first_sequence, pending.last_sequence), (1, 6));
         let ids: Vec<&str> = pending.rows[&("s".to_owned(), "1".to_owned())]
@@ -195,11 +183,7 @@ mod tests {
             .map(|r| r.respondent_id.as_str())
             .collect();
         assert_eq!(ids, ["r1", "r2", "r3"]);
-        assert!(
-            pending
-                .closed
-                .contains_key(&("s".to_owned(), "1".to_owned()))
-        );
+        assert!(pending.closed.contains_key(&("s".to_owned(), "1".to_owned())));
         assert_eq!(fold.rows_duplicate, 1);
         assert!(fold.take_pending().is_none());
     }

@@ -34,9 +34,13 @@ impl Folding for SurveySink {
     }
 
     fn decode(message: &Message) -> Result<DecodedSurveyEvent, String> {
-        let decoded = SurveyEvent::decode(&message.payload).map_err(|e| format!("{}: {e}", message.subject))?;
+        let decoded = SurveyEvent::decode(&message.payload)
+            .map_err(|e| format!("{}: {e}", message.subject))?;
         if !observatory_model::source_matches_subject(&decoded.source, &message.subject) {
-            return Err(format!("source {} does not match its subject {}", decoded.source, message.subject));
+            return Err(format!(
+                "source {} does not match its subject {}",
+                decoded.source, message.subject
+            ));
         }
         Ok(decoded)
     }
@@ -59,7 +63,12 @@ impl Folding for SurveySink {
     }
 }
 
-async fn open_surveys(bus: &Bus, projection: &Projection, config: &ProjectorConfig, version: u32) -> Result<SurveySink, SurveySinkError> {
+async fn open_surveys(
+    bus: &Bus,
+    projection: &Projection,
+    config: &ProjectorConfig,
+    version: u32,
+) -> Result<SurveySink, SurveySinkError> {
     SurveySink::open(projection.clone(), version, &bus.config().stream, config.compaction).await
 }
 
@@ -71,7 +80,10 @@ pub async fn run_surveys(
     config: &ProjectorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SurveyProjectorError> {
-    serve(bus, projection, config, shutdown, |version| open_surveys(bus, projection, config, version)).await
+    serve(bus, projection, config, shutdown, |version| {
+        open_surveys(bus, projection, config, version)
+    })
+    .await
 }
 
 /// Replays every survey event into a new version, then switches `CURRENT` to it.
@@ -81,5 +93,8 @@ pub async fn rebuild_surveys(
     config: &ProjectorConfig,
     on_progress: impl FnMut(Progress),
 ) -> Result<(u32, u64), SurveyProjectorError> {
-    replay(bus, projection, config, on_progress, |version| open_surveys(bus, projection, config, version)).await
+    replay(bus, projection, config, on_progress, |version| {
+        open_surveys(bus, projection, config, version)
+    })
+    .await
 }

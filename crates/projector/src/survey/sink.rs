@@ -57,20 +57,17 @@ impl SurveySink {
         stream: &str,
         compaction: Compaction,
     ) -> Result<SurveySink, SurveySinkError> {
-        let committed = projection
-            .newest_manifest(version)
-            .await?
-            .unwrap_or_else(|| Manifest {
-                format: Manifest::FORMAT,
-                projection: projection.name().to_owned(),
-                version,
-                stream: stream.to_owned(),
-                last_sequence: 0,
-                committed_at: Utc::now(),
-                tables: BTreeMap::new(),
-                stats: BTreeMap::new(),
-                reference: BTreeMap::new(),
-            });
+        let committed = projection.newest_manifest(version).await?.unwrap_or_else(|| Manifest {
+            format: Manifest::FORMAT,
+            projection: projection.name().to_owned(),
+            version,
+            stream: stream.to_owned(),
+            last_sequence: 0,
+            committed_at: Utc::now(),
+            tables: BTreeMap::new(),
+            stats: BTreeMap::new(),
+            reference: BTreeMap::new(),
+        });
         let mut fold = SurveyFold::new();
         let span = info_span!(
             "restore",
@@ -94,10 +91,7 @@ impl SurveySink {
                                 let path = projection.object_path(version, &data.path);
                                 for batch in read_parquet(projection.store(), &path).await? {
                                     ids.extend(respondent_ids(d, &batch).map_err(|source| {
-                                        SurveySinkError::Table {
-                                            path: path.to_string(),
-                                            source,
-                                        }
+                                        SurveySinkError::Table { path: path.to_string(), source }
                                     })?);
                                 }
                             }
@@ -117,17 +111,10 @@ impl SurveySink {
         }
         .instrument(span)
         .await?;
-        for table in committed
-            .tables
-            .keys()
-            .filter_map(|t| t.strip_prefix("microdata/"))
-        {
+        for table in committed.tables.keys().filter_map(|t| t.strip_prefix("microdata/")) {
             let (survey, wave) = table.split_once('/').unwrap_or((table, ""));
             if fold.ledger.wave(survey, wave).is_none() {
-                return Err(SurveySinkError::Orphan {
-                    survey: survey.into(),
-                    wave: wave.into(),
-                });
+                return Err(SurveySinkError::Orphan { survey: survey.into(), wave: wave.into() });
             }
         }
         fold.set_position(committed.last_sequence);
@@ -176,10 +163,7 @@ impl SurveySink {
             rows = pending.rows.values().map(Vec::len).sum::<usize>(),
             closed = pending.closed.len()
         );
-        self.flush_pending(pending, rejected_events)
-            .instrument(span)
-            .await
-            .map(Some)
+        self.flush_pending(pending, rejected_events).instrument(span).await.map(Some)
     }
 
     async fn flush_pending(
@@ -210,12 +194,7 @@ impl SurveySink {
             if closing.is_none() && existing.len() < self.compaction.max_count_files {
                 let path = format!("{dir}/{first}-{last}.parquet");
                 let file = self
-                    .write(
-                        &path,
-                        &microdata_batch(&declaration, &new_rows),
-                        first,
-                        last,
-                    )
+                    .write(&path, &microdata_batch(&declaration, &new_rows), first, last)
                     .await?;
                 tables.entry(table).or_default().push(file);
                 continue;
@@ -227,25 +206,13 @@ impl SurveySink {
             }
             batches.push(microdata_batch(&declaration, &new_rows));
             let schema = microdata_schema(&declaration, false);
-            let mut merged = arrow::compute::concat_batches(&schema, &batches).map_err(|e| {
-                SurveySinkError::Table {
-                    path: dir.clone(),
-                    source: e.into(),
-                }
-            })?;
+            let mut merged = arrow::compute::concat_batches(&schema, &batches)
+                .map_err(|e| SurveySinkError::Table { path: dir.clone(), source: e.into() })?;
             if let Some(weights) = closing.as_ref().filter(|w| !w.is_empty()) {
-                merged = with_final_weights(&declaration, &merged, weights).map_err(|source| {
-                    SurveySinkError::Table {
-                        path: dir.clone(),
-                        source,
-                    }
-                })?;
+                merged = with_final_weights(&declaration, &merged, weights)
+                    .map_err(|source| SurveySinkError::Table { path: dir.clone(), source })?;
             }
-            let from = existing
-                .iter()
-                .map(|f| f.first_sequence)
-                .min()
-                .unwrap_or(first);
+            let from = existing.iter().map(|f| f.first_sequence).min().unwrap_or(first);
             let path = format!("{dir}/{from}-{last}.parquet");
             let file = self.write(&path, &merged, from, last).await?;
             info!(survey = %survey, wave = %wave, files = existing.len() + 1, rows = file.rows, closed = closing.is_some(), "wave microdata merged");

@@ -37,11 +37,7 @@ pub enum TableError {
     #[error("{0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("declaration of {survey}/{wave} does not decode: {message}")]
-    Declaration {
-        survey: String,
-        wave: String,
-        message: String,
-    },
+    Declaration { survey: String, wave: String, message: String },
     #[error("final weights do not cover respondent '{0}'")]
     MissingWeight(String),
 }
@@ -55,16 +51,9 @@ fn arrow_type(kind: VariableType) -> DataType {
 }
 
 pub fn microdata_schema(declaration: &SurveyWaveDeclared, final_weight: bool) -> SchemaRef {
-    let mut fields = vec![Field::new(
-        &declaration.respondent_id,
-        DataType::Utf8,
-        false,
-    )];
+    let mut fields = vec![Field::new(&declaration.respondent_id, DataType::Utf8, false)];
     fields.extend(
-        declaration
-            .variables
-            .iter()
-            .map(|v| Field::new(&v.name, arrow_type(v.kind), true)),
+        declaration.variables.iter().map(|v| Field::new(&v.name, arrow_type(v.kind), true)),
     );
     if final_weight {
         fields.push(Field::new(FINAL_WEIGHT_COLUMN, DataType::Float64, false));
@@ -129,10 +118,7 @@ pub fn respondent_ids(
         .column_by_name(&declaration.respondent_id)
         .and_then(|c| c.as_string_opt::<i32>())
         .ok_or_else(|| TableError::Column(declaration.respondent_id.clone()))?;
-    Ok(column
-        .iter()
-        .map(|v| v.unwrap_or_default().to_owned())
-        .collect())
+    Ok(column.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
 }
 
 /// `batch` with the `final_weight` column appended, looked up by respondent id.
@@ -144,18 +130,11 @@ pub fn with_final_weights(
     let ids = respondent_ids(declaration, batch)?;
     let mut b = Float64Builder::with_capacity(ids.len());
     for id in &ids {
-        b.append_value(
-            *weights
-                .get(id)
-                .ok_or_else(|| TableError::MissingWeight(id.clone()))?,
-        );
+        b.append_value(*weights.get(id).ok_or_else(|| TableError::MissingWeight(id.clone()))?);
     }
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(b.finish()));
-    Ok(RecordBatch::try_new(
-        microdata_schema(declaration, true),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(microdata_schema(declaration, true), columns)?)
 }
 
 /// One row of the waves snapshot.
@@ -211,11 +190,8 @@ pub fn waves_batch(ledger: &SurveyLedger) -> RecordBatch {
         closed.append_option(state.closed.map(|c| c.sequence));
         final_weights.append_option(state.closed.map(|c| c.final_weights));
         digest.append_option(state.closed.map(|c| format!("{:032x}", c.digest)));
-        respondents.append_value(
-            state
-                .closed
-                .map_or(state.respondents() as u64, |c| c.respondents),
-        );
+        respondents
+            .append_value(state.closed.map_or(state.respondents() as u64, |c| c.respondents));
         declaration.append_value(serde_json::to_string(d).expect("declarations serialise"));
     }
     let columns: Vec<ArrayRef> = vec![
@@ -305,10 +281,7 @@ pub fn microdata_rows(
     let ids = respondent_ids(declaration, batch)?;
     let mut rows: Vec<SurveyRow> = ids
         .into_iter()
-        .map(|respondent_id| SurveyRow {
-            respondent_id,
-            values: BTreeMap::new(),
-        })
+        .map(|respondent_id| SurveyRow { respondent_id, values: BTreeMap::new() })
         .collect();
     for variable in &declaration.variables {
         let column = batch
@@ -371,10 +344,7 @@ mod tests {
         let restored = wave_rows(&waves_batch(&ledger)).unwrap();
         assert_eq!(restored.len(), 1);
         assert_eq!(
-            (
-                restored[0].declaration.clone(),
-                restored[0].declared_sequence
-            ),
+            (restored[0].declaration.clone(), restored[0].declared_sequence),
             (declaration, 3)
         );
     }

@@ -55,11 +55,7 @@ pub enum SurveyQueryError {
         "the survey projection has reached sequence {reached}, not the requested {wanted}, after waiting {waited:?}; \
          the projector may be behind or stopped: retry later"
     )]
-    NotYet {
-        reached: u64,
-        wanted: u64,
-        waited: Duration,
-    },
+    NotYet { reached: u64, wanted: u64, waited: Duration },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -150,23 +146,14 @@ impl WaveInfo {
     ) -> Result<(), SurveyQueryError> {
         for name in names {
             if !self.variable_exists(name) {
-                let declared: Vec<&str> = self
-                    .declaration
-                    .variables
-                    .iter()
-                    .take(30)
-                    .map(|v| v.name.as_str())
-                    .collect();
+                let declared: Vec<&str> =
+                    self.declaration.variables.iter().take(30).map(|v| v.name.as_str()).collect();
                 return Err(SurveyQueryError::BadRequest(format!(
                     "{role}='{name}' is not a variable of wave '{}' of '{}'; declared: {}{}",
                     self.wave,
                     self.survey,
                     declared.join(", "),
-                    if self.declaration.variables.len() > 30 {
-                        ", …"
-                    } else {
-                        ""
-                    }
+                    if self.declaration.variables.len() > 30 { ", …" } else { "" }
                 )));
             }
         }
@@ -175,13 +162,7 @@ impl WaveInfo {
 
     fn item(&self, name: Option<&str>) -> Result<VictimisationItem, SurveyQueryError> {
         let items = &self.declaration.victimisation_items;
-        let names = || {
-            items
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let names = || items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
         match name {
             Some(name) => self.declaration.item(name).cloned().ok_or_else(|| {
                 SurveyQueryError::BadRequest(format!(
@@ -280,10 +261,8 @@ pub fn with_item_columns(table: &Table, item: &VictimisationItem) -> Result<Tabl
         .map(|(v, r)| if *v == Some(false) { Some(false) } else { r })
         .collect();
     let mut out = table.clone();
-    let labels: Vec<Option<&str>> = victim
-        .iter()
-        .map(|v| v.map(|v| if v { "yes" } else { "no" }))
-        .collect();
+    let labels: Vec<Option<&str>> =
+        victim.iter().map(|v| v.map(|v| if v { "yes" } else { "no" })).collect();
     out.add_text(VICTIM, &labels)?;
     out.add_numeric(REPORTED, reported.iter().map(|r| as_number(*r)).collect())?;
     out.add_numeric(VICTIMS, victim.iter().map(|v| as_number(*v)).collect())?;
@@ -365,10 +344,7 @@ impl SurveyEngine {
         };
         let mut waves = Vec::new();
         for file in manifest.files(WAVES_TABLE) {
-            let path = self
-                .projection
-                .object_path(manifest.version, &file.path)
-                .to_string();
+            let path = self.projection.object_path(manifest.version, &file.path).to_string();
             for batch in self.batches(manifest, &file.path).await? {
                 waves.extend(
                     wave_infos(&batch).map_err(|message| SurveyQueryError::Read {
@@ -395,17 +371,13 @@ impl SurveyEngine {
                 as_of(manifest).sequence
             )));
         }
-        of_survey
-            .iter()
-            .find(|w| w.wave == wave)
-            .map(|w| (*w).clone())
-            .ok_or_else(|| {
-                let known: Vec<&str> = of_survey.iter().map(|w| w.wave.as_str()).collect();
-                SurveyQueryError::NotFound(format!(
-                    "survey '{survey}' has no wave '{wave}'; its waves: {}",
-                    known.join(", ")
-                ))
-            })
+        of_survey.iter().find(|w| w.wave == wave).map(|w| (*w).clone()).ok_or_else(|| {
+            let known: Vec<&str> = of_survey.iter().map(|w| w.wave.as_str()).collect();
+            SurveyQueryError::NotFound(format!(
+                "survey '{survey}' has no wave '{wave}'; its waves: {}",
+                known.join(", ")
+            ))
+        })
     }
 
     /// The wave's microdata as an estimation table, rows in stream order.
@@ -421,17 +393,12 @@ impl SurveyEngine {
         let Some(manifest) = manifest else {
             return Err(no_rows());
         };
-        let mut files = manifest
-            .files(&format!("microdata/{}/{}", wave.survey, wave.wave))
-            .to_vec();
+        let mut files =
+            manifest.files(&format!("microdata/{}/{}", wave.survey, wave.wave)).to_vec();
         files.sort_by_key(|f| f.first_sequence);
         let key = files
             .iter()
-            .map(|f| {
-                self.projection
-                    .object_path(manifest.version, &f.path)
-                    .to_string()
-            })
+            .map(|f| self.projection.object_path(manifest.version, &f.path).to_string())
             .collect::<Vec<_>>()
             .join("|");
         if let Some(table) = self.tables.lock().expect("not poisoned").get(&key) {
@@ -440,10 +407,7 @@ impl SurveyEngine {
         let mut batches = Vec::new();
         for file in &files {
             batches.extend(
-                self.batches(manifest, &file.path)
-                    .await?
-                    .into_iter()
-                    .filter(|b| b.num_rows() > 0),
+                self.batches(manifest, &file.path).await?.into_iter().filter(|b| b.num_rows() > 0),
             );
         }
         if batches.is_empty() {
@@ -456,11 +420,7 @@ impl SurveyEngine {
         );
         let mut cache = self.tables.lock().expect("not poisoned");
         // Waves are few; keep only the tables of the manifest being served.
-        let prefix = format!(
-            "projections/{}/v{}/",
-            self.projection.name(),
-            manifest.version
-        );
+        let prefix = format!("projections/{}/v{}/", self.projection.name(), manifest.version);
         cache.retain(|k, _| k.starts_with(&prefix));
         cache.insert(key, table.clone());
         Ok(table)
@@ -480,17 +440,10 @@ fn wave_infos(batch: &RecordBatch) -> Result<Vec<WaveInfo>, String> {
             .and_then(|c| c.as_primitive_opt::<arrow::datatypes::UInt64Type>())
             .ok_or(format!("column {name} missing"))
     };
-    let (survey, wave, source, declaration) = (
-        text("survey")?,
-        text("wave")?,
-        text("source")?,
-        text("declaration")?,
-    );
-    let (declared, closed, respondents) = (
-        unsigned("declared_sequence")?,
-        unsigned("closed_sequence")?,
-        unsigned("respondents")?,
-    );
+    let (survey, wave, source, declaration) =
+        (text("survey")?, text("wave")?, text("source")?, text("declaration")?);
+    let (declared, closed, respondents) =
+        (unsigned("declared_sequence")?, unsigned("closed_sequence")?, unsigned("respondents")?);
     let final_weights = batch
         .column_by_name("final_weights")
         .and_then(|c| c.as_boolean_opt())
@@ -503,11 +456,7 @@ fn wave_infos(batch: &RecordBatch) -> Result<Vec<WaveInfo>, String> {
                 survey: survey.value(i).to_owned(),
                 wave: wave.value(i).to_owned(),
                 source: source.value(i).to_owned(),
-                status: if closed_sequence.is_some() {
-                    "closed"
-                } else {
-                    "open"
-                },
+                status: if closed_sequence.is_some() { "closed" } else { "open" },
                 respondents: respondents.value(i),
                 declared_sequence: declared.value(i),
                 closed_sequence,
@@ -531,20 +480,13 @@ pub fn survey_router(state: Arc<SurveyQueryState>) -> Router {
         .route("/v1/surveys", get(get_surveys))
         .route("/v1/surveys/{survey}/waves", get(get_waves))
         .route("/v1/surveys/{survey}/estimates", get(get_estimates))
-        .route(
-            "/v1/surveys/{survey}/reporting-rate",
-            get(get_reporting_rate),
-        )
+        .route("/v1/surveys/{survey}/reporting-rate", get(get_reporting_rate))
         .route("/v1/surveys/{survey}/dark-figure", get(get_dark_figure))
         .with_state(state)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": message.into(), "status": status.as_u16()})),
-    )
-        .into_response()
+    (status, Json(json!({"error": message.into(), "status": status.as_u16()}))).into_response()
 }
 
 fn failure(e: SurveyQueryError) -> Response {
@@ -571,21 +513,16 @@ fn message(e: &SurveyQueryError) -> String {
 }
 
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|raw| {
-        url::form_urlencoded::parse(raw.as_bytes())
-            .into_owned()
-            .collect()
-    })
-    .unwrap_or_default()
+    raw.map(|raw| url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 fn survey_id(path: Result<Path<String>, PathRejection>) -> Result<String, Response> {
     match path {
         Ok(Path(survey)) if is_valid_survey_id(&survey) => Ok(survey),
-        Ok(Path(survey)) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("'{survey}' is not a survey id"),
-        )),
+        Ok(Path(survey)) => {
+            Err(error(StatusCode::BAD_REQUEST, format!("'{survey}' is not a survey id")))
+        }
         Err(rejection) => Err(error(StatusCode::BAD_REQUEST, rejection.body_text())),
     }
 }
@@ -618,10 +555,7 @@ async fn get_surveys(
             }
         },
         _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "the only parameter is min_sequence",
-            );
+            return error(StatusCode::BAD_REQUEST, "the only parameter is min_sequence");
         }
     };
     let result = async {
@@ -640,9 +574,7 @@ async fn get_surveys(
         Ok::<_, SurveyQueryError>(json!({"as_of": as_of(&manifest), "surveys": surveys}))
     }
     .await;
-    result
-        .map(|body| Json(body).into_response())
-        .unwrap_or_else(failure)
+    result.map(|body| Json(body).into_response()).unwrap_or_else(failure)
 }
 
 #[tracing::instrument(name = "survey_waves", skip_all, fields(survey))]
@@ -661,10 +593,7 @@ async fn get_waves(
         .find(|(k, _)| k == "min_sequence")
         .and_then(|(_, v)| v.parse().ok());
     let result = async {
-        let manifest = state
-            .engine
-            .manifest(min_sequence, state.config.max_wait)
-            .await?;
+        let manifest = state.engine.manifest(min_sequence, state.config.max_wait).await?;
         let waves: Vec<WaveInfo> = state
             .engine
             .waves(&manifest)
@@ -673,16 +602,12 @@ async fn get_waves(
             .filter(|w| w.survey == survey)
             .collect();
         if waves.is_empty() {
-            return Err(SurveyQueryError::NotFound(format!(
-                "no survey '{survey}' is declared"
-            )));
+            return Err(SurveyQueryError::NotFound(format!("no survey '{survey}' is declared")));
         }
         Ok(json!({"as_of": as_of(&manifest), "survey": survey, "waves": waves}))
     }
     .await;
-    result
-        .map(|body| Json(body).into_response())
-        .unwrap_or_else(failure)
+    result.map(|body| Json(body).into_response()).unwrap_or_else(failure)
 }
 
 /// `GET /v1/surveys/{survey}/estimates`: the CLI's JSON (`estimates`) plus `as_of`, the wave
@@ -735,9 +660,7 @@ async fn get_estimates(
         }))
     }
     .await;
-    result
-        .map(|body| Json(body).into_response())
-        .unwrap_or_else(failure)
+    result.map(|body| Json(body).into_response()).unwrap_or_else(failure)
 }
 
 fn item_json(wave: &WaveInfo, item: &VictimisationItem) -> Value {
@@ -814,9 +737,7 @@ async fn get_reporting_rate(
         }))
     }
     .await;
-    result
-        .map(|body| Json(body).into_response())
-        .unwrap_or_else(failure)
+    result.map(|body| Json(body).into_response()).unwrap_or_else(failure)
 }
 
 fn victim_type(population: Population) -> &'static str {
@@ -976,9 +897,7 @@ async fn get_dark_figure(
         }))
     }
     .await;
-    result
-        .map(|body| Json(body).into_response())
-        .unwrap_or_else(failure)
+    result.map(|body| Json(body).into_response()).unwrap_or_else(failure)
 }
 
 #[cfg(test)]
@@ -987,12 +906,18 @@ mod tests {
 
     #[test]
     fn a_lonely_psu_is_answered_with_the_http_remedy() {
-        let e = SurveyQueryError::Stats(StatsError::LonelyPsu { stratum: "84".into(), stage: 1, context: String::new() });
+        let e = SurveyQueryError::Stats(StatsError::LonelyPsu {
+            stratum: "84".into(),
+            stage: 1,
+            context: String::new(),
+        });
         let text = message(&e);
-        assert!(text.contains("stratum '84'") && text.contains("\"lonely_psu\": \"adjust\""), "{text}");
+        assert!(
+            text.contains("stratum '84'") && text.contains("\"lonely_psu\": \"adjust\""),
+            "{text}"
+        );
         assert!(!text.contains("--lonely-psu"), "no CLI flag over HTTP: {text}");
     }
-
 
     fn item() -> VictimisationItem {
         serde_json::from_str(r#"{"name":"fraud","victim":"v","reported":"r","iccs":"0701"}"#)
@@ -1002,28 +927,16 @@ mod tests {
     #[test]
     fn item_columns_follow_the_skip_pattern() {
         let mut table = Table::new();
-        table
-            .add_text(
-                "v",
-                &[Some("yes"), Some("yes"), Some("no"), None, Some("yes")],
-            )
-            .unwrap();
-        table
-            .add_text("r", &[Some("yes"), Some("no"), None, None, None])
-            .unwrap();
+        table.add_text("v", &[Some("yes"), Some("yes"), Some("no"), None, Some("yes")]).unwrap();
+        table.add_text("r", &[Some("yes"), Some("no"), None, None, None]).unwrap();
         let out = with_item_columns(&table, &item()).unwrap();
         let col = |name: &str| out.column(name).unwrap().numeric().unwrap().to_vec();
         let same = |a: Vec<f64>, b: [f64; 5]| {
-            a.iter()
-                .zip(b)
-                .all(|(x, y)| (x.is_nan() && y.is_nan()) || *x == y)
+            a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || *x == y)
         };
         assert!(same(col(VICTIMS), [1.0, 1.0, 0.0, f64::NAN, 1.0]));
         assert!(same(col(REPORTED), [1.0, 0.0, 0.0, f64::NAN, f64::NAN]));
-        assert!(same(
-            col(REPORTED_VICTIMS),
-            [1.0, 0.0, 0.0, f64::NAN, f64::NAN]
-        ));
+        assert!(same(col(REPORTED_VICTIMS), [1.0, 0.0, 0.0, f64::NAN, f64::NAN]));
         let victim = out.column(VICTIM).unwrap();
         assert_eq!(victim.text(2).as_deref(), Some("no"));
         assert!(victim.is_missing(3));
@@ -1033,9 +946,6 @@ mod tests {
     fn integer_items_compare_by_number() {
         let mut table = Table::new();
         table.add_numeric("v", vec![1.0, 0.0, f64::NAN]).unwrap();
-        assert_eq!(
-            indicator(&table, "v", "1").unwrap(),
-            vec![Some(true), Some(false), None]
-        );
+        assert_eq!(indicator(&table, "v", "1").unwrap(), vec![Some(true), Some(false), None]);
     }
 }

@@ -65,19 +65,12 @@ fn bad<T>(message: String) -> Result<T, RequestError> {
 }
 
 fn list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .collect()
+    value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
 }
 
 fn sequence(name: &str, value: &str) -> Result<u64, RequestError> {
     value.parse().map_err(|_| {
-        RequestError(format!(
-            "{name}='{value}' is not a stream sequence (a non-negative integer)"
-        ))
+        RequestError(format!("{name}='{value}' is not a stream sequence (a non-negative integer)"))
     })
 }
 
@@ -91,16 +84,15 @@ fn level(value: &str) -> Result<f64, RequestError> {
 }
 
 fn ci(value: &str) -> Result<CiMethod, RequestError> {
-    value
-        .parse::<CiMethod>()
-        .map_err(|e| RequestError(format!("ci='{value}': {e}")))
+    value.parse::<CiMethod>().map_err(|e| RequestError(format!("ci='{value}': {e}")))
 }
 
 fn wave(value: Option<String>) -> Result<String, RequestError> {
     match value {
-        None => bad(
-            "wave= is required (e.g. wave=2024); GET /v1/surveys/{survey}/waves lists them".into(),
-        ),
+        None => {
+            bad("wave= is required (e.g. wave=2024); GET /v1/surveys/{survey}/waves lists them"
+                .into())
+        }
         Some(w) if !is_valid_wave_id(&w) => bad(format!("wave='{w}' is not a wave id")),
         Some(w) => Ok(w),
     }
@@ -111,9 +103,7 @@ fn unique(params: &[(String, String)]) -> Result<(), RequestError> {
     let mut seen = std::collections::HashSet::new();
     for (key, _) in params {
         if !seen.insert(key.as_str()) {
-            return bad(format!(
-                "parameter '{key}' is given twice; give one comma-separated list"
-            ));
+            return bad(format!("parameter '{key}' is given twice; give one comma-separated list"));
         }
     }
     Ok(())
@@ -156,25 +146,14 @@ impl EstimatesQuery {
                     .into(),
             );
         }
-        if let Some(v) = vars
-            .iter()
-            .find(|v| (stat == Stat::Ratio) != v.contains('/'))
-        {
+        if let Some(v) = vars.iter().find(|v| (stat == Stat::Ratio) != v.contains('/')) {
             return bad(if stat == Stat::Ratio {
                 format!("var='{v}': a ratio is NUMERATOR/DENOMINATOR, e.g. var=api.stu/enroll")
             } else {
                 format!("var='{v}': '/' only appears in ratios (stat=ratio)")
             });
         }
-        Ok(EstimatesQuery {
-            wave,
-            stat,
-            vars,
-            by,
-            ci: method,
-            level: lvl,
-            min_sequence,
-        })
+        Ok(EstimatesQuery { wave, stat, vars, by, ci: method, level: lvl, min_sequence })
     }
 }
 
@@ -214,7 +193,11 @@ impl ItemQuery {
                 }
                 "unit" if dark_figure => match value.as_str() {
                     "offence" | "victim" | "report" => query.unit = Some(value.clone()),
-                    other => return bad(format!("unit='{other}' is not a counting unit; use offence, victim or report")),
+                    other => {
+                        return bad(format!(
+                            "unit='{other}' is not a counting unit; use offence, victim or report"
+                        ));
+                    }
                 },
                 "incidents_min_sequence" if dark_figure => {
                     query.incidents_min_sequence = Some(sequence(key, value)?)
@@ -239,10 +222,7 @@ mod tests {
     use super::*;
 
     fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
-        query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -254,10 +234,7 @@ mod tests {
             ("by", "stype"),
         ]))
         .unwrap();
-        assert_eq!(
-            (q.stat, q.vars.len(), q.ci, q.level),
-            (Stat::Mean, 2, CiMethod::Auto, 0.95)
-        );
+        assert_eq!((q.stat, q.vars.len(), q.ci, q.level), (Stat::Mean, 2, CiMethod::Auto, 0.95));
         let q = EstimatesQuery::parse(&pairs(&[
             ("wave", "2000"),
             ("stat", "ratio"),
@@ -273,39 +250,12 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("stat", "mean"), ("var", "x")], "wave= is required"),
             (&[("wave", "2000"), ("var", "x")], "stat= is required"),
+            (&[("wave", "2000"), ("stat", "median"), ("var", "x")], "stat='median'"),
+            (&[("wave", "2000"), ("stat", "ratio"), ("var", "x")], "NUMERATOR/DENOMINATOR"),
+            (&[("wave", "2000"), ("stat", "mean"), ("var", "x"), ("level", "95")], "level='95'"),
+            (&[("wave", "2000"), ("stat", "mean"), ("var", "x"), ("ci", "exact")], "ci='exact'"),
             (
-                &[("wave", "2000"), ("stat", "median"), ("var", "x")],
-                "stat='median'",
-            ),
-            (
-                &[("wave", "2000"), ("stat", "ratio"), ("var", "x")],
-                "NUMERATOR/DENOMINATOR",
-            ),
-            (
-                &[
-                    ("wave", "2000"),
-                    ("stat", "mean"),
-                    ("var", "x"),
-                    ("level", "95"),
-                ],
-                "level='95'",
-            ),
-            (
-                &[
-                    ("wave", "2000"),
-                    ("stat", "mean"),
-                    ("var", "x"),
-                    ("ci", "exact"),
-                ],
-                "ci='exact'",
-            ),
-            (
-                &[
-                    ("wave", "2000"),
-                    ("stat", "mean"),
-                    ("var", "x"),
-                    ("weights", "w"),
-                ],
+                &[("wave", "2000"), ("stat", "mean"), ("var", "x"), ("weights", "w")],
                 "unknown parameter 'weights'",
             ),
             (&[("wave", "2000"), ("wave", "2001")], "given twice"),

@@ -17,10 +17,7 @@ pub(crate) struct Partition {
 impl Partition {
     /// Every row in one domain.
     pub(crate) fn whole(n: usize) -> Partition {
-        Partition {
-            n_domains: 1,
-            dom: vec![0; n],
-        }
+        Partition { n_domains: 1, dom: vec![0; n] }
     }
 }
 
@@ -92,18 +89,9 @@ pub(crate) fn build_cells(
 
     // Counting sort of the cells by (domain, stratum): first by stratum, then stably by domain.
     let n_cells = cell_dom.len();
-    let by_stratum = counting_sort(
-        n_cells,
-        n_strata,
-        |j| cluster_stratum[cell_clu[j] as usize] as usize,
-        None,
-    );
-    let order = counting_sort(
-        n_cells,
-        part.n_domains,
-        |j| cell_dom[j] as usize,
-        Some(&by_stratum),
-    );
+    let by_stratum =
+        counting_sort(n_cells, n_strata, |j| cluster_stratum[cell_clu[j] as usize] as usize, None);
+    let order = counting_sort(n_cells, part.n_domains, |j| cell_dom[j] as usize, Some(&by_stratum));
     let mut new_id = vec![0u32; n_cells];
     for (pos, &old) in order.iter().enumerate() {
         new_id[old as usize] = pos as u32;
@@ -128,11 +116,7 @@ pub(crate) fn build_cells(
             }),
         }
     }
-    StageCells {
-        cell_of_row,
-        cell_cluster,
-        groups,
-    }
+    StageCells { cell_of_row, cell_cluster, groups }
 }
 
 /// Stable counting sort of items 0..n (or of `input`, a permutation of them) by `key`.
@@ -171,10 +155,7 @@ mod tests {
         // Clusters 0,1 in stratum 0; cluster 2 in stratum 1. Two domains.
         let cluster = [0, 0, 1, 2, 2, 1, 0];
         let cluster_stratum = [0, 0, 1];
-        let part = Partition {
-            n_domains: 2,
-            dom: vec![1, 0, 0, 1, MISSING, 1, 1],
-        };
+        let part = Partition { n_domains: 2, dom: vec![1, 0, 0, 1, MISSING, 1, 1] };
         let cells = build_cells(&cluster, &cluster_stratum, 2, &part);
         assert_eq!(cells.n_cells(), 5);
         let keys: Vec<(u32, u32)> = cells.groups.iter().map(|g| (g.domain, g.stratum)).collect();

@@ -28,9 +28,9 @@ impl FromStr for JackknifeKind {
         match s.to_ascii_lowercase().as_str() {
             "jk1" => Ok(JackknifeKind::Jk1),
             "jkn" => Ok(JackknifeKind::Jkn),
-            other => Err(StatsError::invalid(format!(
-                "unknown jackknife '{other}'; use jk1 or jkn"
-            ))),
+            other => {
+                Err(StatsError::invalid(format!("unknown jackknife '{other}'; use jk1 or jkn")))
+            }
         }
     }
 }
@@ -67,12 +67,7 @@ impl LinearDesign {
                 } else {
                     scale = f * (n - 1.0) / n;
                     for g in 0..n_psu as u32 {
-                        reps.push(JkRep {
-                            stratum: 0,
-                            dropped: g,
-                            a: n / (n - 1.0),
-                            b: 1.0,
-                        });
+                        reps.push(JkRep { stratum: 0, dropped: g, a: n / (n - 1.0), b: 1.0 });
                         rscales.push(1.0);
                     }
                 }
@@ -149,10 +144,8 @@ impl LinearDesign {
                 dropped_by[rep.dropped as usize] = r as u32;
             }
         }
-        let selfrep_all = st
-            .cluster
-            .iter()
-            .all(|&c| selfrep[st.cluster_stratum[c as usize] as usize]);
+        let selfrep_all =
+            st.cluster.iter().all(|&c| selfrep[st.cluster_stratum[c as usize] as usize]);
         let jk = Jackknife {
             psu: st.cluster.clone(),
             psu_stratum: st.cluster_stratum.clone(),

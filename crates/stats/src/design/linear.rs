@@ -88,11 +88,8 @@ impl LinearDesign {
 
         // Cluster ids per stage, nested as R forces them to be.
         let n_stages = spec.clusters.len().max(1);
-        let cluster_cols: Vec<&Column> = spec
-            .clusters
-            .iter()
-            .map(|c| table.require(c, "cluster"))
-            .collect::<Result<_, _>>()?;
+        let cluster_cols: Vec<&Column> =
+            spec.clusters.iter().map(|c| table.require(c, "cluster")).collect::<Result<_, _>>()?;
         let mut stages: Vec<Stage> = Vec::with_capacity(n_stages);
         // Text of each cluster at the previous stage, to label the strata of the next one.
         let mut prev_cluster_labels: Vec<String> = Vec::new();
@@ -105,11 +102,7 @@ impl LinearDesign {
                     f.codes
                 }
             };
-            let parent: &[u32] = if k == 0 {
-                &strata_codes
-            } else {
-                &stages[k - 1].cluster
-            };
+            let parent: &[u32] = if k == 0 { &strata_codes } else { &stages[k - 1].cluster };
             // Stage 1 ids are global unless nested within strata; later stages always nest in
             // the previous stage's cluster.
             let nest_in_parent = k > 0 || spec.nest;
@@ -118,11 +111,7 @@ impl LinearDesign {
             let mut cluster_stratum: Vec<u32> = Vec::new();
             let mut first_row: Vec<u32> = Vec::new();
             for i in 0..n {
-                let hi = if nest_in_parent {
-                    u64::from(parent[i])
-                } else {
-                    0
-                };
+                let hi = if nest_in_parent { u64::from(parent[i]) } else { 0 };
                 let key = (hi << 32) | u64::from(ids[i]);
                 let next = cluster_stratum.len() as u32;
                 let c = *map.entry(key).or_insert_with(|| {
@@ -176,19 +165,11 @@ impl LinearDesign {
                     multiplier: 1.0,
                 })
                 .collect();
-            stages.push(Stage {
-                cluster,
-                cluster_stratum,
-                strata,
-            });
+            stages.push(Stage { cluster, cluster_stratum, strata });
         }
 
         if stages[0].n_clusters() == 1 && !(spec.nest && has_strata) {
-            let column = spec
-                .clusters
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "(rows)".to_string());
+            let column = spec.clusters.first().cloned().unwrap_or_else(|| "(rows)".to_string());
             return Err(StatsError::SinglePsu { column });
         }
 
@@ -227,13 +208,7 @@ impl LinearDesign {
             }
         }
 
-        Ok(LinearDesign {
-            weights,
-            stages,
-            has_strata,
-            has_fpc,
-            lonely: spec.lonely_psu,
-        })
+        Ok(LinearDesign { weights, stages, has_strata, has_fpc, lonely: spec.lonely_psu })
     }
 
     pub fn n_rows(&self) -> usize {
@@ -298,11 +273,7 @@ fn check_no_missing(col: &Column, codes: &[u32], role: &str) -> Result<(), Stats
 fn labels_of(col: &Column, f: &Factor) -> Vec<String> {
     f.first_row
         .iter()
-        .map(|&r| {
-            col.text(r as usize)
-                .map(|t| t.into_owned())
-                .unwrap_or_default()
-        })
+        .map(|&r| col.text(r as usize).map(|t| t.into_owned()).unwrap_or_default())
         .collect()
 }
 
@@ -316,10 +287,7 @@ fn apply_fpc(
     stages: &mut [Stage],
 ) -> Result<Vec<Vec<f64>>, StatsError> {
     if spec.fpc.len() != stages.len() {
-        return Err(StatsError::FpcStageCount {
-            count: spec.fpc.len(),
-            stages: stages.len(),
-        });
+        return Err(StatsError::FpcStageCount { count: spec.fpc.len(), stages: stages.len() });
     }
     let mut cols: Vec<(&str, &[f64])> = Vec::new();
     for name in &spec.fpc {
@@ -359,11 +327,7 @@ fn apply_fpc(
         let n_strata = stages[k].strata.len();
         let mut value = vec![f64::NAN; n_strata];
         for (i, &x) in values.iter().enumerate() {
-            let s = if k == 0 {
-                strata_codes[i]
-            } else {
-                stages[k - 1].cluster[i]
-            } as usize;
+            let s = if k == 0 { strata_codes[i] } else { stages[k - 1].cluster[i] } as usize;
             if value[s].is_nan() {
                 value[s] = x;
             } else if value[s] != x {
@@ -380,11 +344,7 @@ fn apply_fpc(
         for (s, st) in stages[k].strata.iter_mut().enumerate() {
             let n_units = f64::from(st.n_units);
             // A fraction of 0 gives an infinite population: sampling with replacement.
-            let pop = if is_popsize {
-                value[s]
-            } else {
-                n_units / value[s]
-            };
+            let pop = if is_popsize { value[s] } else { n_units / value[s] };
             if pop < n_units {
                 return Err(StatsError::FpcTooSmall {
                     column: name.to_string(),
@@ -421,11 +381,7 @@ fn weights_from_fpc(
     let mut w = vec![1.0; n];
     for (k, stage) in stages.iter().enumerate() {
         for (i, wi) in w.iter_mut().enumerate() {
-            let s = if k == 0 {
-                strata_codes[i]
-            } else {
-                stages[k - 1].cluster[i]
-            } as usize;
+            let s = if k == 0 { strata_codes[i] } else { stages[k - 1].cluster[i] } as usize;
             *wi *= popsizes[k][s] / f64::from(stage.strata[s].n_units);
         }
     }

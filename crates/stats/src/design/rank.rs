@@ -94,14 +94,7 @@ impl DirectionSweep {
         let c1: Vec<f64> = (0..p).map(|_| coef()).collect();
         let c2: Vec<f64> = (0..p).map(|_| coef()).collect();
         let c3: Vec<f64> = (0..p).map(|_| coef()).collect();
-        DirectionSweep {
-            c1,
-            c2,
-            c3,
-            proj1: vec![0.0; n],
-            proj2: vec![0.0; n],
-            norm: vec![0.0; n],
-        }
+        DirectionSweep { c1, c2, c3, proj1: vec![0.0; n], proj2: vec![0.0; n], norm: vec![0.0; n] }
     }
 
     pub(crate) fn block(&mut self, cols: &[&[f64]], start: usize, end: usize) {
@@ -110,11 +103,8 @@ impl DirectionSweep {
         let p3 = &mut self.norm[start..end];
         for (r, col) in cols.iter().enumerate() {
             let (a, b, c) = (self.c1[r], self.c2[r], self.c3[r]);
-            for (((&x, s1), s2), s3) in col[start..end]
-                .iter()
-                .zip(p1.iter_mut())
-                .zip(p2.iter_mut())
-                .zip(p3.iter_mut())
+            for (((&x, s1), s2), s3) in
+                col[start..end].iter().zip(p1.iter_mut()).zip(p2.iter_mut()).zip(p3.iter_mut())
             {
                 *s1 += x * a;
                 *s2 += x * b;
@@ -156,11 +146,8 @@ impl DirectionSweep {
                 }
                 continue;
             }
-            let key = (
-                d,
-                (self.proj1[i] / s).to_bits() & !0xfff,
-                (self.proj2[i] / s).to_bits() & !0xfff,
-            );
+            let key =
+                (d, (self.proj1[i] / s).to_bits() & !0xfff, (self.proj2[i] / s).to_bits() & !0xfff);
             match &mut last {
                 Some((k, acc)) if *k == key => *acc += s * s,
                 _ => {
@@ -256,25 +243,13 @@ fn jk_gram_entry(
     let c_sr = by_stratum[pr.stratum as usize];
     let c_ss = by_stratum[ps.stratum as usize];
     let c_both = if pr.stratum == ps.stratum { c_sr } else { 0.0 };
-    let c_dr = if pr.dropped != MISSING {
-        dropped_c(r)
-    } else {
-        0.0
-    };
-    let c_ds = if ps.dropped != MISSING {
-        dropped_c(s)
-    } else {
-        0.0
-    };
+    let c_dr = if pr.dropped != MISSING { dropped_c(r) } else { 0.0 };
+    let c_ds = if ps.dropped != MISSING { dropped_c(s) } else { 0.0 };
     // A dropped PSU lies in its own replicate's stratum; it is in the other's stratum iff the
     // strata agree.
     let ds_in_sr = if pr.stratum == ps.stratum { c_ds } else { 0.0 };
     let dr_in_ss = if pr.stratum == ps.stratum { c_dr } else { 0.0 };
-    let same_dropped = if pr.dropped != MISSING && pr.dropped == ps.dropped {
-        c_dr
-    } else {
-        0.0
-    };
+    let same_dropped = if pr.dropped != MISSING && pr.dropped == ps.dropped { c_dr } else { 0.0 };
     br * bs * total + br * al_s * c_ss - br * as_ * c_ds + al_r * bs * c_sr + al_r * al_s * c_both
         - al_r * as_ * ds_in_sr
         - ar * bs * c_dr
@@ -303,11 +278,7 @@ mod tests {
     #[test]
     fn rank_of_known_matrices() {
         // Columns e1, e2, e1 + e2, 0: rank 2.
-        let w: [[f64; 4]; 3] = [
-            [1.0, 0.0, 1.0, 0.0],
-            [0.0, 1.0, 1.0, 0.0],
-            [0.0, 0.0, 0.0, 0.0],
-        ];
+        let w: [[f64; 4]; 3] = [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]];
         let mut g = vec![0.0; 16];
         for row in &w {
             add_outer(&mut g, row, 1.0);

@@ -35,9 +35,7 @@ impl FromStr for RepType {
         };
         let no_arg = |t: RepType| match arg {
             None => Ok(t),
-            Some(_) => Err(StatsError::invalid(format!(
-                "replicate type '{s}' takes no parameter"
-            ))),
+            Some(_) => Err(StatsError::invalid(format!("replicate type '{s}' takes no parameter"))),
         };
         match name {
             "jk1" => no_arg(RepType::Jk1),
@@ -187,9 +185,7 @@ impl<'t> ReplicateDesign<'t> {
         }
         let r = cols.len();
         if r == 0 {
-            return Err(StatsError::NoReplicateColumns {
-                pattern: spec.repweights.clone(),
-            });
+            return Err(StatsError::NoReplicateColumns { pattern: spec.repweights.clone() });
         }
         let rf = r as f64;
         let fixed_scale = |t: &str| -> Result<(), StatsError> {
@@ -360,12 +356,8 @@ impl<'t> ReplicateDesign<'t> {
 /// stratum with ordinary replicates (their columns sum to a multiple of the ones vector), plus
 /// that shared ones vector.
 fn structural_jackknife_rank(jk: &Jackknife) -> usize {
-    let mut strata: Vec<u32> = jk
-        .reps
-        .iter()
-        .filter(|r| r.dropped != MISSING)
-        .map(|r| r.stratum)
-        .collect();
+    let mut strata: Vec<u32> =
+        jk.reps.iter().filter(|r| r.dropped != MISSING).map(|r| r.stratum).collect();
     strata.sort_unstable();
     strata.dedup();
     let ordinary = jk.reps.iter().filter(|r| r.dropped != MISSING).count();
@@ -434,17 +426,8 @@ mod tests {
     #[test]
     fn rep_type_parsing() {
         assert_eq!("JK1".parse::<RepType>().unwrap(), RepType::Jk1);
-        assert_eq!(
-            "fay:0.3".parse::<RepType>().unwrap(),
-            RepType::Fay { rho: 0.3 }
-        );
-        assert!(
-            "fay"
-                .parse::<RepType>()
-                .unwrap_err()
-                .to_string()
-                .contains("rho")
-        );
+        assert_eq!("fay:0.3".parse::<RepType>().unwrap(), RepType::Fay { rho: 0.3 });
+        assert!("fay".parse::<RepType>().unwrap_err().to_string().contains("rho"));
         assert!("brr:2".parse::<RepType>().is_err());
         assert!("jack".parse::<RepType>().is_err());
     }

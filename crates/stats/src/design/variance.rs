@@ -31,11 +31,7 @@ pub(crate) fn domain_variances(
     let mut n_ok = vec![0u32; n_domains];
     let mut later = vec![0.0; n_domains];
     // Without fpc R stops after stage 1 (`!is.null(fpcs)` in multistage()).
-    let n_stages = if design.has_fpc {
-        design.stages.len()
-    } else {
-        1
-    };
+    let n_stages = if design.has_fpc { design.stages.len() } else { 1 };
     for k in 0..n_stages {
         let stage = &design.stages[k];
         let sc = &cells[k];

@@ -7,11 +7,7 @@ pub fn qnorm(p: f64) -> f64 {
         return f64::NAN;
     }
     if p <= 0.0 {
-        return if p == 0.0 {
-            f64::NEG_INFINITY
-        } else {
-            f64::NAN
-        };
+        return if p == 0.0 { f64::NEG_INFINITY } else { f64::NAN };
     }
     if p >= 1.0 {
         return if p == 1.0 { f64::INFINITY } else { f64::NAN };
@@ -129,10 +125,7 @@ mod tests {
             (0.9, 1.2815515655446008),
         ] {
             let got = qnorm(p);
-            assert!(
-                ((got - want) / want).abs() < 1e-15,
-                "qnorm({p}) = {got:.17} vs R {want:.17}"
-            );
+            assert!(((got - want) / want).abs() < 1e-15, "qnorm({p}) = {got:.17} vs R {want:.17}");
         }
         assert_eq!(qnorm(0.5), 0.0);
         assert_eq!(qnorm(0.0), f64::NEG_INFINITY);

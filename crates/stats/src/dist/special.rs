@@ -117,17 +117,9 @@ fn brcomp_large(a: f64, b: f64, x: f64, y: f64) -> f64 {
         (1.0 / (1.0 + h), h / (1.0 + h), (a + b) * y - b)
     };
     let e = -lambda / a;
-    let u = if e.abs() > 0.6 {
-        e - (x / x0).ln()
-    } else {
-        rlog1(e)
-    };
+    let u = if e.abs() > 0.6 { e - (x / x0).ln() } else { rlog1(e) };
     let e = lambda / b;
-    let v = if e.abs() > 0.6 {
-        e - (y / y0).ln()
-    } else {
-        rlog1(e)
-    };
+    let v = if e.abs() > 0.6 { e - (y / y0).ln() } else { rlog1(e) };
     let z = (-(a * u + b * v)).exp();
     let bcorr = del(a) + del(b) - del(a + b);
     (b * x0).sqrt() * z * (-bcorr).exp() / (2.0 * PI).sqrt()
@@ -144,11 +136,7 @@ fn beta_cf(a: f64, b: f64, x: f64, y: f64) -> f64 {
     let mut c = 1.0;
     // 1 - (a+b) x / (a+1), written with y = 1 - x: near the switch point the naive form
     // cancels to a few significant digits when a is large.
-    let mut d = if x < 0.5 {
-        1.0 - qab * x / qap
-    } else {
-        (1.0 - b + qab * y) / qap
-    };
+    let mut d = if x < 0.5 { 1.0 - qab * x / qap } else { (1.0 - b + qab * y) / qap };
     if d.abs() < TINY {
         d = TINY;
     }

@@ -22,11 +22,7 @@ pub fn pt(t: f64, df: f64) -> f64 {
     if t.is_nan() || !df.is_finite() || df <= 0.0 {
         return f64::NAN;
     }
-    if t >= 0.0 {
-        1.0 - upper_tail_pos(t, df)
-    } else {
-        upper_tail_pos(-t, df)
-    }
+    if t >= 0.0 { 1.0 - upper_tail_pos(t, df) } else { upper_tail_pos(-t, df) }
 }
 
 /// Density of t(df) at t.
@@ -83,11 +79,7 @@ fn upper_quantile(q: f64, df: f64) -> f64 {
     if df >= 1e4 && z <= 8.0 {
         return guess;
     }
-    let mut t = if guess.is_finite() && guess > 0.0 {
-        guess
-    } else {
-        z.max(1e-3)
-    };
+    let mut t = if guess.is_finite() && guess > 0.0 { guess } else { z.max(1e-3) };
     // Bracket [lo, hi] kept from the sign of the residual: the tail decreases in t.
     let mut lo = 0.0_f64;
     let mut hi = f64::INFINITY;
@@ -104,11 +96,7 @@ fn upper_quantile(q: f64, df: f64) -> f64 {
         let step = f / dt(t, df);
         let mut next = t + step;
         if !(next > lo && next < hi && next.is_finite()) {
-            next = if hi.is_finite() {
-                0.5 * (lo + hi)
-            } else {
-                2.0 * t.max(1.0)
-            };
+            next = if hi.is_finite() { 0.5 * (lo + hi) } else { 2.0 * t.max(1.0) };
         }
         let done = (next - t).abs() <= 4.0 * f64::EPSILON * t;
         t = next;
@@ -169,11 +157,7 @@ mod tests {
             (3.0, 200.0, 0.99847847644304699, 0.0015215235569529509),
         ] {
             assert!(rel(pt(t, df), lower) < 1e-14);
-            let up = if t >= 0.0 {
-                upper_tail_pos(t, df)
-            } else {
-                1.0 - upper_tail_pos(-t, df)
-            };
+            let up = if t >= 0.0 { upper_tail_pos(t, df) } else { 1.0 - upper_tail_pos(-t, df) };
             assert!(rel(up, upper) < 1e-13, "upper tail {up} vs {upper}");
         }
         // R's pt switches to a normal approximation above df = 4e5 (error ~1e-12).

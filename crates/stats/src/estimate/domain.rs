@@ -24,11 +24,7 @@ impl Domains {
 
     /// Text naming domain `d` in error messages; `None` without `--by`.
     pub(crate) fn name(&self, d: u32) -> Option<String> {
-        if self.has_by() {
-            Some(self.labels[d as usize].to_string())
-        } else {
-            None
-        }
+        if self.has_by() { Some(self.labels[d as usize].to_string()) } else { None }
     }
 }
 
@@ -49,11 +45,7 @@ pub(crate) fn build(table: &Table, by: &[String], weights: &[f64]) -> Result<Dom
         level_labels.push(
             f.first_row
                 .iter()
-                .map(|&r| {
-                    col.text(r as usize)
-                        .map(|t| t.into_owned())
-                        .unwrap_or_default()
-                })
+                .map(|&r| col.text(r as usize).map(|t| t.into_owned()).unwrap_or_default())
                 .collect(),
         );
         factors.push(f);
@@ -97,9 +89,7 @@ pub(crate) fn build(table: &Table, by: &[String], weights: &[f64]) -> Result<Dom
             has_weight[d as usize] = true;
         }
     }
-    let mut order: Vec<u32> = (0..keys.len() as u32)
-        .filter(|&d| has_weight[d as usize])
-        .collect();
+    let mut order: Vec<u32> = (0..keys.len() as u32).filter(|&d| has_weight[d as usize]).collect();
     order.sort_by_key(|&d| keys[d as usize]);
     let mut new_id = vec![MISSING; keys.len()];
     for (pos, &old) in order.iter().enumerate() {
@@ -137,12 +127,5 @@ pub(crate) fn build(table: &Table, by: &[String], weights: &[f64]) -> Result<Dom
             by.join(", ")
         )));
     }
-    Ok(Domains {
-        part: Partition {
-            n_domains: order.len(),
-            dom,
-        },
-        labels,
-        rows,
-    })
+    Ok(Domains { part: Partition { n_domains: order.len(), dom }, labels, rows })
 }

@@ -60,11 +60,7 @@ impl LogitFit {
     /// Working weight of a row (prior weight w, response y) in the last iteration: R's
     /// `glm$weights`, used in the sandwich variance.
     pub(crate) fn working_weight(&self, w: f64, y: f64) -> f64 {
-        let eta = if self.first_iteration {
-            start_eta(w, y)
-        } else {
-            self.eta_prev
-        };
+        let eta = if self.first_iteration { start_eta(w, y) } else { self.eta_prev };
         working(w, eta)
     }
 
@@ -104,10 +100,7 @@ pub(crate) fn fit_logit(rows: &[(f64, f64)], s1: f64, s0: f64, start: Option<f64
         }
         None => {
             eta = f64::NAN;
-            devold = rows
-                .iter()
-                .map(|&(y, w)| dev_resid(y, linkinv(start_eta(w, y)), w))
-                .sum();
+            devold = rows.iter().map(|&(y, w)| dev_resid(y, linkinv(start_eta(w, y)), w)).sum();
         }
     }
     let mut eta_prev = eta;
@@ -163,13 +156,7 @@ pub(crate) fn fit_logit(rows: &[(f64, f64)], s1: f64, s0: f64, start: Option<f64
         devold = dev;
         coefold = Some(cand);
     }
-    LogitFit {
-        coef,
-        eta,
-        mu: linkinv(eta),
-        first_iteration: false,
-        eta_prev,
-    }
+    LogitFit { coef, eta, mu: linkinv(eta), first_iteration: false, eta_prev }
 }
 
 #[cfg(test)]
@@ -182,14 +169,7 @@ mod tests {
 
     fn data() -> Vec<(f64, f64)> {
         // R: y <- as.numeric((0:49) %% 3 == 0); w <- 0.5 + ((0:49) %% 7) / 10
-        (0..50)
-            .map(|i| {
-                (
-                    f64::from(u8::from(i % 3 == 0)),
-                    0.5 + f64::from(i % 7) / 10.0,
-                )
-            })
-            .collect()
+        (0..50).map(|i| (f64::from(u8::from(i % 3 == 0)), 0.5 + f64::from(i % 7) / 10.0)).collect()
     }
 
     #[test]
@@ -199,21 +179,13 @@ mod tests {
         let s0: f64 = rows.iter().map(|r| r.1).sum();
         // R: coef(glm(y ~ 1, family = quasibinomial, weights = w)), 4 iterations.
         let fit = fit_logit(&rows, s1, s0, None);
-        assert!(
-            rel(fit.coef, -0.65186552158662525) < 1e-13,
-            "{:.17}",
-            fit.coef
-        );
+        assert!(rel(fit.coef, -0.65186552158662525) < 1e-13, "{:.17}", fit.coef);
         // The exact MLE differs in the 11th digit: R stops on its deviance criterion.
         let p = s1 / s0;
         assert!(rel((p / (1.0 - p)).ln(), -0.65186552158664168) < 1e-14);
         // R: glm.fit(rep(1, 50), y, weights = w / sum(w), start = coef + 0.3, family = quasibinomial()).
         let fit = fit_logit(&[], p, 1.0, Some(-0.65186552158662525 + 0.3));
-        assert!(
-            rel(fit.coef, -0.65186552155203348) < 1e-13,
-            "{:.17}",
-            fit.coef
-        );
+        assert!(rel(fit.coef, -0.65186552155203348) < 1e-13, "{:.17}", fit.coef);
     }
 
     #[test]
@@ -222,10 +194,6 @@ mod tests {
         // iterations: the loop ends once the deviance stops changing, not at -Inf.
         let rows = vec![(0.0, 0.1); 10];
         let fit = fit_logit(&rows, 0.0, 1.0, None);
-        assert!(
-            rel(fit.coef, -22.215553931499691) < 1e-13,
-            "{:.17}",
-            fit.coef
-        );
+        assert!(rel(fit.coef, -22.215553931499691) < 1e-13, "{:.17}", fit.coef);
     }
 }

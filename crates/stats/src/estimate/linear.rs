@@ -31,33 +31,15 @@ struct Sums {
 impl<'d> LinearEngine<'d> {
     pub(crate) fn new(design: &'d LinearDesign, domains: &'d Domains) -> LinearEngine<'d> {
         // Later stages only matter with an fpc (R's multistage() stops at stage 1 otherwise).
-        let n_stages = if design.has_fpc {
-            design.stages.len()
-        } else {
-            1
-        };
+        let n_stages = if design.has_fpc { design.stages.len() } else { 1 };
         let cells: Vec<StageCells> = design.stages[..n_stages]
             .iter()
-            .map(|st| {
-                build_cells(
-                    &st.cluster,
-                    &st.cluster_stratum,
-                    st.strata.len(),
-                    &domains.part,
-                )
-            })
+            .map(|st| build_cells(&st.cluster, &st.cluster_stratum, st.strata.len(), &domains.part))
             .collect();
         let tot = cells.iter().map(|c| vec![0.0; c.n_cells()]).collect();
         let present = cells.iter().map(|c| vec![false; c.n_cells()]).collect();
         let degf = domain_degf(design, &cells[0], domains.part.n_domains);
-        LinearEngine {
-            design,
-            domains,
-            cells,
-            tot,
-            present,
-            degf,
-        }
+        LinearEngine { design, domains, cells, tot, present, degf }
     }
 
     pub(crate) fn run(
@@ -111,19 +93,10 @@ impl<'d> LinearEngine<'d> {
             ss[d] += wi * (v - centre[d]) * (v - centre[d]);
         }
         let domains = self.domains;
-        let var = domain_variances(
-            self.design,
-            &self.cells,
-            nd,
-            &self.tot,
-            &self.present,
-            &|d| domains.name(d),
-        )?;
-        let logit = if want_logit {
-            Some(self.logit(t)?)
-        } else {
-            None
-        };
+        let var = domain_variances(self.design, &self.cells, nd, &self.tot, &self.present, &|d| {
+            domains.name(d)
+        })?;
+        let logit = if want_logit { Some(self.logit(t)?) } else { None };
 
         Ok((0..nd)
             .map(|d| {
@@ -154,9 +127,7 @@ impl<'d> LinearEngine<'d> {
                 wsum[d as usize] += w[i];
             }
         }
-        let scale: Vec<f64> = (0..nd)
-            .map(|d| self.domains.rows[d] as f64 / wsum[d])
-            .collect();
+        let scale: Vec<f64> = (0..nd).map(|d| self.domains.rows[d] as f64 / wsum[d]).collect();
         let mut rows: Vec<Vec<(f64, f64)>> = vec![Vec::new(); nd];
         for i in 0..dom.len() {
             let d = dom[i];
@@ -200,14 +171,9 @@ impl<'d> LinearEngine<'d> {
             }
         }
         let domains = self.domains;
-        let var = domain_variances(
-            self.design,
-            &self.cells,
-            nd,
-            &self.tot,
-            &self.present,
-            &|d| domains.name(d),
-        )?;
+        let var = domain_variances(self.design, &self.cells, nd, &self.tot, &self.present, &|d| {
+            domains.name(d)
+        })?;
         Ok(fits.iter().zip(var).map(|(f, v)| (f.coef, v)).collect())
     }
 }
@@ -249,18 +215,15 @@ fn estimates(t: &Target, s: &Sums, domains: &Domains) -> Result<Vec<f64>, StatsE
         .map(|d| {
             if s.n[d] == 0 {
                 return Err(StatsError::EmptyDomain {
-                    domain: domains
-                        .name(d as u32)
-                        .unwrap_or_else(|| "(whole sample)".into()),
+                    domain: domains.name(d as u32).unwrap_or_else(|| "(whole sample)".into()),
                     variable: t.variable.clone(),
                 });
             }
             match t.kind {
                 Kind::Total => Ok(s.y[d]),
-                Kind::Mean if s.w[d] == 0.0 => Err(StatsError::ZeroDenominator {
-                    column: "weights".into(),
-                    domain: where_(d),
-                }),
+                Kind::Mean if s.w[d] == 0.0 => {
+                    Err(StatsError::ZeroDenominator { column: "weights".into(), domain: where_(d) })
+                }
                 Kind::Mean => Ok(s.y[d] / s.w[d]),
                 Kind::Ratio if s.x[d] == 0.0 => Err(StatsError::ZeroDenominator {
                     column: t.variable.clone(),
@@ -290,11 +253,7 @@ fn design_effects(
     match kind {
         Kind::Mean => {
             // svymean: NA when the weights sum to less than the sample size.
-            let deff = if w < n {
-                None
-            } else {
-                ratio_or_none(var, svyvar * (w - n) / (w * n))
-            };
+            let deff = if w < n { None } else { ratio_or_none(var, svyvar * (w - n) / (w * n)) };
             (deff, ratio_or_none(var, svyvar / n))
         }
         Kind::Total | Kind::Ratio => {
@@ -317,10 +276,7 @@ fn domain_degf(design: &LinearDesign, cells: &StageCells, nd: usize) -> Vec<i64>
     }
     let mut degf = vec![0i64; nd];
     for g in &cells.groups {
-        let psus = nonzero[g.start as usize..g.end as usize]
-            .iter()
-            .filter(|&&b| b)
-            .count() as i64;
+        let psus = nonzero[g.start as usize..g.end as usize].iter().filter(|&&b| b).count() as i64;
         if psus > 0 {
             degf[g.domain as usize] += psus - 1;
         }

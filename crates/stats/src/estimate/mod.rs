@@ -122,9 +122,7 @@ fn validate(req: &EstimateRequest) -> Result<(), StatsError> {
         }
     } else {
         if req.reptype.is_some() {
-            return Err(StatsError::invalid(
-                "--reptype only applies with --repweights",
-            ));
+            return Err(StatsError::invalid("--reptype only applies with --repweights"));
         }
         if req.scale.is_some() || req.rscales.is_some() {
             return Err(StatsError::invalid(
@@ -137,11 +135,7 @@ fn validate(req: &EstimateRequest) -> Result<(), StatsError> {
             ));
         }
     }
-    if req
-        .rscales
-        .as_ref()
-        .is_some_and(|rs| rs.is_empty() || rs.iter().any(|v| !v.is_finite()))
-    {
+    if req.rscales.as_ref().is_some_and(|rs| rs.is_empty() || rs.iter().any(|v| !v.is_finite())) {
         return Err(StatsError::invalid("--rscales must be finite numbers"));
     }
     if req.scale.is_some_and(|s| !s.is_finite()) {
@@ -163,9 +157,7 @@ fn build_design<'t>(table: &'t Table, req: &EstimateRequest) -> Result<AnyDesign
             rscales: req.rscales.clone(),
             mse: req.mse,
         };
-        return Ok(AnyDesign::Replicate(ReplicateDesign::from_table(
-            table, &spec,
-        )?));
+        return Ok(AnyDesign::Replicate(ReplicateDesign::from_table(table, &spec)?));
     }
     let spec = DesignSpec {
         weights: req.weights.clone(),
@@ -209,11 +201,7 @@ fn categorical_factors(table: &Table, specs: &[StatisticSpec]) -> Result<Vec<Lev
             let labels = f
                 .first_row
                 .iter()
-                .map(|&r| {
-                    col.text(r as usize)
-                        .map(|t| t.into_owned())
-                        .unwrap_or_default()
-                })
+                .map(|&r| col.text(r as usize).map(|t| t.into_owned()).unwrap_or_default())
                 .collect();
             Ok(Some((f, labels)))
         })
@@ -243,12 +231,19 @@ fn method_for(requested: CiMethod, stat: &Resolved) -> CiMethod {
 }
 
 /// The range a statistic of `kind` over variables with these declared bounds can take.
-fn statistic_range(kind: Kind, y: (Option<f64>, Option<f64>), x: (Option<f64>, Option<f64>)) -> (f64, f64) {
+fn statistic_range(
+    kind: Kind,
+    y: (Option<f64>, Option<f64>),
+    x: (Option<f64>, Option<f64>),
+) -> (f64, f64) {
     let (lo, hi) = (y.0.unwrap_or(f64::NEG_INFINITY), y.1.unwrap_or(f64::INFINITY));
     match kind {
         Kind::Mean => (lo, hi),
         // A total of non-negative values is non-negative (and of non-positive ones, not positive).
-        Kind::Total => (if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY }, if hi <= 0.0 { 0.0 } else { f64::INFINITY }),
+        Kind::Total => (
+            if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY },
+            if hi <= 0.0 { 0.0 } else { f64::INFINITY },
+        ),
         Kind::Ratio if lo >= 0.0 && x.0.is_some_and(|m| m >= 0.0) => (0.0, f64::INFINITY),
         Kind::Ratio => (f64::NEG_INFINITY, f64::INFINITY),
     }
@@ -269,10 +264,7 @@ fn resolve<'a>(
                 StatisticSpec::Mean(c) => ("mean", c, Kind::Mean),
                 StatisticSpec::Total(c) => ("total", c, Kind::Total),
                 StatisticSpec::Prop(c) => ("prop", c, Kind::Mean),
-                StatisticSpec::Ratio {
-                    numerator,
-                    denominator,
-                } => {
+                StatisticSpec::Ratio { numerator, denominator } => {
                     let y = table
                         .require(numerator, "ratio numerator")?
                         .require_numeric("ratio numerator")?;
@@ -291,7 +283,11 @@ fn resolve<'a>(
                         variable,
                         levels: vec![(None, target)],
                         proportion: false,
-                        range: statistic_range(Kind::Ratio, declared(numerator), declared(denominator)),
+                        range: statistic_range(
+                            Kind::Ratio,
+                            declared(numerator),
+                            declared(denominator),
+                        ),
                     });
                 }
             };
@@ -303,10 +299,7 @@ fn resolve<'a>(
                         .map(|(l, label)| {
                             let target = Target {
                                 kind,
-                                y: Values::Level {
-                                    codes: &f.codes,
-                                    level: l as u32,
-                                },
+                                y: Values::Level { codes: &f.codes, level: l as u32 },
                                 x: None,
                                 variable: format!("{name}={label}"),
                             };
@@ -327,12 +320,8 @@ fn resolve<'a>(
                     let y = table.require(name, statistic)?.require_numeric(statistic)?;
                     let binary =
                         kind == Kind::Mean && y.iter().all(|&v| v.is_nan() || v == 0.0 || v == 1.0);
-                    let target = Target {
-                        kind,
-                        y: Values::Numeric(y),
-                        x: None,
-                        variable: name.clone(),
-                    };
+                    let target =
+                        Target { kind, y: Values::Numeric(y), x: None, variable: name.clone() };
                     let range = if binary && kind == Kind::Mean {
                         (0.0, 1.0)
                     } else {
@@ -363,11 +352,7 @@ fn finish(
 ) -> Estimate {
     let est = ds.estimate;
     let se = ds.var.sqrt();
-    let cv = if est != 0.0 && se.is_finite() {
-        Some(se / est)
-    } else {
-        None
-    };
+    let cv = if est != 0.0 && se.is_finite() { Some(se / est) } else { None };
     let mut flags: Vec<String> = Vec::new();
     let method = method_for(req.ci, stat);
     let dff = df as f64;
@@ -397,20 +382,14 @@ fn finish(
             let (lower, upper) = match ds.logit {
                 Some((coef, var)) => {
                     let crit = qt(1.0 - (1.0 - req.level) / 2.0, dff);
-                    (
-                        expit(coef - crit * var.sqrt()),
-                        expit(coef + crit * var.sqrt()),
-                    )
+                    (expit(coef - crit * var.sqrt()), expit(coef + crit * var.sqrt()))
                 }
                 None => {
                     let li = logit_interval(est, logit_se_from(est, se), req.level, dff);
                     (li.lower, li.upper)
                 }
             };
-            (
-                lower.is_finite().then_some(lower),
-                upper.is_finite().then_some(upper),
-            )
+            (lower.is_finite().then_some(lower), upper.is_finite().then_some(upper))
         }
         CiMethod::Beta if df <= 0 || domains.rows[d] < 2 => {
             flags.push("no_df".into());
@@ -421,15 +400,14 @@ fn finish(
         CiMethod::Beta if ds.var.is_nan() || ds.var <= 1e-24 * est * (1.0 - est) => (None, None),
         CiMethod::Beta => {
             let kg = korn_graubard(est, ds.var, domains.rows[d] as f64, dff, req.level);
-            (
-                kg.lower.is_finite().then_some(kg.lower),
-                kg.upper.is_finite().then_some(kg.upper),
-            )
+            (kg.lower.is_finite().then_some(kg.lower), kg.upper.is_finite().then_some(kg.upper))
         }
     };
     // An interval must contain its estimate; one that does not is numerically meaningless.
     let (lower, upper) = match (lower, upper) {
-        (Some(l), Some(u)) if l.is_finite() && u.is_finite() && est.is_finite() && !(l <= est && est <= u) => {
+        (Some(l), Some(u))
+            if l.is_finite() && u.is_finite() && est.is_finite() && !(l <= est && est <= u) =>
+        {
             (None, None)
         }
         other => other,

@@ -45,12 +45,7 @@ impl<'d, 't> ReplicateEngine<'d, 't> {
             }
             RepWeights::Columns(_) => (None, Vec::new()),
         };
-        Ok(ReplicateEngine {
-            design,
-            domains,
-            jk_cells,
-            degf,
-        })
+        Ok(ReplicateEngine { design, domains, jk_cells, degf })
     }
 
     /// Every target at once; `want_logit` per target asks for R's logit-interval refits.
@@ -59,19 +54,14 @@ impl<'d, 't> ReplicateEngine<'d, 't> {
         targets: &[(&Target, bool)],
     ) -> Result<Vec<Vec<DomainStat>>, StatsError> {
         let nd = self.domains.part.n_domains;
-        let full: Vec<FullSample> = targets
-            .iter()
-            .map(|(t, _)| self.full_sample(t))
-            .collect::<Result<_, _>>()?;
+        let full: Vec<FullSample> =
+            targets.iter().map(|(t, _)| self.full_sample(t)).collect::<Result<_, _>>()?;
         let r = self.design.n_replicates();
         // Targets needing the same weighted sums (mean and total of one column) share them.
         let mut unique: Vec<(&Target, bool)> = Vec::new();
         let mut which: Vec<usize> = Vec::with_capacity(targets.len());
         for &(t, l) in targets {
-            match unique
-                .iter()
-                .position(|(u, _)| u.sums_key() == t.sums_key())
-            {
+            match unique.iter().position(|(u, _)| u.sums_key() == t.sums_key()) {
                 Some(k) => which.push(k),
                 None => {
                     which.push(unique.len());
@@ -83,11 +73,7 @@ impl<'d, 't> ReplicateEngine<'d, 't> {
         let mut out = Vec::with_capacity(targets.len());
         for (((t, want_logit), f), k) in targets.iter().zip(&full).zip(&which) {
             let (num, den) = &sums[*k];
-            let beta0 = if *want_logit {
-                Some(self.full_logit_fits(t))
-            } else {
-                None
-            };
+            let beta0 = if *want_logit { Some(self.full_logit_fits(t)) } else { None };
             let mut stats = Vec::with_capacity(nd);
             let mut thetas = vec![0.0; r];
             for d in 0..nd {
@@ -184,10 +170,7 @@ impl<'d, 't> ReplicateEngine<'d, 't> {
             };
             if n[d] == 0 {
                 return Err(StatsError::EmptyDomain {
-                    domain: self
-                        .domains
-                        .name(d as u32)
-                        .unwrap_or_else(|| "(whole sample)".into()),
+                    domain: self.domains.name(d as u32).unwrap_or_else(|| "(whole sample)".into()),
                     variable: t.variable.clone(),
                 });
             }
@@ -272,10 +255,8 @@ impl<'d, 't> ReplicateEngine<'d, 't> {
         r: usize,
         nd: usize,
     ) -> Result<Vec<(Vec<f64>, Vec<f64>)>, StatsError> {
-        let mut sums: Vec<(Vec<f64>, Vec<f64>)> = targets
-            .iter()
-            .map(|_| (vec![0.0; r * nd], vec![0.0; r * nd]))
-            .collect();
+        let mut sums: Vec<(Vec<f64>, Vec<f64>)> =
+            targets.iter().map(|_| (vec![0.0; r * nd], vec![0.0; r * nd])).collect();
         let dom = &self.domains.part.dom;
         match &self.design.reps {
             RepWeights::Columns(cols) => {
@@ -295,16 +276,7 @@ impl<'d, 't> ReplicateEngine<'d, 't> {
                 while start < n {
                     let end = (start + DIRECTION_BLOCK).min(n);
                     for (k, (t, _)) in targets.iter().enumerate() {
-                        sort_block(
-                            t,
-                            dom,
-                            start,
-                            end,
-                            nd,
-                            &mut sorted[k],
-                            &mut segs[k],
-                            &mut fill,
-                        );
+                        sort_block(t, dom, start, end, nd, &mut sorted[k], &mut segs[k], &mut fill);
                     }
                     if let Some(sw) = sweep.as_mut() {
                         sw.block(cols, start, end);
@@ -332,10 +304,8 @@ impl<'d, 't> ReplicateEngine<'d, 't> {
             RepWeights::Jackknife(jk) => {
                 // Replicate q scales stratum s_q's PSUs by a (its dropped PSU by 0) and all
                 // others by b, so its totals follow from PSU totals without touching rows again.
-                let cells = self
-                    .jk_cells
-                    .as_ref()
-                    .expect("jackknife cells are built with the engine");
+                let cells =
+                    self.jk_cells.as_ref().expect("jackknife cells are built with the engine");
                 let pw = &self.design.pweights;
                 for ((t, _), (num, den)) in targets.iter().zip(sums.iter_mut()) {
                     let mut sy = vec![0.0; cells.n_cells()];
@@ -469,8 +439,5 @@ fn design_effects(kind: Kind, var: f64, ss: f64, w: f64, n: u64) -> (Option<f64>
         Kind::Mean => svyvar / nf,
         Kind::Total | Kind::Ratio => svyvar * w * w / nf,
     };
-    (
-        ratio_or_none(var, replace * (w - nf) / w),
-        ratio_or_none(var, replace),
-    )
+    (ratio_or_none(var, replace * (w - nf) / w), ratio_or_none(var, replace))
 }

@@ -21,10 +21,7 @@ pub enum StatisticSpec {
     Mean(String),
     Total(String),
     Prop(String),
-    Ratio {
-        numerator: String,
-        denominator: String,
-    },
+    Ratio { numerator: String, denominator: String },
 }
 
 impl StatisticSpec {
@@ -47,11 +44,7 @@ impl StatisticSpec {
             ))),
             Some(&(i, _)) => {
                 let (num, den) = (&arg[..i], &arg[i + 1..]);
-                let missing = if table.column(num).is_none() {
-                    num
-                } else {
-                    den
-                };
+                let missing = if table.column(num).is_none() { num } else { den };
                 table.require(missing, "ratio")?;
                 unreachable!("require fails for a missing column")
             }
@@ -116,10 +109,7 @@ pub struct Reliability {
 
 impl Default for Reliability {
     fn default() -> Self {
-        Reliability {
-            min_n: 10,
-            max_cv: 0.5,
-        }
+        Reliability { min_n: 10, max_cv: 0.5 }
     }
 }
 
@@ -240,11 +230,7 @@ mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
-            s.serialize_f64(*v)
-        } else {
-            s.serialize_none()
-        }
+        if v.is_finite() { s.serialize_f64(*v) } else { s.serialize_none() }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -258,10 +244,7 @@ pub struct Domain(pub Vec<(String, String)>);
 
 impl Domain {
     pub fn get(&self, column: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(c, _)| c == column)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(c, _)| c == column).map(|(_, v)| v.as_str())
     }
 }
 
