@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use observatory_projector::INCIDENTS;
 use observatory_query::{CountsEngine, CountsRequest};
 use observatory_store::{Projection, Store};
 use serde_json::{Value, json};
@@ -84,7 +83,10 @@ impl Feed {
 }
 
 fn projection(env: &Env) -> Projection {
-    Projection::new(Store::open(env.store().to_str().unwrap()).unwrap(), INCIDENTS)
+    Projection::new(
+        Store::open(env.store().to_str().unwrap()).unwrap(),
+        observatory_store::ProjectionId::Incidents,
+    )
 }
 
 async fn committed(projection: &Projection) -> u64 {

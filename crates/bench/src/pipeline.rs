@@ -10,8 +10,7 @@ use anyhow::{Context, Result, ensure};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use observatory_bus::{Bus, BusConfig, LocalNatsServer, Outgoing};
-use observatory_projector::INCIDENTS;
-use observatory_store::{Manifest, Projection, Store};
+use observatory_store::{Manifest, Projection, Store, TableId};
 use serde::Serialize;
 use tracing::{Instrument, info_span};
 
@@ -174,7 +173,10 @@ async fn rebuild(
         "--data-dir".into(),
         service_dir.to_string_lossy().into_owned(),
     ];
-    let projection = Projection::new(Store::open(&store.to_string_lossy())?, INCIDENTS);
+    let projection = Projection::new(
+        Store::open(&store.to_string_lossy())?,
+        observatory_store::ProjectionId::Incidents,
+    );
     let bar = progress_bar(events, "rebuild (observatory rebuild → Parquet)");
     let pids = cpu::Pids { nats: Some(nats.pid()), service: None };
     let before = cpu::sample(&pids);
@@ -200,16 +202,16 @@ async fn rebuild(
         "the rebuild reached sequence {} of {events}",
         manifest.last_sequence
     );
-    let sum = |table: &str| {
-        let files = manifest.files(table);
+    let sum = |table: TableId| {
+        let files = manifest.files(&table);
         (
             files.len(),
             files.iter().map(|f| f.rows).sum::<u64>(),
             files.iter().map(|f| f.bytes).sum::<u64>(),
         )
     };
-    let (counts_files, counts_rows, counts_bytes) = sum("counts");
-    let (state_files, state_rows, state_bytes) = sum("state");
+    let (counts_files, counts_rows, counts_bytes) = sum(TableId::Counts);
+    let (state_files, state_rows, state_bytes) = sum(TableId::State);
     let wall = usage.wall.as_secs_f64();
     let report = Rebuild {
         events,

@@ -8,9 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use observatory_projector::INCIDENTS;
 use observatory_query::{CountsEngine, CountsRequest};
-use observatory_store::{Manifest, Projection, Store};
+use observatory_store::{Manifest, Projection, Store, TableId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -262,7 +261,8 @@ pub async fn run(
         service_dir.to_string_lossy().into_owned(),
     ];
     let service = Service::start(&args, work.join("query.log"), client).await?;
-    let projection = Projection::new(Store::open(&store_location)?, INCIDENTS);
+    let projection =
+        Projection::new(Store::open(&store_location)?, observatory_store::ProjectionId::Incidents);
     let engine = CountsEngine::new(projection.clone());
 
     let mut measured = Vec::new();
@@ -316,7 +316,7 @@ pub async fn run(
 
     let version = manifest.version;
     let files: Vec<String> = manifest
-        .files("counts")
+        .files(&TableId::Counts)
         .iter()
         .map(|f| {
             store
@@ -359,7 +359,7 @@ pub async fn run(
         });
     }
     let worst_p99_ratio = queries.iter().filter_map(|q| q.p99_ratio_vs_duckdb).reduce(f64::max);
-    let counts = manifest.files("counts");
+    let counts = manifest.files(&TableId::Counts);
     Ok(QueryReport {
         runs,
         counts_files: counts.len(),

@@ -11,8 +11,9 @@ use axum::routing::get;
 use indicatif::{ProgressBar, ProgressStyle};
 use observatory_bus::{Bus, LocalNatsServer};
 use observatory_ingest::{AgencyRegistry, DedupeIndex, IngestConfig, IngestState};
-use observatory_projector::{INCIDENTS, ProjectorConfig};
+use observatory_projector::ProjectorConfig;
 use observatory_query::{CountsEngine, QueryConfig, QueryState};
+use observatory_store::ProjectionId;
 use observatory_store::{Projection, Store};
 use serde_json::json;
 use tokio::sync::watch;
@@ -38,7 +39,7 @@ async fn connect(global: &Global, url: String) -> Result<Bus> {
 
 fn projection(global: &Global) -> Result<Projection> {
     let store = Store::open(&global.store_location())?;
-    Ok(Projection::new(store, INCIDENTS))
+    Ok(Projection::new(store, ProjectionId::Incidents))
 }
 
 fn projector_config(global: &Global) -> ProjectorConfig {
@@ -284,7 +285,7 @@ pub async fn rebuild(global: &Global) -> Result<()> {
     let counted =
         manifest.as_ref().and_then(|m| m.stats.get("incidents_counted").copied()).unwrap_or(0);
     println!(
-        "rebuilt {INCIDENTS} v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}"
+        "rebuilt incidents v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}"
     );
     crate::surveys::rebuild(global, &bus, &config).await?;
     Ok(())

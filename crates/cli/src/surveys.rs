@@ -11,10 +11,11 @@ use axum::Router;
 use observatory_bus::Bus;
 use observatory_ingest::survey::{SurveyIngestState, survey_router};
 use observatory_ingest::{AgencyRegistry, IngestConfig};
-use observatory_projector::survey::{SURVEYS, rebuild_surveys, run_surveys};
-use observatory_projector::{INCIDENTS, ProjectorConfig};
+use observatory_projector::ProjectorConfig;
+use observatory_projector::survey::{rebuild_surveys, run_surveys};
 use observatory_query::survey::{SurveyEngine, SurveyQueryState};
 use observatory_query::{CountsEngine, QueryConfig};
+use observatory_store::ProjectionId;
 use observatory_store::{Projection, Store};
 use tokio::sync::watch;
 use tracing::info;
@@ -22,7 +23,7 @@ use tracing::info;
 use crate::config::Global;
 
 pub fn projection(global: &Global) -> Result<Projection> {
-    Ok(Projection::new(Store::open(&global.store_location())?, SURVEYS))
+    Ok(Projection::new(Store::open(&global.store_location())?, ProjectionId::Surveys))
 }
 
 /// The survey endpoints and their state; the state is ready once [`SurveyIngestState::load_from_stream`] ran.
@@ -50,8 +51,8 @@ pub async fn load(state: &SurveyIngestState) {
 pub fn query(global: &Global) -> Result<Router> {
     let store = Store::open(&global.store_location())?;
     let state = Arc::new(SurveyQueryState {
-        engine: SurveyEngine::new(Projection::new(store.clone(), SURVEYS)),
-        counts: CountsEngine::new(Projection::new(store, INCIDENTS)),
+        engine: SurveyEngine::new(Projection::new(store.clone(), ProjectionId::Surveys)),
+        counts: CountsEngine::new(Projection::new(store, ProjectionId::Incidents)),
         config: QueryConfig { max_wait: Duration::from_millis(global.query_wait_ms) },
     });
     Ok(observatory_query::survey::survey_router(state))
@@ -81,7 +82,7 @@ pub async fn rebuild(global: &Global, bus: &Bus, config: &ProjectorConfig) -> Re
     let manifest = projection.newest_manifest(version).await?;
     let stat = |name: &str| manifest.as_ref().and_then(|m| m.stats.get(name).copied()).unwrap_or(0);
     println!(
-        "rebuilt {SURVEYS} v{version} up to sequence {sequence}: {} waves, {} respondents; CURRENT now v{version}",
+        "rebuilt surveys v{version} up to sequence {sequence}: {} waves, {} respondents; CURRENT now v{version}",
         stat("waves"),
         stat("respondents")
     );

@@ -15,4 +15,4 @@ pub mod tables;
 pub use runner::{
     Folding, LoopError, Progress, ProjectorConfig, ProjectorError, rebuild, replay, run, serve,
 };
-pub use sink::{Compaction, INCIDENTS, Sink, SinkError};
+pub use sink::{Compaction, Sink, SinkError};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::Utc;
 use observatory_model::incident_hash;
 use observatory_store::{
-    CommitError, DataFile, Manifest, Projection, StoreError, read_parquet, write_parquet,
+    CommitError, DataFile, Manifest, Projection, StoreError, TableId, read_parquet, write_parquet,
 };
 use tracing::{Instrument, debug, info, info_span};
 
@@ -16,9 +16,6 @@ use crate::tables::{
     COUNTS_TABLE, COVERAGE_TABLE, STATE_TABLE, TableError, counts_batch, coverage_batch,
     coverage_rows, state_rows,
 };
-
-/// Name of the incident projection in the store.
-pub const INCIDENTS: &str = "incidents";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -134,7 +131,7 @@ impl Sink {
             sequence = committed.last_sequence
         );
         async {
-            for file in committed.files(STATE_TABLE) {
+            for file in committed.files(&TableId::State) {
                 // Batch by batch: a state file can hold millions of rows.
                 let path = projection.object_path(version, &file.path);
                 for batch in read_parquet(projection.store(), &path).await? {
@@ -145,7 +142,7 @@ impl Sink {
                     }
                 }
             }
-            for file in committed.files(COVERAGE_TABLE) {
+            for file in committed.files(&TableId::Coverage) {
                 let path = projection.object_path(version, &file.path);
                 for batch in read_parquet(projection.store(), &path).await? {
                     let rows = coverage_rows(&batch)
@@ -454,7 +451,7 @@ mod tests {
     use super::*;
     use chrono::NaiveDate;
     use observatory_model::{Channel, Event, IncidentReported, Unit, VictimType};
-    use observatory_store::Store;
+    use observatory_store::{ProjectionId, Store};
 
     fn report(id: u32, revision: u32, month: u32) -> Event {
         Event::IncidentReported(IncidentReported {
@@ -481,8 +478,10 @@ mod tests {
     #[tokio::test]
     async fn capped_state_compaction_keeps_the_newest_revision_of_every_incident() {
         let dir = tempfile::tempdir().unwrap();
-        let projection =
-            Projection::new(Store::open(dir.path().to_str().unwrap()).unwrap(), INCIDENTS);
+        let projection = Projection::new(
+            Store::open(dir.path().to_str().unwrap()).unwrap(),
+            ProjectionId::Incidents,
+        );
         let compaction = Compaction {
             max_count_files: 4,
             max_state_files: 4,
@@ -501,7 +500,7 @@ mod tests {
             }
             sink.flush(0).await.unwrap();
         }
-        let files = sink.committed().files(STATE_TABLE);
+        let files = sink.committed().files(&TableId::State);
         assert!(
             files.iter().any(|f| f.rows >= 120),
             "some file reached the cap and was sealed: {files:?}"

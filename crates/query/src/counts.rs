@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
 use observatory_reference::Geography;
-use observatory_store::{DataFile, Manifest, Projection, StoreError};
+use observatory_store::{DataFile, Manifest, Projection, StoreError, TableId};
 use polars::prelude::*;
 
 use crate::request::{CountsRequest, Dimension, Rate};
@@ -253,9 +253,9 @@ impl CountsEngine {
     async fn netted(&self, manifest: &Manifest) -> Result<Arc<Netted>, QueryError> {
         let mut cached = self.netted.lock().await;
         let counts_files: HashSet<String> =
-            manifest.files("counts").iter().map(|f| f.path.clone()).collect();
+            manifest.files(&TableId::Counts).iter().map(|f| f.path.clone()).collect();
         let coverage_files: Vec<String> =
-            manifest.files("coverage").iter().map(|f| f.path.clone()).collect();
+            manifest.files(&TableId::Coverage).iter().map(|f| f.path.clone()).collect();
         if let Some(netted) = cached.as_ref() {
             if netted.version == manifest.version
                 && netted.counts_files == counts_files
@@ -271,7 +271,7 @@ impl CountsEngine {
             Some(netted) if netted.coverage_files == coverage_files => netted.coverage.clone(),
             _ => {
                 let mut coverage = Coverage::default();
-                for file in manifest.files("coverage") {
+                for file in manifest.files(&TableId::Coverage) {
                     coverage.add(&self.load(manifest.version, file).await?)?;
                 }
                 Arc::new(coverage)
@@ -282,7 +282,7 @@ impl CountsEngine {
             frames
                 .push(netted.frame.clone().lazy().select([all().exclude_cols(["open"]).as_expr()]));
         }
-        for file in manifest.files("counts") {
+        for file in manifest.files(&TableId::Counts) {
             if previous.as_ref().is_some_and(|n| n.counts_files.contains(&file.path)) {
                 continue;
             }

@@ -1,13 +1,10 @@
 //! Object-storage edge: where projections live, how a flush commits (data files first,
 //! then one create-only manifest), and Parquet in and out.
 //!
-//! Layout under the store root:
-//! ```text
-//! projections/<name>/v<version>/data/<table>/[year=<yyyy>/]<first_seq>-<last_seq>.parquet
-//! projections/<name>/v<version>/manifests/<u64::MAX - last_seq, 20 digits>.json   (newest lists first)
-//! projections/<name>/CURRENT                                                      (which version serves)
-//! ```
+//! The layout under the store root (projections, tables, paths, columns) is [`layout`]: the
+//! contract between the projector that writes and the query that reads.
 
+pub mod layout;
 mod manifest;
 mod parquet_io;
 mod projection;
@@ -19,6 +16,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+pub use layout::{ProjectionId, TableId};
 pub use manifest::{DataFile, Manifest};
 pub use object_store;
 pub use parquet_io::{read_parquet, write_parquet};

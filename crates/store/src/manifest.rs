@@ -1,7 +1,11 @@
+//! The manifest: the commit record of one flush, and the only checkpoint of a projection.
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::layout::{ProjectionId, TableId};
 
 /// The commit record of one flush: which files make up the projection and the last stream
 /// sequence applied to them. Readers see a projection only through a manifest (invariant 5).
@@ -25,23 +29,33 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The JSON shape of manifests this build writes and reads. Bump it (and teach readers the
+    /// older shape) whenever the snapshot test below has to change.
     pub const FORMAT: u32 = 1;
 
-    pub fn files(&self, table: &str) -> &[DataFile] {
-        self.tables.get(table).map(Vec::as_slice).unwrap_or(&[])
+    /// An empty manifest of `version`: what a version that has committed nothing yet holds.
+    pub fn empty(projection: ProjectionId, version: u32, stream: &str) -> Manifest {
+        Manifest {
+            format: Manifest::FORMAT,
+            projection: projection.name().to_owned(),
+            version,
+            stream: stream.to_owned(),
+            last_sequence: 0,
+            committed_at: Utc::now(),
+            tables: BTreeMap::new(),
+            stats: BTreeMap::new(),
+            reference: BTreeMap::new(),
+        }
     }
 
-    /// Object name of a manifest: `u64::MAX - seq`, zero-padded, so a lexical listing puts
-    /// the newest first.
-    pub fn file_name(last_sequence: u64) -> String {
-        format!("{:020}.json", u64::MAX - last_sequence)
+    /// The live files of `table` (none when the manifest does not name it).
+    pub fn files(&self, table: &TableId) -> &[DataFile] {
+        self.tables.get(&table.key()).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    pub fn sequence_of_file_name(name: &str) -> Option<u64> {
-        let digits = name.strip_suffix(".json")?;
-        (digits.len() == 20)
-            .then(|| digits.parse::<u64>().ok().map(|inverted| u64::MAX - inverted))
-            .flatten()
+    /// The tables this manifest names, typed; keys this build does not know are left out.
+    pub fn table_ids(&self) -> impl Iterator<Item = TableId> + '_ {
+        self.tables.keys().filter_map(|key| TableId::parse(key))
     }
 }
 
@@ -59,14 +73,80 @@ pub struct DataFile {
 
 #[cfg(test)]
 mod tests {
-    use super::Manifest;
+    use super::*;
 
+    /// The manifest JSON is the storage format every reader of every version relies on. This
+    /// snapshot fails on any change of shape: make such a change deliberately, with a bump of
+    /// `Manifest::FORMAT` and a reader for the previous format.
     #[test]
-    fn newer_manifests_sort_first() {
-        let older = Manifest::file_name(41);
-        let newer = Manifest::file_name(1_000_000);
-        assert!(newer < older);
-        assert_eq!(Manifest::sequence_of_file_name(&older), Some(41));
-        assert_eq!(Manifest::sequence_of_file_name("x.json"), None);
+    fn the_manifest_json_keeps_its_shape() {
+        let mut manifest = Manifest::empty(ProjectionId::Incidents, 2, "OBSERVATORY");
+        manifest.last_sequence = 42;
+        manifest.committed_at = "2026-01-02T03:04:05Z".parse().unwrap();
+        manifest.tables.insert(
+            TableId::Counts.key(),
+            vec![DataFile {
+                path: TableId::Counts.data_file(Some(2024), 1, 42),
+                year: Some(2024),
+                first_sequence: 1,
+                last_sequence: 42,
+                rows: 7,
+                bytes: 1234,
+            }],
+        );
+        manifest.tables.insert(
+            TableId::State.key(),
+            vec![DataFile {
+                path: TableId::State.data_file(None, 1, 42),
+                year: None,
+                first_sequence: 1,
+                last_sequence: 42,
+                rows: 40,
+                bytes: 4321,
+            }],
+        );
+        manifest.stats.insert("events_applied".into(), 42);
+        manifest.reference.insert("iccs".into(), "1.0".into());
+        let expected = r#"{
+  "format": 1,
+  "projection": "incidents",
+  "version": 2,
+  "stream": "OBSERVATORY",
+  "last_sequence": 42,
+  "committed_at": "2026-01-02T03:04:05Z",
+  "tables": {
+    "counts": [
+      {
+        "path": "data/counts/year=2024/1-42.parquet",
+        "year": 2024,
+        "first_sequence": 1,
+        "last_sequence": 42,
+        "rows": 7,
+        "bytes": 1234
+      }
+    ],
+    "state": [
+      {
+        "path": "data/state/1-42.parquet",
+        "first_sequence": 1,
+        "last_sequence": 42,
+        "rows": 40,
+        "bytes": 4321
+      }
+    ]
+  },
+  "stats": {
+    "events_applied": 42
+  },
+  "reference": {
+    "iccs": "1.0"
+  }
+}"#;
+        assert_eq!(serde_json::to_string_pretty(&manifest).unwrap(), expected);
+        let read: Manifest = serde_json::from_str(expected).unwrap();
+        assert_eq!(read, manifest);
+        assert_eq!(read.files(&TableId::Counts).len(), 1);
+        assert!(read.files(&TableId::Coverage).is_empty());
+        assert_eq!(read.table_ids().collect::<Vec<_>>(), vec![TableId::Counts, TableId::State]);
     }
 }

@@ -1,13 +1,17 @@
+//! One projection's versions in the store: `CURRENT`, manifests (create-only commits) and
+//! garbage collection of what no kept manifest names.
+
 use bytes::Bytes;
 use object_store::path::Path;
 
+use crate::layout::{self, ProjectionId};
 use crate::{Manifest, Store, StoreError};
 
-/// One named projection (e.g. `incidents`) and its versions in the store.
+/// One projection (incidents, surveys) and its versions in the store.
 #[derive(Clone, Debug)]
 pub struct Projection {
     store: Store,
-    name: String,
+    id: ProjectionId,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -16,48 +20,40 @@ pub enum CommitError {
     #[error(
         "a manifest for sequence {sequence} of {projection} v{version} already exists; another projector is writing the same version"
     )]
-    Conflict { projection: String, version: u32, sequence: u64 },
+    Conflict { projection: ProjectionId, version: u32, sequence: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl Projection {
-    pub fn new(store: Store, name: &str) -> Projection {
-        Projection { store, name: name.to_owned() }
+    pub fn new(store: Store, id: ProjectionId) -> Projection {
+        Projection { store, id }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn id(&self) -> ProjectionId {
+        self.id
     }
 
-    fn root(&self) -> String {
-        format!("projections/{}", self.name)
+    pub fn name(&self) -> &'static str {
+        self.id.name()
     }
 
     pub fn version_root(&self, version: u32) -> String {
-        format!("{}/v{version}", self.root())
+        self.id.version_root(version)
     }
 
     /// Absolute object path of a file named relative to a version root.
     pub fn object_path(&self, version: u32, relative: &str) -> Path {
-        Path::from(format!("{}/{relative}", self.version_root(version)))
-    }
-
-    fn manifests_prefix(&self, version: u32) -> Path {
-        Path::from(format!("{}/manifests", self.version_root(version)))
-    }
-
-    fn current_path(&self) -> Path {
-        Path::from(format!("{}/CURRENT", self.root()))
+        self.id.object(version, relative)
     }
 
     /// The version that serves readers, if any was ever switched to.
     pub async fn current_version(&self) -> Result<Option<u32>, StoreError> {
-        let path = self.current_path();
+        let path = self.id.current();
         let Some(bytes) = self.store.get(&path).await? else { return Ok(None) };
         let text = String::from_utf8_lossy(&bytes);
         let version =
@@ -72,22 +68,17 @@ impl Projection {
 
     /// Points readers at `version`: one small overwrite, atomic on every backend.
     pub async fn set_current(&self, version: u32) -> Result<(), StoreError> {
-        self.store.put(&self.current_path(), Bytes::from(format!("v{version}\n"))).await
+        self.store.put(&self.id.current(), Bytes::from(format!("v{version}\n"))).await
     }
 
     /// Every version present in the store, ascending.
     pub async fn versions(&self) -> Result<Vec<u32>, StoreError> {
         let mut versions: Vec<u32> = self
             .store
-            .list(&Path::from(self.root()))
+            .list(&Path::from(self.id.root()))
             .await?
             .iter()
-            .filter_map(|meta| {
-                let mut parts = meta.location.parts();
-                let _projections = parts.next()?;
-                let _name = parts.next()?;
-                parts.next()?.as_ref().strip_prefix('v')?.parse().ok()
-            })
+            .filter_map(|meta| self.id.version_of(&meta.location))
             .collect();
         // A served version may have no object yet (no event ever flushed): it still exists,
         // and a rebuild must not pick its number and replace its consumer.
@@ -101,10 +92,10 @@ impl Projection {
     pub async fn manifest_sequences(&self, version: u32) -> Result<Vec<u64>, StoreError> {
         let mut sequences: Vec<u64> = self
             .store
-            .list(&self.manifests_prefix(version))
+            .list(&self.id.manifests(version))
             .await?
             .iter()
-            .filter_map(|meta| Manifest::sequence_of_file_name(meta.location.filename()?))
+            .filter_map(|meta| layout::sequence_of_manifest_file_name(meta.location.filename()?))
             .collect();
         sequences.sort_unstable_by(|a, b| b.cmp(a));
         Ok(sequences)
@@ -115,11 +106,7 @@ impl Projection {
         version: u32,
         sequence: u64,
     ) -> Result<Option<Manifest>, StoreError> {
-        let path = Path::from(format!(
-            "{}/{}",
-            self.manifests_prefix(version),
-            Manifest::file_name(sequence)
-        ));
+        let path = self.id.manifest(version, sequence);
         let Some(bytes) = self.store.get(&path).await? else { return Ok(None) };
         serde_json::from_slice(&bytes)
             .map(Some)
@@ -145,16 +132,12 @@ impl Projection {
     /// Commits a flush: the manifest is written create-only, so of two writers only one
     /// commits a given sequence. Data files must already be written.
     pub async fn commit(&self, manifest: &Manifest) -> Result<(), CommitError> {
-        let path = Path::from(format!(
-            "{}/{}",
-            self.manifests_prefix(manifest.version),
-            Manifest::file_name(manifest.last_sequence)
-        ));
+        let path = self.id.manifest(manifest.version, manifest.last_sequence);
         let body = serde_json::to_vec_pretty(manifest).expect("manifests serialise");
         match self.store.put_create(&path, Bytes::from(body)).await {
             Ok(()) => Ok(()),
             Err(StoreError::AlreadyExists { .. }) => Err(CommitError::Conflict {
-                projection: self.name.clone(),
+                projection: self.id,
                 version: manifest.version,
                 sequence: manifest.last_sequence,
             }),
@@ -181,25 +164,17 @@ impl Projection {
         }
         let mut deleted = 0;
         for &sequence in sequences.iter().skip(keep.max(1)) {
-            let path = Path::from(format!(
-                "{}/{}",
-                self.manifests_prefix(version),
-                Manifest::file_name(sequence)
-            ));
-            self.store.delete(&path).await?;
+            self.store.delete(&self.id.manifest(version, sequence)).await?;
             deleted += 1;
         }
-        let data_prefix = Path::from(format!("{}/data", self.version_root(version)));
-        for meta in self.store.list(&data_prefix).await? {
+        for meta in self.store.list(&self.id.data(version)).await? {
             // A file whose range ends after the newest commit may belong to a flush in
             // progress; leave it to a later pass.
             let in_progress = meta
                 .location
                 .filename()
-                .and_then(|name| name.strip_suffix(".parquet"))
-                .and_then(|stem| stem.split_once('-'))
-                .and_then(|(_, last)| last.parse::<u64>().ok())
-                .is_none_or(|last| last > sequences[0]);
+                .and_then(layout::data_file_range)
+                .is_none_or(|(_, last)| last > sequences[0]);
             if !live.contains(&meta.location) && !in_progress {
                 self.store.delete(&meta.location).await?;
                 deleted += 1;

@@ -18,5 +18,5 @@ pub mod tables;
 
 pub use fold::{SurveyFold, WaveKey};
 pub use runner::{SurveyProjectorError, rebuild_surveys, run_surveys};
-pub use sink::{SURVEYS, SurveySink, SurveySinkError};
+pub use sink::{SurveySink, SurveySinkError};
 pub use tables::{WAVES_TABLE, microdata_table};

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use chrono::Utc;
 use observatory_store::{
-    CommitError, DataFile, Manifest, Projection, StoreError, read_parquet, write_parquet,
+    CommitError, DataFile, Manifest, Projection, StoreError, TableId, read_parquet, write_parquet,
 };
 use tracing::{Instrument, info, info_span};
 
@@ -19,9 +19,6 @@ use super::tables::{
     respondent_ids, wave_rows, waves_batch, with_final_weights,
 };
 use crate::sink::Compaction;
-
-/// Name of the survey projection in the store.
-pub const SURVEYS: &str = "surveys";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SurveySinkError {
@@ -76,7 +73,7 @@ impl SurveySink {
             sequence = committed.last_sequence
         );
         async {
-            for file in committed.files(WAVES_TABLE) {
+            for file in committed.files(&TableId::Waves) {
                 let path = projection.object_path(version, &file.path);
                 for batch in read_parquet(projection.store(), &path).await? {
                     let rows = wave_rows(&batch).map_err(|source| SurveySinkError::Table {
@@ -87,7 +84,7 @@ impl SurveySink {
                         let mut ids = Vec::new();
                         if row.closure.is_none() {
                             let d = &row.declaration;
-                            for data in committed.files(&microdata_table(&d.survey, &d.wave)) {
+                            for data in committed.files(&TableId::microdata(&d.survey, &d.wave)) {
                                 let path = projection.object_path(version, &data.path);
                                 for batch in read_parquet(projection.store(), &path).await? {
                                     ids.extend(respondent_ids(d, &batch).map_err(|source| {

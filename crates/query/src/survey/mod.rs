@@ -26,7 +26,7 @@ use observatory_model::survey::{
 use observatory_stats::{
     CiMethod, Estimate, EstimateRequest, LonelyPsu, StatisticSpec, StatsError, Table, estimate,
 };
-use observatory_store::{Manifest, Projection, StoreError, read_parquet};
+use observatory_store::{Manifest, Projection, StoreError, TableId, read_parquet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -36,8 +36,6 @@ use crate::api::{QueryConfig, frame_rows};
 use crate::counts::{CountsEngine, QueryError};
 use crate::request::CountsRequest;
 
-/// Name of the survey projection in the store (the projector's `SURVEYS`).
-pub const SURVEYS: &str = "surveys";
 const WAVES_TABLE: &str = "waves";
 /// Derived columns never clash with declared variables, whose names start with a letter.
 const VICTIM: &str = "__victim";
@@ -343,7 +341,7 @@ impl SurveyEngine {
             return Ok(Vec::new());
         };
         let mut waves = Vec::new();
-        for file in manifest.files(WAVES_TABLE) {
+        for file in manifest.files(&TableId::Waves) {
             let path = self.projection.object_path(manifest.version, &file.path).to_string();
             for batch in self.batches(manifest, &file.path).await? {
                 waves.extend(
@@ -393,8 +391,7 @@ impl SurveyEngine {
         let Some(manifest) = manifest else {
             return Err(no_rows());
         };
-        let mut files =
-            manifest.files(&format!("microdata/{}/{}", wave.survey, wave.wave)).to_vec();
+        let mut files = manifest.files(&TableId::microdata(&wave.survey, &wave.wave)).to_vec();
         files.sort_by_key(|f| f.first_sequence);
         let key = files
             .iter()
