@@ -31,6 +31,14 @@ if ! command -v cargo >/dev/null; then
   fi
 fi
 
+# The hygiene gate of scripts/test.sh needs rustfmt and clippy (rustup's minimal profile has neither).
+if command -v rustup >/dev/null; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" \
+      || rustup component add "$component" >&2
+  done
+fi
+
 if [ ! -x "$tools/venv/bin/python" ]; then
   python3 -m venv "$tools/venv"
 fi

@@ -1,3 +1,6 @@
+//! The embedded crosswalks (NATINF, platform, NIBRS, the identity): every mapped code exists in ICCS,
+//! versions resolve as documented, and unknown codes are refused with the crosswalk named.
+
 use observatory_reference::{Crosswalk, Crosswalks, IDENTITY, Iccs, ReferenceError, Unit};
 
 #[test]

@@ -1,3 +1,6 @@
+//! The embedded French geography: every région and département, their codes and legal populations
+//! by reference year, and lookups refusing what does not exist.
+
 use observatory_reference::{Geography, ReferenceError};
 
 const REGIONS: [&str; 18] = [

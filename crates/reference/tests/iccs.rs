@@ -1,3 +1,6 @@
+//! The embedded ICCS 1.0 classification: its hierarchy (sections, divisions, groups, classes), code
+//! parsing and subtree lookups.
+
 use observatory_reference::{Iccs, Level, ReferenceError};
 
 #[test]
