@@ -165,15 +165,16 @@ pub fn parse_json_row(line: &str) -> Result<Vec<(String, Option<Cell>)>, String>
 }
 
 /// The JSON body of a closure request: `{}` or `{"final_weights": {"<respondent id>": w, …}}`,
-/// weights parsed exactly.
-pub fn parse_close_json(text: &str) -> Result<BTreeMap<String, f64>, String> {
+/// weights parsed exactly. The error is serde's own, so a caller can tell a syntax error from a
+/// wrong field and point at its line and column.
+pub fn parse_close_json(text: &str) -> Result<BTreeMap<String, f64>, serde_json::Error> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
         #[serde(default, deserialize_with = "exact::f64_map")]
         final_weights: BTreeMap<String, f64>,
     }
-    serde_json::from_str::<Body>(text).map(|b| b.final_weights).map_err(|e| e.to_string())
+    serde_json::from_str::<Body>(text).map(|b| b.final_weights)
 }
 
 #[cfg(test)]

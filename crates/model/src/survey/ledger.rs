@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::events::{SurveyEvent, SurveyWaveClosed, SurveyWaveDeclared};
 use super::row::check_row;
+use crate::validate::FieldError;
 
 /// 128-bit identity of a respondent: (survey, wave, respondent id). Survey ids are global
 /// (a survey belongs to the agency that declared it first), so the source is not part of it.
@@ -45,7 +46,7 @@ pub enum LedgerError {
     #[error("final_weights: {0}")]
     FinalWeights(String),
     #[error("the declaration is not valid: {0}")]
-    InvalidDeclaration(String),
+    InvalidDeclaration(#[source] FieldError),
 }
 
 /// What the ledger did with an event.
@@ -244,11 +245,10 @@ impl SurveyLedger {
                     Ok(false) => return LedgerOutcome::AlreadyDeclared,
                     Ok(true) => {}
                 }
-                if let Err(errors) = declaration.validate() {
-                    let first = errors
-                        .first()
-                        .map(|e| format!("{}: {}", e.field, e.error))
-                        .unwrap_or_default();
+                // `validate` fails with at least one error; the first says what to fix.
+                if let Err(errors) = declaration.validate()
+                    && let Some(first) = errors.into_iter().next()
+                {
                     return LedgerOutcome::Refused(LedgerError::InvalidDeclaration(first));
                 }
                 self.owners.entry(declaration.survey.clone()).or_insert_with(|| source.to_owned());
@@ -435,5 +435,19 @@ mod tests {
             ledger.check_close("ssmsi", &close),
             Err(LedgerError::ClosedDifferently { .. })
         ));
+    }
+
+    #[test]
+    fn an_invalid_declaration_is_refused_with_its_first_field_error_as_source() {
+        let mut bad = declaration();
+        bad.wave = "Wave 1".into();
+        let outcome = SurveyLedger::new().apply(1, "ssmsi", &SurveyEvent::WaveDeclared(bad));
+        let LedgerOutcome::Refused(error) = outcome else { panic!("{outcome:?}") };
+        assert!(
+            error.to_string().starts_with("the declaration is not valid: wave: 'Wave 1' is not"),
+            "{error}"
+        );
+        let source = std::error::Error::source(&error).expect("the field error is kept");
+        assert!(source.to_string().starts_with("wave: "), "{source}");
     }
 }
