@@ -1,3 +1,6 @@
+//! The envelope every event travels in, the kinds of event and their families, and the
+//! decoding (with upcasting of older schema versions) of incident-family payloads.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,12 +66,14 @@ impl EventKind {
         }
     }
 
-    pub fn family(self) -> &'static str {
+    pub fn family(self) -> EventFamily {
         match self {
+            EventKind::IncidentReported
+            | EventKind::IncidentWithdrawn
+            | EventKind::PeriodClosed => EventFamily::Incident,
             EventKind::SurveyWaveDeclared
             | EventKind::SurveyResponsesRecorded
-            | EventKind::SurveyWaveClosed => "survey",
-            _ => "incident",
+            | EventKind::SurveyWaveClosed => EventFamily::Survey,
         }
     }
 
@@ -82,6 +87,30 @@ impl EventKind {
             EventKind::SurveyResponsesRecorded => "responses",
             EventKind::SurveyWaveClosed => "closed",
         }
+    }
+}
+
+/// The families of events: each has its own subjects (`obs.<family>.>`), its own decoder
+/// ([`Envelope::event`] for incidents, `SurveyEvent::decode` for surveys) and its own projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventFamily {
+    Incident,
+    Survey,
+}
+
+impl EventFamily {
+    /// The family's subject token, also used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventFamily::Incident => "incident",
+            EventFamily::Survey => "survey",
+        }
+    }
+}
+
+impl std::fmt::Display for EventFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -130,7 +159,7 @@ pub enum DecodeError {
     #[error(
         "{kind} is a {family} event, not a {expected} event; decode it with the {family} decoder"
     )]
-    WrongFamily { kind: &'static str, family: &'static str, expected: &'static str },
+    WrongFamily { kind: &'static str, family: EventFamily, expected: EventFamily },
 }
 
 impl Envelope {
@@ -233,14 +262,15 @@ where
             return Err(DecodeError::WrongFamily {
                 kind: kind.as_str(),
                 family: kind.family(),
-                expected: "incident",
+                expected: EventFamily::Incident,
             });
         }
     })
 }
 
 pub fn subject(kind: EventKind, source: &str) -> String {
-    format!("{}.{}.{}.{}", crate::SUBJECT_ROOT, kind.family(), kind.subject_token(), source)
+    let family = kind.family().as_str();
+    format!("{}.{}.{}.{}", crate::SUBJECT_ROOT, family, kind.subject_token(), source)
 }
 
 /// Whether an event's envelope `source` is the one its subject names: the subject's last

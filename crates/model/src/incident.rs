@@ -1,3 +1,6 @@
+//! The incident events agencies produce (`IncidentReported` v1 and v2, `IncidentWithdrawn`,
+//! `PeriodClosed`), the département codes they carry and the hashes that key incidents.
+
 use chrono::NaiveDate;
 use observatory_reference::Unit;
 use serde::{Deserialize, Serialize};

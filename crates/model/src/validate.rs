@@ -41,6 +41,15 @@ impl FieldError {
     }
 }
 
+/// `field: error`, as a refusal that carries one field error shows it.
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.error)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
 pub type ValidatedRecord = Event;
 
 const REPORT_FIELDS: &[&str] = &[

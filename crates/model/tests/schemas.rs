@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use observatory_model::{
-    Envelope, Event, EventKind, IncidentReported, IncidentWithdrawn, PeriodClosed,
+    Envelope, Event, EventFamily, EventKind, IncidentReported, IncidentWithdrawn, PeriodClosed,
     validate_period_close, validate_record,
 };
 use observatory_reference::{Crosswalk, Crosswalks, IDENTITY};
@@ -114,7 +114,7 @@ fn types_and_schemas_agree_on_every_example() {
 fn every_event_kind_has_a_schema_and_envelopes_match_theirs() {
     let envelope_schema = validator("envelope.v1.schema.json");
     let examples = load("examples/examples.json");
-    for kind in EventKind::ALL.into_iter().filter(|k| k.family() == "incident") {
+    for kind in EventKind::ALL.into_iter().filter(|k| k.family() == EventFamily::Incident) {
         let key = format!("{}.v{}", kind.as_str(), kind.current_version());
         let example = &examples[&key]["valid"][0];
         assert!(example.is_object(), "no valid example for {key}");

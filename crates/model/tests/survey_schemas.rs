@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use observatory_model::survey::{
     SurveyEvent, SurveyResponsesRecorded, SurveyWaveClosed, SurveyWaveDeclared,
 };
-use observatory_model::{Envelope, EventKind};
+use observatory_model::{Envelope, EventFamily, EventKind};
 use serde_json::Value;
 
 fn schemas_dir() -> PathBuf {
@@ -84,7 +84,7 @@ fn every_survey_kind_has_a_schema_and_envelopes_round_trip_exactly() {
     let envelope_schema = validator("envelope.v1.schema.json");
     let examples = load("examples/survey-examples.json");
     let survey_kinds: Vec<EventKind> =
-        EventKind::ALL.into_iter().filter(|k| k.family() == "survey").collect();
+        EventKind::ALL.into_iter().filter(|k| k.family() == EventFamily::Survey).collect();
     assert_eq!(survey_kinds.len(), 3);
     for kind in survey_kinds {
         let key = format!("{}.v{}", kind.as_str(), kind.current_version());
