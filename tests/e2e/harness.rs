@@ -274,7 +274,7 @@ impl Call<'_> {
         let url = format!("{}{}", self.service.base, self.path);
         let mut request = self.service.client.request(self.method.clone(), url);
         for (name, value) in &self.headers {
-            request = request.header(name, value);
+            request = request.header(name.as_str(), value.as_str());
         }
         if let Some(body) = &self.body {
             request = request.body(body.clone());
