@@ -74,6 +74,9 @@ async fn accepted_rejected_and_duplicates_are_reported_per_record() {
     assert_eq!(total[0]["count"], 4, "A, C, D, E counted once each: {total:?}");
 }
 
+/// A rejected request: what it shows, token, content type, body, status, part of the error.
+type Case<'a> = (&'a str, Option<&'a str>, &'a str, String, u16, &'a str);
+
 #[tokio::test]
 async fn bad_requests_get_a_clear_4xx() {
     let env = Env::new();
@@ -81,7 +84,7 @@ async fn bad_requests_get_a_clear_4xx() {
     let service = env.observatory("up").flag("--max-body-bytes", "2048").start().await;
     let ok = record("A", 1, "2024-03-05", "75", "0903").to_string();
 
-    let cases: Vec<(&str, Option<&str>, &str, String, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("no token", None, "application/x-ndjson", ok.clone(), 401, "missing Authorization"),
         (
             "wrong token",

@@ -7,7 +7,11 @@ use crate::harness::{Env, record};
 
 fn count_of(rows: &[Value], key: &str, value: &str) -> i64 {
     rows.iter()
-        .filter(|r| r[key].as_str() == Some(value) || r[key].to_string() == value)
+        .filter(|r| {
+            // A number or boolean cell matches its JSON text (`year` 2024 matches "2024").
+            r[key].as_str() == Some(value)
+                || serde_json::from_str::<Value>(value).is_ok_and(|v| r[key] == v)
+        })
         .map(|r| r["count"].as_i64().unwrap())
         .sum()
 }

@@ -19,6 +19,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up and consumed by `run`: the size of the larger variants costs nothing,
+// and boxing them would only add noise to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Ingest, projector and query in one process on one HTTP address (starts a
