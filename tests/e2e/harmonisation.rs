@@ -21,7 +21,7 @@ async fn agency_codes_are_mapped_and_unknown_codes_rejected() {
     let env = Env::new();
     let pn = env.add_agency_with("pn", &["--crosswalk", "natinf"]);
     let gn = env.add_agency("gn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
 
     let answer = service
         .post_ndjson(
@@ -52,7 +52,8 @@ async fn agency_codes_are_mapped_and_unknown_codes_rejected() {
         answer.body
     );
 
-    let seq = service.post_ndjson(&gn, &[record("E", 1, "2024-03-05", "92", "0903")]).await.body["last_sequence"].as_u64().unwrap();
+    let seq =
+        service.post_ndjson(&gn, &[record("E", 1, "2024-03-05", "92", "0903")]).await.sequence();
     let rows = service.counts("by=source,iccs,cyber", seq).await;
     let cells: Vec<(String, String, bool)> = rows
         .iter()
@@ -101,7 +102,7 @@ async fn units_are_never_mixed_and_rates_use_the_legal_population() {
     let env = Env::new();
     let platform = env.add_agency_with("pharos", &["--crosswalk", "platform"]);
     let gn = env.add_agency("gn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     service
         .post_ndjson(
             &platform,
@@ -112,7 +113,7 @@ async fn units_are_never_mixed_and_rates_use_the_legal_population() {
     for (i, dep) in ["75", "75", "75", "13", "59", "59"].iter().enumerate() {
         offences.push(record(&format!("G{i}"), 1, "2024-06-01", dep, "0701"));
     }
-    let seq = service.post_ndjson(&gn, &offences).await.body["last_sequence"].as_u64().unwrap();
+    let seq = service.post_ndjson(&gn, &offences).await.sequence();
 
     let mixed =
         service.get(&format!("/v1/incidents/counts?by=departement&min_sequence={seq}")).await;
@@ -156,7 +157,7 @@ async fn closed_months_are_final_and_coverage_tells_closed_open_missing() {
     let env = Env::new();
     let gn = env.add_agency("gn");
     let pn = env.add_agency("pn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let seq = service
         .post_ndjson(
             &gn,
@@ -166,9 +167,7 @@ async fn closed_months_are_final_and_coverage_tells_closed_open_missing() {
             ],
         )
         .await
-        .body["last_sequence"]
-        .as_u64()
-        .unwrap();
+        .sequence();
     let close = |token: &str, body: Value| {
         let (service, token) = (&service, token.to_owned());
         async move {
@@ -225,7 +224,7 @@ async fn closed_months_are_final_and_coverage_tells_closed_open_missing() {
 async fn a_new_crosswalk_version_is_applied_to_all_history_by_a_rebuild() {
     let env = Env::new();
     let pn = env.add_agency_with("pn", &["--crosswalk", "natinf"]);
-    let service = env.serve("up", &["--crosswalk-versions", "natinf=1"]).await;
+    let service = env.observatory("up").flag("--crosswalk-versions", "natinf=1").start().await;
     let seq = service
         .post_ndjson(
             &pn,
@@ -236,9 +235,7 @@ async fn a_new_crosswalk_version_is_applied_to_all_history_by_a_rebuild() {
             ],
         )
         .await
-        .body["last_sequence"]
-        .as_u64()
-        .unwrap();
+        .sequence();
     let before = service.get(&format!("/v1/incidents/counts?by=iccs&min_sequence={seq}")).await;
     assert_eq!(before.body["as_of"]["reference"]["crosswalk.natinf"], "1");
     let codes = |answer: &Value| -> Vec<(String, i64)> {
@@ -251,7 +248,7 @@ async fn a_new_crosswalk_version_is_applied_to_all_history_by_a_rebuild() {
     };
     assert_eq!(codes(&before.body), vec![("09031".into(), 1), ("09032".into(), 2)]);
 
-    env.rebuild_with(&["--crosswalk-versions", "natinf=2"]);
+    env.observatory("rebuild").flag("--crosswalk-versions", "natinf=2").run();
     let after = service.get(&format!("/v1/incidents/counts?by=iccs&min_sequence={seq}")).await;
     assert_eq!(
         after.body["as_of"]["reference"]["crosswalk.natinf"], "2",

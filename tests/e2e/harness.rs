@@ -4,6 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use observatory_test_support::{TestNats, TestS3};
+use reqwest::Method;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_observatory");
@@ -33,6 +34,31 @@ pub struct Env {
     pub s3: Option<TestS3>,
 }
 
+/// Which of the test's resources a command takes flags for (each command lists its own).
+struct Takes {
+    data_dir: bool,
+    store: bool,
+    nats: bool,
+    /// Takes `--flush-interval-ms`: the test default is 50 ms instead of a second.
+    projector: bool,
+    /// Takes `--query-wait-ms`: the test default is 20 s, for slow CI machines.
+    query: bool,
+}
+
+impl Takes {
+    fn of(command: &str) -> Takes {
+        let (store, nats, projector, query) = match command {
+            "up" => (true, true, true, true),
+            "ingest" => (false, true, false, false),
+            "project" | "rebuild" => (true, true, true, false),
+            "query" => (true, false, false, true),
+            _ => (false, false, false, false),
+        };
+        let data_dir = !matches!(command, "estimate" | "bench");
+        Takes { data_dir, store, nats, projector, query }
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         Env { nats: TestNats::start(), dir: tempfile::tempdir().expect("temp dir"), s3: None }
@@ -51,23 +77,23 @@ impl Env {
         self.dir.path().join("store")
     }
 
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command.args(args).arg("--data-dir").arg(self.data_dir()).arg("--store");
-        match &self.s3 {
-            Some(s3) => {
-                command.arg(format!("s3://{}/projections-root", s3.bucket)).envs(s3.env());
-            }
-            None => {
-                command.arg(self.store());
-            }
+    /// `observatory <command> <args…>` with this environment's data dir, store and NATS, each
+    /// passed only to the commands that take it; add flags with [`Invocation::flag`].
+    pub fn observatory(&self, command: &str) -> Invocation<'_> {
+        let takes = Takes::of(command);
+        let mut flags = Vec::new();
+        if takes.projector {
+            flags.push(("--flush-interval-ms".to_owned(), "50".to_owned()));
         }
-        command
-            .arg("--nats-url")
-            .arg(self.nats.url())
-            .env("OBSERVATORY_LOG", "warn")
-            .stdin(Stdio::null());
-        command
+        if takes.query {
+            flags.push(("--query-wait-ms".to_owned(), "20000".to_owned()));
+        }
+        Invocation { env: self, command: command.to_owned(), takes, args: Vec::new(), flags }
+    }
+
+    /// `observatory up` serving HTTP on a free port, once /health answers 200.
+    pub async fn up(&self) -> Service {
+        self.observatory("up").start().await
     }
 
     pub fn add_agency(&self, id: &str) -> String {
@@ -76,72 +102,113 @@ impl Env {
 
     /// `agency add ID EXTRA…` (e.g. `--crosswalk natinf`); returns the token.
     pub fn add_agency_with(&self, id: &str, extra: &[&str]) -> String {
-        let mut args = vec!["agency", "add", id];
-        args.extend_from_slice(extra);
-        let output = self.command(&args).output().expect("run agency add");
-        assert!(
-            output.status.success(),
-            "agency add failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8(output.stdout).expect("utf-8");
+        let stdout = self.observatory("agency").args(&["add", id]).args(extra).run();
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 1, "the token must be the only line on stdout: {stdout:?}");
         lines[0].to_owned()
     }
 
-    /// Starts `observatory <command>` serving HTTP on a free port, waiting for /health.
-    pub async fn serve(&self, command: &str, extra: &[&str]) -> Service {
-        let port = free_port();
-        let http = format!("127.0.0.1:{port}");
-        let mut args = vec![command, "--http", &http, "--flush-interval-ms", "50"];
-        if !extra.contains(&"--query-wait-ms") {
-            args.extend_from_slice(&["--query-wait-ms", "20000"]);
+    /// Starts `observatory project` without HTTP.
+    pub fn spawn_projector(&self) -> Child {
+        self.observatory("project").flag("--flush-interval-ms", "20").spawn()
+    }
+
+    pub fn rebuild(&self) -> String {
+        self.observatory("rebuild").run()
+    }
+}
+
+/// One `observatory` command line being put together: arguments, then flags (a flag given
+/// twice keeps its last value, so a test overrides the harness's defaults).
+pub struct Invocation<'a> {
+    env: &'a Env,
+    command: String,
+    takes: Takes,
+    args: Vec<String>,
+    flags: Vec<(String, String)>,
+}
+
+impl Invocation<'_> {
+    /// Positional arguments and subcommands, in order (`agency add pn`).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    pub fn flag(mut self, name: &str, value: &str) -> Self {
+        self.flags.retain(|(n, _)| n != name);
+        self.flags.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let env = self.env;
+        let mut command = Command::new(BIN);
+        command.arg(&self.command).args(&self.args);
+        if self.takes.data_dir {
+            command.arg("--data-dir").arg(env.data_dir());
         }
-        args.extend_from_slice(extra);
+        if self.takes.store {
+            command.arg("--store");
+            match &env.s3 {
+                Some(s3) => {
+                    command.arg(format!("s3://{}/projections-root", s3.bucket)).envs(s3.env());
+                }
+                None => {
+                    command.arg(env.store());
+                }
+            }
+        }
+        if self.takes.nats {
+            command.arg("--nats-url").arg(env.nats.url());
+        }
+        for (name, value) in &self.flags {
+            command.arg(name).arg(value);
+        }
+        command.env("OBSERVATORY_LOG", "warn").stdin(Stdio::null());
+        command
+    }
+
+    /// Runs to completion, asserting success; returns stdout.
+    pub fn run(self) -> String {
+        let output = self.command().output().expect("run observatory");
+        assert!(
+            output.status.success(),
+            "observatory {} failed: {}",
+            self.command,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    }
+
+    /// Starts in the background, without HTTP (the projector).
+    pub fn spawn(self) -> Child {
+        self.command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn observatory")
+    }
+
+    /// Starts serving HTTP on a free port; returns once /health answers 200.
+    pub async fn start(self) -> Service {
+        let http = format!("127.0.0.1:{}", free_port());
         let child = self
-            .command(&args)
+            .flag("--http", &http)
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn observatory");
         let service =
             Service { child, base: format!("http://{http}"), client: reqwest::Client::new() };
-        let client = service.client.clone();
-        let url = format!("{}/health", service.base);
+        let health = service.call(Method::GET, "/health");
         wait_until("the service to answer /health with 200", Duration::from_secs(60), || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
-            }
+            let request = health.request();
+            async move { request.send().await.map(|r| r.status().is_success()).unwrap_or(false) }
         })
         .await;
         service
-    }
-
-    /// Starts `observatory project` without HTTP.
-    pub fn spawn_projector(&self) -> Child {
-        self.command(&["project", "--flush-interval-ms", "20"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn projector")
-    }
-
-    pub fn rebuild(&self) -> String {
-        self.rebuild_with(&[])
-    }
-
-    pub fn rebuild_with(&self, extra: &[&str]) -> String {
-        let mut args = vec!["rebuild"];
-        args.extend_from_slice(extra);
-        let output = self.command(&args).output().expect("run rebuild");
-        assert!(
-            output.status.success(),
-            "rebuild failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8")
     }
 }
 
@@ -153,30 +220,122 @@ pub struct Service {
 
 pub struct Answer {
     pub status: u16,
+    /// The JSON answer; a body that is not JSON is kept as a JSON string.
     pub body: Value,
+    /// The body as sent.
+    pub text: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// The `last_sequence` of an ingest answer (what to pass as `min_sequence`).
+    pub fn sequence(&self) -> u64 {
+        self.body["last_sequence"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no last_sequence in {}", self.body))
+    }
+}
+
+/// One HTTP request to the service: any method, path, body, content type and token.
+pub struct Call<'a> {
+    service: &'a Service,
+    method: Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl Call<'_> {
+    /// `Authorization: Bearer <token>`.
+    pub fn token(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn content_type(self, content_type: &str) -> Self {
+        self.header("content-type", content_type)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// A JSON body with its content type.
+    pub fn json(self, body: &Value) -> Self {
+        self.content_type("application/json").body(body.to_string())
+    }
+
+    fn request(&self) -> reqwest::RequestBuilder {
+        let url = format!("{}{}", self.service.base, self.path);
+        let mut request = self.service.client.request(self.method.clone(), url);
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(body) = &self.body {
+            request = request.body(body.clone());
+        }
+        request
+    }
+
+    /// Sends; the body is JSON when it parses, else a JSON string of the text.
+    pub async fn send(self) -> Answer {
+        let what = format!("{} {}", self.method, self.path);
+        let response = self.request().send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
+        Answer { status, body, text, headers }
+    }
+
+    /// Sends, asserting that the answer is JSON.
+    pub async fn send_json(self) -> Answer {
+        let answer = self.send().await;
+        assert!(
+            serde_json::from_str::<Value>(&answer.text).is_ok(),
+            "answer is not JSON ({}): {}",
+            answer.status,
+            answer.text
+        );
+        answer
+    }
 }
 
 impl Service {
+    /// Any request: `service.call(Method::POST, "/v1/periods/close").token(t).json(&body)`.
+    pub fn call(&self, method: Method, path: &str) -> Call<'_> {
+        Call { service: self, method, path: path.to_owned(), headers: Vec::new(), body: None }
+    }
+
+    /// `POST path` with a body of `content_type` and, when given, a bearer token; the answer
+    /// must be JSON.
+    pub async fn post_to(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Answer {
+        let mut call = self.call(Method::POST, path).content_type(content_type).body(body);
+        if let Some(token) = token {
+            call = call.token(token);
+        }
+        call.send_json().await
+    }
+
+    /// `POST /v1/incidents`.
     pub async fn post(
         &self,
         token: Option<&str>,
         content_type: &str,
-        body: impl Into<reqwest::Body>,
+        body: impl Into<Vec<u8>>,
     ) -> Answer {
-        let mut request = self
-            .client
-            .post(format!("{}/v1/incidents", self.base))
-            .header("content-type", content_type)
-            .body(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("POST /v1/incidents");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("answer is not JSON ({status}): {text}"));
-        Answer { status, body }
+        self.post_to("/v1/incidents", token, content_type, body).await
     }
 
     pub async fn post_ndjson(&self, token: &str, records: &[Value]) -> Answer {
@@ -186,35 +345,20 @@ impl Service {
 
     /// `POST /v1/periods/close` with a JSON body.
     pub async fn close_period(&self, token: &str, body: &Value) -> Answer {
-        let response = self
-            .client
-            .post(format!("{}/v1/periods/close", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /v1/periods/close");
-        let status = response.status().as_u16();
-        Answer { status, body: response.json().await.expect("a JSON answer") }
+        self.call(Method::POST, "/v1/periods/close").token(token).json(body).send_json().await
     }
 
     pub async fn get(&self, path_and_query: &str) -> Answer {
-        let response =
-            self.client.get(format!("{}{path_and_query}", self.base)).send().await.expect("GET");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer { status, body }
+        self.call(Method::GET, path_and_query).send().await
     }
 
     pub async fn get_text(&self, path_and_query: &str) -> (u16, String, Option<String>) {
-        let response =
-            self.client.get(format!("{}{path_and_query}", self.base)).send().await.expect("GET");
-        let as_of = response
-            .headers()
+        let answer = self.get(path_and_query).await;
+        let as_of = answer
+            .headers
             .get("observatory-as-of-sequence")
             .map(|v| v.to_str().unwrap().to_owned());
-        (response.status().as_u16(), response.text().await.expect("body"), as_of)
+        (answer.status, answer.text, as_of)
     }
 
     /// Rows of a counts query, after waiting for `min_sequence`.

@@ -9,7 +9,7 @@ use crate::harness::{Env, record};
 async fn accepted_rejected_and_duplicates_are_reported_per_record() {
     let env = Env::new();
     let token = env.add_agency("pn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
 
     let mut bad_departement = record("B", 1, "2024-03-05", "75", "0903");
     bad_departement["departement"] = json!("20");
@@ -30,7 +30,7 @@ async fn accepted_rejected_and_duplicates_are_reported_per_record() {
     assert!(rejected[0]["error"].as_str().unwrap().contains("'20'"));
     assert_eq!(rejected[1]["line"], 3);
     assert!(rejected[1]["field"].is_null());
-    let first_sequence = answer.body["last_sequence"].as_u64().unwrap();
+    let first_sequence = answer.sequence();
 
     // The same records again (and one twice in the batch): duplicates, nothing published.
     let again = service
@@ -61,12 +61,12 @@ async fn accepted_rejected_and_duplicates_are_reported_per_record() {
     assert_eq!(csv.body["rejected"][0]["line"], 3);
     assert_eq!(csv.body["rejected"][0]["field"], "cyber");
     assert!(csv.body["rejected"][0]["error"].as_str().unwrap().contains("maybe"));
-    let last = csv.body["last_sequence"].as_u64().unwrap();
+    let last = csv.sequence();
     assert!(last > first_sequence);
 
     // A restart rebuilds the idempotency index from the stream: still duplicates.
     service.stop();
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let after_restart = service.post_ndjson(&token, &records).await;
     assert_eq!(after_restart.body["accepted"], 0, "{}", after_restart.body);
     assert_eq!(after_restart.body["duplicates"], 2);
@@ -74,14 +74,17 @@ async fn accepted_rejected_and_duplicates_are_reported_per_record() {
     assert_eq!(total[0]["count"], 4, "A, C, D, E counted once each: {total:?}");
 }
 
+/// A rejected request: what it shows, token, content type, body, status, part of the error.
+type Case<'a> = (&'a str, Option<&'a str>, &'a str, String, u16, &'a str);
+
 #[tokio::test]
 async fn bad_requests_get_a_clear_4xx() {
     let env = Env::new();
     let token = env.add_agency("pn");
-    let service = env.serve("up", &["--max-body-bytes", "2048"]).await;
+    let service = env.observatory("up").flag("--max-body-bytes", "2048").start().await;
     let ok = record("A", 1, "2024-03-05", "75", "0903").to_string();
 
-    let cases: Vec<(&str, Option<&str>, &str, String, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("no token", None, "application/x-ndjson", ok.clone(), 401, "missing Authorization"),
         (
             "wrong token",

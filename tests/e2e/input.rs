@@ -4,6 +4,7 @@
 //! records (the Authorization scheme, the period closure's Content-Type and month) are checked.
 
 use chrono::{Datelike, Months, Utc};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{Env, record};
@@ -29,7 +30,7 @@ fn rejected(body: &Value) -> Vec<(u64, Option<String>, String)> {
 async fn every_line_is_accepted_or_rejected_with_its_field_and_reason() {
     let env = Env::new();
     let token = env.add_agency("pn");
-    let service = env.serve("ingest", &[]).await;
+    let service = env.observatory("ingest").start().await;
 
     // NDJSON after a byte-order mark, with a key sent twice on line 2.
     let twice = r#"{"agency_incident_id":"N2","departement":"976","occurred_on":"2024-03-05","reported_on":"2024-03-05","iccs":"0903","cyber":true,"departement":"75","victim_type":"individual","channel":"email"}"#;
@@ -114,18 +115,17 @@ async fn every_line_is_accepted_or_rejected_with_its_field_and_reason() {
 async fn the_authorization_scheme_and_the_period_closure_request_are_checked() {
     let env = Env::new();
     let token = env.add_agency("pn");
-    let service = env.serve("ingest", &[]).await;
+    let service = env.observatory("ingest").start().await;
     let body = format!("{}\n", record("A", 1, "2024-03-05", "75", "0903"));
     let post = |authorization: String| {
-        let request = service
-            .client
-            .post(format!("{}/v1/incidents", service.base))
-            .header("content-type", "application/x-ndjson")
-            .header("authorization", authorization)
+        let call = service
+            .call(Method::POST, "/v1/incidents")
+            .content_type("application/x-ndjson")
+            .header("authorization", &authorization)
             .body(body.clone());
         async move {
-            let response = request.send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            let answer = call.send_json().await;
+            (answer.status, answer.body)
         }
     };
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
@@ -148,17 +148,13 @@ async fn the_authorization_scheme_and_the_period_closure_request_are_checked() {
     }
 
     let close = |content_type: Option<&str>, body: String| {
-        let mut request = service
-            .client
-            .post(format!("{}/v1/periods/close", service.base))
-            .bearer_auth(&token)
-            .body(body);
+        let mut call = service.call(Method::POST, "/v1/periods/close").token(&token).body(body);
         if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
+            call = call.content_type(content_type);
         }
         async move {
-            let response = request.send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            let answer = call.send_json().await;
+            (answer.status, answer.body)
         }
     };
     let month = |m: &str| json!({"month": m}).to_string();

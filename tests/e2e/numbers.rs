@@ -3,6 +3,7 @@
 //! silently, and a resubmission told apart from a conflict and from a stale revision.
 
 use observatory_reference::Geography;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{Env, Service, record};
@@ -26,7 +27,7 @@ fn only(rows: &[Value]) -> &Value {
 async fn a_rate_divides_by_the_population_of_what_the_row_counts() {
     let env = Env::new();
     let pn = env.add_agency("pn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let mut records = Vec::new();
     for (i, (date, dep)) in [
         ("2024-01-10", "75"),
@@ -41,7 +42,7 @@ async fn a_rate_divides_by_the_population_of_what_the_row_counts() {
     {
         records.push(record(&format!("R{i}"), 1, date, dep, "0701"));
     }
-    let seq = service.post_ndjson(&pn, &records).await.body["last_sequence"].as_u64().unwrap();
+    let seq = service.post_ndjson(&pn, &records).await.sequence();
     let geography = Geography::france();
     let paris = geography.population("75", 2024).unwrap().0;
     let hauts_de_seine = geography.population("92", 2024).unwrap().0;
@@ -108,8 +109,9 @@ async fn a_rate_divides_by_the_population_of_what_the_row_counts() {
 async fn a_month_nobody_sent_is_not_a_final_zero() {
     let env = Env::new();
     let gn = env.add_agency("gn");
-    let service = env.serve("up", &[]).await;
-    let seq = service.post_ndjson(&gn, &[record("A", 1, "2024-01-10", "75", "0701")]).await.body["last_sequence"].as_u64().unwrap();
+    let service = env.up().await;
+    let seq =
+        service.post_ndjson(&gn, &[record("A", 1, "2024-01-10", "75", "0701")]).await.sequence();
     let closed = close(&service, &gn, json!({"month": "2024-01"})).await;
     let closed = closed.max(close(&service, &gn, json!({"month": "2024-02"})).await).max(seq);
 
@@ -183,7 +185,7 @@ async fn a_month_nobody_sent_is_not_a_final_zero() {
 async fn a_resubmission_is_told_from_a_conflict_and_from_a_stale_revision() {
     let env = Env::new();
     let pn = env.add_agency("pn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let first = record("A", 1, "2024-03-05", "75", "0903");
     assert_eq!(service.post_ndjson(&pn, std::slice::from_ref(&first)).await.body["accepted"], 1);
 
@@ -197,7 +199,7 @@ async fn a_resubmission_is_told_from_a_conflict_and_from_a_stale_revision() {
         // The second time, from an index rebuilt out of the stream's headers.
         let service = match running.take() {
             Some(service) => service,
-            None => env.serve("up", &[]).await,
+            None => env.up().await,
         };
         let body = check(&service, &pn, vec![first.clone()]).await;
         assert_eq!(
@@ -229,7 +231,7 @@ async fn a_resubmission_is_told_from_a_conflict_and_from_a_stale_revision() {
         assert!(rejected[2]["error"].as_str().unwrap().contains("never been reported"), "{body}");
         service.stop();
     }
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let mut third = first.clone();
     third["revision"] = json!(3);
     assert_eq!(check(&service, &pn, vec![third]).await["accepted"], 1);
@@ -242,7 +244,7 @@ async fn a_resubmission_is_told_from_a_conflict_and_from_a_stale_revision() {
         "{body}"
     );
     service.stop();
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let body = check(&service, &pn, vec![second]).await;
     assert!(
         body["rejected"][0]["error"].as_str().unwrap().contains("older than revision 3"),
@@ -255,17 +257,11 @@ async fn a_resubmission_is_told_from_a_conflict_and_from_a_stale_revision() {
 #[tokio::test]
 async fn wrong_paths_and_methods_answer_json() {
     let env = Env::new();
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let answer = service.get("/v1/nothing-here").await;
     assert_eq!(answer.status, 404);
     assert!(answer.body["error"].as_str().unwrap().contains("/v1/nothing-here"), "{}", answer.body);
-    let response = service
-        .client
-        .delete(format!("{}/v1/incidents/counts", service.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 405);
-    let body: Value = response.json().await.expect("a JSON body on 405");
-    assert_eq!(body["status"], 405);
+    let answer = service.call(Method::DELETE, "/v1/incidents/counts").send_json().await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.body["status"], 405);
 }

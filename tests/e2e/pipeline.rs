@@ -7,7 +7,11 @@ use crate::harness::{Env, record};
 
 fn count_of(rows: &[Value], key: &str, value: &str) -> i64 {
     rows.iter()
-        .filter(|r| r[key].as_str() == Some(value) || r[key].to_string() == value)
+        .filter(|r| {
+            // A number or boolean cell matches its JSON text (`year` 2024 matches "2024").
+            r[key].as_str() == Some(value)
+                || serde_json::from_str::<Value>(value).is_ok_and(|v| r[key] == v)
+        })
         .map(|r| r["count"].as_i64().unwrap())
         .sum()
 }
@@ -17,7 +21,7 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
     let env = Env::new();
     let pn = env.add_agency("pn");
     let gn = env.add_agency("gn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
 
     let first = service
         .post_ndjson(
@@ -32,7 +36,7 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
     assert_eq!(first.body["accepted"], 3, "{}", first.body);
     // The same incident id from another agency is another incident.
     let other = service.post_ndjson(&gn, &[record("A", 1, "2024-03-05", "75", "0903")]).await;
-    let seq = other.body["last_sequence"].as_u64().unwrap();
+    let seq = other.sequence();
     let rows = service.counts("by=departement", seq).await;
     assert_eq!(count_of(&rows, "departement", "75"), 3);
     assert_eq!(count_of(&rows, "departement", "92"), 1);
@@ -58,7 +62,7 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
         "{}",
         changes.body
     );
-    let seq = changes.body["last_sequence"].as_u64().unwrap();
+    let seq = changes.sequence();
     let rows = service.counts("by=month,departement&source=pn", seq).await;
     let cells: Vec<(String, String, i64)> = rows
         .iter()
@@ -74,7 +78,7 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
 
     // B comes back with a later revision.
     let back = service.post_ndjson(&pn, &[record("B", 3, "2024-03-06", "75", "0701")]).await;
-    let seq = back.body["last_sequence"].as_u64().unwrap();
+    let seq = back.sequence();
     let rows = service.counts("by=source", seq).await;
     assert_eq!(count_of(&rows, "source", "pn"), 3);
     assert_eq!(count_of(&rows, "source", "gn"), 1);
@@ -86,7 +90,7 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
     // An amendment that changes only the loss moves no count but moves the loss.
     let mut costlier = record("C", 4, "2024-03-07", "92", "09031");
     costlier["loss_eur"] = json!(100.0);
-    let seq = service.post_ndjson(&pn, &[costlier]).await.body["last_sequence"].as_u64().unwrap();
+    let seq = service.post_ndjson(&pn, &[costlier]).await.sequence();
     let rows = service.counts("iccs=0903", seq).await;
     assert_eq!(
         (rows[0]["count"].as_i64(), rows[0]["loss_eur"].as_f64()),
@@ -106,7 +110,7 @@ async fn amendments_move_counts_and_withdrawals_remove_them() {
 async fn query_formats_filters_and_errors() {
     let env = Env::new();
     let pn = env.add_agency("pn");
-    let service = env.serve("up", &["--query-wait-ms", "3000"]).await;
+    let service = env.observatory("up").flag("--query-wait-ms", "3000").start().await;
     let mut records = Vec::new();
     for (i, (month, dep)) in
         [("2024-01", "75"), ("2024-02", "92"), ("2024-02", "75"), ("2025-01", "971")]
@@ -115,7 +119,7 @@ async fn query_formats_filters_and_errors() {
     {
         records.push(record(&format!("R{i}"), 1, &format!("{month}-10"), dep, "0701"));
     }
-    let seq = service.post_ndjson(&pn, &records).await.body["last_sequence"].as_u64().unwrap();
+    let seq = service.post_ndjson(&pn, &records).await.sequence();
 
     let rows = service
         .counts("by=month,departement&from=2024-01&to=2024-12&cyber=true&departement=75,92", seq)

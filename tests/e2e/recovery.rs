@@ -108,13 +108,12 @@ async fn store_counts(projection: &Projection) -> Vec<(String, i64)> {
 async fn projector_resumes_from_its_manifest_after_a_restart() {
     let env = Env::new();
     let token = env.add_agency("pn");
-    let ingest = env.serve("ingest", &[]).await;
+    let ingest = env.observatory("ingest").start().await;
     let projection = projection(&env);
     let mut feed = Feed::new(7);
 
     let mut projector = env.spawn_projector();
-    let seq =
-        ingest.post_ndjson(&token, &feed.batch(500)).await.body["last_sequence"].as_u64().unwrap();
+    let seq = ingest.post_ndjson(&token, &feed.batch(500)).await.sequence();
     wait_until("first batch committed", Duration::from_secs(30), || async {
         committed(&projection).await >= seq
     })
@@ -123,8 +122,7 @@ async fn projector_resumes_from_its_manifest_after_a_restart() {
     let first_manifest = projection.serving_manifest().await.unwrap().unwrap();
 
     // Written while no projector runs; picked up from the manifest's sequence + 1.
-    let seq =
-        ingest.post_ndjson(&token, &feed.batch(500)).await.body["last_sequence"].as_u64().unwrap();
+    let seq = ingest.post_ndjson(&token, &feed.batch(500)).await.sequence();
     let mut projector = env.spawn_projector();
     wait_until("second batch committed", Duration::from_secs(30), || async {
         committed(&projection).await >= seq
@@ -143,7 +141,7 @@ async fn projector_resumes_from_its_manifest_after_a_restart() {
 async fn projector_killed_with_sigkill_at_random_points_keeps_counts_exact() {
     let env = Env::new();
     let token = env.add_agency("pn");
-    let ingest = env.serve("ingest", &[]).await;
+    let ingest = env.observatory("ingest").start().await;
     let projection = projection(&env);
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
@@ -157,9 +155,7 @@ async fn projector_killed_with_sigkill_at_random_points_keeps_counts_exact() {
     let mut last = 0;
     for _ in 0..10 {
         let before = committed(&projection).await;
-        last = ingest.post_ndjson(&token, &feed.batch(3_000)).await.body["last_sequence"]
-            .as_u64()
-            .unwrap();
+        last = ingest.post_ndjson(&token, &feed.batch(3_000)).await.sequence();
         // Kill once the projector has got somewhere into this batch: a random point.
         let target = before + 1 + chooser.next(last.saturating_sub(before).max(1));
         wait_until("projector progress", Duration::from_secs(60), || async {
@@ -199,13 +195,11 @@ async fn projector_killed_with_sigkill_at_random_points_keeps_counts_exact() {
 async fn rebuild_equals_the_incremental_projection_and_switches_atomically() {
     let env = Env::new();
     let token = env.add_agency("pn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let mut feed = Feed::new(42);
     let mut last = 0;
     for _ in 0..4 {
-        last = service.post_ndjson(&token, &feed.batch(800)).await.body["last_sequence"]
-            .as_u64()
-            .unwrap();
+        last = service.post_ndjson(&token, &feed.batch(800)).await.sequence();
     }
     let query = "by=month,departement,iccs,cyber,victim_type,channel,source";
     let incremental = service.counts(query, last).await;
@@ -219,8 +213,7 @@ async fn rebuild_equals_the_incremental_projection_and_switches_atomically() {
     assert_eq!(after.body["rows"].as_array().unwrap(), &incremental);
 
     // The serving projector follows the switch and keeps projecting into v2.
-    let more =
-        service.post_ndjson(&token, &feed.batch(100)).await.body["last_sequence"].as_u64().unwrap();
+    let more = service.post_ndjson(&token, &feed.batch(100)).await.sequence();
     let rows = service.counts("by=departement", more).await;
     let got: Vec<(String, i64)> = rows
         .iter()

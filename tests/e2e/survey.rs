@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use observatory_stats::Table;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{Answer, BIN, Env, Service, record};
@@ -29,38 +30,9 @@ fn apiclus1_path() -> PathBuf {
     path
 }
 
-async fn send(
-    service: &Service,
-    token: &str,
-    path: &str,
-    content_type: &str,
-    body: impl Into<reqwest::Body>,
-) -> Answer {
-    let response = service
-        .client
-        .post(format!("{}{path}", service.base))
-        .bearer_auth(token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("answer is not JSON ({status}): {text}"));
-    Answer { status, body }
-}
-
 async fn declare(service: &Service, token: &str, survey: &str, declaration: &Value) -> Answer {
-    send(
-        service,
-        token,
-        &format!("/v1/surveys/{survey}/waves"),
-        "application/json",
-        declaration.to_string(),
-    )
-    .await
+    let path = format!("/v1/surveys/{survey}/waves");
+    service.post_to(&path, Some(token), "application/json", declaration.to_string()).await
 }
 
 async fn responses(
@@ -69,33 +41,15 @@ async fn responses(
     survey: &str,
     wave: &str,
     content_type: &str,
-    body: impl Into<reqwest::Body>,
+    body: impl Into<Vec<u8>>,
 ) -> Answer {
-    send(
-        service,
-        token,
-        &format!("/v1/surveys/{survey}/waves/{wave}/responses"),
-        content_type,
-        body,
-    )
-    .await
+    let path = format!("/v1/surveys/{survey}/waves/{wave}/responses");
+    service.post_to(&path, Some(token), content_type, body).await
 }
 
 async fn close(service: &Service, token: &str, survey: &str, wave: &str, body: &str) -> Answer {
-    send(
-        service,
-        token,
-        &format!("/v1/surveys/{survey}/waves/{wave}/close"),
-        "application/json",
-        body.to_owned(),
-    )
-    .await
-}
-
-fn sequence(answer: &Answer) -> u64 {
-    answer.body["last_sequence"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no last_sequence in {}", answer.body))
+    let path = format!("/v1/surveys/{survey}/waves/{wave}/close");
+    service.post_to(&path, Some(token), "application/json", body).await
 }
 
 /// `observatory estimate --input FILE <design> <flags>`, its JSON.
@@ -211,7 +165,7 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
     assert_eq!(table.n_rows(), 183);
     let env = Env::new();
     let token = env.add_agency("cde").to_owned();
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
 
     let declared = declare(&service, &token, "api", &apiclus1_declaration(&table)).await;
     assert_eq!(declared.status, 201, "{}", declared.body);
@@ -239,7 +193,7 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
     let closed = close(&service, &token, "api", "2000", "").await;
     assert_eq!(closed.status, 200, "{}", closed.body);
     assert_eq!(closed.body["respondents"], 183);
-    let seq = sequence(&closed);
+    let seq = closed.sequence();
     let late = responses(&service, &token, "api", "2000", "text/csv", lines[..2].join("\n")).await;
     assert_eq!(late.status, 409, "{}", late.body);
     assert!(late.body["error"].as_str().unwrap().contains("closed"), "{}", late.body);
@@ -344,7 +298,7 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
     let env = Env::new();
     let owner = env.add_agency("ssmsi");
     let other = env.add_agency("pn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
 
     let undeclared =
         responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
@@ -378,13 +332,8 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
     let stolen = declare(&service, &other, "cvs", &small_declaration("2025")).await;
     assert_eq!(stolen.status, 403, "{}", stolen.body);
     assert!(stolen.body["error"].as_str().unwrap().contains("belongs to agency 'ssmsi'"));
-    let no_token = service
-        .client
-        .post(format!("{}/v1/surveys/cvs/waves/2024/responses", service.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_token.status().as_u16(), 401);
+    let no_token = service.call(Method::POST, "/v1/surveys/cvs/waves/2024/responses").send().await;
+    assert_eq!(no_token.status, 401);
     let wrong_type = responses(&service, &owner, "cvs", "2024", "application/xml", "<x/>").await;
     assert_eq!(wrong_type.status, 415, "{}", wrong_type.body);
 
@@ -435,7 +384,7 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
         close(&service, &owner, "cvs", "2024", &json!({"final_weights": weights}).to_string())
             .await;
     assert_eq!(closed.status, 200, "{}", closed.body);
-    let seq = sequence(&closed);
+    let seq = closed.sequence();
     let retried =
         close(&service, &owner, "cvs", "2024", &json!({"final_weights": weights}).to_string())
             .await;
@@ -474,7 +423,7 @@ async fn declarations_rows_and_closures_are_checked_with_precise_errors() {
 
     // Restarted, the ingest still knows the wave is closed and the respondents it has.
     service.stop();
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     let late =
         responses(&service, &owner, "cvs", "2024", "text/csv", "hh,region,w,victim\nH01,84,1,no\n")
             .await;
@@ -489,13 +438,13 @@ async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents
     let env = Env::new();
     let owner = env.add_agency("ssmsi");
     let pn = env.add_agency("pn");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     assert_eq!(declare(&service, &owner, "cvs", &small_declaration("2024")).await.status, 201);
     let uploaded =
         responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
             .await;
     assert_eq!(uploaded.body["accepted"], 10, "{}", uploaded.body);
-    let seq = sequence(&uploaded);
+    let seq = uploaded.sequence();
 
     // Open waves are estimated too (status says so).
     let rate =
@@ -536,7 +485,7 @@ async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents
     other[0]["reported_on"] = json!("2023-05-11");
     let posted = service.post_ndjson(&pn, &[incidents, other].concat()).await;
     assert_eq!(posted.body["accepted"], 9, "{}", posted.body);
-    let incidents_seq = posted.body["last_sequence"].as_u64().unwrap();
+    let incidents_seq = posted.sequence();
     let dark = service
         .get(&format!("/v1/surveys/cvs/dark-figure?wave=2024&item=fraud&min_sequence={seq}&incidents_min_sequence={incidents_seq}"))
         .await;
@@ -587,12 +536,12 @@ async fn the_projector_resumes_from_its_manifest_and_never_doubles_a_respondent(
     use observatory_model::survey::{Cell, SurveyEvent, SurveyResponsesRecorded, SurveyRow};
     let env = Env::new();
     let owner = env.add_agency("ssmsi");
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     assert_eq!(declare(&service, &owner, "cvs", &small_declaration("2024")).await.status, 201);
-    let seq = sequence(
-        &responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
-            .await,
-    );
+    let seq =
+        responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
+            .await
+            .sequence();
     let before = service
         .get(&format!("/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={seq}"))
         .await;
@@ -601,7 +550,7 @@ async fn the_projector_resumes_from_its_manifest_and_never_doubles_a_respondent(
 
     // Separate processes now: the projector restores the open wave's respondents from its files.
     let mut projector = env.spawn_projector();
-    let query = env.serve("query", &[]).await;
+    let query = env.observatory("query").start().await;
     let row = |id: &str, w: f64| SurveyRow {
         respondent_id: id.into(),
         values: [
@@ -660,12 +609,12 @@ async fn survey_intervals_stay_in_range_and_units_are_never_added() {
     let owner = env.add_agency("ssmsi");
     let pn = env.add_agency("pn");
     let platform = env.add_agency_with("pharos", &["--crosswalk", "platform"]);
-    let service = env.serve("up", &[]).await;
+    let service = env.up().await;
     assert_eq!(declare(&service, &owner, "cvs", &small_declaration("2024")).await.status, 201);
     let uploaded =
         responses(&service, &owner, "cvs", "2024", "application/x-ndjson", households_ndjson())
             .await;
-    let seq = sequence(&uploaded);
+    let seq = uploaded.sequence();
 
     // Defect 4: a proportion defaults to an interval inside [0, 1] (logit, as svyciprop).
     let cvs = |query: &str| {
@@ -707,7 +656,7 @@ async fn survey_intervals_stay_in_range_and_units_are_never_added() {
         })
         .collect();
     let seq =
-        sequence(&responses(&service, &owner, "cvs", "2025", "application/x-ndjson", rows).await);
+        responses(&service, &owner, "cvs", "2025", "application/x-ndjson", rows).await.sequence();
     let rate =
         service.get(&format!("/v1/surveys/cvs/reporting-rate?wave=2025&min_sequence={seq}")).await;
     assert_eq!(rate.status, 200, "{}", rate.body);
@@ -730,7 +679,7 @@ async fn survey_intervals_stay_in_range_and_units_are_never_added() {
         .collect();
     let posted = service.post_ndjson(&platform, &reports).await;
     assert_eq!(posted.body["accepted"], 2, "{}", posted.body);
-    let incidents = posted.body["last_sequence"].as_u64().unwrap();
+    let incidents = posted.sequence();
     let dark = service
         .get(&format!("/v1/surveys/cvs/dark-figure?wave=2024&item=fraud&min_sequence={seq}&incidents_min_sequence={incidents}"))
         .await;

@@ -46,38 +46,38 @@ pub enum Stage {
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Events in the stream for the rebuild and query stages.
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, env = "OBSERVATORY_BENCH_EVENTS", default_value_t = 10_000_000)]
     pub events: u64,
     /// Write every figure, ratio, the machine and the command line to this JSON file.
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_BENCH_JSON")]
     pub json: Option<PathBuf>,
     /// Records pushed through the ingest per batch size (and published raw as the baseline).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, env = "OBSERVATORY_BENCH_INGEST_RECORDS", default_value_t = 200_000)]
     pub ingest_records: usize,
     /// Records per ingest request (NDJSON body).
-    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
+    #[arg(long, env = "OBSERVATORY_BENCH_BATCH_SIZES", value_delimiter = ',', default_values_t = [1_000, 10_000])]
     pub batch_sizes: Vec<usize>,
     /// Concurrent client connections (HTTP) or publishers (raw).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "OBSERVATORY_BENCH_CONNECTIONS", default_value_t = 4)]
     pub connections: usize,
     /// Timed runs of each query, after warm-up.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "OBSERVATORY_BENCH_QUERY_RUNS", default_value_t = 50)]
     pub query_runs: usize,
     /// Timed runs of each survey estimate.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "OBSERVATORY_BENCH_SURVEY_RUNS", default_value_t = 5)]
     pub survey_runs: usize,
     /// Seed of the incident generator.
-    #[arg(long, default_value_t = 2014)]
+    #[arg(long, env = "OBSERVATORY_BENCH_SEED", default_value_t = 2014)]
     pub seed: u64,
     /// Stages to run (query needs projection).
-    #[arg(long, value_delimiter = ',', default_values_t = [Stage::Ingest, Stage::Projection, Stage::Query, Stage::Survey])]
+    #[arg(long, env = "OBSERVATORY_BENCH_STAGES", value_delimiter = ',', default_values_t = [Stage::Ingest, Stage::Projection, Stage::Query, Stage::Survey])]
     pub stages: Vec<Stage>,
     /// Directory for the temporary nats-server store and object store (default: the system
     /// temp dir). A 10M-event stream takes about 6 GB.
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_BENCH_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
     /// Keep the temporary directory (stream, projection, logs) instead of deleting it.
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_BENCH_KEEP")]
     pub keep: bool,
 }
 

@@ -34,9 +34,9 @@ pub fn log_tail(path: &Path) -> String {
 /// `observatory agency add <id>`; returns the token (its only stdout line).
 pub fn add_agency(data_dir: &Path, id: &str, name: &str) -> Result<String> {
     let output = Command::new(observatory_exe()?)
+        .args(["agency", "add", id, "--name", name])
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["agency", "add", id, "--name", name])
         .stdin(Stdio::null())
         .output()
         .context("cannot run `observatory agency add`")?;

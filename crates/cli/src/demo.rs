@@ -16,7 +16,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::config::Global;
+use crate::config::AgencyArgs;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -24,11 +24,15 @@ pub struct DemoArgs {
     #[arg(long, env = "OBSERVATORY_DEMO_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Incidents to generate (records sent are ~10% more: amendments, resubmissions…).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, env = "OBSERVATORY_DEMO_INCIDENTS", default_value_t = 20_000)]
     pub incidents: usize,
     /// Seed of the generator: the same seed sends the same feed.
-    #[arg(long, default_value_t = 2014)]
+    #[arg(long, env = "OBSERVATORY_DEMO_SEED", default_value_t = 2014)]
     pub seed: u64,
+    /// The demo registers its agencies in the service's agencies file and keeps their tokens in
+    /// <data-dir>/demo-tokens.json.
+    #[command(flatten)]
+    pub files: AgencyArgs,
 }
 
 struct DemoAgency {
@@ -386,15 +390,15 @@ fn encode(format: &str, records: &[&Value]) -> Vec<u8> {
 }
 
 /// Tokens of the demo agencies, kept beside the data (demo only: real tokens are never stored).
-fn demo_tokens(global: &Global) -> Result<BTreeMap<String, String>> {
-    let path = global.data_dir.join("demo-tokens.json");
+fn demo_tokens(files: &AgencyArgs) -> Result<BTreeMap<String, String>> {
+    let path = files.data.data_dir.join("demo-tokens.json");
     let mut tokens: BTreeMap<String, String> = match std::fs::read_to_string(&path) {
         Ok(text) => {
             serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?
         }
         Err(_) => BTreeMap::new(),
     };
-    let registry = observatory_ingest::AgencyRegistry::open(&global.agencies_path())?;
+    let registry = observatory_ingest::AgencyRegistry::open(&files.path())?;
     let known: Vec<String> = registry.agencies().into_iter().map(|a| a.id).collect();
     for agency in AGENCIES {
         if tokens.contains_key(agency.id) && known.iter().any(|k| k == agency.id) {
@@ -404,17 +408,13 @@ fn demo_tokens(global: &Global) -> Result<BTreeMap<String, String>> {
             bail!(
                 "agency '{}' exists in {} but its demo token is not in {}; run the demo on a fresh --data-dir",
                 agency.id,
-                global.agencies_path().display(),
+                files.path().display(),
                 path.display()
             );
         }
         let crosswalk = Some(agency.crosswalk);
-        let token = observatory_ingest::add_agency(
-            &global.agencies_path(),
-            agency.id,
-            Some(agency.name),
-            crosswalk,
-        )?;
+        let token =
+            observatory_ingest::add_agency(&files.path(), agency.id, Some(agency.name), crosswalk)?;
         tokens.insert(agency.id.to_owned(), token);
     }
     write_private(&path, &serde_json::to_vec_pretty(&tokens)?)?;
@@ -432,11 +432,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
+pub async fn run(args: &DemoArgs) -> Result<()> {
     let base = args.url.trim_end_matches('/');
     let client = reqwest::Client::new();
     wait_healthy(&client, base).await?;
-    let tokens = demo_tokens(global)?;
+    let tokens = demo_tokens(&args.files)?;
     let today = chrono::Utc::now().date_naive();
     let feed = generate(args.incidents, args.seed, today);
     eprintln!(
@@ -573,7 +573,7 @@ pub async fn run(global: &Global, args: &DemoArgs) -> Result<()> {
         "  curl '{base}/v1/incidents/counts?by=month,iccs_section&unit=report&from=2025-01&to=2025-12&format=csv'"
     );
     println!("  curl '{base}/v1/coverage?from=2025-10&to=2025-12'");
-    crate::demo_survey::run(global, args, &client, base).await?;
+    crate::demo_survey::run(args, &client, base).await?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::config::Global;
+use crate::config::AgencyArgs;
 use crate::demo::DemoArgs;
 
 const SURVEY: &str = "cvs";
@@ -80,32 +80,27 @@ async fn recorded(client: &reqwest::Client, base: &str, iccs: &str) -> Result<i6
         .unwrap_or(0))
 }
 
-fn token(global: &Global) -> Result<String> {
-    let path = global.data_dir.join("demo-tokens.json");
+fn token(files: &AgencyArgs) -> Result<String> {
+    let path = files.data.data_dir.join("demo-tokens.json");
     let mut tokens: BTreeMap<String, String> = match std::fs::read_to_string(&path) {
         Ok(text) => {
             serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?
         }
         Err(_) => BTreeMap::new(),
     };
-    let registry = observatory_ingest::AgencyRegistry::open(&global.agencies_path())?;
+    let registry = observatory_ingest::AgencyRegistry::open(&files.path())?;
     let known = registry.agencies().iter().any(|a| a.id == PRODUCER.0);
     match tokens.get(PRODUCER.0) {
         Some(token) if known => return Ok(token.clone()),
         _ if known => bail!(
             "agency '{}' exists in {} but its demo token is not in {}; run the demo on a fresh --data-dir",
             PRODUCER.0,
-            global.agencies_path().display(),
+            files.path().display(),
             path.display()
         ),
         _ => {}
     }
-    let token = observatory_ingest::add_agency(
-        &global.agencies_path(),
-        PRODUCER.0,
-        Some(PRODUCER.1),
-        None,
-    )?;
+    let token = observatory_ingest::add_agency(&files.path(), PRODUCER.0, Some(PRODUCER.1), None)?;
     tokens.insert(PRODUCER.0.to_owned(), token.clone());
     write_private(&path, &serde_json::to_vec_pretty(&tokens)?)?;
     Ok(token)
@@ -291,13 +286,8 @@ fn interval(estimate: &Value, percent: bool) -> String {
 }
 
 /// Runs after the incident demo: the recorded incidents it projected size the survey.
-pub async fn run(
-    global: &Global,
-    args: &DemoArgs,
-    client: &reqwest::Client,
-    base: &str,
-) -> Result<()> {
-    let token = token(global)?;
+pub async fn run(args: &DemoArgs, client: &reqwest::Client, base: &str) -> Result<()> {
+    let token = token(&args.files)?;
     let mut counts = Vec::new();
     for item in &ITEMS {
         counts.push(recorded(client, base, item.iccs).await?.max(20));

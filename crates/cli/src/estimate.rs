@@ -12,57 +12,84 @@ use observatory_stats::{
 #[derive(Args, Debug, Clone)]
 pub struct EstimateArgs {
     /// Microdata: a CSV file with a header row, or a Parquet file (by extension).
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_INPUT")]
     pub input: PathBuf,
-    #[arg(long)]
+
+    /// Sampling-weight column (default: from --fpc, the product of N/n over stages, else 1).
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_WEIGHTS", help_heading = "Design")]
     pub weights: Option<String>,
-    #[arg(long)]
+    /// Stratum column of the first stage.
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_STRATA", help_heading = "Design")]
     pub strata: Option<String>,
-    /// Cluster column of each stage, first stage first.
-    #[arg(long = "cluster")]
+    /// Cluster column of each stage, first stage first (repeat the flag).
+    #[arg(long = "cluster", env = "OBSERVATORY_ESTIMATE_CLUSTER", help_heading = "Design")]
     pub clusters: Vec<String>,
     /// Finite population correction of each stage: population sizes, or sampling fractions (≤ 1).
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_FPC", help_heading = "Design")]
     pub fpc: Vec<String>,
     /// fail | adjust | average | remove | certainty (R's survey.lonely.psu).
-    #[arg(long, default_value = "fail")]
+    #[arg(
+        long,
+        env = "OBSERVATORY_ESTIMATE_LONELY_PSU",
+        default_value = "fail",
+        help_heading = "Design"
+    )]
     pub lonely_psu: String,
+
     /// Regular expression selecting the replicate-weight columns.
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_REPWEIGHTS", help_heading = "Replicate weights")]
     pub repweights: Option<String>,
     /// jk1 | jkn | brr | fay:RHO | bootstrap | other.
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_REPTYPE", help_heading = "Replicate weights")]
     pub reptype: Option<String>,
-    #[arg(long)]
+    /// Overall scale of the replicate variance (R's `scale`; default: from --reptype).
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_SCALE", help_heading = "Replicate weights")]
     pub scale: Option<f64>,
-    /// One value, or one per replicate separated by commas.
-    #[arg(long)]
+    /// Per-replicate scales (R's `rscales`): one value, or one per replicate separated by commas.
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_RSCALES", help_heading = "Replicate weights")]
     pub rscales: Option<String>,
-    #[arg(long)]
+    /// Centre the replicate variance on the full-sample estimate instead of the replicates'
+    /// mean (R's `mse = TRUE`).
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_MSE", help_heading = "Replicate weights")]
     pub mse: bool,
     /// Build jackknife replicate weights (jk1 | jkn) from the linearisation design.
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_REPLICATES", help_heading = "Replicate weights")]
     pub replicates: Option<String>,
-    #[arg(long = "mean")]
+
+    /// Mean of a numeric column (repeat the flag for several).
+    #[arg(long = "mean", env = "OBSERVATORY_ESTIMATE_MEAN", help_heading = "Statistics")]
     pub means: Vec<String>,
-    #[arg(long = "total")]
+    /// Total of a numeric column (repeat the flag for several).
+    #[arg(long = "total", env = "OBSERVATORY_ESTIMATE_TOTAL", help_heading = "Statistics")]
     pub totals: Vec<String>,
     /// Proportions of each level of a categorical column.
-    #[arg(long = "prop")]
+    #[arg(long = "prop", env = "OBSERVATORY_ESTIMATE_PROP", help_heading = "Statistics")]
     pub props: Vec<String>,
-    /// NUM/DEN.
-    #[arg(long = "ratio")]
+    /// Ratio of two numeric columns, written NUM/DEN.
+    #[arg(long = "ratio", env = "OBSERVATORY_ESTIMATE_RATIO", help_heading = "Statistics")]
     pub ratios: Vec<String>,
     /// Domain columns (as svyby).
-    #[arg(long)]
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_BY", help_heading = "Statistics")]
     pub by: Vec<String>,
     /// auto (logit for --prop, as svyciprop; t otherwise) | wald | t | logit | beta (Korn-Graubard).
-    #[arg(long, default_value = "auto")]
+    #[arg(
+        long,
+        env = "OBSERVATORY_ESTIMATE_CI",
+        default_value = "auto",
+        help_heading = "Statistics"
+    )]
     pub ci: String,
-    #[arg(long, default_value_t = 0.95)]
+    /// Confidence level of the intervals.
+    #[arg(
+        long,
+        env = "OBSERVATORY_ESTIMATE_LEVEL",
+        default_value_t = 0.95,
+        help_heading = "Statistics"
+    )]
     pub level: f64,
-    /// json | csv.
-    #[arg(long, default_value = "json")]
+
+    /// Output: json | csv (one row per estimate, domain columns first).
+    #[arg(long, env = "OBSERVATORY_ESTIMATE_FORMAT", default_value = "json")]
     pub format: String,
 }
 

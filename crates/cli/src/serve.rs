@@ -1,7 +1,6 @@
 //! Wiring of the services: which parts run in this process, on which address.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -10,16 +9,17 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use indicatif::{ProgressBar, ProgressStyle};
 use observatory_bus::{Bus, LocalNatsServer};
-use observatory_ingest::{AgencyRegistry, DedupeIndex, IngestConfig, IngestState};
-use observatory_projector::ProjectorConfig;
-use observatory_query::{CountsEngine, QueryConfig, QueryState};
+use observatory_ingest::{AgencyRegistry, DedupeIndex, IngestState};
+use observatory_query::{CountsEngine, QueryState};
 use observatory_store::ProjectionId;
 use observatory_store::{Projection, Store};
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::config::Global;
+use crate::config::{
+    IngestArgs, IngestSettings, NatsSettings, ProjectArgs, QueryArgs, QuerySettings, UpArgs,
+};
 
 /// The nats-server `up` started, if any; stopped (and its URL file removed) on drop.
 struct OwnedNats {
@@ -33,21 +33,13 @@ impl Drop for OwnedNats {
     }
 }
 
-async fn connect(global: &Global, url: String) -> Result<Bus> {
-    Bus::connect(global.bus_config(url)).await.context("connecting to NATS JetStream")
+async fn connect(nats: &NatsSettings, url: String) -> Result<Bus> {
+    Bus::connect(nats.bus_config(url)).await.context("connecting to NATS JetStream")
 }
 
-fn projection(global: &Global) -> Result<Projection> {
-    let store = Store::open(&global.store_location())?;
+fn projection(store: &str) -> Result<Projection> {
+    let store = Store::open(store)?;
     Ok(Projection::new(store, ProjectionId::Incidents))
-}
-
-fn projector_config(global: &Global) -> ProjectorConfig {
-    ProjectorConfig {
-        flush_interval: Duration::from_millis(global.flush_interval_ms.max(10)),
-        crosswalk_versions: global.crosswalk_versions.clone(),
-        ..Default::default()
-    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -63,20 +55,13 @@ async fn termination() {
     let _ = ctrl_c.await;
 }
 
-fn ingest_part(global: &Global, bus: &Bus) -> Result<(Router, Arc<IngestState>)> {
-    let registry = AgencyRegistry::open(&global.agencies_path())?;
-    let config = IngestConfig {
-        max_body_bytes: global.max_body_bytes,
-        crosswalk_versions: global.crosswalk_versions.clone(),
-    };
-    let state = Arc::new(IngestState::new(
-        registry,
-        bus.publisher(),
-        Arc::new(DedupeIndex::new()),
-        &config,
-    ));
-    let (survey_router, surveys) = crate::surveys::ingest(global, bus, &config)?;
-    let router = observatory_ingest::router(state.clone(), &config).merge(survey_router);
+fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, Arc<IngestState>)> {
+    let (agencies, config) = (&settings.agencies, &settings.config);
+    let registry = AgencyRegistry::open(agencies)?;
+    let state =
+        Arc::new(IngestState::new(registry, bus.publisher(), Arc::new(DedupeIndex::new()), config));
+    let (survey_router, surveys) = crate::surveys::ingest(agencies, bus, config)?;
+    let router = observatory_ingest::router(state.clone(), config).merge(survey_router);
     let loader = state.clone();
     let bus = bus.clone();
     tokio::spawn(async move {
@@ -99,12 +84,12 @@ fn ingest_part(global: &Global, bus: &Bus) -> Result<(Router, Arc<IngestState>)>
     Ok((router, state))
 }
 
-fn query_part(global: &Global) -> Result<Router> {
+fn query_part(settings: &QuerySettings) -> Result<Router> {
     let state = Arc::new(QueryState {
-        engine: CountsEngine::new(projection(global)?),
-        config: QueryConfig { max_wait: Duration::from_millis(global.query_wait_ms) },
+        engine: CountsEngine::new(projection(&settings.store)?),
+        config: settings.config.clone(),
     });
-    Ok(observatory_query::router(state).merge(crate::surveys::query(global)?))
+    Ok(observatory_query::router(state).merge(crate::surveys::query(settings)?))
 }
 
 fn health(ingest: Option<Arc<IngestState>>) -> Router {
@@ -129,7 +114,7 @@ fn health(ingest: Option<Arc<IngestState>>) -> Router {
 }
 
 async fn serve_http(
-    global: &Global,
+    http: &str,
     app: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -147,9 +132,9 @@ async fn serve_http(
             (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(json!({"error": message, "status": 405})))
         })
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    let listener = tokio::net::TcpListener::bind(&global.http)
+    let listener = tokio::net::TcpListener::bind(http)
         .await
-        .with_context(|| format!("cannot listen on {}", global.http))?;
+        .with_context(|| format!("cannot listen on {http}"))?;
     let address = listener.local_addr()?;
     info!(%address, "listening");
     eprintln!(
@@ -159,27 +144,30 @@ async fn serve_http(
     Ok(())
 }
 
-pub async fn up(global: &Global) -> Result<()> {
-    std::fs::create_dir_all(&global.data_dir)
-        .with_context(|| format!("cannot create data dir {}", global.data_dir.display()))?;
-    let (url, _owned) = match &global.nats_url {
+pub async fn up(args: &UpArgs) -> Result<()> {
+    let data_dir = &args.data.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let nats = args.nats();
+    let (url, _owned) = match &nats.explicit_url {
         Some(url) => (url.clone(), None),
         None => {
-            let server = LocalNatsServer::start(&global.data_dir.join("nats"), 0)?;
+            let server = LocalNatsServer::start(&data_dir.join("nats"), 0)?;
             let url = server.url();
-            std::fs::write(global.nats_url_file(), &url)?;
+            std::fs::write(&nats.url_file, &url)?;
             info!(%url, pid = server.pid(), "started nats-server");
-            (url, Some(OwnedNats { _server: server, url_file: global.nats_url_file() }))
+            (url, Some(OwnedNats { _server: server, url_file: nats.url_file.clone() }))
         }
     };
-    let bus = connect(global, url).await?;
-    let projection = projection(global)?;
+    let bus = connect(&nats, url).await?;
+    let settings = args.projector();
+    let projection = projection(&settings.store)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut projector = {
-        let (bus, projection, config) = (bus.clone(), projection.clone(), projector_config(global));
+        let (bus, projection, config) = (bus.clone(), projection.clone(), settings.config.clone());
         let surveys =
-            crate::surveys::projector(global, &bus, projector_config(global), stop_rx.clone())?;
+            crate::surveys::projector(&settings.store, &bus, config.clone(), stop_rx.clone())?;
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let incidents = async {
@@ -192,17 +180,17 @@ pub async fn up(global: &Global) -> Result<()> {
             tokio::try_join!(incidents, surveys).map(|_| ())
         })
     };
-    let (ingest_router, ingest_state) = ingest_part(global, &bus)?;
+    let (ingest_router, ingest_state) = ingest_part(&args.ingest(), &bus)?;
     let app = Router::new()
         .merge(ingest_router)
-        .merge(query_part(global)?)
+        .merge(query_part(&args.query())?)
         .merge(health(Some(ingest_state)));
 
     let mut http_stop = stop_rx.clone();
     let http = {
-        let global = global.clone();
+        let address = args.http.http.clone();
         tokio::spawn(async move {
-            serve_http(&global, app, async move {
+            serve_http(&address, app, async move {
                 let _ = http_stop.wait_for(|stop| *stop).await;
             })
             .await
@@ -223,31 +211,39 @@ pub async fn up(global: &Global) -> Result<()> {
     Ok(())
 }
 
-pub async fn ingest_only(global: &Global) -> Result<()> {
-    let bus = connect(global, global.resolved_nats_url()).await?;
-    let (router, state) = ingest_part(global, &bus)?;
-    serve_http(global, router.merge(health(Some(state))), termination()).await
+pub async fn ingest_only(args: &IngestArgs) -> Result<()> {
+    let nats = args.nats();
+    let bus = connect(&nats, nats.resolved_url()).await?;
+    let (router, state) = ingest_part(&args.ingest(), &bus)?;
+    serve_http(&args.http.http, router.merge(health(Some(state))), termination()).await
 }
 
-pub async fn query_only(global: &Global) -> Result<()> {
-    serve_http(global, query_part(global)?.merge(health(None)), termination()).await
+pub async fn query_only(args: &QueryArgs) -> Result<()> {
+    let app = query_part(&args.query())?.merge(health(None));
+    serve_http(&args.http.http, app, termination()).await
 }
 
-pub async fn project_only(global: &Global) -> Result<()> {
-    let bus = connect(global, global.resolved_nats_url()).await?;
+pub async fn project_only(args: &ProjectArgs) -> Result<()> {
+    let nats = args.nats();
+    let bus = connect(&nats, nats.resolved_url()).await?;
+    let projector = args.projector();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         termination().await;
         let _ = stop_tx.send(true);
     });
-    let surveys =
-        crate::surveys::projector(global, &bus, projector_config(global), stop_rx.clone())?;
+    let surveys = crate::surveys::projector(
+        &projector.store,
+        &bus,
+        projector.config.clone(),
+        stop_rx.clone(),
+    )?;
     let mut stop_rx = stop_rx;
     let incidents = async {
         observatory_projector::run(
             &bus,
-            &projection(global)?,
-            &projector_config(global),
+            &projection(&projector.store)?,
+            &projector.config,
             async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
             },
@@ -259,9 +255,11 @@ pub async fn project_only(global: &Global) -> Result<()> {
     Ok(())
 }
 
-pub async fn rebuild(global: &Global) -> Result<()> {
-    let bus = connect(global, global.resolved_nats_url()).await?;
-    let projection = projection(global)?;
+pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
+    let nats = args.nats();
+    let bus = connect(&nats, nats.resolved_url()).await?;
+    let projector = args.projector();
+    let projection = projection(&projector.store)?;
     let total = bus.last_sequence().await?;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -272,7 +270,7 @@ pub async fn rebuild(global: &Global) -> Result<()> {
     );
     // A replay commits once a state file would be sealed anyway (`max_state_file_rows`): its
     // files are born final and are never merged again, and each flush costs the same.
-    let mut config = projector_config(global);
+    let mut config = projector.config;
     config.max_pending =
         usize::try_from(config.compaction.max_state_file_rows).unwrap_or(usize::MAX);
     let (version, sequence) =
@@ -287,6 +285,6 @@ pub async fn rebuild(global: &Global) -> Result<()> {
     println!(
         "rebuilt incidents v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}"
     );
-    crate::surveys::rebuild(global, &bus, &config).await?;
+    crate::surveys::rebuild(&projector.store, &bus, &config).await?;
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! include them.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -13,26 +13,26 @@ use observatory_ingest::survey::{SurveyIngestState, survey_router};
 use observatory_ingest::{AgencyRegistry, IngestConfig};
 use observatory_projector::ProjectorConfig;
 use observatory_projector::survey::{rebuild_surveys, run_surveys};
+use observatory_query::CountsEngine;
 use observatory_query::survey::{SurveyEngine, SurveyQueryState};
-use observatory_query::{CountsEngine, QueryConfig};
 use observatory_store::ProjectionId;
 use observatory_store::{Projection, Store};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::config::Global;
+use crate::config::QuerySettings;
 
-pub fn projection(global: &Global) -> Result<Projection> {
-    Ok(Projection::new(Store::open(&global.store_location())?, ProjectionId::Surveys))
+pub fn projection(store: &str) -> Result<Projection> {
+    Ok(Projection::new(Store::open(store)?, ProjectionId::Surveys))
 }
 
 /// The survey endpoints and their state; the state is ready once [`SurveyIngestState::load_from_stream`] ran.
 pub fn ingest(
-    global: &Global,
+    agencies: &Path,
     bus: &Bus,
     config: &IngestConfig,
 ) -> Result<(Router, Arc<SurveyIngestState>)> {
-    let registry = AgencyRegistry::open(&global.agencies_path())?;
+    let registry = AgencyRegistry::open(agencies)?;
     let state = Arc::new(SurveyIngestState::new(registry, bus.clone()));
     Ok((survey_router(state.clone(), config), state))
 }
@@ -48,24 +48,24 @@ pub async fn load(state: &SurveyIngestState) {
     }
 }
 
-pub fn query(global: &Global) -> Result<Router> {
-    let store = Store::open(&global.store_location())?;
+pub fn query(settings: &QuerySettings) -> Result<Router> {
+    let store = Store::open(&settings.store)?;
     let state = Arc::new(SurveyQueryState {
         engine: SurveyEngine::new(Projection::new(store.clone(), ProjectionId::Surveys)),
         counts: CountsEngine::new(Projection::new(store, ProjectionId::Incidents)),
-        config: QueryConfig { max_wait: Duration::from_millis(global.query_wait_ms) },
+        config: settings.config.clone(),
     });
     Ok(observatory_query::survey::survey_router(state))
 }
 
 /// The survey projector, stopping when `stop` turns true.
 pub fn projector(
-    global: &Global,
+    store: &str,
     bus: &Bus,
     config: ProjectorConfig,
     mut stop: watch::Receiver<bool>,
 ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-    let (bus, projection) = (bus.clone(), projection(global)?);
+    let (bus, projection) = (bus.clone(), projection(store)?);
     Ok(async move {
         run_surveys(&bus, &projection, &config, async move {
             let _ = stop.wait_for(|stop| *stop).await;
@@ -76,8 +76,8 @@ pub fn projector(
 }
 
 /// Rebuilds the survey projection into a new version and prints what it holds.
-pub async fn rebuild(global: &Global, bus: &Bus, config: &ProjectorConfig) -> Result<()> {
-    let projection = projection(global)?;
+pub async fn rebuild(store: &str, bus: &Bus, config: &ProjectorConfig) -> Result<()> {
+    let projection = projection(store)?;
     let (version, sequence) = rebuild_surveys(bus, &projection, config, |_| {}).await?;
     let manifest = projection.newest_manifest(version).await?;
     let stat = |name: &str| manifest.as_ref().and_then(|m| m.stats.get(name).copied()).unwrap_or(0);

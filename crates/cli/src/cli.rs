@@ -1,0 +1,262 @@
+//! The `observatory` command line: its commands, the flag blocks each takes, and the dispatch.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{AgencyArgs, IngestArgs, ProjectArgs, QueryArgs, UpArgs};
+use crate::{demo, estimate, serve};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "observatory",
+    version,
+    about = "Backend of the national cybercrime observatory",
+    after_help = "Each command lists its own flags: observatory <command> --help. Every flag also \
+                  reads an OBSERVATORY_* environment variable."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once at start-up and consumed by `run`: the size of the larger variants costs nothing,
+// and boxing them would only add noise to every match.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Ingest, projector and query in one process on one HTTP address (starts a
+    /// nats-server when no --nats-url is given).
+    Up(UpArgs),
+    /// Only the feed endpoints (POST /v1/incidents).
+    Ingest(IngestArgs),
+    /// Only the projector: stream → Parquet in the object store.
+    Project(ProjectArgs),
+    /// Only the statistical API (GET /v1/incidents/counts).
+    Query(QueryArgs),
+    /// Replays the stream from sequence 1 into a new projection version and switches to it.
+    Rebuild(ProjectArgs),
+    /// Manage the agencies allowed to push feeds.
+    Agency {
+        #[command(subcommand)]
+        command: AgencyCommand,
+    },
+    /// Pushes a synthetic two-year feed through the HTTP API and checks the answers.
+    Demo(demo::DemoArgs),
+    /// Survey estimates (totals, means, proportions, ratios) with SE and CI from microdata,
+    /// as R's survey package computes them.
+    Estimate(estimate::EstimateArgs),
+    /// Measures every stage against the raw limit of the parts underneath (release build).
+    Bench(observatory_bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgencyCommand {
+    /// Adds an agency; prints its new token as the only line on stdout.
+    Add(AgencyAddArgs),
+    /// Lists agencies (never tokens).
+    List(AgencyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgencyAddArgs {
+    /// Agency id: lowercase letters, digits, '-', '_' (it becomes the event source).
+    pub id: String,
+    /// Display name of the agency (default: its id).
+    #[arg(long, env = "OBSERVATORY_AGENCY_NAME")]
+    pub name: Option<String>,
+    /// How the agency's own codes map to ICCS: natinf, platform, nibrs, or iccs (the
+    /// default: the agency sends ICCS codes).
+    #[arg(long, env = "OBSERVATORY_AGENCY_CROSSWALK")]
+    pub crosswalk: Option<String>,
+    #[command(flatten)]
+    pub file: AgencyArgs,
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up(args) => serve::up(&args).await,
+        Command::Ingest(args) => serve::ingest_only(&args).await,
+        Command::Project(args) => serve::project_only(&args).await,
+        Command::Query(args) => serve::query_only(&args).await,
+        Command::Rebuild(args) => serve::rebuild(&args).await,
+        Command::Agency { command: AgencyCommand::Add(args) } => {
+            let path = args.file.path();
+            let token = observatory_ingest::add_agency(
+                &path,
+                &args.id,
+                args.name.as_deref(),
+                args.crosswalk.as_deref(),
+            )?;
+            println!("{token}");
+            eprintln!(
+                "agency '{}' added to {}; keep the token above, it is not stored",
+                args.id,
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Agency { command: AgencyCommand::List(args) } => {
+            let registry = observatory_ingest::AgencyRegistry::open(&args.path())?;
+            for agency in registry.agencies() {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    agency.id, agency.name, agency.crosswalk, agency.added_at
+                );
+            }
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(&args).await,
+        Command::Estimate(args) => estimate::run(&args),
+        Command::Bench(args) => observatory_bench::run(&args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command, nested ones included, with its full name.
+    fn commands() -> Vec<(String, clap::Command)> {
+        fn walk(prefix: &str, command: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+            for sub in command.get_subcommands() {
+                let name = format!("{prefix} {}", sub.get_name()).trim().to_owned();
+                out.push((name.clone(), sub.clone()));
+                walk(&name, sub, out);
+            }
+        }
+        let mut root = Cli::command();
+        root.build();
+        let mut out = vec![("observatory".to_owned(), root.clone())];
+        walk("", &root, &mut out);
+        out
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_help_and_an_env_var() {
+        let mut missing = Vec::new();
+        for (name, command) in commands() {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{name}: {id} has no help text"));
+                }
+                if !arg.is_positional() && arg.get_env().is_none() {
+                    missing.push(format!("{name}: --{id} has no OBSERVATORY_* variable"));
+                }
+                if let Some(env) = arg.get_env() {
+                    let env = env.to_string_lossy();
+                    if !env.starts_with("OBSERVATORY_") {
+                        missing.push(format!("{name}: --{id} reads {env}"));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn estimate_help_shows_no_service_flags() {
+        let mut root = Cli::command();
+        let help = root
+            .find_subcommand_mut("estimate")
+            .expect("an estimate command")
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--nats-url",
+            "--stream",
+            "--replicas",
+            "--duplicate-window-secs",
+            "--retention-days",
+            "--flush-interval-ms",
+            "--query-wait-ms",
+            "--http",
+            "--max-body-bytes",
+            "--store",
+            "--data-dir",
+        ] {
+            assert!(!help.contains(flag), "estimate --help shows {flag}:\n{help}");
+        }
+        for flag in ["--weights", "--strata", "--mean", "--total", "--scale", "--mse"] {
+            assert!(help.contains(flag), "estimate --help lacks {flag}:\n{help}");
+        }
+    }
+
+    /// Each service command takes exactly the blocks it uses, under their headings.
+    #[test]
+    fn commands_take_the_flags_they_use() {
+        let flags = |command: &clap::Command| -> Vec<String> {
+            command
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_owned))
+                .filter(|long| !matches!(long.as_str(), "help" | "version"))
+                .collect()
+        };
+        let all = commands();
+        let find = |name: &str| {
+            flags(&all.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name}")).1)
+        };
+        let has = |name: &str, wanted: &[&str], absent: &[&str]| {
+            let got = find(name);
+            for flag in wanted {
+                assert!(got.iter().any(|g| g == flag), "{name} lacks --{flag}: {got:?}");
+            }
+            for flag in absent {
+                assert!(!got.iter().any(|g| g == flag), "{name} has --{flag}: {got:?}");
+            }
+        };
+        has(
+            "up",
+            &[
+                "data-dir",
+                "store",
+                "agencies",
+                "nats-url",
+                "stream",
+                "replicas",
+                "duplicate-window-secs",
+                "retention-days",
+                "http",
+                "max-body-bytes",
+                "flush-interval-ms",
+                "query-wait-ms",
+                "crosswalk-versions",
+            ],
+            &[],
+        );
+        has(
+            "ingest",
+            &["data-dir", "agencies", "nats-url", "http", "max-body-bytes", "crosswalk-versions"],
+            &["store", "flush-interval-ms", "query-wait-ms"],
+        );
+        has(
+            "project",
+            &["data-dir", "store", "nats-url", "flush-interval-ms", "crosswalk-versions"],
+            &["http", "max-body-bytes", "query-wait-ms", "agencies"],
+        );
+        has(
+            "rebuild",
+            &["data-dir", "store", "nats-url", "crosswalk-versions"],
+            &["http", "max-body-bytes", "query-wait-ms", "agencies"],
+        );
+        has(
+            "query",
+            &["data-dir", "store", "http", "query-wait-ms"],
+            &["nats-url", "stream", "max-body-bytes", "flush-interval-ms", "agencies"],
+        );
+        has("agency add", &["data-dir", "agencies", "name", "crosswalk"], &["nats-url", "store"]);
+        has("agency list", &["data-dir", "agencies"], &["nats-url", "store", "http"]);
+        has("demo", &["data-dir", "agencies", "url"], &["nats-url", "store", "http"]);
+        assert!(find("observatory").is_empty(), "the root takes no flags");
+    }
+}

@@ -1,0 +1,150 @@
+//! The command line's flag blocks: each groups the flags of one concern under its own help
+//! heading and is flattened into exactly the commands that need it (as InfluxDB 3's clap
+//! blocks). Every flag also reads an `OBSERVATORY_*` variable.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Where local state lives.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Local state")]
+pub struct DataDir {
+    /// Where local state lives: agencies file, object store, nats-server store, logs.
+    #[arg(long, env = "OBSERVATORY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+impl DataDir {
+    /// Where `up` records the URL of the nats-server it started.
+    pub fn nats_url_file(&self) -> PathBuf {
+        self.data_dir.join("nats.url")
+    }
+}
+
+/// The object store holding the projections.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Object store")]
+pub struct ObjectStore {
+    /// Object store: a directory, file:///path or s3://bucket/prefix (with the usual AWS_*
+    /// variables). Default <data-dir>/store.
+    #[arg(long, env = "OBSERVATORY_STORE")]
+    pub store: Option<String>,
+}
+
+impl ObjectStore {
+    pub fn location(&self, data: &DataDir) -> String {
+        self.store
+            .clone()
+            .unwrap_or_else(|| data.data_dir.join("store").to_string_lossy().into_owned())
+    }
+}
+
+/// The registry of agencies allowed to push feeds.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Agencies")]
+pub struct AgencyFile {
+    /// Agencies file (ids, names, crosswalks, token hashes). Default <data-dir>/agencies.toml.
+    #[arg(long, env = "OBSERVATORY_AGENCIES")]
+    pub agencies: Option<PathBuf>,
+}
+
+impl AgencyFile {
+    pub fn path(&self, data: &DataDir) -> PathBuf {
+        self.agencies.clone().unwrap_or_else(|| data.data_dir.join("agencies.toml"))
+    }
+}
+
+/// The NATS connection and the JetStream stream's settings.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "NATS JetStream")]
+pub struct Nats {
+    /// NATS server URL. Without it, `up` starts a nats-server; other commands use the one
+    /// `up` started (recorded in <data-dir>/nats.url), else nats://127.0.0.1:4222.
+    #[arg(long, env = "OBSERVATORY_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// JetStream stream name.
+    #[arg(long, env = "OBSERVATORY_STREAM", default_value = observatory_bus::DEFAULT_STREAM)]
+    pub stream: String,
+    /// Stream replicas (1 for a single server; 3 in a cluster).
+    #[arg(long, env = "OBSERVATORY_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// JetStream duplicate window in seconds (fast-retry dedupe; longer-lived idempotency
+    /// does not depend on it).
+    #[arg(long, env = "OBSERVATORY_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
+    pub duplicate_window_secs: u64,
+    /// Stream retention in days; 0 keeps everything (a rebuild needs all history).
+    #[arg(long, env = "OBSERVATORY_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u64,
+}
+
+/// The HTTP listener of a service.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpListener {
+    /// HTTP listen address.
+    #[arg(long, env = "OBSERVATORY_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+}
+
+/// Limits of the feed endpoints.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Ingest")]
+pub struct BodyLimit {
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "OBSERVATORY_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// Projector tuning.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Projector")]
+pub struct ProjectorTuning {
+    /// Projector flush interval in milliseconds (at least 10).
+    #[arg(long, env = "OBSERVATORY_FLUSH_INTERVAL_MS", default_value_t = 1000)]
+    pub flush_interval_ms: u64,
+}
+
+/// How the query waits for the projection.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Query")]
+pub struct QueryWait {
+    /// How long a query with min_sequence waits for the projection, in milliseconds.
+    #[arg(long, env = "OBSERVATORY_QUERY_WAIT_MS", default_value_t = 10_000)]
+    pub query_wait_ms: u64,
+}
+
+/// Which crosswalk versions are in force.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Reference data")]
+pub struct CrosswalkVersions {
+    /// Crosswalk versions in force, e.g. `natinf=1,platform=1`; unlisted crosswalks use their
+    /// latest version. The ingest codes with them; a new projection version (rebuild) pins them.
+    #[arg(
+        long,
+        env = "OBSERVATORY_CROSSWALK_VERSIONS",
+        value_parser = parse_versions,
+        default_value = ""
+    )]
+    pub crosswalk_versions: BTreeMap<String, u32>,
+}
+
+fn parse_versions(text: &str) -> Result<BTreeMap<String, u32>, String> {
+    let crosswalks = observatory_reference::Crosswalks::builtin();
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (name, version) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{part}' is not NAME=VERSION (e.g. natinf=1)"))?;
+            let version: u32 = version
+                .trim_start_matches('v')
+                .parse()
+                .map_err(|_| format!("'{version}' is not a version number"))?;
+            crosswalks.resolve(name, Some(version)).map_err(|e| e.to_string())?;
+            Ok((name.to_owned(), version))
+        })
+        .collect()
+}
