@@ -1,24 +1,21 @@
-//! Commits the survey fold: each flush writes, per wave with new rows, one microdata file of
-//! those rows (stream order), a fresh snapshot of the waves table, then one create-only
-//! manifest naming them and the last applied sequence. A wave that closes is rewritten as a
-//! single file (with `final_weight` when the closure carried final weights), and an open wave
-//! whose files pile up is merged, so readers open few files.
+//! The survey projection over the shared [`ProjectionWriter`]: each flush writes, per wave
+//! with new rows, one microdata file of those rows (stream order), a fresh snapshot of the
+//! waves table, then commits. A wave that closes is rewritten as a single file (with
+//! `final_weight` when the closure carried final weights), and an open wave whose files pile
+//! up is merged, so readers open few files.
 
-use std::collections::BTreeMap;
-
-use arrow::array::RecordBatch;
-use chrono::Utc;
-use observatory_store::{
-    CommitError, DataFile, Manifest, Projection, StoreError, TableId, read_parquet, write_parquet,
-};
+use async_nats::jetstream::Message;
+use observatory_model::survey::{DecodedSurveyEvent, SurveyEvent};
+use observatory_store::{CommitError, DataFile, Projection, StoreError, TableId};
 use tracing::{Instrument, info, info_span};
 
-use super::fold::{Pending, SurveyFold};
+use super::fold::{Pending, SurveyFold, WaveKey};
 use super::tables::{
-    TableError, WAVES_TABLE, microdata_batch, microdata_dir, microdata_schema, microdata_table,
-    respondent_ids, wave_rows, waves_batch, with_final_weights,
+    TableError, microdata_batch, microdata_schema, respondent_ids, wave_rows, waves_batch,
+    with_final_weights,
 };
-use crate::sink::Compaction;
+use crate::runner::Folding;
+use crate::writer::{Compaction, ProjectionWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SurveySinkError {
@@ -27,22 +24,21 @@ pub enum SurveySinkError {
     #[error(transparent)]
     Commit(#[from] CommitError),
     #[error("{path}: {source}")]
-    Table { path: String, source: TableError },
+    Table {
+        path: String,
+        #[source]
+        source: TableError,
+    },
     #[error(
         "the manifest names microdata of {survey}/{wave}, a wave its waves table does not declare"
     )]
     Orphan { survey: String, wave: String },
 }
 
-/// The survey fold of one projection version plus what is committed of it.
+/// The survey fold of one projection version, over the writer of that version.
 pub struct SurveySink {
-    projection: Projection,
-    version: u32,
-    stream: String,
+    writer: ProjectionWriter,
     pub fold: SurveyFold,
-    committed: Manifest,
-    compaction: Compaction,
-    flushes: u64,
 }
 
 impl SurveySink {
@@ -54,42 +50,33 @@ impl SurveySink {
         stream: &str,
         compaction: Compaction,
     ) -> Result<SurveySink, SurveySinkError> {
-        let committed = projection.newest_manifest(version).await?.unwrap_or_else(|| Manifest {
-            format: Manifest::FORMAT,
-            projection: projection.name().to_owned(),
-            version,
-            stream: stream.to_owned(),
-            last_sequence: 0,
-            committed_at: Utc::now(),
-            tables: BTreeMap::new(),
-            stats: BTreeMap::new(),
-            reference: BTreeMap::new(),
-        });
+        let writer =
+            ProjectionWriter::open(projection, version, stream, compaction, Default::default)
+                .await?;
+        let committed = writer.committed();
         let mut fold = SurveyFold::new();
         let span = info_span!(
             "restore",
-            projection = projection.name(),
+            projection = writer.projection().name(),
             version,
             sequence = committed.last_sequence
         );
+        let table_error = |file: &DataFile| {
+            let path = writer.projection().object_path(version, &file.path).to_string();
+            move |source| SurveySinkError::Table { path, source }
+        };
         async {
             for file in committed.files(&TableId::Waves) {
-                let path = projection.object_path(version, &file.path);
-                for batch in read_parquet(projection.store(), &path).await? {
-                    let rows = wave_rows(&batch).map_err(|source| SurveySinkError::Table {
-                        path: path.to_string(),
-                        source,
-                    })?;
-                    for row in rows {
+                for batch in writer.read(file).await? {
+                    for row in wave_rows(&batch).map_err(table_error(file))? {
                         let mut ids = Vec::new();
                         if row.closure.is_none() {
                             let d = &row.declaration;
                             for data in committed.files(&TableId::microdata(&d.survey, &d.wave)) {
-                                let path = projection.object_path(version, &data.path);
-                                for batch in read_parquet(projection.store(), &path).await? {
-                                    ids.extend(respondent_ids(d, &batch).map_err(|source| {
-                                        SurveySinkError::Table { path: path.to_string(), source }
-                                    })?);
+                                for batch in writer.read(data).await? {
+                                    ids.extend(
+                                        respondent_ids(d, &batch).map_err(table_error(data))?,
+                                    );
                                 }
                             }
                         }
@@ -108,10 +95,11 @@ impl SurveySink {
         }
         .instrument(span)
         .await?;
-        for table in committed.tables.keys().filter_map(|t| t.strip_prefix("microdata/")) {
-            let (survey, wave) = table.split_once('/').unwrap_or((table, ""));
-            if fold.ledger.wave(survey, wave).is_none() {
-                return Err(SurveySinkError::Orphan { survey: survey.into(), wave: wave.into() });
+        for table in committed.table_ids() {
+            if let TableId::Microdata { survey, wave } = table {
+                if fold.ledger.wave(&survey, &wave).is_none() {
+                    return Err(SurveySinkError::Orphan { survey, wave });
+                }
             }
         }
         fold.set_position(committed.last_sequence);
@@ -123,27 +111,11 @@ impl SurveySink {
                 "survey projection restored"
             );
         }
-        Ok(SurveySink {
-            projection,
-            version,
-            stream: stream.to_owned(),
-            fold,
-            committed,
-            compaction,
-            flushes: 0,
-        })
+        Ok(SurveySink { writer, fold })
     }
 
-    pub fn version(&self) -> u32 {
-        self.version
-    }
-
-    pub fn committed(&self) -> &Manifest {
-        &self.committed
-    }
-
-    pub fn projection(&self) -> &Projection {
-        &self.projection
+    pub fn writer(&self) -> &ProjectionWriter {
+        &self.writer
     }
 
     /// Writes what was folded since the last flush and commits it. Returns the committed
@@ -154,7 +126,7 @@ impl SurveySink {
         };
         let span = info_span!(
             "survey_flush",
-            version = self.version,
+            version = self.writer.version(),
             first = pending.first_sequence,
             last = pending.last_sequence,
             rows = pending.rows.values().map(Vec::len).sum::<usize>(),
@@ -169,8 +141,9 @@ impl SurveySink {
         rejected_events: u64,
     ) -> Result<u64, SurveySinkError> {
         let (first, last) = (pending.first_sequence, pending.last_sequence);
-        let mut tables = self.committed.tables.clone();
-        let mut touched: Vec<(String, String)> = pending.rows.keys().cloned().collect();
+        let writer = &self.writer;
+        let mut tables = writer.tables();
+        let mut touched: Vec<WaveKey> = pending.rows.keys().cloned().collect();
         touched.extend(pending.closed.keys().cloned());
         touched.sort();
         touched.dedup();
@@ -184,124 +157,108 @@ impl SurveySink {
                 .declaration
                 .clone();
             let new_rows = pending.rows.remove(&key).unwrap_or_default();
-            let table = microdata_table(survey, wave);
-            let existing = tables.get(&table).cloned().unwrap_or_default();
+            let table = TableId::microdata(survey, wave);
+            let existing = tables.files(&table).to_vec();
             let closing = pending.closed.remove(&key);
-            let dir = microdata_dir(survey, wave);
-            if closing.is_none() && existing.len() < self.compaction.max_count_files {
-                let path = format!("{dir}/{first}-{last}.parquet");
-                let file = self
-                    .write(&path, &microdata_batch(&declaration, &new_rows), first, last)
-                    .await?;
-                tables.entry(table).or_default().push(file);
+            if closing.is_none() && existing.len() < writer.compaction().max_count_files {
+                let batch = microdata_batch(&declaration, &new_rows);
+                let file = writer.write(&table, None, first, last, &batch).await?;
+                tables.files_mut(&table).push(file);
                 continue;
             }
             // One file for the wave: its committed files and the new rows, in stream order.
             let mut batches = Vec::new();
             for file in &existing {
-                batches.extend(self.read(&file.path).await?);
+                batches.extend(writer.read(file).await?);
             }
             batches.push(microdata_batch(&declaration, &new_rows));
             let schema = microdata_schema(&declaration, false);
             let mut merged = arrow::compute::concat_batches(&schema, &batches)
-                .map_err(|e| SurveySinkError::Table { path: dir.clone(), source: e.into() })?;
+                .map_err(|e| SurveySinkError::Table { path: table.dir(), source: e.into() })?;
             if let Some(weights) = closing.as_ref().filter(|w| !w.is_empty()) {
                 merged = with_final_weights(&declaration, &merged, weights)
-                    .map_err(|source| SurveySinkError::Table { path: dir.clone(), source })?;
+                    .map_err(|source| SurveySinkError::Table { path: table.dir(), source })?;
             }
             let from = existing.iter().map(|f| f.first_sequence).min().unwrap_or(first);
-            let path = format!("{dir}/{from}-{last}.parquet");
-            let file = self.write(&path, &merged, from, last).await?;
+            let file = writer.write(&table, None, from, last, &merged).await?;
             info!(survey = %survey, wave = %wave, files = existing.len() + 1, rows = file.rows, closed = closing.is_some(), "wave microdata merged");
-            tables.insert(table, vec![file]);
+            tables.set(&table, vec![file]);
         }
-        let waves = self
-            .write(
-                &format!("data/{WAVES_TABLE}/{first}-{last}.parquet"),
-                &waves_batch(&self.fold.ledger),
-                first,
-                last,
-            )
+        let waves = writer
+            .write(&TableId::Waves, None, first, last, &waves_batch(&self.fold.ledger))
             .await?;
-        tables.insert(WAVES_TABLE.to_owned(), vec![waves]);
+        tables.set(&TableId::Waves, vec![waves]);
 
-        let mut stats = self.committed.stats.clone();
-        *stats.entry("events_applied".into()).or_default() += self.fold.events_applied;
-        *stats.entry("events_ignored".into()).or_default() += self.fold.events_ignored;
-        *stats.entry("events_rejected".into()).or_default() += rejected_events;
-        *stats.entry("rows_duplicate".into()).or_default() += self.fold.rows_duplicate;
-        *stats.entry("rows_invalid".into()).or_default() += self.fold.rows_invalid;
-        (
-            self.fold.events_applied,
-            self.fold.events_ignored,
-            self.fold.rows_duplicate,
-            self.fold.rows_invalid,
-        ) = (0, 0, 0, 0);
-        let ledger = &self.fold.ledger;
-        stats.insert("waves".into(), ledger.waves().count() as u64);
-        stats.insert(
-            "waves_closed".into(),
-            ledger.waves().filter(|w| w.closed.is_some()).count() as u64,
-        );
-        stats.insert(
-            "respondents".into(),
-            ledger
-                .waves()
-                .map(|w| w.closed.map_or(w.respondents() as u64, |c| c.respondents))
-                .sum(),
-        );
-        let manifest = Manifest {
-            format: Manifest::FORMAT,
-            projection: self.projection.name().to_owned(),
-            version: self.version,
-            stream: self.stream.clone(),
-            last_sequence: last,
-            committed_at: Utc::now(),
-            tables,
-            stats,
-            reference: self.committed.reference.clone(),
-        };
-        self.projection.commit(&manifest).await?;
-        self.committed = manifest;
-        self.flushes += 1;
-        if self.flushes.is_multiple_of(20) {
-            let deleted = self
-                .projection
-                .collect_garbage(self.version, self.compaction.keep_manifests)
-                .await?;
-            tracing::debug!(deleted, "garbage collected");
-        }
+        let fold = &mut self.fold;
+        self.writer
+            .commit(last, tables, |stats| {
+                *stats.entry("events_applied".into()).or_default() += fold.events_applied;
+                *stats.entry("events_ignored".into()).or_default() += fold.events_ignored;
+                *stats.entry("events_rejected".into()).or_default() += rejected_events;
+                *stats.entry("rows_duplicate".into()).or_default() += fold.rows_duplicate;
+                *stats.entry("rows_invalid".into()).or_default() += fold.rows_invalid;
+                (
+                    fold.events_applied,
+                    fold.events_ignored,
+                    fold.rows_duplicate,
+                    fold.rows_invalid,
+                ) = (0, 0, 0, 0);
+                let ledger = &fold.ledger;
+                stats.insert("waves".into(), ledger.waves().count() as u64);
+                stats.insert(
+                    "waves_closed".into(),
+                    ledger.waves().filter(|w| w.closed.is_some()).count() as u64,
+                );
+                stats.insert(
+                    "respondents".into(),
+                    ledger
+                        .waves()
+                        .map(|w| w.closed.map_or(w.respondents() as u64, |c| c.respondents))
+                        .sum(),
+                );
+            })
+            .await?;
         Ok(last)
     }
+}
 
-    async fn write(
-        &self,
-        relative: &str,
-        batch: &RecordBatch,
-        first_sequence: u64,
-        last_sequence: u64,
-    ) -> Result<DataFile, SurveySinkError> {
-        let bytes = write_parquet(
-            self.projection.store(),
-            &self.projection.object_path(self.version, relative),
-            batch,
-        )
-        .await?;
-        Ok(DataFile {
-            path: relative.to_owned(),
-            year: None,
-            first_sequence,
-            last_sequence,
-            rows: batch.num_rows() as u64,
-            bytes,
-        })
+impl Folding for SurveySink {
+    type Error = SurveySinkError;
+    type Decoded = DecodedSurveyEvent;
+    const FILTER: &'static str = "obs.survey.>";
+    // Response batches are large messages: pull and hold fewer at a time.
+    const BATCH: usize = 64;
+
+    fn writer(&self) -> &ProjectionWriter {
+        &self.writer
     }
 
-    async fn read(&self, relative: &str) -> Result<Vec<RecordBatch>, SurveySinkError> {
-        Ok(read_parquet(
-            self.projection.store(),
-            &self.projection.object_path(self.version, relative),
-        )
-        .await?)
+    fn decode(message: &Message) -> Result<DecodedSurveyEvent, String> {
+        let decoded = SurveyEvent::decode(&message.payload)
+            .map_err(|e| format!("{}: {e}", message.subject))?;
+        if !observatory_model::source_matches_subject(&decoded.source, &message.subject) {
+            return Err(format!(
+                "source {} does not match its subject {}",
+                decoded.source, message.subject
+            ));
+        }
+        Ok(decoded)
+    }
+
+    fn apply(&mut self, sequence: u64, decoded: DecodedSurveyEvent) {
+        self.fold.apply(sequence, &decoded.source, &decoded.event);
+    }
+
+    fn skip(&mut self, sequence: u64) {
+        let position = sequence.max(self.fold.last_applied());
+        self.fold.set_position(position);
+    }
+
+    fn pending(&self) -> usize {
+        self.fold.pending_rows()
+    }
+
+    async fn flush(&mut self, rejected_events: u64) -> Result<Option<u64>, SurveySinkError> {
+        SurveySink::flush(self, rejected_events).await
     }
 }
