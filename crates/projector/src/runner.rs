@@ -223,10 +223,10 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                 // small flush per tick and the compactions that follow them.
                 if !until_caught_up {
                     commit(&mut sink, &mut rejected, &mut progress).await?;
-                    if let Some(current) = projection.current_version().await? {
-                        if current != version {
-                            return Ok((Stop::Switch(current), progress.committed_sequence));
-                        }
+                    if let Some(current) = projection.current_version().await?
+                        && current != version
+                    {
+                        return Ok((Stop::Switch(current), progress.committed_sequence));
                     }
                 }
                 on_progress(progress);

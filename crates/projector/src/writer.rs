@@ -263,7 +263,7 @@ mod tests {
             .unwrap();
         assert_eq!(reopened.committed(), &committed);
         assert_eq!(reopened.committed_sequence(), 3);
-        assert_eq!(reopened.tables().files(&TableId::State), [file.clone()]);
+        assert_eq!(reopened.tables().files(&TableId::State), std::slice::from_ref(&file));
         assert_eq!(reopened.read(&file).await.unwrap(), vec![batch(&[1, 2, 3])]);
     }
 

@@ -96,10 +96,10 @@ impl SurveySink {
         .instrument(span)
         .await?;
         for table in committed.table_ids() {
-            if let TableId::Microdata { survey, wave } = table {
-                if fold.ledger.wave(&survey, &wave).is_none() {
-                    return Err(SurveySinkError::Orphan { survey, wave });
-                }
+            if let TableId::Microdata { survey, wave } = table
+                && fold.ledger.wave(&survey, &wave).is_none()
+            {
+                return Err(SurveySinkError::Orphan { survey, wave });
             }
         }
         fold.set_position(committed.last_sequence);
