@@ -12,7 +12,7 @@ use observatory_bus::Bus;
 use observatory_ingest::survey::{SurveyIngestState, survey_router};
 use observatory_ingest::{AgencyRegistry, IngestConfig};
 use observatory_projector::ProjectorConfig;
-use observatory_projector::survey::{rebuild_surveys, run_surveys};
+use observatory_projector::{rebuild_surveys, run_surveys};
 use observatory_query::CountsEngine;
 use observatory_query::survey::{SurveyEngine, SurveyQueryState};
 use observatory_store::ProjectionId;

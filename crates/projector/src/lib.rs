@@ -1,18 +1,21 @@
-//! The projector: folds incident events from the stream into the current state of every
-//! incident and count aggregates, and commits them to object storage exactly once.
+//! The projector: folds events from the stream into projections and commits them to object
+//! storage exactly once.
 //!
-//! - [`fold`]: the pure fold (no IO).
-//! - [`tables`]: Arrow schemas of the written tables.
-//! - [`sink`]: flush, compaction and restore against the store.
-//! - [`runner`]: the consumer loop, serving and rebuild.
+//! - [`runner`]: the consumer loop every projection shares (`serve`, `replay`, the decoder),
+//!   and the [`Folding`] trait a projection implements to plug into it.
+//! - [`writer`]: the commit skeleton every projection shares — typed data files, the
+//!   create-only manifest, garbage collection.
+//! - [`incidents`]: incident state, counts and coverage ([`IncidentSink`]).
+//! - [`surveys`]: survey waves and microdata ([`SurveySink`]).
 
-pub mod fold;
+pub mod incidents;
 pub mod runner;
-pub mod sink;
-pub mod survey;
-pub mod tables;
+pub mod surveys;
+pub mod writer;
 
-pub use runner::{
-    Folding, LoopError, Progress, ProjectorConfig, ProjectorError, rebuild, replay, run, serve,
+pub use incidents::{IncidentSink, IncidentSinkError, ProjectorError, rebuild, run};
+pub use runner::{Folding, LoopError, Progress, ProjectorConfig, replay, serve};
+pub use surveys::{
+    SurveyProjectorError, SurveySink, SurveySinkError, rebuild_surveys, run_surveys,
 };
-pub use sink::{Compaction, Sink, SinkError};
+pub use writer::{Compaction, ProjectionWriter, Tables};

@@ -1,7 +1,9 @@
-//! The consumer loop: reads events through an ordered consumer starting right after the
-//! committed manifest, folds them, and commits a manifest on a timer or when enough is
-//! pending. The manifest is the only checkpoint: nothing is acked, and a restart resumes
-//! from the newest manifest.
+//! The consumer loop every projection shares: reads events through an ordered consumer
+//! starting right after the committed manifest, decodes them on a task of their own, folds
+//! them, and commits a manifest on a timer or when enough is pending. The manifest is the
+//! only checkpoint: nothing is acked, and a restart resumes from the newest manifest.
+//! [`serve`] follows `CURRENT`; [`replay`] rebuilds a new version from sequence 1. Each
+//! projection plugs in through [`Folding`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,11 +11,10 @@ use std::time::Duration;
 use async_nats::jetstream::Message;
 use futures::{FutureExt, StreamExt};
 use observatory_bus::{Bus, BusError};
-use observatory_model::{Envelope, Event, source_matches_subject};
 use observatory_store::{Projection, StoreError};
 use tracing::{info, warn};
 
-use crate::sink::{Compaction, Sink, SinkError};
+use crate::writer::{Compaction, ProjectionWriter};
 
 /// What the consumer loop needs of a projection: each projection (incidents, surveys) decodes
 /// and folds its own events and commits its own manifests; the loop and the rebuild are shared.
@@ -25,9 +26,9 @@ pub trait Folding: Sized + Send {
     const FILTER: &'static str;
     /// Messages per pull request, and per chunk handed from the decoder to the fold.
     const BATCH: usize;
-    fn version(&self) -> u32;
-    fn projection(&self) -> &Projection;
-    fn committed_sequence(&self) -> u64;
+    /// The writer of the version being folded: its projection, version and committed
+    /// sequence are the loop's, whatever the projection.
+    fn writer(&self) -> &ProjectionWriter;
     /// Decodes and checks one message, on the decoder task (no access to the fold). An error
     /// says why the message is unusable: it is logged and skipped, since one bad event must
     /// not stop the projection.
@@ -61,8 +62,6 @@ pub enum LoopError<E: std::error::Error + 'static> {
     )]
     Consume(String),
 }
-
-pub type ProjectorError = LoopError<SinkError>;
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
@@ -101,50 +100,6 @@ enum Stop {
     Done,
     /// Another version became current: reopen on it.
     Switch(u32),
-}
-
-/// Serves the current incident version until `shutdown` resolves, following `CURRENT` when a
-/// rebuild switches it. Creates version 1 when the store is empty.
-pub async fn run(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ProjectorError> {
-    serve(bus, projection, config, shutdown, |version| {
-        open_incidents(bus, projection, config, version)
-    })
-    .await
-}
-
-/// Replays the whole stream into a new incident version, then switches `CURRENT` to it. The
-/// serving projector (if any) follows the switch. Returns the new version and its last sequence.
-pub async fn rebuild(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    on_progress: impl FnMut(Progress),
-) -> Result<(u32, u64), ProjectorError> {
-    replay(bus, projection, config, on_progress, |version| {
-        open_incidents(bus, projection, config, version)
-    })
-    .await
-}
-
-async fn open_incidents(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    version: u32,
-) -> Result<Sink, SinkError> {
-    Sink::open(
-        projection.clone(),
-        version,
-        &bus.config().stream,
-        config.compaction,
-        &config.crosswalk_versions,
-    )
-    .await
 }
 
 /// The serving loop of any projection: opens the version `CURRENT` names (creating version 1
@@ -209,12 +164,12 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
     shutdown: &mut std::pin::Pin<&mut F>,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<(Stop, u64), LoopError<S::Error>> {
-    let version = sink.version();
-    let projection = sink.projection().clone();
-    let ordered = bus.ordered_from(S::FILTER, false, sink.committed_sequence(), S::BATCH).await?;
+    let (version, committed) = (sink.writer().version(), sink.writer().committed_sequence());
+    let projection = sink.writer().projection().clone();
+    let ordered = bus.ordered_from(S::FILTER, false, committed, S::BATCH).await?;
     let mut progress = Progress {
-        committed_sequence: sink.committed_sequence(),
-        applied_sequence: sink.committed_sequence(),
+        committed_sequence: committed,
+        applied_sequence: committed,
         stream_pending: ordered.pending_at_start,
     };
     if until_caught_up {
@@ -268,65 +223,15 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                 // small flush per tick and the compactions that follow them.
                 if !until_caught_up {
                     commit(&mut sink, &mut rejected, &mut progress).await?;
-                    if let Some(current) = projection.current_version().await? {
-                        if current != version {
-                            return Ok((Stop::Switch(current), progress.committed_sequence));
-                        }
+                    if let Some(current) = projection.current_version().await?
+                        && current != version
+                    {
+                        return Ok((Stop::Switch(current), progress.committed_sequence));
                     }
                 }
                 on_progress(progress);
             }
         }
-    }
-}
-
-impl Folding for Sink {
-    type Error = SinkError;
-    type Decoded = (String, Event);
-    const FILTER: &'static str = "obs.incident.>";
-    const BATCH: usize = 500;
-
-    fn version(&self) -> u32 {
-        Sink::version(self)
-    }
-
-    fn projection(&self) -> &Projection {
-        Sink::projection(self)
-    }
-
-    fn committed_sequence(&self) -> u64 {
-        self.committed().last_sequence
-    }
-
-    fn decode(message: &Message) -> Result<(String, Event), String> {
-        // Straight from the bytes to the event: no JSON tree of the payload (the hot path).
-        let (source, event) = Envelope::decode_event(&message.payload)
-            .map_err(|e| format!("{}: {e}", message.subject))?;
-        if !source_matches_subject(&source, &message.subject) {
-            return Err(format!("source {source} does not match its subject {}", message.subject));
-        }
-        Ok((source, event))
-    }
-
-    fn apply(&mut self, sequence: u64, (source, event): (String, Event)) {
-        self.fold.apply(sequence, &source, event);
-    }
-
-    fn skip(&mut self, sequence: u64) {
-        let position = sequence.max(self.fold.last_applied());
-        self.fold.set_position(position);
-    }
-
-    fn pending(&self) -> usize {
-        self.fold.pending_events()
-    }
-
-    fn reserve(&mut self, events: u64) {
-        self.fold.reserve_incidents(usize::try_from(events).unwrap_or(usize::MAX));
-    }
-
-    async fn flush(&mut self, rejected_events: u64) -> Result<Option<u64>, SinkError> {
-        Sink::flush(self, rejected_events).await
     }
 }
 

@@ -183,3 +183,105 @@ impl Projection {
         Ok(deleted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataFile, TableId};
+
+    fn projection(dir: &tempfile::TempDir) -> Projection {
+        Projection::new(Store::open(dir.path().to_str().unwrap()).unwrap(), ProjectionId::Incidents)
+    }
+
+    /// Writes a placeholder data file (garbage collection never reads one) and describes it.
+    async fn data_file(
+        projection: &Projection,
+        table: &TableId,
+        first: u64,
+        last: u64,
+    ) -> DataFile {
+        let year = (*table == TableId::Counts).then_some(2024);
+        let path = table.data_file(year, first, last);
+        projection.store().put(&projection.object_path(1, &path), Bytes::from("x")).await.unwrap();
+        DataFile { path, year, first_sequence: first, last_sequence: last, rows: 1, bytes: 1 }
+    }
+
+    async fn commit(
+        projection: &Projection,
+        last_sequence: u64,
+        tables: &[(&TableId, &[&DataFile])],
+    ) {
+        let mut manifest = Manifest::empty(ProjectionId::Incidents, 1, "TEST");
+        manifest.last_sequence = last_sequence;
+        for (table, files) in tables {
+            manifest.tables.insert(table.key(), files.iter().map(|&f| f.clone()).collect());
+        }
+        projection.commit(&manifest).await.unwrap();
+    }
+
+    async fn exists(projection: &Projection, file: &DataFile) -> bool {
+        projection.store().get(&projection.object_path(1, &file.path)).await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn garbage_collection_keeps_what_kept_manifests_name_and_what_is_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let projection = projection(&dir);
+        assert_eq!(projection.collect_garbage(1, 2).await.unwrap(), 0, "nothing committed yet");
+
+        let state = TableId::State;
+        let a = data_file(&projection, &state, 1, 10).await;
+        commit(&projection, 10, &[(&state, &[&a])]).await;
+        let b = data_file(&projection, &state, 11, 20).await;
+        commit(&projection, 20, &[(&state, &[&a, &b])]).await;
+        // A compaction merged a and b; the counts file is only in the newest manifest.
+        let merged = data_file(&projection, &state, 1, 30).await;
+        let counts = data_file(&projection, &TableId::Counts, 21, 30).await;
+        commit(&projection, 30, &[(&state, &[&merged]), (&TableId::Counts, &[&counts])]).await;
+        // Left by a flush that crashed before its manifest, and by one still writing.
+        let orphan = data_file(&projection, &state, 25, 25).await;
+        let in_progress = data_file(&projection, &state, 31, 40).await;
+
+        // Keeping two manifests drops the oldest; `a` is still named by a kept one.
+        assert_eq!(projection.collect_garbage(1, 2).await.unwrap(), 2, "one manifest, the orphan");
+        assert_eq!(projection.manifest_sequences(1).await.unwrap(), vec![30, 20]);
+        for kept in [&a, &b, &merged, &counts, &in_progress] {
+            assert!(exists(&projection, kept).await, "{} was deleted", kept.path);
+        }
+        assert!(!exists(&projection, &orphan).await);
+
+        // Keeping one drops the files only the dropped manifest named.
+        assert_eq!(projection.collect_garbage(1, 1).await.unwrap(), 3, "one manifest, a and b");
+        assert_eq!(projection.manifest_sequences(1).await.unwrap(), vec![30]);
+        assert!(!exists(&projection, &a).await && !exists(&projection, &b).await);
+        for kept in [&merged, &counts, &in_progress] {
+            assert!(exists(&projection, kept).await, "{} was deleted", kept.path);
+        }
+        assert!(projection.newest_manifest(1).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn keeping_zero_manifests_still_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let projection = projection(&dir);
+        let file = data_file(&projection, &TableId::State, 1, 5).await;
+        commit(&projection, 5, &[(&TableId::State, &[&file])]).await;
+        commit(&projection, 6, &[(&TableId::State, &[&file])]).await;
+        assert_eq!(projection.collect_garbage(1, 0).await.unwrap(), 1);
+        assert_eq!(projection.manifest_sequences(1).await.unwrap(), vec![6]);
+        assert!(exists(&projection, &file).await);
+    }
+
+    #[tokio::test]
+    async fn a_second_commit_of_the_same_sequence_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let projection = projection(&dir);
+        commit(&projection, 7, &[]).await;
+        let mut manifest = Manifest::empty(ProjectionId::Incidents, 1, "TEST");
+        manifest.last_sequence = 7;
+        assert!(matches!(
+            projection.commit(&manifest).await,
+            Err(CommitError::Conflict { version: 1, sequence: 7, .. })
+        ));
+    }
+}

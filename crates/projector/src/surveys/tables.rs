@@ -13,22 +13,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use observatory_model::survey::{
-    Cell, FINAL_WEIGHT_COLUMN, SurveyLedger, SurveyRow, SurveyWaveDeclared, VariableType,
-    WaveClosure,
+    Cell, SurveyLedger, SurveyRow, SurveyWaveDeclared, VariableType, WaveClosure,
 };
-
-/// The snapshot of every wave's declaration and status.
-pub const WAVES_TABLE: &str = "waves";
-
-/// Manifest table naming the microdata files of one wave.
-pub fn microdata_table(survey: &str, wave: &str) -> String {
-    format!("microdata/{survey}/{wave}")
-}
-
-/// Directory of a wave's microdata files, relative to the version root.
-pub fn microdata_dir(survey: &str, wave: &str) -> String {
-    format!("data/microdata/survey={survey}/wave={wave}")
-}
+use observatory_store::layout::{microdata, waves};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -56,7 +43,7 @@ pub fn microdata_schema(declaration: &SurveyWaveDeclared, final_weight: bool) ->
         declaration.variables.iter().map(|v| Field::new(&v.name, arrow_type(v.kind), true)),
     );
     if final_weight {
-        fields.push(Field::new(FINAL_WEIGHT_COLUMN, DataType::Float64, false));
+        fields.push(Field::new(microdata::FINAL_WEIGHT, DataType::Float64, false));
     }
     Arc::new(Schema::new(fields))
 }
@@ -149,19 +136,19 @@ pub struct WaveRow {
 
 pub fn waves_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("survey", DataType::Utf8, false),
-        Field::new("wave", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("population", DataType::Utf8, false),
-        Field::new("reference_from", DataType::Utf8, false),
-        Field::new("reference_to", DataType::Utf8, false),
-        Field::new("declared_sequence", DataType::UInt64, false),
-        Field::new("closed_sequence", DataType::UInt64, true),
-        Field::new("final_weights", DataType::Boolean, true),
-        Field::new("closure_digest", DataType::Utf8, true),
-        Field::new("respondents", DataType::UInt64, false),
+        Field::new(waves::SURVEY, DataType::Utf8, false),
+        Field::new(waves::WAVE, DataType::Utf8, false),
+        Field::new(waves::SOURCE, DataType::Utf8, false),
+        Field::new(waves::POPULATION, DataType::Utf8, false),
+        Field::new(waves::REFERENCE_FROM, DataType::Utf8, false),
+        Field::new(waves::REFERENCE_TO, DataType::Utf8, false),
+        Field::new(waves::DECLARED_SEQUENCE, DataType::UInt64, false),
+        Field::new(waves::CLOSED_SEQUENCE, DataType::UInt64, true),
+        Field::new(waves::FINAL_WEIGHTS, DataType::Boolean, true),
+        Field::new(waves::CLOSURE_DIGEST, DataType::Utf8, true),
+        Field::new(waves::RESPONDENTS, DataType::UInt64, false),
         // The declaration as JSON (numbers written shortest-exact, read back exactly).
-        Field::new("declaration", DataType::Utf8, false),
+        Field::new(waves::DECLARATION, DataType::Utf8, false),
     ]))
 }
 
@@ -232,25 +219,25 @@ fn unsigned<'a>(
 }
 
 pub fn wave_rows(batch: &RecordBatch) -> Result<Vec<WaveRow>, TableError> {
-    let source = text(batch, "source")?;
-    let declared = unsigned(batch, "declared_sequence")?;
-    let closed = unsigned(batch, "closed_sequence")?;
+    let source = text(batch, waves::SOURCE)?;
+    let declared = unsigned(batch, waves::DECLARED_SEQUENCE)?;
+    let closed = unsigned(batch, waves::CLOSED_SEQUENCE)?;
     let final_weights = batch
-        .column_by_name("final_weights")
+        .column_by_name(waves::FINAL_WEIGHTS)
         .and_then(|c| c.as_boolean_opt())
-        .ok_or_else(|| TableError::Column("final_weights".into()))?;
-    let digest = text(batch, "closure_digest")?;
-    let respondents = unsigned(batch, "respondents")?;
-    let declaration = text(batch, "declaration")?;
+        .ok_or_else(|| TableError::Column(waves::FINAL_WEIGHTS.into()))?;
+    let digest = text(batch, waves::CLOSURE_DIGEST)?;
+    let respondents = unsigned(batch, waves::RESPONDENTS)?;
+    let declaration = text(batch, waves::DECLARATION)?;
     (0..batch.num_rows())
         .map(|i| {
             let parsed: SurveyWaveDeclared =
                 serde_json::from_str(declaration.value(i)).map_err(|e| {
                     TableError::Declaration {
-                        survey: text(batch, "survey")
+                        survey: text(batch, waves::SURVEY)
                             .map(|s| s.value(i).to_owned())
                             .unwrap_or_default(),
-                        wave: text(batch, "wave")
+                        wave: text(batch, waves::WAVE)
                             .map(|s| s.value(i).to_owned())
                             .unwrap_or_default(),
                         message: e.to_string(),
@@ -309,7 +296,14 @@ pub fn microdata_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use observatory_model::survey::{SurveyEvent, validate_row};
+    use observatory_model::survey::{FINAL_WEIGHT_COLUMN, SurveyEvent, validate_row};
+
+    /// `observatory estimate` (the model's constant) and the projection (the layout's) must
+    /// name the final weight column alike, or a closed wave's file loses its final weights.
+    #[test]
+    fn the_model_and_the_layout_name_the_final_weight_alike() {
+        assert_eq!(FINAL_WEIGHT_COLUMN, microdata::FINAL_WEIGHT);
+    }
 
     #[test]
     fn microdata_round_trips_with_declared_types_and_final_weights() {
@@ -336,7 +330,7 @@ mod tests {
         assert_eq!(microdata_rows(&declaration, &batch).unwrap(), rows);
         let weights: BTreeMap<String, f64> = [("x".to_owned(), 2.0), ("y".to_owned(), 3.5)].into();
         let weighted = with_final_weights(&declaration, &batch, &weights).unwrap();
-        assert_eq!(weighted.schema().field(4).name(), FINAL_WEIGHT_COLUMN);
+        assert_eq!(weighted.schema().field(4).name(), microdata::FINAL_WEIGHT);
         assert!(with_final_weights(&declaration, &batch, &[("x".to_owned(), 2.0)].into()).is_err());
 
         let mut ledger = SurveyLedger::new();

@@ -1,5 +1,6 @@
-//! Arrow schemas of the projection's tables and conversions to and from record batches.
-//! The query crate reads the same column names from Parquet.
+//! Arrow schemas of the incident projection's tables (`counts`, `state`, `coverage`) and
+//! conversions to and from record batches. Column names are the store's
+//! [`layout`](observatory_store::layout) constants, which the query crate reads too.
 
 use std::sync::Arc;
 
@@ -12,31 +13,28 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
 use observatory_model::{Channel, Coding, IncidentReported, Unit, VictimType};
 use observatory_reference::Geography;
+use observatory_store::layout::{counts, coverage, state};
 
-use crate::fold::{Cell, Closure, Fold, StateRow, Tally};
-
-pub const COUNTS_TABLE: &str = "counts";
-pub const STATE_TABLE: &str = "state";
-pub const COVERAGE_TABLE: &str = "coverage";
+use super::fold::{Cell, Closure, Fold, StateRow, Tally};
 
 pub fn counts_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("year", DataType::Int32, false),
-        Field::new("month", DataType::Utf8, false),
-        Field::new("departement", DataType::Utf8, true),
-        Field::new("iccs", DataType::Utf8, false),
-        Field::new("cyber", DataType::Boolean, false),
-        Field::new("victim_type", DataType::Utf8, false),
-        Field::new("channel", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("unit", DataType::Utf8, false),
+        Field::new(counts::YEAR, DataType::Int32, false),
+        Field::new(counts::MONTH, DataType::Utf8, false),
+        Field::new(counts::DEPARTEMENT, DataType::Utf8, true),
+        Field::new(counts::ICCS, DataType::Utf8, false),
+        Field::new(counts::CYBER, DataType::Boolean, false),
+        Field::new(counts::VICTIM_TYPE, DataType::Utf8, false),
+        Field::new(counts::CHANNEL, DataType::Utf8, false),
+        Field::new(counts::SOURCE, DataType::Utf8, false),
+        Field::new(counts::UNIT, DataType::Utf8, false),
         // Roll-ups precomputed at write time so queries group without string functions.
-        Field::new("iccs_section", DataType::Utf8, false),
-        Field::new("iccs_division", DataType::Utf8, true),
-        Field::new("iccs_group", DataType::Utf8, true),
-        Field::new("region", DataType::Utf8, true),
-        Field::new("count", DataType::Int64, false),
-        Field::new("loss_cents", DataType::Int64, false),
+        Field::new(counts::ICCS_SECTION, DataType::Utf8, false),
+        Field::new(counts::ICCS_DIVISION, DataType::Utf8, true),
+        Field::new(counts::ICCS_GROUP, DataType::Utf8, true),
+        Field::new(counts::REGION, DataType::Utf8, true),
+        Field::new(counts::COUNT, DataType::Int64, false),
+        Field::new(counts::LOSS_CENTS, DataType::Int64, false),
     ]))
 }
 
@@ -103,26 +101,26 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
 
 pub fn state_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("agency_incident_id", DataType::Utf8, false),
-        Field::new("revision", DataType::UInt32, false),
-        Field::new("sequence", DataType::UInt64, false),
-        Field::new("withdrawn", DataType::Boolean, false),
-        Field::new("occurred_on", DataType::Date32, true),
-        Field::new("occurred_until", DataType::Date32, true),
-        Field::new("reported_on", DataType::Date32, true),
-        Field::new("iccs", DataType::Utf8, true),
-        Field::new("offence_code", DataType::Utf8, true),
-        Field::new("cyber", DataType::Boolean, true),
-        Field::new("departement", DataType::Utf8, true),
-        Field::new("victim_type", DataType::Utf8, true),
-        Field::new("channel", DataType::Utf8, true),
-        Field::new("loss_eur", DataType::Float64, true),
-        Field::new("unit", DataType::Utf8, true),
-        Field::new("crosswalk", DataType::Utf8, true),
-        Field::new("crosswalk_version", DataType::UInt32, true),
-        Field::new("iccs_from_crosswalk", DataType::Boolean, true),
-        Field::new("cyber_from_crosswalk", DataType::Boolean, true),
+        Field::new(state::SOURCE, DataType::Utf8, false),
+        Field::new(state::AGENCY_INCIDENT_ID, DataType::Utf8, false),
+        Field::new(state::REVISION, DataType::UInt32, false),
+        Field::new(state::SEQUENCE, DataType::UInt64, false),
+        Field::new(state::WITHDRAWN, DataType::Boolean, false),
+        Field::new(state::OCCURRED_ON, DataType::Date32, true),
+        Field::new(state::OCCURRED_UNTIL, DataType::Date32, true),
+        Field::new(state::REPORTED_ON, DataType::Date32, true),
+        Field::new(state::ICCS, DataType::Utf8, true),
+        Field::new(state::OFFENCE_CODE, DataType::Utf8, true),
+        Field::new(state::CYBER, DataType::Boolean, true),
+        Field::new(state::DEPARTEMENT, DataType::Utf8, true),
+        Field::new(state::VICTIM_TYPE, DataType::Utf8, true),
+        Field::new(state::CHANNEL, DataType::Utf8, true),
+        Field::new(state::LOSS_EUR, DataType::Float64, true),
+        Field::new(state::UNIT, DataType::Utf8, true),
+        Field::new(state::CROSSWALK, DataType::Utf8, true),
+        Field::new(state::CROSSWALK_VERSION, DataType::UInt32, true),
+        Field::new(state::ICCS_FROM_CROSSWALK, DataType::Boolean, true),
+        Field::new(state::CYBER_FROM_CROSSWALK, DataType::Boolean, true),
     ]))
 }
 
@@ -253,26 +251,26 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, T
 
 /// Decodes state rows written by a [`StateBuilder`].
 pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
-    let source = column::<StringArray>(batch, "source")?;
-    let id = column::<StringArray>(batch, "agency_incident_id")?;
-    let revision = column::<UInt32Array>(batch, "revision")?;
-    let sequence = column::<UInt64Array>(batch, "sequence")?;
-    let withdrawn = column::<BooleanArray>(batch, "withdrawn")?;
-    let occurred_on = column::<Date32Array>(batch, "occurred_on")?;
-    let occurred_until = column::<Date32Array>(batch, "occurred_until")?;
-    let reported_on = column::<Date32Array>(batch, "reported_on")?;
-    let iccs = column::<StringArray>(batch, "iccs")?;
-    let offence_code = column::<StringArray>(batch, "offence_code")?;
-    let cyber = column::<BooleanArray>(batch, "cyber")?;
-    let departement = column::<StringArray>(batch, "departement")?;
-    let victim_type = column::<StringArray>(batch, "victim_type")?;
-    let channel = column::<StringArray>(batch, "channel")?;
-    let loss = column::<Float64Array>(batch, "loss_eur")?;
-    let unit = column::<StringArray>(batch, "unit")?;
-    let crosswalk = column::<StringArray>(batch, "crosswalk")?;
-    let crosswalk_version = column::<UInt32Array>(batch, "crosswalk_version")?;
-    let iccs_from = column::<BooleanArray>(batch, "iccs_from_crosswalk")?;
-    let cyber_from = column::<BooleanArray>(batch, "cyber_from_crosswalk")?;
+    let source = column::<StringArray>(batch, state::SOURCE)?;
+    let id = column::<StringArray>(batch, state::AGENCY_INCIDENT_ID)?;
+    let revision = column::<UInt32Array>(batch, state::REVISION)?;
+    let sequence = column::<UInt64Array>(batch, state::SEQUENCE)?;
+    let withdrawn = column::<BooleanArray>(batch, state::WITHDRAWN)?;
+    let occurred_on = column::<Date32Array>(batch, state::OCCURRED_ON)?;
+    let occurred_until = column::<Date32Array>(batch, state::OCCURRED_UNTIL)?;
+    let reported_on = column::<Date32Array>(batch, state::REPORTED_ON)?;
+    let iccs = column::<StringArray>(batch, state::ICCS)?;
+    let offence_code = column::<StringArray>(batch, state::OFFENCE_CODE)?;
+    let cyber = column::<BooleanArray>(batch, state::CYBER)?;
+    let departement = column::<StringArray>(batch, state::DEPARTEMENT)?;
+    let victim_type = column::<StringArray>(batch, state::VICTIM_TYPE)?;
+    let channel = column::<StringArray>(batch, state::CHANNEL)?;
+    let loss = column::<Float64Array>(batch, state::LOSS_EUR)?;
+    let unit = column::<StringArray>(batch, state::UNIT)?;
+    let crosswalk = column::<StringArray>(batch, state::CROSSWALK)?;
+    let crosswalk_version = column::<UInt32Array>(batch, state::CROSSWALK_VERSION)?;
+    let iccs_from = column::<BooleanArray>(batch, state::ICCS_FROM_CROSSWALK)?;
+    let cyber_from = column::<BooleanArray>(batch, state::CYBER_FROM_CROSSWALK)?;
     let opt_str = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     (0..batch.num_rows())
         .map(|i| {
@@ -324,10 +322,10 @@ pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
 
 pub fn coverage_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("month", DataType::Utf8, false),
+        Field::new(coverage::SOURCE, DataType::Utf8, false),
+        Field::new(coverage::MONTH, DataType::Utf8, false),
         // Null: the whole month is closed for the source, whatever the département.
-        Field::new("departement", DataType::Utf8, true),
+        Field::new(coverage::DEPARTEMENT, DataType::Utf8, true),
     ]))
 }
 
@@ -364,9 +362,9 @@ pub fn coverage_batch<'a>(
 pub fn coverage_rows(
     batch: &RecordBatch,
 ) -> Result<Vec<(String, String, Option<String>)>, TableError> {
-    let source = column::<StringArray>(batch, "source")?;
-    let month = column::<StringArray>(batch, "month")?;
-    let departement = column::<StringArray>(batch, "departement")?;
+    let source = column::<StringArray>(batch, coverage::SOURCE)?;
+    let month = column::<StringArray>(batch, coverage::MONTH)?;
+    let departement = column::<StringArray>(batch, coverage::DEPARTEMENT)?;
     Ok((0..batch.num_rows())
         .map(|i| {
             let d = (!departement.is_null(i)).then(|| departement.value(i).to_owned());
@@ -434,5 +432,16 @@ mod tests {
         assert_eq!(state_batch(&rows), pending.changed);
         let counts = counts_batch(&fold, &pending.deltas);
         assert_eq!(counts.num_rows(), 1);
+    }
+
+    /// The query reads counts by the layout's names: the dimensions in file order, then the
+    /// two measures.
+    #[test]
+    fn counts_columns_are_the_layout_dimensions_then_the_measures() {
+        let schema = counts_schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut expected = counts::DIMENSIONS.to_vec();
+        expected.extend([counts::COUNT, counts::LOSS_CENTS]);
+        assert_eq!(names, expected);
     }
 }

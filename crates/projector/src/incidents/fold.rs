@@ -10,7 +10,7 @@ use observatory_model::{
 };
 use observatory_reference::{Crosswalk, Crosswalks};
 
-use crate::tables::StateBuilder;
+use super::tables::StateBuilder;
 
 /// One cell of the aggregate grain: (month of occurrence, département, ICCS, cyber,
 /// victim type, channel, source). Strings are interned so a cell is a small `Copy` key.
@@ -439,7 +439,7 @@ pub struct Pending {
     pub first_sequence: u64,
     pub last_sequence: u64,
     pub deltas: Vec<(Cell, Tally)>,
-    /// State rows of the changed incidents (see [`crate::tables::state_schema`]).
+    /// State rows of the changed incidents (see [`crate::incidents::tables::state_schema`]).
     pub changed: arrow::array::RecordBatch,
     /// The coverage table changed: write a new snapshot of it.
     pub coverage_changed: bool,
@@ -542,7 +542,7 @@ mod tests {
         assert_eq!((pending.first_sequence, pending.last_sequence), (1, 4));
         let mut restored = Fold::new();
         // Older rows of the same incident may come in any order: the revision decides.
-        for row in crate::tables::state_rows(&pending.changed).unwrap().iter().rev() {
+        for row in crate::incidents::tables::state_rows(&pending.changed).unwrap().iter().rev() {
             restored.restore(row);
         }
         assert_eq!(counts(&restored), counts(&fold));

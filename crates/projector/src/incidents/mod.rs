@@ -1,0 +1,91 @@
+//! The `incidents` projection: folds `obs.incident.>` into the current state of every
+//! incident, count aggregates and period closures, committed through the shared
+//! [`ProjectionWriter`](crate::writer::ProjectionWriter) and consumed by the shared loop
+//! ([`crate::runner`]).
+//!
+//! - [`fold`]: the pure fold (no IO).
+//! - [`tables`]: Arrow schemas of `counts`, `state` and `coverage`, by the store's layout names.
+//! - [`sink`]: restore and flush over the writer, and the [`Folding`](crate::runner::Folding) impl.
+//! - `compaction`: counts snapshots and size-tiered state merges.
+
+mod compaction;
+pub mod fold;
+pub mod sink;
+pub mod tables;
+
+use std::future::Future;
+
+use observatory_bus::Bus;
+use observatory_store::Projection;
+
+pub use sink::{IncidentSink, IncidentSinkError};
+
+use crate::runner::{LoopError, Progress, ProjectorConfig, replay, serve};
+
+pub type ProjectorError = LoopError<IncidentSinkError>;
+
+/// Serves the current incident version until `shutdown` resolves, following `CURRENT` when a
+/// rebuild switches it. Creates version 1 when the store is empty.
+pub async fn run(
+    bus: &Bus,
+    projection: &Projection,
+    config: &ProjectorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProjectorError> {
+    serve(bus, projection, config, shutdown, |version| open(bus, projection, config, version)).await
+}
+
+/// Replays the whole stream into a new incident version, then switches `CURRENT` to it. The
+/// serving projector (if any) follows the switch. Returns the new version and its last sequence.
+pub async fn rebuild(
+    bus: &Bus,
+    projection: &Projection,
+    config: &ProjectorConfig,
+    on_progress: impl FnMut(Progress),
+) -> Result<(u32, u64), ProjectorError> {
+    replay(bus, projection, config, on_progress, |version| open(bus, projection, config, version))
+        .await
+}
+
+async fn open(
+    bus: &Bus,
+    projection: &Projection,
+    config: &ProjectorConfig,
+    version: u32,
+) -> Result<IncidentSink, IncidentSinkError> {
+    IncidentSink::open(
+        projection.clone(),
+        version,
+        &bus.config().stream,
+        config.compaction,
+        &config.crosswalk_versions,
+    )
+    .await
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::NaiveDate;
+    use observatory_model::{Channel, Event, IncidentReported, Unit, VictimType};
+
+    /// Revision `revision` of incident `I<id>`, occurring in `month` of 2024 in Paris, with a
+    /// loss of `id` euros.
+    pub fn report(id: u32, revision: u32, month: u32) -> Event {
+        Event::IncidentReported(IncidentReported {
+            agency_incident_id: format!("I{id}"),
+            revision,
+            occurred_on: NaiveDate::from_ymd_opt(2024, month, 1).unwrap(),
+            occurred_until: None,
+            reported_on: NaiveDate::from_ymd_opt(2024, 12, 31).unwrap(),
+            iccs: "0903".into(),
+            offence_code: None,
+            cyber: true,
+            departement: Some("75".into()),
+            victim_type: VictimType::Individual,
+            channel: Channel::Email,
+            loss_eur: Some(f64::from(id)),
+            unit: Unit::Offence,
+            coding: None,
+        })
+    }
+}

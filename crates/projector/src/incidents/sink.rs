@@ -1,0 +1,312 @@
+//! The incident projection over the shared [`ProjectionWriter`]: restores the fold from the
+//! newest manifest's state and coverage files, and flushes what the fold changed as count
+//! deltas per year, state rows and, when closures changed, the whole coverage table.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::Message;
+use observatory_model::{Envelope, Event, source_matches_subject};
+use observatory_store::{CommitError, DataFile, Projection, StoreError, TableId};
+use tracing::{Instrument, debug, info, info_span};
+
+use super::compaction::{compact_counts, compact_state};
+use super::fold::{Cell, Fold, Pending, Tally};
+use super::tables::{TableError, counts_batch, coverage_batch, coverage_rows, state_rows};
+use crate::runner::Folding;
+use crate::writer::{Compaction, ProjectionWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentSinkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("{path}: {source}")]
+    Table {
+        path: String,
+        #[source]
+        source: TableError,
+    },
+    #[error("reference data: {0}")]
+    Reference(#[from] observatory_reference::ReferenceError),
+}
+
+const CROSSWALK_PREFIX: &str = "crosswalk.";
+
+/// Crosswalk versions a new projection version codes with: the requested ones, else the
+/// latest of each built-in crosswalk.
+fn choose_pins(requested: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+    let crosswalks = observatory_reference::Crosswalks::builtin();
+    crosswalks
+        .names()
+        .filter(|name| *name != observatory_reference::IDENTITY)
+        .filter_map(|name| {
+            let version = requested
+                .get(name)
+                .copied()
+                .or_else(|| crosswalks.latest(name).map(|c| c.version))?;
+            Some((name.to_owned(), version))
+        })
+        .collect()
+}
+
+fn reference_record(pins: &BTreeMap<String, u32>) -> BTreeMap<String, String> {
+    let mut reference: BTreeMap<String, String> = pins
+        .iter()
+        .map(|(name, version)| (format!("{CROSSWALK_PREFIX}{name}"), version.to_string()))
+        .collect();
+    reference.insert("iccs".into(), "1.0".into());
+    reference
+}
+
+/// The incident fold of one projection version, over the writer of that version.
+pub struct IncidentSink {
+    writer: ProjectionWriter,
+    pub fold: Fold,
+}
+
+impl IncidentSink {
+    /// Opens `version`, restoring the fold from its newest manifest (empty if none). A new
+    /// version pins its crosswalk versions (`requested`, else the latest); an existing one
+    /// keeps those its manifest records, so its numbers never mix two versions.
+    pub async fn open(
+        projection: Projection,
+        version: u32,
+        stream: &str,
+        compaction: Compaction,
+        requested: &BTreeMap<String, u32>,
+    ) -> Result<IncidentSink, IncidentSinkError> {
+        let writer = ProjectionWriter::open(projection, version, stream, compaction, || {
+            reference_record(&choose_pins(requested))
+        })
+        .await?;
+        let committed = writer.committed();
+        let pins: BTreeMap<String, u32> = committed
+            .reference
+            .iter()
+            .filter_map(|(key, value)| {
+                Some((key.strip_prefix(CROSSWALK_PREFIX)?.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+        let mut fold = Fold::with_crosswalks(&pins)?;
+        let span = info_span!(
+            "restore",
+            projection = writer.projection().name(),
+            version,
+            sequence = committed.last_sequence
+        );
+        let table_error = |file: &DataFile| {
+            let path = writer.projection().object_path(version, &file.path).to_string();
+            move |source| IncidentSinkError::Table { path, source }
+        };
+        async {
+            for file in committed.files(&TableId::State) {
+                // Batch by batch: a state file can hold millions of rows.
+                for batch in writer.read(file).await? {
+                    for row in &state_rows(&batch).map_err(table_error(file))? {
+                        fold.restore(row);
+                    }
+                }
+            }
+            for file in committed.files(&TableId::Coverage) {
+                for batch in writer.read(file).await? {
+                    for (source, month, departement) in
+                        coverage_rows(&batch).map_err(table_error(file))?
+                    {
+                        fold.restore_closure(&source, &month, departement.as_deref());
+                    }
+                }
+            }
+            Ok::<_, IncidentSinkError>(())
+        }
+        .instrument(span)
+        .await?;
+        fold.set_position(committed.last_sequence);
+        if committed.last_sequence > 0 {
+            info!(
+                version,
+                sequence = committed.last_sequence,
+                incidents = fold.incident_count(),
+                "projection restored"
+            );
+        }
+        Ok(IncidentSink { writer, fold })
+    }
+
+    pub fn writer(&self) -> &ProjectionWriter {
+        &self.writer
+    }
+
+    /// Writes what was folded since the last flush and commits it. Returns the committed
+    /// sequence, or `None` when there was nothing to write.
+    pub async fn flush(&mut self, rejected_events: u64) -> Result<Option<u64>, IncidentSinkError> {
+        let Some(pending) = self.fold.take_pending() else { return Ok(None) };
+        let span = info_span!(
+            "flush",
+            version = self.writer.version(),
+            first = pending.first_sequence,
+            last = pending.last_sequence,
+            changed = pending.changed.num_rows()
+        );
+        self.flush_pending(pending, rejected_events).instrument(span).await.map(Some)
+    }
+
+    async fn flush_pending(
+        &mut self,
+        pending: Pending,
+        rejected_events: u64,
+    ) -> Result<u64, IncidentSinkError> {
+        let started = std::time::Instant::now();
+        let (changed, cells) = (pending.changed.num_rows(), pending.deltas.len());
+        let (first, last) = (pending.first_sequence, pending.last_sequence);
+        let writer = &self.writer;
+        let mut tables = writer.tables();
+
+        let mut by_year: BTreeMap<i32, Vec<(Cell, Tally)>> = BTreeMap::new();
+        for (cell, tally) in pending.deltas {
+            by_year.entry(cell.year()).or_default().push((cell, tally));
+        }
+        for (year, cells) in by_year {
+            let batch = counts_batch(&self.fold, &cells);
+            let file = writer.write(&TableId::Counts, Some(year), first, last, &batch).await?;
+            tables.files_mut(&TableId::Counts).push(file);
+        }
+        if pending.changed.num_rows() > 0 {
+            let file = writer.write(&TableId::State, None, first, last, &pending.changed).await?;
+            tables.files_mut(&TableId::State).push(file);
+        }
+        if pending.coverage_changed {
+            // Small (sources × months): each change writes the whole table as one file.
+            let batch = coverage_batch(self.fold.coverage().iter());
+            let file = writer.write(&TableId::Coverage, None, first, last, &batch).await?;
+            tables.set(&TableId::Coverage, vec![file]);
+        }
+        compact_counts(writer, &self.fold, &mut tables, last).await?;
+        compact_state(writer, &mut tables).await?;
+
+        let fold = &mut self.fold;
+        self.writer
+            .commit(last, tables, |stats| {
+                *stats.entry("events_applied".into()).or_default() += fold.events_applied;
+                *stats.entry("events_ignored".into()).or_default() += fold.events_ignored;
+                *stats.entry("events_rejected".into()).or_default() += rejected_events;
+                stats.insert("incidents_known".into(), fold.incident_count() as u64);
+                stats.insert("incidents_counted".into(), fold.counted_incidents().max(0) as u64);
+                (fold.events_applied, fold.events_ignored) = (0, 0);
+            })
+            .await?;
+        debug!(
+            sequence = last,
+            changed,
+            cells,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "committed"
+        );
+        Ok(last)
+    }
+}
+
+impl Folding for IncidentSink {
+    type Error = IncidentSinkError;
+    type Decoded = (String, Event);
+    const FILTER: &'static str = "obs.incident.>";
+    const BATCH: usize = 500;
+
+    fn writer(&self) -> &ProjectionWriter {
+        &self.writer
+    }
+
+    fn decode(message: &Message) -> Result<(String, Event), String> {
+        // Straight from the bytes to the event: no JSON tree of the payload (the hot path).
+        let (source, event) = Envelope::decode_event(&message.payload)
+            .map_err(|e| format!("{}: {e}", message.subject))?;
+        if !source_matches_subject(&source, &message.subject) {
+            return Err(format!("source {source} does not match its subject {}", message.subject));
+        }
+        Ok((source, event))
+    }
+
+    fn apply(&mut self, sequence: u64, (source, event): (String, Event)) {
+        self.fold.apply(sequence, &source, event);
+    }
+
+    fn skip(&mut self, sequence: u64) {
+        let position = sequence.max(self.fold.last_applied());
+        self.fold.set_position(position);
+    }
+
+    fn pending(&self) -> usize {
+        self.fold.pending_events()
+    }
+
+    fn reserve(&mut self, events: u64) {
+        self.fold.reserve_incidents(usize::try_from(events).unwrap_or(usize::MAX));
+    }
+
+    async fn flush(&mut self, rejected_events: u64) -> Result<Option<u64>, IncidentSinkError> {
+        IncidentSink::flush(self, rejected_events).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incidents::tests::report;
+    use observatory_store::{ProjectionId, Store};
+
+    /// Many small flushes with amendments and a tiny compaction budget: the state files stay
+    /// few, none beyond the cap is merged again, and a restart restores the same incidents and
+    /// totals from them.
+    #[tokio::test]
+    async fn capped_state_compaction_keeps_the_newest_revision_of_every_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let projection = Projection::new(
+            Store::open(dir.path().to_str().unwrap()).unwrap(),
+            ProjectionId::Incidents,
+        );
+        let compaction = Compaction {
+            max_count_files: 4,
+            max_state_files: 4,
+            max_state_file_rows: 120,
+            keep_manifests: 3,
+        };
+        let mut sink =
+            IncidentSink::open(projection.clone(), 1, "TEST", compaction, &BTreeMap::new())
+                .await
+                .unwrap();
+        let mut sequence = 0;
+        for round in 0..30u32 {
+            for i in 0..20u32 {
+                // 200 incidents; every round amends some of them to a later month.
+                let id = (round * 20 + i) % 200;
+                sequence += 1;
+                sink.fold.apply(sequence, "pn", report(id, round + 1, 1 + (round % 12)));
+            }
+            sink.flush(0).await.unwrap();
+        }
+        let files = sink.writer().committed().files(&TableId::State);
+        assert!(
+            files.iter().any(|f| f.rows >= 120),
+            "some file reached the cap and was sealed: {files:?}"
+        );
+        assert!(files.len() <= 4 + 4, "state files stay bounded: {}", files.len());
+        let expected = (
+            sink.fold.incident_count(),
+            sink.fold.counted_incidents(),
+            sink.fold.totals_of_year(2024),
+        );
+        assert_eq!(expected.0, 200);
+
+        let restored =
+            IncidentSink::open(projection, 1, "TEST", compaction, &BTreeMap::new()).await.unwrap();
+        assert_eq!(restored.writer().committed().last_sequence, sequence);
+        assert_eq!(
+            (
+                restored.fold.incident_count(),
+                restored.fold.counted_incidents(),
+                restored.fold.totals_of_year(2024)
+            ),
+            expected
+        );
+    }
+}
