@@ -154,8 +154,6 @@ fn parse_close_csv(text: &str) -> Result<BTreeMap<String, f64>, String> {
     Ok(weights)
 }
 
-/// `POST /v1/surveys/{survey}/waves/{wave}/close`: ends fieldwork. An empty body (or `{}`)
-
 /// The final weights of a closure: none for an empty body (the design weights stay), a
 /// two-column CSV when the body says `text/csv`, the JSON object otherwise.
 pub(super) fn parse_close(
