@@ -5,7 +5,6 @@
 //! Events are built with the model's own types and serialised by [`Envelope`], exactly as
 //! the ingest does, so a raw publish sends the bytes the ingest would have sent.
 
-use bytes::Bytes;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use observatory_bus::Outgoing;
 use observatory_model::{
@@ -166,13 +165,11 @@ impl Generated {
         let source = self.source();
         let envelope = Envelope::new(&self.event, source, recorded_at);
         let (id, revision) = self.event.incident().expect("generated events are about incidents");
-        Outgoing {
-            subject: envelope.subject(),
-            message_id: envelope.event_id.to_string(),
-            dedupe: DedupeKey::new(source, id, revision).to_hex(),
-            revision: RevisionStamp::of(source, &self.event).map(|stamp| stamp.to_header()),
-            payload: Bytes::from(envelope.to_bytes()),
-        }
+        Outgoing::from_envelope(
+            &envelope,
+            DedupeKey::new(source, id, revision),
+            RevisionStamp::of(source, &self.event).as_ref(),
+        )
     }
 }
 

@@ -1,8 +1,12 @@
+//! Pipelined publishing: the message an event travels in ([`Outgoing`]), and a publisher that
+//! sends a whole batch before awaiting its acks.
+
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use observatory_model::{DedupeKey, Envelope, RevisionStamp};
 
 /// One event ready to publish.
 #[derive(Debug, Clone)]
@@ -15,6 +19,25 @@ pub struct Outgoing {
     /// The revision stamp of an incident event, sent as [`crate::REVISION_HEADER`].
     pub revision: Option<String>,
     pub payload: Bytes,
+}
+
+impl Outgoing {
+    /// The message that carries `envelope`: its subject, its event id as `Nats-Msg-Id` and its
+    /// encoded bytes. `dedupe` is the event's idempotency key; `revision` is the stamp of an
+    /// incident revision (none for other events).
+    pub fn from_envelope(
+        envelope: &Envelope,
+        dedupe: DedupeKey,
+        revision: Option<&RevisionStamp>,
+    ) -> Outgoing {
+        Outgoing {
+            subject: envelope.subject(),
+            message_id: envelope.event_id.to_string(),
+            dedupe: dedupe.to_hex(),
+            revision: revision.map(RevisionStamp::to_header),
+            payload: Bytes::from(envelope.to_bytes()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +99,11 @@ impl Publisher {
             results.push(result);
         }
         results
+    }
+
+    /// Publishes one event and waits for its ack.
+    pub async fn publish_one(&self, event: Outgoing) -> Result<Published, PublishFailure> {
+        self.publish_all(vec![event]).await.pop().expect("publish_all answers every event")
     }
 }
 

@@ -43,8 +43,12 @@ pub enum AgencyError {
     UnknownCrosswalk(String, String),
     #[error("agency '{id}' already exists in {path}; choose another id")]
     Exists { id: String, path: PathBuf },
-    #[error("cannot read agencies file {path}: {message}")]
-    Read { path: PathBuf, message: String },
+    #[error("cannot read agencies file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot read agencies file {path}: {source}; fix its TOML (see `observatory agency add`)"
+    )]
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("cannot write agencies file {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -56,9 +60,9 @@ pub fn hash_token(token: &str) -> String {
 fn read_file(path: &Path) -> Result<AgenciesFile, AgencyError> {
     match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text)
-            .map_err(|e| AgencyError::Read { path: path.to_owned(), message: e.to_string() }),
+            .map_err(|source| AgencyError::Parse { path: path.to_owned(), source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgenciesFile::default()),
-        Err(e) => Err(AgencyError::Read { path: path.to_owned(), message: e.to_string() }),
+        Err(source) => Err(AgencyError::Read { path: path.to_owned(), source }),
     }
 }
 

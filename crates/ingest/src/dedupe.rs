@@ -87,20 +87,7 @@ impl DedupeIndex {
     /// Loads every revision from the headers of the incident events on the stream.
     pub async fn load_from_stream(&self, bus: &Bus) -> Result<u64, BusError> {
         let filter = "obs.incident.>";
-        let stream = bus.stream().await?;
-        let info = stream.info_with_subjects(filter).await.map_err(|e| BusError::Stream {
-            stream: bus.config().stream.clone(),
-            message: e.to_string(),
-        })?;
-        let mut subjects = info;
-        let mut total: u64 = 0;
-        while let Some(entry) = subjects.next().await {
-            let (_, count) = entry.map_err(|e| BusError::Stream {
-                stream: bus.config().stream.clone(),
-                message: e.to_string(),
-            })?;
-            total += count as u64;
-        }
+        let total = crate::replay::messages_on(bus, filter).await?;
         if total == 0 {
             return Ok(0);
         }

@@ -5,10 +5,15 @@
 mod agencies;
 mod api;
 mod dedupe;
+mod error;
 mod parse;
+mod replay;
 pub mod survey;
+mod upload;
 
 pub use agencies::{Agency, AgencyError, AgencyRegistry, add_agency, hash_token};
-pub use api::{IngestConfig, IngestState, IngestSummary, Rejection, router};
+pub use api::{IngestConfig, IngestState, router};
 pub use dedupe::DedupeIndex;
+pub use error::ApiError;
 pub use parse::{Format, ParsedRecord, parse_body};
+pub use upload::{IngestSummary, Rejection};

@@ -20,8 +20,7 @@ pub enum Format {
 
 impl Format {
     pub fn from_content_type(content_type: &str) -> Option<Format> {
-        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        match essence.as_str() {
+        match crate::upload::essence(content_type).as_str() {
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
                 Some(Format::Ndjson)
             }
