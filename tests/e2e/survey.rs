@@ -521,13 +521,8 @@ async fn publish_direct(
         .await
         .expect("connect");
     let envelope = event.envelope(source, chrono::Utc::now());
-    let outgoing = observatory_bus::Outgoing {
-        subject: envelope.subject(),
-        message_id: envelope.event_id.to_string(),
-        dedupe: event.dedupe_key(source).to_hex(),
-        revision: None,
-        payload: envelope.to_bytes().into(),
-    };
+    let outgoing =
+        observatory_bus::Outgoing::from_envelope(&envelope, event.dedupe_key(source), None);
     bus.publisher().publish_all(vec![outgoing]).await.pop().unwrap().expect("published").sequence
 }
 
