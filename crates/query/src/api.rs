@@ -131,10 +131,10 @@ impl CoverageQuery {
                 other => return Err(unknown(other)),
             }
         }
-        if let (Some(f), Some(t)) = (&query.from, &query.to) {
-            if f > t {
-                return Err(ApiError::bad_request(format!("from={f} is after to={t}")));
-            }
+        if let (Some(f), Some(t)) = (&query.from, &query.to)
+            && f > t
+        {
+            return Err(ApiError::bad_request(format!("from={f} is after to={t}")));
         }
         Ok(query)
     }

@@ -247,13 +247,12 @@ impl CountsEngine {
             manifest.files(&TableId::Counts).iter().map(|f| f.path.clone()).collect();
         let coverage_files: Vec<String> =
             manifest.files(&TableId::Coverage).iter().map(|f| f.path.clone()).collect();
-        if let Some(netted) = cached.as_ref() {
-            if netted.version == manifest.version
-                && netted.counts_files == counts_files
-                && netted.coverage_files == coverage_files
-            {
-                return Ok(netted.clone());
-            }
+        if let Some(netted) = cached.as_ref()
+            && netted.version == manifest.version
+            && netted.counts_files == counts_files
+            && netted.coverage_files == coverage_files
+        {
+            return Ok(netted.clone());
         }
         let previous = cached
             .take()

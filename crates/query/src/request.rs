@@ -281,10 +281,10 @@ impl CountsRequest {
                 }
             }
         }
-        if let (Some(from), Some(to)) = (&request.from, &request.to) {
-            if from > to {
-                return bad(format!("from={from} is after to={to}"));
-            }
+        if let (Some(from), Some(to)) = (&request.from, &request.to)
+            && from > to
+        {
+            return bad(format!("from={from} is after to={to}"));
         }
         Ok(request)
     }
