@@ -1,3 +1,6 @@
+//! The HTTP face of the incident counts: `/v1/incidents/counts`, `/v1/coverage` and the
+//! reference data, each answer saying the stream sequence it reflects.
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +12,9 @@ use axum::{Json, Router};
 use polars::prelude::{AnyValue, DataFrame};
 use serde_json::{Map, Value, json};
 
-use crate::counts::{CountsEngine, QueryError};
-use crate::request::{CountsRequest, Dimension, OutputFormat};
+use crate::counts::CountsEngine;
+use crate::error::ApiError;
+use crate::request::{CountsRequest, Dimension, OutputFormat, query_pairs};
 
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
@@ -71,77 +75,83 @@ async fn get_crosswalks() -> Json<Value> {
 async fn get_crosswalk(
     axum::extract::Path(name): axum::extract::Path<String>,
     RawQuery(raw): RawQuery,
-) -> Response {
+) -> Result<Response, ApiError> {
     let crosswalks = observatory_reference::Crosswalks::builtin();
     let version =
         query_pairs(raw.as_deref()).into_iter().find(|(k, _)| k == "version").map(|(_, v)| v);
-    let version = match version.map(|v| v.trim_start_matches('v').parse::<u32>()) {
-        Some(Ok(v)) => Some(v),
-        Some(Err(_)) => {
-            return error(StatusCode::BAD_REQUEST, "version must be a number, e.g. version=2");
+    let version = version
+        .map(|v| v.trim_start_matches('v').parse::<u32>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("version must be a number, e.g. version=2"))?;
+    let crosswalk = crosswalks
+        .resolve(&name, version)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    Ok(Json(crosswalk).into_response())
+}
+
+/// `from`, `to`, `source` and `format` of `/v1/coverage`, each checked as the counts
+/// parser checks them.
+struct CoverageQuery {
+    from: Option<String>,
+    to: Option<String>,
+    sources: Option<Vec<String>>,
+    format: OutputFormat,
+}
+
+impl CoverageQuery {
+    fn parse(pairs: &[(String, String)]) -> Result<CoverageQuery, ApiError> {
+        let unknown = |key: &str| {
+            ApiError::bad_request(format!(
+                "unknown parameter '{key}'; use from, to, source or format"
+            ))
+        };
+        let mut query =
+            CoverageQuery { from: None, to: None, sources: None, format: OutputFormat::Json };
+        let mut seen = std::collections::HashSet::new();
+        for (key, value) in pairs {
+            if !seen.insert(key.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "parameter '{key}' is given twice; give one comma-separated list"
+                )));
+            }
+            // The counts parser checks months, sources and formats the same way for both
+            // endpoints.
+            let parsed = match CountsRequest::parse(&[(key.clone(), value.clone())]) {
+                Ok(parsed) => parsed,
+                Err(e) if matches!(key.as_str(), "from" | "to" | "source" | "format") => {
+                    return Err(e.into());
+                }
+                Err(_) => return Err(unknown(key)),
+            };
+            match key.as_str() {
+                "from" => query.from = parsed.from,
+                "to" => query.to = parsed.to,
+                "source" => query.sources = parsed.filters.get(&Dimension::Source).cloned(),
+                "format" => query.format = parsed.format,
+                other => return Err(unknown(other)),
+            }
         }
-        None => None,
-    };
-    match crosswalks.resolve(&name, version) {
-        Ok(crosswalk) => Json(crosswalk).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
+        if let (Some(f), Some(t)) = (&query.from, &query.to)
+            && f > t
+        {
+            return Err(ApiError::bad_request(format!("from={f} is after to={t}")));
+        }
+        Ok(query)
     }
 }
 
 #[tracing::instrument(name = "coverage", skip_all)]
-async fn get_coverage(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuery) -> Response {
-    let mut from = None;
-    let mut to = None;
-    let mut sources: Option<Vec<String>> = None;
-    let mut format = OutputFormat::Json;
-    let pairs = query_pairs(raw.as_deref());
-    let mut seen = std::collections::HashSet::new();
-    for (key, value) in &pairs {
-        if !seen.insert(key.as_str()) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("parameter '{key}' is given twice; give one comma-separated list"),
-            );
-        }
-        // The counts parser checks months, sources and formats the same way for both endpoints.
-        let parsed = match CountsRequest::parse(&[(key.clone(), value.clone())]) {
-            Ok(parsed) => parsed,
-            Err(e) if matches!(key.as_str(), "from" | "to" | "source" | "format") => {
-                return error(StatusCode::BAD_REQUEST, e.0);
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown parameter '{key}'; use from, to, source or format"),
-                );
-            }
-        };
-        match key.as_str() {
-            "from" => from = parsed.from,
-            "to" => to = parsed.to,
-            "source" => sources = parsed.filters.get(&Dimension::Source).cloned(),
-            "format" => format = parsed.format,
-            other => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown parameter '{other}'; use from, to, source or format"),
-                );
-            }
-        }
-    }
-    if let (Some(f), Some(t)) = (&from, &to) {
-        if f > t {
-            return error(StatusCode::BAD_REQUEST, format!("from={f} is after to={t}"));
-        }
-    }
-    let (as_of, rows) =
-        match state.engine.coverage(from.as_deref(), to.as_deref(), sources.as_deref()).await {
-            Ok(answer) => answer,
-            Err(e) if e.is_bad_request() => return error(StatusCode::BAD_REQUEST, e.to_string()),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        };
+async fn get_coverage(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = CoverageQuery::parse(&query_pairs(raw.as_deref()))?;
+    let (as_of, rows) = state
+        .engine
+        .coverage(query.from.as_deref(), query.to.as_deref(), query.sources.as_deref())
+        .await?;
     let sequence = HeaderValue::from(as_of.sequence);
-    let mut response = match format {
+    let mut response = match query.format {
         OutputFormat::Json => Json(json!({"as_of": as_of, "coverage": rows})).into_response(),
         OutputFormat::Csv => {
             let mut out = String::from("source,month,status,closed_departements\n");
@@ -158,25 +168,22 @@ async fn get_coverage(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQu
                 out.push_str(&fields.iter().map(csv_field).collect::<Vec<_>>().join(","));
                 out.push('\n');
             }
-            let mut response = out.into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
-            response
+            csv_response(out)
         }
     };
-    response.headers_mut().insert("observatory-as-of-sequence", sequence);
+    response.headers_mut().insert(AS_OF_SEQUENCE, sequence);
+    Ok(response)
+}
+
+/// The header every answer carries: the stream sequence it reflects.
+const AS_OF_SEQUENCE: &str = "observatory-as-of-sequence";
+
+fn csv_response(body: String) -> Response {
+    let mut response = body.into_response();
     response
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into(), "status": status.as_u16()}))).into_response()
-}
-
-/// Query pairs in order, repeats kept, so the request parser can refuse a repeated parameter.
-fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|raw| url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    response
 }
 
 fn cell(value: AnyValue<'_>) -> Value {
@@ -236,24 +243,14 @@ pub const RATE_DEFINITION: &str = "count over rate_period (cumulative, not annua
      population of population_area (the départements the row counts) in population_year, times 100 000";
 
 #[tracing::instrument(name = "counts", skip_all, fields(query = raw.as_deref().unwrap_or("")))]
-async fn get_counts(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuery) -> Response {
-    let request = match CountsRequest::parse(&query_pairs(raw.as_deref())) {
-        Ok(request) => request,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
-    };
-    let answer = match state.engine.counts(&request, state.config.max_wait).await {
-        Ok(answer) => answer,
-        Err(e @ QueryError::NotYet { .. }) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-        }
-        Err(e) if e.is_bad_request() => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => {
-            tracing::error!(error = %e, "count query failed");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        }
-    };
+async fn get_counts(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let request = CountsRequest::parse(&query_pairs(raw.as_deref()))?;
+    let answer = state.engine.counts(&request, state.config.max_wait).await?;
     let as_of = HeaderValue::from(answer.as_of.sequence);
-    match request.format {
+    let mut response = match request.format {
         OutputFormat::Json => {
             let mut body = json!({
                 "as_of": answer.as_of,
@@ -263,30 +260,10 @@ async fn get_counts(State(state): State<Arc<QueryState>>, RawQuery(raw): RawQuer
             if request.rate.is_some() {
                 body["rate"] = json!({"per": 100_000, "definition": RATE_DEFINITION});
             }
-            let mut response = Json(body).into_response();
-            response.headers_mut().insert("observatory-as-of-sequence", as_of);
-            response
+            Json(body).into_response()
         }
-        OutputFormat::Csv => {
-            let mut response = frame_csv(&answer.frame).into_response();
-            let headers = response.headers_mut();
-            headers
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
-            headers.insert("observatory-as-of-sequence", as_of);
-            response
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_decode_in_order() {
-        let pairs = query_pairs(Some("by=month%2Cdepartement&cyber=true&x=a+b&by=year"));
-        assert_eq!(pairs[0], ("by".into(), "month,departement".into()));
-        assert_eq!(pairs[2], ("x".into(), "a b".into()));
-        assert_eq!(pairs.len(), 4);
-    }
+        OutputFormat::Csv => csv_response(frame_csv(&answer.frame)),
+    };
+    response.headers_mut().insert(AS_OF_SEQUENCE, as_of);
+    Ok(response)
 }

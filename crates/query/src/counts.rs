@@ -5,27 +5,43 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeMap;
-
 use observatory_reference::Geography;
+use observatory_store::layout::{counts as stored, coverage as closures};
 use observatory_store::{DataFile, Manifest, Projection, StoreError, TableId};
 use polars::prelude::*;
 
 use crate::request::{CountsRequest, Dimension, Rate};
+use crate::serving::{AsOf, NotYet, ServingError, ServingManifest};
+
+/// The netting's own column: 1 where the cell's source has not closed its month and
+/// département (summed, it says whether a row is provisional).
+const OPEN: &str = "open";
+/// The answer's count field (the API's name; the stored column is [`stored::COUNT`]).
+const COUNT: &str = "count";
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("reading {path}: {message}")]
-    Read { path: String, message: String },
+    #[error("reading {path}: named by the manifest but missing")]
+    Missing { path: String },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: PolarsError,
+    },
     #[error("aggregation failed: {0}")]
-    Compute(String),
-    #[error(
-        "the projection has reached sequence {reached}, not the requested {wanted}, after waiting {waited:?}; \
-         the projector may be behind or stopped: retry later"
-    )]
-    NotYet { reached: u64, wanted: u64, waited: Duration },
+    Compute(#[from] PolarsError),
+    /// The blocking task computing an answer panicked or was cancelled.
+    #[error("aggregation failed: {task} task failed: {source}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    NotYet(#[from] NotYet),
     /// Counts of different units (offences, victims, reports) are never added together.
     #[error(
         "the selected counts mix units ({0}): an offence, a victim and a report are not the same thing; \
@@ -58,21 +74,13 @@ impl QueryError {
     }
 }
 
-impl From<PolarsError> for QueryError {
-    fn from(error: PolarsError) -> Self {
-        QueryError::Compute(error.to_string())
+impl From<ServingError> for QueryError {
+    fn from(error: ServingError) -> Self {
+        match error {
+            ServingError::Store(e) => QueryError::Store(e),
+            ServingError::NotYet(e) => QueryError::NotYet(e),
+        }
     }
-}
-
-/// What an answer reflects.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AsOf {
-    /// Stream sequence of the manifest: every event up to it is counted, none after.
-    pub sequence: u64,
-    pub version: u32,
-    pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Reference data the projection was computed with (ICCS, crosswalk versions).
-    pub reference: BTreeMap<String, String>,
 }
 
 pub struct CountsAnswer {
@@ -83,11 +91,10 @@ pub struct CountsAnswer {
 
 /// Reads committed manifests and serves counts from the cells they add up to.
 pub struct CountsEngine {
-    projection: Projection,
+    serving: ServingManifest,
     /// The serving manifest's counts netted per cell; rebuilt (or extended) when the manifest
     /// changes, then shared by every request on that manifest.
     netted: tokio::sync::Mutex<Option<Arc<Netted>>>,
-    poll_interval: Duration,
 }
 
 /// Every counts file of one manifest summed per cell, zero cells dropped, with an `open`
@@ -204,9 +211,8 @@ impl Context {
 impl CountsEngine {
     pub fn new(projection: Projection) -> CountsEngine {
         CountsEngine {
-            projection,
+            serving: ServingManifest::new(projection),
             netted: tokio::sync::Mutex::new(None),
-            poll_interval: Duration::from_millis(20),
         }
     }
 
@@ -216,35 +222,20 @@ impl CountsEngine {
         min_sequence: Option<u64>,
         wait: Duration,
     ) -> Result<Option<Manifest>, QueryError> {
-        let started = Instant::now();
-        loop {
-            let manifest = self.projection.serving_manifest().await?;
-            let reached = manifest.as_ref().map_or(0, |m| m.last_sequence);
-            match min_sequence {
-                Some(wanted) if reached < wanted => {
-                    if started.elapsed() >= wait {
-                        return Err(QueryError::NotYet {
-                            reached,
-                            wanted,
-                            waited: started.elapsed(),
-                        });
-                    }
-                    tokio::time::sleep(self.poll_interval).await;
-                }
-                _ => return Ok(manifest),
-            }
-        }
+        Ok(self.serving.wait_for(min_sequence, wait).await?)
     }
 
     async fn load(&self, version: u32, file: &DataFile) -> Result<DataFrame, QueryError> {
-        let path = self.projection.object_path(version, &file.path);
-        let bytes = self.projection.store().get(&path).await?.ok_or_else(|| QueryError::Read {
-            path: path.to_string(),
-            message: "named by the manifest but missing".into(),
-        })?;
+        let projection = self.serving.projection();
+        let path = projection.object_path(version, &file.path);
+        let bytes = projection
+            .store()
+            .get(&path)
+            .await?
+            .ok_or_else(|| QueryError::Missing { path: path.to_string() })?;
         ParquetReader::new(std::io::Cursor::new(bytes))
             .finish()
-            .map_err(|e| QueryError::Read { path: path.to_string(), message: e.to_string() })
+            .map_err(|source| QueryError::Read { path: path.to_string(), source })
     }
 
     /// The netted counts of `manifest`: the cached ones when they match it, extended by the
@@ -256,13 +247,12 @@ impl CountsEngine {
             manifest.files(&TableId::Counts).iter().map(|f| f.path.clone()).collect();
         let coverage_files: Vec<String> =
             manifest.files(&TableId::Coverage).iter().map(|f| f.path.clone()).collect();
-        if let Some(netted) = cached.as_ref() {
-            if netted.version == manifest.version
-                && netted.counts_files == counts_files
-                && netted.coverage_files == coverage_files
-            {
-                return Ok(netted.clone());
-            }
+        if let Some(netted) = cached.as_ref()
+            && netted.version == manifest.version
+            && netted.counts_files == counts_files
+            && netted.coverage_files == coverage_files
+        {
+            return Ok(netted.clone());
         }
         let previous = cached
             .take()
@@ -279,8 +269,7 @@ impl CountsEngine {
         };
         let mut frames = Vec::new();
         if let Some(netted) = &previous {
-            frames
-                .push(netted.frame.clone().lazy().select([all().exclude_cols(["open"]).as_expr()]));
+            frames.push(netted.frame.clone().lazy().select([all().exclude_cols([OPEN]).as_expr()]));
         }
         for file in manifest.files(&TableId::Counts) {
             if previous.as_ref().is_some_and(|n| n.counts_files.contains(&file.path)) {
@@ -298,7 +287,7 @@ impl CountsEngine {
                 Ok((frame, Arc::new(coded), Arc::new(data_months)))
             })
             .await
-            .map_err(|e| QueryError::Compute(format!("netting task failed: {e}")))??;
+            .map_err(|source| QueryError::Task { task: "netting", source })??;
         tracing::debug!(
             version = manifest.version,
             sequence = manifest.last_sequence,
@@ -330,8 +319,8 @@ impl CountsEngine {
         sources: Option<&[String]>,
     ) -> Result<(AsOf, Vec<serde_json::Value>), QueryError> {
         // One manifest for both: the data months and the closures must describe the same state.
-        let manifest = self.projection.serving_manifest().await?;
-        let as_of = as_of(manifest.as_ref());
+        let manifest = self.serving.current().await?;
+        let as_of = self.serving.as_of(manifest.as_ref());
         let context = self.snapshot(manifest.as_ref()).await?.context();
         let mut all_sources = context.sources();
         if let Some(wanted) = sources {
@@ -398,14 +387,14 @@ impl CountsEngine {
         manifest: Option<&Manifest>,
         request: &CountsRequest,
     ) -> Result<CountsAnswer, QueryError> {
-        let as_of = as_of(manifest);
+        let as_of = self.serving.as_of(manifest);
         let context = self.snapshot(manifest).await?.context();
         context.check_sources(request, as_of.sequence)?;
         // Polars computes on its own threads and blocks: keep it off the async workers.
         let request = request.clone();
         let frame = tokio::task::spawn_blocking(move || aggregate(&context, &request))
             .await
-            .map_err(|e| QueryError::Compute(format!("aggregation task failed: {e}")))??;
+            .map_err(|source| QueryError::Task { task: "aggregation", source })??;
         Ok(CountsAnswer { as_of, frame })
     }
 }
@@ -413,21 +402,15 @@ impl CountsEngine {
 /// The most rows `/v1/coverage` answers at once (about 80 years of 100 sources).
 pub const MAX_COVERAGE_ROWS: u64 = 100_000;
 
-fn as_of(manifest: Option<&Manifest>) -> AsOf {
-    AsOf {
-        sequence: manifest.map_or(0, |m| m.last_sequence),
-        version: manifest.map_or(0, |m| m.version),
-        committed_at: manifest.map(|m| m.committed_at),
-        reference: manifest.map(|m| m.reference.clone()).unwrap_or_default(),
-    }
-}
-
 /// Every (source, month) that has a live cell.
 fn data_months(cells: &DataFrame) -> Result<HashSet<(String, String)>, QueryError> {
-    let pairs =
-        cells.select(["source", "month"])?.unique_stable(None, UniqueKeepStrategy::First, None)?;
-    let source = pairs.column("source")?.str()?;
-    let month = pairs.column("month")?.str()?;
+    let pairs = cells.select([stored::SOURCE, stored::MONTH])?.unique_stable(
+        None,
+        UniqueKeepStrategy::First,
+        None,
+    )?;
+    let source = pairs.column(stored::SOURCE)?.str()?;
+    let month = pairs.column(stored::MONTH)?.str()?;
     Ok(source
         .iter()
         .zip(month.iter())
@@ -457,21 +440,21 @@ fn empty_counts() -> LazyFrame {
     let text = |name: &str| Column::new(name.into(), Vec::<String>::new());
     let optional = |name: &str| Column::new(name.into(), Vec::<Option<String>>::new());
     let columns: Vec<Column> = vec![
-        Column::new("year".into(), Vec::<i32>::new()),
-        text("month"),
-        optional("departement"),
-        text("iccs"),
-        Column::new("cyber".into(), Vec::<bool>::new()),
-        text("victim_type"),
-        text("channel"),
-        text("source"),
-        text("unit"),
-        text("iccs_section"),
-        optional("iccs_division"),
-        optional("iccs_group"),
-        optional("region"),
-        Column::new("count".into(), Vec::<i64>::new()),
-        Column::new("loss_cents".into(), Vec::<i64>::new()),
+        Column::new(stored::YEAR.into(), Vec::<i32>::new()),
+        text(stored::MONTH),
+        optional(stored::DEPARTEMENT),
+        text(stored::ICCS),
+        Column::new(stored::CYBER.into(), Vec::<bool>::new()),
+        text(stored::VICTIM_TYPE),
+        text(stored::CHANNEL),
+        text(stored::SOURCE),
+        text(stored::UNIT),
+        text(stored::ICCS_SECTION),
+        optional(stored::ICCS_DIVISION),
+        optional(stored::ICCS_GROUP),
+        optional(stored::REGION),
+        Column::new(stored::COUNT.into(), Vec::<i64>::new()),
+        Column::new(stored::LOSS_CENTS.into(), Vec::<i64>::new()),
     ];
     DataFrame::new_infer_height(columns).expect("valid empty frame").lazy()
 }
@@ -485,9 +468,9 @@ pub struct Coverage {
 
 impl Coverage {
     fn add(&mut self, frame: &DataFrame) -> Result<(), QueryError> {
-        let source = frame.column("source")?.str()?;
-        let month = frame.column("month")?.str()?;
-        let departement = frame.column("departement")?.str()?;
+        let source = frame.column(closures::SOURCE)?.str()?;
+        let month = frame.column(closures::MONTH)?.str()?;
+        let departement = frame.column(closures::DEPARTEMENT)?.str()?;
         for i in 0..frame.height() {
             let (Some(s), Some(m)) = (source.get(i), month.get(i)) else { continue };
             let entry = self
@@ -535,9 +518,9 @@ impl Coverage {
 
 /// Marks rows whose (source, month, département) the source has not closed yet.
 fn open_flags(frame: &DataFrame, coverage: &Coverage) -> Result<Column, QueryError> {
-    let source = frame.column("source")?.str()?;
-    let month = frame.column("month")?.str()?;
-    let departement = frame.column("departement")?.str()?;
+    let source = frame.column(stored::SOURCE)?.str()?;
+    let month = frame.column(stored::MONTH)?.str()?;
+    let departement = frame.column(stored::DEPARTEMENT)?.str()?;
     let open: Vec<i64> = (0..frame.height())
         .map(|i| {
             let closed = match (source.get(i), month.get(i)) {
@@ -547,37 +530,23 @@ fn open_flags(frame: &DataFrame, coverage: &Coverage) -> Result<Column, QueryErr
             i64::from(!closed)
         })
         .collect();
-    Ok(Column::new("open".into(), open))
+    Ok(Column::new(OPEN.into(), open))
 }
-
-/// The dimensions of a cell: every column of the counts table but the two measures.
-const CELL_COLUMNS: [&str; 13] = [
-    "year",
-    "month",
-    "departement",
-    "iccs",
-    "cyber",
-    "victim_type",
-    "channel",
-    "source",
-    "unit",
-    "iccs_section",
-    "iccs_division",
-    "iccs_group",
-    "region",
-];
 
 /// Sums counts files (and a previous netted table) per cell, drops cells that net to
 /// nothing, and flags the cells not yet closed. Pure over its inputs.
 pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, QueryError> {
     let frame =
         if frames.is_empty() { empty_counts() } else { concat(frames, UnionArgs::default())? };
-    let keys: Vec<Expr> = CELL_COLUMNS.iter().map(|c| col(*c)).collect();
+    let keys: Vec<Expr> = stored::DIMENSIONS.iter().map(|c| col(*c)).collect();
     let mut cells = frame
         .group_by(keys)
-        .agg([col("count").sum().alias("count"), col("loss_cents").sum().alias("loss_cents")])
+        .agg([
+            col(stored::COUNT).sum().alias(stored::COUNT),
+            col(stored::LOSS_CENTS).sum().alias(stored::LOSS_CENTS),
+        ])
         // An amendment that only changes the loss leaves a count of 0: keep it.
-        .filter(col("count").neq(lit(0i64)).or(col("loss_cents").neq(lit(0i64))))
+        .filter(col(stored::COUNT).neq(lit(0i64)).or(col(stored::LOSS_CENTS).neq(lit(0i64))))
         .collect()?;
     check_losses(&cells)?;
     let open = open_flags(&cells, coverage)?;
@@ -590,7 +559,7 @@ pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, Que
 /// request's sum could reach), mean a total that did not fit.
 fn check_losses(cells: &DataFrame) -> Result<(), QueryError> {
     let mut total: i128 = 0;
-    for loss in cells.column("loss_cents")?.i64()?.iter().flatten() {
+    for loss in cells.column(stored::LOSS_CENTS)?.i64()?.iter().flatten() {
         if loss < 0 {
             return Err(QueryError::LossOverflow(format!("a cell totals {loss} cents")));
         }
@@ -602,66 +571,59 @@ fn check_losses(cells: &DataFrame) -> Result<(), QueryError> {
     Ok(())
 }
 
-/// Text dimensions of a cell, coded for requests.
-const TEXT_COLUMNS: [&str; 11] = [
-    "month",
-    "departement",
-    "iccs",
-    "victim_type",
-    "channel",
-    "source",
-    "unit",
-    "iccs_section",
-    "iccs_division",
-    "iccs_group",
-    "region",
-];
-
 /// Netted cells with every text dimension dictionary-encoded: sorted distinct values, and per
 /// cell the index of its value. Requests filter and group on small integers; sorted
 /// dictionaries keep order (an ICCS subtree or a month range is a range of codes), so only
 /// the few result rows are decoded back to text.
 pub struct Coded {
     frame: DataFrame,
-    dictionaries: HashMap<&'static str, Vec<String>>,
+    dictionaries: HashMap<Dimension, Vec<String>>,
 }
 
 impl Coded {
+    /// Codes the netted cells: columns named by their [`Dimension`] (the request's names) from
+    /// here on, the stored names stay behind.
     pub fn encode(cells: &DataFrame) -> Result<Coded, QueryError> {
         let mut columns: Vec<Column> = Vec::new();
         let mut dictionaries = HashMap::new();
-        for name in TEXT_COLUMNS {
-            let text = cells.column(name)?.str()?;
+        for dimension in Dimension::ALL {
+            let stored = cells.column(dimension.column())?;
+            if matches!(dimension, Dimension::Year | Dimension::Cyber) {
+                columns.push(stored.clone().with_name(dimension.name().into()));
+                continue;
+            }
+            let text = stored.str()?;
             let mut values: Vec<&str> =
                 text.iter().flatten().collect::<HashSet<_>>().into_iter().collect();
             values.sort_unstable();
             let index: HashMap<&str, u32> =
                 values.iter().enumerate().map(|(i, v)| (*v, i as u32)).collect();
             let codes: Vec<Option<u32>> = text.iter().map(|v| v.map(|v| index[v])).collect();
-            columns.push(Column::new(name.into(), codes));
-            dictionaries.insert(name, values.into_iter().map(str::to_owned).collect());
+            columns.push(Column::new(dimension.name().into(), codes));
+            dictionaries.insert(dimension, values.into_iter().map(str::to_owned).collect());
         }
-        for name in ["year", "cyber", "count", "loss_cents", "open"] {
+        for name in [stored::COUNT, stored::LOSS_CENTS, OPEN] {
             columns.push(cells.column(name)?.clone());
         }
         Ok(Coded { frame: DataFrame::new_infer_height(columns)?, dictionaries })
     }
 
-    fn dictionary(&self, name: &str) -> Option<&Vec<String>> {
-        self.dictionaries.get(name)
+    fn dictionary(&self, dimension: Dimension) -> Option<&Vec<String>> {
+        self.dictionaries.get(&dimension)
     }
 
     /// Codes of the values in `[low, high)` of a text dimension (its dictionary is sorted).
-    fn code_range(&self, name: &str, low: &str, high: &str) -> (u32, u32) {
-        let values = self.dictionary(name).map(Vec::as_slice).unwrap_or_default();
+    fn code_range(&self, dimension: Dimension, low: &str, high: &str) -> (u32, u32) {
+        let values = self.dictionary(dimension).map(Vec::as_slice).unwrap_or_default();
         let start = values.partition_point(|v| v.as_str() < low);
         let end = values.partition_point(|v| v.as_str() < high);
         (start as u32, end as u32)
     }
 
     /// A code column of a result back to text.
-    fn decode(&self, frame: &mut DataFrame, name: &str) -> Result<(), QueryError> {
-        let Some(values) = self.dictionary(name) else { return Ok(()) };
+    fn decode(&self, frame: &mut DataFrame, dimension: Dimension) -> Result<(), QueryError> {
+        let Some(values) = self.dictionary(dimension) else { return Ok(()) };
+        let name = dimension.name();
         let text: Vec<Option<&str>> = frame
             .column(name)?
             .u32()?
@@ -685,13 +647,15 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
     let mut frame = coded.frame.clone().lazy();
     // Months are "YYYY-MM" and their dictionary is sorted: a range of months is a range of codes.
     if request.from.is_some() || request.to.is_some() {
-        let (low, _) = coded.code_range("month", request.from.as_deref().unwrap_or(""), "");
+        let (low, _) =
+            coded.code_range(Dimension::Month, request.from.as_deref().unwrap_or(""), "");
         let (_, high) = coded.code_range(
-            "month",
+            Dimension::Month,
             "",
             &format!("{}\u{7f}", request.to.as_deref().unwrap_or("\u{7f}")),
         );
-        frame = frame.filter(col("month").gt_eq(lit(low)).and(col("month").lt(lit(high))));
+        let month = || col(Dimension::Month.name());
+        frame = frame.filter(month().gt_eq(lit(low)).and(month().lt(lit(high))));
     }
     for (dimension, values) in &request.filters {
         let name = dimension.name();
@@ -701,7 +665,7 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
                 let mut upper = v.as_bytes().to_vec();
                 *upper.last_mut().expect("non-empty") += 1;
                 let upper = String::from_utf8(upper).expect("ascii");
-                let (low, high) = coded.code_range(name, v, &upper);
+                let (low, high) = coded.code_range(Dimension::Iccs, v, &upper);
                 c.clone().gt_eq(lit(low)).and(c.lt(lit(high)))
             }),
             Dimension::Cyber => any_of(name, values, |c, v| c.eq(lit(v == "true"))),
@@ -710,7 +674,7 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
             }
             _ => any_of(name, values, |c, v| {
                 match coded
-                    .dictionary(name)
+                    .dictionary(*dimension)
                     .and_then(|d| d.binary_search_by(|x| x.as_str().cmp(v)).ok())
                 {
                     Some(code) => c.eq(lit(code as u32)),
@@ -725,12 +689,12 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
     let by_unit = request.by.contains(&Dimension::Unit);
     let mut keys: Vec<Expr> = request.by.iter().map(|d| col(d.name())).collect();
     if !by_unit {
-        keys.push(col("unit"));
+        keys.push(col(Dimension::Unit.name()));
     }
     let sums = [
-        col("count").sum().alias("count"),
-        col("loss_cents").sum().alias("loss_cents"),
-        col("open").sum().alias("open"),
+        col(stored::COUNT).sum().alias(COUNT),
+        col(stored::LOSS_CENTS).sum().alias(stored::LOSS_CENTS),
+        col(OPEN).sum().alias(OPEN),
     ];
     // What an ungrouped rate covers in time when from/to leave it open: the months with data.
     let time_grouped =
@@ -738,20 +702,23 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
     let data_span = if request.rate.is_some() && !time_grouped {
         let span = frame
             .clone()
-            .select([col("month").min().alias("first"), col("month").max().alias("last")])
+            .select([
+                col(Dimension::Month.name()).min().alias("first"),
+                col(Dimension::Month.name()).max().alias("last"),
+            ])
             .collect()?;
         let code = |name: &str| -> Result<Option<String>, QueryError> {
             let code = span.column(name)?.u32()?.get(0);
-            Ok(code.and_then(|c| coded.dictionary("month").map(|d| d[c as usize].clone())))
+            Ok(code.and_then(|c| coded.dictionary(Dimension::Month).map(|d| d[c as usize].clone())))
         };
         code("first")?.zip(code("last")?)
     } else {
         None
     };
     let mut result = frame.group_by(keys).agg(sums).collect()?;
-    coded.decode(&mut result, "unit")?;
+    coded.decode(&mut result, Dimension::Unit)?;
     let mut units: Vec<String> =
-        result.column("unit")?.str()?.iter().flatten().map(str::to_owned).collect();
+        result.column(Dimension::Unit.name())?.str()?.iter().flatten().map(str::to_owned).collect();
     units.sort();
     units.dedup();
     if units.len() > 1 && !by_unit {
@@ -762,9 +729,9 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
         // spans; otherwise nothing was reported, which is not zero: provisional.
         let open = i64::from(!zero_is_final(context, request));
         result = DataFrame::new_infer_height(vec![
-            Column::new("count".into(), vec![0i64]),
-            Column::new("loss_cents".into(), vec![0i64]),
-            Column::new("open".into(), vec![open]),
+            Column::new(COUNT.into(), vec![0i64]),
+            Column::new(stored::LOSS_CENTS.into(), vec![0i64]),
+            Column::new(OPEN.into(), vec![open]),
         ])?;
     }
     if !request.by.is_empty() {
@@ -774,12 +741,12 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
         // Codes sort as their text does (sorted dictionaries), units aside (already text).
         result = result
             .lazy()
-            .filter(col("count").neq(lit(0i64)))
+            .filter(col(COUNT).neq(lit(0i64)))
             .sort(by_names, SortMultipleOptions::default().with_nulls_last(true))
             .collect()?;
         for dimension in &request.by {
             if *dimension != Dimension::Unit {
-                coded.decode(&mut result, dimension.name())?;
+                coded.decode(&mut result, *dimension)?;
             }
         }
     }
@@ -790,21 +757,25 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
             .first()
             .cloned()
             .or_else(|| request.filters.get(&Dimension::Unit).and_then(|u| u.first().cloned()));
-        result.with_column(Column::new("unit".into(), vec![unit; height]))?;
+        result.with_column(Column::new(Dimension::Unit.name().into(), vec![unit; height]))?;
     }
     // Euros from exact integer cents with one correctly rounded division, so 1234.56 prints
     // as 1234.56 and not as the sum of binary fractions.
-    let euros: Float64Chunked =
-        result.column("loss_cents")?.i64()?.iter().map(|c| c.map(|c| c as f64 / 100.0)).collect();
+    let euros: Float64Chunked = result
+        .column(stored::LOSS_CENTS)?
+        .i64()?
+        .iter()
+        .map(|c| c.map(|c| c as f64 / 100.0))
+        .collect();
     result.with_column(euros.into_series().with_name("loss_eur".into()).into_column())?;
     let provisional: Vec<bool> =
-        result.column("open")?.i64()?.iter().map(|open| open.unwrap_or(0) > 0).collect();
+        result.column(OPEN)?.i64()?.iter().map(|open| open.unwrap_or(0) > 0).collect();
     result.with_column(Column::new("provisional".into(), provisional))?;
     let mut order: Vec<&str> = request.by.iter().map(|d| d.name()).collect();
     if !request.by.contains(&Dimension::Unit) {
-        order.push("unit");
+        order.push(Dimension::Unit.name());
     }
-    order.extend(["count", "loss_eur", "provisional"]);
+    order.extend([COUNT, "loss_eur", "provisional"]);
     let mut result = result.select(order)?;
     if request.rate == Some(Rate::Per100k) {
         add_rates(&mut result, request, data_span)?;
@@ -875,10 +846,14 @@ fn row_period(
     i: usize,
 ) -> Result<Option<(String, String)>, QueryError> {
     if request.by.contains(&Dimension::Month) {
-        return Ok(result.column("month")?.str()?.get(i).map(|m| (m.to_owned(), m.to_owned())));
+        return Ok(result
+            .column(Dimension::Month.name())?
+            .str()?
+            .get(i)
+            .map(|m| (m.to_owned(), m.to_owned())));
     }
     if request.by.contains(&Dimension::Year) {
-        return Ok(result.column("year")?.i32()?.get(i).map(|y| {
+        return Ok(result.column(Dimension::Year.name())?.i32()?.get(i).map(|y| {
             let first = format!("{y:04}-01").max(request.from.clone().unwrap_or_default());
             let last = format!("{y:04}-12");
             let last = request.to.clone().map_or(last.clone(), |to| to.min(last));
@@ -947,12 +922,12 @@ fn add_rates(
     let mut areas: Vec<Option<String>> = Vec::with_capacity(height);
     let mut periods: Vec<Option<String>> = Vec::with_capacity(height);
     let departements = if request.by.contains(&Dimension::Departement) {
-        Some(result.column("departement")?.str()?.clone())
+        Some(result.column(Dimension::Departement.name())?.str()?.clone())
     } else {
         None
     };
     let regions = if request.by.contains(&Dimension::Region) {
-        Some(result.column("region")?.str()?.clone())
+        Some(result.column(Dimension::Region.name())?.str()?.clone())
     } else {
         None
     };
@@ -977,7 +952,7 @@ fn add_rates(
         areas.push(figure.map(|_| label));
         periods.push(period.map(|(first, last)| format!("{first}/{last}")));
     }
-    let counts = result.column("count")?.i64()?.clone();
+    let counts = result.column(COUNT)?.i64()?.clone();
     let rates: Vec<Option<f64>> = (0..height)
         .map(|i| match (counts.get(i), population[i]) {
             (Some(count), Some(pop)) if pop > 0 => Some(count as f64 * 100_000.0 / pop as f64),
@@ -993,175 +968,4 @@ fn add_rates(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One counts row: (month, département, iccs, source, unit, count, loss in cents).
-    type Row<'a> = (&'a str, Option<&'a str>, &'a str, &'a str, &'a str, i64, i64);
-
-    fn counts_file(rows: &[Row]) -> LazyFrame {
-        let geography = Geography::france();
-        let text = |name: &str, f: &dyn Fn(&Row) -> String| {
-            Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
-        };
-        let optional = |name: &str, f: &dyn Fn(&Row) -> Option<String>| {
-            Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
-        };
-        DataFrame::new_infer_height(vec![
-            Column::new(
-                "year".into(),
-                rows.iter().map(|r| r.0[..4].parse::<i32>().unwrap()).collect::<Vec<_>>(),
-            ),
-            text("month", &|r| r.0.to_owned()),
-            optional("departement", &|r| r.1.map(str::to_owned)),
-            text("iccs", &|r| r.2.to_owned()),
-            Column::new("cyber".into(), vec![true; rows.len()]),
-            text("victim_type", &|_| "individual".to_owned()),
-            text("channel", &|_| "email".to_owned()),
-            text("source", &|r| r.3.to_owned()),
-            text("unit", &|r| r.4.to_owned()),
-            text("iccs_section", &|r| r.2[..2].to_owned()),
-            optional("iccs_division", &|r| r.2.get(..4).map(str::to_owned)),
-            optional("iccs_group", &|r| r.2.get(..5).map(str::to_owned)),
-            optional("region", &|r| {
-                r.1.and_then(|d| geography.region_of(d)).map(|g| g.code.clone())
-            }),
-            Column::new("count".into(), rows.iter().map(|r| r.5).collect::<Vec<_>>()),
-            Column::new("loss_cents".into(), rows.iter().map(|r| r.6).collect::<Vec<_>>()),
-        ])
-        .unwrap()
-        .lazy()
-    }
-
-    fn context(rows: &[Row], coverage: Coverage) -> Context {
-        let frame = net(vec![counts_file(rows)], &coverage).unwrap();
-        Context {
-            coded: Arc::new(Coded::encode(&frame).unwrap()),
-            data_months: Arc::new(data_months(&frame).unwrap()),
-            coverage: Arc::new(coverage),
-        }
-    }
-
-    fn request(query: &[(&str, &str)]) -> CountsRequest {
-        CountsRequest::parse(
-            &query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>(),
-        )
-        .unwrap()
-    }
-
-    fn closed(source: &str, month: &str) -> DataFrame {
-        df!("source" => [source], "month" => [month], "departement" => [None::<&str>]).unwrap()
-    }
-
-    const ROWS: &[Row] = &[
-        ("2024-01", Some("75"), "0701", "pn", "offence", 3, 1_000),
-        ("2024-02", Some("92"), "0701", "pn", "offence", 1, 0),
-        ("2024-02", Some("13"), "09031", "gn", "offence", 2, 250),
-        ("2024-02", Some("75"), "0701", "pharos", "report", 4, 0),
-        // An amendment moved one incident from 92 to 75: the deltas net out.
-        ("2024-02", Some("92"), "0701", "pn", "offence", -1, 0),
-        ("2024-02", Some("75"), "0701", "pn", "offence", 1, 0),
-    ];
-
-    #[test]
-    fn deltas_net_per_cell_and_units_are_never_added() {
-        let context = context(ROWS, Coverage::default());
-        let frame =
-            aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")])).unwrap();
-        let rows = crate::api::frame_rows(&frame);
-        let counts: Vec<(String, i64)> = rows
-            .iter()
-            .map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap()))
-            .collect();
-        assert_eq!(counts, [("13".to_owned(), 2), ("75".to_owned(), 4)]);
-        assert!(matches!(aggregate(&context, &request(&[])), Err(QueryError::MixedUnits(_))));
-        let by_unit = aggregate(&context, &request(&[("by", "unit")])).unwrap();
-        assert_eq!(by_unit.height(), 2);
-    }
-
-    #[test]
-    fn the_rate_of_a_row_is_over_what_the_row_counts() {
-        let context = context(ROWS, Coverage::default());
-        let geography = Geography::france();
-        let frame = aggregate(
-            &context,
-            &request(&[
-                ("by", "region"),
-                ("departement", "75,75"),
-                ("unit", "offence"),
-                ("rate", "per100k"),
-                ("from", "2024"),
-            ]),
-        )
-        .unwrap();
-        let row = &crate::api::frame_rows(&frame)[0];
-        let paris = geography.population("75", 2024).unwrap();
-        assert_eq!(row["population"].as_u64(), Some(paris.0), "{row:?}");
-        assert_eq!(row["population_area"], "departement 75");
-        // `to` left open: up to the last month with data.
-        assert_eq!(row["rate_period"], "2024-01/2024-02");
-        assert_eq!(row["rate_per_100k"].as_f64(), Some(4.0 * 100_000.0 / paris.0 as f64));
-        let frame =
-            aggregate(&context, &request(&[("unit", "offence"), ("rate", "per100k")])).unwrap();
-        let row = &crate::api::frame_rows(&frame)[0];
-        assert_eq!(
-            (row["population_area"].as_str(), row["rate_period"].as_str()),
-            (Some("FR"), Some("2024-01/2024-02"))
-        );
-        assert_eq!(row["population"].as_u64(), geography.national_population(2024).map(|p| p.0));
-    }
-
-    #[test]
-    fn a_zero_is_final_only_where_every_source_closed_every_month() {
-        let mut coverage = Coverage::default();
-        for (source, month) in
-            [("pn", "2023-06"), ("gn", "2023-06"), ("pharos", "2023-06"), ("pn", "2023-07")]
-        {
-            coverage.add(&closed(source, month)).unwrap();
-        }
-        let context = context(ROWS, coverage);
-        let provisional = |query: &[(&str, &str)]| {
-            let frame = aggregate(&context, &request(query)).unwrap();
-            let row = &crate::api::frame_rows(&frame)[0];
-            assert_eq!(row["count"], 0, "{query:?}");
-            row["provisional"].as_bool().unwrap()
-        };
-        assert!(!provisional(&[("unit", "offence"), ("month", "2023-06")]));
-        assert!(
-            provisional(&[("unit", "offence"), ("month", "2023-07")]),
-            "gn and pharos did not close July"
-        );
-        assert!(!provisional(&[("unit", "offence"), ("month", "2023-07"), ("source", "pn")]));
-        assert!(provisional(&[("unit", "offence"), ("month", "2023-05")]));
-        assert!(provisional(&[
-            ("unit", "offence"),
-            ("from", "2023-06"),
-            ("to", "2023-07"),
-            ("iccs", "0903")
-        ]));
-    }
-
-    #[test]
-    fn loss_totals_that_do_not_fit_are_refused() {
-        let big = i64::MAX / 2 + 1;
-        let rows: &[Row] = &[
-            ("2024-01", Some("75"), "0701", "pn", "offence", 1, big),
-            ("2024-01", Some("92"), "0701", "pn", "offence", 1, big),
-        ];
-        assert!(matches!(
-            net(vec![counts_file(rows)], &Coverage::default()),
-            Err(QueryError::LossOverflow(_))
-        ));
-        let rows: &[Row] = &[("2024-01", Some("75"), "0701", "pn", "offence", 1, -5)];
-        assert!(matches!(
-            net(vec![counts_file(rows)], &Coverage::default()),
-            Err(QueryError::LossOverflow(_))
-        ));
-    }
-
-    #[test]
-    fn month_ranges_are_never_cut() {
-        assert_eq!(month_range("1900-01", "2100-12").len(), 201 * 12);
-        assert_eq!(month_range("2024-11", "2025-02"), ["2024-11", "2024-12", "2025-01", "2025-02"]);
-    }
-}
+mod tests;

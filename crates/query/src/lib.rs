@@ -3,9 +3,13 @@
 
 mod api;
 mod counts;
+mod error;
 mod request;
+mod serving;
 pub mod survey;
 
 pub use api::{QueryConfig, QueryState, frame_csv, frame_rows, router};
 pub use counts::{CountsAnswer, CountsEngine, QueryError};
-pub use request::{CountsRequest, Dimension, RequestError};
+pub use error::ApiError;
+pub use request::{CountsRequest, Dimension, RequestError, query_pairs};
+pub use serving::{AsOf, NotYet, ServingError, ServingManifest};

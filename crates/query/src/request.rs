@@ -59,6 +59,28 @@ impl Dimension {
         }
     }
 
+    /// The column of the stored counts table this dimension reads. The API name
+    /// ([`Dimension::name`]) is the client's; this one is the projector's, so a rename on
+    /// either side stays on that side.
+    pub fn column(self) -> &'static str {
+        use observatory_store::layout::counts;
+        match self {
+            Dimension::Year => counts::YEAR,
+            Dimension::Month => counts::MONTH,
+            Dimension::Departement => counts::DEPARTEMENT,
+            Dimension::Iccs => counts::ICCS,
+            Dimension::Cyber => counts::CYBER,
+            Dimension::VictimType => counts::VICTIM_TYPE,
+            Dimension::Channel => counts::CHANNEL,
+            Dimension::Source => counts::SOURCE,
+            Dimension::IccsSection => counts::ICCS_SECTION,
+            Dimension::IccsDivision => counts::ICCS_DIVISION,
+            Dimension::IccsGroup => counts::ICCS_GROUP,
+            Dimension::Region => counts::REGION,
+            Dimension::Unit => counts::UNIT,
+        }
+    }
+
     pub fn is_geography(self) -> bool {
         matches!(self, Dimension::Departement | Dimension::Region)
     }
@@ -116,6 +138,12 @@ impl Default for CountsRequest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct RequestError(pub String);
+
+/// Query pairs in order, repeats kept, so the parsers can refuse a repeated parameter.
+pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|raw| url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
 
 fn bad<T>(message: String) -> Result<T, RequestError> {
     Err(RequestError(message))
@@ -253,10 +281,10 @@ impl CountsRequest {
                 }
             }
         }
-        if let (Some(from), Some(to)) = (&request.from, &request.to) {
-            if from > to {
-                return bad(format!("from={from} is after to={to}"));
-            }
+        if let (Some(from), Some(to)) = (&request.from, &request.to)
+            && from > to
+        {
+            return bad(format!("from={from} is after to={to}"));
         }
         Ok(request)
     }
@@ -277,6 +305,14 @@ impl CountsRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_strings_decode_in_order() {
+        let pairs = query_pairs(Some("by=month%2Cdepartement&cyber=true&x=a+b&by=year"));
+        assert_eq!(pairs[0], ("by".into(), "month,departement".into()));
+        assert_eq!(pairs[2], ("x".into(), "a b".into()));
+        assert_eq!(pairs.len(), 4);
+    }
 
     fn parse(query: &[(&str, &str)]) -> Result<CountsRequest, RequestError> {
         CountsRequest::parse(

@@ -1,0 +1,421 @@
+//! Netting, coverage flags, filters and the incremental netting of [`super::CountsEngine`],
+//! on small frames in the counts schema (and Parquet files in a temporary store).
+
+use observatory_store::{ProjectionId, Store};
+use serde_json::{Map, Value};
+
+use super::*;
+
+/// One counts row: (month, département, iccs, source, unit, count, loss in cents).
+type Row<'a> = (&'a str, Option<&'a str>, &'a str, &'a str, &'a str, i64, i64);
+
+fn counts_file(rows: &[Row]) -> LazyFrame {
+    counts_frame(rows).lazy()
+}
+
+/// A counts file's content, in the schema the projector writes.
+fn counts_frame(rows: &[Row]) -> DataFrame {
+    let geography = Geography::france();
+    let text = |name: &str, f: &dyn Fn(&Row) -> String| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
+    let optional = |name: &str, f: &dyn Fn(&Row) -> Option<String>| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
+    DataFrame::new_infer_height(vec![
+        Column::new(
+            stored::YEAR.into(),
+            rows.iter().map(|r| r.0[..4].parse::<i32>().unwrap()).collect::<Vec<_>>(),
+        ),
+        text(stored::MONTH, &|r| r.0.to_owned()),
+        optional(stored::DEPARTEMENT, &|r| r.1.map(str::to_owned)),
+        text(stored::ICCS, &|r| r.2.to_owned()),
+        Column::new(stored::CYBER.into(), vec![true; rows.len()]),
+        text(stored::VICTIM_TYPE, &|_| "individual".to_owned()),
+        text(stored::CHANNEL, &|_| "email".to_owned()),
+        text(stored::SOURCE, &|r| r.3.to_owned()),
+        text(stored::UNIT, &|r| r.4.to_owned()),
+        text(stored::ICCS_SECTION, &|r| r.2[..2].to_owned()),
+        optional(stored::ICCS_DIVISION, &|r| r.2.get(..4).map(str::to_owned)),
+        optional(stored::ICCS_GROUP, &|r| r.2.get(..5).map(str::to_owned)),
+        optional(stored::REGION, &|r| {
+            r.1.and_then(|d| geography.region_of(d)).map(|g| g.code.clone())
+        }),
+        Column::new(stored::COUNT.into(), rows.iter().map(|r| r.5).collect::<Vec<_>>()),
+        Column::new(stored::LOSS_CENTS.into(), rows.iter().map(|r| r.6).collect::<Vec<_>>()),
+    ])
+    .unwrap()
+}
+
+fn context(rows: &[Row], coverage: Coverage) -> Context {
+    context_of(vec![counts_file(rows)], coverage)
+}
+
+/// What a request reads once `files` are netted under `coverage`.
+fn context_of(files: Vec<LazyFrame>, coverage: Coverage) -> Context {
+    let frame = net(files, &coverage).unwrap();
+    Context {
+        coded: Arc::new(Coded::encode(&frame).unwrap()),
+        data_months: Arc::new(data_months(&frame).unwrap()),
+        coverage: Arc::new(coverage),
+    }
+}
+
+fn request(query: &[(&str, &str)]) -> CountsRequest {
+    CountsRequest::parse(
+        &query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+fn closed(source: &str, month: &str) -> DataFrame {
+    coverage_file(&[(source, month, None)])
+}
+
+/// A coverage file: closed (source, month[, département]).
+fn coverage_file(rows: &[(&str, &str, Option<&str>)]) -> DataFrame {
+    df!(
+        closures::SOURCE => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        closures::MONTH => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        closures::DEPARTEMENT => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+const ROWS: &[Row] = &[
+    ("2024-01", Some("75"), "0701", "pn", "offence", 3, 1_000),
+    ("2024-02", Some("92"), "0701", "pn", "offence", 1, 0),
+    ("2024-02", Some("13"), "09031", "gn", "offence", 2, 250),
+    ("2024-02", Some("75"), "0701", "pharos", "report", 4, 0),
+    // An amendment moved one incident from 92 to 75: the deltas net out.
+    ("2024-02", Some("92"), "0701", "pn", "offence", -1, 0),
+    ("2024-02", Some("75"), "0701", "pn", "offence", 1, 0),
+];
+
+#[test]
+fn deltas_net_per_cell_and_units_are_never_added() {
+    let context = context(ROWS, Coverage::default());
+    let frame =
+        aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")])).unwrap();
+    let rows = crate::api::frame_rows(&frame);
+    let counts: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(counts, [("13".to_owned(), 2), ("75".to_owned(), 4)]);
+    assert!(matches!(aggregate(&context, &request(&[])), Err(QueryError::MixedUnits(_))));
+    let by_unit = aggregate(&context, &request(&[("by", "unit")])).unwrap();
+    assert_eq!(by_unit.height(), 2);
+}
+
+#[test]
+fn the_rate_of_a_row_is_over_what_the_row_counts() {
+    let context = context(ROWS, Coverage::default());
+    let geography = Geography::france();
+    let frame = aggregate(
+        &context,
+        &request(&[
+            ("by", "region"),
+            ("departement", "75,75"),
+            ("unit", "offence"),
+            ("rate", "per100k"),
+            ("from", "2024"),
+        ]),
+    )
+    .unwrap();
+    let row = &crate::api::frame_rows(&frame)[0];
+    let paris = geography.population("75", 2024).unwrap();
+    assert_eq!(row["population"].as_u64(), Some(paris.0), "{row:?}");
+    assert_eq!(row["population_area"], "departement 75");
+    // `to` left open: up to the last month with data.
+    assert_eq!(row["rate_period"], "2024-01/2024-02");
+    assert_eq!(row["rate_per_100k"].as_f64(), Some(4.0 * 100_000.0 / paris.0 as f64));
+    let frame = aggregate(&context, &request(&[("unit", "offence"), ("rate", "per100k")])).unwrap();
+    let row = &crate::api::frame_rows(&frame)[0];
+    assert_eq!(
+        (row["population_area"].as_str(), row["rate_period"].as_str()),
+        (Some("FR"), Some("2024-01/2024-02"))
+    );
+    assert_eq!(row["population"].as_u64(), geography.national_population(2024).map(|p| p.0));
+}
+
+#[test]
+fn a_zero_is_final_only_where_every_source_closed_every_month() {
+    let mut coverage = Coverage::default();
+    for (source, month) in
+        [("pn", "2023-06"), ("gn", "2023-06"), ("pharos", "2023-06"), ("pn", "2023-07")]
+    {
+        coverage.add(&closed(source, month)).unwrap();
+    }
+    let context = context(ROWS, coverage);
+    let provisional = |query: &[(&str, &str)]| {
+        let frame = aggregate(&context, &request(query)).unwrap();
+        let row = &crate::api::frame_rows(&frame)[0];
+        assert_eq!(row["count"], 0, "{query:?}");
+        row["provisional"].as_bool().unwrap()
+    };
+    assert!(!provisional(&[("unit", "offence"), ("month", "2023-06")]));
+    assert!(
+        provisional(&[("unit", "offence"), ("month", "2023-07")]),
+        "gn and pharos did not close July"
+    );
+    assert!(!provisional(&[("unit", "offence"), ("month", "2023-07"), ("source", "pn")]));
+    assert!(provisional(&[("unit", "offence"), ("month", "2023-05")]));
+    assert!(provisional(&[
+        ("unit", "offence"),
+        ("from", "2023-06"),
+        ("to", "2023-07"),
+        ("iccs", "0903")
+    ]));
+}
+
+#[test]
+fn loss_totals_that_do_not_fit_are_refused() {
+    let big = i64::MAX / 2 + 1;
+    let rows: &[Row] = &[
+        ("2024-01", Some("75"), "0701", "pn", "offence", 1, big),
+        ("2024-01", Some("92"), "0701", "pn", "offence", 1, big),
+    ];
+    assert!(matches!(
+        net(vec![counts_file(rows)], &Coverage::default()),
+        Err(QueryError::LossOverflow(_))
+    ));
+    let rows: &[Row] = &[("2024-01", Some("75"), "0701", "pn", "offence", 1, -5)];
+    assert!(matches!(
+        net(vec![counts_file(rows)], &Coverage::default()),
+        Err(QueryError::LossOverflow(_))
+    ));
+}
+
+#[test]
+fn month_ranges_are_never_cut() {
+    assert_eq!(month_range("1900-01", "2100-12").len(), 201 * 12);
+    assert_eq!(month_range("2024-11", "2025-02"), ["2024-11", "2024-12", "2025-01", "2025-02"]);
+}
+
+fn answer(context: &Context, query: &[(&str, &str)]) -> Vec<Map<String, Value>> {
+    crate::api::frame_rows(&aggregate(context, &request(query)).unwrap())
+}
+
+/// The count of an ungrouped answer.
+fn total(context: &Context, query: &[(&str, &str)]) -> i64 {
+    answer(context, query)[0]["count"].as_i64().unwrap()
+}
+
+#[test]
+fn cells_whose_deltas_net_to_zero_are_dropped() {
+    let rows: &[Row] = &[
+        // Reported, then withdrawn: nothing is left of the cell.
+        ("2024-03", Some("75"), "0701", "pn", "offence", 1, 500),
+        ("2024-03", Some("75"), "0701", "pn", "offence", -1, -500),
+        ("2024-03", Some("92"), "0701", "pn", "offence", 2, 0),
+        // An amendment of the loss alone nets to a count of 0 with a loss: kept.
+        ("2024-03", Some("13"), "0701", "pn", "offence", 1, 0),
+        ("2024-03", Some("13"), "0701", "pn", "offence", -1, 300),
+    ];
+    let cells = net(vec![counts_file(rows)], &Coverage::default()).unwrap();
+    let mut departements: Vec<&str> =
+        cells.column(stored::DEPARTEMENT).unwrap().str().unwrap().iter().flatten().collect();
+    departements.sort_unstable();
+    assert_eq!(departements, ["13", "92"]);
+    // A grouped answer leaves out the cell that counts no incident.
+    let context = context(rows, Coverage::default());
+    let by_departement = answer(&context, &[("by", "departement")]);
+    assert_eq!(by_departement.len(), 1, "{by_departement:?}");
+    assert_eq!(by_departement[0]["departement"], "92");
+    assert_eq!(answer(&context, &[])[0]["loss_eur"].as_f64(), Some(3.0));
+}
+
+#[test]
+fn a_snapshot_plus_later_deltas_sums_both() {
+    // A compaction wrote the year as one snapshot; later flushes add deltas to it.
+    let snapshot: &[Row] = &[
+        ("2024-01", Some("75"), "0701", "pn", "offence", 10, 1_000),
+        ("2024-01", Some("92"), "0701", "pn", "offence", 3, 0),
+    ];
+    let deltas: &[Row] = &[
+        ("2024-01", Some("75"), "0701", "pn", "offence", -2, -250),
+        ("2024-01", Some("92"), "0701", "pn", "offence", -3, 0),
+        ("2024-02", Some("75"), "0701", "pn", "offence", 1, 50),
+    ];
+    let context = context_of(vec![counts_file(snapshot), counts_file(deltas)], Coverage::default());
+    let rows = answer(&context, &[("by", "month,departement")]);
+    let cells: Vec<(&str, &str, i64, f64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["month"].as_str().unwrap(),
+                r["departement"].as_str().unwrap(),
+                r["count"].as_i64().unwrap(),
+                r["loss_eur"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(cells, [("2024-01", "75", 8, 7.5), ("2024-02", "75", 1, 0.5)]);
+}
+
+#[test]
+fn coverage_says_closed_partial_open_or_missing() {
+    let mut coverage = Coverage::default();
+    coverage
+        .add(&coverage_file(&[
+            ("pn", "2024-01", None),
+            ("gn", "2024-02", Some("13")),
+            ("gn", "2024-02", Some("2A")),
+        ]))
+        .unwrap();
+    let context = context(ROWS, coverage);
+    assert_eq!(context.status("pn", "2024-01"), ("closed", None));
+    assert_eq!(context.status("gn", "2024-02"), ("partial", Some(vec!["13".into(), "2A".into()])));
+    assert_eq!(context.status("pn", "2024-02"), ("open", None));
+    assert_eq!(context.status("gn", "2024-01"), ("missing", None));
+    assert!(context.coverage.is_closed("gn", "2024-02", Some("13")));
+    assert!(!context.coverage.is_closed("gn", "2024-02", Some("75")));
+    assert!(!context.coverage.is_closed("gn", "2024-02", None), "a partial closure is not whole");
+
+    // A row is provisional while a source it counts has not closed its month there.
+    let rows = answer(&context, &[("by", "month,source,departement,unit")]);
+    let flags: Vec<(&str, &str, &str, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["month"].as_str().unwrap(),
+                r["source"].as_str().unwrap(),
+                r["departement"].as_str().unwrap(),
+                r["provisional"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("2024-01", "pn", "75", false),
+            ("2024-02", "gn", "13", false),
+            ("2024-02", "pharos", "75", true),
+            ("2024-02", "pn", "75", true),
+        ]
+    );
+    let by_month = answer(&context, &[("by", "month"), ("unit", "offence")]);
+    assert_eq!(by_month[0]["provisional"], false);
+    assert_eq!(by_month[1]["provisional"], true, "pn has not closed February");
+}
+
+#[test]
+fn month_ranges_and_iccs_subtrees_select_coded_cells() {
+    let rows: &[Row] = &[
+        ("2023-12", Some("75"), "0701", "pn", "offence", 1, 0),
+        ("2024-01", Some("75"), "0701", "pn", "offence", 2, 0),
+        ("2024-01", Some("75"), "07011", "pn", "offence", 4, 0),
+        ("2024-02", Some("75"), "0702", "pn", "offence", 8, 0),
+        ("2024-03", Some("75"), "09031", "pn", "offence", 16, 0),
+        ("2024-04", Some("75"), "0701", "pn", "offence", 32, 0),
+    ];
+    let context = context(rows, Coverage::default());
+    assert_eq!(total(&context, &[]), 63);
+    assert_eq!(total(&context, &[("from", "2024-01"), ("to", "2024-03")]), 2 + 4 + 8 + 16);
+    assert_eq!(total(&context, &[("from", "2024")]), 2 + 4 + 8 + 16 + 32);
+    assert_eq!(total(&context, &[("to", "2023")]), 1);
+    assert_eq!(total(&context, &[("from", "2025-01")]), 0);
+    // An ICCS code matches its whole subtree, and nothing that merely shares digits.
+    assert_eq!(total(&context, &[("iccs", "0701")]), 1 + 2 + 4 + 32);
+    assert_eq!(total(&context, &[("iccs", "07011")]), 4);
+    assert_eq!(total(&context, &[("iccs", "07")]), 1 + 2 + 4 + 8 + 32);
+    assert_eq!(total(&context, &[("iccs", "0702,0903")]), 8 + 16);
+    assert_eq!(total(&context, &[("iccs", "0701"), ("from", "2024-01"), ("to", "2024-03")]), 6);
+    let by_month = answer(&context, &[("by", "month"), ("iccs", "07"), ("from", "2024-02")]);
+    let months: Vec<&str> = by_month.iter().map(|r| r["month"].as_str().unwrap()).collect();
+    assert_eq!(months, ["2024-02", "2024-04"]);
+}
+
+#[test]
+fn different_units_are_refused_unless_chosen_or_grouped() {
+    let context = context(ROWS, Coverage::default());
+    let refused = aggregate(&context, &request(&[("month", "2024-02")])).unwrap_err();
+    assert!(matches!(&refused, QueryError::MixedUnits(units) if units == "offence, report"));
+    assert!(refused.is_bad_request());
+    assert!(refused.to_string().contains("choose one with unit="), "{refused}");
+    // A filter that leaves one unit, a chosen unit, or units side by side are answers.
+    assert_eq!(total(&context, &[("source", "pharos")]), 4);
+    assert_eq!(total(&context, &[("unit", "report")]), 4);
+    assert_eq!(answer(&context, &[("source", "pharos")])[0]["unit"], "report");
+    let by_unit = answer(&context, &[("by", "unit"), ("month", "2024-02")]);
+    let units: Vec<(&str, i64)> = by_unit
+        .iter()
+        .map(|r| (r["unit"].as_str().unwrap(), r["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(units, [("offence", 3), ("report", 4)]);
+}
+
+/// Writes `frame` as the Parquet file of `table` for sequences `first..=last` of version 1.
+async fn write(
+    projection: &Projection,
+    table: TableId,
+    year: Option<i32>,
+    (first, last): (u64, u64),
+    mut frame: DataFrame,
+) -> DataFile {
+    let path = table.data_file(year, first, last);
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes).finish(&mut frame).unwrap();
+    let size = bytes.len() as u64;
+    projection.store().put(&projection.object_path(1, &path), bytes.into()).await.unwrap();
+    DataFile {
+        path,
+        year,
+        first_sequence: first,
+        last_sequence: last,
+        rows: frame.height() as u64,
+        bytes: size,
+    }
+}
+
+fn sorted(cells: &DataFrame) -> DataFrame {
+    cells
+        .sort(stored::DIMENSIONS.to_vec(), SortMultipleOptions::default().with_nulls_last(true))
+        .unwrap()
+}
+
+/// A flush that only adds files extends the previous netting; the result must be the
+/// netting of the whole manifest from scratch, open flags included.
+// Polars reads Parquet through blocking sections, which need the multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_netting_extended_by_new_files_equals_one_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let projection = Projection::new(store, ProjectionId::Incidents);
+    let counts =
+        write(&projection, TableId::Counts, Some(2024), (1, 10), counts_frame(&ROWS[..4])).await;
+    let coverage = coverage_file(&[("pn", "2024-02", None)]);
+    let coverage = write(&projection, TableId::Coverage, None, (1, 10), coverage).await;
+    let mut manifest = Manifest::empty(ProjectionId::Incidents, 1, "OBSERVATORY");
+    manifest.last_sequence = 10;
+    manifest.tables.insert(TableId::Counts.key(), vec![counts.clone()]);
+    manifest.tables.insert(TableId::Coverage.key(), vec![coverage]);
+    let engine = CountsEngine::new(projection.clone());
+    let first = engine.netted(&manifest).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &engine.netted(&manifest).await.unwrap()), "cached per manifest");
+
+    // The next flush: the amendment's deltas (netting one cell to zero), a withdrawal, and
+    // coverage rewritten whole with one more closure.
+    let mut added = ROWS[4..].to_vec();
+    added.push(("2024-02", Some("13"), "09031", "gn", "offence", -2, -250));
+    let added =
+        write(&projection, TableId::Counts, Some(2024), (11, 20), counts_frame(&added)).await;
+    let coverage = coverage_file(&[("pn", "2024-02", None), ("pn", "2024-01", None)]);
+    let coverage = write(&projection, TableId::Coverage, None, (11, 20), coverage).await;
+    let mut next = manifest.clone();
+    next.last_sequence = 20;
+    next.tables.insert(TableId::Counts.key(), vec![counts.clone(), added]);
+    next.tables.insert(TableId::Coverage.key(), vec![coverage]);
+    let scratch = CountsEngine::new(projection.clone()).netted(&next).await.unwrap();
+
+    // Without the first file in the store, only an extension can answer.
+    projection.store().delete(&projection.object_path(1, &counts.path)).await.unwrap();
+    let extended = engine.netted(&next).await.unwrap();
+    let (extended_cells, scratch_cells) = (sorted(&extended.frame), sorted(&scratch.frame));
+    assert!(extended_cells.equals_missing(&scratch_cells), "{extended_cells}\n{scratch_cells}");
+    assert_eq!(extended.frame.height(), 3, "{}", extended.frame);
+    let query = [("by", "month,source,departement,unit")];
+    assert_eq!(answer(&extended.context(), &query), answer(&scratch.context(), &query));
+    assert_eq!(*extended.data_months, *scratch.data_months);
+}

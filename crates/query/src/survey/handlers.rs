@@ -1,0 +1,412 @@
+//! The survey endpoints: `/v1/surveys`, a survey's waves, design-based estimates, the reporting
+//! rate of a victimisation item and the dark-figure view beside the recorded incidents.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use observatory_model::survey::{Population, VictimisationItem, is_valid_survey_id};
+use observatory_stats::{Estimate, EstimateRequest, StatisticSpec, Table, estimate};
+use serde_json::{Value, json};
+
+use super::engine::{SurveyEngine, WaveInfo};
+use super::error::SurveyQueryError;
+use super::items::{
+    REPORTED, REPORTED_VICTIMS, VICTIM, VICTIMS, estimate_request, victims_domain,
+    with_item_columns,
+};
+use super::request::{EstimatesQuery, ItemQuery, Stat};
+use crate::api::{QueryConfig, frame_rows};
+use crate::counts::CountsEngine;
+use crate::error::ApiError;
+use crate::request::{CountsRequest, query_pairs};
+
+pub struct SurveyQueryState {
+    pub engine: SurveyEngine,
+    /// The incident counts, for the dark-figure view (read through their public API).
+    pub counts: CountsEngine,
+    pub config: QueryConfig,
+}
+
+pub fn survey_router(state: Arc<SurveyQueryState>) -> Router {
+    Router::new()
+        .route("/v1/surveys", get(get_surveys))
+        .route("/v1/surveys/{survey}/waves", get(get_waves))
+        .route("/v1/surveys/{survey}/estimates", get(get_estimates))
+        .route("/v1/surveys/{survey}/reporting-rate", get(get_reporting_rate))
+        .route("/v1/surveys/{survey}/dark-figure", get(get_dark_figure))
+        .with_state(state)
+}
+
+/// The `{survey}` of the path, checked, and recorded on the request's span.
+fn survey_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let survey = match path {
+        Ok(Path(survey)) if is_valid_survey_id(&survey) => survey,
+        Ok(Path(survey)) => {
+            return Err(ApiError::bad_request(format!("'{survey}' is not a survey id")));
+        }
+        Err(rejection) => return Err(ApiError::bad_request(rejection.body_text())),
+    };
+    tracing::Span::current().record("survey", survey.as_str());
+    Ok(survey)
+}
+
+/// Runs the estimation off the async workers (it is CPU work).
+async fn run_estimate(
+    table: Table,
+    request: EstimateRequest,
+) -> Result<Vec<Estimate>, SurveyQueryError> {
+    let report = tokio::task::spawn_blocking(move || estimate(&table, &request))
+        .await
+        .map_err(SurveyQueryError::Task)??;
+    Ok(report.estimates)
+}
+
+#[tracing::instrument(name = "surveys", skip_all)]
+async fn get_surveys(
+    State(state): State<Arc<SurveyQueryState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let min_sequence = match query_pairs(raw.as_deref()).as_slice() {
+        [] => None,
+        [(k, v)] if k == "min_sequence" => Some(v.parse().map_err(|_| {
+            ApiError::bad_request(format!("min_sequence='{v}' is not a stream sequence"))
+        })?),
+        _ => return Err(ApiError::bad_request("the only parameter is min_sequence")),
+    };
+    Ok(Json(surveys(&state, min_sequence).await?))
+}
+
+async fn surveys(
+    state: &SurveyQueryState,
+    min_sequence: Option<u64>,
+) -> Result<Value, SurveyQueryError> {
+    let manifest = state.engine.manifest(min_sequence, state.config.max_wait).await?;
+    let waves = state.engine.waves(&manifest).await?;
+    let mut surveys: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for w in waves {
+        surveys.entry(w.survey.clone()).or_default().push(json!({
+            "wave": w.wave, "title": w.declaration.title, "source": w.source, "status": w.status,
+            "population": w.declaration.population, "reference_period": w.declaration.reference_period,
+            "respondents": w.respondents, "final_weights": w.final_weights,
+            "items": w.declaration.victimisation_items.iter().map(|i| &i.name).collect::<Vec<_>>(),
+        }));
+    }
+    let surveys: Vec<Value> = surveys
+        .into_iter()
+        .map(|(survey, waves)| json!({"survey": survey, "waves": waves}))
+        .collect();
+    Ok(json!({"as_of": state.engine.as_of(&manifest), "surveys": surveys}))
+}
+
+#[tracing::instrument(name = "survey_waves", skip_all, fields(survey))]
+async fn get_waves(
+    State(state): State<Arc<SurveyQueryState>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let survey = survey_id(path)?;
+    let min_sequence = query_pairs(raw.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "min_sequence")
+        .and_then(|(_, v)| v.parse().ok());
+    Ok(Json(waves(&state, &survey, min_sequence).await?))
+}
+
+async fn waves(
+    state: &SurveyQueryState,
+    survey: &str,
+    min_sequence: Option<u64>,
+) -> Result<Value, SurveyQueryError> {
+    let manifest = state.engine.manifest(min_sequence, state.config.max_wait).await?;
+    let waves: Vec<WaveInfo> =
+        state.engine.waves(&manifest).await?.into_iter().filter(|w| w.survey == survey).collect();
+    if waves.is_empty() {
+        return Err(SurveyQueryError::NotFound(format!("no survey '{survey}' is declared")));
+    }
+    Ok(json!({"as_of": state.engine.as_of(&manifest), "survey": survey, "waves": waves}))
+}
+
+/// `GET /v1/surveys/{survey}/estimates`: the CLI's JSON (`estimates`) plus `as_of`, the wave
+/// and the design used.
+#[tracing::instrument(name = "survey_estimates", skip_all, fields(survey, query = raw.as_deref().unwrap_or("")))]
+async fn get_estimates(
+    State(state): State<Arc<SurveyQueryState>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let survey = survey_id(path)?;
+    let query = EstimatesQuery::parse(&query_pairs(raw.as_deref()))?;
+    Ok(Json(estimates(&state, &survey, &query).await?))
+}
+
+async fn estimates(
+    state: &SurveyQueryState,
+    survey: &str,
+    query: &EstimatesQuery,
+) -> Result<Value, SurveyQueryError> {
+    let manifest = state.engine.manifest(query.min_sequence, state.config.max_wait).await?;
+    let wave = state.engine.wave(&manifest, survey, &query.wave).await?;
+    let names = query.vars.iter().flat_map(|v| v.split('/'));
+    wave.check_variables(names, "var")?;
+    wave.check_variables(query.by.iter().map(String::as_str), "by")?;
+    let table = state.engine.table(&manifest, &wave).await?;
+    let mut statistics = Vec::new();
+    for var in &query.vars {
+        statistics.push(match query.stat {
+            Stat::Mean => StatisticSpec::Mean(var.clone()),
+            Stat::Total => StatisticSpec::Total(var.clone()),
+            Stat::Prop => StatisticSpec::Prop(var.clone()),
+            Stat::Ratio => StatisticSpec::parse_ratio(var, &table)?,
+        });
+    }
+    let request = estimate_request(&wave, statistics, query.by.clone(), query.ci, query.level);
+    let design = json!({
+        "weights": request.weights, "strata": request.strata, "clusters": request.clusters, "fpc": request.fpc,
+        "lonely_psu": request.lonely_psu,
+    });
+    let estimates = run_estimate((*table).clone(), request).await?;
+    Ok(json!({
+        "as_of": state.engine.as_of(&manifest),
+        "survey": survey,
+        "wave": wave.wave,
+        "status": wave.status,
+        "respondents": table.n_rows(),
+        "design": design,
+        "estimates": estimates,
+    }))
+}
+
+fn item_json(wave: &WaveInfo, item: &VictimisationItem) -> Value {
+    json!({
+        "name": item.name, "label": item.label, "victim": item.victim, "victim_value": item.victim_value,
+        "reported": item.reported, "reported_value": item.reported_value, "iccs": item.iccs, "cyber": item.cyber,
+        "population": wave.declaration.population, "reference_period": wave.declaration.reference_period,
+    })
+}
+
+/// `GET /v1/surveys/{survey}/reporting-rate`: the estimated share of the item's victims who
+/// reported to the police or the gendarmerie, with its CI (logit by default, as `svyciprop`).
+#[tracing::instrument(name = "survey_reporting_rate", skip_all, fields(survey, query = raw.as_deref().unwrap_or("")))]
+async fn get_reporting_rate(
+    State(state): State<Arc<SurveyQueryState>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let survey = survey_id(path)?;
+    let query = ItemQuery::parse(&query_pairs(raw.as_deref()), false)?;
+    Ok(Json(reporting_rate(&state, &survey, &query).await?))
+}
+
+async fn reporting_rate(
+    state: &SurveyQueryState,
+    survey: &str,
+    query: &ItemQuery,
+) -> Result<Value, SurveyQueryError> {
+    let manifest = state.engine.manifest(query.min_sequence, state.config.max_wait).await?;
+    let wave = state.engine.wave(&manifest, survey, &query.wave).await?;
+    let item = wave.item(query.item.as_deref())?;
+    if item.reported.is_none() {
+        return Err(SurveyQueryError::BadRequest(format!(
+            "item '{}' has no follow-up 'reported' question",
+            item.name
+        )));
+    }
+    wave.check_variables(query.by.iter().map(String::as_str), "by")?;
+    let table = with_item_columns(&*state.engine.table(&manifest, &wave).await?, &item)?;
+    let mut by = vec![VICTIM.to_owned()];
+    by.extend(query.by.iter().cloned());
+    let request = estimate_request(
+        &wave,
+        vec![StatisticSpec::Mean(REPORTED.into())],
+        by,
+        query.ci,
+        query.level,
+    );
+    let estimates =
+        victims_domain(run_estimate(table, request).await?, "reporting_rate", &item.name);
+    Ok(json!({
+        "as_of": state.engine.as_of(&manifest),
+        "survey": survey,
+        "wave": wave.wave,
+        "status": wave.status,
+        "item": item_json(&wave, &item),
+        "definition": format!(
+            "share of the {} victims of '{}' between {} and {} who reported it to the police or the gendarmerie \
+             ('{}' = '{}' among '{}' = '{}'; victims who did not answer the follow-up are left out)",
+            wave.declaration.population, item.label.as_deref().unwrap_or(&item.name),
+            wave.declaration.reference_period.from, wave.declaration.reference_period.to,
+            item.reported.as_deref().unwrap_or_default(), item.reported_value, item.victim, item.victim_value
+        ),
+        "estimates": estimates,
+    }))
+}
+
+fn victim_type(population: Population) -> &'static str {
+    match population {
+        Population::Households | Population::Individuals => "individual",
+        Population::Businesses => "business",
+    }
+}
+
+fn counting_unit(population: Population) -> &'static str {
+    match population {
+        Population::Households => "household",
+        Population::Individuals => "person",
+        Population::Businesses => "business",
+    }
+}
+
+/// `GET /v1/surveys/{survey}/dark-figure`: survey-estimated victims next to the incidents the
+/// agencies recorded for the same period and offence category, with the caveats.
+#[tracing::instrument(name = "survey_dark_figure", skip_all, fields(survey, query = raw.as_deref().unwrap_or("")))]
+async fn get_dark_figure(
+    State(state): State<Arc<SurveyQueryState>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let survey = survey_id(path)?;
+    let query = ItemQuery::parse(&query_pairs(raw.as_deref()), true)?;
+    Ok(Json(dark_figure(&state, &survey, &query).await?))
+}
+
+async fn dark_figure(
+    state: &SurveyQueryState,
+    survey: &str,
+    query: &ItemQuery,
+) -> Result<Value, SurveyQueryError> {
+    let manifest = state.engine.manifest(query.min_sequence, state.config.max_wait).await?;
+    let wave = state.engine.wave(&manifest, survey, &query.wave).await?;
+    let item = wave.item(query.item.as_deref())?;
+    let table = with_item_columns(&*state.engine.table(&manifest, &wave).await?, &item)?;
+    let mut statistics =
+        vec![StatisticSpec::Total(VICTIMS.into()), StatisticSpec::Mean(VICTIMS.into())];
+    if item.reported.is_some() {
+        statistics.push(StatisticSpec::Total(REPORTED_VICTIMS.into()));
+    }
+    let request = estimate_request(&wave, statistics, Vec::new(), query.ci, query.level);
+    let mut estimates = run_estimate(table.clone(), request).await?.into_iter();
+    let mut named = |statistic: &str| {
+        estimates.next().map(|mut e| {
+            e.statistic = statistic.to_owned();
+            e.variable = item.name.clone();
+            e
+        })
+    };
+    let victims = named("victims").expect("one estimate per statistic");
+    let prevalence = named("prevalence").expect("one estimate per statistic");
+    let reported_victims = named("victims_who_reported");
+    let reporting_rate = if item.reported.is_some() {
+        let request = estimate_request(
+            &wave,
+            vec![StatisticSpec::Mean(REPORTED.into())],
+            vec![VICTIM.into()],
+            query.ci,
+            query.level,
+        );
+        victims_domain(run_estimate(table, request).await?, "reporting_rate", &item.name)
+            .into_iter()
+            .next()
+    } else {
+        None
+    };
+
+    // Incidents through the counts API, by month of occurrence over the reference period.
+    let period = wave.declaration.reference_period;
+    let (from, to) =
+        (period.from.format("%Y-%m").to_string(), period.to.format("%Y-%m").to_string());
+    let mut filters = vec![
+        ("by".to_owned(), "unit".to_owned()),
+        ("iccs".to_owned(), item.iccs.clone()),
+        ("from".to_owned(), from.clone()),
+        ("to".to_owned(), to.clone()),
+        ("victim_type".to_owned(), victim_type(wave.declaration.population).to_owned()),
+    ];
+    if let Some(cyber) = item.cyber {
+        filters.push(("cyber".into(), cyber.to_string()));
+    }
+    if !query.sources.is_empty() {
+        filters.push(("source".into(), query.sources.join(",")));
+    }
+    if let Some(unit) = &query.unit {
+        filters.push(("unit".into(), unit.clone()));
+    }
+    if let Some(sequence) = query.incidents_min_sequence {
+        filters.push(("min_sequence".into(), sequence.to_string()));
+    }
+    let counts_request = CountsRequest::parse(&filters)?;
+    let counts = state.counts.counts(&counts_request, state.config.max_wait).await?;
+    // Offences, victims and platform reports are never added: one figure per unit, and a
+    // single `count` only when one unit is left (choose it with unit=).
+    let by_unit = frame_rows(&counts.frame);
+    let per_victim = |count: i64| (victims.estimate > 0.0).then(|| count as f64 / victims.estimate);
+    let units: Vec<Value> = by_unit
+        .iter()
+        .map(|r| {
+            let count = r.get("count").and_then(Value::as_i64).unwrap_or(0);
+            json!({"unit": r.get("unit"), "count": count, "provisional": r.get("provisional"),
+                   "recorded_per_estimated_victim": per_victim(count)})
+        })
+        .collect();
+    let single = match by_unit.as_slice() {
+        [one] => one.get("count").and_then(Value::as_i64),
+        [] => Some(0),
+        _ => None,
+    };
+    let unit = counting_unit(wave.declaration.population);
+    let caveats = vec![
+        format!(
+            "Different counting units: the survey estimates {}s victimised at least once between {} and {} (a {unit} \
+             counts once however often it was victimised, whether or not it reported); the agencies count recorded \
+             incidents (per offence, per victim or per report depending on the source: see recorded_incidents.by_unit), \
+             so one victim may be recorded several times and one offence by several agencies. The ratio of recorded \
+             incidents to estimated victims is an order of magnitude, not a reporting rate: the reporting rate comes \
+             from the survey's follow-up question.",
+            unit, period.from, period.to
+        ),
+        format!(
+            "Recorded incidents are counted by month of occurrence from {from} to {to}, ICCS {} and its subcategories, \
+             victim type '{}'{}{}; the survey's reference period is {} to {}.",
+            item.iccs,
+            victim_type(wave.declaration.population),
+            item.cyber.map(|c| format!(", cyber={c}")).unwrap_or_default(),
+            if query.sources.is_empty() { ", all agencies".to_owned() } else { format!(", agencies {}", query.sources.join(", ")) },
+            period.from,
+            period.to
+        ),
+        "Survey figures are estimates with sampling error (see ci_lower/ci_upper); agency figures are counts of \
+         what was recorded, subject to recording practice and to the coverage of the agencies' feeds."
+            .to_owned(),
+    ];
+    Ok(json!({
+        "as_of": state.engine.as_of(&manifest),
+        "survey": survey,
+        "wave": wave.wave,
+        "status": wave.status,
+        "item": item_json(&wave, &item),
+        "survey_estimates": {
+            "counting_unit": format!("{unit} victimised at least once in the reference period"),
+            "victims": victims,
+            "prevalence": prevalence,
+            "victims_who_reported": reported_victims,
+            "reporting_rate": reporting_rate,
+        },
+        "recorded_incidents": {
+            "counting_unit": "incident recorded by an agency, in the unit of its source (by_unit)",
+            "count": single,
+            "count_note": if single.is_none() {
+                Some("several counting units (see by_unit): they are never added; choose one with unit=offence|victim|report")
+            } else {
+                None
+            },
+            "by_unit": units,
+            "filters": filters.iter().filter(|(k, _)| k != "by" && k != "min_sequence").map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "as_of": counts.as_of,
+        },
+        "recorded_per_estimated_victim": single.and_then(per_victim),
+        "caveats": caveats,
+    }))
+}
