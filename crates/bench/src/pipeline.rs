@@ -143,7 +143,7 @@ async fn raw_replay(bus: &Bus, events: u64, pids: &cpu::Pids) -> Result<Replay> 
         let message = messages.next().await.context("the replay ended early")?.context("replay")?;
         std::hint::black_box(&message.payload);
         seen += 1;
-        if seen % 65_536 == 0 {
+        if seen.is_multiple_of(65_536) {
             bar.set_position(seen);
         }
     }

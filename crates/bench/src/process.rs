@@ -86,10 +86,10 @@ impl Service {
                     log_tail(&self.stderr_log())
                 );
             }
-            if let Ok(response) = client.get(&url).send().await {
-                if response.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
             }
             if started.elapsed() > timeout {
                 bail!(

@@ -272,13 +272,13 @@ pub async fn run(
         let mut note = None;
         let mut url = format!("{}/v1/incidents/counts?{}", service.base_url, query_string(&params));
         let (mut cold_ms, mut status, mut body) = get(client, &url).await?;
-        if status == reqwest::StatusCode::BAD_REQUEST {
-            if let Some((fallback, why)) = &spec.fallback {
-                params = fallback.clone();
-                note = Some(format!("{why} ({})", String::from_utf8_lossy(&body).trim()));
-                url = format!("{}/v1/incidents/counts?{}", service.base_url, query_string(&params));
-                (cold_ms, status, body) = get(client, &url).await?;
-            }
+        if status == reqwest::StatusCode::BAD_REQUEST
+            && let Some((fallback, why)) = &spec.fallback
+        {
+            params = fallback.clone();
+            note = Some(format!("{why} ({})", String::from_utf8_lossy(&body).trim()));
+            url = format!("{}/v1/incidents/counts?{}", service.base_url, query_string(&params));
+            (cold_ms, status, body) = get(client, &url).await?;
         }
         if !status.is_success() {
             bail!("GET {url} answered {status}: {}", String::from_utf8_lossy(&body));

@@ -93,10 +93,10 @@ pub fn unpinned_dependencies(manifest: &str) -> Vec<String> {
         if !in_dependencies || line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if let Some((name, spec)) = line.split_once('=') {
-            if !spec.contains("workspace = true") {
-                found.push(format!("{section} {}", name.trim()));
-            }
+        if let Some((name, spec)) = line.split_once('=')
+            && !spec.contains("workspace = true")
+        {
+            found.push(format!("{section} {}", name.trim()));
         }
     }
     found
