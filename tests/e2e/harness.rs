@@ -1,3 +1,6 @@
+//! The e2e harness: a data directory and nats-server per test, the real binary started with the
+//! flags each command takes, and a client that can call any endpoint with any body and token.
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

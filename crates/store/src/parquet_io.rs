@@ -1,3 +1,6 @@
+//! Parquet in and out of the store: zstd-compressed files written with one put (whole or not
+//! at all) and read back as Arrow record batches.
+
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use object_store::path::Path;
