@@ -10,6 +10,7 @@ use axum::routing::get;
 use indicatif::{ProgressBar, ProgressStyle};
 use observatory_bus::{Bus, LocalNatsServer};
 use observatory_ingest::{AgencyRegistry, DedupeIndex, IngestState};
+use observatory_projector::IncidentSink;
 use observatory_query::{CountsEngine, QueryState};
 use observatory_store::ProjectionId;
 use observatory_store::{Projection, Store};
@@ -171,9 +172,14 @@ pub async fn up(args: &UpArgs) -> Result<()> {
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let incidents = async {
-                observatory_projector::run(&bus, &projection, &config, async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                })
+                observatory_projector::serve::<IncidentSink>(
+                    &bus,
+                    &projection,
+                    &config,
+                    async move {
+                        let _ = stop_rx.wait_for(|stop| *stop).await;
+                    },
+                )
                 .await
                 .context("incident projector stopped")
             };
@@ -240,7 +246,7 @@ pub async fn project_only(args: &ProjectArgs) -> Result<()> {
     )?;
     let mut stop_rx = stop_rx;
     let incidents = async {
-        observatory_projector::run(
+        observatory_projector::serve::<IncidentSink>(
             &bus,
             &projection(&projector.store)?,
             &projector.config,
@@ -274,7 +280,7 @@ pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
     config.max_pending =
         usize::try_from(config.compaction.max_state_file_rows).unwrap_or(usize::MAX);
     let (version, sequence) =
-        observatory_projector::rebuild(&bus, &projection, &config, |progress| {
+        observatory_projector::replay::<IncidentSink>(&bus, &projection, &config, |progress| {
             bar.set_position(progress.applied_sequence);
         })
         .await?;

@@ -12,7 +12,7 @@ use observatory_bus::Bus;
 use observatory_ingest::survey::{SurveyIngestState, survey_router};
 use observatory_ingest::{AgencyRegistry, IngestConfig};
 use observatory_projector::ProjectorConfig;
-use observatory_projector::{rebuild_surveys, run_surveys};
+use observatory_projector::{SurveySink, replay, serve};
 use observatory_query::CountsEngine;
 use observatory_query::survey::{SurveyEngine, SurveyQueryState};
 use observatory_store::ProjectionId;
@@ -67,7 +67,7 @@ pub fn projector(
 ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
     let (bus, projection) = (bus.clone(), projection(store)?);
     Ok(async move {
-        run_surveys(&bus, &projection, &config, async move {
+        serve::<SurveySink>(&bus, &projection, &config, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .await
@@ -78,7 +78,7 @@ pub fn projector(
 /// Rebuilds the survey projection into a new version and prints what it holds.
 pub async fn rebuild(store: &str, bus: &Bus, config: &ProjectorConfig) -> Result<()> {
     let projection = projection(store)?;
-    let (version, sequence) = rebuild_surveys(bus, &projection, config, |_| {}).await?;
+    let (version, sequence) = replay::<SurveySink>(bus, &projection, config, |_| {}).await?;
     let manifest = projection.newest_manifest(version).await?;
     let stat = |name: &str| manifest.as_ref().and_then(|m| m.stats.get(name).copied()).unwrap_or(0);
     println!(

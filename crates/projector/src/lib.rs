@@ -13,9 +13,7 @@ pub mod runner;
 pub mod surveys;
 pub mod writer;
 
-pub use incidents::{IncidentSink, IncidentSinkError, ProjectorError, rebuild, run};
+pub use incidents::{IncidentSink, IncidentSinkError, ProjectorError};
 pub use runner::{Folding, LoopError, Progress, ProjectorConfig, replay, serve};
-pub use surveys::{
-    SurveyProjectorError, SurveySink, SurveySinkError, rebuild_surveys, run_surveys,
-};
+pub use surveys::{SurveyProjectorError, SurveySink, SurveySinkError};
 pub use writer::{Compaction, ProjectionWriter, Tables};

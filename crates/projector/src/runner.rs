@@ -26,6 +26,14 @@ pub trait Folding: Sized + Send {
     const FILTER: &'static str;
     /// Messages per pull request, and per chunk handed from the decoder to the fold.
     const BATCH: usize;
+    /// Opens `version` of this projection at its newest committed manifest (restoring the fold
+    /// from it), or empty when that version has committed nothing yet.
+    fn open(
+        projection: Projection,
+        version: u32,
+        stream: &str,
+        config: &ProjectorConfig,
+    ) -> impl Future<Output = Result<Self, Self::Error>> + Send;
     /// The writer of the version being folded: its projection, version and committed
     /// sequence are the loop's, whatever the projection.
     fn writer(&self) -> &ProjectionWriter;
@@ -104,12 +112,11 @@ enum Stop {
 
 /// The serving loop of any projection: opens the version `CURRENT` names (creating version 1
 /// in an empty store), consumes until shutdown, and reopens when a rebuild switches `CURRENT`.
-pub async fn serve<S: Folding, O: Future<Output = Result<S, S::Error>>>(
+pub async fn serve<S: Folding>(
     bus: &Bus,
     projection: &Projection,
     config: &ProjectorConfig,
     shutdown: impl Future<Output = ()>,
-    open: impl Fn(u32) -> O,
 ) -> Result<(), LoopError<S::Error>> {
     let mut version = match projection.current_version().await? {
         Some(v) => v,
@@ -121,7 +128,9 @@ pub async fn serve<S: Folding, O: Future<Output = Result<S, S::Error>>>(
     };
     tokio::pin!(shutdown);
     loop {
-        let sink = open(version).await.map_err(LoopError::Sink)?;
+        let sink = S::open(projection.clone(), version, &bus.config().stream, config)
+            .await
+            .map_err(LoopError::Sink)?;
         match consume(bus, sink, config, false, &mut shutdown, |_| {}).await? {
             (Stop::Done, _) => return Ok(()),
             (Stop::Switch(next), _) => {
@@ -139,16 +148,17 @@ pub async fn serve<S: Folding, O: Future<Output = Result<S, S::Error>>>(
 
 /// The rebuild of any projection: replays from sequence 1 into a new version until caught
 /// up, then switches `CURRENT` to it.
-pub async fn replay<S: Folding, O: Future<Output = Result<S, S::Error>>>(
+pub async fn replay<S: Folding>(
     bus: &Bus,
     projection: &Projection,
     config: &ProjectorConfig,
     on_progress: impl FnMut(Progress),
-    open: impl Fn(u32) -> O,
 ) -> Result<(u32, u64), LoopError<S::Error>> {
     let version = projection.versions().await?.into_iter().max().unwrap_or(0) + 1;
     info!(projection = projection.name(), version, "rebuilding from sequence 1");
-    let sink = open(version).await.map_err(LoopError::Sink)?;
+    let sink = S::open(projection.clone(), version, &bus.config().stream, config)
+        .await
+        .map_err(LoopError::Sink)?;
     let mut never = std::pin::pin!(std::future::pending::<()>());
     let (_, sequence) = consume(bus, sink, config, true, &mut never, on_progress).await?;
     projection.set_current(version).await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{NaiveDate, Utc};
 use observatory_bus::{Bus, BusConfig};
 use observatory_model::{Channel, Envelope, Event, IncidentReported, Unit, VictimType};
-use observatory_projector::{ProjectorConfig, rebuild, run};
+use observatory_projector::{IncidentSink, ProjectorConfig, replay, serve};
 use observatory_store::{Manifest, Projection, ProjectionId, Store};
 use observatory_test_support::{TestNats, TestStore};
 
@@ -77,7 +77,8 @@ async fn a_replay_commits_the_stream_up_to_its_last_sequence_and_switches_curren
     );
     let last = publish(&bus, &[report(1, 1), report(2, 1), report(1, 2)]).await;
 
-    let (version, sequence) = rebuild(&bus, &projection, &config(), |_| {}).await.unwrap();
+    let (version, sequence) =
+        replay::<IncidentSink>(&bus, &projection, &config(), |_| {}).await.unwrap();
 
     assert_eq!((version, sequence), (1, last));
     assert_eq!(projection.current_version().await.unwrap(), Some(1));
@@ -87,7 +88,8 @@ async fn a_replay_commits_the_stream_up_to_its_last_sequence_and_switches_curren
     assert_eq!(manifest.stats["incidents_known"], 2);
 
     // A second rebuild goes to the next version and leaves the first one intact.
-    let (version, sequence) = rebuild(&bus, &projection, &config(), |_| {}).await.unwrap();
+    let (version, sequence) =
+        replay::<IncidentSink>(&bus, &projection, &config(), |_| {}).await.unwrap();
     assert_eq!((version, sequence), (2, last));
     assert_eq!(projection.current_version().await.unwrap(), Some(2));
     assert_eq!(newest(&projection, 1).await.unwrap().last_sequence, last);
@@ -106,7 +108,7 @@ async fn a_serving_loop_follows_current_to_the_rebuilt_version() {
     let serving = tokio::spawn({
         let (bus, projection) = (bus.clone(), projection.clone());
         async move {
-            run(&bus, &projection, &config(), async {
+            serve::<IncidentSink>(&bus, &projection, &config(), async {
                 let _ = stopped.await;
             })
             .await
@@ -120,7 +122,7 @@ async fn a_serving_loop_follows_current_to_the_rebuilt_version() {
     .await;
     assert_eq!(projection.current_version().await.unwrap(), Some(1), "serve created version 1");
 
-    let (version, _) = rebuild(&bus, &projection, &config(), |_| {}).await.unwrap();
+    let (version, _) = replay::<IncidentSink>(&bus, &projection, &config(), |_| {}).await.unwrap();
     assert_eq!(version, 2);
     // Only a loop serving version 2 commits anything there after the rebuild.
     let next = publish(&bus, &[report(3, 1)]).await;

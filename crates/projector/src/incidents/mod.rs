@@ -13,55 +13,13 @@ pub mod fold;
 pub mod sink;
 pub mod tables;
 
-use std::future::Future;
-
-use observatory_bus::Bus;
-use observatory_store::Projection;
-
 pub use sink::{IncidentSink, IncidentSinkError};
 
-use crate::runner::{LoopError, Progress, ProjectorConfig, replay, serve};
+use crate::runner::LoopError;
 
+/// What serving or rebuilding the incident projection fails with
+/// (`runner::serve::<IncidentSink>`, `runner::replay::<IncidentSink>`).
 pub type ProjectorError = LoopError<IncidentSinkError>;
-
-/// Serves the current incident version until `shutdown` resolves, following `CURRENT` when a
-/// rebuild switches it. Creates version 1 when the store is empty.
-pub async fn run(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ProjectorError> {
-    serve(bus, projection, config, shutdown, |version| open(bus, projection, config, version)).await
-}
-
-/// Replays the whole stream into a new incident version, then switches `CURRENT` to it. The
-/// serving projector (if any) follows the switch. Returns the new version and its last sequence.
-pub async fn rebuild(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    on_progress: impl FnMut(Progress),
-) -> Result<(u32, u64), ProjectorError> {
-    replay(bus, projection, config, on_progress, |version| open(bus, projection, config, version))
-        .await
-}
-
-async fn open(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    version: u32,
-) -> Result<IncidentSink, IncidentSinkError> {
-    IncidentSink::open(
-        projection.clone(),
-        version,
-        &bus.config().stream,
-        config.compaction,
-        &config.crosswalk_versions,
-    )
-    .await
-}
 
 #[cfg(test)]
 pub(crate) mod tests {

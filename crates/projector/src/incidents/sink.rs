@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span};
 use super::compaction::{compact_counts, compact_state};
 use super::fold::{Cell, Fold, Pending, Tally};
 use super::tables::{TableError, counts_batch, coverage_batch, coverage_rows, state_rows};
-use crate::runner::Folding;
+use crate::runner::{Folding, ProjectorConfig};
 use crate::writer::{Compaction, ProjectionWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +211,22 @@ impl Folding for IncidentSink {
     type Decoded = (String, Event);
     const FILTER: &'static str = "obs.incident.>";
     const BATCH: usize = 500;
+
+    async fn open(
+        projection: Projection,
+        version: u32,
+        stream: &str,
+        config: &ProjectorConfig,
+    ) -> Result<IncidentSink, IncidentSinkError> {
+        IncidentSink::open(
+            projection,
+            version,
+            stream,
+            config.compaction,
+            &config.crosswalk_versions,
+        )
+        .await
+    }
 
     fn writer(&self) -> &ProjectionWriter {
         &self.writer

@@ -17,45 +17,11 @@ pub mod fold;
 pub mod sink;
 pub mod tables;
 
-use std::future::Future;
-
-use observatory_bus::Bus;
-use observatory_store::Projection;
-
 pub use fold::{SurveyFold, WaveKey};
 pub use sink::{SurveySink, SurveySinkError};
 
-use crate::runner::{LoopError, Progress, ProjectorConfig, replay, serve};
+use crate::runner::LoopError;
 
+/// What serving or rebuilding the survey projection fails with
+/// (`runner::serve::<SurveySink>`, `runner::replay::<SurveySink>`).
 pub type SurveyProjectorError = LoopError<SurveySinkError>;
-
-/// Serves the current survey version until `shutdown` resolves, following `CURRENT`.
-/// Creates version 1 when the store has none.
-pub async fn run_surveys(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), SurveyProjectorError> {
-    serve(bus, projection, config, shutdown, |version| open(bus, projection, config, version)).await
-}
-
-/// Replays every survey event into a new version, then switches `CURRENT` to it.
-pub async fn rebuild_surveys(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    on_progress: impl FnMut(Progress),
-) -> Result<(u32, u64), SurveyProjectorError> {
-    replay(bus, projection, config, on_progress, |version| open(bus, projection, config, version))
-        .await
-}
-
-async fn open(
-    bus: &Bus,
-    projection: &Projection,
-    config: &ProjectorConfig,
-    version: u32,
-) -> Result<SurveySink, SurveySinkError> {
-    SurveySink::open(projection.clone(), version, &bus.config().stream, config.compaction).await
-}

@@ -14,7 +14,7 @@ use super::tables::{
     TableError, microdata_batch, microdata_schema, respondent_ids, wave_rows, waves_batch,
     with_final_weights,
 };
-use crate::runner::Folding;
+use crate::runner::{Folding, ProjectorConfig};
 use crate::writer::{Compaction, ProjectionWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +228,15 @@ impl Folding for SurveySink {
     const FILTER: &'static str = "obs.survey.>";
     // Response batches are large messages: pull and hold fewer at a time.
     const BATCH: usize = 64;
+
+    async fn open(
+        projection: Projection,
+        version: u32,
+        stream: &str,
+        config: &ProjectorConfig,
+    ) -> Result<SurveySink, SurveySinkError> {
+        SurveySink::open(projection, version, stream, config.compaction).await
+    }
 
     fn writer(&self) -> &ProjectionWriter {
         &self.writer
