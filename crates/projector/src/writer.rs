@@ -125,6 +125,21 @@ impl ProjectionWriter {
         self.committed.last_sequence
     }
 
+    /// The span a sink restores its fold from the committed manifest in.
+    pub fn restore_span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "restore",
+            projection = self.projection.name(),
+            version = self.version,
+            sequence = self.committed.last_sequence
+        )
+    }
+
+    /// The object path of a committed file, for errors that name it.
+    pub fn path_of(&self, file: &DataFile) -> String {
+        self.projection.object_path(self.version, &file.path).to_string()
+    }
+
     /// The committed tables, as the starting point of the next flush.
     pub fn tables(&self) -> Tables {
         Tables(self.committed.tables.clone())

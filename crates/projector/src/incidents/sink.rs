@@ -89,14 +89,9 @@ impl IncidentSink {
             })
             .collect();
         let mut fold = Fold::with_crosswalks(&pins)?;
-        let span = info_span!(
-            "restore",
-            projection = writer.projection().name(),
-            version,
-            sequence = committed.last_sequence
-        );
+        let span = writer.restore_span();
         let table_error = |file: &DataFile| {
-            let path = writer.projection().object_path(version, &file.path).to_string();
+            let path = writer.path_of(file);
             move |source| IncidentSinkError::Table { path, source }
         };
         async {

@@ -55,14 +55,9 @@ impl SurveySink {
                 .await?;
         let committed = writer.committed();
         let mut fold = SurveyFold::new();
-        let span = info_span!(
-            "restore",
-            projection = writer.projection().name(),
-            version,
-            sequence = committed.last_sequence
-        );
+        let span = writer.restore_span();
         let table_error = |file: &DataFile| {
-            let path = writer.projection().object_path(version, &file.path).to_string();
+            let path = writer.path_of(file);
             move |source| SurveySinkError::Table { path, source }
         };
         async {
