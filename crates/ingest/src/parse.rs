@@ -117,14 +117,6 @@ impl JsonRecord {
             }
         }
     }
-
-    /// The keys the object sent more than once, in the order first repeated.
-    pub(crate) fn repeated_keys(&self) -> &[String] {
-        match self {
-            JsonRecord::Object(_, repeated) => repeated,
-            JsonRecord::Other(_) => &[],
-        }
-    }
 }
 
 impl<'de> Deserialize<'de> for JsonRecord {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use observatory_model::survey::{Cell, parse_close_json, parse_json_row};
 
-use crate::parse::{json_record, read_csv, strip_bom};
+use crate::parse::{read_csv, strip_bom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BodyFormat {
@@ -54,16 +54,22 @@ fn parse_ndjson(text: &str) -> Vec<BodyRow> {
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
             let line = line.trim_end_matches('\r');
-            // parse_json_row reads the object into a map, which keeps one value of a repeated key.
-            let repeated: Vec<String> =
-                json_record(line).map(|record| record.repeated_keys().to_vec()).unwrap_or_default();
-            let row = match repeated.as_slice() {
-                [] => parse_json_row(line),
-                [key] => Err(format!("'{key}' appears twice in the record; send each field once")),
-                keys => Err(format!(
-                    "'{}' each appear twice in the record; send each field once",
-                    keys.join("', '")
-                )),
+            let (row, repeated) = match parse_json_row(line) {
+                Ok(row) => match row.repeated.as_slice() {
+                    [] => (Ok(row.cells), row.repeated),
+                    [key] => (
+                        Err(format!("'{key}' appears twice in the record; send each field once")),
+                        row.repeated.clone(),
+                    ),
+                    keys => (
+                        Err(format!(
+                            "'{}' each appear twice in the record; send each field once",
+                            keys.join("', '")
+                        )),
+                        row.repeated.clone(),
+                    ),
+                },
+                Err(error) => (Err(error), Vec::new()),
             };
             (i as u64 + 1, row, repeated)
         })

@@ -4,6 +4,7 @@
 //! `serde_json::Value`, so the pipeline's estimates equal those from the same CSV file.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use chrono::{DateTime, Utc};
 use serde::de::Error as _;
@@ -150,9 +151,51 @@ impl<'de> Deserialize<'de> for InputCell {
     }
 }
 
-/// Parses one NDJSON line into cells, numbers exactly.
-pub fn parse_json_row(line: &str) -> Result<Vec<(String, Option<Cell>)>, String> {
-    let map: BTreeMap<String, InputCell> = serde_json::from_str(line).map_err(|e| {
+/// One NDJSON line read in a single pass: its cells (by key, numbers exact) and the keys it
+/// sent more than once (a map would silently keep one of their values).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonRow {
+    pub cells: Vec<(String, Option<Cell>)>,
+    /// Keys sent more than once, in the order first repeated; empty for a well-formed row.
+    pub repeated: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for JsonRow {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<JsonRow, D::Error> {
+        struct RowVisitor;
+        impl<'de> serde::de::Visitor<'de> for RowVisitor {
+            type Value = JsonRow;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonRow, A::Error> {
+                let mut cells: BTreeMap<String, Option<Cell>> = BTreeMap::new();
+                let mut repeated = Vec::new();
+                while let Some((key, InputCell(cell))) = map.next_entry::<String, InputCell>()? {
+                    match cells.entry(key) {
+                        Entry::Vacant(slot) => {
+                            slot.insert(cell);
+                        }
+                        Entry::Occupied(taken) => {
+                            if !repeated.contains(taken.key()) {
+                                repeated.push(taken.key().clone());
+                            }
+                        }
+                    }
+                }
+                Ok(JsonRow { cells: cells.into_iter().collect(), repeated })
+            }
+        }
+        deserializer.deserialize_map(RowVisitor)
+    }
+}
+
+/// Parses one NDJSON line into cells, numbers exactly, naming the keys it repeats.
+pub fn parse_json_row(line: &str) -> Result<JsonRow, String> {
+    serde_json::from_str(line).map_err(|e| {
         if e.is_data() && line.trim_start().starts_with('{') {
             format!("invalid value: {e}")
         } else if line.trim_start().starts_with('{') {
@@ -160,8 +203,7 @@ pub fn parse_json_row(line: &str) -> Result<Vec<(String, Option<Cell>)>, String>
         } else {
             "expected a JSON object".to_owned()
         }
-    })?;
-    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+    })
 }
 
 /// The JSON body of a closure request: `{}` or `{"final_weights": {"<respondent id>": w, …}}`,
@@ -184,6 +226,18 @@ mod tests {
     use super::*;
     use crate::survey::{SurveyResponsesRecorded, SurveyRow};
 
+    /// A map would keep one value of a repeated key; the row names every key sent twice, once,
+    /// in the order first repeated, and keeps the first value.
+    #[test]
+    fn a_row_names_the_keys_it_repeats() {
+        let row = parse_json_row(r#"{"id":"A","x":1,"y":2,"x":3,"y":4,"x":5}"#).unwrap();
+        assert_eq!(row.repeated, ["x", "y"]);
+        assert_eq!(row.cells[1], ("x".to_owned(), Some(Cell::Integer(1))));
+        assert_eq!(parse_json_row("[1]").unwrap_err(), "expected a JSON object");
+        assert!(parse_json_row(r#"{"x":[1]}"#).unwrap_err().starts_with("invalid value"));
+        assert!(parse_json_row(r#"{"x":1"#).unwrap_err().starts_with("invalid JSON"));
+    }
+
     #[test]
     fn json_numbers_are_parsed_exactly() {
         // 17 significant digits: the mantissa exceeds 2^53, where a two-step parse can be one ulp off.
@@ -192,7 +246,8 @@ mod tests {
             r#"{{"hh":"A","w":{text},"psu":12,"victim":"yes","region":null}}"#
         ))
         .unwrap();
-        let map: HashMap<_, _> = cells.into_iter().collect();
+        assert!(cells.repeated.is_empty());
+        let map: HashMap<_, _> = cells.cells.into_iter().collect();
         assert_eq!(map["w"], Some(Cell::Number(text.parse().unwrap())));
         assert_eq!(map["psu"], Some(Cell::Integer(12)));
         assert_eq!(map["region"], None);

@@ -19,7 +19,7 @@ mod ledger;
 mod row;
 mod validate;
 
-pub use decode::{InputCell, parse_close_json, parse_json_row};
+pub use decode::{InputCell, JsonRow, parse_close_json, parse_json_row};
 pub use events::{
     Cell, DecodedSurveyEvent, FINAL_WEIGHT_COLUMN, LonelyPsuRule, Population, ReferencePeriod,
     SurveyDesign, SurveyEvent, SurveyResponsesRecorded, SurveyRow, SurveyVariable,
