@@ -217,17 +217,7 @@ async fn reporting_rate(
     }
     wave.check_variables(query.by.iter().map(String::as_str), "by")?;
     let table = with_item_columns(&*state.engine.table(&manifest, &wave).await?, &item)?;
-    let mut by = vec![VICTIM.to_owned()];
-    by.extend(query.by.iter().cloned());
-    let request = estimate_request(
-        &wave,
-        vec![StatisticSpec::Mean(REPORTED.into())],
-        by,
-        query.ci,
-        query.level,
-    );
-    let estimates =
-        victims_domain(run_estimate(table, request).await?, "reporting_rate", &item.name);
+    let estimates = reporting_rates(&wave, &item, table, &query.by, query).await?;
     Ok(json!({
         "as_of": state.engine.as_of(&manifest),
         "survey": survey,
@@ -243,6 +233,23 @@ async fn reporting_rate(
         ),
         "estimates": estimates,
     }))
+}
+
+/// The reporting rate of the item's victims ("taux de plainte"): the mean of the reported
+/// indicator within the victim domain, by `by` beyond it. Both the reporting-rate and the
+/// dark-figure answers use it, so they state the same rate.
+async fn reporting_rates(
+    wave: &WaveInfo,
+    item: &VictimisationItem,
+    table: Table,
+    by: &[String],
+    query: &ItemQuery,
+) -> Result<Vec<Estimate>, SurveyQueryError> {
+    let mut domains = vec![VICTIM.to_owned()];
+    domains.extend(by.iter().cloned());
+    let statistics = vec![StatisticSpec::Mean(REPORTED.into())];
+    let request = estimate_request(wave, statistics, domains, query.ci, query.level);
+    Ok(victims_domain(run_estimate(table, request).await?, "reporting_rate", &item.name))
 }
 
 fn victim_type(population: Population) -> &'static str {
@@ -300,16 +307,7 @@ async fn dark_figure(
     let prevalence = named("prevalence").expect("one estimate per statistic");
     let reported_victims = named("victims_who_reported");
     let reporting_rate = if item.reported.is_some() {
-        let request = estimate_request(
-            &wave,
-            vec![StatisticSpec::Mean(REPORTED.into())],
-            vec![VICTIM.into()],
-            query.ci,
-            query.level,
-        );
-        victims_domain(run_estimate(table, request).await?, "reporting_rate", &item.name)
-            .into_iter()
-            .next()
+        reporting_rates(&wave, &item, table, &[], query).await?.into_iter().next()
     } else {
         None
     };
