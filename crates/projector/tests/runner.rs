@@ -62,12 +62,9 @@ async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl 
     }
 }
 
-async fn newest(projection: &Projection, version: u32) -> Option<Manifest> {
-    projection.newest_manifest(version).await.expect("store readable")
-}
-
-#[tokio::test]
-async fn a_replay_commits_the_stream_up_to_its_last_sequence_and_switches_current() {
+/// A nats-server, a store directory, a connected bus and the incident projection in that store
+/// (the servers stop when the first two are dropped).
+async fn setup() -> (TestNats, TestStore, Bus, Projection) {
     let nats = TestNats::start();
     let store = TestStore::new();
     let bus = Bus::connect(BusConfig::new(nats.url())).await.unwrap();
@@ -75,6 +72,16 @@ async fn a_replay_commits_the_stream_up_to_its_last_sequence_and_switches_curren
         Store::open(store.path().to_str().unwrap()).unwrap(),
         ProjectionId::Incidents,
     );
+    (nats, store, bus, projection)
+}
+
+async fn newest(projection: &Projection, version: u32) -> Option<Manifest> {
+    projection.newest_manifest(version).await.expect("store readable")
+}
+
+#[tokio::test]
+async fn a_replay_commits_the_stream_up_to_its_last_sequence_and_switches_current() {
+    let (_nats, _store, bus, projection) = setup().await;
     let last = publish(&bus, &[report(1, 1), report(2, 1), report(1, 2)]).await;
 
     let (version, sequence) =
@@ -97,13 +104,7 @@ async fn a_replay_commits_the_stream_up_to_its_last_sequence_and_switches_curren
 
 #[tokio::test]
 async fn a_serving_loop_follows_current_to_the_rebuilt_version() {
-    let nats = TestNats::start();
-    let store = TestStore::new();
-    let bus = Bus::connect(BusConfig::new(nats.url())).await.unwrap();
-    let projection = Projection::new(
-        Store::open(store.path().to_str().unwrap()).unwrap(),
-        ProjectionId::Incidents,
-    );
+    let (_nats, _store, bus, projection) = setup().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn({
         let (bus, projection) = (bus.clone(), projection.clone());
