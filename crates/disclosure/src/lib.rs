@@ -8,8 +8,13 @@
 //!   value in `1..=js`), built by maximum entropy with zero mean per original value, as the
 //!   `ptable` R package does, and the lookup that turns (count, cell key) into a published count.
 
+//! - [`policy`]: the public tier's policy: the shipped table (versioned data) and the thresholds
+//!   for losses and survey domains, with the reasons for each default.
+
 pub mod keys;
+pub mod policy;
 pub mod ptable;
 
-pub use keys::{CELL_KEYS, cell_key, record_key};
+pub use keys::{CELL_KEYS, MIN_SECRET_BYTES, RecordKeys, WeakSecret, cell_key, record_key};
+pub use policy::{Parameters, Policy, round_significant};
 pub use ptable::{PTable, PTableError, PTableParams, PTableRow, Relaxation};

@@ -38,6 +38,8 @@ pub enum PTableError {
     Variance(f64),
     #[error("js = {js} must be below D = {d}: a count of 1 must be able to reach 0 or js + 1")]
     Blocked { d: u32, js: u32 },
+    #[error("perturbation table, line {line}: {why}")]
+    Csv { line: usize, why: String },
 }
 
 /// Which constraint a row could not meet.
@@ -96,8 +98,80 @@ impl PTable {
             return Err(PTableError::Blocked { d, js });
         }
         let rows: Vec<PTableRow> = (0..=d + js + 1).map(|i| row(i, params)).collect();
+        Ok(PTable::from_rows(params, rows))
+    }
+
+    fn from_rows(params: PTableParams, rows: Vec<PTableRow>) -> PTable {
         let lookup = rows.iter().map(key_lookup).collect();
-        Ok(PTable { params, rows, lookup })
+        PTable { params, rows, lookup }
+    }
+
+    /// The table as CSV, in the columns of the `ptable` R package (`i, j, p, v, p_int_lb,
+    /// p_int_ub`) plus the relaxation of each row: what a deployment publishes so anyone can
+    /// check the noise distribution, and what [`PTable::from_csv`] reads back.
+    pub fn to_csv(&self) -> String {
+        let PTableParams { d, v, js } = self.params;
+        let mut out = format!("# D={d} V={v} js={js}\ni,j,p,v,p_int_lb,p_int_ub,relaxation\n");
+        for row in &self.rows {
+            let relaxation = match row.relaxation {
+                Relaxation::None => "none".to_owned(),
+                Relaxation::Variance(least) => format!("variance:{least:.12}"),
+            };
+            let mut lower = 0.0;
+            for &(noise, p) in &row.noise {
+                let upper = lower + p;
+                let j = i64::from(row.i) + i64::from(noise);
+                out.push_str(&format!(
+                    "{},{j},{p:.12},{noise},{lower:.12},{upper:.12},{relaxation}\n",
+                    row.i
+                ));
+                lower = upper;
+            }
+        }
+        out
+    }
+
+    /// Reads a table written by [`PTable::to_csv`], checking every guarantee of the method on
+    /// it: a shipped table that breaks one is refused, never used.
+    pub fn from_csv(text: &str) -> Result<PTable, PTableError> {
+        let bad = |line: usize, why: String| PTableError::Csv { line, why };
+        let mut lines = text.lines().enumerate();
+        let (_, first) = lines.next().ok_or_else(|| bad(1, "empty".into()))?;
+        let params = parse_params(first)
+            .ok_or_else(|| bad(1, format!("expected '# D=<d> V=<v> js=<js>', found '{first}'")))?;
+        let mut rows: Vec<PTableRow> = Vec::new();
+        for (index, line) in lines.skip(1) {
+            let number = index + 1;
+            let fields: Vec<&str> = line.split(',').collect();
+            let [i, _, p, noise, _, _, relaxation] = fields[..] else {
+                return Err(bad(number, format!("expected 7 fields, found {}", fields.len())));
+            };
+            let parse_err = |what: &str| bad(number, format!("{what} is not a number"));
+            let i: u32 = i.parse().map_err(|_| parse_err("i"))?;
+            let p: f64 = p.parse().map_err(|_| parse_err("p"))?;
+            let noise: i32 = noise.parse().map_err(|_| parse_err("v"))?;
+            let relaxation = match relaxation.strip_prefix("variance:") {
+                None if relaxation == "none" => Relaxation::None,
+                Some(least) => {
+                    Relaxation::Variance(least.parse().map_err(|_| parse_err("variance"))?)
+                }
+                None => return Err(bad(number, format!("unknown relaxation '{relaxation}'"))),
+            };
+            if rows.last().is_none_or(|r| r.i != i) {
+                if i as usize != rows.len() {
+                    return Err(bad(number, format!("row {i} out of order")));
+                }
+                rows.push(PTableRow { i, noise: Vec::new(), relaxation });
+            }
+            rows.last_mut().expect("pushed").noise.push((noise, p));
+        }
+        if rows.len() as u32 != params.d + params.js + 2 {
+            return Err(bad(0, format!("{} rows, expected D + js + 2", rows.len())));
+        }
+        for row in &rows {
+            check_row(row, params).map_err(|why| bad(0, format!("row {}: {why}", row.i)))?;
+        }
+        Ok(PTable::from_rows(params, rows))
     }
 
     /// The published value of a cell counting `count` records whose cell key is `cell_key`.
@@ -106,6 +180,42 @@ impl PTable {
         let row = usize::try_from(count).map_or(last, |c| c.min(last));
         let noise = self.lookup[row][usize::from(cell_key)];
         count.saturating_add_signed(i64::from(noise))
+    }
+}
+
+fn parse_params(line: &str) -> Option<PTableParams> {
+    let mut fields = line.strip_prefix("# ")?.split(' ');
+    let mut value =
+        |name: &str| fields.next()?.strip_prefix(name)?.strip_prefix('=').map(str::to_owned);
+    let (d, v, js) = (value("D")?, value("V")?, value("js")?);
+    Some(PTableParams { d: d.parse().ok()?, v: v.parse().ok()?, js: js.parse().ok()? })
+}
+
+/// The guarantees of a row: a distribution, noise within D, nothing published below zero or in
+/// 1..=js, zero mean, and variance within V unless the row says it could not be.
+fn check_row(row: &PTableRow, params: PTableParams) -> Result<(), String> {
+    let tolerance = 1e-9;
+    let total: f64 = row.noise.iter().map(|&(_, p)| p).sum();
+    if (total - 1.0).abs() > tolerance {
+        return Err(format!("probabilities sum to {total}"));
+    }
+    for &(v, p) in &row.noise {
+        let published = i64::from(row.i) + i64::from(v);
+        if !(p > 0.0) || v.unsigned_abs() > params.d {
+            return Err(format!("noise {v} with probability {p}"));
+        }
+        if published < 0 || (published > 0 && published <= i64::from(params.js)) {
+            return Err(format!("publishes {published}"));
+        }
+    }
+    if row.mean().abs() > tolerance {
+        return Err(format!("mean {}", row.mean()));
+    }
+    match row.relaxation {
+        Relaxation::None if row.variance() > params.v + tolerance => {
+            Err(format!("variance {} above V", row.variance()))
+        }
+        _ => Ok(()),
     }
 }
 
