@@ -201,7 +201,7 @@ fn check_row(row: &PTableRow, params: PTableParams) -> Result<(), String> {
     }
     for &(v, p) in &row.noise {
         let published = i64::from(row.i) + i64::from(v);
-        if !(p > 0.0) || v.unsigned_abs() > params.d {
+        if p.is_nan() || p <= 0.0 || v.unsigned_abs() > params.d {
             return Err(format!("noise {v} with probability {p}"));
         }
         if published < 0 || (published > 0 && published <= i64::from(params.js)) {
