@@ -8,6 +8,7 @@
 //! projections/<projection>/CURRENT                                   "v<N>": the serving version
 //! projections/<projection>/v<N>/manifests/<u64::MAX - seq:020>.json   newest lists first
 //! projections/<projection>/v<N>/data/<table dir>/<first>-<last>.parquet
+//! releases/r<N>.json                                                  create-only, never deleted
 //! ```
 //!
 //! | projection | table (manifest key) | data directory |
@@ -21,6 +22,19 @@
 use std::fmt;
 
 use object_store::path::Path;
+
+/// `releases/`: one create-only JSON per release.
+pub const RELEASES: &str = "releases";
+
+/// `releases/<id>.json`.
+pub fn release(id: &str) -> Path {
+    Path::from(format!("{RELEASES}/{id}.json"))
+}
+
+/// The release id of `releases/<id>.json`.
+pub fn release_id(path: &Path) -> Option<&str> {
+    path.filename()?.strip_suffix(".json")
+}
 
 /// A projection in the store: one fold of the stream, with its own versions and manifests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

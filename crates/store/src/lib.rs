@@ -8,6 +8,7 @@ pub mod layout;
 mod manifest;
 mod parquet_io;
 mod projection;
+mod releases;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub use manifest::{DataFile, Manifest};
 pub use object_store;
 pub use parquet_io::{read_parquet, write_parquet};
 pub use projection::{CommitError, Projection};
+pub use releases::{Release, ReleaseDraft, Releases, is_release_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

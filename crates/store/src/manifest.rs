@@ -26,12 +26,17 @@ pub struct Manifest {
     /// Reference data versions the projection was computed with.
     #[serde(default)]
     pub reference: BTreeMap<String, String>,
+    /// How the projection keyed its records for disclosure control (`record_keys`: the
+    /// fingerprint of the deployment secret); absent in format 1.
+    #[serde(default)]
+    pub disclosure: BTreeMap<String, String>,
 }
 
 impl Manifest {
     /// The JSON shape of manifests this build writes and reads. Bump it (and teach readers the
-    /// older shape) whenever the snapshot test below has to change.
-    pub const FORMAT: u32 = 1;
+    /// older shape) whenever the snapshot test below has to change. Format 2 added
+    /// `disclosure`; format 1 reads with it empty.
+    pub const FORMAT: u32 = 2;
 
     /// An empty manifest of `version`: what a version that has committed nothing yet holds.
     pub fn empty(projection: ProjectionId, version: u32, stream: &str) -> Manifest {
@@ -45,6 +50,7 @@ impl Manifest {
             tables: BTreeMap::new(),
             stats: BTreeMap::new(),
             reference: BTreeMap::new(),
+            disclosure: BTreeMap::new(),
         }
     }
 
@@ -107,8 +113,9 @@ mod tests {
         );
         manifest.stats.insert("events_applied".into(), 42);
         manifest.reference.insert("iccs".into(), "1.0".into());
+        manifest.disclosure.insert("record_keys".into(), "0123456789abcdef".into());
         let expected = r#"{
-  "format": 1,
+  "format": 2,
   "projection": "incidents",
   "version": 2,
   "stream": "OBSERVATORY",
@@ -140,6 +147,9 @@ mod tests {
   },
   "reference": {
     "iccs": "1.0"
+  },
+  "disclosure": {
+    "record_keys": "0123456789abcdef"
   }
 }"#;
         assert_eq!(serde_json::to_string_pretty(&manifest).unwrap(), expected);
@@ -148,5 +158,11 @@ mod tests {
         assert_eq!(read.files(&TableId::Counts).len(), 1);
         assert!(read.files(&TableId::Coverage).is_empty());
         assert_eq!(read.table_ids().collect::<Vec<_>>(), vec![TableId::Counts, TableId::State]);
+        // Format 1 (no `disclosure`) still reads.
+        let format_1 = expected
+            .replace("\"format\": 2", "\"format\": 1")
+            .replace(",\n  \"disclosure\": {\n    \"record_keys\": \"0123456789abcdef\"\n  }", "");
+        let old: Manifest = serde_json::from_str(&format_1).unwrap();
+        assert!(old.disclosure.is_empty() && old.format == 1);
     }
 }

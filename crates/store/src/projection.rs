@@ -5,6 +5,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 
 use crate::layout::{self, ProjectionId};
+use crate::releases::Releases;
 use crate::{Manifest, Store, StoreError};
 
 /// One projection (incidents, surveys) and its versions in the store.
@@ -145,25 +146,39 @@ impl Projection {
         }
     }
 
-    /// Keeps the newest `keep` manifests of a version and deletes older ones, then deletes
-    /// data files that no kept manifest names (superseded by compaction, or orphans of a
-    /// flush that crashed before its manifest). Readers holding an older manifest have
-    /// `keep` flushes of grace.
+    /// Keeps the newest `keep` manifests of a version and every manifest a release names, and
+    /// deletes older ones, then deletes data files that no kept manifest names (superseded by
+    /// compaction, or orphans of a flush that crashed before its manifest). Readers holding an
+    /// older manifest have `keep` flushes of grace; a release keeps its files forever. (A
+    /// release names the newest manifest when it is made, which a collection running at that
+    /// moment keeps among its newest `keep`.)
     pub async fn collect_garbage(&self, version: u32, keep: usize) -> Result<usize, StoreError> {
         let sequences = self.manifest_sequences(version).await?;
         if sequences.is_empty() {
             return Ok(0);
         }
         let mut live = std::collections::HashSet::new();
+        let mut released = std::collections::HashSet::new();
+        let mut kept: Vec<Manifest> = Vec::new();
+        for release in Releases::new(self.store.clone()).list().await? {
+            if let Some(manifest) = release.manifest(self.id).filter(|m| m.version == version) {
+                released.insert(manifest.last_sequence);
+                kept.push(manifest.clone());
+            }
+        }
         for &sequence in sequences.iter().take(keep.max(1)) {
-            if let Some(manifest) = self.manifest(version, sequence).await? {
-                for files in manifest.tables.values() {
-                    live.extend(files.iter().map(|f| self.object_path(version, &f.path)));
-                }
+            kept.extend(self.manifest(version, sequence).await?);
+        }
+        for manifest in &kept {
+            for files in manifest.tables.values() {
+                live.extend(files.iter().map(|f| self.object_path(version, &f.path)));
             }
         }
         let mut deleted = 0;
         for &sequence in sequences.iter().skip(keep.max(1)) {
+            if released.contains(&sequence) {
+                continue;
+            }
             self.store.delete(&self.id.manifest(version, sequence)).await?;
             deleted += 1;
         }
@@ -258,6 +273,37 @@ mod tests {
             assert!(exists(&projection, kept).await, "{} was deleted", kept.path);
         }
         assert!(projection.newest_manifest(1).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn garbage_collection_keeps_what_a_release_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let projection = projection(&dir);
+        let state = TableId::State;
+        let a = data_file(&projection, &state, 1, 10).await;
+        commit(&projection, 10, &[(&state, &[&a])]).await;
+        let released = projection.manifest(1, 10).await.unwrap().unwrap();
+        let release = crate::Releases::new(projection.store().clone())
+            .create(crate::ReleaseDraft {
+                name: None,
+                note: None,
+                projections: [("incidents".to_owned(), released.clone())].into_iter().collect(),
+                disclosure: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        // Compacted away and far behind: without the release both would go.
+        let merged = data_file(&projection, &state, 1, 20).await;
+        for sequence in 20..25 {
+            commit(&projection, sequence, &[(&state, &[&merged])]).await;
+        }
+        projection.collect_garbage(1, 1).await.unwrap();
+        assert!(exists(&projection, &a).await, "a file the release names was deleted");
+        assert_eq!(projection.manifest_sequences(1).await.unwrap(), vec![24, 10]);
+        assert_eq!(projection.manifest(1, 10).await.unwrap().unwrap(), released);
+        // Another version's collection leaves it alone too.
+        assert_eq!(projection.collect_garbage(2, 1).await.unwrap(), 0);
+        assert_eq!(release.manifest(ProjectionId::Incidents), Some(&released));
     }
 
     #[tokio::test]
