@@ -29,6 +29,12 @@ pub struct RecordKeys {
     fingerprint: String,
 }
 
+impl std::fmt::Debug for RecordKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecordKeys({})", self.fingerprint)
+    }
+}
+
 /// A secret too short to key record keys.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error(

@@ -81,6 +81,9 @@ pub struct ProjectorConfig {
     /// Crosswalk versions a new projection version codes with (name → version); crosswalks
     /// not listed use their latest version.
     pub crosswalk_versions: std::collections::BTreeMap<String, u32>,
+    /// The deployment's record keys (from its disclosure secret); `None` keys every record 0
+    /// and records so in the manifest, which the public tier refuses to publish from.
+    pub record_keys: Option<observatory_disclosure::RecordKeys>,
 }
 
 impl Default for ProjectorConfig {
@@ -90,6 +93,7 @@ impl Default for ProjectorConfig {
             max_pending: 250_000,
             compaction: Compaction::default(),
             crosswalk_versions: Default::default(),
+            record_keys: None,
         }
     }
 }

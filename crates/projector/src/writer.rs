@@ -121,6 +121,13 @@ impl ProjectionWriter {
         &self.committed
     }
 
+    /// Records how a version that has committed nothing yet is written (its manifests carry it
+    /// from then on, like the reference data).
+    pub fn set_disclosure(&mut self, key: &str, value: &str) {
+        debug_assert_eq!(self.committed.last_sequence, 0, "only a new version");
+        self.committed.disclosure.insert(key.to_owned(), value.to_owned());
+    }
+
     pub fn committed_sequence(&self) -> u64 {
         self.committed.last_sequence
     }
@@ -202,6 +209,7 @@ impl ProjectionWriter {
             tables: tables.0,
             stats: next_stats,
             reference: self.committed.reference.clone(),
+            disclosure: self.committed.disclosure.clone(),
         };
         self.projection.commit(&manifest).await?;
         self.committed = manifest;

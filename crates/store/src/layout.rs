@@ -241,6 +241,9 @@ pub mod counts {
     pub const REGION: &str = "region";
     pub const COUNT: &str = "count";
     pub const LOSS_CENTS: &str = "loss_cents";
+    /// The sum of the record keys of the incidents the cell counts (a delta, like `count`):
+    /// the cell key of any aggregate is the sum of its cells' sums modulo 256.
+    pub const KEY_SUM: &str = "key_sum";
 
     /// The dimensions in file order (every column but the measures).
     pub const DIMENSIONS: [&str; 13] = [
@@ -268,6 +271,8 @@ pub mod state {
     pub const REVISION: &str = "revision";
     pub const SEQUENCE: &str = "sequence";
     pub const WITHDRAWN: &str = "withdrawn";
+    /// The incident's record key (0..=255), kept so a restore need not recompute it.
+    pub const RECORD_KEY: &str = "record_key";
     pub const OCCURRED_ON: &str = "occurred_on";
     pub const OCCURRED_UNTIL: &str = "occurred_until";
     pub const REPORTED_ON: &str = "reported_on";

@@ -8,6 +8,7 @@ use observatory_model::{
     Channel, DEPARTEMENTS, Event, IncidentReported, PeriodClosed, Unit, VictimType,
     departement_index, incident_hash,
 };
+use observatory_disclosure::RecordKeys;
 use observatory_reference::{Crosswalk, Crosswalks};
 
 use super::tables::StateBuilder;
@@ -44,43 +45,63 @@ pub fn month_index(date: NaiveDate) -> u32 {
     date.year() as u32 * 12 + date.month0()
 }
 
-/// Count and loss (in cents, so sums are exact and a rebuild equals the incremental result).
+/// Count, loss (in cents, so sums are exact and a rebuild equals the incremental result) and
+/// the sum of the record keys of the incidents counted (what the cell key of any aggregate
+/// containing the cell is computed from).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub count: i64,
     pub loss_cents: i64,
+    pub key_sum: i64,
 }
 
 impl Tally {
     /// Wrapping: deltas net exactly modulo 2^64, so a total that fits in i64 is exact whatever
     /// the order of its terms. Per-record losses are bounded at ingest
     /// (`observatory_model::MAX_LOSS_EUR`), and the query refuses totals that do not fit.
-    fn add(&mut self, sign: i64, loss_cents: i64) {
+    fn add(&mut self, sign: i64, loss_cents: i64, record_key: u8) {
         self.count = self.count.wrapping_add(sign);
         self.loss_cents = self.loss_cents.wrapping_add(sign.wrapping_mul(loss_cents));
+        self.key_sum = self.key_sum.wrapping_add(sign * i64::from(record_key));
     }
 
+    /// A delta that changes nothing. (Two incidents swapping cells net a count of 0 but move
+    /// their keys: that delta is not zero.)
     pub fn is_zero(&self) -> bool {
-        self.count == 0 && self.loss_cents == 0
+        self.count == 0 && self.loss_cents == 0 && self.key_sum == 0
     }
 }
 
 /// What the fold keeps per incident: enough to decide on the next revision and to move its
-/// count. The full record goes to the state table, not to memory. 16 bytes: the fold holds
-/// one per incident ever reported, tens of millions in a national history.
+/// count and key. The full record goes to the state table, not to memory. 16 bytes: the fold
+/// holds one per incident ever reported, tens of millions in a national history.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IncidentState {
     pub revision: u32,
     /// Index of its cell in the fold's cell table; [`WITHDRAWN`] while withdrawn.
     cell: u32,
-    pub loss_cents: i64,
+    /// The loss in cents shifted left 8 bits, and the record key in the low 8 bits: losses are
+    /// bounded at ingest far below 2^55 cents, so both fit where the loss alone was.
+    loss_and_key: i64,
 }
 
 const WITHDRAWN: u32 = u32::MAX;
 
 impl IncidentState {
+    fn new(revision: u32, cell: u32, loss_cents: i64, record_key: u8) -> IncidentState {
+        IncidentState { revision, cell, loss_and_key: (loss_cents << 8) | i64::from(record_key) }
+    }
+
     fn cell(&self) -> Option<u32> {
         (self.cell != WITHDRAWN).then_some(self.cell)
+    }
+
+    pub fn loss_cents(&self) -> i64 {
+        self.loss_and_key >> 8
+    }
+
+    pub fn record_key(&self) -> u8 {
+        (self.loss_and_key & 0xff) as u8
     }
 }
 
@@ -102,6 +123,7 @@ pub struct StateRow {
     pub agency_incident_id: String,
     pub revision: u32,
     pub sequence: u64,
+    pub record_key: u8,
     /// `None` for a withdrawn incident.
     pub report: Option<IncidentReported>,
 }
@@ -141,6 +163,9 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub struct Fold {
+    /// The deployment's record keys; `None` keys every record 0 (a projection without
+    /// disclosure control, which the query refuses to publish from).
+    record_keys: Option<RecordKeys>,
     /// Crosswalk versions this projection codes with (pinned when the version is created).
     pins: BTreeMap<String, &'static Crosswalk>,
     coverage: BTreeMap<(String, String), Closure>,
@@ -171,8 +196,9 @@ impl Fold {
     /// A fold that re-maps agency codes with the given crosswalk versions (name → version).
     pub fn with_crosswalks(
         pins: &BTreeMap<String, u32>,
+        record_keys: Option<RecordKeys>,
     ) -> Result<Fold, observatory_reference::ReferenceError> {
-        let mut fold = Fold::new();
+        let mut fold = Fold { record_keys, ..Fold::new() };
         for (name, version) in pins {
             fold.pins.insert(name.clone(), Crosswalks::builtin().resolve(name, Some(*version))?);
         }
@@ -290,6 +316,11 @@ impl Fold {
         };
         let key = incident_hash(source, &agency_incident_id);
         let previous = self.incidents.get(&key).copied();
+        // The record key is computed once per incident and then kept: it never changes.
+        let record_key = match previous {
+            Some(previous) => previous.record_key(),
+            None => self.record_key(source, &agency_incident_id),
+        };
         if let Some(previous) = previous {
             if revision <= previous.revision {
                 self.events_ignored += 1;
@@ -300,7 +331,7 @@ impl Fold {
                 };
             }
             if let Some(old_cell) = previous.cell() {
-                self.move_count(old_cell, -1, previous.loss_cents);
+                self.move_count(old_cell, -1, previous.loss_cents(), record_key);
             }
         }
         let (cell, loss) = match &report {
@@ -308,13 +339,20 @@ impl Fold {
                 let cell = self.cell_of(source, report);
                 let cell = self.cell_id(cell);
                 let loss = loss_cents(report.loss_eur);
-                self.move_count(cell, 1, loss);
+                self.move_count(cell, 1, loss, record_key);
                 (cell, loss)
             }
             None => (WITHDRAWN, 0),
         };
-        self.incidents.insert(key, IncidentState { revision, cell, loss_cents: loss });
-        self.changed.append(source, &agency_incident_id, revision, sequence, report.as_ref());
+        self.incidents.insert(key, IncidentState::new(revision, cell, loss, record_key));
+        self.changed.append(
+            source,
+            &agency_incident_id,
+            revision,
+            sequence,
+            record_key,
+            report.as_ref(),
+        );
         self.events_applied += 1;
         Outcome::Applied
     }
@@ -328,9 +366,13 @@ impl Fold {
         })
     }
 
-    fn move_count(&mut self, cell: u32, sign: i64, loss_cents: i64) {
-        self.totals[cell as usize].add(sign, loss_cents);
-        self.delta.entry(cell).or_default().add(sign, loss_cents);
+    fn record_key(&self, source: &str, agency_incident_id: &str) -> u8 {
+        self.record_keys.as_ref().map_or(0, |keys| keys.key(source, agency_incident_id))
+    }
+
+    fn move_count(&mut self, cell: u32, sign: i64, loss_cents: i64, record_key: u8) {
+        self.totals[cell as usize].add(sign, loss_cents, record_key);
+        self.delta.entry(cell).or_default().add(sign, loss_cents, record_key);
     }
 
     /// Restores one incident from the state table (on restart), newest row per incident
@@ -342,7 +384,7 @@ impl Fold {
                 return;
             }
             if let Some(cell) = existing.cell() {
-                self.totals[cell as usize].add(-1, existing.loss_cents);
+                self.totals[cell as usize].add(-1, existing.loss_cents(), existing.record_key());
             }
         }
         let (cell, loss) = match &row.report {
@@ -350,13 +392,12 @@ impl Fold {
                 let cell = self.cell_of(&row.source, report);
                 let cell = self.cell_id(cell);
                 let loss = loss_cents(report.loss_eur);
-                self.totals[cell as usize].add(1, loss);
+                self.totals[cell as usize].add(1, loss, row.record_key);
                 (cell, loss)
             }
             None => (WITHDRAWN, 0),
         };
-        self.incidents
-            .insert(key, IncidentState { revision: row.revision, cell, loss_cents: loss });
+        self.incidents.insert(key, IncidentState::new(row.revision, cell, loss, row.record_key));
     }
 
     /// Marks everything up to `sequence` as applied (the restored manifest's position).
@@ -505,6 +546,59 @@ mod tests {
         assert_eq!(counts(&fold), vec![("2024-04".into(), "92".into(), 1, 2000)]);
     }
 
+    /// A cell's key sum is the sum of the keys of the incidents it counts now: an amendment
+    /// moves the key with the count, a withdrawal removes it, and the flushed deltas add up to
+    /// the totals (what the query nets).
+    #[test]
+    fn record_keys_move_with_their_incident() {
+        let keys = RecordKeys::new(&[1; 32]).unwrap();
+        let mut fold = Fold::with_crosswalks(&BTreeMap::new(), Some(keys.clone())).unwrap();
+        let key = |id: &str| i64::from(keys.key("pn", id));
+        let mut netted: HashMap<Cell, Tally> = HashMap::new();
+        let mut flush = |fold: &mut Fold| {
+            for (cell, delta) in fold.take_pending().map(|p| p.deltas).unwrap_or_default() {
+                let total = netted.entry(cell).or_default();
+                total.count += delta.count;
+                total.loss_cents += delta.loss_cents;
+                total.key_sum += delta.key_sum;
+            }
+            let mut live: Vec<(Cell, Tally)> =
+                netted.iter().filter(|(_, t)| !t.is_zero()).map(|(c, t)| (*c, *t)).collect();
+            live.sort_unstable_by_key(|(c, _)| *c);
+            live
+        };
+        fold.apply(1, "pn", report("A", 1, 3, "75", None));
+        fold.apply(2, "pn", report("B", 1, 3, "75", None));
+        fold.apply(3, "pn", report("C", 1, 4, "75", None));
+        let sums = |fold: &Fold| -> Vec<(String, i64, i64)> {
+            fold.totals_of_year(2024).iter().map(|(c, t)| (c.month_label(), t.count, t.key_sum)).collect()
+        };
+        assert_eq!(
+            sums(&fold),
+            vec![("2024-03".into(), 2, key("A") + key("B")), ("2024-04".into(), 1, key("C"))]
+        );
+        assert_eq!(flush(&mut fold), fold.totals_of_year(2024));
+        // A moves to April and C moves to March in one flush: March still counts 2 and April 1,
+        // but the keys have moved (a zero count delta that is not a zero delta).
+        fold.apply(4, "pn", report("A", 2, 4, "75", None));
+        fold.apply(5, "pn", report("C", 2, 3, "75", None));
+        assert_eq!(
+            sums(&fold),
+            vec![("2024-03".into(), 2, key("B") + key("C")), ("2024-04".into(), 1, key("A"))]
+        );
+        assert_eq!(flush(&mut fold), fold.totals_of_year(2024));
+        fold.apply(6, "pn", withdraw("B", 2));
+        assert_eq!(
+            sums(&fold),
+            vec![("2024-03".into(), 1, key("C")), ("2024-04".into(), 1, key("A"))]
+        );
+        assert_eq!(flush(&mut fold), fold.totals_of_year(2024));
+        // The packed loss survives beside the key.
+        fold.apply(7, "pn", report("D", 1, 5, "75", Some(123_456_789.01)));
+        let d = fold.incidents[&incident_hash("pn", "D")];
+        assert_eq!((d.loss_cents(), i64::from(d.record_key())), (12_345_678_901, key("D")));
+    }
+
     #[test]
     fn withdrawal_stops_counting_until_a_later_revision() {
         let mut fold = Fold::new();
@@ -567,8 +661,8 @@ mod tests {
             });
             r
         };
-        let v1 = Fold::with_crosswalks(&[("natinf".to_owned(), 1)].into()).unwrap();
-        let v2 = Fold::with_crosswalks(&[("natinf".to_owned(), 2)].into()).unwrap();
+        let v1 = Fold::with_crosswalks(&[("natinf".to_owned(), 1)].into(), None).unwrap();
+        let v2 = Fold::with_crosswalks(&[("natinf".to_owned(), 2)].into(), None).unwrap();
         assert_eq!(v1.coding_of(&coded(true)).0, "09032");
         let remapped = v2.coding_of(&coded(true)).0.into_owned();
         assert_ne!(remapped, "09032", "natinf v2 maps 323-2 to a more specific class");

@@ -13,7 +13,7 @@ use super::compaction::{compact_counts, compact_state};
 use super::fold::{Cell, Fold, Pending, Tally};
 use super::tables::{TableError, counts_batch, coverage_batch, coverage_rows, state_rows};
 use crate::runner::{Folding, ProjectorConfig};
-use crate::writer::{Compaction, ProjectionWriter};
+use crate::writer::ProjectionWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IncidentSinkError {
@@ -29,7 +29,19 @@ pub enum IncidentSinkError {
     },
     #[error("reference data: {0}")]
     Reference(#[from] observatory_reference::ReferenceError),
+    #[error(
+        "projection version {version} keyed its records with {found}, and this projector's \
+         disclosure secret is {expected}: point --disclosure-secret-file at the secret the \
+         version was built with, or run `observatory rebuild` to key a new version with this one"
+    )]
+    RecordKeys { version: u32, found: String, expected: String },
 }
+
+/// The manifest's `disclosure` entry naming the secret the records were keyed with.
+pub const RECORD_KEYS: &str = "record_keys";
+
+/// How a fold without record keys is recorded (every key 0: nothing publishable to the public).
+pub const NO_RECORD_KEYS: &str = "none";
 
 const CROSSWALK_PREFIX: &str = "crosswalk.";
 
@@ -69,17 +81,39 @@ impl IncidentSink {
     /// Opens `version`, restoring the fold from its newest manifest (empty if none). A new
     /// version pins its crosswalk versions (`requested`, else the latest); an existing one
     /// keeps those its manifest records, so its numbers never mix two versions.
+    ///
+    /// Records are keyed with `config.record_keys`; a version keyed with another secret is
+    /// refused (its cell keys would mix two secrets).
     pub async fn open(
         projection: Projection,
         version: u32,
         stream: &str,
-        compaction: Compaction,
-        requested: &BTreeMap<String, u32>,
+        config: &ProjectorConfig,
     ) -> Result<IncidentSink, IncidentSinkError> {
-        let writer = ProjectionWriter::open(projection, version, stream, compaction, || {
-            reference_record(&choose_pins(requested))
-        })
-        .await?;
+        let requested = &config.crosswalk_versions;
+        let mut writer =
+            ProjectionWriter::open(projection, version, stream, config.compaction, || {
+                reference_record(&choose_pins(requested))
+            })
+            .await?;
+        let expected = config
+            .record_keys
+            .as_ref()
+            .map_or(NO_RECORD_KEYS.to_owned(), |k| k.fingerprint().to_owned());
+        let found = writer.committed().disclosure.get(RECORD_KEYS).cloned();
+        match found {
+            None if writer.committed_sequence() == 0 => {
+                writer.set_disclosure(RECORD_KEYS, &expected);
+            }
+            Some(found) if found == expected => {}
+            found => {
+                return Err(IncidentSinkError::RecordKeys {
+                    version,
+                    found: found.unwrap_or_else(|| "no record keys (an older build)".to_owned()),
+                    expected,
+                });
+            }
+        }
         let committed = writer.committed();
         let pins: BTreeMap<String, u32> = committed
             .reference
@@ -88,7 +122,7 @@ impl IncidentSink {
                 Some((key.strip_prefix(CROSSWALK_PREFIX)?.to_owned(), value.parse().ok()?))
             })
             .collect();
-        let mut fold = Fold::with_crosswalks(&pins)?;
+        let mut fold = Fold::with_crosswalks(&pins, config.record_keys.clone())?;
         let span = writer.restore_span();
         let table_error = |file: &DataFile| {
             let path = writer.path_of(file);
@@ -213,14 +247,7 @@ impl Folding for IncidentSink {
         stream: &str,
         config: &ProjectorConfig,
     ) -> Result<IncidentSink, IncidentSinkError> {
-        IncidentSink::open(
-            projection,
-            version,
-            stream,
-            config.compaction,
-            &config.crosswalk_versions,
-        )
-        .await
+        IncidentSink::open(projection, version, stream, config).await
     }
 
     fn writer(&self) -> &ProjectionWriter {
@@ -262,6 +289,7 @@ impl Folding for IncidentSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::writer::Compaction;
     use crate::incidents::tests::report;
     use observatory_store::{ProjectionId, Store};
 
@@ -281,10 +309,12 @@ mod tests {
             max_state_file_rows: 120,
             keep_manifests: 3,
         };
-        let mut sink =
-            IncidentSink::open(projection.clone(), 1, "TEST", compaction, &BTreeMap::new())
-                .await
-                .unwrap();
+        let config = ProjectorConfig {
+            compaction,
+            record_keys: Some(observatory_disclosure::RecordKeys::new(&[3; 32]).unwrap()),
+            ..ProjectorConfig::default()
+        };
+        let mut sink = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
         let mut sequence = 0;
         for round in 0..30u32 {
             for i in 0..20u32 {
@@ -308,8 +338,7 @@ mod tests {
         );
         assert_eq!(expected.0, 200);
 
-        let restored =
-            IncidentSink::open(projection, 1, "TEST", compaction, &BTreeMap::new()).await.unwrap();
+        let restored = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
         assert_eq!(restored.writer().committed().last_sequence, sequence);
         assert_eq!(
             (
@@ -319,5 +348,15 @@ mod tests {
             ),
             expected
         );
+        // Keyed with another secret, or with none: refused, naming the remedy.
+        for record_keys in [Some(observatory_disclosure::RecordKeys::new(&[4; 32]).unwrap()), None] {
+            let other = ProjectorConfig { record_keys, ..config.clone() };
+            let error = IncidentSink::open(projection.clone(), 1, "TEST", &other)
+                .await
+                .err()
+                .expect("another secret is refused")
+                .to_string();
+            assert!(error.contains("observatory rebuild"), "{error}");
+        }
     }
 }

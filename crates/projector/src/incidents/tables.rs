@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array,
     Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringArray, StringBuilder,
-    UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+    UInt8Array, UInt8Builder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
@@ -35,6 +35,7 @@ pub fn counts_schema() -> SchemaRef {
         Field::new(counts::REGION, DataType::Utf8, true),
         Field::new(counts::COUNT, DataType::Int64, false),
         Field::new(counts::LOSS_CENTS, DataType::Int64, false),
+        Field::new(counts::KEY_SUM, DataType::Int64, false),
     ]))
 }
 
@@ -56,6 +57,7 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
     let mut region = StringBuilder::with_capacity(n, n * 2);
     let mut count = Int64Builder::with_capacity(n);
     let mut loss = Int64Builder::with_capacity(n);
+    let mut key_sum = Int64Builder::with_capacity(n);
     let geography = Geography::france();
     for (cell, tally) in cells {
         year.append_value(cell.year());
@@ -78,6 +80,7 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
         );
         count.append_value(tally.count);
         loss.append_value(tally.loss_cents);
+        key_sum.append_value(tally.key_sum);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(year.finish()),
@@ -95,6 +98,7 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
         Arc::new(region.finish()),
         Arc::new(count.finish()),
         Arc::new(loss.finish()),
+        Arc::new(key_sum.finish()),
     ];
     RecordBatch::try_new(counts_schema(), columns).expect("columns match the schema")
 }
@@ -106,6 +110,7 @@ pub fn state_schema() -> SchemaRef {
         Field::new(state::REVISION, DataType::UInt32, false),
         Field::new(state::SEQUENCE, DataType::UInt64, false),
         Field::new(state::WITHDRAWN, DataType::Boolean, false),
+        Field::new(state::RECORD_KEY, DataType::UInt8, false),
         Field::new(state::OCCURRED_ON, DataType::Date32, true),
         Field::new(state::OCCURRED_UNTIL, DataType::Date32, true),
         Field::new(state::REPORTED_ON, DataType::Date32, true),
@@ -143,6 +148,7 @@ pub struct StateBuilder {
     revision: UInt32Builder,
     sequence: UInt64Builder,
     withdrawn: BooleanBuilder,
+    record_key: UInt8Builder,
     occurred_on: Date32Builder,
     occurred_until: Date32Builder,
     reported_on: Date32Builder,
@@ -168,6 +174,7 @@ impl StateBuilder {
         agency_incident_id: &str,
         revision: u32,
         sequence: u64,
+        record_key: u8,
         report: Option<&IncidentReported>,
     ) {
         self.source.append_value(source);
@@ -175,6 +182,7 @@ impl StateBuilder {
         self.revision.append_value(revision);
         self.sequence.append_value(sequence);
         self.withdrawn.append_value(report.is_none());
+        self.record_key.append_value(record_key);
         let r = report;
         self.occurred_on.append_option(r.map(|r| to_days(r.occurred_on)));
         self.occurred_until.append_option(r.and_then(|r| r.occurred_until).map(to_days));
@@ -210,6 +218,7 @@ impl StateBuilder {
             Arc::new(self.revision.finish()),
             Arc::new(self.sequence.finish()),
             Arc::new(self.withdrawn.finish()),
+            Arc::new(self.record_key.finish()),
             Arc::new(self.occurred_on.finish()),
             Arc::new(self.occurred_until.finish()),
             Arc::new(self.reported_on.finish()),
@@ -256,6 +265,7 @@ pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
     let revision = column::<UInt32Array>(batch, state::REVISION)?;
     let sequence = column::<UInt64Array>(batch, state::SEQUENCE)?;
     let withdrawn = column::<BooleanArray>(batch, state::WITHDRAWN)?;
+    let record_key = column::<UInt8Array>(batch, state::RECORD_KEY)?;
     let occurred_on = column::<Date32Array>(batch, state::OCCURRED_ON)?;
     let occurred_until = column::<Date32Array>(batch, state::OCCURRED_UNTIL)?;
     let reported_on = column::<Date32Array>(batch, state::REPORTED_ON)?;
@@ -314,6 +324,7 @@ pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
                 agency_incident_id: id.value(i).to_owned(),
                 revision: revision.value(i),
                 sequence: sequence.value(i),
+                record_key: record_key.value(i),
                 report,
             })
         })
@@ -386,6 +397,7 @@ mod tests {
                 &row.agency_incident_id,
                 row.revision,
                 row.sequence,
+                row.record_key,
                 row.report.as_ref(),
             );
         }
@@ -394,7 +406,8 @@ mod tests {
 
     #[test]
     fn state_rows_round_trip_through_arrow() {
-        let mut fold = Fold::new();
+        let keys = observatory_disclosure::RecordKeys::new(&[9; 32]).unwrap();
+        let mut fold = Fold::with_crosswalks(&Default::default(), Some(keys.clone())).unwrap();
         let report = IncidentReported {
             agency_incident_id: "PN-1".into(),
             revision: 2,
@@ -429,19 +442,21 @@ mod tests {
         let pending = fold.take_pending().unwrap();
         let rows = state_rows(&pending.changed).unwrap();
         assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].record_key, keys.key("pn", "PN-1"));
+        assert_eq!(rows[1].record_key, keys.key("gn", "G"));
         assert_eq!(state_batch(&rows), pending.changed);
         let counts = counts_batch(&fold, &pending.deltas);
         assert_eq!(counts.num_rows(), 1);
     }
 
     /// The query reads counts by the layout's names: the dimensions in file order, then the
-    /// two measures.
+    /// measures.
     #[test]
     fn counts_columns_are_the_layout_dimensions_then_the_measures() {
         let schema = counts_schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let mut expected = counts::DIMENSIONS.to_vec();
-        expected.extend([counts::COUNT, counts::LOSS_CENTS]);
+        expected.extend([counts::COUNT, counts::LOSS_CENTS, counts::KEY_SUM]);
         assert_eq!(names, expected);
     }
 }
