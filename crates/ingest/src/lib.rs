@@ -11,9 +11,10 @@ mod replay;
 pub mod survey;
 mod upload;
 
-pub use agencies::{Agency, AgencyError, AgencyRegistry, add_agency, hash_token};
+pub use agencies::{Agency, AgencyError, AgencyRegistry, add_agency};
 pub use api::{IngestConfig, IngestState, router};
 pub use dedupe::DedupeIndex;
 pub use error::ApiError;
+pub use observatory_access::hash_token;
 pub use parse::{Format, ParsedRecord, parse_body};
 pub use upload::{IngestSummary, Rejection};

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{Datelike, NaiveDate};
+use observatory_disclosure::RecordKeys;
 use observatory_model::{
     Channel, DEPARTEMENTS, Event, IncidentReported, PeriodClosed, Unit, VictimType,
     departement_index, incident_hash,
 };
-use observatory_disclosure::RecordKeys;
 use observatory_reference::{Crosswalk, Crosswalks};
 
 use super::tables::StateBuilder;
@@ -571,7 +571,10 @@ mod tests {
         fold.apply(2, "pn", report("B", 1, 3, "75", None));
         fold.apply(3, "pn", report("C", 1, 4, "75", None));
         let sums = |fold: &Fold| -> Vec<(String, i64, i64)> {
-            fold.totals_of_year(2024).iter().map(|(c, t)| (c.month_label(), t.count, t.key_sum)).collect()
+            fold.totals_of_year(2024)
+                .iter()
+                .map(|(c, t)| (c.month_label(), t.count, t.key_sum))
+                .collect()
         };
         assert_eq!(
             sums(&fold),

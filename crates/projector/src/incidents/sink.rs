@@ -289,8 +289,8 @@ impl Folding for IncidentSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::Compaction;
     use crate::incidents::tests::report;
+    use crate::writer::Compaction;
     use observatory_store::{ProjectionId, Store};
 
     /// Many small flushes with amendments and a tiny compaction budget: the state files stay
@@ -349,7 +349,8 @@ mod tests {
             expected
         );
         // Keyed with another secret, or with none: refused, naming the remedy.
-        for record_keys in [Some(observatory_disclosure::RecordKeys::new(&[4; 32]).unwrap()), None] {
+        for record_keys in [Some(observatory_disclosure::RecordKeys::new(&[4; 32]).unwrap()), None]
+        {
             let other = ProjectorConfig { record_keys, ..config.clone() };
             let error = IncidentSink::open(projection.clone(), 1, "TEST", &other)
                 .await

@@ -1,0 +1,13 @@
+//! Who may do what. Agencies write feeds; readers read exact numbers (`researcher`) or also
+//! publish releases (`publisher`); everyone else reads the public, perturbed numbers. Each kind
+//! lives in its own TOML file holding only SHA-256 hashes of tokens: a token is shown once, when
+//! it is made, and an agency's token is never a reader's.
+//!
+//! [`TokenFile`] is the shared machinery: entries of any kind, appended atomically, reloaded
+//! when the file changes so an entry added while a service runs works at once.
+
+mod readers;
+mod token_file;
+
+pub use readers::{Reader, ReaderError, ReaderRegistry, Role, add_reader};
+pub use token_file::{TokenEntry, TokenFile, TokenFileError, hash_token, new_token};
