@@ -9,5 +9,18 @@
 mod readers;
 mod token_file;
 
+/// The token of an `Authorization` header value: RFC 9110 says the scheme is case-insensitive;
+/// one space, then a token without spaces. `None` when the value is not of that form.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    value
+        .split_once(' ')
+        .filter(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer")
+                && !token.is_empty()
+                && !token.bytes().any(|b| b.is_ascii_whitespace())
+        })
+        .map(|(_, token)| token)
+}
+
 pub use readers::{Reader, ReaderError, ReaderRegistry, Role, add_reader};
-pub use token_file::{TokenEntry, TokenFile, TokenFileError, hash_token, new_token};
+pub use token_file::{TokenEntry, TokenFile, TokenFileError, hash_token, new_token, random_hex};

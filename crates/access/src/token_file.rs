@@ -18,9 +18,14 @@ pub fn hash_token(token: &str) -> String {
 /// A new random token (192 bits) with a prefix saying what it is for (`obs_` agencies,
 /// `obr_` readers), so a token pasted in the wrong place is recognisable.
 pub fn new_token(prefix: &str) -> String {
-    let mut secret = [0u8; 24];
+    format!("{prefix}{}", random_hex(24))
+}
+
+/// `bytes` random bytes from the operating system, as hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut secret = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    format!("{prefix}{}", hex::encode(secret))
+    hex::encode(secret)
 }
 
 /// An entry of a token file: an id and the hash of its token.
@@ -50,6 +55,12 @@ pub enum TokenFileError {
 pub struct TokenFile<E> {
     path: PathBuf,
     loaded: Arc<RwLock<Loaded<E>>>,
+}
+
+impl<E> std::fmt::Debug for TokenFile<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenFile({})", self.path.display())
+    }
 }
 
 struct Loaded<E> {

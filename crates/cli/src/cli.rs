@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{AgencyArgs, IngestArgs, ProjectArgs, QueryArgs, UpArgs};
+use crate::config::{
+    AgencyArgs, IngestArgs, ProjectArgs, QueryArgs, ReaderArgs, ReleaseArgs, UpArgs,
+};
 use crate::{demo, estimate, serve};
 
 #[derive(Parser, Debug)]
@@ -40,6 +42,16 @@ pub enum Command {
         #[command(subcommand)]
         command: AgencyCommand,
     },
+    /// Manage the readers who see exact numbers (researcher) or also publish releases (publisher).
+    Reader {
+        #[command(subcommand)]
+        command: ReaderCommand,
+    },
+    /// Create and list releases: frozen, citable states of everything the observatory publishes.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
     /// Pushes a synthetic two-year feed through the HTTP API and checks the answers.
     Demo(demo::DemoArgs),
     /// Survey estimates (totals, means, proportions, ratios) with SE and CI from microdata,
@@ -55,6 +67,46 @@ pub enum AgencyCommand {
     Add(AgencyAddArgs),
     /// Lists agencies (never tokens).
     List(AgencyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReaderCommand {
+    /// Adds a reader; prints its new token as the only line on stdout.
+    Add(ReaderAddArgs),
+    /// Lists readers and their roles (never tokens).
+    List(ReaderArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReaderAddArgs {
+    /// Reader name (letters, digits, '.', '-', '_', '@'), e.g. an e-mail address.
+    pub name: String,
+    /// researcher: reads exact numbers; publisher: also creates releases.
+    #[arg(long, env = "OBSERVATORY_READER_ROLE", value_parser = ["researcher", "publisher"])]
+    pub role: String,
+    #[command(flatten)]
+    pub file: ReaderArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReleaseCommand {
+    /// Freezes the committed state of every projection and the disclosure parameters as a new
+    /// release; prints it as JSON.
+    Create(ReleaseCreateArgs),
+    /// Lists releases, newest first, as JSON.
+    List(ReleaseArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReleaseCreateArgs {
+    /// Release name (default: its id), e.g. "2025-10 monthly".
+    #[arg(long, env = "OBSERVATORY_RELEASE_NAME")]
+    pub name: Option<String>,
+    /// A note kept with the release (what changed, why it was made).
+    #[arg(long, env = "OBSERVATORY_RELEASE_NOTE")]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub target: ReleaseArgs,
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +155,48 @@ pub async fn run(cli: Cli) -> Result<()> {
                     agency.id, agency.name, agency.crosswalk, agency.added_at
                 );
             }
+            Ok(())
+        }
+        Command::Reader { command: ReaderCommand::Add(args) } => {
+            let path = args.file.path();
+            let role = observatory_access::Role::parse(&args.role).expect("clap checked the role");
+            let token = observatory_access::add_reader(&path, &args.name, role)?;
+            println!("{token}");
+            eprintln!(
+                "reader '{}' ({}) added to {}; keep the token above, it is not stored",
+                args.name,
+                role.as_str(),
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Reader { command: ReaderCommand::List(args) } => {
+            for reader in observatory_access::ReaderRegistry::open(&args.path())?.entries() {
+                println!("{}\t{}\t{}", reader.name, reader.role.as_str(), reader.added_at);
+            }
+            Ok(())
+        }
+        Command::Release { command: ReleaseCommand::Create(args) } => {
+            let store = observatory_store::Store::open(&args.target.store())?;
+            let release = observatory_query::create_release(
+                &store,
+                &observatory_disclosure::Policy::standard(),
+                args.name,
+                args.note,
+            )
+            .await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&observatory_query::release_summary(&release))?
+            );
+            Ok(())
+        }
+        Command::Release { command: ReleaseCommand::List(args) } => {
+            let store = observatory_store::Store::open(&args.store())?;
+            let releases = observatory_store::Releases::new(store).list().await?;
+            let summaries: Vec<_> =
+                releases.iter().map(observatory_query::release_summary).collect();
+            println!("{}", serde_json::to_string_pretty(&summaries)?);
             Ok(())
         }
         Command::Demo(args) => demo::run(&args).await,
@@ -257,6 +351,12 @@ mod tests {
         has("agency add", &["data-dir", "agencies", "name", "crosswalk"], &["nats-url", "store"]);
         has("agency list", &["data-dir", "agencies"], &["nats-url", "store", "http"]);
         has("demo", &["data-dir", "agencies", "url"], &["nats-url", "store", "http"]);
+        has("query", &["disclosure-secret-file", "readers"], &["agencies", "nats-url"]);
+        has("project", &["disclosure-secret-file"], &["http"]);
+        has("up", &["disclosure-secret-file", "readers"], &[]);
+        has("reader add", &["data-dir", "readers", "role"], &["nats-url", "store"]);
+        has("release create", &["data-dir", "store", "name", "note"], &["nats-url", "http"]);
+        has("release list", &["data-dir", "store"], &["nats-url", "http"]);
         assert!(find("observatory").is_empty(), "the root takes no flags");
     }
 }

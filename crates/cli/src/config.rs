@@ -11,8 +11,8 @@ use observatory_projector::ProjectorConfig;
 use observatory_query::QueryConfig;
 
 use crate::flags::{
-    AgencyFile, BodyLimit, CrosswalkVersions, DataDir, HttpListener, Nats, ObjectStore,
-    ProjectorTuning, QueryWait,
+    AgencyFile, BodyLimit, CrosswalkVersions, DataDir, DisclosureFiles, HttpListener, Nats,
+    ObjectStore, ProjectorTuning, QueryWait,
 };
 
 /// Flags of `up`: every service in one process.
@@ -36,6 +36,8 @@ pub struct UpArgs {
     pub query: QueryWait,
     #[command(flatten)]
     pub crosswalks: CrosswalkVersions,
+    #[command(flatten)]
+    pub disclosure: DisclosureFiles,
 }
 
 /// Flags of `ingest`: the feed endpoints alone.
@@ -68,6 +70,8 @@ pub struct ProjectArgs {
     pub projector: ProjectorTuning,
     #[command(flatten)]
     pub crosswalks: CrosswalkVersions,
+    #[command(flatten)]
+    pub disclosure: DisclosureFiles,
 }
 
 /// Flags of `query`: the statistical API alone.
@@ -81,6 +85,38 @@ pub struct QueryArgs {
     pub http: HttpListener,
     #[command(flatten)]
     pub query: QueryWait,
+    #[command(flatten)]
+    pub disclosure: DisclosureFiles,
+}
+
+/// Flags of `release create|list`: where the store is, and the policy in force.
+#[derive(Args, Debug, Clone)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    #[command(flatten)]
+    pub store: ObjectStore,
+}
+
+impl ReleaseArgs {
+    pub fn store(&self) -> String {
+        self.store.location(&self.data)
+    }
+}
+
+/// Flags of `reader add|list`: where the readers file is.
+#[derive(Args, Debug, Clone)]
+pub struct ReaderArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    #[command(flatten)]
+    pub disclosure: DisclosureFiles,
+}
+
+impl ReaderArgs {
+    pub fn path(&self) -> PathBuf {
+        self.disclosure.readers_path(&self.data)
+    }
 }
 
 /// Flags of `agency add|list` and of the demo: where the agencies file is.
@@ -145,6 +181,7 @@ pub struct ProjectorSettings {
 pub struct QuerySettings {
     pub store: String,
     pub config: QueryConfig,
+    pub disclosure: observatory_query::Disclosure,
 }
 
 fn nats(data: &DataDir, nats: &Nats) -> NatsSettings {
@@ -176,22 +213,35 @@ fn projector(
     store: &ObjectStore,
     tuning: &ProjectorTuning,
     crosswalks: &CrosswalkVersions,
-) -> ProjectorSettings {
-    ProjectorSettings {
+    disclosure: &DisclosureFiles,
+) -> anyhow::Result<ProjectorSettings> {
+    Ok(ProjectorSettings {
         store: store.location(data),
         config: ProjectorConfig {
             flush_interval: Duration::from_millis(tuning.flush_interval_ms.max(10)),
             crosswalk_versions: crosswalks.crosswalk_versions.clone(),
+            record_keys: Some(disclosure.record_keys(data)?),
             ..Default::default()
         },
-    }
+    })
 }
 
-fn query(data: &DataDir, store: &ObjectStore, wait: &QueryWait) -> QuerySettings {
-    QuerySettings {
+fn query(
+    data: &DataDir,
+    store: &ObjectStore,
+    wait: &QueryWait,
+    disclosure: &DisclosureFiles,
+) -> anyhow::Result<QuerySettings> {
+    let readers = observatory_access::ReaderRegistry::open(&disclosure.readers_path(data))?;
+    Ok(QuerySettings {
         store: store.location(data),
         config: QueryConfig { max_wait: Duration::from_millis(wait.query_wait_ms) },
-    }
+        disclosure: observatory_query::Disclosure {
+            policy: observatory_disclosure::Policy::standard(),
+            readers: Some(readers),
+            record_keys: Some(disclosure.record_keys(data)?.fingerprint().to_owned()),
+        },
+    })
 }
 
 impl UpArgs {
@@ -203,12 +253,12 @@ impl UpArgs {
         ingest(&self.data, &self.agencies, &self.body, &self.crosswalks)
     }
 
-    pub fn projector(&self) -> ProjectorSettings {
-        projector(&self.data, &self.store, &self.projector, &self.crosswalks)
+    pub fn projector(&self) -> anyhow::Result<ProjectorSettings> {
+        projector(&self.data, &self.store, &self.projector, &self.crosswalks, &self.disclosure)
     }
 
-    pub fn query(&self) -> QuerySettings {
-        query(&self.data, &self.store, &self.query)
+    pub fn query(&self) -> anyhow::Result<QuerySettings> {
+        query(&self.data, &self.store, &self.query, &self.disclosure)
     }
 }
 
@@ -227,13 +277,13 @@ impl ProjectArgs {
         nats(&self.data, &self.nats)
     }
 
-    pub fn projector(&self) -> ProjectorSettings {
-        projector(&self.data, &self.store, &self.projector, &self.crosswalks)
+    pub fn projector(&self) -> anyhow::Result<ProjectorSettings> {
+        projector(&self.data, &self.store, &self.projector, &self.crosswalks, &self.disclosure)
     }
 }
 
 impl QueryArgs {
-    pub fn query(&self) -> QuerySettings {
-        query(&self.data, &self.store, &self.query)
+    pub fn query(&self) -> anyhow::Result<QuerySettings> {
+        query(&self.data, &self.store, &self.query, &self.disclosure)
     }
 }

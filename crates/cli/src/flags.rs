@@ -56,6 +56,72 @@ impl AgencyFile {
     }
 }
 
+/// Disclosure control: the deployment secret that keys records, and who reads exact numbers.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Disclosure control")]
+pub struct DisclosureFiles {
+    /// The deployment's disclosure secret (64 hex digits), shared by every projector and query
+    /// process: it keys each incident's record key, so the public noise cannot be stripped.
+    /// Created at first start when missing. Default <data-dir>/disclosure.secret.
+    #[arg(long, env = "OBSERVATORY_DISCLOSURE_SECRET_FILE")]
+    pub disclosure_secret_file: Option<PathBuf>,
+    /// Readers file (names, roles, token hashes), from `observatory reader add`. Default
+    /// <data-dir>/readers.toml.
+    #[arg(long, env = "OBSERVATORY_READERS")]
+    pub readers: Option<PathBuf>,
+}
+
+impl DisclosureFiles {
+    pub fn secret_path(&self, data: &DataDir) -> PathBuf {
+        self.disclosure_secret_file
+            .clone()
+            .unwrap_or_else(|| data.data_dir.join("disclosure.secret"))
+    }
+
+    pub fn readers_path(&self, data: &DataDir) -> PathBuf {
+        self.readers.clone().unwrap_or_else(|| data.data_dir.join("readers.toml"))
+    }
+
+    /// The record keys of the deployment, creating the secret (32 random bytes, owner-only)
+    /// when the file does not exist yet. Created with create-new, so two processes starting
+    /// together on one data dir agree on one secret.
+    pub fn record_keys(
+        &self,
+        data: &DataDir,
+    ) -> anyhow::Result<observatory_disclosure::RecordKeys> {
+        use anyhow::Context;
+        use std::io::Write;
+        let path = self.secret_path(data);
+        if !path.exists() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&path) {
+                Ok(mut file) => {
+                    let secret = format!("{}\n", observatory_access::random_hex(32));
+                    file.write_all(secret.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    tracing::warn!(
+                        path = %path.display(),
+                        "created a new disclosure secret: every projector and query of this deployment must use this file"
+                    );
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the disclosure secret {}", path.display()))?;
+        observatory_disclosure::RecordKeys::from_hex(&text)
+            .with_context(|| format!("the disclosure secret {}", path.display()))
+    }
+}
+
 /// The NATS connection and the JetStream stream's settings.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "NATS JetStream")]

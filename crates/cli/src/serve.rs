@@ -11,8 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use observatory_bus::{Bus, LocalNatsServer};
 use observatory_ingest::{AgencyRegistry, DedupeIndex, IngestState};
 use observatory_projector::IncidentSink;
-use observatory_query::{CountsEngine, QueryState};
+use observatory_query::{CountsEngine, QueryState, Vintages};
 use observatory_store::ProjectionId;
+use observatory_store::Releases;
 use observatory_store::{Projection, Store};
 use serde_json::json;
 use tokio::sync::watch;
@@ -86,9 +87,13 @@ fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, Arc<Inge
 }
 
 fn query_part(settings: &QuerySettings) -> Result<Router> {
+    let incidents = projection(&settings.store)?;
+    let store = incidents.store().clone();
     let state = Arc::new(QueryState {
-        engine: CountsEngine::new(projection(&settings.store)?),
+        engine: CountsEngine::new(incidents),
         config: settings.config.clone(),
+        disclosure: settings.disclosure.clone(),
+        vintages: Vintages::new(Releases::new(store)),
     });
     Ok(observatory_query::router(state).merge(crate::surveys::query(settings)?))
 }
@@ -161,7 +166,7 @@ pub async fn up(args: &UpArgs) -> Result<()> {
         }
     };
     let bus = connect(&nats, url).await?;
-    let settings = args.projector();
+    let settings = args.projector()?;
     let projection = projection(&settings.store)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -189,7 +194,7 @@ pub async fn up(args: &UpArgs) -> Result<()> {
     let (ingest_router, ingest_state) = ingest_part(&args.ingest(), &bus)?;
     let app = Router::new()
         .merge(ingest_router)
-        .merge(query_part(&args.query())?)
+        .merge(query_part(&args.query()?)?)
         .merge(health(Some(ingest_state)));
 
     let mut http_stop = stop_rx.clone();
@@ -225,14 +230,14 @@ pub async fn ingest_only(args: &IngestArgs) -> Result<()> {
 }
 
 pub async fn query_only(args: &QueryArgs) -> Result<()> {
-    let app = query_part(&args.query())?.merge(health(None));
+    let app = query_part(&args.query()?)?.merge(health(None));
     serve_http(&args.http.http, app, termination()).await
 }
 
 pub async fn project_only(args: &ProjectArgs) -> Result<()> {
     let nats = args.nats();
     let bus = connect(&nats, nats.resolved_url()).await?;
-    let projector = args.projector();
+    let projector = args.projector()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         termination().await;
@@ -264,7 +269,7 @@ pub async fn project_only(args: &ProjectArgs) -> Result<()> {
 pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
     let nats = args.nats();
     let bus = connect(&nats, nats.resolved_url()).await?;
-    let projector = args.projector();
+    let projector = args.projector()?;
     let projection = projection(&projector.store)?;
     let total = bus.last_sequence().await?;
     let bar = ProgressBar::new(total);

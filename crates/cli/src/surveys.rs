@@ -52,8 +52,10 @@ pub fn query(settings: &QuerySettings) -> Result<Router> {
     let store = Store::open(&settings.store)?;
     let state = Arc::new(SurveyQueryState {
         engine: SurveyEngine::new(Projection::new(store.clone(), ProjectionId::Surveys)),
-        counts: CountsEngine::new(Projection::new(store, ProjectionId::Incidents)),
+        counts: CountsEngine::new(Projection::new(store.clone(), ProjectionId::Incidents)),
         config: settings.config.clone(),
+        disclosure: settings.disclosure.clone(),
+        vintages: observatory_query::Vintages::new(observatory_store::Releases::new(store)),
     });
     Ok(observatory_query::survey::survey_router(state))
 }

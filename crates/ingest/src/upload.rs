@@ -55,14 +55,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     })?;
     let text =
         value.to_str().map_err(|_| ApiError::unauthorized("Authorization header is not ASCII"))?;
-    // RFC 9110: the scheme is case-insensitive; one space, then a token without spaces.
-    text.split_once(' ')
-        .filter(|(scheme, token)| {
-            scheme.eq_ignore_ascii_case("bearer")
-                && !token.is_empty()
-                && !token.bytes().any(|b| b.is_ascii_whitespace())
-        })
-        .map(|(_, token)| token)
+    observatory_access::bearer_token(text)
         .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
 }
 

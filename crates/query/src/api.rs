@@ -12,9 +12,13 @@ use axum::{Json, Router};
 use polars::prelude::{AnyValue, DataFrame};
 use serde_json::{Map, Value, json};
 
-use crate::counts::CountsEngine;
+use axum::http::HeaderMap;
+
+use crate::counts::{CountsEngine, QueryError};
+use crate::disclosure::Disclosure;
 use crate::error::ApiError;
 use crate::request::{CountsRequest, Dimension, OutputFormat, query_pairs};
+use crate::vintage::{Vintage, Vintages};
 
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
@@ -31,12 +35,18 @@ impl Default for QueryConfig {
 pub struct QueryState {
     pub engine: CountsEngine,
     pub config: QueryConfig,
+    /// The public tier's policy and the readers who see past it.
+    pub disclosure: Disclosure,
+    /// Releases and the other committed states a request may ask for.
+    pub vintages: Vintages,
 }
 
 pub fn router(state: Arc<QueryState>) -> Router {
     Router::new()
         .route("/v1/incidents/counts", get(get_counts))
         .route("/v1/coverage", get(get_coverage))
+        .route("/v1/releases", get(crate::releases::list).post(crate::releases::create))
+        .route("/v1/releases/{id}", get(crate::releases::show))
         .route("/v1/reference/iccs", get(|| async { Json(json!({"version": "1.0", "codes": observatory_reference::Iccs::v1_0().iter().collect::<Vec<_>>()})) }))
         .route("/v1/reference/geography", get(get_geography))
         .route("/v1/reference/crosswalks", get(get_crosswalks))
@@ -96,23 +106,32 @@ struct CoverageQuery {
     to: Option<String>,
     sources: Option<Vec<String>>,
     format: OutputFormat,
+    vintage: Vintage,
 }
 
 impl CoverageQuery {
     fn parse(pairs: &[(String, String)]) -> Result<CoverageQuery, ApiError> {
         let unknown = |key: &str| {
             ApiError::bad_request(format!(
-                "unknown parameter '{key}'; use from, to, source or format"
+                "unknown parameter '{key}'; use from, to, source, format, release, as_of or as_of_time"
             ))
         };
-        let mut query =
-            CoverageQuery { from: None, to: None, sources: None, format: OutputFormat::Json };
+        let mut query = CoverageQuery {
+            from: None,
+            to: None,
+            sources: None,
+            format: OutputFormat::Json,
+            vintage: Vintage::Current,
+        };
         let mut seen = std::collections::HashSet::new();
         for (key, value) in pairs {
             if !seen.insert(key.as_str()) {
                 return Err(ApiError::bad_request(format!(
                     "parameter '{key}' is given twice; give one comma-separated list"
                 )));
+            }
+            if query.vintage.take(key, value)? {
+                continue;
             }
             // The counts parser checks months, sources and formats the same way for both
             // endpoints.
@@ -146,9 +165,14 @@ async fn get_coverage(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = CoverageQuery::parse(&query_pairs(raw.as_deref()))?;
+    let resolved = state
+        .vintages
+        .resolve(state.engine.serving(), &query.vintage, None, state.config.max_wait)
+        .await
+        .map_err(QueryError::from)?;
     let (as_of, rows) = state
         .engine
-        .coverage(query.from.as_deref(), query.to.as_deref(), query.sources.as_deref())
+        .coverage(&resolved, query.from.as_deref(), query.to.as_deref(), query.sources.as_deref())
         .await?;
     let sequence = HeaderValue::from(as_of.sequence);
     let mut response = match query.format {
@@ -245,10 +269,29 @@ pub const RATE_DEFINITION: &str = "count over rate_period (cumulative, not annua
 #[tracing::instrument(name = "counts", skip_all, fields(query = raw.as_deref().unwrap_or("")))]
 async fn get_counts(
     State(state): State<Arc<QueryState>>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let tier = state.disclosure.tier(&headers)?;
     let request = CountsRequest::parse(&query_pairs(raw.as_deref()))?;
-    let answer = state.engine.counts(&request, state.config.max_wait).await?;
+    if request.history {
+        return Ok(
+            Json(crate::history::counts_history(&state, &request, tier).await?).into_response()
+        );
+    }
+    let resolved = state
+        .vintages
+        .resolve(
+            state.engine.serving(),
+            &request.vintage,
+            request.min_sequence,
+            state.config.max_wait,
+        )
+        .await
+        .map_err(QueryError::from)?;
+    state.disclosure.check_keys(tier, resolved.manifest.as_ref())?;
+    let policy = state.disclosure.policy_for(tier);
+    let answer = state.engine.counts_on(&resolved, &request, policy).await?;
     let as_of = HeaderValue::from(answer.as_of.sequence);
     let mut response = match request.format {
         OutputFormat::Json => {
@@ -260,10 +303,26 @@ async fn get_counts(
             if request.rate.is_some() {
                 body["rate"] = json!({"per": 100_000, "definition": RATE_DEFINITION});
             }
+            body["disclosure"] = state.disclosure.describe(tier);
             Json(body).into_response()
         }
-        OutputFormat::Csv => csv_response(frame_csv(&answer.frame)),
+        OutputFormat::Csv => {
+            let mut response = csv_response(frame_csv(&answer.frame));
+            let header = HeaderValue::from_str(&state.disclosure.header(tier))
+                .expect("the disclosure header is ASCII");
+            response.headers_mut().insert(DISCLOSURE_HEADER, header);
+            response
+        }
     };
     response.headers_mut().insert(AS_OF_SEQUENCE, as_of);
+    if let Some(release) = &answer.as_of.release {
+        let value = HeaderValue::from_str(&release.id).expect("release ids are ASCII");
+        response.headers_mut().insert(RELEASE_HEADER, value);
+    }
     Ok(response)
 }
+
+/// The header of a CSV answer saying how its numbers were published.
+pub const DISCLOSURE_HEADER: &str = "observatory-disclosure";
+/// The header naming the release an answer comes from.
+pub const RELEASE_HEADER: &str = "observatory-release";

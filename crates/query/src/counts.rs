@@ -10,8 +10,11 @@ use observatory_store::layout::{counts as stored, coverage as closures};
 use observatory_store::{DataFile, Manifest, Projection, StoreError, TableId};
 use polars::prelude::*;
 
+use observatory_disclosure::Policy;
+
 use crate::request::{CountsRequest, Dimension, Rate};
 use crate::serving::{AsOf, NotYet, ServingError, ServingManifest};
+use crate::vintage::Resolved;
 
 /// The netting's own column: 1 where the cell's source has not closed its month and
 /// département (summed, it says whether a row is provisional).
@@ -62,6 +65,9 @@ pub enum QueryError {
          per-record losses are bounded at ingest, so this means corrupt or hostile data: check the feeds"
     )]
     LossOverflow(String),
+    /// The vintage asked for does not exist (404) or could not be read.
+    #[error(transparent)]
+    Vintage(#[from] crate::vintage::VintageError),
 }
 
 impl QueryError {
@@ -95,7 +101,13 @@ pub struct CountsEngine {
     /// The serving manifest's counts netted per cell; rebuilt (or extended) when the manifest
     /// changes, then shared by every request on that manifest.
     netted: tokio::sync::Mutex<Option<Arc<Netted>>>,
+    /// Nettings of other manifests (releases, `as_of`), newest use last: a release is asked
+    /// for again and again, and must not evict the serving netting.
+    vintages: tokio::sync::Mutex<Vec<(u32, u64, Arc<Netted>)>>,
 }
+
+/// How many non-serving nettings are kept.
+const VINTAGE_CACHE: usize = 4;
 
 /// Every counts file of one manifest summed per cell, zero cells dropped, with an `open`
 /// column (1 where the source has not closed that month and département). The files hold
@@ -213,7 +225,12 @@ impl CountsEngine {
         CountsEngine {
             serving: ServingManifest::new(projection),
             netted: tokio::sync::Mutex::new(None),
+            vintages: tokio::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn serving(&self) -> &ServingManifest {
+        &self.serving
     }
 
     /// The serving manifest, waiting up to `wait` for it to reach `min_sequence`.
@@ -233,9 +250,15 @@ impl CountsEngine {
             .get(&path)
             .await?
             .ok_or_else(|| QueryError::Missing { path: path.to_string() })?;
-        ParquetReader::new(std::io::Cursor::new(bytes))
+        let mut frame = ParquetReader::new(std::io::Cursor::new(bytes))
             .finish()
-            .map_err(|source| QueryError::Read { path: path.to_string(), source })
+            .map_err(|source| QueryError::Read { path: path.to_string(), source })?;
+        // Counts written before record keys existed: exact answers still add up; public ones
+        // are refused for such a projection (its manifest names no record keys).
+        if file.path.starts_with(&TableId::Counts.dir()) && frame.column(stored::KEY_SUM).is_err() {
+            frame.with_column(Column::new(stored::KEY_SUM.into(), vec![0i64; frame.height()]))?;
+        }
+        Ok(frame)
     }
 
     /// The netted counts of `manifest`: the cached ones when they match it, extended by the
@@ -243,6 +266,38 @@ impl CountsEngine {
     /// compaction or a rebuild replaced files).
     async fn netted(&self, manifest: &Manifest) -> Result<Arc<Netted>, QueryError> {
         let mut cached = self.netted.lock().await;
+        let netted = self.build(manifest, cached.take()).await;
+        if let Ok(netted) = &netted {
+            *cached = Some(netted.clone());
+        }
+        netted
+    }
+
+    /// The netting of a manifest other than the serving one, from the small cache or anew.
+    async fn vintage_netted(&self, manifest: &Manifest) -> Result<Arc<Netted>, QueryError> {
+        let key = (manifest.version, manifest.last_sequence);
+        let mut cached = self.vintages.lock().await;
+        if let Some(at) = cached.iter().position(|(v, s, _)| (*v, *s) == key) {
+            let entry = cached.remove(at);
+            let netted = entry.2.clone();
+            cached.push(entry);
+            return Ok(netted);
+        }
+        let netted = self.build(manifest, None).await?;
+        if cached.len() >= VINTAGE_CACHE {
+            cached.remove(0);
+        }
+        cached.push((key.0, key.1, netted.clone()));
+        Ok(netted)
+    }
+
+    /// Nets `manifest`, reusing `cached` when it is the same state or one whose files the
+    /// manifest only adds to.
+    async fn build(
+        &self,
+        manifest: &Manifest,
+        cached: Option<Arc<Netted>>,
+    ) -> Result<Arc<Netted>, QueryError> {
         let counts_files: HashSet<String> =
             manifest.files(&TableId::Counts).iter().map(|f| f.path.clone()).collect();
         let coverage_files: Vec<String> =
@@ -255,7 +310,6 @@ impl CountsEngine {
             return Ok(netted.clone());
         }
         let previous = cached
-            .take()
             .filter(|n| n.version == manifest.version && n.counts_files.is_subset(&counts_files));
         let coverage = match &previous {
             Some(netted) if netted.coverage_files == coverage_files => netted.coverage.clone(),
@@ -296,7 +350,7 @@ impl CountsEngine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "counts netted"
         );
-        let netted = Arc::new(Netted {
+        Ok(Arc::new(Netted {
             version: manifest.version,
             counts_files,
             coverage_files,
@@ -304,9 +358,7 @@ impl CountsEngine {
             frame,
             coded,
             data_months,
-        });
-        *cached = Some(netted.clone());
-        Ok(netted)
+        }))
     }
 
     /// Per source and month: `closed` (declared complete), `partial` (some départements
@@ -314,14 +366,14 @@ impl CountsEngine {
     /// [`MAX_COVERAGE_ROWS`] rows: a larger answer is an error saying so, never a silent cut.
     pub async fn coverage(
         &self,
+        resolved: &Resolved,
         from: Option<&str>,
         to: Option<&str>,
         sources: Option<&[String]>,
     ) -> Result<(AsOf, Vec<serde_json::Value>), QueryError> {
         // One manifest for both: the data months and the closures must describe the same state.
-        let manifest = self.serving.current().await?;
-        let as_of = self.serving.as_of(manifest.as_ref());
-        let context = self.snapshot(manifest.as_ref()).await?.context();
+        let as_of = AsOf::resolved(self.serving.projection().id(), resolved);
+        let context = self.snapshot(resolved).await?.context();
         let mut all_sources = context.sources();
         if let Some(wanted) = sources {
             let request = CountsRequest {
@@ -364,37 +416,44 @@ impl CountsEngine {
         Ok((as_of, rows))
     }
 
+    /// The exact answer to `request` on the serving manifest (once it reaches the request's
+    /// `min_sequence`).
     pub async fn counts(
         &self,
         request: &CountsRequest,
         wait: Duration,
     ) -> Result<CountsAnswer, QueryError> {
         let manifest = self.manifest(request.min_sequence, wait).await?;
-        self.counts_on(manifest.as_ref(), request).await
+        self.counts_on(&Resolved { manifest, release: None }, request, None).await
     }
 
-    /// The netting of `manifest` (an empty one before the first manifest).
-    async fn snapshot(&self, manifest: Option<&Manifest>) -> Result<Arc<Netted>, QueryError> {
-        match manifest {
-            Some(manifest) => self.netted(manifest).await,
+    /// The netting of a resolved vintage (an empty one before the first manifest).
+    async fn snapshot(&self, resolved: &Resolved) -> Result<Arc<Netted>, QueryError> {
+        match &resolved.manifest {
+            Some(manifest) if resolved.is_serving() => self.netted(manifest).await,
+            Some(manifest) => self.vintage_netted(manifest).await,
             None => Ok(Arc::new(Netted::empty()?)),
         }
     }
 
-    /// The answer to `request` on `manifest`.
-    async fn counts_on(
+    /// The answer to `request` on a resolved vintage, published under `policy` (the public
+    /// tier) or exact (`None`).
+    pub async fn counts_on(
         &self,
-        manifest: Option<&Manifest>,
+        resolved: &Resolved,
         request: &CountsRequest,
+        policy: Option<&Policy>,
     ) -> Result<CountsAnswer, QueryError> {
-        let as_of = self.serving.as_of(manifest);
-        let context = self.snapshot(manifest).await?.context();
+        let as_of = AsOf::resolved(self.serving.projection().id(), resolved);
+        let context = self.snapshot(resolved).await?.context();
         context.check_sources(request, as_of.sequence)?;
         // Polars computes on its own threads and blocks: keep it off the async workers.
         let request = request.clone();
-        let frame = tokio::task::spawn_blocking(move || aggregate(&context, &request))
-            .await
-            .map_err(|source| QueryError::Task { task: "aggregation", source })??;
+        let policy = policy.cloned();
+        let frame =
+            tokio::task::spawn_blocking(move || aggregate(&context, &request, policy.as_ref()))
+                .await
+                .map_err(|source| QueryError::Task { task: "aggregation", source })??;
         Ok(CountsAnswer { as_of, frame })
     }
 }
@@ -455,6 +514,7 @@ fn empty_counts() -> LazyFrame {
         optional(stored::REGION),
         Column::new(stored::COUNT.into(), Vec::<i64>::new()),
         Column::new(stored::LOSS_CENTS.into(), Vec::<i64>::new()),
+        Column::new(stored::KEY_SUM.into(), Vec::<i64>::new()),
     ];
     DataFrame::new_infer_height(columns).expect("valid empty frame").lazy()
 }
@@ -544,6 +604,7 @@ pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, Que
         .agg([
             col(stored::COUNT).sum().alias(stored::COUNT),
             col(stored::LOSS_CENTS).sum().alias(stored::LOSS_CENTS),
+            col(stored::KEY_SUM).sum().alias(stored::KEY_SUM),
         ])
         // An amendment that only changes the loss leaves a count of 0: keep it.
         .filter(col(stored::COUNT).neq(lit(0i64)).or(col(stored::LOSS_CENTS).neq(lit(0i64))))
@@ -602,7 +663,7 @@ impl Coded {
             columns.push(Column::new(dimension.name().into(), codes));
             dictionaries.insert(dimension, values.into_iter().map(str::to_owned).collect());
         }
-        for name in [stored::COUNT, stored::LOSS_CENTS, OPEN] {
+        for name in [stored::COUNT, stored::LOSS_CENTS, stored::KEY_SUM, OPEN] {
             columns.push(cells.column(name)?.clone());
         }
         Ok(Coded { frame: DataFrame::new_infer_height(columns)?, dictionaries })
@@ -642,7 +703,15 @@ fn month_index(month: &str) -> Option<i32> {
 
 /// Filters the netted cells, checks units, groups and sums, then adds provisional flags and
 /// rates. Pure over its inputs.
-pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame, QueryError> {
+///
+/// With a `policy` (the public tier) each row's count is perturbed from its own cell key (the
+/// sum of its cells' key sums, modulo 256), rows published as zero leave grouped answers like
+/// true zeros, and losses are withheld or rounded; see [`publish`].
+pub fn aggregate(
+    context: &Context,
+    request: &CountsRequest,
+    policy: Option<&Policy>,
+) -> Result<DataFrame, QueryError> {
     let coded = &*context.coded;
     let mut frame = coded.frame.clone().lazy();
     // Months are "YYYY-MM" and their dictionary is sorted: a range of months is a range of codes.
@@ -694,6 +763,7 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
     let sums = [
         col(stored::COUNT).sum().alias(COUNT),
         col(stored::LOSS_CENTS).sum().alias(stored::LOSS_CENTS),
+        col(stored::KEY_SUM).sum().alias(stored::KEY_SUM),
         col(OPEN).sum().alias(OPEN),
     ];
     // What an ungrouped rate covers in time when from/to leave it open: the months with data.
@@ -731,6 +801,7 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
         result = DataFrame::new_infer_height(vec![
             Column::new(COUNT.into(), vec![0i64]),
             Column::new(stored::LOSS_CENTS.into(), vec![0i64]),
+            Column::new(stored::KEY_SUM.into(), vec![0i64]),
             Column::new(OPEN.into(), vec![open]),
         ])?;
     }
@@ -776,11 +847,47 @@ pub fn aggregate(context: &Context, request: &CountsRequest) -> Result<DataFrame
         order.push(Dimension::Unit.name());
     }
     order.extend([COUNT, "loss_eur", "provisional"]);
+    if let Some(policy) = policy {
+        publish(&mut result, policy, !request.by.is_empty())?;
+        order.push(LOSS_WITHHELD);
+    }
     let mut result = result.select(order)?;
     if request.rate == Some(Rate::Per100k) {
         add_rates(&mut result, request, data_span)?;
     }
     Ok(result)
+}
+
+/// The flag beside a public loss: `true` where the loss was withheld (`loss_eur` null).
+pub const LOSS_WITHHELD: &str = "loss_withheld";
+
+/// Turns exact rows into published ones: each count perturbed from its cell key, a row whose
+/// count is published as zero dropped from a grouped answer (a grouped answer never lists a zero
+/// row, so a listed zero would say the true count is not zero), and each loss published only
+/// above the policy's count threshold, rounded, else `null` with [`LOSS_WITHHELD`].
+fn publish(result: &mut DataFrame, policy: &Policy, grouped: bool) -> Result<(), QueryError> {
+    let counts = result.column(COUNT)?.i64()?.clone();
+    let keys = result.column(stored::KEY_SUM)?.i64()?.clone();
+    let losses = result.column("loss_eur")?.f64()?.clone();
+    let published: Vec<i64> = counts
+        .iter()
+        .zip(keys.iter())
+        .map(|(count, key)| policy.count(count.unwrap_or(0), key.unwrap_or(0)))
+        .collect();
+    let loss: Vec<Option<f64>> = published
+        .iter()
+        .zip(losses.iter())
+        .map(|(&count, loss)| loss.and_then(|l| policy.loss(count, l)))
+        .collect();
+    let withheld: Vec<bool> = loss.iter().map(Option::is_none).collect();
+    result.with_column(Column::new(COUNT.into(), published))?;
+    result.with_column(Column::new("loss_eur".into(), loss))?;
+    result.with_column(Column::new(LOSS_WITHHELD.into(), withheld))?;
+    if grouped {
+        let keep = result.column(COUNT)?.i64()?.gt(0);
+        *result = result.filter(&keep)?;
+    }
+    Ok(())
 }
 
 /// Whether a zero total is final: every source the request covers (its `source=` filter, or

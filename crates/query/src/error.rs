@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::counts::QueryError;
 use crate::request::RequestError;
+use crate::vintage::VintageError;
 
 /// An endpoint's refusal or failure. Handlers return `Result<_, ApiError>` and use `?`: each
 /// library error says which status it is.
@@ -54,14 +55,29 @@ impl From<RequestError> for ApiError {
     }
 }
 
-impl From<QueryError> for ApiError {
-    fn from(error: QueryError) -> ApiError {
-        let status = match &error {
+impl QueryError {
+    pub fn status(&self) -> StatusCode {
+        match self {
             QueryError::NotYet(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Vintage(e) => vintage_status(e),
             e if e.is_bad_request() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, error.to_string())
+        }
+    }
+}
+
+/// A vintage that does not exist is a 404; one not reached yet a 503.
+pub fn vintage_status(error: &VintageError) -> StatusCode {
+    match error {
+        VintageError::Serving(_) => StatusCode::SERVICE_UNAVAILABLE,
+        VintageError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::NOT_FOUND,
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> ApiError {
+        ApiError::new(error.status(), error.to_string())
     }
 }
 

@@ -3,13 +3,20 @@
 
 mod api;
 mod counts;
+mod disclosure;
 mod error;
+mod history;
+mod releases;
 mod request;
 mod serving;
 pub mod survey;
+mod vintage;
 
 pub use api::{QueryConfig, QueryState, frame_csv, frame_rows, router};
-pub use counts::{CountsAnswer, CountsEngine, QueryError};
+pub use counts::{CountsAnswer, CountsEngine, LOSS_WITHHELD, QueryError};
+pub use disclosure::{Disclosure, Tier};
 pub use error::ApiError;
+pub use releases::{create_release, summary as release_summary};
 pub use request::{CountsRequest, Dimension, RequestError, query_pairs};
 pub use serving::{AsOf, NotYet, ServingError, ServingManifest};
+pub use vintage::{ReleaseRef, Resolved, Vintage, VintageError, Vintages};

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use observatory_model::{Channel, VictimType, is_departement, is_valid_source_id};
 use observatory_reference::{Geography, Iccs};
 
+use crate::vintage::Vintage;
+
 /// A dimension of the count grain, usable in `by=` and as a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dimension {
@@ -119,6 +121,10 @@ pub struct CountsRequest {
     pub format: OutputFormat,
     pub min_sequence: Option<u64>,
     pub rate: Option<Rate>,
+    /// Which committed state to answer from (`release`, `as_of`, `as_of_time`).
+    pub vintage: Vintage,
+    /// `history=releases`: every distinct published value of each row across releases.
+    pub history: bool,
 }
 
 impl Default for CountsRequest {
@@ -131,6 +137,8 @@ impl Default for CountsRequest {
             format: OutputFormat::Json,
             min_sequence: None,
             rate: None,
+            vintage: Vintage::Current,
+            history: false,
         }
     }
 }
@@ -212,7 +220,18 @@ impl CountsRequest {
                     "parameter '{key}' is given twice; give one comma-separated list"
                 ));
             }
+            if request.vintage.take(key, value)? {
+                continue;
+            }
             match key.as_str() {
+                "history" => match value.as_str() {
+                    "releases" => request.history = true,
+                    other => {
+                        return bad(format!(
+                            "history='{other}' is not supported; use history=releases"
+                        ));
+                    }
+                },
                 "by" => {
                     for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                         let Some(dimension) = Dimension::parse(name) else {
@@ -258,7 +277,7 @@ impl CountsRequest {
                 name => {
                     let Some(dimension) = Dimension::parse(name) else {
                         return bad(format!(
-                            "unknown parameter '{name}'; use by, from, to, format, rate, min_sequence or a dimension filter ({})",
+                            "unknown parameter '{name}'; use by, from, to, format, rate, min_sequence, release, as_of, as_of_time, history or a dimension filter ({})",
                             Dimension::names()
                         ));
                     };
@@ -285,6 +304,26 @@ impl CountsRequest {
             && from > to
         {
             return bad(format!("from={from} is after to={to}"));
+        }
+        request.vintage.check_min_sequence(request.min_sequence)?;
+        if request.history {
+            if request.format == OutputFormat::Csv {
+                return bad(
+                    "history=releases answers one list of values per row, which CSV cannot carry; \
+                     use format=json"
+                        .to_owned(),
+                );
+            }
+            if request.vintage != Vintage::Current || request.min_sequence.is_some() {
+                return bad("history=releases spans every release; drop release, as_of, as_of_time and min_sequence"
+                    .to_owned());
+            }
+            if request.rate.is_some() {
+                return bad(
+                    "history=releases carries counts; ask rates of one release with release=<id>"
+                        .to_owned(),
+                );
+            }
         }
         Ok(request)
     }

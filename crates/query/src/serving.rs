@@ -104,6 +104,9 @@ pub struct AsOf {
     /// projections that pin reference data say so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<BTreeMap<String, String>>,
+    /// The release the answer comes from, when it was asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::vintage::ReleaseRef>,
 }
 
 impl AsOf {
@@ -121,6 +124,15 @@ impl AsOf {
             committed_at: manifest.map(|m| m.committed_at),
             reference: pins_reference
                 .then(|| manifest.map(|m| m.reference.clone()).unwrap_or_default()),
+            release: None,
+        }
+    }
+
+    /// The `as_of` of an answer from a resolved vintage.
+    pub fn resolved(projection: ProjectionId, resolved: &crate::vintage::Resolved) -> AsOf {
+        AsOf {
+            release: resolved.release.clone(),
+            ..AsOf::of(projection, resolved.manifest.as_ref())
         }
     }
 }

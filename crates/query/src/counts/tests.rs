@@ -43,6 +43,8 @@ fn counts_frame(rows: &[Row]) -> DataFrame {
         }),
         Column::new(stored::COUNT.into(), rows.iter().map(|r| r.5).collect::<Vec<_>>()),
         Column::new(stored::LOSS_CENTS.into(), rows.iter().map(|r| r.6).collect::<Vec<_>>()),
+        // A key sum that moves with the count, as the fold's does (7 per record).
+        Column::new(stored::KEY_SUM.into(), rows.iter().map(|r| r.5 * 7).collect::<Vec<_>>()),
     ])
     .unwrap()
 }
@@ -96,15 +98,15 @@ const ROWS: &[Row] = &[
 fn deltas_net_per_cell_and_units_are_never_added() {
     let context = context(ROWS, Coverage::default());
     let frame =
-        aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")])).unwrap();
+        aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")]), None).unwrap();
     let rows = crate::api::frame_rows(&frame);
     let counts: Vec<(String, i64)> = rows
         .iter()
         .map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap()))
         .collect();
     assert_eq!(counts, [("13".to_owned(), 2), ("75".to_owned(), 4)]);
-    assert!(matches!(aggregate(&context, &request(&[])), Err(QueryError::MixedUnits(_))));
-    let by_unit = aggregate(&context, &request(&[("by", "unit")])).unwrap();
+    assert!(matches!(aggregate(&context, &request(&[]), None), Err(QueryError::MixedUnits(_))));
+    let by_unit = aggregate(&context, &request(&[("by", "unit")]), None).unwrap();
     assert_eq!(by_unit.height(), 2);
 }
 
@@ -121,6 +123,7 @@ fn the_rate_of_a_row_is_over_what_the_row_counts() {
             ("rate", "per100k"),
             ("from", "2024"),
         ]),
+        None,
     )
     .unwrap();
     let row = &crate::api::frame_rows(&frame)[0];
@@ -130,7 +133,8 @@ fn the_rate_of_a_row_is_over_what_the_row_counts() {
     // `to` left open: up to the last month with data.
     assert_eq!(row["rate_period"], "2024-01/2024-02");
     assert_eq!(row["rate_per_100k"].as_f64(), Some(4.0 * 100_000.0 / paris.0 as f64));
-    let frame = aggregate(&context, &request(&[("unit", "offence"), ("rate", "per100k")])).unwrap();
+    let frame =
+        aggregate(&context, &request(&[("unit", "offence"), ("rate", "per100k")]), None).unwrap();
     let row = &crate::api::frame_rows(&frame)[0];
     assert_eq!(
         (row["population_area"].as_str(), row["rate_period"].as_str()),
@@ -149,7 +153,7 @@ fn a_zero_is_final_only_where_every_source_closed_every_month() {
     }
     let context = context(ROWS, coverage);
     let provisional = |query: &[(&str, &str)]| {
-        let frame = aggregate(&context, &request(query)).unwrap();
+        let frame = aggregate(&context, &request(query), None).unwrap();
         let row = &crate::api::frame_rows(&frame)[0];
         assert_eq!(row["count"], 0, "{query:?}");
         row["provisional"].as_bool().unwrap()
@@ -194,7 +198,7 @@ fn month_ranges_are_never_cut() {
 }
 
 fn answer(context: &Context, query: &[(&str, &str)]) -> Vec<Map<String, Value>> {
-    crate::api::frame_rows(&aggregate(context, &request(query)).unwrap())
+    crate::api::frame_rows(&aggregate(context, &request(query), None).unwrap())
 }
 
 /// The count of an ungrouped answer.
@@ -330,7 +334,7 @@ fn month_ranges_and_iccs_subtrees_select_coded_cells() {
 #[test]
 fn different_units_are_refused_unless_chosen_or_grouped() {
     let context = context(ROWS, Coverage::default());
-    let refused = aggregate(&context, &request(&[("month", "2024-02")])).unwrap_err();
+    let refused = aggregate(&context, &request(&[("month", "2024-02")]), None).unwrap_err();
     assert!(matches!(&refused, QueryError::MixedUnits(units) if units == "offence, report"));
     assert!(refused.is_bad_request());
     assert!(refused.to_string().contains("choose one with unit="), "{refused}");
@@ -418,4 +422,83 @@ async fn a_netting_extended_by_new_files_equals_one_from_scratch() {
     let query = [("by", "month,source,departement,unit")];
     assert_eq!(answer(&extended.context(), &query), answer(&scratch.context(), &query));
     assert_eq!(*extended.data_months, *scratch.data_months);
+}
+
+/// The public tier: each row perturbed from its own cell key (the sum of its cells' key sums),
+/// nothing published in 1..=js, rows published as zero left out of grouped answers like true
+/// zeros, losses withheld under the threshold, and the same cell reached by two query shapes
+/// published the same.
+#[test]
+fn public_rows_are_perturbed_from_their_cell_key() {
+    let policy = Policy::standard();
+    let context = context(ROWS, Coverage::default());
+    let exact =
+        aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")]), None).unwrap();
+    let public =
+        aggregate(&context, &request(&[("by", "departement"), ("unit", "offence")]), Some(&policy))
+            .unwrap();
+    let exact_rows = crate::api::frame_rows(&exact);
+    let public_rows = crate::api::frame_rows(&public);
+    // The key sums of the test rows are 7 per record: 13 holds 2 records (key 14), 75 holds 4
+    // (3 + 1 + an amendment, key 28).
+    let expected = |departement: &str, count: i64| {
+        let published = policy.count(count, count * 7);
+        (published > 0).then(|| (departement.to_owned(), published))
+    };
+    let wanted: Vec<(String, i64)> =
+        [expected("13", 2), expected("75", 4)].into_iter().flatten().collect();
+    let got: Vec<(String, i64)> = public_rows
+        .iter()
+        .map(|r| (r["departement"].as_str().unwrap().to_owned(), r["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(got, wanted, "exact: {exact_rows:?}");
+    for row in &public_rows {
+        let count = row["count"].as_i64().unwrap();
+        assert!(count > 2, "{row:?}");
+        // Fewer than 10: the loss is withheld.
+        assert_eq!(row["loss_eur"], Value::Null);
+        assert_eq!(row["loss_withheld"], Value::Bool(true));
+    }
+    assert!(!exact_rows[0].contains_key("loss_withheld"), "exact rows carry no public flag");
+    // The Paris offence cell by two shapes: by month then filtered, or as a total.
+    let total = aggregate(
+        &context,
+        &request(&[
+            ("departement", "75"),
+            ("unit", "offence"),
+            ("from", "2024-02"),
+            ("to", "2024-02"),
+        ]),
+        Some(&policy),
+    )
+    .unwrap();
+    let by_month = aggregate(
+        &context,
+        &request(&[
+            ("by", "month"),
+            ("departement", "75"),
+            ("unit", "offence"),
+            ("month", "2024-02"),
+        ]),
+        Some(&policy),
+    )
+    .unwrap();
+    let published = |frame: &DataFrame| frame.column("count").unwrap().i64().unwrap().get(0);
+    // February in Paris: the one offence amended in (key 7).
+    let feb = policy.count(1, 7);
+    assert!(feb == 0 || feb > 2);
+    assert_eq!(published(&total), Some(feb));
+    if feb > 0 {
+        assert_eq!(published(&by_month), Some(feb));
+    } else {
+        assert_eq!(by_month.height(), 0, "a cell published as zero is not listed");
+    }
+    // A total with no data stays zero.
+    let nothing = aggregate(
+        &context,
+        &request(&[("unit", "offence"), ("from", "2030-01"), ("to", "2030-01")]),
+        Some(&policy),
+    )
+    .unwrap();
+    assert_eq!(published(&nothing), Some(0));
 }

@@ -101,6 +101,10 @@ impl SurveyEngine {
         self.serving.projection()
     }
 
+    pub fn serving(&self) -> &ServingManifest {
+        &self.serving
+    }
+
     /// The serving manifest, waiting up to `wait` for it to reach `min_sequence`.
     pub async fn manifest(
         &self,

@@ -9,6 +9,7 @@ use crate::counts::QueryError;
 use crate::error::ApiError;
 use crate::request::RequestError;
 use crate::serving::{NotYet, ServingError};
+use crate::vintage::VintageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SurveyQueryError {
@@ -32,6 +33,12 @@ pub enum SurveyQueryError {
     Stats(#[from] StatsError),
     #[error(transparent)]
     Incidents(#[from] QueryError),
+    #[error(transparent)]
+    Vintage(#[from] VintageError),
+    /// Refused before any number was computed (a projection the public tier cannot be served
+    /// from).
+    #[error("{}", .0.message())]
+    Refused(ApiError),
     /// The blocking task decoding a table or estimating panicked or was cancelled.
     #[error("estimation task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
@@ -59,7 +66,9 @@ impl SurveyQueryError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             SurveyQueryError::NotFound(_) => StatusCode::NOT_FOUND,
-            SurveyQueryError::Incidents(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
+            SurveyQueryError::Incidents(e) => e.status(),
+            SurveyQueryError::Vintage(e) => crate::error::vintage_status(e),
+            SurveyQueryError::Refused(e) => e.status(),
             SurveyQueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SurveyQueryError::NoRespondents { .. } => StatusCode::CONFLICT,
             SurveyQueryError::Stats(

@@ -21,15 +21,86 @@ use super::items::{
 use super::request::{EstimatesQuery, ItemQuery, Stat};
 use crate::api::{QueryConfig, frame_rows};
 use crate::counts::CountsEngine;
+use crate::disclosure::{Disclosure, Tier};
 use crate::error::ApiError;
 use crate::request::{CountsRequest, query_pairs};
+use crate::serving::AsOf;
+use crate::vintage::{Vintage, Vintages};
+use axum::http::HeaderMap;
+use observatory_disclosure::Policy;
+use observatory_store::{Manifest, ProjectionId};
 
 pub struct SurveyQueryState {
     pub engine: SurveyEngine,
     /// The incident counts, for the dark-figure view (read through their public API).
     pub counts: CountsEngine,
     pub config: QueryConfig,
+    pub disclosure: Disclosure,
+    pub vintages: Vintages,
 }
+
+/// The surveys manifest of a vintage, and what an answer from it reflects.
+async fn resolve(
+    state: &SurveyQueryState,
+    vintage: &Vintage,
+    min_sequence: Option<u64>,
+) -> Result<(Option<Manifest>, AsOf), SurveyQueryError> {
+    let resolved = state
+        .vintages
+        .resolve(state.engine.serving(), vintage, min_sequence, state.config.max_wait)
+        .await?;
+    Ok((resolved.manifest.clone(), AsOf::resolved(ProjectionId::Surveys, &resolved)))
+}
+
+/// `min_sequence` and a vintage: all the listing endpoints take.
+fn listing_query(raw: Option<&str>) -> Result<(Option<u64>, Vintage), ApiError> {
+    let (mut min_sequence, mut vintage) = (None, Vintage::Current);
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in query_pairs(raw) {
+        if !seen.insert(key.clone()) {
+            return Err(ApiError::bad_request(format!("parameter '{key}' is given twice")));
+        }
+        if vintage.take(&key, &value)? {
+            continue;
+        }
+        match key.as_str() {
+            "min_sequence" => {
+                min_sequence = Some(value.parse().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "min_sequence='{value}' is not a stream sequence"
+                    ))
+                })?)
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter '{other}'; use min_sequence, release, as_of or as_of_time"
+                )));
+            }
+        }
+    }
+    vintage.check_min_sequence(min_sequence)?;
+    Ok((min_sequence, vintage))
+}
+
+/// Public estimates of domains with fewer respondents than the policy's minimum are withheld:
+/// every figure but `n` becomes null, with the flag `withheld_small_domain`.
+fn withhold(estimates: &mut [Estimate], policy: Option<&Policy>) {
+    let Some(policy) = policy else { return };
+    for e in estimates.iter_mut().filter(|e| !policy.survey_domain_published(e.n)) {
+        e.estimate = f64::NAN;
+        e.se = f64::NAN;
+        e.var = f64::NAN;
+        e.cv = None;
+        e.deff = None;
+        e.deff_replace = None;
+        e.ci_lower = None;
+        e.ci_upper = None;
+        e.flags.push(WITHHELD.to_owned());
+    }
+}
+
+/// The flag of a withheld survey estimate.
+pub const WITHHELD: &str = "withheld_small_domain";
 
 pub fn survey_router(state: Arc<SurveyQueryState>) -> Router {
     Router::new()
@@ -70,21 +141,16 @@ async fn get_surveys(
     State(state): State<Arc<SurveyQueryState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let min_sequence = match query_pairs(raw.as_deref()).as_slice() {
-        [] => None,
-        [(k, v)] if k == "min_sequence" => Some(v.parse().map_err(|_| {
-            ApiError::bad_request(format!("min_sequence='{v}' is not a stream sequence"))
-        })?),
-        _ => return Err(ApiError::bad_request("the only parameter is min_sequence")),
-    };
-    Ok(Json(surveys(&state, min_sequence).await?))
+    let (min_sequence, vintage) = listing_query(raw.as_deref())?;
+    Ok(Json(surveys(&state, min_sequence, &vintage).await?))
 }
 
 async fn surveys(
     state: &SurveyQueryState,
     min_sequence: Option<u64>,
+    vintage: &Vintage,
 ) -> Result<Value, SurveyQueryError> {
-    let manifest = state.engine.manifest(min_sequence, state.config.max_wait).await?;
+    let (manifest, as_of) = resolve(state, vintage, min_sequence).await?;
     let waves = state.engine.waves(&manifest).await?;
     let mut surveys: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for w in waves {
@@ -99,7 +165,7 @@ async fn surveys(
         .into_iter()
         .map(|(survey, waves)| json!({"survey": survey, "waves": waves}))
         .collect();
-    Ok(json!({"as_of": state.engine.as_of(&manifest), "surveys": surveys}))
+    Ok(json!({"as_of": as_of, "surveys": surveys}))
 }
 
 #[tracing::instrument(name = "survey_waves", skip_all, fields(survey))]
@@ -109,25 +175,23 @@ async fn get_waves(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let survey = survey_id(path)?;
-    let min_sequence = query_pairs(raw.as_deref())
-        .into_iter()
-        .find(|(k, _)| k == "min_sequence")
-        .and_then(|(_, v)| v.parse().ok());
-    Ok(Json(waves(&state, &survey, min_sequence).await?))
+    let (min_sequence, vintage) = listing_query(raw.as_deref())?;
+    Ok(Json(waves(&state, &survey, min_sequence, &vintage).await?))
 }
 
 async fn waves(
     state: &SurveyQueryState,
     survey: &str,
     min_sequence: Option<u64>,
+    vintage: &Vintage,
 ) -> Result<Value, SurveyQueryError> {
-    let manifest = state.engine.manifest(min_sequence, state.config.max_wait).await?;
+    let (manifest, as_of) = resolve(state, vintage, min_sequence).await?;
     let waves: Vec<WaveInfo> =
         state.engine.waves(&manifest).await?.into_iter().filter(|w| w.survey == survey).collect();
     if waves.is_empty() {
         return Err(SurveyQueryError::NotFound(format!("no survey '{survey}' is declared")));
     }
-    Ok(json!({"as_of": state.engine.as_of(&manifest), "survey": survey, "waves": waves}))
+    Ok(json!({"as_of": as_of, "survey": survey, "waves": waves}))
 }
 
 /// `GET /v1/surveys/{survey}/estimates`: the CLI's JSON (`estimates`) plus `as_of`, the wave
@@ -135,20 +199,23 @@ async fn waves(
 #[tracing::instrument(name = "survey_estimates", skip_all, fields(survey, query = raw.as_deref().unwrap_or("")))]
 async fn get_estimates(
     State(state): State<Arc<SurveyQueryState>>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let tier = state.disclosure.tier(&headers)?;
     let survey = survey_id(path)?;
     let query = EstimatesQuery::parse(&query_pairs(raw.as_deref()))?;
-    Ok(Json(estimates(&state, &survey, &query).await?))
+    Ok(Json(estimates(&state, &survey, &query, tier).await?))
 }
 
 async fn estimates(
     state: &SurveyQueryState,
     survey: &str,
     query: &EstimatesQuery,
+    tier: Tier,
 ) -> Result<Value, SurveyQueryError> {
-    let manifest = state.engine.manifest(query.min_sequence, state.config.max_wait).await?;
+    let (manifest, as_of) = resolve(state, &query.vintage, query.min_sequence).await?;
     let wave = state.engine.wave(&manifest, survey, &query.wave).await?;
     let names = query.vars.iter().flat_map(|v| v.split('/'));
     wave.check_variables(names, "var")?;
@@ -168,9 +235,11 @@ async fn estimates(
         "weights": request.weights, "strata": request.strata, "clusters": request.clusters, "fpc": request.fpc,
         "lonely_psu": request.lonely_psu,
     });
-    let estimates = run_estimate((*table).clone(), request).await?;
+    let mut estimates = run_estimate((*table).clone(), request).await?;
+    withhold(&mut estimates, state.disclosure.policy_for(tier));
     Ok(json!({
-        "as_of": state.engine.as_of(&manifest),
+        "as_of": as_of,
+        "disclosure": survey_disclosure(state, tier),
         "survey": survey,
         "wave": wave.wave,
         "status": wave.status,
@@ -178,6 +247,12 @@ async fn estimates(
         "design": design,
         "estimates": estimates,
     }))
+}
+
+/// What the survey answers publish: withheld small domains for the public (and, in the dark
+/// figure, the perturbed counts), exact figures for readers.
+fn survey_disclosure(state: &SurveyQueryState, tier: Tier) -> Value {
+    state.disclosure.describe(tier)
 }
 
 fn item_json(wave: &WaveInfo, item: &VictimisationItem) -> Value {
@@ -193,20 +268,23 @@ fn item_json(wave: &WaveInfo, item: &VictimisationItem) -> Value {
 #[tracing::instrument(name = "survey_reporting_rate", skip_all, fields(survey, query = raw.as_deref().unwrap_or("")))]
 async fn get_reporting_rate(
     State(state): State<Arc<SurveyQueryState>>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let tier = state.disclosure.tier(&headers)?;
     let survey = survey_id(path)?;
     let query = ItemQuery::parse(&query_pairs(raw.as_deref()), false)?;
-    Ok(Json(reporting_rate(&state, &survey, &query).await?))
+    Ok(Json(reporting_rate(&state, &survey, &query, tier).await?))
 }
 
 async fn reporting_rate(
     state: &SurveyQueryState,
     survey: &str,
     query: &ItemQuery,
+    tier: Tier,
 ) -> Result<Value, SurveyQueryError> {
-    let manifest = state.engine.manifest(query.min_sequence, state.config.max_wait).await?;
+    let (manifest, as_of) = resolve(state, &query.vintage, query.min_sequence).await?;
     let wave = state.engine.wave(&manifest, survey, &query.wave).await?;
     let item = wave.item(query.item.as_deref())?;
     if item.reported.is_none() {
@@ -217,9 +295,11 @@ async fn reporting_rate(
     }
     wave.check_variables(query.by.iter().map(String::as_str), "by")?;
     let table = with_item_columns(&*state.engine.table(&manifest, &wave).await?, &item)?;
-    let estimates = reporting_rates(&wave, &item, table, &query.by, query).await?;
+    let mut estimates = reporting_rates(&wave, &item, table, &query.by, query).await?;
+    withhold(&mut estimates, state.disclosure.policy_for(tier));
     Ok(json!({
-        "as_of": state.engine.as_of(&manifest),
+        "as_of": as_of,
+        "disclosure": survey_disclosure(state, tier),
         "survey": survey,
         "wave": wave.wave,
         "status": wave.status,
@@ -272,20 +352,23 @@ fn counting_unit(population: Population) -> &'static str {
 #[tracing::instrument(name = "survey_dark_figure", skip_all, fields(survey, query = raw.as_deref().unwrap_or("")))]
 async fn get_dark_figure(
     State(state): State<Arc<SurveyQueryState>>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let tier = state.disclosure.tier(&headers)?;
     let survey = survey_id(path)?;
     let query = ItemQuery::parse(&query_pairs(raw.as_deref()), true)?;
-    Ok(Json(dark_figure(&state, &survey, &query).await?))
+    Ok(Json(dark_figure(&state, &survey, &query, tier).await?))
 }
 
 async fn dark_figure(
     state: &SurveyQueryState,
     survey: &str,
     query: &ItemQuery,
+    tier: Tier,
 ) -> Result<Value, SurveyQueryError> {
-    let manifest = state.engine.manifest(query.min_sequence, state.config.max_wait).await?;
+    let (manifest, as_of) = resolve(state, &query.vintage, query.min_sequence).await?;
     let wave = state.engine.wave(&manifest, survey, &query.wave).await?;
     let item = wave.item(query.item.as_deref())?;
     let table = with_item_columns(&*state.engine.table(&manifest, &wave).await?, &item)?;
@@ -303,14 +386,21 @@ async fn dark_figure(
             e
         })
     };
-    let victims = named("victims").expect("one estimate per statistic");
-    let prevalence = named("prevalence").expect("one estimate per statistic");
-    let reported_victims = named("victims_who_reported");
-    let reporting_rate = if item.reported.is_some() {
-        reporting_rates(&wave, &item, table, &[], query).await?.into_iter().next()
-    } else {
-        None
-    };
+    let policy = state.disclosure.policy_for(tier);
+    let mut survey_figures = vec![
+        named("victims").expect("one estimate per statistic"),
+        named("prevalence").expect("one estimate per statistic"),
+    ];
+    survey_figures.extend(named("victims_who_reported"));
+    if item.reported.is_some() {
+        survey_figures.extend(reporting_rates(&wave, &item, table, &[], query).await?);
+    }
+    withhold(&mut survey_figures, policy);
+    let mut figures = survey_figures.into_iter();
+    let victims = figures.next().expect("victims");
+    let prevalence = figures.next().expect("prevalence");
+    let reported_victims = if item.reported.is_some() { figures.next() } else { None };
+    let reporting_rate = figures.next();
 
     // Incidents through the counts API, by month of occurrence over the reference period.
     let period = wave.declaration.reference_period;
@@ -332,15 +422,29 @@ async fn dark_figure(
     if let Some(unit) = &query.unit {
         filters.push(("unit".into(), unit.clone()));
     }
-    if let Some(sequence) = query.incidents_min_sequence {
-        filters.push(("min_sequence".into(), sequence.to_string()));
-    }
     let counts_request = CountsRequest::parse(&filters)?;
-    let counts = state.counts.counts(&counts_request, state.config.max_wait).await?;
+    // The incidents of the same vintage: the same release, or the newest.
+    let incidents = state
+        .vintages
+        .resolve(
+            state.counts.serving(),
+            &query.vintage,
+            query.incidents_min_sequence,
+            state.config.max_wait,
+        )
+        .await?;
+    state
+        .disclosure
+        .check_keys(tier, incidents.manifest.as_ref())
+        .map_err(SurveyQueryError::Refused)?;
+    let counts = state.counts.counts_on(&incidents, &counts_request, policy).await?;
     // Offences, victims and platform reports are never added: one figure per unit, and a
     // single `count` only when one unit is left (choose it with unit=).
     let by_unit = frame_rows(&counts.frame);
-    let per_victim = |count: i64| (victims.estimate > 0.0).then(|| count as f64 / victims.estimate);
+    let per_victim = |count: i64| {
+        (victims.estimate.is_finite() && victims.estimate > 0.0)
+            .then(|| count as f64 / victims.estimate)
+    };
     let units: Vec<Value> = by_unit
         .iter()
         .map(|r| {
@@ -380,7 +484,8 @@ async fn dark_figure(
             .to_owned(),
     ];
     Ok(json!({
-        "as_of": state.engine.as_of(&manifest),
+        "as_of": as_of,
+        "disclosure": survey_disclosure(state, tier),
         "survey": survey,
         "wave": wave.wave,
         "status": wave.status,

@@ -6,6 +6,7 @@ use observatory_model::survey::is_valid_wave_id;
 use observatory_stats::CiMethod;
 
 use crate::request::RequestError;
+use crate::vintage::Vintage;
 
 /// `stat=`: the statistic of `GET /v1/surveys/{survey}/estimates`, as the CLI's flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,7 @@ pub struct EstimatesQuery {
     pub ci: CiMethod,
     pub level: f64,
     pub min_sequence: Option<u64>,
+    pub vintage: Vintage,
 }
 
 /// `GET /v1/surveys/{survey}/reporting-rate` and `/dark-figure`.
@@ -58,6 +60,8 @@ pub struct ItemQuery {
     /// Dark figure only: the counting unit of the recorded incidents (all units, side by side,
     /// when absent; never added).
     pub unit: Option<String>,
+    /// Which committed state (of the surveys, and for the dark figure of the incidents too).
+    pub vintage: Vintage,
 }
 
 fn bad<T>(message: String) -> Result<T, RequestError> {
@@ -114,7 +118,11 @@ impl EstimatesQuery {
         unique(params)?;
         let (mut w, mut stat, mut vars, mut by) = (None, None, Vec::new(), Vec::new());
         let (mut method, mut lvl, mut min_sequence) = (CiMethod::Auto, 0.95, None);
+        let mut vintage = Vintage::Current;
         for (key, value) in params {
+            if vintage.take(key, value)? {
+                continue;
+            }
             match key.as_str() {
                 "wave" => w = Some(value.clone()),
                 "stat" => {
@@ -131,7 +139,7 @@ impl EstimatesQuery {
                 "min_sequence" => min_sequence = Some(sequence(key, value)?),
                 other => {
                     return bad(format!(
-                        "unknown parameter '{other}'; use wave, stat, var, by, ci, level or min_sequence"
+                        "unknown parameter '{other}'; use wave, stat, var, by, ci, level, min_sequence, release, as_of or as_of_time"
                     ));
                 }
             }
@@ -153,7 +161,8 @@ impl EstimatesQuery {
                 format!("var='{v}': '/' only appears in ratios (stat=ratio)")
             });
         }
-        Ok(EstimatesQuery { wave, stat, vars, by, ci: method, level: lvl, min_sequence })
+        vintage.check_min_sequence(min_sequence)?;
+        Ok(EstimatesQuery { wave, stat, vars, by, ci: method, level: lvl, min_sequence, vintage })
     }
 }
 
@@ -175,9 +184,13 @@ impl ItemQuery {
             sources: Vec::new(),
             incidents_min_sequence: None,
             unit: None,
+            vintage: Vintage::Current,
         };
         let mut w = None;
         for (key, value) in params {
+            if query.vintage.take(key, value)? {
+                continue;
+            }
             match key.as_str() {
                 "wave" => w = Some(value.clone()),
                 "item" => query.item = Some(value.clone()),
@@ -204,15 +217,21 @@ impl ItemQuery {
                 }
                 other => {
                     let allowed = if dark_figure {
-                        "wave, item, ci, level, min_sequence, source, unit or incidents_min_sequence"
+                        "wave, item, ci, level, min_sequence, source, unit, incidents_min_sequence, release, as_of or as_of_time"
                     } else {
-                        "wave, item, by, ci, level or min_sequence"
+                        "wave, item, by, ci, level, min_sequence, release, as_of or as_of_time"
                     };
                     return bad(format!("unknown parameter '{other}'; use {allowed}"));
                 }
             }
         }
         query.wave = wave(w)?;
+        query.vintage.check_min_sequence(query.min_sequence)?;
+        if query.vintage != Vintage::Current && query.incidents_min_sequence.is_some() {
+            return bad("incidents_min_sequence waits for the newest incidents; with release, as_of or as_of_time \
+                 the incidents come from the same vintage"
+                .into());
+        }
         Ok(query)
     }
 }
