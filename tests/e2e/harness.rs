@@ -35,6 +35,9 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// When set, the object store is this S3-protocol server instead of a directory.
     pub s3: Option<TestS3>,
+    /// A researcher's reader token, made on first use: what [`Service::get`] reads with, so
+    /// tests compare exact numbers unless they ask for the public ones.
+    researcher: std::sync::OnceLock<String>,
 }
 
 /// Which of the test's resources a command takes flags for (each command lists its own).
@@ -55,6 +58,7 @@ impl Takes {
             "ingest" => (false, true, false, false),
             "project" | "rebuild" => (true, true, true, false),
             "query" => (true, false, false, true),
+            "release" => (true, false, false, false),
             _ => (false, false, false, false),
         };
         let data_dir = !matches!(command, "estimate" | "bench");
@@ -64,7 +68,12 @@ impl Takes {
 
 impl Env {
     pub fn new() -> Env {
-        Env { nats: TestNats::start(), dir: tempfile::tempdir().expect("temp dir"), s3: None }
+        Env {
+            nats: TestNats::start(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            s3: None,
+            researcher: std::sync::OnceLock::new(),
+        }
     }
 
     /// Projections in S3 (moto_server on loopback) through the same code as the local store.
@@ -109,6 +118,19 @@ impl Env {
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 1, "the token must be the only line on stdout: {stdout:?}");
         lines[0].to_owned()
+    }
+
+    /// `reader add NAME --role ROLE`; returns the token.
+    pub fn add_reader(&self, name: &str, role: &str) -> String {
+        let stdout = self.observatory("reader").args(&["add", name]).flag("--role", role).run();
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "the token must be the only line on stdout: {stdout:?}");
+        lines[0].to_owned()
+    }
+
+    /// The harness's researcher token (exact numbers).
+    pub fn researcher(&self) -> &str {
+        self.researcher.get_or_init(|| self.add_reader("harness-researcher", "researcher"))
     }
 
     /// Starts `observatory project` without HTTP.
@@ -195,6 +217,7 @@ impl Invocation<'_> {
 
     /// Starts serving HTTP on a free port; returns once /health answers 200.
     pub async fn start(self) -> Service {
+        let researcher = self.env.researcher().to_owned();
         let http = format!("127.0.0.1:{}", free_port());
         let child = self
             .flag("--http", &http)
@@ -203,8 +226,12 @@ impl Invocation<'_> {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn observatory");
-        let service =
-            Service { child, base: format!("http://{http}"), client: reqwest::Client::new() };
+        let service = Service {
+            child,
+            base: format!("http://{http}"),
+            client: reqwest::Client::new(),
+            researcher,
+        };
         let health = service.call(Method::GET, "/health");
         wait_until("the service to answer /health with 200", Duration::from_secs(60), || {
             let request = health.request();
@@ -219,6 +246,8 @@ pub struct Service {
     child: Child,
     pub base: String,
     pub client: reqwest::Client,
+    /// The token [`Service::get`] reads exact numbers with.
+    pub researcher: String,
 }
 
 pub struct Answer {
@@ -351,7 +380,13 @@ impl Service {
         self.call(Method::POST, "/v1/periods/close").token(token).json(body).send_json().await
     }
 
+    /// `GET` as the harness's researcher: exact numbers.
     pub async fn get(&self, path_and_query: &str) -> Answer {
+        self.call(Method::GET, path_and_query).token(&self.researcher).send().await
+    }
+
+    /// `GET` without a token: the public (perturbed) numbers.
+    pub async fn get_public(&self, path_and_query: &str) -> Answer {
         self.call(Method::GET, path_and_query).send().await
     }
 

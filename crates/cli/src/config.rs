@@ -11,8 +11,8 @@ use observatory_projector::ProjectorConfig;
 use observatory_query::QueryConfig;
 
 use crate::flags::{
-    AgencyFile, BodyLimit, CrosswalkVersions, DataDir, DisclosureFiles, HttpListener, Nats,
-    ObjectStore, ProjectorTuning, QueryWait,
+    AgencyFile, BodyLimit, CrosswalkVersions, DataDir, DisclosureSecret, HttpListener, Nats,
+    ObjectStore, ProjectorTuning, QueryWait, ReaderFile,
 };
 
 /// Flags of `up`: every service in one process.
@@ -37,7 +37,9 @@ pub struct UpArgs {
     #[command(flatten)]
     pub crosswalks: CrosswalkVersions,
     #[command(flatten)]
-    pub disclosure: DisclosureFiles,
+    pub disclosure: DisclosureSecret,
+    #[command(flatten)]
+    pub readers: ReaderFile,
 }
 
 /// Flags of `ingest`: the feed endpoints alone.
@@ -71,7 +73,7 @@ pub struct ProjectArgs {
     #[command(flatten)]
     pub crosswalks: CrosswalkVersions,
     #[command(flatten)]
-    pub disclosure: DisclosureFiles,
+    pub disclosure: DisclosureSecret,
 }
 
 /// Flags of `query`: the statistical API alone.
@@ -86,7 +88,9 @@ pub struct QueryArgs {
     #[command(flatten)]
     pub query: QueryWait,
     #[command(flatten)]
-    pub disclosure: DisclosureFiles,
+    pub disclosure: DisclosureSecret,
+    #[command(flatten)]
+    pub readers: ReaderFile,
 }
 
 /// Flags of `release create|list`: where the store is, and the policy in force.
@@ -110,12 +114,12 @@ pub struct ReaderArgs {
     #[command(flatten)]
     pub data: DataDir,
     #[command(flatten)]
-    pub disclosure: DisclosureFiles,
+    pub readers: ReaderFile,
 }
 
 impl ReaderArgs {
     pub fn path(&self) -> PathBuf {
-        self.disclosure.readers_path(&self.data)
+        self.readers.path(&self.data)
     }
 }
 
@@ -213,7 +217,7 @@ fn projector(
     store: &ObjectStore,
     tuning: &ProjectorTuning,
     crosswalks: &CrosswalkVersions,
-    disclosure: &DisclosureFiles,
+    disclosure: &DisclosureSecret,
 ) -> anyhow::Result<ProjectorSettings> {
     Ok(ProjectorSettings {
         store: store.location(data),
@@ -230,9 +234,10 @@ fn query(
     data: &DataDir,
     store: &ObjectStore,
     wait: &QueryWait,
-    disclosure: &DisclosureFiles,
+    disclosure: &DisclosureSecret,
+    readers: &ReaderFile,
 ) -> anyhow::Result<QuerySettings> {
-    let readers = observatory_access::ReaderRegistry::open(&disclosure.readers_path(data))?;
+    let readers = observatory_access::ReaderRegistry::open(&readers.path(data))?;
     Ok(QuerySettings {
         store: store.location(data),
         config: QueryConfig { max_wait: Duration::from_millis(wait.query_wait_ms) },
@@ -258,7 +263,7 @@ impl UpArgs {
     }
 
     pub fn query(&self) -> anyhow::Result<QuerySettings> {
-        query(&self.data, &self.store, &self.query, &self.disclosure)
+        query(&self.data, &self.store, &self.query, &self.disclosure, &self.readers)
     }
 }
 
@@ -284,6 +289,6 @@ impl ProjectArgs {
 
 impl QueryArgs {
     pub fn query(&self) -> anyhow::Result<QuerySettings> {
-        query(&self.data, &self.store, &self.query, &self.disclosure)
+        query(&self.data, &self.store, &self.query, &self.disclosure, &self.readers)
     }
 }

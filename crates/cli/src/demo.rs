@@ -33,7 +33,14 @@ pub struct DemoArgs {
     /// <data-dir>/demo-tokens.json.
     #[command(flatten)]
     pub files: AgencyArgs,
+    /// The demo reads exact numbers as a researcher it registers in the readers file (its
+    /// token kept in demo-tokens.json too).
+    #[command(flatten)]
+    pub readers: crate::flags::ReaderFile,
 }
+
+/// The demo's reader, and its entry in demo-tokens.json.
+const DEMO_READER: &str = "demo-researcher";
 
 struct DemoAgency {
     id: &'static str,
@@ -390,7 +397,10 @@ fn encode(format: &str, records: &[&Value]) -> Vec<u8> {
 }
 
 /// Tokens of the demo agencies, kept beside the data (demo only: real tokens are never stored).
-fn demo_tokens(files: &AgencyArgs) -> Result<BTreeMap<String, String>> {
+fn demo_tokens(
+    files: &AgencyArgs,
+    readers: &crate::flags::ReaderFile,
+) -> Result<BTreeMap<String, String>> {
     let path = files.data.data_dir.join("demo-tokens.json");
     let mut tokens: BTreeMap<String, String> = match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -417,6 +427,24 @@ fn demo_tokens(files: &AgencyArgs) -> Result<BTreeMap<String, String>> {
             observatory_ingest::add_agency(&files.path(), agency.id, Some(agency.name), crosswalk)?;
         tokens.insert(agency.id.to_owned(), token);
     }
+    let readers_path = readers.path(&files.data);
+    let readers = observatory_access::ReaderRegistry::open(&readers_path)?;
+    let reader_known = readers.entries().iter().any(|r| r.name == DEMO_READER);
+    if !(reader_known && tokens.contains_key(DEMO_READER)) {
+        if reader_known {
+            bail!(
+                "reader '{DEMO_READER}' exists in {} but its token is not in {}; run the demo on a fresh --data-dir",
+                readers_path.display(),
+                path.display()
+            );
+        }
+        let token = observatory_access::add_reader(
+            &readers_path,
+            DEMO_READER,
+            observatory_access::Role::Researcher,
+        )?;
+        tokens.insert(DEMO_READER.to_owned(), token);
+    }
     write_private(&path, &serde_json::to_vec_pretty(&tokens)?)?;
     Ok(tokens)
 }
@@ -436,7 +464,7 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
     let base = args.url.trim_end_matches('/');
     let client = reqwest::Client::new();
     wait_healthy(&client, base).await?;
-    let tokens = demo_tokens(&args.files)?;
+    let tokens = demo_tokens(&args.files, &args.readers)?;
     let today = chrono::Utc::now().date_naive();
     let feed = generate(args.incidents, args.seed, today);
     eprintln!(
@@ -526,11 +554,14 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
 
     let wait =
         if last_sequence > 0 { format!("&min_sequence={last_sequence}") } else { String::new() };
-    let (as_of, by_year) =
-        get_rows(&client, &format!("{base}/v1/incidents/counts?by=year,unit{wait}")).await?;
-    let (_, by_section) =
-        get_rows(&client, &format!("{base}/v1/incidents/counts?by=iccs_section,unit{wait}"))
-            .await?;
+    let reader = Some(tokens[DEMO_READER].as_str());
+    let by_year_url = format!("{base}/v1/incidents/counts?by=year,unit{wait}");
+    let by_section_url = format!("{base}/v1/incidents/counts?by=iccs_section,unit{wait}");
+    let (as_of, by_year) = get_rows(&client, &by_year_url, reader).await?;
+    let (_, by_section) = get_rows(&client, &by_section_url, reader).await?;
+    // The same tables as the public reads them: perturbed, each within D of the truth.
+    let (_, public_year) = get_rows(&client, &by_year_url, None).await?;
+    let (_, public_section) = get_rows(&client, &by_section_url, None).await?;
     let label = |row: &Value, key: &str, prefix: &str| {
         let value = match &row[key] {
             Value::String(s) => s.clone(),
@@ -546,25 +577,42 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
         .iter()
         .map(|r| (label(r, "iccs_section", "ICCS "), r["count"].as_i64().unwrap_or(0)))
         .collect();
+    let public: BTreeMap<String, i64> = public_year
+        .iter()
+        .map(|r| (label(r, "year", "year "), r["count"].as_i64().unwrap_or(0)))
+        .chain(
+            public_section
+                .iter()
+                .map(|r| (label(r, "iccs_section", "ICCS "), r["count"].as_i64().unwrap_or(0))),
+        )
+        .collect();
+    let policy = observatory_disclosure::Policy::standard();
+    let (d, js) = (i64::from(policy.ptable.params.d), i64::from(policy.ptable.params.js));
 
     println!("\nas of stream sequence {as_of}");
-    println!("{:<28} {:>12} {:>12}", "", "ground truth", "query");
+    println!("{:<28} {:>12} {:>12} {:>12}", "", "ground truth", "researcher", "public");
     let mut mismatches = 0;
     for (truth, answer) in [(&truth_year, &query_year), (&truth_section, &query_section)] {
         let keys: std::collections::BTreeSet<&String> = truth.keys().chain(answer.keys()).collect();
         for key in keys {
             let (t, a) = (*truth.get(key).unwrap_or(&0), *answer.get(key).unwrap_or(&0));
-            if t != a {
+            let p = *public.get(key).unwrap_or(&0);
+            let public_ok = (p - t).abs() <= d && !(1..=js).contains(&p) && (t != 0 || p == 0);
+            if t != a || !public_ok {
                 mismatches += 1;
             }
-            println!("{key:<28} {t:>12} {a:>12}  {}", if t == a { "ok" } else { "MISMATCH" });
+            println!(
+                "{key:<28} {t:>12} {a:>12} {p:>12}  {}",
+                if t == a && public_ok { "ok" } else { "MISMATCH" }
+            );
         }
     }
     if mismatches > 0 {
         bail!("{mismatches} figures differ between the ground truth and the query");
     }
     println!(
-        "\nground truth equals the query's answer (offences and platform reports are counted apart). Try:"
+        "\nground truth equals the researcher's answer, and the public answer is within ±{d} of it \
+         (cell-key perturbation, nothing published in 1..{js}); offences and platform reports are counted apart. Try:"
     );
     println!(
         "  curl '{base}/v1/incidents/counts?by=departement&unit=offence&rate=per100k&from=2024&to=2024&departement=75,13,59'"
@@ -623,8 +671,16 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) -> Result<()> {
     }
 }
 
-async fn get_rows(client: &reqwest::Client, url: &str) -> Result<(u64, Vec<Value>)> {
-    let response = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+async fn get_rows(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Result<(u64, Vec<Value>)> {
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.with_context(|| format!("GET {url}"))?;
     let status = response.status();
     let body: Value = response.json().await?;
     if !status.is_success() {

@@ -56,30 +56,38 @@ impl AgencyFile {
     }
 }
 
-/// Disclosure control: the deployment secret that keys records, and who reads exact numbers.
+/// Disclosure control: the deployment secret that keys records.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Disclosure control")]
-pub struct DisclosureFiles {
+pub struct DisclosureSecret {
     /// The deployment's disclosure secret (64 hex digits), shared by every projector and query
     /// process: it keys each incident's record key, so the public noise cannot be stripped.
     /// Created at first start when missing. Default <data-dir>/disclosure.secret.
     #[arg(long, env = "OBSERVATORY_DISCLOSURE_SECRET_FILE")]
     pub disclosure_secret_file: Option<PathBuf>,
+}
+
+/// Who reads more than the public numbers.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Disclosure control")]
+pub struct ReaderFile {
     /// Readers file (names, roles, token hashes), from `observatory reader add`. Default
     /// <data-dir>/readers.toml.
     #[arg(long, env = "OBSERVATORY_READERS")]
     pub readers: Option<PathBuf>,
 }
 
-impl DisclosureFiles {
+impl ReaderFile {
+    pub fn path(&self, data: &DataDir) -> PathBuf {
+        self.readers.clone().unwrap_or_else(|| data.data_dir.join("readers.toml"))
+    }
+}
+
+impl DisclosureSecret {
     pub fn secret_path(&self, data: &DataDir) -> PathBuf {
         self.disclosure_secret_file
             .clone()
             .unwrap_or_else(|| data.data_dir.join("disclosure.secret"))
-    }
-
-    pub fn readers_path(&self, data: &DataDir) -> PathBuf {
-        self.readers.clone().unwrap_or_else(|| data.data_dir.join("readers.toml"))
     }
 
     /// The record keys of the deployment, creating the secret (32 random bytes, owner-only)
