@@ -7,6 +7,7 @@ mod ingest;
 mod input;
 mod numbers;
 mod pipeline;
+mod publishing;
 mod recovery;
 mod s3;
 mod survey;
