@@ -350,10 +350,12 @@ pub fn render(report: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "   {:<34} {:>5} {:>17} {:>15} {:>17} {:>17} {:>9} {:>6}",
+            "   {:<34} {:>5} {:>17} {:>17} {:>7} {:>15} {:>17} {:>17} {:>9} {:>6}",
             "p50 / p99 ms",
             "rows",
-            "ours HTTP",
+            "ours HTTP exact",
+            "ours HTTP public",
+            "cost",
             "ours engine",
             "DuckDB Parquet",
             "DuckDB memory",
@@ -363,10 +365,12 @@ pub fn render(report: &Report) -> String {
         for r in &q.queries {
             let _ = writeln!(
                 out,
-                "   {:<34} {:>5} {:>17} {:>15} {:>17} {:>17} {:>9} {:>6}",
+                "   {:<34} {:>5} {:>17} {:>17} {:>7} {:>15} {:>17} {:>17} {:>9} {:>6}",
                 r.name,
                 r.rows,
                 format!("{:.1} / {:.1}", r.http.p50_ms, r.http.p99_ms),
+                format!("{:.1} / {:.1}", r.public.p50_ms, r.public.p99_ms),
+                format!("{:+.0}%", r.perturbation_cost * 100.0),
                 format!("{:.1} / {:.1}", r.engine.p50_ms, r.engine.p99_ms),
                 opt_ms(&r.duckdb_parquet),
                 opt_ms(&r.duckdb_memory),

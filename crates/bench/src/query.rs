@@ -144,8 +144,13 @@ pub struct QueryResult {
     pub rows: usize,
     /// First request after the query service started (files not yet cached).
     pub cold_ms: f64,
-    /// `GET /v1/incidents/counts` to the query process, full round trip.
+    /// `GET /v1/incidents/counts` to the query process, full round trip, as a researcher
+    /// (exact numbers: what DuckDB is compared with).
     pub http: Latency,
+    /// The same request without a token: the public tier, perturbed by the cell-key method.
+    pub public: Latency,
+    /// Public p50 over exact p50, minus one (the cost of perturbation; target ≤ 10 %).
+    pub perturbation_cost: f64,
     /// The engine in this process (no HTTP, no JSON).
     pub engine: Latency,
     pub duckdb_parquet: Option<Latency>,
@@ -236,9 +241,17 @@ fn run_duckdb(
     serde_json::from_slice(&output.stdout).context("the DuckDB script's output")
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Result<(f64, reqwest::StatusCode, Vec<u8>)> {
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Result<(f64, reqwest::StatusCode, Vec<u8>)> {
     let started = Instant::now();
-    let response = client.get(url).send().await?;
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
     let status = response.status();
     let body = response.bytes().await?.to_vec();
     Ok((started.elapsed().as_secs_f64() * 1e3, status, body))
@@ -260,6 +273,15 @@ pub async fn run(
         "--data-dir".into(),
         service_dir.to_string_lossy().into_owned(),
     ];
+    // The exact figures compared with DuckDB are a researcher's; the public ones are timed
+    // beside them.
+    let reader = format!("bench-{}", std::process::id());
+    let token = observatory_access::add_reader(
+        &service_dir.join("readers.toml"),
+        &reader,
+        observatory_access::Role::Researcher,
+    )?;
+    let exact = Some(token.as_str());
     let service = Service::start(&args, work.join("query.log"), client).await?;
     let projection =
         Projection::new(Store::open(&store_location)?, observatory_store::ProjectionId::Incidents);
@@ -271,27 +293,36 @@ pub async fn run(
         let mut params = spec.params.clone();
         let mut note = None;
         let mut url = format!("{}/v1/incidents/counts?{}", service.base_url, query_string(&params));
-        let (mut cold_ms, mut status, mut body) = get(client, &url).await?;
+        let (mut cold_ms, mut status, mut body) = get(client, &url, exact).await?;
         if status == reqwest::StatusCode::BAD_REQUEST
             && let Some((fallback, why)) = &spec.fallback
         {
             params = fallback.clone();
             note = Some(format!("{why} ({})", String::from_utf8_lossy(&body).trim()));
             url = format!("{}/v1/incidents/counts?{}", service.base_url, query_string(&params));
-            (cold_ms, status, body) = get(client, &url).await?;
+            (cold_ms, status, body) = get(client, &url, exact).await?;
         }
         if !status.is_success() {
             bail!("GET {url} answered {status}: {}", String::from_utf8_lossy(&body));
         }
         bar.inc(1);
-        let mut samples = Vec::with_capacity(runs);
+        // Exact and public requests alternate, so both see the same machine state.
+        let (mut samples, mut public) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
         for i in 0..WARMUP + runs {
-            let (ms, status, answer) = get(client, &url).await?;
+            let (ms, status, answer) = get(client, &url, exact).await?;
             if !status.is_success() {
                 bail!("GET {url} answered {status}");
             }
+            let (public_ms, public_status, public_body) = get(client, &url, None).await?;
+            if !public_status.is_success() {
+                bail!(
+                    "GET {url} (public) answered {public_status}: {}",
+                    String::from_utf8_lossy(&public_body)
+                );
+            }
             if i >= WARMUP {
                 samples.push(ms);
+                public.push(public_ms);
             }
             body = answer;
             bar.inc(1);
@@ -310,7 +341,7 @@ pub async fn run(
             }
         }
         bar.finish_and_clear();
-        measured.push((spec, params, note, cold_ms, samples, engine_samples, answer));
+        measured.push((spec, params, note, cold_ms, samples, public, engine_samples, answer));
     }
     service.stop().await?;
 
@@ -332,7 +363,7 @@ pub async fn run(
     bar.finish_and_clear();
 
     let mut queries = Vec::new();
-    for (spec, params, note, cold_ms, samples, engine_samples, answer) in measured {
+    for (spec, params, note, cold_ms, samples, public, engine_samples, answer) in measured {
         let by: Vec<String> = duckdb_query(spec.name, &params)["by"]
             .as_array()
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
@@ -340,6 +371,8 @@ pub async fn run(
         let ours = answer_rows(&answer, &by)?;
         let theirs = duckdb.queries.get(spec.name);
         let http = Latency::of(&samples).context("no samples")?;
+        let public = Latency::of(&public).context("no samples")?;
+        let perturbation_cost = public.p50_ms / http.p50_ms - 1.0;
         let duckdb_parquet = theirs.and_then(|t| Latency::of(&t.parquet_ms));
         let comparison = theirs.map(|t| compare_rows(&ours, &t.rows));
         queries.push(QueryResult {
@@ -351,6 +384,8 @@ pub async fn run(
             cold_ms,
             p99_ratio_vs_duckdb: ratio(http.p99_ms, duckdb_parquet.as_ref().map(|d| d.p99_ms)),
             http,
+            public,
+            perturbation_cost,
             engine: Latency::of(&engine_samples).context("no samples")?,
             duckdb_parquet,
             duckdb_memory: theirs.and_then(|t| Latency::of(&t.memory_ms)),
