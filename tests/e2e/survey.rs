@@ -208,6 +208,32 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
         assert_eq!(answer["respondents"], 183);
         assert_eq!(answer["status"], "closed");
     }
+    // The public reads the same estimates, but a domain with fewer than 10 respondents is
+    // withheld (every figure but n null, flagged); the others are the researcher's.
+    let query = "stat=total&var=enroll&by=stype,awards";
+    let exact = estimates(&service, query, seq).await;
+    let public = service
+        .get_public(&format!("/v1/surveys/api/estimates?wave=2000&{query}&min_sequence={seq}"))
+        .await;
+    assert_eq!(public.status, 200, "{}", public.body);
+    assert_eq!(public.body["disclosure"]["tier"], "public");
+    assert_eq!(public.body["disclosure"]["survey_min_respondents"], 10);
+    let (mut withheld, mut kept) = (0, 0);
+    for (p, e) in public.body["estimates"].as_array().unwrap().iter().zip(exact["estimates"].as_array().unwrap()) {
+        assert_eq!(p["n"], e["n"], "{p}");
+        if e["n"].as_u64().unwrap() < 10 {
+            withheld += 1;
+            assert!(p["flags"].as_array().unwrap().iter().any(|f| f == "withheld_small_domain"), "{p}");
+            for field in ["estimate", "se", "var", "cv", "ci_lower", "ci_upper"] {
+                assert_eq!(p[field], Value::Null, "{field} of {p}");
+            }
+        } else {
+            kept += 1;
+            assert_eq!(p, e);
+        }
+    }
+    assert!(withheld > 0 && kept > 0, "{withheld} withheld, {kept} kept: the query tests both");
+
     let mean = estimates(&service, "stat=mean&var=api00", seq).await;
     eprintln!(
         "apiclus1 mean api00: pipeline {} (se {}), CLI {} (se {})",
