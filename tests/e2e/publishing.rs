@@ -19,8 +19,8 @@ impl Lcg {
         (self.0 >> 33) % n
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
     }
 }
 
@@ -270,10 +270,10 @@ async fn ten_thousand_random_public_queries_keep_every_guarantee() {
     for i in 0..900 {
         let incident = Incident {
             id: format!("S{i}"),
-            month: rng.pick(&months).clone(),
-            departement: *rng.pick(&DEPS),
-            iccs: *rng.pick(&ICCS),
-            victim_type: *rng.pick(&VICTIMS),
+            month: months[rng.below(12) as usize].clone(),
+            departement: rng.pick(&DEPS),
+            iccs: rng.pick(&ICCS),
+            victim_type: rng.pick(&VICTIMS),
         };
         let mut r = record(
             &incident.id,
@@ -302,14 +302,14 @@ async fn ten_thousand_random_public_queries_keep_every_guarantee() {
         let mut filters: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         if rng.below(2) == 0 {
             let n = 1 + rng.below(3) as usize;
-            filters.insert("departement", (0..n).map(|_| rng.pick(&DEPS).to_string()).collect());
+            filters.insert("departement", (0..n).map(|_| rng.pick(&DEPS).to_owned()).collect());
         }
         if rng.below(3) == 0 {
             filters
-                .insert("iccs", vec![rng.pick(&["09", "0903", "09031", "07", "0208"]).to_string()]);
+                .insert("iccs", vec![rng.pick(&["09", "0903", "09031", "07", "0208"]).to_owned()]);
         }
         if rng.below(3) == 0 {
-            filters.insert("victim_type", vec![rng.pick(&VICTIMS).to_string()]);
+            filters.insert("victim_type", vec![rng.pick(&VICTIMS).to_owned()]);
         }
         let (from, to) = {
             let a = rng.below(12) as usize;

@@ -219,11 +219,19 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
     assert_eq!(public.body["disclosure"]["tier"], "public");
     assert_eq!(public.body["disclosure"]["survey_min_respondents"], 10);
     let (mut withheld, mut kept) = (0, 0);
-    for (p, e) in public.body["estimates"].as_array().unwrap().iter().zip(exact["estimates"].as_array().unwrap()) {
+    for (p, e) in public.body["estimates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(exact["estimates"].as_array().unwrap())
+    {
         assert_eq!(p["n"], e["n"], "{p}");
         if e["n"].as_u64().unwrap() < 10 {
             withheld += 1;
-            assert!(p["flags"].as_array().unwrap().iter().any(|f| f == "withheld_small_domain"), "{p}");
+            assert!(
+                p["flags"].as_array().unwrap().iter().any(|f| f == "withheld_small_domain"),
+                "{p}"
+            );
             for field in ["estimate", "se", "var", "cv", "ci_lower", "ci_upper"] {
                 assert_eq!(p[field], Value::Null, "{field} of {p}");
             }

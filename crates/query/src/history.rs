@@ -12,6 +12,13 @@ use crate::error::ApiError;
 use crate::request::CountsRequest;
 use crate::vintage::{ReleaseRef, Resolved};
 
+/// A row's fields, by name.
+type Fields = Map<String, Value>;
+
+/// One row across releases: its key, its naming fields, its value in each release (`None`
+/// where the release does not list it).
+type Revisions = (String, Fields, Vec<Option<Fields>>);
+
 /// The fields of a row that are its value; the rest name the row.
 const VALUE_FIELDS: [&str; 4] = ["count", "loss_eur", "provisional", "loss_withheld"];
 
@@ -25,7 +32,7 @@ pub async fn counts_history(
     releases.reverse();
     let policy = state.disclosure.policy_for(tier);
     // Row key (its naming fields, as JSON text) → the row's value in each release.
-    let mut rows: Vec<(String, Map<String, Value>, Vec<Option<Map<String, Value>>>)> = Vec::new();
+    let mut rows: Vec<Revisions> = Vec::new();
     for (at, release) in releases.iter().enumerate() {
         let resolved = Resolved {
             manifest: release.manifest(state.engine.serving().projection().id()).cloned(),
