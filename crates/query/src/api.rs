@@ -162,8 +162,12 @@ impl CoverageQuery {
 #[tracing::instrument(name = "coverage", skip_all)]
 async fn get_coverage(
     State(state): State<Arc<QueryState>>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    // Coverage publishes statuses, not counts: every tier reads the same, but a bad token is
+    // still refused rather than read as public.
+    let tier = state.disclosure.tier(&headers)?;
     let query = CoverageQuery::parse(&query_pairs(raw.as_deref()))?;
     let resolved = state
         .vintages
@@ -176,7 +180,12 @@ async fn get_coverage(
         .await?;
     let sequence = HeaderValue::from(as_of.sequence);
     let mut response = match query.format {
-        OutputFormat::Json => Json(json!({"as_of": as_of, "coverage": rows})).into_response(),
+        OutputFormat::Json => Json(json!({
+            "as_of": as_of,
+            "coverage": rows,
+            "disclosure": {"tier": tier.name(), "note": "statuses, not counts: the same for every tier"},
+        }))
+        .into_response(),
         OutputFormat::Csv => {
             let mut out = String::from("source,month,status,closed_departements\n");
             for row in &rows {

@@ -43,8 +43,14 @@ impl Vintage {
             "as_of_time" => Vintage::Time(
                 DateTime::parse_from_rfc3339(value)
                     .map_err(|e| {
+                        // A '+' in a query string decodes to a space.
+                        let hint = if value.contains(' ') {
+                            " (a '+' in a URL reads as a space: write the offset as %2B01:00, or use Z)"
+                        } else {
+                            ""
+                        };
                         RequestError(format!(
-                            "as_of_time='{value}' is not an RFC 3339 instant ({e}); e.g. 2025-11-01T00:00:00Z"
+                            "as_of_time='{value}' is not an RFC 3339 instant ({e}){hint}; e.g. 2025-11-01T00:00:00Z"
                         ))
                     })?
                     .with_timezone(&Utc),
@@ -239,6 +245,7 @@ mod tests {
             ("as_of", "-1", "not a stream sequence"),
             ("as_of_time", "2025-13-01", "not an RFC 3339 instant"),
             ("as_of_time", "2025-11-01", "not an RFC 3339 instant"),
+            ("as_of_time", "2025-11-01T00:00:00 01:00", "%2B01:00"),
         ] {
             let error = Vintage::default().take(key, value).unwrap_err().0;
             assert!(error.contains(says), "{key}={value}: {error}");

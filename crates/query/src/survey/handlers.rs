@@ -139,8 +139,10 @@ async fn run_estimate(
 #[tracing::instrument(name = "surveys", skip_all)]
 async fn get_surveys(
     State(state): State<Arc<SurveyQueryState>>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    state.disclosure.tier(&headers)?;
     let (min_sequence, vintage) = listing_query(raw.as_deref())?;
     Ok(Json(surveys(&state, min_sequence, &vintage).await?))
 }
@@ -171,9 +173,11 @@ async fn surveys(
 #[tracing::instrument(name = "survey_waves", skip_all, fields(survey))]
 async fn get_waves(
     State(state): State<Arc<SurveyQueryState>>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    state.disclosure.tier(&headers)?;
     let survey = survey_id(path)?;
     let (min_sequence, vintage) = listing_query(raw.as_deref())?;
     Ok(Json(waves(&state, &survey, min_sequence, &vintage).await?))
