@@ -142,6 +142,19 @@ impl Netted {
         })
     }
 
+    /// Whether this netting is of exactly the files `manifest` names.
+    fn describes(&self, manifest: &Manifest) -> bool {
+        self.version == manifest.version
+            && self.coverage_files
+                == manifest
+                    .files(&TableId::Coverage)
+                    .iter()
+                    .map(|f| f.path.clone())
+                    .collect::<Vec<_>>()
+            && self.counts_files.len() == manifest.files(&TableId::Counts).len()
+            && manifest.files(&TableId::Counts).iter().all(|f| self.counts_files.contains(&f.path))
+    }
+
     /// What a request is answered against: the cells, the closures and where data exists.
     fn context(&self) -> Context {
         Context {
@@ -276,6 +289,12 @@ impl CountsEngine {
     /// The netting of a manifest other than the serving one, from the small cache or anew.
     async fn vintage_netted(&self, manifest: &Manifest) -> Result<Arc<Netted>, QueryError> {
         let key = (manifest.version, manifest.last_sequence);
+        // A release made from the serving manifest names the same files: share its netting.
+        if let Some(serving) = self.netted.lock().await.as_ref()
+            && serving.describes(manifest)
+        {
+            return Ok(serving.clone());
+        }
         let mut cached = self.vintages.lock().await;
         if let Some(at) = cached.iter().position(|(v, s, _)| (*v, *s) == key) {
             let entry = cached.remove(at);
@@ -424,7 +443,7 @@ impl CountsEngine {
         wait: Duration,
     ) -> Result<CountsAnswer, QueryError> {
         let manifest = self.manifest(request.min_sequence, wait).await?;
-        self.counts_on(&Resolved { manifest, release: None }, request, None).await
+        self.counts_on(&Resolved::serving(manifest), request, None).await
     }
 
     /// The netting of a resolved vintage (an empty one before the first manifest).

@@ -10,7 +10,7 @@ use crate::counts::QueryError;
 use crate::disclosure::Tier;
 use crate::error::ApiError;
 use crate::request::CountsRequest;
-use crate::vintage::{ReleaseRef, Resolved};
+use crate::vintage::Resolved;
 
 /// A row's fields, by name.
 type Fields = Map<String, Value>;
@@ -34,10 +34,7 @@ pub async fn counts_history(
     // Row key (its naming fields, as JSON text) → the row's value in each release.
     let mut rows: Vec<Revisions> = Vec::new();
     for (at, release) in releases.iter().enumerate() {
-        let resolved = Resolved {
-            manifest: release.manifest(state.engine.serving().projection().id()).cloned(),
-            release: Some(ReleaseRef::of(release)),
-        };
+        let resolved = Resolved::release(release, state.engine.serving().projection().id());
         state.disclosure.check_keys(tier, resolved.manifest.as_ref())?;
         let answer = state.engine.counts_on(&resolved, request, policy).await?;
         for row in frame_rows(&answer.frame) {

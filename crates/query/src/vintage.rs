@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use observatory_store::{Manifest, Release, Releases, StoreError, is_release_id};
+use observatory_store::{Manifest, ProjectionId, Release, Releases, StoreError, is_release_id};
 use serde::Serialize;
 
 use crate::request::RequestError;
@@ -102,12 +102,28 @@ pub struct Resolved {
     /// `None`: nothing committed in that state (a release made before the first commit).
     pub manifest: Option<Manifest>,
     pub release: Option<ReleaseRef>,
+    /// The newest serving manifest (its netting is kept up to date in place); any other state
+    /// is netted beside it, so asking for an old one never evicts the serving netting.
+    pub serving: bool,
 }
 
 impl Resolved {
-    /// Whether the manifest is the serving one (its netting is kept up to date in place).
+    /// The serving manifest, as read now.
+    pub fn serving(manifest: Option<Manifest>) -> Resolved {
+        Resolved { manifest, release: None, serving: true }
+    }
+
+    /// A release's frozen manifest of one projection.
+    pub fn release(release: &Release, projection: ProjectionId) -> Resolved {
+        Resolved {
+            manifest: release.manifest(projection).cloned(),
+            release: Some(ReleaseRef::of(release)),
+            serving: false,
+        }
+    }
+
     pub fn is_serving(&self) -> bool {
-        self.release.is_none()
+        self.serving
     }
 }
 
@@ -164,15 +180,9 @@ impl Vintages {
         wait: Duration,
     ) -> Result<Resolved, VintageError> {
         let projection = serving.projection().id();
-        let from_release = |release: &Release| Resolved {
-            manifest: release.manifest(projection).cloned(),
-            release: Some(ReleaseRef::of(release)),
-        };
+        let from_release = |release: &Release| Resolved::release(release, projection);
         match vintage {
-            Vintage::Current => Ok(Resolved {
-                manifest: serving.wait_for(min_sequence, wait).await?,
-                release: None,
-            }),
+            Vintage::Current => Ok(Resolved::serving(serving.wait_for(min_sequence, wait).await?)),
             Vintage::Release(id) => match self.releases.get(id).await? {
                 Some(release) => Ok(from_release(&release)),
                 None => Err(VintageError::UnknownRelease {
@@ -198,7 +208,11 @@ impl Vintages {
                 if let Some(version) = store.current_version().await?
                     && let Some(manifest) = store.manifest(version, *sequence).await?
                 {
-                    return Ok(Resolved { manifest: Some(manifest), release: None });
+                    return Ok(Resolved {
+                        manifest: Some(manifest),
+                        release: None,
+                        serving: false,
+                    });
                 }
                 let releases = self.releases.list().await?;
                 // A release's manifest stays addressable by its sequence (newest release first:
@@ -208,7 +222,11 @@ impl Vintages {
                     .filter_map(|r| r.manifest(projection))
                     .find(|m| m.last_sequence == *sequence)
                 {
-                    return Ok(Resolved { manifest: Some(manifest.clone()), release: None });
+                    return Ok(Resolved {
+                        manifest: Some(manifest.clone()),
+                        release: None,
+                        serving: false,
+                    });
                 }
                 let oldest = match store.current_version().await? {
                     Some(version) => {
