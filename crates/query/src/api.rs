@@ -127,7 +127,7 @@ impl CoverageQuery {
         for (key, value) in pairs {
             if !seen.insert(key.as_str()) {
                 return Err(ApiError::bad_request(format!(
-                    "parameter '{key}' is given twice; give one comma-separated list"
+                    "parameter '{key}' is given twice; give it once (a list is one comma-separated value)"
                 )));
             }
             if query.vintage.take(key, value)? {

@@ -217,7 +217,7 @@ impl CountsRequest {
         for (key, value) in params {
             if !seen.insert(key.as_str()) {
                 return bad(format!(
-                    "parameter '{key}' is given twice; give one comma-separated list"
+                    "parameter '{key}' is given twice; give it once (a list is one comma-separated value)"
                 ));
             }
             if request.vintage.take(key, value)? {

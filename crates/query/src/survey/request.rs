@@ -107,7 +107,9 @@ fn unique(params: &[(String, String)]) -> Result<(), RequestError> {
     let mut seen = std::collections::HashSet::new();
     for (key, _) in params {
         if !seen.insert(key.as_str()) {
-            return bad(format!("parameter '{key}' is given twice; give one comma-separated list"));
+            return bad(format!(
+                "parameter '{key}' is given twice; give it once (a list is one comma-separated value)"
+            ));
         }
     }
     Ok(())
