@@ -65,6 +65,9 @@ pub enum QueryError {
          per-record losses are bounded at ingest, so this means corrupt or hostile data: check the feeds"
     )]
     LossOverflow(String),
+    /// The projection is larger than the in-memory netting is built for.
+    #[error("{0}; partition the projection (see ARCHITECTURE.md, things not done yet)")]
+    Capacity(String),
     /// The vintage asked for does not exist (404) or could not be read.
     #[error(transparent)]
     Vintage(#[from] crate::vintage::VintageError),
@@ -651,6 +654,44 @@ fn check_losses(cells: &DataFrame) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// A cell's count and cell key in one integer: `count · 2³² + (key_sum mod 256)`. Summing it
+/// sums both at once (the low part stays below 2³² for fewer than 16 million cells, and only its
+/// value modulo 256 is used), so the public tier's cell keys cost the exact path nothing: one sum
+/// per request, as before keys existed.
+const PACKED: &str = "count_and_key";
+
+/// Cells and counts the packing holds: a count and a sum of counts below 2³¹, fewer than 2²⁴ cells.
+const PACKED_LIMIT: i64 = 1 << 31;
+
+fn packed_counts(cells: &DataFrame) -> Result<Column, QueryError> {
+    let counts = cells.column(stored::COUNT)?.i64()?;
+    let keys = cells.column(stored::KEY_SUM)?.i64()?;
+    let total: i64 = counts.iter().flatten().map(|c| c.max(0)).sum();
+    if total >= PACKED_LIMIT || cells.height() >= 1 << 24 {
+        return Err(QueryError::Capacity(format!(
+            "{total} incidents in {} cells: the count netting holds fewer than 2^31 incidents and 2^24 cells",
+            cells.height()
+        )));
+    }
+    let packed: Vec<i64> = counts
+        .iter()
+        .zip(keys.iter())
+        .map(|(count, key)| (count.unwrap_or(0) << 32) + key.unwrap_or(0).rem_euclid(256))
+        .collect();
+    Ok(Column::new(PACKED.into(), packed))
+}
+
+/// Splits the summed [`PACKED`] column of a result into its count and its key sum.
+fn unpack_counts(result: &mut DataFrame) -> Result<(), QueryError> {
+    let packed = result.column(PACKED)?.i64()?.clone();
+    let count: Vec<i64> = packed.iter().map(|p| p.unwrap_or(0) >> 32).collect();
+    let key: Vec<i64> = packed.iter().map(|p| p.unwrap_or(0) & 0xffff_ffff).collect();
+    result.with_column(Column::new(COUNT.into(), count))?;
+    result.with_column(Column::new(stored::KEY_SUM.into(), key))?;
+    result.drop_in_place(PACKED)?;
+    Ok(())
+}
+
 /// Netted cells with every text dimension dictionary-encoded: sorted distinct values, and per
 /// cell the index of its value. Requests filter and group on small integers; sorted
 /// dictionaries keep order (an ICCS subtree or a month range is a range of codes), so only
@@ -682,7 +723,8 @@ impl Coded {
             columns.push(Column::new(dimension.name().into(), codes));
             dictionaries.insert(dimension, values.into_iter().map(str::to_owned).collect());
         }
-        for name in [stored::COUNT, stored::LOSS_CENTS, stored::KEY_SUM, OPEN] {
+        columns.push(packed_counts(cells)?);
+        for name in [stored::LOSS_CENTS, OPEN] {
             columns.push(cells.column(name)?.clone());
         }
         Ok(Coded { frame: DataFrame::new_infer_height(columns)?, dictionaries })
@@ -780,9 +822,8 @@ pub fn aggregate(
         keys.push(col(Dimension::Unit.name()));
     }
     let sums = [
-        col(stored::COUNT).sum().alias(COUNT),
+        col(PACKED).sum().alias(PACKED),
         col(stored::LOSS_CENTS).sum().alias(stored::LOSS_CENTS),
-        col(stored::KEY_SUM).sum().alias(stored::KEY_SUM),
         col(OPEN).sum().alias(OPEN),
     ];
     // What an ungrouped rate covers in time when from/to leave it open: the months with data.
@@ -805,6 +846,7 @@ pub fn aggregate(
         None
     };
     let mut result = frame.group_by(keys).agg(sums).collect()?;
+    unpack_counts(&mut result)?;
     coded.decode(&mut result, Dimension::Unit)?;
     let mut units: Vec<String> =
         result.column(Dimension::Unit.name())?.str()?.iter().flatten().map(str::to_owned).collect();
