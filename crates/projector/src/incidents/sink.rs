@@ -101,19 +101,28 @@ impl IncidentSink {
             .as_ref()
             .map_or(NO_RECORD_KEYS.to_owned(), |k| k.fingerprint().to_owned());
         let found = writer.committed().disclosure.get(RECORD_KEYS).cloned();
-        match found {
+        let record_keys = match found {
             None if writer.committed_sequence() == 0 => {
                 writer.set_disclosure(RECORD_KEYS, &expected);
+                config.record_keys.clone()
             }
-            Some(found) if found == expected => {}
-            found => {
-                return Err(IncidentSinkError::RecordKeys {
+            // Built before record keys existed: keep it serving exact answers (its manifests
+            // still name no keys, so the public tier refuses it) until a rebuild, which a
+            // running service needs to stay up for.
+            None => {
+                tracing::warn!(
                     version,
-                    found: found.unwrap_or_else(|| "no record keys (an older build)".to_owned()),
-                    expected,
-                });
+                    "this projection version was built before record keys existed: it keeps \
+                     projecting without them and serves no public numbers; run `observatory \
+                     rebuild` to key a new version"
+                );
+                None
             }
-        }
+            Some(found) if found == expected => config.record_keys.clone(),
+            Some(found) => {
+                return Err(IncidentSinkError::RecordKeys { version, found, expected });
+            }
+        };
         let committed = writer.committed();
         let pins: BTreeMap<String, u32> = committed
             .reference
@@ -122,7 +131,7 @@ impl IncidentSink {
                 Some((key.strip_prefix(CROSSWALK_PREFIX)?.to_owned(), value.parse().ok()?))
             })
             .collect();
-        let mut fold = Fold::with_crosswalks(&pins, config.record_keys.clone())?;
+        let mut fold = Fold::with_crosswalks(&pins, record_keys)?;
         let span = writer.restore_span();
         let table_error = |file: &DataFile| {
             let path = writer.path_of(file);
@@ -348,6 +357,20 @@ mod tests {
             ),
             expected
         );
+        // A version built before record keys (its manifest names none) keeps projecting, unkeyed.
+        let mut older = restored.writer().committed().clone();
+        older.disclosure.clear();
+        older.last_sequence += 1;
+        projection.commit(&older).await.unwrap();
+        let continued = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
+        assert!(continued.writer().committed().disclosure.is_empty());
+        let mut unkeyed = continued.fold;
+        unkeyed.apply(older.last_sequence + 1, "pn", report(999, 1, 3));
+        let pending = unkeyed.take_pending().unwrap();
+        assert!(pending.deltas.iter().all(|(_, t)| t.key_sum == 0), "no keys on an unkeyed version");
+        older.last_sequence += 1;
+        older.disclosure.insert(RECORD_KEYS.into(), "0000000000000000".into());
+        projection.commit(&older).await.unwrap();
         // Keyed with another secret, or with none: refused, naming the remedy.
         for record_keys in [Some(observatory_disclosure::RecordKeys::new(&[4; 32]).unwrap()), None]
         {
