@@ -367,7 +367,10 @@ mod tests {
         let mut unkeyed = continued.fold;
         unkeyed.apply(older.last_sequence + 1, "pn", report(999, 1, 3));
         let pending = unkeyed.take_pending().unwrap();
-        assert!(pending.deltas.iter().all(|(_, t)| t.key_sum == 0), "no keys on an unkeyed version");
+        assert!(
+            pending.deltas.iter().all(|(_, t)| t.key_sum == 0),
+            "no keys on an unkeyed version"
+        );
         older.last_sequence += 1;
         older.disclosure.insert(RECORD_KEYS.into(), "0000000000000000".into());
         projection.commit(&older).await.unwrap();
