@@ -35,10 +35,6 @@ impl Tier {
     }
 }
 
-/// The manifest entry naming the secret a projection keyed its records with (written by the
-/// projector; see `IncidentSink`).
-const RECORD_KEYS: &str = "record_keys";
-
 /// The policy in force and who may read past it.
 #[derive(Debug, Clone)]
 pub struct Disclosure {
@@ -119,9 +115,10 @@ impl Disclosure {
     /// noise predictable. Exact answers do not depend on keys.
     pub fn check_keys(&self, tier: Tier, manifest: Option<&Manifest>) -> Result<(), ApiError> {
         let Some(manifest) = manifest.filter(|_| !tier.exact()) else { return Ok(()) };
-        let found = manifest.disclosure.get(RECORD_KEYS).map(String::as_str);
+        let found = manifest.disclosure.get(Manifest::RECORD_KEYS).map(String::as_str);
         let usable = match (found, &self.record_keys) {
-            (None | Some("none"), _) => false,
+            (None, _) => false,
+            (Some(found), _) if found == Manifest::NO_RECORD_KEYS => false,
             (Some(found), Some(expected)) => found == expected,
             (Some(_), None) => true,
         };
@@ -140,5 +137,51 @@ impl Disclosure {
                 self.record_keys.as_deref().unwrap_or("not set")
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observatory_store::ProjectionId;
+
+    fn keyed(keys: Option<&str>) -> Manifest {
+        let mut manifest = Manifest::empty(ProjectionId::Incidents, 1, "TEST");
+        if let Some(keys) = keys {
+            manifest.disclosure.insert(Manifest::RECORD_KEYS.into(), keys.into());
+        }
+        manifest
+    }
+
+    /// Public numbers come only from a projection keyed with this deployment's secret; exact
+    /// ones from any.
+    #[test]
+    fn public_answers_need_the_deployment_s_record_keys() {
+        let disclosure = Disclosure { record_keys: Some("aaaa".into()), ..Disclosure::default() };
+        assert!(disclosure.check_keys(Tier::Public, Some(&keyed(Some("aaaa")))).is_ok());
+        assert!(disclosure.check_keys(Tier::Public, None).is_ok(), "nothing committed: zeros");
+        for manifest in [keyed(Some("bbbb")), keyed(Some(Manifest::NO_RECORD_KEYS)), keyed(None)] {
+            let error = disclosure.check_keys(Tier::Public, Some(&manifest)).unwrap_err();
+            assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(error.message().contains("observatory rebuild"), "{}", error.message());
+            assert!(disclosure.check_keys(Tier::Researcher, Some(&manifest)).is_ok());
+        }
+    }
+
+    #[test]
+    fn no_token_is_public_and_any_other_token_is_refused() {
+        let disclosure = Disclosure::default();
+        assert_eq!(disclosure.tier(&HeaderMap::new()).unwrap(), Tier::Public);
+        for value in ["Bearer obr_unknown", "Basic abc", "Bearer", "bearer  x"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            let error = disclosure.tier(&headers).unwrap_err();
+            assert_eq!(error.status(), StatusCode::UNAUTHORIZED, "{value}");
+        }
+        assert_eq!(disclosure.describe(Tier::Public)["D"], 5);
+        assert_eq!(disclosure.describe(Tier::Researcher)["exact"], true);
+        assert!(
+            disclosure.header(Tier::Public).starts_with("public; cell-key ptable=1 D=5 V=3 js=2")
+        );
     }
 }

@@ -38,6 +38,13 @@ impl Manifest {
     /// `disclosure`; format 1 reads with it empty.
     pub const FORMAT: u32 = 2;
 
+    /// The `disclosure` entry naming the secret the projection keyed its records with (its
+    /// fingerprint, or [`Manifest::NO_RECORD_KEYS`]).
+    pub const RECORD_KEYS: &str = "record_keys";
+
+    /// A projection folded without record keys (every key 0): nothing public is served from it.
+    pub const NO_RECORD_KEYS: &str = "none";
+
     /// An empty manifest of `version`: what a version that has committed nothing yet holds.
     pub fn empty(projection: ProjectionId, version: u32, stream: &str) -> Manifest {
         Manifest {

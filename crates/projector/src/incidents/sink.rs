@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::Message;
 use observatory_model::{Envelope, Event, source_matches_subject};
-use observatory_store::{CommitError, DataFile, Projection, StoreError, TableId};
+use observatory_store::{CommitError, DataFile, Manifest, Projection, StoreError, TableId};
 use tracing::{Instrument, debug, info, info_span};
 
 use super::compaction::{compact_counts, compact_state};
@@ -37,11 +37,8 @@ pub enum IncidentSinkError {
     RecordKeys { version: u32, found: String, expected: String },
 }
 
-/// The manifest's `disclosure` entry naming the secret the records were keyed with.
-pub const RECORD_KEYS: &str = "record_keys";
-
-/// How a fold without record keys is recorded (every key 0: nothing publishable to the public).
-pub const NO_RECORD_KEYS: &str = "none";
+const RECORD_KEYS: &str = Manifest::RECORD_KEYS;
+const NO_RECORD_KEYS: &str = Manifest::NO_RECORD_KEYS;
 
 const CROSSWALK_PREFIX: &str = "crosswalk.";
 
