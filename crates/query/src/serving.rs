@@ -55,11 +55,6 @@ impl ServingManifest {
             }
         }
     }
-
-    /// What an answer computed from `manifest` reflects.
-    pub fn as_of(&self, manifest: Option<&Manifest>) -> AsOf {
-        AsOf::of(self.projection.id(), manifest)
-    }
 }
 
 /// Why no manifest could be served.

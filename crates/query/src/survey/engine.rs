@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
@@ -14,7 +13,7 @@ use observatory_store::{Manifest, Projection, TableId, read_parquet};
 use serde::Serialize;
 
 use super::error::SurveyQueryError;
-use crate::serving::{AsOf, ServingManifest};
+use crate::serving::ServingManifest;
 
 /// One wave as the committed waves table describes it.
 #[derive(Debug, Clone, Serialize)]
@@ -103,20 +102,6 @@ impl SurveyEngine {
 
     pub fn serving(&self) -> &ServingManifest {
         &self.serving
-    }
-
-    /// The serving manifest, waiting up to `wait` for it to reach `min_sequence`.
-    pub async fn manifest(
-        &self,
-        min_sequence: Option<u64>,
-        wait: Duration,
-    ) -> Result<Option<Manifest>, SurveyQueryError> {
-        Ok(self.serving.wait_for(min_sequence, wait).await?)
-    }
-
-    /// What an answer computed from `manifest` reflects.
-    pub fn as_of(&self, manifest: &Option<Manifest>) -> AsOf {
-        self.serving.as_of(manifest.as_ref())
     }
 
     async fn batches(

@@ -243,7 +243,7 @@ async fn estimates(
     withhold(&mut estimates, state.disclosure.policy_for(tier));
     Ok(json!({
         "as_of": as_of,
-        "disclosure": survey_disclosure(state, tier),
+        "disclosure": state.disclosure.describe(tier),
         "survey": survey,
         "wave": wave.wave,
         "status": wave.status,
@@ -251,12 +251,6 @@ async fn estimates(
         "design": design,
         "estimates": estimates,
     }))
-}
-
-/// What the survey answers publish: withheld small domains for the public (and, in the dark
-/// figure, the perturbed counts), exact figures for readers.
-fn survey_disclosure(state: &SurveyQueryState, tier: Tier) -> Value {
-    state.disclosure.describe(tier)
 }
 
 fn item_json(wave: &WaveInfo, item: &VictimisationItem) -> Value {
@@ -303,7 +297,7 @@ async fn reporting_rate(
     withhold(&mut estimates, state.disclosure.policy_for(tier));
     Ok(json!({
         "as_of": as_of,
-        "disclosure": survey_disclosure(state, tier),
+        "disclosure": state.disclosure.describe(tier),
         "survey": survey,
         "wave": wave.wave,
         "status": wave.status,
@@ -489,7 +483,7 @@ async fn dark_figure(
     ];
     Ok(json!({
         "as_of": as_of,
-        "disclosure": survey_disclosure(state, tier),
+        "disclosure": state.disclosure.describe(tier),
         "survey": survey,
         "wave": wave.wave,
         "status": wave.status,
