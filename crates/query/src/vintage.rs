@@ -205,7 +205,8 @@ impl Vintages {
             }
             Vintage::Sequence(sequence) => {
                 let store = serving.projection();
-                if let Some(version) = store.current_version().await?
+                let version = store.current_version().await?;
+                if let Some(version) = version
                     && let Some(manifest) = store.manifest(version, *sequence).await?
                 {
                     return Ok(Resolved {
@@ -228,7 +229,7 @@ impl Vintages {
                         serving: false,
                     });
                 }
-                let oldest = match store.current_version().await? {
+                let oldest = match version {
                     Some(version) => {
                         store.manifest_sequences(version).await?.last().map(u64::to_string)
                     }

@@ -4,7 +4,8 @@
 //! `releases/`. Garbage collection keeps every file and manifest a release names, and a rebuild
 //! writes a new version beside the old one, so a release answers the same bytes forever.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -46,10 +47,6 @@ impl Release {
     pub fn manifest(&self, projection: ProjectionId) -> Option<&Manifest> {
         self.projections.get(projection.name())
     }
-
-    fn number(&self) -> u64 {
-        number_of(&self.id).unwrap_or(0)
-    }
 }
 
 fn number_of(id: &str) -> Option<u64> {
@@ -61,15 +58,22 @@ pub fn is_release_id(id: &str) -> bool {
     number_of(id).is_some_and(|n| n > 0)
 }
 
-/// The releases of a store.
+/// The releases of a store. A release is written once and never changes, so each is read from
+/// the store once and then kept: a query asking for a vintage, and the listing, read only the
+/// directory and the releases made since. (Clones share what was read.)
 #[derive(Clone, Debug)]
 pub struct Releases {
     store: Store,
+    read: Arc<Mutex<HashMap<String, Release>>>,
 }
 
 impl Releases {
     pub fn new(store: Store) -> Releases {
-        Releases { store }
+        Releases { store, read: Arc::default() }
+    }
+
+    fn remember(&self, release: &Release) {
+        self.read.lock().expect("not poisoned").insert(release.id.clone(), release.clone());
     }
 
     /// Writes a new release, numbered after the newest; of two writers racing for a number,
@@ -89,7 +93,10 @@ impl Releases {
             };
             let body = serde_json::to_vec_pretty(&release).expect("releases serialise");
             match self.store.put_create(&layout::release(&release.id), Bytes::from(body)).await {
-                Ok(()) => return Ok(release),
+                Ok(()) => {
+                    self.remember(&release);
+                    return Ok(release);
+                }
                 Err(StoreError::AlreadyExists { .. }) => number += 1,
                 Err(e) => return Err(e),
             }
@@ -111,12 +118,18 @@ impl Releases {
         if !is_release_id(id) {
             return Ok(None);
         }
+        if let Some(release) = self.read.lock().expect("not poisoned").get(id) {
+            return Ok(Some(release.clone()));
+        }
         let path = layout::release(id);
         let Some(bytes) = self.store.get(&path).await? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|source| StoreError::Invalid {
-            path: path.to_string(),
-            message: format!("not a valid release: {source}"),
-        })
+        let release: Release =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Invalid {
+                path: path.to_string(),
+                message: format!("not a valid release: {source}"),
+            })?;
+        self.remember(&release);
+        Ok(Some(release))
     }
 
     /// Every release, newest first.
@@ -129,7 +142,6 @@ impl Releases {
                 releases.push(release);
             }
         }
-        releases.sort_by_key(|r| std::cmp::Reverse(r.number()));
         Ok(releases)
     }
 }
@@ -175,5 +187,10 @@ mod tests {
         for unknown in ["r9", "r0", "r01", "x", "", "../r1"] {
             assert!(releases.get(unknown).await.unwrap().is_none(), "{unknown}");
         }
+        // Read once, then kept: a release never changes (were its file damaged, what was read
+        // stands; a fresh reader sees the damage).
+        store.put(&layout::release("r1"), Bytes::from("{}")).await.unwrap();
+        assert_eq!(releases.get("r1").await.unwrap().unwrap(), first);
+        assert!(Releases::new(store).get("r1").await.is_err());
     }
 }
