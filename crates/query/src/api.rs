@@ -288,19 +288,10 @@ async fn get_counts(
             Json(crate::history::counts_history(&state, &request, tier).await?).into_response()
         );
     }
-    let resolved = state
-        .vintages
-        .resolve(
-            state.engine.serving(),
-            &request.vintage,
-            request.min_sequence,
-            state.config.max_wait,
-        )
-        .await
-        .map_err(QueryError::from)?;
-    state.disclosure.check_keys(tier, resolved.manifest.as_ref())?;
-    let policy = state.disclosure.policy_for(tier);
-    let answer = state.engine.counts_on(&resolved, &request, policy).await?;
+    let answer = state
+        .engine
+        .published(&state.vintages, &state.disclosure, tier, &request, state.config.max_wait)
+        .await?;
     let as_of = HeaderValue::from(answer.as_of.sequence);
     let mut response = match request.format {
         OutputFormat::Json => {

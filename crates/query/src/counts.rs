@@ -12,9 +12,11 @@ use polars::prelude::*;
 
 use observatory_disclosure::Policy;
 
+use crate::disclosure::{Disclosure, Tier};
+use crate::error::ApiError;
 use crate::request::{CountsRequest, Dimension, Rate};
 use crate::serving::{AsOf, NotYet, ServingError, ServingManifest};
-use crate::vintage::Resolved;
+use crate::vintage::{Resolved, Vintages};
 
 /// The netting's own column: 1 where the cell's source has not closed its month and
 /// département (summed, it says whether a row is provisional).
@@ -447,6 +449,25 @@ impl CountsEngine {
     ) -> Result<CountsAnswer, QueryError> {
         let manifest = self.manifest(request.min_sequence, wait).await?;
         self.counts_on(&Resolved::serving(manifest), request, None).await
+    }
+
+    /// The answer a `tier` reads to `request`, the one path of every published count: its
+    /// vintage resolved (waiting for `min_sequence` on the newest state), the projection's
+    /// record keys checked before anything public is computed, and the tier's policy applied.
+    pub async fn published(
+        &self,
+        vintages: &Vintages,
+        disclosure: &Disclosure,
+        tier: Tier,
+        request: &CountsRequest,
+        wait: Duration,
+    ) -> Result<CountsAnswer, ApiError> {
+        let resolved = vintages
+            .resolve(&self.serving, &request.vintage, request.min_sequence, wait)
+            .await
+            .map_err(QueryError::from)?;
+        disclosure.check_keys(tier, resolved.manifest.as_ref())?;
+        Ok(self.counts_on(&resolved, request, disclosure.policy_for(tier)).await?)
     }
 
     /// The netting of a resolved vintage (an empty one before the first manifest).

@@ -420,22 +420,17 @@ async fn dark_figure(
     if let Some(unit) = &query.unit {
         filters.push(("unit".into(), unit.clone()));
     }
-    let counts_request = CountsRequest::parse(&filters)?;
     // The incidents of the same vintage: the same release, or the newest.
-    let incidents = state
-        .vintages
-        .resolve(
-            state.counts.serving(),
-            &query.vintage,
-            query.incidents_min_sequence,
-            state.config.max_wait,
-        )
-        .await?;
-    state
-        .disclosure
-        .check_keys(tier, incidents.manifest.as_ref())
+    let counts_request = CountsRequest {
+        vintage: query.vintage.clone(),
+        min_sequence: query.incidents_min_sequence,
+        ..CountsRequest::parse(&filters)?
+    };
+    let counts = state
+        .counts
+        .published(&state.vintages, &state.disclosure, tier, &counts_request, state.config.max_wait)
+        .await
         .map_err(SurveyQueryError::Refused)?;
-    let counts = state.counts.counts_on(&incidents, &counts_request, policy).await?;
     // Offences, victims and platform reports are never added: one figure per unit, and a
     // single `count` only when one unit is left (choose it with unit=).
     let by_unit = frame_rows(&counts.frame);
