@@ -242,7 +242,7 @@ fn query(
         store: store.location(data),
         config: QueryConfig { max_wait: Duration::from_millis(wait.query_wait_ms) },
         disclosure: observatory_query::Disclosure {
-            policy: observatory_disclosure::Policy::standard(),
+            policy: std::sync::Arc::new(observatory_disclosure::Policy::standard()),
             readers: Some(readers),
             record_keys: Some(disclosure.record_keys(data)?.fingerprint().to_owned()),
         },

@@ -485,7 +485,7 @@ impl CountsEngine {
         &self,
         resolved: &Resolved,
         request: &CountsRequest,
-        policy: Option<&Policy>,
+        policy: Option<&Arc<Policy>>,
     ) -> Result<CountsAnswer, QueryError> {
         let as_of = AsOf::resolved(self.serving.projection().id(), resolved);
         let context = self.snapshot(resolved).await?.context();
@@ -494,7 +494,7 @@ impl CountsEngine {
         let request = request.clone();
         let policy = policy.cloned();
         let frame =
-            tokio::task::spawn_blocking(move || aggregate(&context, &request, policy.as_ref()))
+            tokio::task::spawn_blocking(move || aggregate(&context, &request, policy.as_deref()))
                 .await
                 .map_err(|source| QueryError::Task { task: "aggregation", source })??;
         Ok(CountsAnswer { as_of, frame })

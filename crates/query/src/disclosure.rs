@@ -5,6 +5,8 @@
 //! token that is not a reader's is a 401: never a silent downgrade to public, and never exact
 //! numbers by mistake.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, StatusCode, header};
 use observatory_access::{ReaderRegistry, Role};
 use observatory_disclosure::Policy;
@@ -38,7 +40,9 @@ impl Tier {
 /// The policy in force and who may read past it.
 #[derive(Debug, Clone)]
 pub struct Disclosure {
-    pub policy: Policy,
+    /// Shared with the aggregation task of each public request (a table is not copied per
+    /// request).
+    pub policy: Arc<Policy>,
     /// The readers file; `None` serves everyone the public tier.
     pub readers: Option<ReaderRegistry>,
     /// The fingerprint of the deployment secret (`--disclosure-secret-file`): public answers
@@ -48,7 +52,7 @@ pub struct Disclosure {
 
 impl Default for Disclosure {
     fn default() -> Self {
-        Disclosure { policy: Policy::standard(), readers: None, record_keys: None }
+        Disclosure { policy: Arc::new(Policy::standard()), readers: None, record_keys: None }
     }
 }
 
@@ -77,7 +81,7 @@ impl Disclosure {
     }
 
     /// The policy to apply for `tier`: `None` serves exact numbers.
-    pub fn policy_for(&self, tier: Tier) -> Option<&Policy> {
+    pub fn policy_for(&self, tier: Tier) -> Option<&Arc<Policy>> {
         (!tier.exact()).then_some(&self.policy)
     }
 

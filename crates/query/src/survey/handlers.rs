@@ -240,7 +240,7 @@ async fn estimates(
         "lonely_psu": request.lonely_psu,
     });
     let mut estimates = run_estimate((*table).clone(), request).await?;
-    withhold(&mut estimates, state.disclosure.policy_for(tier));
+    withhold(&mut estimates, state.disclosure.policy_for(tier).map(Arc::as_ref));
     Ok(json!({
         "as_of": as_of,
         "disclosure": state.disclosure.describe(tier),
@@ -294,7 +294,7 @@ async fn reporting_rate(
     wave.check_variables(query.by.iter().map(String::as_str), "by")?;
     let table = with_item_columns(&*state.engine.table(&manifest, &wave).await?, &item)?;
     let mut estimates = reporting_rates(&wave, &item, table, &query.by, query).await?;
-    withhold(&mut estimates, state.disclosure.policy_for(tier));
+    withhold(&mut estimates, state.disclosure.policy_for(tier).map(Arc::as_ref));
     Ok(json!({
         "as_of": as_of,
         "disclosure": state.disclosure.describe(tier),
@@ -384,7 +384,7 @@ async fn dark_figure(
             e
         })
     };
-    let policy = state.disclosure.policy_for(tier);
+    let policy = state.disclosure.policy_for(tier).map(Arc::as_ref);
     let mut survey_figures = vec![
         named("victims").expect("one estimate per statistic"),
         named("prevalence").expect("one estimate per statistic"),
