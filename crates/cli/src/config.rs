@@ -12,7 +12,7 @@ use observatory_query::QueryConfig;
 
 use crate::flags::{
     AgencyFile, BodyLimit, CrosswalkVersions, DataDir, DisclosureSecret, HttpListener, Nats,
-    ObjectStore, ProjectorTuning, QueryWait, ReaderFile,
+    ObjectStore, ProjectorTuning, QueryFlags, ReaderFile,
 };
 
 /// Flags of `up`: every service in one process.
@@ -33,7 +33,7 @@ pub struct UpArgs {
     #[command(flatten)]
     pub projector: ProjectorTuning,
     #[command(flatten)]
-    pub query: QueryWait,
+    pub query: QueryFlags,
     #[command(flatten)]
     pub crosswalks: CrosswalkVersions,
     #[command(flatten)]
@@ -86,7 +86,7 @@ pub struct QueryArgs {
     #[command(flatten)]
     pub http: HttpListener,
     #[command(flatten)]
-    pub query: QueryWait,
+    pub query: QueryFlags,
     #[command(flatten)]
     pub disclosure: DisclosureSecret,
     #[command(flatten)]
@@ -233,14 +233,17 @@ fn projector(
 fn query(
     data: &DataDir,
     store: &ObjectStore,
-    wait: &QueryWait,
+    wait: &QueryFlags,
     disclosure: &DisclosureSecret,
     readers: &ReaderFile,
 ) -> anyhow::Result<QuerySettings> {
     let readers = observatory_access::ReaderRegistry::open(&readers.path(data))?;
     Ok(QuerySettings {
         store: store.location(data),
-        config: QueryConfig { max_wait: Duration::from_millis(wait.query_wait_ms) },
+        config: QueryConfig {
+            max_wait: Duration::from_millis(wait.query_wait_ms),
+            sdmx_agency: wait.sdmx_agency.clone(),
+        },
         disclosure: observatory_query::Disclosure {
             policy: std::sync::Arc::new(observatory_disclosure::Policy::standard()),
             readers: Some(readers),

@@ -180,13 +180,16 @@ pub struct ProjectorTuning {
     pub flush_interval_ms: u64,
 }
 
-/// How the query waits for the projection.
+/// How the query serves: its wait for the projection and the SDMX maintenance agency.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Query")]
-pub struct QueryWait {
+pub struct QueryFlags {
     /// How long a query with min_sequence waits for the projection, in milliseconds.
     #[arg(long, env = "OBSERVATORY_QUERY_WAIT_MS", default_value_t = 10_000)]
     pub query_wait_ms: u64,
+    /// The agency id that maintains the SDMX dataflow, DSD and codelists under /sdmx/v2.
+    #[arg(long, env = "OBSERVATORY_SDMX_AGENCY", default_value = "OBSERVATORY")]
+    pub sdmx_agency: String,
 }
 
 /// Which crosswalk versions are in force.

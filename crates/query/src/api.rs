@@ -24,11 +24,16 @@ use crate::vintage::{Vintage, Vintages};
 pub struct QueryConfig {
     /// How long `min_sequence` waits for the projection before answering 503.
     pub max_wait: Duration,
+    /// The maintenance agency of the SDMX artefacts (`--sdmx-agency`).
+    pub sdmx_agency: String,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { max_wait: Duration::from_secs(10) }
+        QueryConfig {
+            max_wait: Duration::from_secs(10),
+            sdmx_agency: crate::sdmx::DEFAULT_AGENCY.to_owned(),
+        }
     }
 }
 
@@ -51,7 +56,8 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/reference/geography", get(get_geography))
         .route("/v1/reference/crosswalks", get(get_crosswalks))
         .route("/v1/reference/crosswalks/{name}", get(get_crosswalk))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::sdmx::router(state))
 }
 
 async fn get_geography() -> Json<Value> {
@@ -146,6 +152,11 @@ impl CoverageQuery {
                 "from" => query.from = parsed.from,
                 "to" => query.to = parsed.to,
                 "source" => query.sources = parsed.filters.get(&Dimension::Source).cloned(),
+                "format" if parsed.format == OutputFormat::JsonStat => {
+                    return Err(ApiError::bad_request(
+                        "format=jsonstat is served by /v1/incidents/counts; coverage is json or csv",
+                    ));
+                }
                 "format" => query.format = parsed.format,
                 other => return Err(unknown(other)),
             }
@@ -186,7 +197,7 @@ async fn get_coverage(
             "disclosure": {"tier": tier.name(), "note": "statuses, not counts: the same for every tier"},
         }))
         .into_response(),
-        OutputFormat::Csv => {
+        OutputFormat::Csv | OutputFormat::JsonStat => {
             let mut out = String::from("source,month,status,closed_departements\n");
             for row in &rows {
                 let closed = row["closed_departements"]
@@ -305,6 +316,15 @@ async fn get_counts(
             }
             body["disclosure"] = state.disclosure.describe(tier);
             Json(body).into_response()
+        }
+        OutputFormat::JsonStat => {
+            let dataset = crate::jsonstat::counts(
+                &answer.frame,
+                &request,
+                &answer.as_of,
+                state.disclosure.describe(tier),
+            )?;
+            Json(dataset).into_response()
         }
         OutputFormat::Csv => {
             let mut response = csv_response(frame_csv(&answer.frame));

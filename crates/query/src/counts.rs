@@ -462,12 +462,35 @@ impl CountsEngine {
         request: &CountsRequest,
         wait: Duration,
     ) -> Result<CountsAnswer, ApiError> {
+        let resolved = self
+            .resolve_for(vintages, disclosure, tier, &request.vintage, request.min_sequence, wait)
+            .await?;
+        Ok(self.counts_on(&resolved, request, disclosure.policy_for(tier)).await?)
+    }
+
+    /// The state a `tier` may be answered from: the vintage resolved (waiting for
+    /// `min_sequence` on the newest state) and, for the public, its record keys checked before
+    /// anything public is computed from it.
+    pub async fn resolve_for(
+        &self,
+        vintages: &Vintages,
+        disclosure: &Disclosure,
+        tier: Tier,
+        vintage: &crate::vintage::Vintage,
+        min_sequence: Option<u64>,
+        wait: Duration,
+    ) -> Result<Resolved, ApiError> {
         let resolved = vintages
-            .resolve(&self.serving, &request.vintage, request.min_sequence, wait)
+            .resolve(&self.serving, vintage, min_sequence, wait)
             .await
             .map_err(QueryError::from)?;
         disclosure.check_keys(tier, resolved.manifest.as_ref())?;
-        Ok(self.counts_on(&resolved, request, disclosure.policy_for(tier)).await?)
+        Ok(resolved)
+    }
+
+    /// Every source a resolved state knows (it sent data or closed a month).
+    pub async fn sources_on(&self, resolved: &Resolved) -> Result<Vec<String>, QueryError> {
+        Ok(self.snapshot(resolved).await?.context().sources())
     }
 
     /// The netting of a resolved vintage (an empty one before the first manifest).
@@ -487,17 +510,35 @@ impl CountsEngine {
         request: &CountsRequest,
         policy: Option<&Arc<Policy>>,
     ) -> Result<CountsAnswer, QueryError> {
+        let (as_of, mut frames) = self.counts_many(resolved, vec![request.clone()], policy).await?;
+        let frame = frames.pop().expect("one frame per request");
+        Ok(CountsAnswer { as_of, frame })
+    }
+
+    /// The answers to several requests on one resolved vintage (one netting, one blocking
+    /// task), in request order: an SDMX query is one request per level of its key.
+    pub async fn counts_many(
+        &self,
+        resolved: &Resolved,
+        requests: Vec<CountsRequest>,
+        policy: Option<&Arc<Policy>>,
+    ) -> Result<(AsOf, Vec<DataFrame>), QueryError> {
         let as_of = AsOf::resolved(self.serving.projection().id(), resolved);
         let context = self.snapshot(resolved).await?.context();
-        context.check_sources(request, as_of.sequence)?;
+        for request in &requests {
+            context.check_sources(request, as_of.sequence)?;
+        }
         // Polars computes on its own threads and blocks: keep it off the async workers.
-        let request = request.clone();
         let policy = policy.cloned();
-        let frame =
-            tokio::task::spawn_blocking(move || aggregate(&context, &request, policy.as_deref()))
-                .await
-                .map_err(|source| QueryError::Task { task: "aggregation", source })??;
-        Ok(CountsAnswer { as_of, frame })
+        let frames = tokio::task::spawn_blocking(move || {
+            requests
+                .iter()
+                .map(|r| aggregate(&context, r, policy.as_deref()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|source| QueryError::Task { task: "aggregation", source })??;
+        Ok((as_of, frames))
     }
 }
 

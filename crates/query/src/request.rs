@@ -100,6 +100,8 @@ impl Dimension {
 pub enum OutputFormat {
     Json,
     Csv,
+    /// JSON-stat 2.0 (counts only).
+    JsonStat,
 }
 
 /// `rate=`: which rate to add to rows.
@@ -252,9 +254,10 @@ impl CountsRequest {
                     request.format = match value.as_str() {
                         "json" => OutputFormat::Json,
                         "csv" => OutputFormat::Csv,
+                        "jsonstat" => OutputFormat::JsonStat,
                         other => {
                             return bad(format!(
-                                "format='{other}' is not supported; use json or csv"
+                                "format='{other}' is not supported; use json, csv or jsonstat"
                             ));
                         }
                     }
@@ -307,9 +310,9 @@ impl CountsRequest {
         }
         request.vintage.check_min_sequence(request.min_sequence)?;
         if request.history {
-            if request.format == OutputFormat::Csv {
+            if request.format != OutputFormat::Json {
                 return bad(
-                    "history=releases answers one list of values per row, which CSV cannot carry; \
+                    "history=releases answers one list of values per row, which CSV and JSON-stat cannot carry; \
                      use format=json"
                         .to_owned(),
                 );

@@ -1,0 +1,452 @@
+//! SDMX REST v2 under `/sdmx/v2/`: the `INCIDENTS` dataflow's structures (dataflow, DSD,
+//! codelists, concept scheme) and its data, in SDMX-ML 3.0, SDMX-CSV 2.0 and SDMX-JSON 2.0. Every
+//! observation is a cell of `/v1/incidents/counts` computed by the same engine for the same tier
+//! and vintage, so it carries the same perturbation. Request parsing ([`query`]), planning
+//! ([`plan`]) and each serialiser live in modules of their own; this one holds the handlers.
+
+mod csv;
+mod dataflow;
+mod error;
+mod format;
+mod json;
+mod message;
+mod plan;
+mod query;
+mod xml;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Router, middleware};
+
+pub use dataflow::DEFAULT_AGENCY;
+use dataflow::{DATAFLOW, Dataflow, VERSION};
+use error::SdmxError;
+use format::{Format, Kind};
+use message::{Action, DataMessage, Header};
+use query::DataQuery;
+
+use crate::api::{DISCLOSURE_HEADER, QueryState, RELEASE_HEADER};
+use crate::serving::AsOf;
+use crate::vintage::Vintage;
+
+pub fn router(state: Arc<QueryState>) -> Router {
+    let structure_paths = [
+        "/sdmx/v2/structure/{kind}",
+        "/sdmx/v2/structure/{kind}/{agency}",
+        "/sdmx/v2/structure/{kind}/{agency}/{id}",
+        "/sdmx/v2/structure/{kind}/{agency}/{id}/{version}",
+    ];
+    let data_paths = [
+        "/sdmx/v2/data/{context}/{agency}/{id}/{version}",
+        "/sdmx/v2/data/{context}/{agency}/{id}/{version}/{key}",
+    ];
+    let mut router = Router::new();
+    // pysdmx ends its URLs with a slash: both spellings are one resource.
+    for path in structure_paths {
+        router = router.route(path, get(structure)).route(&format!("{path}/"), get(structure));
+    }
+    for path in data_paths {
+        router = router.route(path, get(data)).route(&format!("{path}/"), get(data));
+    }
+    // pysdmx's registry client reads a dataflow's schema (its DSD and codelists) here.
+    for path in [
+        "/sdmx/v2/schema/{context}/{agency}/{id}/{version}",
+        "/sdmx/v2/schema/{context}/{agency}/{id}/{version}/",
+    ] {
+        router = router.route(path, get(schema));
+    }
+    router.layer(middleware::map_response(cors)).with_state(state)
+}
+
+/// REST v2 asks services to say that answers vary with `Accept` and to allow browsers from any
+/// origin, errors included.
+async fn cors(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(
+            "observatory-as-of-sequence, observatory-release, observatory-disclosure",
+        ),
+    );
+    response
+}
+
+/// `format=` and `labels=` read before the rest of the query, so that even a refusal of the
+/// query is written in the format asked for.
+fn negotiated(
+    kind: Kind,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<Format, SdmxError> {
+    let param = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let labels = param("labels").and_then(format::Labels::parse);
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    format::negotiate(kind, accept, param("format"), labels)
+}
+
+fn refuse(error: SdmxError, format: Option<Format>) -> Response {
+    let (content_type, body) = match format {
+        Some(Format::Xml) => ("application/vnd.sdmx.error+xml;version=3.0.0", xml::error(&error)),
+        Some(Format::Csv(_)) => {
+            ("text/plain; charset=utf-8", format!("{} {}\n", error.code(), error.message()))
+        }
+        _ => ("application/vnd.sdmx.error+json;version=2.0.0", json::error(&error)),
+    };
+    if error.status().is_server_error() && error.status() != StatusCode::SERVICE_UNAVAILABLE {
+        tracing::error!(status = error.status().as_u16(), error = %error.message(), "sdmx query failed");
+    }
+    (error.status(), [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Whether a path segment names our artefact: the value itself, `*`, or (for versions) `+`
+/// and `~` (the latest stable, the latest of all).
+fn matches(segment: Option<&String>, ours: &str, version: bool) -> bool {
+    match segment.map(String::as_str) {
+        None | Some("*") => true,
+        Some("+" | "~" | "1.0.0") if version => true,
+        Some(given) => given.split(',').any(|g| g == ours),
+    }
+}
+
+/// The header of an answer from `as_of`: id and preparation time from the state, so a release
+/// answers the same bytes at any later time.
+fn header_of(as_of: &AsOf, tier: crate::disclosure::Tier) -> Header {
+    let release = as_of.release.as_ref().map(|r| r.id.clone());
+    Header {
+        id: match &release {
+            Some(release) => format!("{DATAFLOW}-{release}"),
+            None => format!("{DATAFLOW}-{}", as_of.sequence),
+        },
+        prepared: as_of
+            .committed_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned()),
+        sequence: as_of.sequence,
+        release,
+        tier: tier.name(),
+    }
+}
+
+fn state_headers(response: &mut Response, as_of: &AsOf, disclosure: &str) {
+    let headers = response.headers_mut();
+    headers.insert("observatory-as-of-sequence", HeaderValue::from(as_of.sequence));
+    if let Some(release) = &as_of.release
+        && let Ok(value) = HeaderValue::from_str(&release.id)
+    {
+        headers.insert(RELEASE_HEADER, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(disclosure) {
+        headers.insert(DISCLOSURE_HEADER, value);
+    }
+}
+
+#[tracing::instrument(name = "sdmx_data", skip_all, fields(query = raw.as_deref().unwrap_or("")))]
+async fn data(
+    State(state): State<Arc<QueryState>>,
+    Path(path): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let pairs = query::raw_pairs(raw.as_deref());
+    let format = match negotiated(Kind::Data, &headers, &pairs) {
+        Ok(format) => format,
+        Err(error) => return refuse(error, None),
+    };
+    match answer(&state, &path, &headers, &pairs, format).await {
+        Ok(response) => response,
+        Err(error) => refuse(error, Some(format)),
+    }
+}
+
+async fn answer(
+    state: &QueryState,
+    path: &HashMap<String, String>,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    format: Format,
+) -> Result<Response, SdmxError> {
+    let tier = state.disclosure.tier(headers)?;
+    let agency = &state.config.sdmx_agency;
+    let context = path.get("context").map(String::as_str);
+    if !matches!(context, Some("dataflow" | "*"))
+        || !matches(path.get("agency"), agency, false)
+        || !matches(path.get("id"), DATAFLOW, false)
+        || !matches(path.get("version"), VERSION, true)
+    {
+        return Err(SdmxError::not_found(format!(
+            "no {} {}:{}({}) here; the one dataflow is dataflow/{agency}/{DATAFLOW}/{VERSION}",
+            context.unwrap_or("*"),
+            path.get("agency").map_or("*", String::as_str),
+            path.get("id").map_or("*", String::as_str),
+            path.get("version").map_or("*", String::as_str),
+        )));
+    }
+    let query = DataQuery::parse(path.get("key").map_or("*", String::as_str), pairs)?;
+    if query.include_history || query.updated_after.is_some() {
+        return Err(SdmxError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "includeHistory and updatedAfter are not served yet; ask a release with asOf=<date-time> \
+             (or release=<id>) and compare",
+        ));
+    }
+    let engine = &state.engine;
+    let resolved = engine
+        .resolve_for(
+            &state.vintages,
+            &state.disclosure,
+            tier,
+            &query.vintage,
+            None,
+            state.config.max_wait,
+        )
+        .await?;
+    let sources = engine.sources_on(&resolved).await?;
+    let flow = Dataflow::new(agency, &sources);
+    let parts = plan::plan(&query, &flow)?;
+    let requests = parts.iter().map(|p| p.request.clone()).collect();
+    let policy = state.disclosure.policy_for(tier);
+    let (as_of, frames) = engine.counts_many(&resolved, requests, policy).await?;
+    let observations = parts
+        .iter()
+        .zip(&frames)
+        .flat_map(|(part, frame)| plan::observations(part, frame, tier.exact()))
+        .collect();
+    let observations = plan::select(&query, observations);
+    let disclosure = state.disclosure.header(tier);
+    if observations.is_empty() {
+        // REST v2: an empty result is a 204, not a 404.
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        state_headers(&mut response, &as_of, &disclosure);
+        return Ok(response);
+    }
+    let labels = match format {
+        Format::Csv(labels) => labels,
+        _ => format::Labels::Id,
+    };
+    let message = DataMessage {
+        flow: &flow,
+        header: header_of(&as_of, tier),
+        observations,
+        attributes: query.attributes.clone(),
+        measures: query.measures,
+        at_observation: query.at_observation,
+        labels,
+        action: Action::Information,
+    };
+    let body = match format {
+        Format::Xml => xml::data(&message),
+        Format::Csv(_) => csv::data(&message),
+        Format::Json => json::data(&message),
+    };
+    let mut response =
+        ([(header::CONTENT_TYPE, format.content_type(Kind::Data))], body).into_response();
+    state_headers(&mut response, &as_of, &disclosure);
+    Ok(response)
+}
+
+/// The artefact types served, and what `references=` adds to each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artefact {
+    Dataflow,
+    DataStructure,
+    Codelist,
+    ConceptScheme,
+}
+
+/// The artefacts one structure message holds.
+pub struct Structures<'a> {
+    pub flow: &'a Dataflow,
+    pub header: Header,
+    pub dataflow: bool,
+    pub datastructure: bool,
+    /// Codelist ids to include.
+    pub codelists: Vec<String>,
+    pub conceptscheme: bool,
+}
+
+/// `GET /schema/dataflow/...`: the dataflow with everything it refers to.
+#[tracing::instrument(name = "sdmx_schema", skip_all)]
+async fn schema(
+    State(state): State<Arc<QueryState>>,
+    Path(mut path): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let pairs = vec![("references".to_owned(), "all".to_owned())];
+    let format = match negotiated(Kind::Structure, &headers, &[]) {
+        Ok(format) => format,
+        Err(error) => return refuse(error, None),
+    };
+    let kind = match path.remove("context").as_deref() {
+        Some("dataflow") => "dataflow",
+        Some("datastructure") => "datastructure",
+        other => {
+            let error = SdmxError::not_found(format!(
+                "no schema of a {} here; ask schema/dataflow/{}/{DATAFLOW}/{VERSION}",
+                other.unwrap_or(""),
+                state.config.sdmx_agency
+            ));
+            return refuse(error, Some(format));
+        }
+    };
+    path.insert("kind".into(), kind.into());
+    match structures(&state, &path, &headers, &pairs, format).await {
+        Ok(response) => response,
+        Err(error) => refuse(error, Some(format)),
+    }
+}
+
+#[tracing::instrument(name = "sdmx_structure", skip_all)]
+async fn structure(
+    State(state): State<Arc<QueryState>>,
+    Path(path): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let pairs = query::raw_pairs(raw.as_deref());
+    let format = match negotiated(Kind::Structure, &headers, &pairs) {
+        Ok(format) => format,
+        Err(error) => return refuse(error, None),
+    };
+    match structures(&state, &path, &headers, &pairs, format).await {
+        Ok(response) => response,
+        Err(error) => refuse(error, Some(format)),
+    }
+}
+
+async fn structures(
+    state: &QueryState,
+    path: &HashMap<String, String>,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    format: Format,
+) -> Result<Response, SdmxError> {
+    let tier = state.disclosure.tier(headers)?;
+    let mut references = "none";
+    for (name, value) in pairs {
+        match name.as_str() {
+            "references" => references = value.as_str(),
+            // Every artefact is served whole; stubs and partial codelists are not.
+            "detail" | "format" | "asOf" => {}
+            other => {
+                return Err(SdmxError::syntax(format!(
+                    "unknown parameter '{other}'; use references (none, parents, parentsandsiblings, children, \
+                     descendants, all or an artefact type) or detail"
+                )));
+            }
+        }
+    }
+    let kind = match path.get("kind").map(String::as_str) {
+        Some("dataflow") => Artefact::Dataflow,
+        Some("datastructure") => Artefact::DataStructure,
+        Some("codelist") => Artefact::Codelist,
+        Some("conceptscheme") => Artefact::ConceptScheme,
+        other => {
+            return Err(SdmxError::not_found(format!(
+                "no {} artefacts here; served: dataflow, datastructure, codelist, conceptscheme",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    let agency = &state.config.sdmx_agency;
+    // Structures publish codes, not numbers: no record-key check.
+    let resolved = state
+        .vintages
+        .resolve(state.engine.serving(), &Vintage::Current, None, state.config.max_wait)
+        .await
+        .map_err(crate::counts::QueryError::from)?;
+    let sources = state.engine.sources_on(&resolved).await?;
+    let flow = Dataflow::new(agency, &sources);
+    let as_of = AsOf::resolved(state.engine.serving().projection().id(), &resolved);
+    let wanted_id = path.get("id");
+    let all_codelists: Vec<String> =
+        flow.dimensions.iter().chain(&flow.attributes).map(|c| c.id.clone()).collect();
+    let mut message = Structures {
+        flow: &flow,
+        header: header_of(&as_of, tier),
+        dataflow: false,
+        datastructure: false,
+        codelists: Vec::new(),
+        conceptscheme: false,
+    };
+    if !matches(path.get("agency"), agency, false) || !matches(path.get("version"), VERSION, true) {
+        return Err(not_found(path));
+    }
+    let children = matches!(references, "children" | "descendants" | "all");
+    match references {
+        "none" | "parents" | "parentsandsiblings" | "children" | "descendants" | "all"
+        | "dataflow" | "datastructure" | "codelist" | "conceptscheme" => {}
+        other => {
+            return Err(SdmxError::syntax(format!(
+                "references='{other}' is not a reference type; use none, parents, parentsandsiblings, children, \
+                 descendants, all, dataflow, datastructure, codelist or conceptscheme"
+            )));
+        }
+    }
+    match kind {
+        Artefact::Dataflow => {
+            if !matches(wanted_id, DATAFLOW, false) {
+                return Err(not_found(path));
+            }
+            message.dataflow = true;
+            message.datastructure = children || references == "datastructure";
+            if matches!(references, "descendants" | "all" | "codelist") {
+                message.codelists = all_codelists;
+            }
+            message.conceptscheme = matches!(references, "descendants" | "all" | "conceptscheme");
+        }
+        Artefact::DataStructure => {
+            if !matches(wanted_id, dataflow::DSD, false) {
+                return Err(not_found(path));
+            }
+            message.datastructure = true;
+            message.dataflow =
+                matches!(references, "parents" | "parentsandsiblings" | "all" | "dataflow");
+            if children || references == "codelist" {
+                message.codelists = all_codelists;
+            }
+            message.conceptscheme = children || references == "conceptscheme";
+        }
+        Artefact::Codelist => {
+            message.codelists =
+                all_codelists.into_iter().filter(|id| matches(wanted_id, id, false)).collect();
+            if message.codelists.is_empty() {
+                return Err(not_found(path));
+            }
+            message.datastructure = matches!(references, "parents" | "parentsandsiblings" | "all");
+        }
+        Artefact::ConceptScheme => {
+            if !matches(wanted_id, dataflow::CONCEPT_SCHEME, false) {
+                return Err(not_found(path));
+            }
+            message.conceptscheme = true;
+            message.datastructure = matches!(references, "parents" | "parentsandsiblings" | "all");
+        }
+    }
+    let body = match format {
+        Format::Xml => xml::structure(&message),
+        _ => json::structure(&message),
+    };
+    let mut response =
+        ([(header::CONTENT_TYPE, format.content_type(Kind::Structure))], body).into_response();
+    let headers = response.headers_mut();
+    headers.insert("observatory-as-of-sequence", HeaderValue::from(as_of.sequence));
+    Ok(response)
+}
+
+fn not_found(path: &HashMap<String, String>) -> SdmxError {
+    let segment = |name: &str| path.get(name).map_or("*", String::as_str).to_owned();
+    SdmxError::not_found(format!(
+        "no {} {}:{}({}) here; GET /sdmx/v2/structure/dataflow/*/*/*?references=all lists every artefact",
+        segment("kind"),
+        segment("agency"),
+        segment("id"),
+        segment("version")
+    ))
+}
