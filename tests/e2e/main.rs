@@ -1,10 +1,12 @@
 //! End-to-end tests: the real `observatory` binary, a real nats-server started per test on
 //! a free port with a temporary store, a temporary object-store directory, real HTTP.
 
+mod dissemination;
 mod harmonisation;
 mod harness;
 mod ingest;
 mod input;
+mod interop;
 mod numbers;
 mod pipeline;
 mod publishing;
