@@ -241,6 +241,38 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
         }
     }
     assert!(withheld > 0 && kept > 0, "{withheld} withheld, {kept} kept: the query tests both");
+    // JSON-stat carries the same public estimates along its metric dimension, a withheld domain
+    // as null with status w; Arrow and Parquet answer with their media types.
+    let base = format!("/v1/surveys/api/estimates?wave=2000&{query}&min_sequence={seq}");
+    let stat = service.get_public(&format!("{base}&format=jsonstat")).await;
+    assert_eq!(stat.status, 200, "{}", stat.body);
+    let cube = &stat.body;
+    assert_eq!(cube["id"], serde_json::json!(["variable", "stype", "awards", "measure"]));
+    let sizes: Vec<usize> =
+        cube["size"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap() as usize).collect();
+    let position = |dim: &str, code: &str| {
+        cube["dimension"][dim]["category"]["index"][code].as_u64().unwrap() as usize
+    };
+    for row in public.body["estimates"].as_array().unwrap() {
+        let key = [
+            position("variable", "total enroll"),
+            position("stype", row["domain"]["stype"].as_str().unwrap()),
+            position("awards", row["domain"]["awards"].as_str().unwrap()),
+            position("measure", "estimate"),
+        ];
+        let index = key.iter().zip(&sizes).fold(0, |acc, (k, s)| acc * s + k);
+        assert_eq!(cube["value"][index], row["estimate"], "{row}");
+        let withheld = row["estimate"].is_null();
+        assert_eq!(cube["status"][index.to_string()] == "w", withheld, "{row}");
+    }
+    for (format, media) in [
+        ("arrow", "application/vnd.apache.arrow.stream"),
+        ("parquet", "application/vnd.apache.parquet"),
+    ] {
+        let answer = service.get_public(&format!("{base}&format={format}")).await;
+        assert_eq!(answer.status, 200, "{format}: {}", answer.text);
+        assert_eq!(answer.headers["content-type"], media);
+    }
 
     let mean = estimates(&service, "stat=mean&var=api00", seq).await;
     eprintln!(

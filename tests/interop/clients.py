@@ -152,6 +152,33 @@ table = table[table["measure"] == "count"]
 check("pyjstat JSON-stat 2.0 counts",
       {(str(r.year), r.departement): int(r.value) for r in table.itertuples() if r.value != 0}, reference)
 
+# --- Arrow and Parquet: polars and DuckDB read them with their types and metadata ---------------
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+import duckdb  # noqa: E402
+import polars as pl  # noqa: E402
+import pyarrow.ipc  # noqa: E402
+
+_, headers, body = get(f"/v1/incidents/counts?by=year,departement&unit={unit}&format=arrow")
+frame = pl.read_ipc_stream(io.BytesIO(body))
+assert frame.schema["year"] == pl.Int32 and frame.schema["count"] == pl.Int64, frame.schema
+as_of = json.loads(pyarrow.ipc.open_stream(body).schema.metadata[b"observatory:as_of"])
+assert str(as_of["sequence"]) == headers["observatory-as-of-sequence"], (as_of, headers)
+check("polars Arrow IPC stream", {(str(y), d): c for y, d, c in frame.select("year", "departement", "count").iter_rows()},
+      reference)
+_, _, body = get(f"/v1/incidents/counts?by=year,departement&unit={unit}&format=parquet")
+with tempfile.TemporaryDirectory() as directory:
+    path = os.path.join(directory, "counts.parquet")
+    with open(path, "wb") as out:
+        out.write(body)
+    rows = duckdb.sql(f"SELECT year, departement, count FROM read_parquet('{path}')").fetchall()
+    check("DuckDB Parquet", {(str(y), d): c for y, d, c in rows}, reference)
+    keys = {k.decode() for k, in duckdb.sql(f"SELECT key FROM parquet_kv_metadata('{path}')").fetchall()}
+    assert {"observatory:as_of", "observatory:disclosure"} <= keys, keys
+    polars_rows = pl.read_parquet(path).select("year", "departement", "count").iter_rows()
+    check("polars Parquet", {(str(y), d): c for y, d, c in polars_rows}, reference)
+
 if FAILURES:
     print(f"{len(FAILURES)} failed: {', '.join(FAILURES)}")
     sys.exit(1)

@@ -152,10 +152,10 @@ impl CoverageQuery {
                 "from" => query.from = parsed.from,
                 "to" => query.to = parsed.to,
                 "source" => query.sources = parsed.filters.get(&Dimension::Source).cloned(),
-                "format" if parsed.format == OutputFormat::JsonStat => {
-                    return Err(ApiError::bad_request(
-                        "format=jsonstat is served by /v1/incidents/counts; coverage is json or csv",
-                    ));
+                "format" if !matches!(parsed.format, OutputFormat::Json | OutputFormat::Csv) => {
+                    return Err(ApiError::bad_request(format!(
+                        "format={value} is served by /v1/incidents/counts; coverage is json or csv"
+                    )));
                 }
                 "format" => query.format = parsed.format,
                 other => return Err(unknown(other)),
@@ -197,7 +197,7 @@ async fn get_coverage(
             "disclosure": {"tier": tier.name(), "note": "statuses, not counts: the same for every tier"},
         }))
         .into_response(),
-        OutputFormat::Csv | OutputFormat::JsonStat => {
+        _ => {
             let mut out = String::from("source,month,status,closed_departements\n");
             for row in &rows {
                 let closed = row["closed_departements"]
@@ -325,6 +325,17 @@ async fn get_counts(
                 state.disclosure.describe(tier),
             )?;
             Json(dataset).into_response()
+        }
+        OutputFormat::Arrow | OutputFormat::Parquet => {
+            let metadata =
+                crate::tabular::metadata(&answer.as_of, &state.disclosure.describe(tier));
+            let batch = crate::tabular::from_frame(&answer.frame, metadata)?;
+            let (content_type, body) = if request.format == OutputFormat::Arrow {
+                (crate::tabular::ARROW_STREAM, crate::tabular::ipc_stream(&batch)?)
+            } else {
+                (crate::tabular::PARQUET, crate::tabular::parquet(&batch)?)
+            };
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         OutputFormat::Csv => {
             let mut response = csv_response(frame_csv(&answer.frame));

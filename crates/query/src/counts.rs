@@ -70,6 +70,9 @@ pub enum QueryError {
     /// The projection is larger than the in-memory netting is built for.
     #[error("{0}; partition the projection (see ARCHITECTURE.md, things not done yet)")]
     Capacity(String),
+    /// An answer could not be written in the format asked for (Arrow, Parquet).
+    #[error("could not encode the answer: {0}")]
+    Encode(String),
     /// The vintage asked for does not exist (404) or could not be read.
     #[error(transparent)]
     Vintage(#[from] crate::vintage::VintageError),

@@ -12,6 +12,7 @@ mod request;
 mod sdmx;
 mod serving;
 pub mod survey;
+mod tabular;
 mod vintage;
 
 pub use api::{QueryConfig, QueryState, frame_csv, frame_rows, router};

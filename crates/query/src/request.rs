@@ -102,6 +102,9 @@ pub enum OutputFormat {
     Csv,
     /// JSON-stat 2.0 (counts only).
     JsonStat,
+    /// An Arrow IPC stream.
+    Arrow,
+    Parquet,
 }
 
 /// `rate=`: which rate to add to rows.
@@ -255,9 +258,11 @@ impl CountsRequest {
                         "json" => OutputFormat::Json,
                         "csv" => OutputFormat::Csv,
                         "jsonstat" => OutputFormat::JsonStat,
+                        "arrow" => OutputFormat::Arrow,
+                        "parquet" => OutputFormat::Parquet,
                         other => {
                             return bad(format!(
-                                "format='{other}' is not supported; use json, csv or jsonstat"
+                                "format='{other}' is not supported; use json, csv, jsonstat, arrow or parquet"
                             ));
                         }
                     }
@@ -312,7 +317,7 @@ impl CountsRequest {
         if request.history {
             if request.format != OutputFormat::Json {
                 return bad(
-                    "history=releases answers one list of values per row, which CSV and JSON-stat cannot carry; \
+                    "history=releases answers one list of values per row, which only JSON carries; \
                      use format=json"
                         .to_owned(),
                 );

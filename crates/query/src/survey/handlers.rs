@@ -23,10 +23,12 @@ use crate::api::{QueryConfig, frame_rows};
 use crate::counts::CountsEngine;
 use crate::disclosure::{Disclosure, Tier};
 use crate::error::ApiError;
-use crate::request::{CountsRequest, query_pairs};
+use crate::request::{CountsRequest, OutputFormat, query_pairs};
 use crate::serving::AsOf;
+use crate::tabular;
 use crate::vintage::{Vintage, Vintages};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use observatory_disclosure::Policy;
 use observatory_store::{Manifest, ProjectionId};
 
@@ -206,11 +208,29 @@ async fn get_estimates(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let tier = state.disclosure.tier(&headers)?;
     let survey = survey_id(path)?;
     let query = EstimatesQuery::parse(&query_pairs(raw.as_deref()))?;
-    Ok(Json(estimates(&state, &survey, &query, tier).await?))
+    let answer = estimates(&state, &survey, &query, tier).await?;
+    let sequence = answer["as_of"]["sequence"].as_u64().unwrap_or(0);
+    let mut response = match query.format {
+        OutputFormat::JsonStat => {
+            Json(super::formats::jsonstat(&answer, &query.by)).into_response()
+        }
+        OutputFormat::Arrow => {
+            let batch = super::formats::batch(&answer, &query.by)?;
+            ([(header::CONTENT_TYPE, tabular::ARROW_STREAM)], tabular::ipc_stream(&batch)?)
+                .into_response()
+        }
+        OutputFormat::Parquet => {
+            let batch = super::formats::batch(&answer, &query.by)?;
+            ([(header::CONTENT_TYPE, tabular::PARQUET)], tabular::parquet(&batch)?).into_response()
+        }
+        _ => Json(answer).into_response(),
+    };
+    response.headers_mut().insert("observatory-as-of-sequence", HeaderValue::from(sequence));
+    Ok(response)
 }
 
 async fn estimates(

@@ -12,6 +12,7 @@
 
 mod engine;
 mod error;
+mod formats;
 mod handlers;
 mod items;
 mod request;

@@ -5,7 +5,7 @@ use observatory_model::is_valid_source_id;
 use observatory_model::survey::is_valid_wave_id;
 use observatory_stats::CiMethod;
 
-use crate::request::RequestError;
+use crate::request::{OutputFormat, RequestError};
 use crate::vintage::Vintage;
 
 /// `stat=`: the statistic of `GET /v1/surveys/{survey}/estimates`, as the CLI's flags.
@@ -41,6 +41,8 @@ pub struct EstimatesQuery {
     pub level: f64,
     pub min_sequence: Option<u64>,
     pub vintage: Vintage,
+    /// `json` (default), `jsonstat`, `arrow` or `parquet`.
+    pub format: OutputFormat,
 }
 
 /// `GET /v1/surveys/{survey}/reporting-rate` and `/dark-figure`.
@@ -121,12 +123,26 @@ impl EstimatesQuery {
         let (mut w, mut stat, mut vars, mut by) = (None, None, Vec::new(), Vec::new());
         let (mut method, mut lvl, mut min_sequence) = (CiMethod::Auto, 0.95, None);
         let mut vintage = Vintage::Current;
+        let mut format = OutputFormat::Json;
         for (key, value) in params {
             if vintage.take(key, value)? {
                 continue;
             }
             match key.as_str() {
                 "wave" => w = Some(value.clone()),
+                "format" => {
+                    format = match value.as_str() {
+                        "json" => OutputFormat::Json,
+                        "jsonstat" => OutputFormat::JsonStat,
+                        "arrow" => OutputFormat::Arrow,
+                        "parquet" => OutputFormat::Parquet,
+                        other => {
+                            return bad(format!(
+                                "format='{other}' is not supported for estimates; use json, jsonstat, arrow or parquet"
+                            ));
+                        }
+                    }
+                }
                 "stat" => {
                     stat = Some(Stat::parse(value).ok_or_else(|| {
                         RequestError(format!(
@@ -141,7 +157,7 @@ impl EstimatesQuery {
                 "min_sequence" => min_sequence = Some(sequence(key, value)?),
                 other => {
                     return bad(format!(
-                        "unknown parameter '{other}'; use wave, stat, var, by, ci, level, min_sequence, release, as_of or as_of_time"
+                        "unknown parameter '{other}'; use wave, stat, var, by, ci, level, format, min_sequence, release, as_of or as_of_time"
                     ));
                 }
             }
@@ -164,7 +180,17 @@ impl EstimatesQuery {
             });
         }
         vintage.check_min_sequence(min_sequence)?;
-        Ok(EstimatesQuery { wave, stat, vars, by, ci: method, level: lvl, min_sequence, vintage })
+        Ok(EstimatesQuery {
+            wave,
+            stat,
+            vars,
+            by,
+            ci: method,
+            level: lvl,
+            min_sequence,
+            vintage,
+            format,
+        })
     }
 }
 
