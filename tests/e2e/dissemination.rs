@@ -363,4 +363,50 @@ async fn sdmx_structures_describe_the_dataflow_and_vintages_map_onto_releases() 
     assert_eq!(again.text, at_release.text, "a release answers the same bytes");
     let now = sdmx(&service, &format!("{FLOW}/M.FR._T._T._T._T._T.{unit}"), CSV, true).await;
     assert_ne!(now.text, at_release.text, "the newer feed changed the current answer");
+
+    // updatedAfter (also spelled updateAfter, as sdmx1 sends it): what changed since the release
+    // standing at that instant, to replace.
+    let before = observed(&at_release.text, "TIME_PERIOD");
+    let current = observed(&now.text, "TIME_PERIOD");
+    let changed: BTreeMap<String, i64> = current
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert!(!changed.is_empty());
+    for spelling in ["updatedAfter", "updateAfter"] {
+        let path = format!("{FLOW}/M.FR._T._T._T._T._T.{unit}?{spelling}={made}");
+        let delta = sdmx(&service, &path, CSV, true).await;
+        assert_eq!(delta.status, 200, "{}", delta.text);
+        assert!(csv_rows(&delta.text).iter().all(|r| r["ACTION"] == "R"), "{}", delta.text);
+        assert_eq!(observed(&delta.text, "TIME_PERIOD"), changed, "{spelling}");
+    }
+    // includeHistory: one dataset per release, with the interval each stood.
+    let second = service
+        .call(Method::POST, "/v1/releases")
+        .token(&publisher)
+        .json(&json!({"name": "second"}))
+        .send_json()
+        .await;
+    assert_eq!(second.status, 201, "{}", second.body);
+    let path = format!("{FLOW}/M.FR._T._T._T._T._T.{unit}?includeHistory=true");
+    let history = sdmx(&service, &path, CSV, true).await;
+    assert_eq!(history.status, 200, "{}", history.text);
+    let rows = csv_rows(&history.text);
+    let r2_made = second.body["created_at"].as_str().unwrap();
+    let first_rows: BTreeMap<String, i64> = rows
+        .iter()
+        .filter(|r| !r["VALID_TO"].is_empty())
+        .map(|r| (r["TIME_PERIOD"].clone(), r["OBS_VALUE"].parse().unwrap()))
+        .collect();
+    assert_eq!(first_rows, before, "the first release's values, standing until the second");
+    assert!(rows.iter().filter(|r| r["VALID_TO"].is_empty()).all(|r| r["VALID_FROM"].len() == 20));
+    assert!(
+        r2_made.starts_with(
+            &rows.iter().find(|r| !r["VALID_TO"].is_empty()).unwrap()["VALID_TO"][..19]
+        )
+    );
+    let xml = sdmx(&service, &path, "application/vnd.sdmx.data+xml;version=3.0.0", true).await;
+    assert_eq!(xml.text.matches("<message:DataSet ").count(), 2, "{}", xml.text);
+    assert!(xml.text.contains("validToDate=\""), "{}", xml.text);
 }

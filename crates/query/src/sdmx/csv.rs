@@ -48,15 +48,24 @@ pub fn data(message: &DataMessage) -> String {
     for attr in &message.attributes {
         coded(attr.id(), attr.name(), &mut header);
     }
+    // includeHistory: the interval each release's values stood, as custom columns.
+    let history = message.datasets.iter().any(|d| d.valid_from.is_some());
+    if history {
+        header.push("VALID_FROM".into());
+        header.push("VALID_TO".into());
+    }
     let mut out = header.iter().map(|h| field(h)).collect::<Vec<_>>().join(",");
     out.push('\n');
     let reference = flow.reference();
-    for obs in &message.observations {
+    for (dataset, obs) in
+        message.datasets.iter().flat_map(|d| d.observations.iter().map(move |o| (d, o)))
+    {
         let mut row: Vec<String> = vec!["dataflow".into(), reference.clone()];
         if labels == Labels::Name {
             row.push("Recorded cyber incidents".into());
         }
-        row.push(message.action.csv().into());
+        row.push(dataset.action.csv().into());
+        let values = dataset.action.has_values();
         let mut value = |id: &str, name: Option<&str>| match (labels, name) {
             (Labels::Id, _) | (_, None) => row.push(id.to_owned()),
             (Labels::Both, Some(name)) => row.push(format!("{id}: {name}")),
@@ -71,15 +80,20 @@ pub fn data(message: &DataMessage) -> String {
         }
         value(&obs.period, None);
         if message.measures {
-            value(&obs.value.to_string(), None);
+            value(&if values { obs.value.to_string() } else { String::new() }, None);
         }
         for attr in &message.attributes {
             let code = match attr {
+                _ if !values => "",
                 Attr::ObsStatus => obs.status,
                 Attr::Disclosure => obs.disclosure,
             };
             let name = flow.attribute_codelist(*attr).get(code).map(|c| c.name.as_str());
-            value(code, Some(name.unwrap_or(code)));
+            value(code, name.or((!code.is_empty()).then_some(code)));
+        }
+        if history {
+            row.push(dataset.valid_from.clone().unwrap_or_default());
+            row.push(dataset.valid_to.clone().unwrap_or_default());
         }
         out.push_str(&row.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
         out.push('\n');

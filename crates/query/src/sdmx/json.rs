@@ -50,8 +50,7 @@ fn number(value: Number) -> Value {
 
 /// The codes of a dimension the answer uses, in codelist order (periods sorted).
 fn used_values(message: &DataMessage, position: usize) -> Vec<String> {
-    let used: BTreeSet<&str> =
-        message.observations.iter().map(|o| coordinate(o, position)).collect();
+    let used: BTreeSet<&str> = message.observations().map(|o| coordinate(o, position)).collect();
     match Dim::ALL.get(position) {
         Some(dim) => message
             .flow
@@ -120,8 +119,11 @@ pub fn data(message: &DataMessage) -> String {
             (*a, list.codes.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect())
         })
         .collect();
-    let observation = |o: &super::plan::Observation| -> Value {
+    let observation = |o: &super::plan::Observation, values: bool| -> Value {
         let mut cells = Vec::new();
+        if !values {
+            return Value::Array(cells);
+        }
         if message.measures {
             cells.push(number(o.value));
         }
@@ -141,26 +143,39 @@ pub fn data(message: &DataMessage) -> String {
             .collect::<Vec<_>>()
             .join(":")
     };
-    let mut dataset = Map::new();
-    dataset.insert("structure".into(), json!(0));
-    dataset.insert("action".into(), json!(message.action.name()));
-    dataset.insert("links".into(), link.clone());
-    if series_positions.is_empty() {
-        let observations: Map<String, Value> = message
-            .observations
-            .iter()
-            .map(|o| (key_of(o, &obs_positions), observation(o)))
-            .collect();
-        dataset.insert("observations".into(), Value::Object(observations));
-    } else {
-        let mut series = Map::new();
-        for (_, observations) in message.series() {
-            let key = key_of(observations[0], &series_positions);
-            let obs: Map<String, Value> =
-                observations.iter().map(|o| (key_of(o, &obs_positions), observation(o))).collect();
-            series.insert(key, json!({"attributes": [], "observations": obs}));
+    let mut datasets = Vec::new();
+    for set in &message.datasets {
+        let values = set.action.has_values();
+        let mut dataset = Map::new();
+        dataset.insert("structure".into(), json!(0));
+        dataset.insert("action".into(), json!(set.action.name()));
+        dataset.insert("links".into(), link.clone());
+        if let Some(from) = &set.valid_from {
+            dataset.insert("validFrom".into(), json!(from));
         }
-        dataset.insert("series".into(), Value::Object(series));
+        if let Some(to) = &set.valid_to {
+            dataset.insert("validTo".into(), json!(to));
+        }
+        if series_positions.is_empty() {
+            let observations: Map<String, Value> = set
+                .observations
+                .iter()
+                .map(|o| (key_of(o, &obs_positions), observation(o, values)))
+                .collect();
+            dataset.insert("observations".into(), Value::Object(observations));
+        } else {
+            let mut series = Map::new();
+            for (_, observations) in message.series(set) {
+                let key = key_of(observations[0], &series_positions);
+                let obs: Map<String, Value> = observations
+                    .iter()
+                    .map(|o| (key_of(o, &obs_positions), observation(o, values)))
+                    .collect();
+                series.insert(key, json!({"attributes": [], "observations": obs}));
+            }
+            dataset.insert("series".into(), Value::Object(series));
+        }
+        datasets.push(Value::Object(dataset));
     }
     let mut names = named(DATAFLOW, "Recorded cyber incidents");
     names.remove("id");
@@ -195,7 +210,7 @@ pub fn data(message: &DataMessage) -> String {
     structure.insert("annotations".into(), json!([]));
     let body = json!({
         "meta": meta(DATA_SCHEMA, &message.header, agency),
-        "data": {"structures": [structure], "dataSets": [dataset]},
+        "data": {"structures": [structure], "dataSets": datasets},
     });
     serde_json::to_string(&body).expect("JSON values serialise")
 }

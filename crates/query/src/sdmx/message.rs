@@ -7,25 +7,48 @@ use super::format::Labels;
 use super::plan::Observation;
 use super::query::AtObservation;
 
-/// What a dataset does to a receiver's copy (`ACTION` in SDMX-CSV). Only plain answers so far;
-/// `updatedAfter` will add replacements and deletions.
+/// What a dataset does to a receiver's copy (`ACTION` in SDMX-CSV).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// A plain answer.
     Information,
+    /// Observations new or changed since `updatedAfter`.
+    Replace,
+    /// Observations gone since `updatedAfter` (their keys only).
+    Delete,
 }
 
 impl Action {
     pub fn csv(self) -> &'static str {
         match self {
             Action::Information => "I",
+            Action::Replace => "R",
+            Action::Delete => "D",
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Action::Information => "Information",
+            Action::Replace => "Replace",
+            Action::Delete => "Delete",
         }
     }
+
+    /// Whether the dataset carries values and attributes (a deletion carries keys only).
+    pub fn has_values(self) -> bool {
+        self != Action::Delete
+    }
+}
+
+/// One dataset of a message: a plain answer, the changes since `updatedAfter`, or one release
+/// of `includeHistory` with the interval it stood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSet {
+    pub action: Action,
+    pub valid_from: Option<String>,
+    pub valid_to: Option<String>,
+    pub observations: Vec<Observation>,
 }
 
 /// The message header: an id and a preparation time derived from the state answered (so the
@@ -43,12 +66,11 @@ pub struct Header {
 pub struct DataMessage<'a> {
     pub flow: &'a Dataflow,
     pub header: Header,
-    pub observations: Vec<Observation>,
+    pub datasets: Vec<DataSet>,
     pub attributes: Vec<Attr>,
     pub measures: bool,
     pub at_observation: AtObservation,
     pub labels: Labels,
-    pub action: Action,
 }
 
 /// The position of the dimension at observation level among the nine (`TIME_PERIOD` last);
@@ -88,13 +110,17 @@ impl DataMessage<'_> {
         }
     }
 
-    /// The observations grouped into series (consecutive runs of one series key), in the
-    /// order of their series keys.
-    pub fn series(&self) -> Vec<(Vec<&str>, Vec<&Observation>)> {
+    /// Every observation of every dataset.
+    pub fn observations(&self) -> impl Iterator<Item = &Observation> {
+        self.datasets.iter().flat_map(|d| &d.observations)
+    }
+
+    /// A dataset's observations grouped into series, in the order of their series keys.
+    pub fn series<'s>(&self, dataset: &'s DataSet) -> Vec<(Vec<&'s str>, Vec<&'s Observation>)> {
         let positions = self.series_positions();
         let mut grouped: std::collections::BTreeMap<Vec<&str>, Vec<&Observation>> =
             Default::default();
-        for obs in &self.observations {
+        for obs in &dataset.observations {
             let key: Vec<&str> = positions.iter().map(|p| coordinate(obs, *p)).collect();
             grouped.entry(key).or_default().push(obs);
         }

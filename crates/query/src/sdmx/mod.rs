@@ -27,7 +27,8 @@ pub use dataflow::DEFAULT_AGENCY;
 use dataflow::{DATAFLOW, Dataflow, VERSION};
 use error::SdmxError;
 use format::{Format, Kind};
-use message::{Action, DataMessage, Header};
+use message::{Action, DataMessage, DataSet, Header};
+use plan::Observation;
 use query::DataQuery;
 
 use crate::api::{DISCLOSURE_HEADER, QueryState, RELEASE_HEADER};
@@ -189,38 +190,30 @@ async fn answer(
         )));
     }
     let query = DataQuery::parse(path.get("key").map_or("*", String::as_str), pairs)?;
-    if query.include_history || query.updated_after.is_some() {
-        return Err(SdmxError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "includeHistory and updatedAfter are not served yet; ask a release with asOf=<date-time> \
-             (or release=<id>) and compare",
-        ));
-    }
     let engine = &state.engine;
+    let wait = state.config.max_wait;
     let resolved = engine
-        .resolve_for(
-            &state.vintages,
-            &state.disclosure,
-            tier,
-            &query.vintage,
-            None,
-            state.config.max_wait,
-        )
+        .resolve_for(&state.vintages, &state.disclosure, tier, &query.vintage, None, wait)
         .await?;
     let sources = engine.sources_on(&resolved).await?;
     let flow = Dataflow::new(agency, &sources);
-    let parts = plan::plan(&query, &flow)?;
-    let requests = parts.iter().map(|p| p.request.clone()).collect();
-    let policy = state.disclosure.policy_for(tier);
-    let (as_of, frames) = engine.counts_many(&resolved, requests, policy).await?;
-    let observations = parts
-        .iter()
-        .zip(&frames)
-        .flat_map(|(part, frame)| plan::observations(part, frame, tier.exact()))
-        .collect();
-    let observations = plan::select(&query, observations);
+    let as_of = AsOf::resolved(engine.serving().projection().id(), &resolved);
+    let datasets = if query.include_history {
+        history(state, &query, tier, &resolved).await?
+    } else {
+        let current = observed(state, &query, tier, &resolved).await?;
+        match query.updated_after {
+            Some(after) => changes(state, &query, tier, after, current).await?,
+            None => vec![DataSet {
+                action: Action::Information,
+                valid_from: None,
+                valid_to: None,
+                observations: current,
+            }],
+        }
+    };
     let disclosure = state.disclosure.header(tier);
-    if observations.is_empty() {
+    if datasets.iter().all(|d| d.observations.is_empty()) {
         // REST v2: an empty result is a 204, not a 404.
         let mut response = StatusCode::NO_CONTENT.into_response();
         state_headers(&mut response, &as_of, &disclosure);
@@ -233,12 +226,11 @@ async fn answer(
     let message = DataMessage {
         flow: &flow,
         header: header_of(&as_of, tier),
-        observations,
+        datasets,
         attributes: query.attributes.clone(),
         measures: query.measures,
         at_observation: query.at_observation,
         labels,
-        action: Action::Information,
     };
     let body = match format {
         Format::Xml => xml::data(&message),
@@ -249,6 +241,145 @@ async fn answer(
         ([(header::CONTENT_TYPE, format.content_type(Kind::Data))], body).into_response();
     state_headers(&mut response, &as_of, &disclosure);
     Ok(response)
+}
+
+/// The observations a query selects in one resolved state, each the cell the counts API
+/// publishes to `tier` there. The codelist of `SOURCE` is that state's.
+async fn observed(
+    state: &QueryState,
+    query: &DataQuery,
+    tier: crate::disclosure::Tier,
+    resolved: &crate::vintage::Resolved,
+) -> Result<Vec<Observation>, SdmxError> {
+    let engine = &state.engine;
+    let sources = engine.sources_on(resolved).await?;
+    let flow = Dataflow::new(&state.config.sdmx_agency, &sources);
+    let parts = plan::plan(query, &flow)?;
+    let requests = parts.iter().map(|p| p.request.clone()).collect();
+    let policy = state.disclosure.policy_for(tier);
+    let (_, frames) = engine.counts_many(resolved, requests, policy).await?;
+    let observations = parts
+        .iter()
+        .zip(&frames)
+        .flat_map(|(part, frame)| plan::observations(part, frame, tier.exact()))
+        .collect();
+    Ok(plan::select(query, observations))
+}
+
+/// The same query in an earlier state: empty where that state cannot mean it (a source that had
+/// not sent anything yet).
+async fn observed_before(
+    state: &QueryState,
+    query: &DataQuery,
+    tier: crate::disclosure::Tier,
+    resolved: &crate::vintage::Resolved,
+) -> Result<Vec<Observation>, SdmxError> {
+    match observed(state, query, tier, resolved).await {
+        Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// `updatedAfter`: what changed since the newest release made at or before `after` (everything,
+/// when none was): new and revised observations to replace, vanished ones to delete.
+async fn changes(
+    state: &QueryState,
+    query: &DataQuery,
+    tier: crate::disclosure::Tier,
+    after: chrono::DateTime<chrono::Utc>,
+    current: Vec<Observation>,
+) -> Result<Vec<DataSet>, SdmxError> {
+    let baseline = match state
+        .engine
+        .resolve_for(
+            &state.vintages,
+            &state.disclosure,
+            tier,
+            &Vintage::Time(after),
+            None,
+            state.config.max_wait,
+        )
+        .await
+    {
+        Ok(resolved) => observed_before(state, query, tier, &resolved).await?,
+        Err(e) if e.status() == StatusCode::NOT_FOUND => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let key = |o: &Observation| (o.key.clone(), o.period.clone());
+    let before: HashMap<(Vec<String>, String), &Observation> =
+        baseline.iter().map(|o| (key(o), o)).collect();
+    let now: std::collections::HashSet<(Vec<String>, String)> = current.iter().map(key).collect();
+    let deleted: Vec<Observation> =
+        baseline.iter().filter(|o| !now.contains(&key(o))).cloned().collect();
+    let replaced: Vec<Observation> = current
+        .into_iter()
+        .filter(|o| before.get(&key(o)).is_none_or(|b| b.value != o.value || b.status != o.status))
+        .collect();
+    let mut datasets = Vec::new();
+    if !replaced.is_empty() {
+        datasets.push(DataSet {
+            action: Action::Replace,
+            valid_from: None,
+            valid_to: None,
+            observations: replaced,
+        });
+    }
+    if !deleted.is_empty() {
+        datasets.push(DataSet {
+            action: Action::Delete,
+            valid_from: None,
+            valid_to: None,
+            observations: deleted,
+        });
+    }
+    Ok(datasets)
+}
+
+/// `includeHistory`: one dataset per release (up to the state asked for), oldest first, each with
+/// the interval it stood (`validFromDate` its creation, `validToDate` the next release's); with
+/// `updatedAfter`, only the releases still standing after that instant.
+async fn history(
+    state: &QueryState,
+    query: &DataQuery,
+    tier: crate::disclosure::Tier,
+    target: &crate::vintage::Resolved,
+) -> Result<Vec<DataSet>, SdmxError> {
+    let mut releases = state.vintages.releases().list().await.map_err(|e| {
+        SdmxError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the releases: {e}"))
+    })?;
+    releases.reverse();
+    if let Some(last) = &target.release {
+        releases.retain(|r| r.created_at <= last.created_at);
+    }
+    let stamp =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut datasets = Vec::new();
+    for (i, release) in releases.iter().enumerate() {
+        let until = releases.get(i + 1).map(|next| next.created_at);
+        if let (Some(after), Some(until)) = (query.updated_after, until)
+            && until <= after
+        {
+            continue;
+        }
+        let resolved = state
+            .engine
+            .resolve_for(
+                &state.vintages,
+                &state.disclosure,
+                tier,
+                &Vintage::Release(release.id.clone()),
+                None,
+                state.config.max_wait,
+            )
+            .await?;
+        datasets.push(DataSet {
+            action: Action::Replace,
+            valid_from: Some(stamp(&release.created_at)),
+            valid_to: until.as_ref().map(stamp),
+            observations: observed_before(state, query, tier, &resolved).await?,
+        });
+    }
+    Ok(datasets)
 }
 
 /// The artefact types served, and what `references=` adds to each.

@@ -246,49 +246,60 @@ pub fn data(message: &DataMessage) -> String {
         escape(&namespace),
         escape(&flow_urn)
     );
-    let _ = write!(
-        out,
-        "<message:DataSet action=\"{}\" ss:structureRef=\"{}\" xsi:type=\"ns1:DataSetType\" ss:dataScope=\"DataStructure\">",
-        message.action.name(),
-        escape(&structure_id)
-    );
     let obs_positions = message.observation_positions();
-    let obs = |out: &mut String, o: &super::plan::Observation| {
-        out.push_str("<Obs");
-        for p in &obs_positions {
-            let _ = write!(out, " {}=\"{}\"", dimension_id(*p), escape(coordinate(o, *p)));
+    let positions = message.series_positions();
+    for dataset in &message.datasets {
+        let _ = write!(
+            out,
+            "<message:DataSet action=\"{}\" ss:structureRef=\"{}\" xsi:type=\"ns1:DataSetType\" ss:dataScope=\"DataStructure\"",
+            dataset.action.name(),
+            escape(&structure_id)
+        );
+        if let Some(from) = &dataset.valid_from {
+            let _ = write!(out, " validFromDate=\"{}\"", escape(from));
         }
-        if message.measures {
-            let _ = write!(out, " {OBS_VALUE}=\"{}\"", o.value);
+        if let Some(to) = &dataset.valid_to {
+            let _ = write!(out, " validToDate=\"{}\"", escape(to));
         }
-        for attr in &message.attributes {
-            let code = match attr {
-                Attr::ObsStatus => o.status,
-                Attr::Disclosure => o.disclosure,
-            };
-            let _ = write!(out, " {}=\"{code}\"", attr.id());
-        }
-        out.push_str("/>");
-    };
-    if message.at_observation == AtObservation::AllDimensions {
-        for o in &message.observations {
-            obs(&mut out, o);
-        }
-    } else {
-        let positions = message.series_positions();
-        for (key, observations) in message.series() {
-            out.push_str("<Series");
-            for (p, code) in positions.iter().zip(key) {
-                let _ = write!(out, " {}=\"{}\"", dimension_id(*p), escape(code));
+        out.push('>');
+        let values = dataset.action.has_values();
+        let obs = |out: &mut String, o: &super::plan::Observation| {
+            out.push_str("<Obs");
+            for p in &obs_positions {
+                let _ = write!(out, " {}=\"{}\"", dimension_id(*p), escape(coordinate(o, *p)));
             }
-            out.push('>');
-            for o in observations {
+            if message.measures && values {
+                let _ = write!(out, " {OBS_VALUE}=\"{}\"", o.value);
+            }
+            for attr in message.attributes.iter().filter(|_| values) {
+                let code = match attr {
+                    Attr::ObsStatus => o.status,
+                    Attr::Disclosure => o.disclosure,
+                };
+                let _ = write!(out, " {}=\"{code}\"", attr.id());
+            }
+            out.push_str("/>");
+        };
+        if message.at_observation == AtObservation::AllDimensions {
+            for o in &dataset.observations {
                 obs(&mut out, o);
             }
-            out.push_str("</Series>");
+        } else {
+            for (key, observations) in message.series(dataset) {
+                out.push_str("<Series");
+                for (p, code) in positions.iter().zip(key) {
+                    let _ = write!(out, " {}=\"{}\"", dimension_id(*p), escape(code));
+                }
+                out.push('>');
+                for o in observations {
+                    obs(&mut out, o);
+                }
+                out.push_str("</Series>");
+            }
         }
+        out.push_str("</message:DataSet>");
     }
-    out.push_str("</message:DataSet></message:StructureSpecificData>\n");
+    out.push_str("</message:StructureSpecificData>\n");
     out
 }
 
