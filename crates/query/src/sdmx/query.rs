@@ -455,6 +455,15 @@ impl DataQuery {
                 }
             }
         }
+        let period =
+            |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| months(v));
+        if let (Some((start, _)), Some((_, end))) = (period("startPeriod"), period("endPeriod"))
+            && start > end
+        {
+            return Err(SdmxError::semantic(format!(
+                "startPeriod starts in {start}, after endPeriod ends ({end}): no period lies between them"
+            )));
+        }
         if let (Some(after), Vintage::Time(as_of)) = (query.updated_after, &query.vintage)
             && after > *as_of
         {
@@ -578,6 +587,7 @@ mod tests {
             ("attributes=COLOUR", 422, "not an attribute"),
             ("labels=all", 400, "labels='all'"),
             ("c[CYBER]=true&c%5BCYBER%5D=false", 400, "given twice"),
+            ("startPeriod=2025-12&endPeriod=2025-11", 422, "after endPeriod"),
         ];
         for (raw, status, text) in cases {
             let error = DataQuery::parse("all", &pairs(raw)).unwrap_err();
