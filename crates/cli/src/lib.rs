@@ -8,5 +8,6 @@ pub mod demo_survey;
 pub mod estimate;
 pub mod flags;
 pub mod logging;
+pub mod openapi;
 pub mod serve;
 pub mod surveys;

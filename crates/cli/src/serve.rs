@@ -99,7 +99,7 @@ fn query_part(settings: &QuerySettings) -> Result<Router> {
 }
 
 fn health(ingest: Option<Arc<IngestState>>) -> Router {
-    Router::new().route(
+    crate::openapi::router().route(
         "/health",
         get(move || {
             let ingest = ingest.clone();
@@ -128,7 +128,7 @@ async fn serve_http(
     let app = app
         .fallback(|uri: axum::http::Uri| async move {
             let message = format!(
-                "no endpoint at {}; the API is under /v1 (e.g. GET /v1/incidents/counts, GET /v1/coverage, POST /v1/incidents)",
+                "no endpoint at {}; the API is under /v1 and /sdmx/v2 (e.g. GET /v1/incidents/counts, POST /v1/incidents); GET /openapi.json lists every endpoint",
                 uri.path()
             );
             (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({"error": message, "status": 404})))

@@ -9,7 +9,7 @@ mod history;
 mod jsonstat;
 mod releases;
 mod request;
-mod sdmx;
+pub mod sdmx;
 mod serving;
 pub mod survey;
 mod tabular;

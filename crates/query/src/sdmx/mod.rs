@@ -35,32 +35,31 @@ use crate::api::{DISCLOSURE_HEADER, QueryState, RELEASE_HEADER};
 use crate::serving::AsOf;
 use crate::vintage::Vintage;
 
+/// Structure paths, data paths and the schema path of the SDMX REST v2 API (each also answers
+/// with a trailing slash); the OpenAPI document is checked against them.
+pub const STRUCTURE_PATHS: [&str; 4] = [
+    "/sdmx/v2/structure/{kind}",
+    "/sdmx/v2/structure/{kind}/{agency}",
+    "/sdmx/v2/structure/{kind}/{agency}/{id}",
+    "/sdmx/v2/structure/{kind}/{agency}/{id}/{version}",
+];
+pub const DATA_PATHS: [&str; 2] = [
+    "/sdmx/v2/data/{context}/{agency}/{id}/{version}",
+    "/sdmx/v2/data/{context}/{agency}/{id}/{version}/{key}",
+];
+pub const SCHEMA_PATH: &str = "/sdmx/v2/schema/{context}/{agency}/{id}/{version}";
+
 pub fn router(state: Arc<QueryState>) -> Router {
-    let structure_paths = [
-        "/sdmx/v2/structure/{kind}",
-        "/sdmx/v2/structure/{kind}/{agency}",
-        "/sdmx/v2/structure/{kind}/{agency}/{id}",
-        "/sdmx/v2/structure/{kind}/{agency}/{id}/{version}",
-    ];
-    let data_paths = [
-        "/sdmx/v2/data/{context}/{agency}/{id}/{version}",
-        "/sdmx/v2/data/{context}/{agency}/{id}/{version}/{key}",
-    ];
     let mut router = Router::new();
     // pysdmx ends its URLs with a slash: both spellings are one resource.
-    for path in structure_paths {
+    for path in STRUCTURE_PATHS {
         router = router.route(path, get(structure)).route(&format!("{path}/"), get(structure));
     }
-    for path in data_paths {
+    for path in DATA_PATHS {
         router = router.route(path, get(data)).route(&format!("{path}/"), get(data));
     }
     // pysdmx's registry client reads a dataflow's schema (its DSD and codelists) here.
-    for path in [
-        "/sdmx/v2/schema/{context}/{agency}/{id}/{version}",
-        "/sdmx/v2/schema/{context}/{agency}/{id}/{version}/",
-    ] {
-        router = router.route(path, get(schema));
-    }
+    router = router.route(SCHEMA_PATH, get(schema)).route(&format!("{SCHEMA_PATH}/"), get(schema));
     router.layer(middleware::map_response(cors)).with_state(state)
 }
 
