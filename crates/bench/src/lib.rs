@@ -12,6 +12,7 @@
 //! versions and the command line. Targets are reported, never asserted.
 
 mod cpu;
+mod formats;
 mod generate;
 mod ingest;
 mod measure;
@@ -381,6 +382,26 @@ pub fn render(report: &Report) -> String {
                     None => "—",
                 }
             );
+        }
+        if !q.formats.is_empty() {
+            let _ = writeln!(
+                out,
+                "   formats (public), p50 / p99 ms and ratio to the JSON of the same cells (target ≤ 1.2×):"
+            );
+            for f in &q.formats {
+                let _ = writeln!(
+                    out,
+                    "   {:<26} JSON {:.1} / {:.1}",
+                    f.label, f.json.p50_ms, f.json.p99_ms
+                );
+                for t in &f.formats {
+                    let _ = writeln!(
+                        out,
+                        "   {:<26} {:<14} {:.1} / {:.1}  ({:.2}× / {:.2}×)",
+                        "", t.format, t.latency.p50_ms, t.latency.p99_ms, t.p50_ratio, t.p99_ratio
+                    );
+                }
+            }
         }
         for r in &q.queries {
             if let Some(note) = &r.note {

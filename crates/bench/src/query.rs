@@ -180,6 +180,8 @@ pub struct QueryReport {
     pub queries: Vec<QueryResult>,
     /// Largest p99 ratio over the five queries.
     pub worst_p99_ratio: Option<f64>,
+    /// SDMX and JSON-stat beside the JSON answer of the same cells (public tier).
+    pub formats: Vec<crate::formats::FormatResult>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +345,9 @@ pub async fn run(
         bar.finish_and_clear();
         measured.push((spec, params, note, cold_ms, samples, public, engine_samples, answer));
     }
+    let bar = progress_bar(0, "query: SDMX and JSON-stat beside JSON");
+    let formats = crate::formats::run(client, &service.base_url, runs).await?;
+    bar.finish_and_clear();
     service.stop().await?;
 
     let version = manifest.version;
@@ -411,6 +416,7 @@ pub async fn run(
         },
         queries,
         worst_p99_ratio,
+        formats,
     })
 }
 
