@@ -328,6 +328,15 @@ async fn sdmx_structures_describe_the_dataflow_and_vintages_map_onto_releases() 
         "{}",
         codelist.text
     );
+    let schema = sdmx(
+        &service,
+        "/sdmx/v2/schema/dataflow/OBSERVATORY/INCIDENTS/1.0/",
+        "application/vnd.sdmx.structure+json;version=2.0.0",
+        true,
+    )
+    .await;
+    assert_eq!(schema.status, 200, "{}", schema.text);
+    assert_eq!(schema.body["data"]["dataStructures"][0]["id"], "DSD_INCIDENTS");
     let missing =
         sdmx(&service, "/sdmx/v2/structure/codelist/OBSERVATORY/CL_NOPE", "application/json", true)
             .await;

@@ -155,11 +155,27 @@ async fn data(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let pairs = query::raw_pairs(raw.as_deref());
-    let format = match negotiated(Kind::Data, &headers, &pairs) {
+    respond(Kind::Data, &headers, &pairs, |format| answer(&state, &path, &headers, &pairs, format))
+        .await
+}
+
+/// Negotiates the format (refusing it in SDMX-JSON), then answers, or refuses in the format
+/// negotiated.
+async fn respond<F, Fut>(
+    kind: Kind,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    answer: F,
+) -> Response
+where
+    F: FnOnce(Format) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, SdmxError>>,
+{
+    let format = match negotiated(kind, headers, pairs) {
         Ok(format) => format,
         Err(error) => return refuse(error, None),
     };
-    match answer(&state, &path, &headers, &pairs, format).await {
+    match answer(format).await {
         Ok(response) => response,
         Err(error) => refuse(error, Some(format)),
     }
@@ -409,27 +425,24 @@ async fn schema(
     headers: HeaderMap,
 ) -> Response {
     let pairs = vec![("references".to_owned(), "all".to_owned())];
-    let format = match negotiated(Kind::Structure, &headers, &[]) {
-        Ok(format) => format,
-        Err(error) => return refuse(error, None),
-    };
     let kind = match path.remove("context").as_deref() {
-        Some("dataflow") => "dataflow",
-        Some("datastructure") => "datastructure",
-        other => {
-            let error = SdmxError::not_found(format!(
-                "no schema of a {} here; ask schema/dataflow/{}/{DATAFLOW}/{VERSION}",
-                other.unwrap_or(""),
-                state.config.sdmx_agency
-            ));
-            return refuse(error, Some(format));
-        }
+        Some("dataflow") => Ok("dataflow"),
+        Some("datastructure") => Ok("datastructure"),
+        other => Err(SdmxError::not_found(format!(
+            "no schema of a {} here; ask schema/dataflow/{}/{DATAFLOW}/{VERSION}",
+            other.unwrap_or(""),
+            state.config.sdmx_agency
+        ))),
     };
-    path.insert("kind".into(), kind.into());
-    match structures(&state, &path, &headers, &pairs, format).await {
-        Ok(response) => response,
-        Err(error) => refuse(error, Some(format)),
-    }
+    let path = kind.map(|kind| {
+        path.insert("kind".into(), kind.into());
+        path
+    });
+    let (state, headers, pairs) = (&state, &headers, &pairs);
+    respond(Kind::Structure, headers, &[], |format| async move {
+        structures(state, &path?, headers, pairs, format).await
+    })
+    .await
 }
 
 #[tracing::instrument(name = "sdmx_structure", skip_all)]
@@ -440,14 +453,10 @@ async fn structure(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let pairs = query::raw_pairs(raw.as_deref());
-    let format = match negotiated(Kind::Structure, &headers, &pairs) {
-        Ok(format) => format,
-        Err(error) => return refuse(error, None),
-    };
-    match structures(&state, &path, &headers, &pairs, format).await {
-        Ok(response) => response,
-        Err(error) => refuse(error, Some(format)),
-    }
+    respond(Kind::Structure, &headers, &pairs, |format| {
+        structures(&state, &path, &headers, &pairs, format)
+    })
+    .await
 }
 
 async fn structures(
