@@ -316,11 +316,15 @@ impl CountsRequest {
         request.vintage.check_min_sequence(request.min_sequence)?;
         if request.history {
             if request.format != OutputFormat::Json {
-                return bad(
-                    "history=releases answers one list of values per row, which only JSON carries; \
-                     use format=json"
-                        .to_owned(),
-                );
+                let name = match request.format {
+                    OutputFormat::Csv => "CSV",
+                    OutputFormat::JsonStat => "JSON-stat",
+                    OutputFormat::Arrow => "an Arrow stream",
+                    _ => "Parquet",
+                };
+                return bad(format!(
+                    "history=releases answers one list of values per row, which {name} cannot carry; use format=json"
+                ));
             }
             if request.vintage != Vintage::Current || request.min_sequence.is_some() {
                 return bad("history=releases spans every release; drop release, as_of, as_of_time and min_sequence"
