@@ -189,7 +189,7 @@ async fn get_coverage(
         .engine
         .coverage(&resolved, query.from.as_deref(), query.to.as_deref(), query.sources.as_deref())
         .await?;
-    let sequence = HeaderValue::from(as_of.sequence);
+    let sequence = as_of.sequence;
     let mut response = match query.format {
         OutputFormat::Json => Json(json!({
             "as_of": as_of,
@@ -215,12 +215,33 @@ async fn get_coverage(
             csv_response(out)
         }
     };
-    response.headers_mut().insert(AS_OF_SEQUENCE, sequence);
+    stamp(&mut response, sequence, None, None);
     Ok(response)
 }
 
 /// The header every answer carries: the stream sequence it reflects.
-const AS_OF_SEQUENCE: &str = "observatory-as-of-sequence";
+pub const AS_OF_SEQUENCE: &str = "observatory-as-of-sequence";
+
+/// Sets the headers every answer carries: the stream sequence it reflects, the release it comes
+/// from (when it comes from one) and how its numbers were published (for bodies that cannot
+/// say it themselves: CSV, SDMX). One place, so every endpoint and format says it the same way.
+pub fn stamp(
+    response: &mut Response,
+    sequence: u64,
+    release: Option<&str>,
+    disclosure: Option<&str>,
+) {
+    let headers = response.headers_mut();
+    headers.insert(AS_OF_SEQUENCE, HeaderValue::from(sequence));
+    // Release ids (r<N>) and the disclosure description are ASCII; a value that is not is left
+    // out rather than sent malformed.
+    if let Some(value) = release.and_then(|r| HeaderValue::from_str(r).ok()) {
+        headers.insert(RELEASE_HEADER, value);
+    }
+    if let Some(value) = disclosure.and_then(|d| HeaderValue::from_str(d).ok()) {
+        headers.insert(DISCLOSURE_HEADER, value);
+    }
+}
 
 fn csv_response(body: String) -> Response {
     let mut response = body.into_response();
@@ -303,7 +324,6 @@ async fn get_counts(
         .engine
         .published(&state.vintages, &state.disclosure, tier, &request, state.config.max_wait)
         .await?;
-    let as_of = HeaderValue::from(answer.as_of.sequence);
     let mut response = match request.format {
         OutputFormat::Json => {
             let mut body = json!({
@@ -337,19 +357,11 @@ async fn get_counts(
             };
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
-        OutputFormat::Csv => {
-            let mut response = csv_response(frame_csv(&answer.frame));
-            let header = HeaderValue::from_str(&state.disclosure.header(tier))
-                .expect("the disclosure header is ASCII");
-            response.headers_mut().insert(DISCLOSURE_HEADER, header);
-            response
-        }
+        OutputFormat::Csv => csv_response(frame_csv(&answer.frame)),
     };
-    response.headers_mut().insert(AS_OF_SEQUENCE, as_of);
-    if let Some(release) = &answer.as_of.release {
-        let value = HeaderValue::from_str(&release.id).expect("release ids are ASCII");
-        response.headers_mut().insert(RELEASE_HEADER, value);
-    }
+    let disclosure = (request.format == OutputFormat::Csv).then(|| state.disclosure.header(tier));
+    let release = answer.as_of.release.as_ref().map(|r| r.id.as_str());
+    stamp(&mut response, answer.as_of.sequence, release, disclosure.as_deref());
     Ok(response)
 }
 

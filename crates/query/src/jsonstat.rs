@@ -5,14 +5,13 @@
 //! a withheld loss is `null` with status `w`, a provisional count has status `p`. Labels come
 //! from the reference data; `extension` carries `as_of` and the disclosure metadata.
 
-use std::collections::HashMap;
-
 use observatory_reference::{Geography, Iccs};
 use polars::prelude::{AnyValue, DataFrame};
 use serde_json::{Map, Value, json};
 
 use crate::api::RATE_DEFINITION;
 use crate::counts::{LOSS_WITHHELD, QueryError};
+use crate::cube::{Cube, Metric};
 use crate::request::{CountsRequest, Dimension};
 use crate::serving::AsOf;
 
@@ -53,38 +52,30 @@ pub fn counts(
     if !request.by.contains(&Dimension::Unit) {
         ids.push(Dimension::Unit.name().to_owned());
     }
-    let mut metrics = vec!["count", "loss_eur"];
+    let mut metrics = vec![
+        Metric { id: "count", label: "Number (published to this tier)", decimals: 0 },
+        Metric { id: "loss_eur", label: "Declared loss, euros", decimals: 2 },
+    ];
     if request.rate.is_some() {
-        metrics.push("rate_per_100k");
+        metrics.push(Metric {
+            id: "rate_per_100k",
+            label: "Count per 100 000 inhabitants",
+            decimals: 2,
+        });
     }
-    let height = frame.height();
     // Categories in the answer's order (it is sorted by the grouping columns).
-    let mut categories: Vec<Vec<String>> = Vec::new();
-    let mut positions: Vec<HashMap<String, usize>> = Vec::new();
-    let mut row_codes: Vec<Vec<usize>> = vec![Vec::with_capacity(ids.len()); height];
-    for id in &ids {
-        let column = frame.column(id)?;
-        let mut list: Vec<String> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for (row, codes) in row_codes.iter_mut().enumerate() {
-            let value = text(column.get(row)?);
-            let next = list.len();
-            let position = *index.entry(value.clone()).or_insert(next);
-            if position == next {
-                list.push(value);
-            }
-            codes.push(position);
-        }
-        categories.push(list);
-        positions.push(index);
+    let mut cube = Cube::new(ids.clone(), metrics);
+    let columns = ids.iter().map(|id| frame.column(id)).collect::<Result<Vec<_>, _>>()?;
+    for row in 0..frame.height() {
+        let codes = columns.iter().map(|c| c.get(row).map(text)).collect::<Result<Vec<_>, _>>()?;
+        cube.push(codes);
     }
-    let sizes: Vec<usize> = categories.iter().map(Vec::len).chain([metrics.len()]).collect();
-    let cells: usize = sizes.iter().product();
+    let cells = cube.cells();
     let public = disclosure["tier"] == "public";
     // Absent rows are zero counts; their loss is zero (exact) or withheld (public: under the
     // threshold); their rate is unknown.
     let mut values: Vec<Value> = (0..cells)
-        .map(|i| match metrics[i % metrics.len()] {
+        .map(|i| match cube.metric_of(i) {
             "count" => json!(0),
             "loss_eur" if !public => json!(0.0),
             _ => Value::Null,
@@ -92,7 +83,7 @@ pub fn counts(
         .collect();
     let mut status: Map<String, Value> = Map::new();
     if public {
-        for i in (0..cells).filter(|i| metrics[i % metrics.len()] == "loss_eur") {
+        for i in (0..cells).filter(|i| cube.metric_of(*i) == "loss_eur") {
             status.insert(i.to_string(), json!("w"));
         }
     }
@@ -105,9 +96,7 @@ pub fn counts(
     } else {
         None
     };
-    for (row, codes) in row_codes.iter().enumerate() {
-        let base = codes.iter().zip(&sizes).fold(0usize, |acc, (code, size)| acc * size + code)
-            * metrics.len();
+    for (row, base) in cube.offsets().into_iter().enumerate() {
         values[base] = json!(count.get(row));
         if provisional.get(row).unwrap_or(false) {
             status.insert(base.to_string(), json!("p"));
@@ -129,34 +118,8 @@ pub fn counts(
             values[base + 2] = rate.get(row).map_or(Value::Null, |r| json!(r));
         }
     }
-    let mut dimension = Map::new();
-    for (id, list) in ids.iter().zip(&categories) {
-        let index: Map<String, Value> =
-            list.iter().enumerate().map(|(i, c)| (c.clone(), json!(i))).collect();
-        let labels: Map<String, Value> =
-            list.iter().map(|c| (c.clone(), json!(label(id, c)))).collect();
-        dimension.insert(
-            id.clone(),
-            json!({"label": id, "category": {"index": index, "label": labels}}),
-        );
-    }
-    let metric_index: Map<String, Value> =
-        metrics.iter().enumerate().map(|(i, m)| ((*m).to_owned(), json!(i))).collect();
-    let metric_labels = json!({
-        "count": "Number (published to this tier)",
-        "loss_eur": "Declared loss, euros",
-        "rate_per_100k": "Count per 100 000 inhabitants",
-    });
-    let labels: Map<String, Value> =
-        metrics.iter().map(|m| ((*m).to_owned(), metric_labels[*m].clone())).collect();
-    let units: Map<String, Value> = metrics
-        .iter()
-        .map(|m| ((*m).to_owned(), json!({"decimals": if *m == "count" { 0 } else { 2 }})))
-        .collect();
-    dimension.insert(
-        "measure".into(),
-        json!({"label": "measure", "category": {"index": metric_index, "label": labels, "unit": units}}),
-    );
+    // Every category is labelled: by its reference-data name, or by its code.
+    let (id, size, dimension) = cube.structure(|d, c| Some(label(d, c)));
     let mut role = Map::new();
     let time: Vec<&String> =
         ids.iter().filter(|i| matches!(i.as_str(), "year" | "month")).collect();
@@ -169,7 +132,6 @@ pub fn counts(
         role.insert("geo".into(), json!(geo));
     }
     role.insert("metric".into(), json!(["measure"]));
-    ids.push("measure".to_owned());
     let mut extension = json!({"as_of": as_of, "disclosure": disclosure});
     if request.rate.is_some() {
         extension["rate"] = json!({"per": 100_000, "definition": RATE_DEFINITION});
@@ -189,8 +151,8 @@ pub fn counts(
         "class": "dataset",
         "label": "Recorded cyber incidents",
         "source": "observatory",
-        "id": ids,
-        "size": sizes,
+        "id": id,
+        "size": size,
         "role": role,
         "dimension": dimension,
         "value": values,

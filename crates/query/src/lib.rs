@@ -3,6 +3,7 @@
 
 mod api;
 mod counts;
+mod cube;
 mod disclosure;
 mod error;
 mod history;

@@ -31,7 +31,7 @@ use message::{Action, DataMessage, DataSet, Header};
 use plan::Observation;
 use query::DataQuery;
 
-use crate::api::{DISCLOSURE_HEADER, QueryState, RELEASE_HEADER};
+use crate::api::QueryState;
 use crate::serving::AsOf;
 use crate::vintage::Vintage;
 
@@ -135,16 +135,8 @@ fn header_of(as_of: &AsOf, tier: crate::disclosure::Tier) -> Header {
 }
 
 fn state_headers(response: &mut Response, as_of: &AsOf, disclosure: &str) {
-    let headers = response.headers_mut();
-    headers.insert("observatory-as-of-sequence", HeaderValue::from(as_of.sequence));
-    if let Some(release) = &as_of.release
-        && let Ok(value) = HeaderValue::from_str(&release.id)
-    {
-        headers.insert(RELEASE_HEADER, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(disclosure) {
-        headers.insert(DISCLOSURE_HEADER, value);
-    }
+    let release = as_of.release.as_ref().map(|r| r.id.as_str());
+    crate::api::stamp(response, as_of.sequence, release, Some(disclosure));
 }
 
 #[tracing::instrument(name = "sdmx_data", skip_all, fields(query = raw.as_deref().unwrap_or("")))]
@@ -216,7 +208,7 @@ async fn answer(
     let datasets = if query.include_history {
         history(state, &query, tier, &resolved).await?
     } else {
-        let current = observed(state, &query, tier, &resolved).await?;
+        let current = observed(state, &query, tier, &resolved, &flow).await?;
         match query.updated_after {
             Some(after) => changes(state, &query, tier, after, current).await?,
             None => vec![DataSet {
@@ -259,17 +251,16 @@ async fn answer(
 }
 
 /// The observations a query selects in one resolved state, each the cell the counts API
-/// publishes to `tier` there. The codelist of `SOURCE` is that state's.
+/// publishes to `tier` there; `flow` is that state's dataflow (its `SOURCE` codelist).
 async fn observed(
     state: &QueryState,
     query: &DataQuery,
     tier: crate::disclosure::Tier,
     resolved: &crate::vintage::Resolved,
+    flow: &Dataflow,
 ) -> Result<Vec<Observation>, SdmxError> {
     let engine = &state.engine;
-    let sources = engine.sources_on(resolved).await?;
-    let flow = Dataflow::new(&state.config.sdmx_agency, &sources);
-    let parts = plan::plan(query, &flow)?;
+    let parts = plan::plan(query, flow)?;
     let requests = parts.iter().map(|p| p.request.clone()).collect();
     let policy = state.disclosure.policy_for(tier);
     let (_, frames) = engine.counts_many(resolved, requests, policy).await?;
@@ -289,7 +280,9 @@ async fn observed_before(
     tier: crate::disclosure::Tier,
     resolved: &crate::vintage::Resolved,
 ) -> Result<Vec<Observation>, SdmxError> {
-    match observed(state, query, tier, resolved).await {
+    let sources = state.engine.sources_on(resolved).await?;
+    let flow = Dataflow::new(&state.config.sdmx_agency, &sources);
+    match observed(state, query, tier, resolved, &flow).await {
         Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => Ok(Vec::new()),
         other => other,
     }
@@ -574,8 +567,8 @@ async fn structures(
     };
     let mut response =
         ([(header::CONTENT_TYPE, format.content_type(Kind::Structure))], body).into_response();
-    let headers = response.headers_mut();
-    headers.insert("observatory-as-of-sequence", HeaderValue::from(as_of.sequence));
+    let release = as_of.release.as_ref().map(|r| r.id.as_str());
+    crate::api::stamp(&mut response, as_of.sequence, release, None);
     Ok(response)
 }
 

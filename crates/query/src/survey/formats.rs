@@ -10,14 +10,16 @@ use arrow::array::RecordBatch;
 use serde_json::{Map, Value, json};
 
 use crate::counts::QueryError;
+use crate::cube::{Cube, Metric};
 use crate::tabular::{Column, from_columns, metadata};
 
-const MEASURES: [(&str, &str, &str); 5] = [
-    ("estimate", "estimate", "Estimate"),
-    ("se", "se", "Standard error"),
-    ("ci_lower", "ci_lower", "Lower confidence bound"),
-    ("ci_upper", "ci_upper", "Upper confidence bound"),
-    ("n", "n", "Respondents (unweighted)"),
+/// The fields of an estimate along the metric dimension, with their labels.
+const MEASURES: [(&str, &str); 5] = [
+    ("estimate", "Estimate"),
+    ("se", "Standard error"),
+    ("ci_lower", "Lower confidence bound"),
+    ("ci_upper", "Upper confidence bound"),
+    ("n", "Respondents (unweighted)"),
 ];
 
 fn rows(answer: &Value) -> &[Value] {
@@ -50,56 +52,28 @@ pub fn jsonstat(answer: &Value, by: &[String]) -> Value {
     let rows = rows(answer);
     let mut ids: Vec<String> = vec!["variable".to_owned()];
     ids.extend(by.iter().cloned());
-    let mut categories: Vec<Vec<String>> = vec![Vec::new(); ids.len()];
-    let mut keys: Vec<Vec<usize>> = Vec::with_capacity(rows.len());
+    let metrics = MEASURES
+        .iter()
+        .map(|&(id, label)| Metric { id, label, decimals: if id == "n" { 0 } else { 4 } })
+        .collect();
+    let mut cube = Cube::new(ids, metrics);
     for row in rows {
-        let mut key = Vec::with_capacity(ids.len());
-        for (d, id) in ids.iter().enumerate() {
-            let code = if d == 0 { variable(row) } else { text(&row["domain"][id]) };
-            let list = &mut categories[d];
-            let position = list.iter().position(|c| *c == code).unwrap_or_else(|| {
-                list.push(code);
-                list.len() - 1
-            });
-            key.push(position);
-        }
-        keys.push(key);
+        cube.push(std::iter::once(variable(row)).chain(by.iter().map(|d| text(&row["domain"][d]))));
     }
-    let sizes: Vec<usize> = categories.iter().map(Vec::len).chain([MEASURES.len()]).collect();
-    let cells: usize = sizes.iter().product();
-    let mut values = vec![Value::Null; cells];
+    let mut values = vec![Value::Null; cube.cells()];
     let mut status = Map::new();
-    for (row, key) in rows.iter().zip(&keys) {
-        let base = key.iter().zip(&sizes).fold(0usize, |acc, (k, s)| acc * s + k) * MEASURES.len();
+    for (row, base) in rows.iter().zip(cube.offsets()) {
         let withheld = row["flags"]
             .as_array()
             .is_some_and(|f| f.iter().any(|x| x == super::handlers::WITHHELD));
-        for (m, (field, _, _)) in MEASURES.iter().enumerate() {
+        for (m, (field, _)) in MEASURES.iter().enumerate() {
             values[base + m] = row[*field].clone();
             if withheld && *field != "n" {
                 status.insert((base + m).to_string(), json!("w"));
             }
         }
     }
-    let mut dimension = Map::new();
-    for (id, list) in ids.iter().zip(&categories) {
-        let index: Map<String, Value> =
-            list.iter().enumerate().map(|(i, c)| (c.clone(), json!(i))).collect();
-        dimension.insert(id.clone(), json!({"label": id, "category": {"index": index}}));
-    }
-    let index: Map<String, Value> =
-        MEASURES.iter().enumerate().map(|(i, (_, id, _))| ((*id).to_owned(), json!(i))).collect();
-    let labels: Map<String, Value> =
-        MEASURES.iter().map(|(_, id, label)| ((*id).to_owned(), json!(label))).collect();
-    let units: Map<String, Value> = MEASURES
-        .iter()
-        .map(|(_, id, _)| ((*id).to_owned(), json!({"decimals": if *id == "n" { 0 } else { 4 }})))
-        .collect();
-    dimension.insert(
-        "measure".into(),
-        json!({"label": "measure", "category": {"index": index, "label": labels, "unit": units}}),
-    );
-    ids.push("measure".into());
+    let (ids, sizes, dimension) = cube.structure(|_, _| None);
     let mut dataset = json!({
         "version": "2.0",
         "class": "dataset",

@@ -27,7 +27,7 @@ use crate::request::{CountsRequest, OutputFormat, query_pairs};
 use crate::serving::AsOf;
 use crate::tabular;
 use crate::vintage::{Vintage, Vintages};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use observatory_disclosure::Policy;
 use observatory_store::{Manifest, ProjectionId};
@@ -214,6 +214,7 @@ async fn get_estimates(
     let query = EstimatesQuery::parse(&query_pairs(raw.as_deref()))?;
     let answer = estimates(&state, &survey, &query, tier).await?;
     let sequence = answer["as_of"]["sequence"].as_u64().unwrap_or(0);
+    let release = answer["as_of"]["release"]["id"].as_str().map(str::to_owned);
     let mut response = match query.format {
         OutputFormat::JsonStat => {
             Json(super::formats::jsonstat(&answer, &query.by)).into_response()
@@ -229,7 +230,7 @@ async fn get_estimates(
         }
         _ => Json(answer).into_response(),
     };
-    response.headers_mut().insert("observatory-as-of-sequence", HeaderValue::from(sequence));
+    crate::api::stamp(&mut response, sequence, release.as_deref(), None);
     Ok(response)
 }
 
