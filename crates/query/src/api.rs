@@ -360,8 +360,7 @@ async fn get_counts(
         OutputFormat::Csv => csv_response(frame_csv(&answer.frame)),
     };
     let disclosure = (request.format == OutputFormat::Csv).then(|| state.disclosure.header(tier));
-    let release = answer.as_of.release.as_ref().map(|r| r.id.as_str());
-    stamp(&mut response, answer.as_of.sequence, release, disclosure.as_deref());
+    stamp(&mut response, answer.as_of.sequence, answer.as_of.release_id(), disclosure.as_deref());
     Ok(response)
 }
 

@@ -38,12 +38,16 @@ impl Cube {
     pub fn push(&mut self, codes: impl IntoIterator<Item = String>) {
         let mut key = Vec::with_capacity(self.ids.len());
         for (d, code) in codes.into_iter().enumerate() {
-            let list = &mut self.categories[d];
-            let next = list.len();
-            let position = *self.positions[d].entry(code.clone()).or_insert(next);
-            if position == next {
-                list.push(code);
-            }
+            // Most rows repeat categories already seen: look up before cloning the code.
+            let position = match self.positions[d].get(&code) {
+                Some(&position) => position,
+                None => {
+                    let list = &mut self.categories[d];
+                    self.positions[d].insert(code.clone(), list.len());
+                    list.push(code);
+                    list.len() - 1
+                }
+            };
             key.push(position);
         }
         debug_assert_eq!(key.len(), self.ids.len(), "one code per dimension");

@@ -105,6 +105,11 @@ pub struct AsOf {
 }
 
 impl AsOf {
+    /// The id of the release the answer comes from, when it comes from one.
+    pub fn release_id(&self) -> Option<&str> {
+        self.release.as_ref().map(|r| r.id.as_str())
+    }
+
     /// The `as_of` of an answer from `manifest` of `projection` (zeros before the first commit).
     pub fn of(projection: ProjectionId, manifest: Option<&Manifest>) -> AsOf {
         // Incidents pin their crosswalk versions per projection version; surveys pin nothing

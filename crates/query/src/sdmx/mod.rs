@@ -118,7 +118,7 @@ fn matches(segment: Option<&String>, ours: &str, version: bool) -> bool {
 /// The header of an answer from `as_of`: id and preparation time from the state, so a release
 /// answers the same bytes at any later time.
 fn header_of(as_of: &AsOf, tier: crate::disclosure::Tier) -> Header {
-    let release = as_of.release.as_ref().map(|r| r.id.clone());
+    let release = as_of.release_id().map(str::to_owned);
     Header {
         id: match &release {
             Some(release) => format!("{DATAFLOW}-{release}"),
@@ -135,8 +135,7 @@ fn header_of(as_of: &AsOf, tier: crate::disclosure::Tier) -> Header {
 }
 
 fn state_headers(response: &mut Response, as_of: &AsOf, disclosure: &str) {
-    let release = as_of.release.as_ref().map(|r| r.id.as_str());
-    crate::api::stamp(response, as_of.sequence, release, Some(disclosure));
+    crate::api::stamp(response, as_of.sequence, as_of.release_id(), Some(disclosure));
 }
 
 #[tracing::instrument(name = "sdmx_data", skip_all, fields(query = raw.as_deref().unwrap_or("")))]
@@ -567,8 +566,7 @@ async fn structures(
     };
     let mut response =
         ([(header::CONTENT_TYPE, format.content_type(Kind::Structure))], body).into_response();
-    let release = as_of.release.as_ref().map(|r| r.id.as_str());
-    crate::api::stamp(&mut response, as_of.sequence, release, None);
+    crate::api::stamp(&mut response, as_of.sequence, as_of.release_id(), None);
     Ok(response)
 }
 
