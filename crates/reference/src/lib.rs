@@ -20,3 +20,8 @@ pub use crosswalk::{Crosswalk, CrosswalkRow, Crosswalks, IDENTITY, Mapping, Unit
 pub use error::ReferenceError;
 pub use geo::{Departement, Geography, PopulationFigure, Region, YEARS_UNTIL_IN_FORCE};
 pub use iccs::{COMPUTER_SYSTEMS_DIVISION, Iccs, IccsEntry, Level};
+
+/// The simplified outline of every département as SVG paths, pre-projected (Lambert-93 for
+/// the metropole, one inset per overseas département), with the view box and frames: the
+/// geometry of the reports' choropleth. Source and licence: `data/SOURCES.md`.
+pub const OUTLINES_JSON: &str = include_str!("../data/geo/outlines.json");

@@ -9,6 +9,8 @@
 //! projections/<projection>/v<N>/manifests/<u64::MAX - seq:020>.json   newest lists first
 //! projections/<projection>/v<N>/data/<table dir>/<first>-<last>.parquet
 //! releases/r<N>.json                                                  create-only, never deleted
+//! reports/<kind>/<period>/r<N>/{report.pdf,tables.xlsx,tables/*.csv,report.json,manifest.json}
+//!                                                   create-only, manifest last, never deleted
 //! ```
 //!
 //! | projection | table (manifest key) | data directory |
@@ -34,6 +36,35 @@ pub fn release(id: &str) -> Path {
 /// The release id of `releases/<id>.json`.
 pub fn release_id(path: &Path) -> Option<&str> {
     path.filename()?.strip_suffix(".json")
+}
+
+/// `reports/`: published reports, `reports/<kind>/<period>/<release>/<file>`.
+pub const REPORTS: &str = "reports";
+
+/// The file whose presence makes a report published (written last).
+pub const REPORT_MANIFEST: &str = "manifest.json";
+
+/// `reports/<kind>/<period>/<release>/<name>` (`name` may hold a `/`: `tables/x.csv`).
+pub fn report_file(kind: &str, period: &str, release: &str, name: &str) -> Path {
+    Path::from(format!("{REPORTS}/{kind}/{period}/{release}/{name}"))
+}
+
+/// `reports/<kind>/<period>/runs/<occurrence>.json`: the claim of one scheduled run.
+pub fn report_claim(kind: &str, period: &str, occurrence: &str) -> Path {
+    Path::from(format!("{REPORTS}/{kind}/{period}/runs/{occurrence}.json"))
+}
+
+/// The report a `reports/<kind>/<period>/<release>/manifest.json` path names.
+pub fn report_key_of_manifest(path: &Path) -> Option<crate::reports::ReportKey> {
+    let parts: Vec<&str> = path.as_ref().split('/').collect();
+    match parts.as_slice() {
+        [REPORTS, kind, period, release, REPORT_MANIFEST] => Some(crate::reports::ReportKey {
+            kind: (*kind).to_owned(),
+            period: (*period).to_owned(),
+            release: (*release).to_owned(),
+        }),
+        _ => None,
+    }
 }
 
 /// A projection in the store: one fold of the stream, with its own versions and manifests.

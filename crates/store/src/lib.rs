@@ -9,6 +9,7 @@ mod manifest;
 mod parquet_io;
 mod projection;
 mod releases;
+mod reports;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub use object_store;
 pub use parquet_io::{read_parquet, write_parquet};
 pub use projection::{CommitError, Projection};
 pub use releases::{Release, ReleaseDraft, Releases, is_release_id};
+pub use reports::{ReportKey, Reports, Written, release_number};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
