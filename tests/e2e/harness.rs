@@ -58,7 +58,7 @@ impl Takes {
             "ingest" => (false, true, false, false),
             "project" | "rebuild" => (true, true, true, false),
             "query" => (true, false, false, true),
-            "release" => (true, false, false, false),
+            "release" | "report" | "scheduler" => (true, false, false, false),
             _ => (false, false, false, false),
         };
         let data_dir = !matches!(command, "estimate" | "bench");

@@ -12,5 +12,6 @@ mod openapi;
 mod pipeline;
 mod publishing;
 mod recovery;
+mod reports;
 mod s3;
 mod survey;

@@ -4,7 +4,8 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    AgencyArgs, IngestArgs, ProjectArgs, QueryArgs, ReaderArgs, ReleaseArgs, UpArgs,
+    AgencyArgs, IngestArgs, ProjectArgs, QueryArgs, ReaderArgs, ReleaseArgs, ReportArgs,
+    SchedulerArgs, UpArgs,
 };
 use crate::{demo, estimate, serve};
 
@@ -52,6 +53,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ReleaseCommand,
     },
+    /// Publishes a monthly or annual report (PDF, XLSX, CSV, manifest) from one release.
+    Report(ReportArgs),
+    /// Only the report scheduler: runs the [[report]] schedules of the reports config.
+    Scheduler(SchedulerArgs),
     /// Pushes a synthetic two-year feed through the HTTP API and checks the answers.
     Demo(demo::DemoArgs),
     /// Survey estimates (totals, means, proportions, ratios) with SE and CI from microdata,
@@ -199,6 +204,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&summaries)?);
             Ok(())
         }
+        Command::Report(args) => crate::report::run(&args).await,
+        Command::Scheduler(args) => serve::scheduler_only(&args).await,
         Command::Demo(args) => demo::run(&args).await,
         Command::Estimate(args) => estimate::run(&args),
         Command::Bench(args) => observatory_bench::run(&args).await,
@@ -357,6 +364,17 @@ mod tests {
         has("reader add", &["data-dir", "readers", "role"], &["nats-url", "store"]);
         has("release create", &["data-dir", "store", "name", "note"], &["nats-url", "http"]);
         has("release list", &["data-dir", "store"], &["nats-url", "http"]);
+        has(
+            "report",
+            &["data-dir", "store", "kind", "period", "release", "out", "disclosure-secret-file"],
+            &["nats-url", "http", "reports-config"],
+        );
+        has(
+            "scheduler",
+            &["data-dir", "store", "reports-config", "disclosure-secret-file"],
+            &["http"],
+        );
+        has("up", &["reports-config"], &[]);
         assert!(find("observatory").is_empty(), "the root takes no flags");
     }
 }

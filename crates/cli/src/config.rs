@@ -12,7 +12,7 @@ use observatory_query::QueryConfig;
 
 use crate::flags::{
     AgencyFile, BodyLimit, CrosswalkVersions, DataDir, DisclosureSecret, HttpListener, Nats,
-    ObjectStore, ProjectorTuning, QueryFlags, ReaderFile,
+    ObjectStore, ProjectorTuning, QueryFlags, ReaderFile, ReportsConfig,
 };
 
 /// Flags of `up`: every service in one process.
@@ -40,6 +40,48 @@ pub struct UpArgs {
     pub disclosure: DisclosureSecret,
     #[command(flatten)]
     pub readers: ReaderFile,
+    #[command(flatten)]
+    pub reports: ReportsConfig,
+}
+
+/// Flags of `report`: one report from one release.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// monthly or annual.
+    #[arg(long, env = "OBSERVATORY_REPORT_KIND")]
+    pub kind: String,
+    /// The period: YYYY-MM for a monthly report, YYYY for an annual one.
+    #[arg(long, env = "OBSERVATORY_REPORT_PERIOD")]
+    pub period: String,
+    /// The release to report from (default: create one now).
+    #[arg(long, env = "OBSERVATORY_REPORT_RELEASE")]
+    pub release: Option<String>,
+    /// Also write the files into this directory.
+    #[arg(long, env = "OBSERVATORY_REPORT_OUT")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataDir,
+    #[command(flatten)]
+    pub store: ObjectStore,
+    #[command(flatten)]
+    pub disclosure: DisclosureSecret,
+    #[command(flatten)]
+    pub readers: ReaderFile,
+}
+
+/// Flags of `scheduler`: the report schedules alone.
+#[derive(Args, Debug, Clone)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    #[command(flatten)]
+    pub store: ObjectStore,
+    #[command(flatten)]
+    pub disclosure: DisclosureSecret,
+    #[command(flatten)]
+    pub readers: ReaderFile,
+    #[command(flatten)]
+    pub reports: ReportsConfig,
 }
 
 /// Flags of `ingest`: the feed endpoints alone.
@@ -268,6 +310,10 @@ impl UpArgs {
     pub fn query(&self) -> anyhow::Result<QuerySettings> {
         query(&self.data, &self.store, &self.query, &self.disclosure, &self.readers)
     }
+
+    pub fn reports_config(&self) -> PathBuf {
+        self.reports.path(&self.data)
+    }
 }
 
 impl IngestArgs {
@@ -287,6 +333,36 @@ impl ProjectArgs {
 
     pub fn projector(&self) -> anyhow::Result<ProjectorSettings> {
         projector(&self.data, &self.store, &self.projector, &self.crosswalks, &self.disclosure)
+    }
+}
+
+/// The query settings of a command that reads the API in-process (reports): no HTTP, no wait.
+fn reader(
+    data: &DataDir,
+    store: &ObjectStore,
+    disclosure: &DisclosureSecret,
+    readers: &ReaderFile,
+) -> anyhow::Result<QuerySettings> {
+    let defaults = QueryFlags {
+        query_wait_ms: 10_000,
+        sdmx_agency: observatory_query::sdmx::DEFAULT_AGENCY.to_owned(),
+    };
+    query(data, store, &defaults, disclosure, readers)
+}
+
+impl ReportArgs {
+    pub fn query(&self) -> anyhow::Result<QuerySettings> {
+        reader(&self.data, &self.store, &self.disclosure, &self.readers)
+    }
+}
+
+impl SchedulerArgs {
+    pub fn query(&self) -> anyhow::Result<QuerySettings> {
+        reader(&self.data, &self.store, &self.disclosure, &self.readers)
+    }
+
+    pub fn reports_config(&self) -> PathBuf {
+        self.reports.path(&self.data)
     }
 }
 

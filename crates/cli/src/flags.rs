@@ -67,6 +67,22 @@ pub struct DisclosureSecret {
     pub disclosure_secret_file: Option<PathBuf>,
 }
 
+/// Where the report schedules are.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Reports")]
+pub struct ReportsConfig {
+    /// The report schedules: `[[report]]` tables with kind, cron and timezone (see
+    /// deploy/reports.toml.example). Default <data-dir>/reports.toml; none when missing.
+    #[arg(long, env = "OBSERVATORY_REPORTS_CONFIG")]
+    pub reports_config: Option<PathBuf>,
+}
+
+impl ReportsConfig {
+    pub fn path(&self, data: &DataDir) -> PathBuf {
+        self.reports_config.clone().unwrap_or_else(|| data.data_dir.join("reports.toml"))
+    }
+}
+
 /// Who reads more than the public numbers.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Disclosure control")]

@@ -9,5 +9,7 @@ pub mod estimate;
 pub mod flags;
 pub mod logging;
 pub mod openapi;
+pub mod report;
+pub mod scheduler;
 pub mod serve;
 pub mod surveys;

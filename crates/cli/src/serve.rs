@@ -20,7 +20,8 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::{
-    IngestArgs, IngestSettings, NatsSettings, ProjectArgs, QueryArgs, QuerySettings, UpArgs,
+    IngestArgs, IngestSettings, NatsSettings, ProjectArgs, QueryArgs, QuerySettings, SchedulerArgs,
+    UpArgs,
 };
 
 /// The nats-server `up` started, if any; stopped (and its URL file removed) on drop.
@@ -86,16 +87,20 @@ fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, Arc<Inge
     Ok((router, state))
 }
 
-fn query_part(settings: &QuerySettings) -> Result<Router> {
+/// The query API: counts, coverage, releases, SDMX, surveys, reports and the front page.
+pub fn query_router(settings: &QuerySettings) -> Result<Router> {
     let incidents = projection(&settings.store)?;
     let store = incidents.store().clone();
+    let reports = observatory_query::ReportsState::new(store.clone());
     let state = Arc::new(QueryState {
         engine: CountsEngine::new(incidents),
         config: settings.config.clone(),
         disclosure: settings.disclosure.clone(),
         vintages: Vintages::new(Releases::new(store)),
     });
-    Ok(observatory_query::router(state).merge(crate::surveys::query(settings)?))
+    Ok(observatory_query::router(state)
+        .merge(crate::surveys::query(settings)?)
+        .merge(observatory_query::reports_router(reports)))
 }
 
 fn health(ingest: Option<Arc<IngestState>>) -> Router {
@@ -194,8 +199,10 @@ pub async fn up(args: &UpArgs) -> Result<()> {
     let (ingest_router, ingest_state) = ingest_part(&args.ingest(), &bus)?;
     let app = Router::new()
         .merge(ingest_router)
-        .merge(query_part(&args.query()?)?)
+        .merge(query_router(&args.query()?)?)
         .merge(health(Some(ingest_state)));
+    let schedules = crate::scheduler::load(&args.reports_config(), false)?;
+    let scheduler = tokio::spawn(crate::scheduler::run(args.query()?, schedules, stop_rx.clone()));
 
     let mut http_stop = stop_rx.clone();
     let http = {
@@ -213,6 +220,7 @@ pub async fn up(args: &UpArgs) -> Result<()> {
     };
     let _ = stop_tx.send(true);
     http.await??;
+    scheduler.await??;
     let result = match projector_result {
         Some(result) => result,
         None => projector.await,
@@ -230,8 +238,20 @@ pub async fn ingest_only(args: &IngestArgs) -> Result<()> {
 }
 
 pub async fn query_only(args: &QueryArgs) -> Result<()> {
-    let app = query_part(&args.query()?)?.merge(health(None));
+    let app = query_router(&args.query()?)?.merge(health(None));
     serve_http(&args.http.http, app, termination()).await
+}
+
+/// `observatory scheduler`: the report schedules alone, until SIGTERM.
+pub async fn scheduler_only(args: &SchedulerArgs) -> Result<()> {
+    let schedules = crate::scheduler::load(&args.reports_config(), true)?;
+    info!(schedules = schedules.len(), "report scheduler started");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        let _ = stop_tx.send(true);
+    });
+    crate::scheduler::run(args.query()?, schedules, stop_rx).await
 }
 
 pub async fn project_only(args: &ProjectArgs) -> Result<()> {
