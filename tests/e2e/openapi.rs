@@ -32,6 +32,9 @@ async fn every_documented_operation_answers_and_schemathesis_finds_nothing() {
         "agency" => "OBSERVATORY",
         "version" => "1.0",
         "key" => "A.FR",
+        "period" => "2025-01",
+        "release" => "r1",
+        "file" => "report.pdf",
         other => panic!("no example for {{{other}}}"),
     };
     for (template, item) in paths {

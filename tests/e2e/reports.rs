@@ -77,7 +77,7 @@ fn grouped(v: i64) -> String {
     let digits = v.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -272,7 +272,7 @@ async fn reports_are_reproducible_hold_the_public_numbers_and_are_served() {
     for (path, status) in [
         ("/v1/reports/weekly/2025-12", 404),
         ("/v1/reports/monthly/2031-01", 404),
-        (&format!("/v1/reports/monthly/2025-12?release=r999") as &str, 404),
+        ("/v1/reports/monthly/2025-12?release=r999", 404),
         (&pdf_href.replace("report.pdf", "nothing.pdf"), 404),
         ("/v1/reports?colour=blue", 400),
     ] {

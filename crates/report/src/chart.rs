@@ -116,7 +116,7 @@ pub fn line(title: &str, points: &[Point], label_every: usize) -> String {
                 y(v)
             );
         }
-        if label_every > 0 && (points.len() - 1 - i) % label_every == 0 {
+        if label_every > 0 && (points.len() - 1 - i).is_multiple_of(label_every) {
             let _ = write!(
                 out,
                 r#"<text x="{:.1}" y="{}" text-anchor="middle" fill="{INK}">{}</text>"#,

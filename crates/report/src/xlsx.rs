@@ -100,10 +100,8 @@ pub fn workbook(doc: &Document) -> Result<Vec<u8>, ReportError> {
                 .map_err(err)?;
             }
         }
-        let mut r = table.rows.len() as u32 + 4;
-        for line in &table.notes {
+        for (r, line) in (table.rows.len() as u32 + 4..).zip(&table.notes) {
             sheet.write_string(r, 0, line).map_err(err)?;
-            r += 1;
         }
         sheet.set_freeze_panes(3, 0).map_err(err)?;
     }
