@@ -306,6 +306,22 @@ async fn reports_are_reproducible_hold_the_public_numbers_and_are_served() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // A month nobody sent, inside a window of months that have data: refused, not a zero.
+    for (kind, period, says) in [
+        ("monthly", "2026-03", "no agency has sent or closed 2026-03"),
+        ("annual", "2026", "no agency has sent or closed any month of 2026"),
+    ] {
+        let output = env
+            .observatory("report")
+            .flag("--kind", kind)
+            .flag("--period", period)
+            .flag("--release", &release)
+            .command()
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(says), "{stderr}");
+    }
     let output = env
         .observatory("report")
         .flag("--kind", "monthly")

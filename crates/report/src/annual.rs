@@ -87,6 +87,13 @@ pub(crate) async fn build(
         (count.unwrap_or(0), status != "final")
     };
 
+    if year_row(&years, year).1 == "no data" {
+        return Err(ReportError::NoData(format!(
+            "no agency has sent or closed any month of {year} in release {}: there is nothing to report for \
+             that year yet (GET /v1/coverage?from={year}-01&to={year}-12&release={} shows what is covered)",
+            cx.release, cx.release
+        )));
+    }
     doc.heading(format!("Recorded cyber offences in {year}"));
     let (current, p) = value(year);
     let change = common::Change::new(

@@ -45,6 +45,17 @@ pub(crate) async fn build(
         (count.unwrap_or(0), status != "final")
     };
 
+    if figure(month).1 == "no data" {
+        return Err(ReportError::NoData(format!(
+            "no agency has sent or closed {} in release {}: there is nothing to report for that month yet \
+             (GET /v1/coverage?from={}&to={}&release={} shows which months each agency covers)",
+            month.code(),
+            cx.release,
+            month.code(),
+            month.code(),
+            cx.release
+        )));
+    }
     doc.heading(format!("Recorded cyber offences, {}", month.label()));
     let (current, current_p) = value(month);
     let changes = [
