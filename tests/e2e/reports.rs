@@ -370,6 +370,16 @@ async fn two_schedulers_catch_up_a_missed_run_once() {
 
     let env = Env::new();
     let pn = env.add_agency("pn");
+    // Before anything is projected, a report makes no (empty) release and says what to do.
+    let output = env
+        .observatory("report")
+        .flag("--kind", "monthly")
+        .flag("--period", "2025-10")
+        .command()
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("nothing is projected"), "{stderr}");
     let service = env.up().await;
     // Incidents in the month before this one: the period a run this month reports on.
     let today = chrono::Utc::now().date_naive();

@@ -76,6 +76,18 @@ pub async fn publish(
             id
         }
         None => {
+            // A release of nothing would be published for ever: refuse before making one.
+            let incidents = observatory_store::Projection::new(
+                store.clone(),
+                observatory_store::ProjectionId::Incidents,
+            );
+            if incidents.serving_manifest().await?.is_none() {
+                bail!(
+                    "nothing is projected in {} yet, so there is nothing to release or report: start `observatory up` \
+                     (or `observatory project`) and let the agencies' feeds arrive, then run the report again",
+                    settings.store
+                );
+            }
             progress.set_message("creating a release");
             let release = observatory_query::create_release(
                 &store,

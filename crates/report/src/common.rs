@@ -133,7 +133,7 @@ impl Change {
         let mark = if self.provisional() { " (p)" } else { "" };
         match percent(self.value.0, self.base.0) {
             Some(p) => format!("{} {}{mark}", signed(p), self.what),
-            None => format!("no change can be computed {} (nothing recorded then)", self.what),
+            None => format!("no comparison {} (no figure then)", self.what),
         }
     }
 
@@ -268,7 +268,8 @@ pub fn methods(doc: &Document, release: &Value, cx: &Context, population: Option
     items.push((
         "Counting".to_owned(),
         "Incidents by month of occurrence, classified in ICCS 1.0 through each agency's crosswalk; offences, \
-         victims and platform reports are separate units and never added."
+         victims and platform reports are separate units and never added. Series are raw, not seasonally \
+         adjusted; changes are computed from the published (perturbed) figures."
             .to_owned(),
     ));
     Block::Facts { title: "Methods".to_owned(), items }
@@ -341,7 +342,7 @@ mod tests {
         assert!(
             Change::new("on the month", "a", "b", (5, false), (0, false))
                 .sentence()
-                .contains("no change can be computed")
+                .contains("no comparison on the month")
         );
         assert_eq!(change_cell(5, 0), Cell::Empty);
         assert_eq!(label("channel", "sms"), "SMS");
