@@ -172,29 +172,8 @@ pub(crate) async fn build(
         format!("Recorded cyber offences by ICCS section, {before} and {year}"),
         &["code", "ICCS section", before.as_str(), now.as_str(), "change (%)"],
     );
-    let mut codes: Vec<&str> = sections.rows.iter().map(|r| str_of(r, "iccs_section")).collect();
-    codes.sort_unstable();
-    codes.dedup();
-    for code in codes {
-        let count = |y: i32| {
-            sections
-                .rows
-                .iter()
-                .find(|r| str_of(r, "iccs_section") == code && int_of(r, "year") == Some(y.into()))
-                .and_then(|r| int_of(r, "count"))
-                .unwrap_or(0)
-        };
-        let (a, b) = (count(year), count(year - 1));
-        // A year no source covers has no figure, not zeros.
-        let before = if year_status(year - 1) == "no data" { Cell::Empty } else { Cell::Int(b) };
-        let change = if before == Cell::Empty { Cell::Empty } else { common::change_cell(a, b) };
-        table.push(vec![
-            Cell::text(code),
-            Cell::text(common::label("iccs_section", code)),
-            before,
-            Cell::Int(a),
-            change,
-        ]);
+    for row in two_years(&sections, "iccs_section", year, year_status(year - 1) != "no data") {
+        table.push(row);
     }
     table.notes.push(
         "The ICCS sections stand for the four families of digital offences of the SSMSI's annual report: the \
@@ -305,28 +284,8 @@ pub(crate) async fn build(
         format!("Recorded cyber offences by type of victim, {before} and {year}"),
         &["code", "victim type", before.as_str(), now.as_str(), "change (%)"],
     );
-    let mut types: Vec<&str> = victims.rows.iter().map(|r| str_of(r, "victim_type")).collect();
-    types.sort_unstable();
-    types.dedup();
-    for t in types {
-        let count = |y: i32| {
-            victims
-                .rows
-                .iter()
-                .find(|r| str_of(r, "victim_type") == t && int_of(r, "year") == Some(y.into()))
-                .and_then(|r| int_of(r, "count"))
-                .unwrap_or(0)
-        };
-        let (a, b) = (count(year), count(year - 1));
-        let before = if year_status(year - 1) == "no data" { Cell::Empty } else { Cell::Int(b) };
-        let change = if before == Cell::Empty { Cell::Empty } else { common::change_cell(a, b) };
-        table.push(vec![
-            Cell::text(t),
-            Cell::text(common::label("victim_type", t)),
-            before,
-            Cell::Int(a),
-            change,
-        ]);
+    for row in two_years(&victims, "victim_type", year, year_status(year - 1) != "no data") {
+        table.push(row);
     }
     table.sources.push(victims.request.clone());
     doc.add_table(table);
@@ -352,6 +311,45 @@ pub(crate) async fn build(
 
     survey_section(source, cx, year, doc).await?;
     Ok(Annual { population })
+}
+
+/// The rows of a `by=year,<dimension>` answer as a table of the year before against the year:
+/// code, label, both counts and the change. The year before is left empty (not zeros) when no
+/// source covers it.
+fn two_years(
+    rows: &source::Rows,
+    dimension: &str,
+    year: i32,
+    before_covered: bool,
+) -> Vec<Vec<Cell>> {
+    let mut codes: Vec<&str> = rows.rows.iter().map(|r| str_of(r, dimension)).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+        .into_iter()
+        .map(|code| {
+            let count = |y: i32| {
+                rows.rows
+                    .iter()
+                    .find(|r| str_of(r, dimension) == code && int_of(r, "year") == Some(y.into()))
+                    .and_then(|r| int_of(r, "count"))
+                    .unwrap_or(0)
+            };
+            let (now, before) = (count(year), count(year - 1));
+            let (before, change) = if before_covered {
+                (Cell::Int(before), common::change_cell(now, before))
+            } else {
+                (Cell::Empty, Cell::Empty)
+            };
+            vec![
+                Cell::text(code),
+                Cell::text(common::label(dimension, code)),
+                before,
+                Cell::Int(now),
+                change,
+            ]
+        })
+        .collect()
 }
 
 /// The victimisation survey: prevalence with its 95 % interval, the reporting rate ("taux de

@@ -50,11 +50,26 @@ const RIGHT: f64 = 12.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 44.0;
 
-fn open(out: &mut String, title: &str) {
+/// The SVG element, its title, and the y axis scaled to the largest value of `points`; returns
+/// the y of a value.
+fn open(out: &mut String, title: &str, points: &[Point]) -> impl Fn(f64) -> f64 + use<> {
     let _ = write!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="{FONT}" font-size="11" role="img"><title>{}</title>"#,
         escape(title)
+    );
+    let max = points.iter().filter_map(|p| p.value).fold(0.0, f64::max);
+    y_axis(out, max)
+}
+
+/// The x axis line.
+fn baseline(out: &mut String) {
+    let _ = write!(
+        out,
+        r#"<line x1="{LEFT}" x2="{}" y1="{}" y2="{}" stroke="{INK}" stroke-width="1"/>"#,
+        W - RIGHT,
+        H - BOTTOM,
+        H - BOTTOM
     );
 }
 
@@ -82,9 +97,7 @@ fn y_axis(out: &mut String, max: f64) -> impl Fn(f64) -> f64 + use<> {
 /// A line chart of a monthly series; every `label_every`-th point is labelled on the x axis.
 pub fn line(title: &str, points: &[Point], label_every: usize) -> String {
     let mut out = String::new();
-    open(&mut out, title);
-    let max = points.iter().filter_map(|p| p.value).fold(0.0, f64::max);
-    let y = y_axis(&mut out, max);
+    let y = open(&mut out, title, points);
     let n = points.len().max(2) as f64;
     let plot_w = W - LEFT - RIGHT;
     let x = |i: usize| LEFT + plot_w * (i as f64 + 0.5) / n;
@@ -126,13 +139,7 @@ pub fn line(title: &str, points: &[Point], label_every: usize) -> String {
             );
         }
     }
-    let _ = write!(
-        out,
-        r#"<line x1="{LEFT}" x2="{}" y1="{}" y2="{}" stroke="{INK}" stroke-width="1"/>"#,
-        W - RIGHT,
-        H - BOTTOM,
-        H - BOTTOM
-    );
+    baseline(&mut out);
     if points.iter().any(|p| p.provisional) {
         let _ = write!(
             out,
@@ -149,9 +156,7 @@ pub fn line(title: &str, points: &[Point], label_every: usize) -> String {
 /// A vertical bar chart (one bar per year, say); provisional bars are hatched lighter.
 pub fn bars(title: &str, points: &[Point]) -> String {
     let mut out = String::new();
-    open(&mut out, title);
-    let max = points.iter().filter_map(|p| p.value).fold(0.0, f64::max);
-    let y = y_axis(&mut out, max);
+    let y = open(&mut out, title, points);
     let n = points.len().max(1) as f64;
     let plot_w = W - LEFT - RIGHT;
     let slot = plot_w / n;
@@ -179,13 +184,7 @@ pub fn bars(title: &str, points: &[Point]) -> String {
             if p.provisional { " (p)" } else { "" }
         );
     }
-    let _ = write!(
-        out,
-        r#"<line x1="{LEFT}" x2="{}" y1="{}" y2="{}" stroke="{INK}" stroke-width="1"/>"#,
-        W - RIGHT,
-        H - BOTTOM,
-        H - BOTTOM
-    );
+    baseline(&mut out);
     out.push_str("</svg>");
     out
 }
