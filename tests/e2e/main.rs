@@ -15,3 +15,4 @@ mod recovery;
 mod reports;
 mod s3;
 mod survey;
+mod topology;

@@ -2,6 +2,7 @@
 //! backpressure, and opens the consumers the projector and the ingest's dedupe index read.
 
 mod publish;
+mod read;
 mod server;
 
 use std::time::Duration;
@@ -9,7 +10,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 
 pub use async_nats;
-pub use publish::{Outgoing, PublishFailure, Published, Publisher};
+pub use publish::{Outgoing, PublishFailure, Published, Publisher, RetryPolicy};
+pub use read::Stored;
 pub use server::{LocalNatsServer, ServerError, find_nats_server};
 
 /// Default stream name; every event subject `obs.>` lands in it.
@@ -33,6 +35,8 @@ pub struct BusConfig {
     pub max_age: Duration,
     /// Publish acks in flight before `publish` waits (backpressure).
     pub max_inflight: usize,
+    /// How long an unacknowledged publish is sent again (a leader election).
+    pub retry: RetryPolicy,
 }
 
 impl BusConfig {
@@ -44,6 +48,7 @@ impl BusConfig {
             duplicate_window: Duration::from_secs(120),
             max_age: Duration::ZERO,
             max_inflight: 8192,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -159,7 +164,7 @@ impl Bus {
     }
 
     pub fn publisher(&self) -> Publisher {
-        Publisher::new(self.jetstream.clone())
+        Publisher::new(self.jetstream.clone(), self.config.retry)
     }
 
     /// An ordered, ephemeral consumer over `filter_subject` from the first message,

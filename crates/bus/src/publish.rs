@@ -1,68 +1,132 @@
 //! Pipelined publishing: the message an event travels in ([`Outgoing`]), and a publisher that
-//! sends a whole batch before awaiting its acks.
+//! sends a whole batch before awaiting its acks, and sends again what JetStream did not
+//! acknowledge while a leader is being elected.
+
+use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::{self};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use observatory_model::{DedupeKey, Envelope, RevisionStamp};
+use observatory_model::{DedupeKey, Envelope, RevisionStamp, incident_subject};
+use tokio::time::Instant;
 
 /// One event ready to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub subject: String,
-    /// `Nats-Msg-Id` (the event id): the server drops a repeat within its window.
+    /// `Nats-Msg-Id`: the server answers a repeat within its duplicate window with the first
+    /// copy's sequence instead of storing it again. An incident revision's id is its dedupe
+    /// key, so a retry and the same record sent to another ingest replica share it.
     pub message_id: String,
     /// The idempotency key, sent as [`crate::DEDUPE_HEADER`].
     pub dedupe: String,
     /// The revision stamp of an incident event, sent as [`crate::REVISION_HEADER`].
     pub revision: Option<String>,
+    /// `Nats-Expected-Last-Subject-Sequence`: the server stores the event only if the
+    /// subject's last message has this sequence (0: the subject has none).
+    pub expected_last_subject_sequence: Option<u64>,
     pub payload: Bytes,
 }
 
 impl Outgoing {
-    /// The message that carries `envelope`: its subject, its event id as `Nats-Msg-Id` and its
-    /// encoded bytes. `dedupe` is the event's idempotency key; `revision` is the stamp of an
-    /// incident revision (none for other events).
+    /// The message that carries `envelope`, with its encoded bytes. An incident revision
+    /// (`revision` given) goes to its incident's own subject with its dedupe key as message
+    /// id; other events go to their kind's subject with their event id.
     pub fn from_envelope(
         envelope: &Envelope,
         dedupe: DedupeKey,
         revision: Option<&RevisionStamp>,
     ) -> Outgoing {
+        let (subject, message_id) = match revision {
+            Some(stamp) => (incident_subject(&envelope.source, stamp.incident), dedupe.to_hex()),
+            None => (envelope.subject(), envelope.event_id.to_string()),
+        };
         Outgoing {
-            subject: envelope.subject(),
-            message_id: envelope.event_id.to_string(),
+            subject,
+            message_id,
             dedupe: dedupe.to_hex(),
             revision: revision.map(RevisionStamp::to_header),
+            expected_last_subject_sequence: None,
             payload: Bytes::from(envelope.to_bytes()),
         }
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", self.message_id.as_str());
+        headers.insert(crate::DEDUPE_HEADER, self.dedupe.as_str());
+        if let Some(revision) = &self.revision {
+            headers.insert(crate::REVISION_HEADER, revision.as_str());
+        }
+        if let Some(sequence) = self.expected_last_subject_sequence {
+            headers.insert("Nats-Expected-Last-Subject-Sequence", sequence.to_string().as_str());
+        }
+        headers
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
     pub sequence: u64,
-    /// The server had already stored this message id within its duplicate window.
+    /// The server had already stored this message id within its duplicate window;
+    /// `sequence` is the first copy's.
     pub duplicate: bool,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "JetStream did not acknowledge the event: {0}; retry the batch (accepted records are reported as duplicates)"
-)]
-pub struct PublishFailure(pub String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishFailure {
+    /// The subject's last message is not the one the event expected: another event reached
+    /// it first. Read the subject again and decide anew.
+    #[error("another event reached the subject first (wrong last subject sequence)")]
+    WrongLastSequence,
+    #[error(
+        "JetStream did not acknowledge the event within {retried_for:?} of retries: {reason}; retry the batch (accepted records are reported as duplicates)"
+    )]
+    Unavailable { reason: String, retried_for: Duration },
+}
+
+/// How long a publish that failed for a reason a cluster recovers from is sent again.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Sending stops this long after the first attempt; what is still not acknowledged then
+    /// is reported as [`PublishFailure::Unavailable`].
+    pub retry_for: Duration,
+    /// First pause between rounds; it doubles up to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 20 s: a crashed stream leader is replaced after a RAFT election timeout of 4 to 9 s
+    /// (nats-server's raft.go), the client needs up to a few seconds more to reconnect to a
+    /// surviving node, and an HTTP client waits 30 s or more for an answer. 250 ms first, as
+    /// the Go and .NET clients retry no-responders.
+    fn default() -> Self {
+        RetryPolicy {
+            retry_for: Duration::from_secs(20),
+            first_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
 
 /// Publishes with pipelined acks: every message is sent before any ack is awaited, the
 /// context's in-flight limit applies backpressure, and every ack is awaited before returning.
+/// Events not acknowledged because no server answered, the ack timed out or the connection
+/// dropped are sent again, with the same message id, until [`RetryPolicy::retry_for`] has
+/// passed: one stored whose ack was lost comes back as a duplicate of itself.
 #[derive(Clone)]
 pub struct Publisher {
     jetstream: jetstream::Context,
+    retry: RetryPolicy,
 }
 
 impl Publisher {
-    pub(crate) fn new(jetstream: jetstream::Context) -> Publisher {
-        Publisher { jetstream }
+    pub(crate) fn new(jetstream: jetstream::Context, retry: RetryPolicy) -> Publisher {
+        Publisher { jetstream, retry }
     }
 
     /// Results are in input order; a failure of one event does not stop the others.
@@ -70,17 +134,60 @@ impl Publisher {
         &self,
         events: Vec<Outgoing>,
     ) -> Vec<Result<Published, PublishFailure>> {
-        let mut pending: FuturesOrdered<AckOrFailure> = FuturesOrdered::new();
-        let mut results = Vec::with_capacity(events.len());
-        for event in events {
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", event.message_id.as_str());
-            headers.insert(crate::DEDUPE_HEADER, event.dedupe.as_str());
-            if let Some(revision) = &event.revision {
-                headers.insert(crate::REVISION_HEADER, revision.as_str());
+        let started = Instant::now();
+        let mut results: Vec<Option<Result<Published, PublishFailure>>> = vec![None; events.len()];
+        let mut todo: Vec<usize> = (0..events.len()).collect();
+        let mut backoff = self.retry.first_backoff;
+        let mut retries = 0u64;
+        loop {
+            let round = self.send_round(todo.iter().map(|&i| &events[i])).await;
+            let mut again = Vec::new();
+            for (i, outcome) in todo.into_iter().zip(round) {
+                match outcome {
+                    Attempt::Done(result) => results[i] = Some(result),
+                    Attempt::Retry(reason) => {
+                        again.push(i);
+                        results[i] = Some(Err(PublishFailure::Unavailable {
+                            reason,
+                            retried_for: started.elapsed(),
+                        }));
+                    }
+                }
             }
-            let publish =
-                self.jetstream.publish_with_headers(event.subject, headers, event.payload);
+            if again.is_empty() || started.elapsed() + backoff > self.retry.retry_for {
+                if !again.is_empty() {
+                    tracing::warn!(
+                        events = again.len(),
+                        retries,
+                        "JetStream did not acknowledge events within the retry period"
+                    );
+                }
+                break;
+            }
+            retries += 1;
+            tracing::info!(events = again.len(), retry = retries, ?backoff, "publishing again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.retry.max_backoff);
+            todo = again;
+        }
+        results.into_iter().map(|r| r.expect("every event has an outcome")).collect()
+    }
+
+    /// Publishes one event and waits for its ack.
+    pub async fn publish_one(&self, event: Outgoing) -> Result<Published, PublishFailure> {
+        self.publish_all(vec![event]).await.pop().expect("publish_all answers every event")
+    }
+
+    /// One pipelined pass over `events`.
+    async fn send_round<'a>(&self, events: impl Iterator<Item = &'a Outgoing>) -> Vec<Attempt> {
+        let mut pending: FuturesOrdered<AttemptFuture> = FuturesOrdered::new();
+        let mut outcomes = Vec::new();
+        for event in events {
+            let publish = self.jetstream.publish_with_headers(
+                event.subject.clone(),
+                event.headers(),
+                event.payload.clone(),
+            );
             tokio::pin!(publish);
             // An ack future holds one of the context's in-flight permits until it completes, so
             // acks are collected while waiting for a permit: a batch (or concurrent batches)
@@ -90,32 +197,73 @@ impl Publisher {
                 tokio::select! {
                     biased;
                     sent = &mut publish => break sent,
-                    Some(result) = pending.next(), if !pending.is_empty() => results.push(result),
+                    Some(outcome) = pending.next(), if !pending.is_empty() => outcomes.push(outcome),
                 }
             };
             pending.push_back(await_ack(sent));
         }
-        while let Some(result) = pending.next().await {
-            results.push(result);
+        while let Some(outcome) = pending.next().await {
+            outcomes.push(outcome);
         }
-        results
-    }
-
-    /// Publishes one event and waits for its ack.
-    pub async fn publish_one(&self, event: Outgoing) -> Result<Published, PublishFailure> {
-        self.publish_all(vec![event]).await.pop().expect("publish_all answers every event")
+        outcomes
     }
 }
 
-type AckOrFailure = futures::future::BoxFuture<'static, Result<Published, PublishFailure>>;
+/// What one attempt to publish an event came to.
+enum Attempt {
+    Done(Result<Published, PublishFailure>),
+    /// Worth sending again: the reason, for the answer if the retries run out.
+    Retry(String),
+}
 
-fn await_ack(sent: Result<PublishAckFuture, jetstream::context::PublishError>) -> AckOrFailure {
+/// Whether the server's own answer is one of an election in progress (no leader, no quorum),
+/// or an ack that could not be read (the event may be stored: the same message id makes
+/// sending it again safe). Limits, sizes and configuration errors are not retried.
+fn transient(error: &jetstream::context::PublishError) -> bool {
+    use jetstream::ErrorCode;
+    match std::error::Error::source(error).and_then(|s| s.downcast_ref::<jetstream::Error>()) {
+        Some(server) => [
+            ErrorCode::CLUSTER_NOT_AVAILABLE,
+            ErrorCode::CLUSTER_NOT_LEADER,
+            ErrorCode::CLUSTER_NOT_ACTIVE,
+            ErrorCode::CLUSTER_INCOMPLETE,
+            ErrorCode::RAFT_GENERAL,
+        ]
+        .contains(&server.error_code()),
+        None => true,
+    }
+}
+
+type AttemptFuture = futures::future::BoxFuture<'static, Attempt>;
+
+fn await_ack(sent: Result<PublishAckFuture, jetstream::context::PublishError>) -> AttemptFuture {
     Box::pin(async move {
-        let ack = sent
-            .map_err(|e| PublishFailure(e.to_string()))?
-            .await
-            .map_err(|e| PublishFailure(e.to_string()))?;
-        Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
+        let acked = match sent {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        match acked {
+            Ok(ack) => {
+                Attempt::Done(Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate }))
+            }
+            Err(error) => match error.kind() {
+                PublishErrorKind::WrongLastSequence => {
+                    Attempt::Done(Err(PublishFailure::WrongLastSequence))
+                }
+                // No responders (no stream leader while one is elected, reported by async-nats
+                // as "stream not found"), a lost ack, a dropped connection and a full in-flight
+                // window all pass once a leader is back.
+                PublishErrorKind::StreamNotFound
+                | PublishErrorKind::TimedOut
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::MaxAckPending => Attempt::Retry(error.to_string()),
+                PublishErrorKind::Other if transient(&error) => Attempt::Retry(error.to_string()),
+                _ => Attempt::Done(Err(PublishFailure::Unavailable {
+                    reason: error.to_string(),
+                    retried_for: Duration::ZERO,
+                })),
+            },
+        }
     })
 }
 
@@ -139,6 +287,7 @@ mod tests {
                     message_id: format!("{tag}-{i}"),
                     dedupe: format!("{i:032x}"),
                     revision: None,
+                    expected_last_subject_sequence: None,
                     payload: Bytes::from_static(b"{}"),
                 })
                 .collect()

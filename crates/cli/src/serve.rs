@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use indicatif::{ProgressBar, ProgressStyle};
 use observatory_bus::{Bus, LocalNatsServer};
-use observatory_ingest::{AgencyRegistry, DedupeIndex, IngestState};
+use observatory_ingest::{AgencyRegistry, IngestState};
 use observatory_projector::IncidentSink;
 use observatory_query::{CountsEngine, QueryState, Vintages};
 use observatory_store::ProjectionId;
@@ -61,26 +61,19 @@ async fn termination() {
 fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, Arc<IngestState>)> {
     let (agencies, config) = (&settings.agencies, &settings.config);
     let registry = AgencyRegistry::open(agencies)?;
-    let state =
-        Arc::new(IngestState::new(registry, bus.publisher(), Arc::new(DedupeIndex::new()), config));
+    let state = Arc::new(IngestState::new(registry, bus.clone(), config));
     let (survey_router, surveys) = crate::surveys::ingest(agencies, bus, config)?;
     let router = observatory_ingest::router(state.clone(), config).merge(survey_router);
     let loader = state.clone();
-    let bus = bus.clone();
     tokio::spawn(async move {
-        // Surveys first: /health turns 200 with the incident index, by then both are ready.
+        // Surveys first: /health turns 200 with the incident ingest, by then both are ready.
         crate::surveys::load(&surveys).await;
-        match loader.index().load_from_stream(&bus).await {
-            Ok(events) => {
-                info!(
-                    events,
-                    keys = loader.index().len(),
-                    "idempotency index loaded; ingest ready"
-                );
-                loader.mark_ready();
+        match loader.load().await {
+            Ok((events, revisions)) => {
+                info!(events, revisions, "legacy incident subjects read; ingest ready")
             }
             Err(error) => {
-                tracing::error!(%error, "cannot load the idempotency index; ingest stays unavailable")
+                tracing::error!(%error, "cannot read the legacy incident subjects; ingest stays unavailable")
             }
         }
     });

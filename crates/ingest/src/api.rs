@@ -1,8 +1,7 @@
 //! `POST /v1/incidents` and `POST /v1/periods/close`: incident records checked, claimed in the
 //! dedupe index and published; a period closure validated and published.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -12,7 +11,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
-use observatory_bus::{Outgoing, Publisher};
+use observatory_bus::{Bus, BusError, Outgoing, Publisher};
 use observatory_model::{
     DedupeKey, Envelope, Event, FieldError, RevisionStamp, validate_period_close,
 };
@@ -20,7 +19,8 @@ use observatory_reference::{Crosswalk, Crosswalks};
 use serde_json::json;
 
 use crate::agencies::AgencyRegistry;
-use crate::dedupe::{Claim, DedupeIndex};
+use crate::commit::{Candidate, Outcome, commit};
+use crate::dedupe::{Decision, LegacyIndex};
 use crate::error::ApiError;
 use crate::parse::{Format, JsonRecord, REPEATED_KEY, json_record, parse_body};
 use crate::upload::{self, IngestSummary, Rejection};
@@ -41,26 +41,22 @@ impl Default for IngestConfig {
 
 pub struct IngestState {
     registry: AgencyRegistry,
+    bus: Bus,
     publisher: Publisher,
-    index: Arc<DedupeIndex>,
-    ready: AtomicBool,
+    /// Set once the revisions of legacy subjects are read: the ingest is ready then.
+    legacy: OnceLock<LegacyIndex>,
     crosswalk_versions: std::collections::BTreeMap<String, u32>,
 }
 
 impl IngestState {
-    /// Not ready until [`mark_ready`](Self::mark_ready): the dedupe index must be loaded
-    /// before a resubmission can be recognised.
-    pub fn new(
-        registry: AgencyRegistry,
-        publisher: Publisher,
-        index: Arc<DedupeIndex>,
-        config: &IngestConfig,
-    ) -> IngestState {
+    /// Not ready until [`load`](Self::load): a stream written by an earlier version may hold
+    /// revisions on subjects the per-incident checks do not see.
+    pub fn new(registry: AgencyRegistry, bus: Bus, config: &IngestConfig) -> IngestState {
         IngestState {
             registry,
-            publisher,
-            index,
-            ready: AtomicBool::new(false),
+            publisher: bus.publisher(),
+            bus,
+            legacy: OnceLock::new(),
             crosswalk_versions: config.crosswalk_versions.clone(),
         }
     }
@@ -77,16 +73,18 @@ impl IngestState {
         )
     }
 
-    pub fn mark_ready(&self) {
-        self.ready.store(true, Ordering::Release);
+    /// Reads the legacy subjects' revisions (none on a stream written by this version) and
+    /// marks the ingest ready. Returns the events read and the revisions known.
+    pub async fn load(&self) -> Result<(u64, usize), BusError> {
+        let (legacy, events) = LegacyIndex::load(&self.bus).await?;
+        let revisions = legacy.revisions();
+        // A second load keeps the first index: both read the same frozen subjects.
+        let _ = self.legacy.set(legacy);
+        Ok((events, revisions))
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    pub fn index(&self) -> &DedupeIndex {
-        &self.index
+        self.legacy.get().is_some()
     }
 }
 
@@ -108,11 +106,11 @@ async fn post_incidents(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if !state.is_ready() {
+    let Some(legacy) = state.legacy.get() else {
         return Err(ApiError::unavailable(
-            "ingest is starting (loading its idempotency index from the stream); retry in a few seconds",
+            "ingest is starting (reading the revisions of an earlier version's subjects); retry in a few seconds",
         ));
-    }
+    };
     let agency = upload::authenticate(&state.registry, &headers)?;
     let crosswalk = state.crosswalk(&agency.crosswalk)?;
     let content_type = upload::content_type(&headers).unwrap_or("");
@@ -148,33 +146,46 @@ async fn post_incidents(
         }
     }
 
-    let records: Vec<(DedupeKey, RevisionStamp)> = candidates
+    let records: Vec<(u64, String)> = candidates
         .iter()
-        .map(|(_, key, event)| {
-            (*key, RevisionStamp::of(&agency.id, event).expect("records are incident events"))
+        .map(|(line, _, event)| {
+            (*line, event.incident().expect("records are incident events").0.to_owned())
         })
         .collect();
-    let claims = state.index.claim(&records);
+    let candidates: Vec<Candidate> = candidates
+        .into_iter()
+        .map(|(_, key, event)| {
+            let stamp = RevisionStamp::of(&agency.id, &event).expect("records are incident events");
+            let envelope = Envelope::new(&event, &agency.id, recorded_at);
+            Candidate {
+                key,
+                stamp,
+                outgoing: Outgoing::from_envelope(&envelope, key, Some(&stamp)),
+            }
+        })
+        .collect();
+    let outcomes = commit(&state.bus, &state.publisher, legacy, &candidates).await;
+    let mut accepted = 0u64;
     let mut duplicates = 0u64;
-    let mut lines = Vec::new();
-    let mut claimed = Vec::new();
-    let mut outgoing: Vec<Outgoing> = Vec::new();
-    for (((line, key, event), (_, stamp)), claim) in candidates.into_iter().zip(records).zip(claims)
-    {
-        let (id, revision) = event.incident().expect("records are incident events");
-        let refusal = match claim {
-            Claim::New { previous } => {
-                lines.push(line);
-                claimed.push((key, stamp, previous));
-                let envelope = Envelope::new(&event, &agency.id, recorded_at);
-                outgoing.push(Outgoing::from_envelope(&envelope, key, Some(&stamp)));
+    let mut last_sequence = None;
+    let mut failed = Vec::new();
+    for (((line, id), candidate), outcome) in records.into_iter().zip(&candidates).zip(outcomes) {
+        let revision = candidate.stamp.revision;
+        let refusal = match outcome {
+            Outcome::Accepted { sequence } => {
+                accepted += 1;
+                last_sequence = last_sequence.max(Some(sequence));
                 continue;
             }
-            Claim::Duplicate => {
+            Outcome::Duplicate => {
                 duplicates += 1;
                 continue;
             }
-            Claim::Conflict { current } => (
+            Outcome::Failed(error) => {
+                failed.push(json!({"line": line, "error": error}));
+                continue;
+            }
+            Outcome::Refused(Decision::Conflict { current }) => (
                 "revision",
                 format!(
                     "revision {revision} of '{id}' is already on the stream with different content (current revision \
@@ -182,7 +193,7 @@ async fn post_incidents(
                     current + 1
                 ),
             ),
-            Claim::Stale { current } => (
+            Outcome::Refused(Decision::Stale { current }) => (
                 "revision",
                 format!(
                     "revision {revision} of '{id}' is older than revision {current} already on the stream and would \
@@ -190,7 +201,7 @@ async fn post_incidents(
                     current + 1
                 ),
             ),
-            Claim::NeverReported => (
+            Outcome::Refused(_) => (
                 "withdrawn",
                 format!(
                     "'{id}' has never been reported by this agency: there is nothing to withdraw"
@@ -199,26 +210,6 @@ async fn post_incidents(
         };
         rejected.push(Rejection { line, field: Some(refusal.0.to_owned()), error: refusal.1 });
     }
-
-    let results = state.publisher.publish_all(outgoing).await;
-    let mut accepted = 0u64;
-    let mut last_sequence = None;
-    let mut failed = Vec::new();
-    let mut release = Vec::new();
-    for ((result, line), claim) in results.into_iter().zip(lines).zip(claimed) {
-        match result {
-            Ok(published) if published.duplicate => duplicates += 1,
-            Ok(published) => {
-                accepted += 1;
-                last_sequence = last_sequence.max(Some(published.sequence));
-            }
-            Err(failure) => {
-                release.push(claim);
-                failed.push(json!({"line": line, "error": failure.to_string()}));
-            }
-        }
-    }
-    state.index.release(&release);
     span.record("accepted", accepted);
     span.record("duplicates", duplicates);
     span.record("rejected", rejected.len());

@@ -1,28 +1,31 @@
-//! The ingest's idempotency index: every revision of every incident already on the stream,
-//! with a fingerprint of its content. It outlives the NATS duplicate window because it is
-//! rebuilt from the stream itself (headers only) when the ingest starts, and it tells a true
-//! duplicate (same revision, same content) from a conflict (same revision, other content), a
-//! stale revision (below the current one) and a withdrawal of an incident never reported.
+//! What a record is, given what the stream already holds of its incident: new (and after
+//! which event of its incident's subject it must land), a duplicate of a revision already
+//! stored with the same content, a conflict (same revision, other content), a stale revision
+//! (below the current one) or a withdrawal of an incident never reported.
+//!
+//! Pure: [`crate::commit`] reads the incident's subject, asks [`decide`], and publishes the
+//! new ones with the sequence the decision was made against, so the stream leader refuses
+//! the event if the subject moved in between (another replica, a concurrent request).
+//!
+//! Streams written before incidents had subjects of their own hold revisions the subject
+//! cannot show; [`LegacyIndex`] reads them once, from headers, when the ingest starts.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use futures::StreamExt;
 use observatory_bus::{Bus, BusError, DEDUPE_HEADER, REVISION_HEADER};
-use observatory_model::{DedupeKey, RevisionStamp};
+use observatory_model::{DedupeKey, LEGACY_INCIDENT_SUBJECTS, RevisionStamp};
 
 /// Content fingerprint of a revision loaded from an event written before revision stamps
 /// existed: any re-send of it is taken for a duplicate.
 const UNKNOWN_CONTENT: u64 = 0;
 
-/// What the index says of one record.
+/// What the stream holds of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// Not on the stream: publish it (or [`DedupeIndex::release`] it if that fails).
-    New {
-        /// The incident's highest revision before this claim, to restore on release.
-        previous: Option<u32>,
-    },
+pub enum Decision {
+    /// Not on the stream: publish it, expecting its incident's subject to end at this
+    /// sequence (0: the subject is empty).
+    New { expected_last_subject_sequence: u64 },
     /// The same revision with the same content is on the stream: nothing to do.
     Duplicate,
     /// The same revision is on the stream with other content.
@@ -31,135 +34,138 @@ pub enum Claim {
     Stale { current: u32 },
     /// A withdrawal of an incident this agency never reported.
     NeverReported,
+    /// A higher revision is on the subject: every earlier one must be read to tell a
+    /// duplicate of an old revision from a stale one.
+    ReadAll,
 }
 
+/// What the ingest has read of one incident's subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The subject's last sequence (0: empty).
+    pub last_sequence: u64,
+    /// The revisions read, in stream order.
+    pub stamps: Vec<RevisionStamp>,
+    /// `stamps` holds every event of the subject, not only the last.
+    pub complete: bool,
+}
+
+impl Seen {
+    /// The assumption a first revision is published under: nothing on its subject yet. The
+    /// stream leader checks it, so it costs nothing to make and one read to correct.
+    pub fn empty() -> Seen {
+        Seen { last_sequence: 0, stamps: Vec::new(), complete: true }
+    }
+
+    /// This request's own event, just acknowledged at `sequence`.
+    pub fn push(&mut self, sequence: u64, stamp: RevisionStamp) {
+        self.last_sequence = sequence;
+        self.stamps.push(stamp);
+    }
+}
+
+/// Decides what the record `(key, stamp)` is. Only [`Decision::New`] may rest on an
+/// assumption (the leader checks the expected sequence); every refusal rests on events read.
+pub fn decide(
+    key: DedupeKey,
+    stamp: &RevisionStamp,
+    seen: &Seen,
+    legacy: &LegacyIndex,
+) -> Decision {
+    let on_subject = seen.stamps.iter().map(|s| s.revision).max();
+    let current = on_subject.max(legacy.current.get(&stamp.incident).copied());
+    let same = seen
+        .stamps
+        .iter()
+        .rev()
+        .find(|s| s.revision == stamp.revision)
+        .map(|s| s.content)
+        .or_else(|| legacy.revisions.get(&key.0).copied());
+    if let Some(content) = same {
+        return if content == stamp.content || content == UNKNOWN_CONTENT {
+            Decision::Duplicate
+        } else {
+            Decision::Conflict { current: current.unwrap_or(stamp.revision) }
+        };
+    }
+    if !legacy.unstamped {
+        match current {
+            Some(current) if current > stamp.revision => {
+                // The legacy index is complete; the subject may not have been read in full.
+                let complete = seen.complete || on_subject.is_none_or(|s| s < current);
+                return if complete { Decision::Stale { current } } else { Decision::ReadAll };
+            }
+            None if stamp.withdrawal => return Decision::NeverReported,
+            _ => {}
+        }
+    }
+    Decision::New { expected_last_subject_sequence: seen.last_sequence }
+}
+
+/// The revisions on the subjects incident events had before one subject per incident,
+/// read once at start; never written afterwards (new revisions go to the new subjects).
 #[derive(Default)]
-struct Known {
+pub struct LegacyIndex {
     /// (source, agency_incident_id, revision) → content fingerprint.
     revisions: HashMap<u128, u64>,
-    /// (source, agency_incident_id) → highest revision on the stream.
+    /// (source, agency_incident_id) → highest revision.
     current: HashMap<u128, u32>,
     /// Some events carried no revision stamp: their incidents' revisions are unknown, so a
     /// stale revision or a withdrawal of something never reported cannot be told.
     unstamped: bool,
 }
 
-#[derive(Default)]
-pub struct DedupeIndex {
-    known: Mutex<Known>,
-}
-
-impl DedupeIndex {
-    pub fn new() -> DedupeIndex {
-        DedupeIndex::default()
-    }
-
-    /// Decides, in order, what each record is; claims the new ones. A record decided `New`
-    /// must be either published or [`release`](Self::release)d.
-    pub fn claim(&self, records: &[(DedupeKey, RevisionStamp)]) -> Vec<Claim> {
-        let mut known = self.known.lock().expect("not poisoned");
-        records.iter().map(|(key, stamp)| known.claim(*key, stamp)).collect()
-    }
-
-    /// Gives back claims whose publish failed, so a retry is not mistaken for a duplicate.
-    pub fn release(&self, claims: &[(DedupeKey, RevisionStamp, Option<u32>)]) {
-        let mut known = self.known.lock().expect("not poisoned");
-        for (key, stamp, previous) in claims {
-            known.revisions.remove(&key.0);
-            if known.current.get(&stamp.incident) == Some(&stamp.revision) {
-                match previous {
-                    Some(revision) => known.current.insert(stamp.incident, *revision),
-                    None => known.current.remove(&stamp.incident),
-                };
-            }
-        }
-    }
-
+impl LegacyIndex {
     /// Revisions known.
-    pub fn len(&self) -> usize {
-        self.known.lock().expect("not poisoned").revisions.len()
+    pub(crate) fn revisions(&self) -> usize {
+        self.revisions.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Loads every revision from the headers of the incident events on the stream.
-    pub async fn load_from_stream(&self, bus: &Bus) -> Result<u64, BusError> {
-        let filter = "obs.incident.>";
-        let total = crate::replay::messages_on(bus, filter).await?;
-        if total == 0 {
-            return Ok(0);
-        }
-        let mut messages = bus.ordered_replay(filter, true).await?;
+    /// Reads the headers of every event on the legacy subjects; returns how many it read.
+    /// A stream written by this version has none, so this costs one request per subject.
+    pub async fn load(bus: &Bus) -> Result<(LegacyIndex, u64), BusError> {
+        let mut index = LegacyIndex::default();
         let mut seen = 0u64;
-        let mut batch: Vec<(DedupeKey, Option<RevisionStamp>)> = Vec::with_capacity(4096);
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| BusError::Consumer {
-                stream: bus.config().stream.clone(),
-                name: "dedupe replay".into(),
-                message: e.to_string(),
-            })?;
-            seen += 1;
-            let headers = message.headers.as_ref();
-            if let Some(key) = headers
-                .and_then(|h| h.get(DEDUPE_HEADER))
-                .and_then(|v| DedupeKey::from_hex(v.as_str()))
-            {
-                let stamp = headers
-                    .and_then(|h| h.get(REVISION_HEADER))
-                    .and_then(|v| RevisionStamp::parse(v.as_str()));
-                batch.push((key, stamp));
+        for filter in LEGACY_INCIDENT_SUBJECTS {
+            if crate::replay::messages_on(bus, filter).await? == 0 {
+                continue;
             }
-            let pending = message.info().map(|i| i.pending).unwrap_or(0);
-            if batch.len() >= 4096 || pending == 0 {
-                self.known.lock().expect("not poisoned").load(&batch);
-                batch.clear();
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok(seen)
-    }
-}
-
-impl Known {
-    fn claim(&mut self, key: DedupeKey, stamp: &RevisionStamp) -> Claim {
-        let current = self.current.get(&stamp.incident).copied();
-        if let Some(&content) = self.revisions.get(&key.0) {
-            return if content == stamp.content || content == UNKNOWN_CONTENT {
-                Claim::Duplicate
-            } else {
-                Claim::Conflict { current: current.unwrap_or(stamp.revision) }
-            };
-        }
-        if !self.unstamped {
-            match current {
-                Some(current) if current > stamp.revision => return Claim::Stale { current },
-                None if stamp.withdrawal => return Claim::NeverReported,
-                _ => {}
+            let mut messages = bus.ordered_replay(filter, true).await?;
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(|e| BusError::Consumer {
+                    stream: bus.config().stream.clone(),
+                    name: "legacy dedupe replay".into(),
+                    message: e.to_string(),
+                })?;
+                seen += 1;
+                let headers = message.headers.as_ref();
+                if let Some(key) = headers
+                    .and_then(|h| h.get(DEDUPE_HEADER))
+                    .and_then(|v| DedupeKey::from_hex(v.as_str()))
+                {
+                    let stamp = headers
+                        .and_then(|h| h.get(REVISION_HEADER))
+                        .and_then(|v| RevisionStamp::parse(v.as_str()));
+                    index.insert(key, stamp);
+                }
+                if message.info().map(|i| i.pending).unwrap_or(0) == 0 {
+                    break;
+                }
             }
         }
-        self.revisions.insert(key.0, stamp.content);
-        self.current
-            .insert(stamp.incident, current.map_or(stamp.revision, |c| c.max(stamp.revision)));
-        Claim::New { previous: current }
+        Ok((index, seen))
     }
 
-    /// Revisions read back from the stream, in stream order.
-    fn load(&mut self, batch: &[(DedupeKey, Option<RevisionStamp>)]) {
-        for (key, stamp) in batch {
-            match stamp {
-                Some(stamp) => {
-                    self.revisions.insert(key.0, stamp.content);
-                    let current = self.current.entry(stamp.incident).or_insert(stamp.revision);
-                    *current = (*current).max(stamp.revision);
-                }
-                None => {
-                    self.revisions.entry(key.0).or_insert(UNKNOWN_CONTENT);
-                    self.unstamped = true;
-                }
+    fn insert(&mut self, key: DedupeKey, stamp: Option<RevisionStamp>) {
+        match stamp {
+            Some(stamp) => {
+                self.revisions.insert(key.0, stamp.content);
+                let current = self.current.entry(stamp.incident).or_insert(stamp.revision);
+                *current = (*current).max(stamp.revision);
+            }
+            None => {
+                self.revisions.entry(key.0).or_insert(UNKNOWN_CONTENT);
+                self.unstamped = true;
             }
         }
     }
@@ -169,7 +175,7 @@ impl Known {
 mod tests {
     use super::*;
 
-    fn stamp(
+    fn record(
         id: u128,
         revision: u32,
         content: u64,
@@ -181,60 +187,78 @@ mod tests {
         )
     }
 
-    #[test]
-    fn duplicates_conflicts_stale_revisions_and_unknown_withdrawals() {
-        let index = DedupeIndex::new();
-        let claims = index.claim(&[
-            stamp(1, 1, 10, false),
-            stamp(1, 1, 10, false), // the same line twice in one batch
-            stamp(1, 1, 11, false), // revision 1 again, other content
-            stamp(1, 1, 12, true),  // a withdrawal at the revision of the report
-            stamp(1, 3, 13, false),
-            stamp(1, 2, 14, false), // lower than 3
-            stamp(2, 1, 15, true),  // withdraws what was never reported
-            stamp(1, 4, 16, true),
-        ]);
-        assert_eq!(
-            claims,
-            vec![
-                Claim::New { previous: None },
-                Claim::Duplicate,
-                Claim::Conflict { current: 1 },
-                Claim::Conflict { current: 1 },
-                Claim::New { previous: Some(1) },
-                Claim::Stale { current: 3 },
-                Claim::NeverReported,
-                Claim::New { previous: Some(3) },
-            ]
-        );
-        // An old revision re-sent unchanged is still a duplicate, not stale.
-        assert_eq!(index.claim(&[stamp(1, 1, 10, false)]), vec![Claim::Duplicate]);
+    fn seen(last_sequence: u64, stamps: &[(DedupeKey, RevisionStamp)], complete: bool) -> Seen {
+        Seen { last_sequence, stamps: stamps.iter().map(|(_, s)| *s).collect(), complete }
     }
 
     #[test]
-    fn a_released_claim_can_be_sent_again() {
-        let index = DedupeIndex::new();
-        let (key, s) = stamp(1, 1, 10, false);
-        let Claim::New { previous } = index.claim(&[(key, s)])[0] else { panic!("new") };
-        index.release(&[(key, s, previous)]);
-        assert!(index.is_empty());
-        assert_eq!(index.claim(&[stamp(1, 1, 11, true)]), vec![Claim::NeverReported]);
-        assert_eq!(index.claim(&[(key, s)]), vec![Claim::New { previous: None }]);
+    fn duplicates_conflicts_stale_revisions_and_unknown_withdrawals() {
+        let none = LegacyIndex::default();
+        let (r1, r3) = (record(1, 1, 10, false), record(1, 3, 13, false));
+        let decide = |(key, stamp): (DedupeKey, RevisionStamp), seen: &Seen| {
+            decide(key, &stamp, seen, &none)
+        };
+        assert_eq!(decide(r1, &Seen::empty()), Decision::New { expected_last_subject_sequence: 0 });
+        let after_r1 = seen(7, &[r1], true);
+        assert_eq!(decide(r1, &after_r1), Decision::Duplicate);
+        assert_eq!(decide(record(1, 1, 11, false), &after_r1), Decision::Conflict { current: 1 });
+        // A withdrawal at the revision of the report is other content.
+        assert_eq!(decide(record(1, 1, 12, true), &after_r1), Decision::Conflict { current: 1 });
+        assert_eq!(decide(r3, &after_r1), Decision::New { expected_last_subject_sequence: 7 });
+        // Only the last event read: an older revision cannot be told yet.
+        let last_only = seen(9, &[r3], false);
+        assert_eq!(decide(record(1, 2, 14, false), &last_only), Decision::ReadAll);
+        assert_eq!(decide(r1, &last_only), Decision::ReadAll);
+        let all = seen(9, &[r1, r3], true);
+        assert_eq!(decide(record(1, 2, 14, false), &all), Decision::Stale { current: 3 });
+        // An old revision re-sent unchanged is still a duplicate, not stale.
+        assert_eq!(decide(r1, &all), Decision::Duplicate);
+        assert_eq!(decide(record(2, 1, 15, true), &Seen::empty()), Decision::NeverReported);
+        assert_eq!(
+            decide(record(1, 4, 16, true), &all),
+            Decision::New { expected_last_subject_sequence: 9 }
+        );
+    }
+
+    #[test]
+    fn legacy_revisions_count_with_the_subjects() {
+        let mut legacy = LegacyIndex::default();
+        let r2 = record(1, 2, 11, false);
+        legacy.insert(r2.0, Some(r2.1));
+        let empty = Seen::empty();
+        let decide =
+            |(key, stamp): (DedupeKey, RevisionStamp)| decide(key, &stamp, &empty, &legacy);
+        assert_eq!(decide(r2), Decision::Duplicate);
+        assert_eq!(decide(record(1, 2, 99, false)), Decision::Conflict { current: 2 });
+        // Lower than a legacy revision, and the subject is empty: stale without reading more.
+        assert_eq!(decide(record(1, 1, 10, false)), Decision::Stale { current: 2 });
+        assert_eq!(
+            decide(record(1, 3, 12, true)),
+            Decision::New { expected_last_subject_sequence: 0 }
+        );
+        // The subject's later revisions count too.
+        let r4 = record(1, 4, 13, false);
+        let r3 = record(1, 3, 12, false);
+        assert_eq!(decide_with(r3, &seen(30, &[r4], false), &legacy), Decision::ReadAll);
+    }
+
+    fn decide_with(
+        (key, stamp): (DedupeKey, RevisionStamp),
+        seen: &Seen,
+        legacy: &LegacyIndex,
+    ) -> Decision {
+        decide(key, &stamp, seen, legacy)
     }
 
     #[test]
     fn events_without_stamps_are_duplicates_and_disable_the_revision_checks() {
-        let mut known = Known::default();
-        let (key, s) = stamp(1, 2, 10, false);
-        known.load(&[(key, None)]);
-        assert_eq!(known.claim(key, &s), Claim::Duplicate);
-        assert_eq!(
-            known.claim(stamp(1, 1, 10, false).0, &stamp(1, 1, 10, false).1),
-            Claim::New { previous: None }
-        );
-        assert!(matches!(
-            known.claim(stamp(5, 1, 1, true).0, &stamp(5, 1, 1, true).1),
-            Claim::New { .. }
-        ));
+        let mut legacy = LegacyIndex::default();
+        let (key, stamp) = record(1, 2, 10, false);
+        legacy.insert(key, None);
+        assert_eq!(decide(key, &stamp, &Seen::empty(), &legacy), Decision::Duplicate);
+        let r1 = record(1, 1, 10, false);
+        assert!(matches!(decide(r1.0, &r1.1, &Seen::empty(), &legacy), Decision::New { .. }));
+        let w = record(5, 1, 1, true);
+        assert!(matches!(decide(w.0, &w.1, &Seen::empty(), &legacy), Decision::New { .. }));
     }
 }

@@ -69,6 +69,10 @@ impl IntoResponse for ApiError {
         body.insert("error".into(), json!(self.message));
         body.insert("status".into(), json!(self.status.as_u16()));
         let mut response = (self.status, Json(Value::Object(body))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Long enough for a JetStream leader election to finish.
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

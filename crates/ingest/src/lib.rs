@@ -4,6 +4,7 @@
 
 mod agencies;
 mod api;
+mod commit;
 mod dedupe;
 mod error;
 mod parse;
@@ -13,7 +14,6 @@ mod upload;
 
 pub use agencies::{Agency, AgencyError, AgencyRegistry, add_agency};
 pub use api::{IngestConfig, IngestState, router};
-pub use dedupe::DedupeIndex;
 pub use error::ApiError;
 pub use observatory_access::hash_token;
 pub use parse::{Format, ParsedRecord, parse_body};

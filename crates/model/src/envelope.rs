@@ -273,6 +273,23 @@ pub fn subject(kind: EventKind, source: &str) -> String {
     format!("{}.{}.{}.{}", crate::SUBJECT_ROOT, family, kind.subject_token(), source)
 }
 
+/// The subject of every revision of one incident, withdrawal included:
+/// `obs.incident.<incident hash, 32 hex>.<source>`. One subject per incident is what lets
+/// JetStream itself refuse a second copy of a revision, forever and whichever ingest replica
+/// sends it: a revision is published with `Nats-Expected-Last-Subject-Sequence` set to the
+/// sequence of the incident's last event the ingest read (0 for none), and the stream leader
+/// refuses it if anything else reached that subject in between. The source stays the last
+/// token, as on every subject ([`source_matches_subject`]).
+pub fn incident_subject(source: &str, incident: u128) -> String {
+    format!("{}.{}.{incident:032x}.{source}", crate::SUBJECT_ROOT, EventFamily::Incident.as_str())
+}
+
+/// Where incident events were published before one subject per incident
+/// ([`incident_subject`]): streams written by earlier versions hold them, and the ingest
+/// reads their revisions once at start to recognise a re-send of one.
+pub const LEGACY_INCIDENT_SUBJECTS: [&str; 2] =
+    ["obs.incident.reported.>", "obs.incident.withdrawn.>"];
+
 /// Whether an event's envelope `source` is the one its subject names: the subject's last
 /// token is the source the server let publish, so readers skip an event where they differ.
 pub fn source_matches_subject(source: &str, subject: &str) -> bool {
@@ -333,5 +350,20 @@ mod tests {
             Envelope::decode_event(&serde_json::to_vec(&extra).unwrap()).is_err(),
             "unknown envelope fields are refused"
         );
+    }
+
+    #[test]
+    fn an_incident_subject_names_the_incident_and_ends_with_its_source() {
+        let incident = crate::incident_hash("pn", "A-1");
+        let subject = incident_subject("pn", incident);
+        assert_eq!(subject, format!("obs.incident.{incident:032x}.pn"));
+        assert!(source_matches_subject("pn", &subject));
+        // Never one of the subjects incident events had before (their third token is a word).
+        assert!(
+            LEGACY_INCIDENT_SUBJECTS
+                .iter()
+                .all(|legacy| !subject.starts_with(&legacy[..legacy.len() - 1]))
+        );
+        assert_ne!(incident_subject("pn", crate::incident_hash("pn", "A-2")), subject);
     }
 }

@@ -10,7 +10,10 @@ mod revision;
 pub mod survey;
 mod validate;
 
-pub use envelope::{DecodeError, Envelope, Event, EventFamily, EventKind, source_matches_subject};
+pub use envelope::{
+    DecodeError, Envelope, Event, EventFamily, EventKind, LEGACY_INCIDENT_SUBJECTS,
+    incident_subject, source_matches_subject,
+};
 pub use incident::{
     Channel, Coding, DEPARTEMENTS, DedupeKey, IncidentReported, IncidentReportedV1,
     IncidentWithdrawn, PeriodClosed, VictimType, departement_index, incident_hash, is_departement,

@@ -1,0 +1,277 @@
+//! Publishing incident revisions once, whichever ingest replica or request sends them.
+//!
+//! Each incident has its own subject. For each record the ingest reads what that subject
+//! holds (nothing for a first revision: it assumes the subject is empty), [`decide`]s, and
+//! publishes a new revision with `Nats-Expected-Last-Subject-Sequence` set to the sequence
+//! it decided against and its dedupe key as `Nats-Msg-Id`. The stream leader enforces both,
+//! before replication, for every replica at once:
+//! - anything that reached the subject in between makes it refuse the event (wrong last
+//!   sequence): the ingest reads the subject again and decides anew;
+//! - a second copy of a revision within the duplicate window is answered with the first
+//!   copy's sequence: the ingest reads that copy to tell its own earlier attempt (a lost
+//!   ack, same bytes) from another request's duplicate or conflict.
+//!
+//! Nothing is held in memory between requests, so the ingest is ready as soon as it is
+//! connected, however long the stream.
+
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use observatory_bus::{
+    Bus, BusError, Outgoing, PublishFailure, Publisher, REVISION_HEADER, Stored,
+};
+use observatory_model::{DedupeKey, RevisionStamp};
+
+use crate::dedupe::{Decision, LegacyIndex, Seen, decide};
+
+/// One valid record, ready to publish.
+pub struct Candidate {
+    pub key: DedupeKey,
+    pub stamp: RevisionStamp,
+    pub outgoing: Outgoing,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted {
+        sequence: u64,
+    },
+    Duplicate,
+    /// Conflict, stale revision or withdrawal of what was never reported.
+    Refused(Decision),
+    /// Not stored: the reason, for the answer; sending the record again is safe.
+    Failed(String),
+}
+
+/// How many times a record is decided again because its subject moved under it, before the
+/// request gives up on it (each time another writer won the race for the same incident).
+const MAX_RACES: usize = 8;
+/// Subject reads in flight at once.
+const READS_IN_FLIGHT: usize = 64;
+
+/// Publishes `candidates` once each; outcomes in input order.
+pub async fn commit(
+    bus: &Bus,
+    publisher: &Publisher,
+    legacy: &LegacyIndex,
+    candidates: &[Candidate],
+) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; candidates.len()];
+    // What this request knows of each incident's subject, kept across rounds; `None` once
+    // the subject was found to have moved: it must be read, not assumed.
+    let mut seen: HashMap<u128, Option<Seen>> = HashMap::new();
+    for round in rounds(candidates) {
+        let mut todo = round;
+        for _ in 0..MAX_RACES {
+            if todo.is_empty() {
+                break;
+            }
+            todo = race(bus, publisher, legacy, candidates, &todo, &mut seen, &mut outcomes).await;
+        }
+        for i in todo {
+            outcomes[i] = Some(Outcome::Failed(
+                "other sends changed this incident while this request was deciding; send the record again"
+                    .into(),
+            ));
+        }
+    }
+    outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect()
+}
+
+/// Records split so that no incident appears twice in one round: the k-th record of an
+/// incident in the batch goes in round k, after the earlier ones are on its subject.
+fn rounds(candidates: &[Candidate]) -> Vec<Vec<usize>> {
+    let mut occurrences: HashMap<u128, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, candidate) in candidates.iter().enumerate() {
+        let k = occurrences.entry(candidate.stamp.incident).or_insert(0);
+        if rounds.len() <= *k {
+            rounds.push(Vec::new());
+        }
+        rounds[*k].push(i);
+        *k += 1;
+    }
+    rounds
+}
+
+/// One pass: decide each record of `todo` against its subject, publish the new ones, settle
+/// what the server answered. Returns the records to decide again.
+async fn race(
+    bus: &Bus,
+    publisher: &Publisher,
+    legacy: &LegacyIndex,
+    candidates: &[Candidate],
+    todo: &[usize],
+    seen: &mut HashMap<u128, Option<Seen>>,
+    outcomes: &mut [Option<Outcome>],
+) -> Vec<usize> {
+    let known: Vec<Known> = todo
+        .iter()
+        .map(|&i| match seen.get(&candidates[i].stamp.incident) {
+            None => Known::Nothing,
+            Some(None) => Known::Moved,
+            Some(Some(seen)) => Known::Seen(seen.clone()),
+        })
+        .collect();
+    let prepared: Vec<Result<(Decision, Seen), BusError>> =
+        futures::stream::iter(todo.iter().copied().zip(known))
+            .map(|(i, known)| prepare(bus, legacy, &candidates[i], known))
+            .buffered(READS_IN_FLIGHT)
+            .collect()
+            .await;
+    let mut publish = Vec::new();
+    for (&i, prepared) in todo.iter().zip(prepared) {
+        let candidate = &candidates[i];
+        match prepared {
+            Ok((decision, subject)) => {
+                seen.insert(candidate.stamp.incident, Some(subject));
+                match decision {
+                    Decision::New { expected_last_subject_sequence } => {
+                        let mut outgoing = candidate.outgoing.clone();
+                        outgoing.expected_last_subject_sequence =
+                            Some(expected_last_subject_sequence);
+                        publish.push((i, outgoing));
+                    }
+                    Decision::Duplicate => outcomes[i] = Some(Outcome::Duplicate),
+                    refusal => outcomes[i] = Some(Outcome::Refused(refusal)),
+                }
+            }
+            Err(e) => outcomes[i] = Some(Outcome::Failed(read_failure(&e))),
+        }
+    }
+    let (indices, outgoing): (Vec<usize>, Vec<Outgoing>) = publish.into_iter().unzip();
+    let results = publisher.publish_all(outgoing).await;
+    let mut again = Vec::new();
+    let mut duplicates = Vec::new();
+    for (i, result) in indices.into_iter().zip(results) {
+        let stamp = candidates[i].stamp;
+        match result {
+            Ok(published) if !published.duplicate => {
+                outcomes[i] = Some(Outcome::Accepted { sequence: published.sequence });
+                push(seen, &stamp, published.sequence);
+            }
+            Ok(published) => duplicates.push((i, published.sequence)),
+            Err(PublishFailure::WrongLastSequence) => {
+                seen.insert(stamp.incident, None);
+                again.push(i);
+            }
+            Err(failure @ PublishFailure::Unavailable { .. }) => {
+                outcomes[i] = Some(Outcome::Failed(failure.to_string()))
+            }
+        }
+    }
+    // The server had this revision's message id already: whose copy is it?
+    let sequences: Vec<u64> = duplicates.iter().map(|&(_, sequence)| sequence).collect();
+    let copies: Vec<Result<Option<Stored>, BusError>> = futures::stream::iter(sequences)
+        .map(|sequence| bus.at_sequence(sequence))
+        .buffered(READS_IN_FLIGHT)
+        .collect()
+        .await;
+    for ((i, sequence), copy) in duplicates.into_iter().zip(copies) {
+        let candidate = &candidates[i];
+        match copy {
+            // This request's own earlier attempt, stored but not acknowledged.
+            Ok(Some(copy)) if copy.payload == candidate.outgoing.payload => {
+                outcomes[i] = Some(Outcome::Accepted { sequence });
+                push(seen, &candidate.stamp, sequence);
+            }
+            Ok(Some(copy)) => {
+                let theirs = copy.header(REVISION_HEADER).and_then(RevisionStamp::parse);
+                outcomes[i] = Some(match theirs {
+                    Some(theirs) if theirs.content != candidate.stamp.content => {
+                        let current = seen
+                            .get(&candidate.stamp.incident)
+                            .and_then(|s| s.as_ref()?.stamps.iter().map(|s| s.revision).max())
+                            .unwrap_or(theirs.revision)
+                            .max(theirs.revision);
+                        Outcome::Refused(Decision::Conflict { current })
+                    }
+                    _ => Outcome::Duplicate,
+                });
+            }
+            // Not readable yet from the replica that answered: decide again from the subject.
+            Ok(None) => {
+                seen.insert(candidate.stamp.incident, None);
+                again.push(i);
+            }
+            Err(e) => outcomes[i] = Some(Outcome::Failed(read_failure(&e))),
+        }
+    }
+    again
+}
+
+/// What a request knows of an incident's subject before deciding one of its records.
+enum Known {
+    Nothing,
+    /// The subject moved since it was read or assumed.
+    Moved,
+    Seen(Seen),
+}
+
+/// This request's own event is on the subject at `sequence`.
+fn push(seen: &mut HashMap<u128, Option<Seen>>, stamp: &RevisionStamp, sequence: u64) {
+    // A subject known to have moved stays unknown: it is read afresh next time.
+    if let Some(subject) = seen.entry(stamp.incident).or_insert(None) {
+        subject.push(sequence, *stamp);
+    }
+}
+
+/// Reads what deciding `candidate` needs and decides.
+async fn prepare(
+    bus: &Bus,
+    legacy: &LegacyIndex,
+    candidate: &Candidate,
+    known: Known,
+) -> Result<(Decision, Seen), BusError> {
+    let stamp = &candidate.stamp;
+    let subject = &candidate.outgoing.subject;
+    let mut seen = match known {
+        Known::Seen(seen) => seen,
+        // Most records are first reports: assume an empty subject, which the leader checks.
+        Known::Nothing if stamp.revision == 1 && !stamp.withdrawal => Seen::empty(),
+        Known::Nothing | Known::Moved => read_last(bus.last_on_subject(subject).await?),
+    };
+    let mut decision = decide(candidate.key, stamp, &seen, legacy);
+    if decision == Decision::ReadAll {
+        seen = read_all(bus.all_on_subject(subject).await?);
+        decision = decide(candidate.key, stamp, &seen, legacy);
+    }
+    if decision == Decision::NeverReported {
+        // An absence is only believed from the leader: a replica may not have the report yet.
+        seen = read_last(bus.last_on_subject_at_leader(subject).await?);
+        decision = decide(candidate.key, stamp, &seen, legacy);
+        if decision == Decision::ReadAll {
+            seen = read_all(bus.all_on_subject(subject).await?);
+            decision = decide(candidate.key, stamp, &seen, legacy);
+        }
+    }
+    Ok((decision, seen))
+}
+
+fn stamp_of(stored: &Stored) -> Option<RevisionStamp> {
+    stored.header(REVISION_HEADER).and_then(RevisionStamp::parse)
+}
+
+fn read_last(last: Option<Stored>) -> Seen {
+    match last {
+        None => Seen::empty(),
+        Some(last) => Seen {
+            last_sequence: last.sequence,
+            stamps: stamp_of(&last).into_iter().collect(),
+            complete: false,
+        },
+    }
+}
+
+fn read_all(all: Vec<Stored>) -> Seen {
+    Seen {
+        last_sequence: all.last().map_or(0, |s| s.sequence),
+        stamps: all.iter().filter_map(stamp_of).collect(),
+        complete: true,
+    }
+}
+
+fn read_failure(e: &BusError) -> String {
+    format!("could not read the incident's events back from JetStream ({e}); send the record again")
+}
