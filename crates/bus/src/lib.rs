@@ -74,10 +74,23 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// Connects to any server `config.url` lists (several comma-separated URLs, as NATS
+    /// clients take them: the nodes of a cluster) and provisions the stream.
+    ///
+    /// The first connection is not retried: `connect` provisions the stream at once, so a
+    /// client left connecting in the background would only turn "no server reachable" into a
+    /// JetStream timeout. A service that reaches none of the listed servers at start exits
+    /// with an error naming them, and its supervisor (systemd, compose, Kubernetes) restarts
+    /// it where the restarts can be seen; one node down does not stop a start, since every
+    /// listed server is tried. Once connected the client reconnects forever, to any listed
+    /// or discovered node: a service must outlive any outage of the cluster (a rolling
+    /// restart of every node), and a client that gave up would leave a process that looks
+    /// alive and never publishes or reads again.
     pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name("observatory")
-            .connect(&config.url)
+            .max_reconnects(None)
+            .connect(server_urls(&config.url))
             .await
             .map_err(|source| BusError::Connect { url: config.url.clone(), source })?;
         let jetstream = jetstream::ContextBuilder::new()
@@ -227,6 +240,12 @@ impl Bus {
     }
 }
 
+/// The servers of a `--nats-url`: comma-separated, blanks around each ignored. async-nats
+/// parses a `&str` as one URL (`a,b` is an invalid port), so the list is split here.
+fn server_urls(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|part| !part.is_empty()).collect()
+}
+
 /// Expiry of an ordered consumer's pull requests (its idle heartbeat is half of it).
 const ORDERED_PULL_EXPIRY: Duration = Duration::from_secs(2);
 
@@ -234,4 +253,16 @@ const ORDERED_PULL_EXPIRY: Duration = Duration::from_secs(2);
 pub struct OrderedFrom {
     pub messages: jetstream::consumer::pull::Ordered,
     pub pending_at_start: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_nats_url_lists_servers_separated_by_commas() {
+        assert_eq!(super::server_urls("nats://127.0.0.1:4222"), ["nats://127.0.0.1:4222"]);
+        assert_eq!(
+            super::server_urls("nats://nats-1:4222, nats://nats-2:4222,nats://nats-3:4222,"),
+            ["nats://nats-1:4222", "nats://nats-2:4222", "nats://nats-3:4222"]
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! Starts a nats-server child process with JetStream on a free port. `observatory up` uses
-//! it when no `--nats-url` is given; the test-support crate uses it for every test.
+//! Starts a nats-server child process with JetStream on a free port (or from a config file,
+//! as a node of a cluster). `observatory up` uses it when no `--nats-url` is given; the
+//! test-support crate uses it for every test server and every node of its test cluster.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -41,11 +42,24 @@ pub struct LocalNatsServer {
 impl LocalNatsServer {
     /// Starts `nats-server -js -p <port> -sd <store_dir>`; port 0 picks a free one.
     pub fn start(store_dir: &Path, port: u16) -> Result<LocalNatsServer, ServerError> {
-        let binary = find_nats_server()?;
         let port_arg = if port == 0 { "-1".to_owned() } else { port.to_string() };
+        let mut args: Vec<std::ffi::OsString> =
+            ["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"].map(Into::into).into();
+        args.push(store_dir.into());
+        Self::spawn(&args)
+    }
+
+    /// Starts `nats-server -c <config>`: for what flags do not say clearly, such as the
+    /// `cluster` block of a node of a cluster. The config names the client port.
+    pub fn start_with_config(config: &Path) -> Result<LocalNatsServer, ServerError> {
+        Self::spawn(&["-c".into(), config.into()])
+    }
+
+    /// Spawns nats-server with `args` and waits until it listens for clients.
+    fn spawn(args: &[std::ffi::OsString]) -> Result<LocalNatsServer, ServerError> {
+        let binary = find_nats_server()?;
         let mut child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
-            .arg(store_dir)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -53,7 +67,8 @@ impl LocalNatsServer {
             .map_err(|source| ServerError::Spawn { binary: binary.clone(), source })?;
 
         // The server logs "Listening for client connections on 127.0.0.1:PORT" once ready
-        // for clients; JetStream is enabled before that line.
+        // for clients; JetStream is enabled before that line (in a cluster, JetStream still
+        // needs its meta leader after it: wait on the monitoring endpoint for that).
         let stderr = child.stderr.take().expect("piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -109,6 +124,8 @@ fn parse_client_port(line: &str) -> Option<u16> {
     rest.trim().rsplit(':').next()?.parse().ok()
 }
 
+/// Kills with SIGKILL (`Child::kill`), not a graceful shutdown: a test that drops a server
+/// sees what a crash leaves behind.
 impl Drop for LocalNatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -150,14 +150,18 @@ impl DisclosureSecret {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "NATS JetStream")]
 pub struct Nats {
-    /// NATS server URL. Without it, `up` starts a nats-server; other commands use the one
-    /// `up` started (recorded in <data-dir>/nats.url), else nats://127.0.0.1:4222.
+    /// NATS server URL, or several comma-separated (the nodes of a cluster, e.g.
+    /// nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222): the client connects to any
+    /// of them and fails over to another. Without it, `up` starts a nats-server; other
+    /// commands use the one `up` started (recorded in <data-dir>/nats.url), else
+    /// nats://127.0.0.1:4222.
     #[arg(long, env = "OBSERVATORY_NATS_URL")]
     pub nats_url: Option<String>,
     /// JetStream stream name.
     #[arg(long, env = "OBSERVATORY_STREAM", default_value = observatory_bus::DEFAULT_STREAM)]
     pub stream: String,
-    /// Stream replicas (1 for a single server; 3 in a cluster).
+    /// Stream replicas: 1 for a single server; 3 in a 3-node cluster (a write is acknowledged
+    /// once 2 of the 3 nodes hold it, and the stream survives the loss of one node).
     #[arg(long, env = "OBSERVATORY_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
     /// JetStream duplicate window in seconds (fast-retry dedupe; longer-lived idempotency

@@ -1,9 +1,13 @@
 //! Real servers for tests, started on free ports with temporary state and stopped on Drop
 //! (the pattern of nats.rs's `nats-server` helper crate).
 
+mod cluster;
+
 use std::path::{Path, PathBuf};
 
 use observatory_bus::LocalNatsServer;
+
+pub use cluster::TestCluster;
 
 /// A nats-server with JetStream and its own temporary store directory.
 pub struct TestNats {
