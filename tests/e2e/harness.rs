@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use observatory_test_support::{TestNats, TestS3};
+use observatory_test_support::{TestCluster, TestNats, TestS3};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -35,6 +35,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// When set, the object store is this S3-protocol server instead of a directory.
     pub s3: Option<TestS3>,
+    /// When set, commands use this 3-node cluster (R3 stream) instead of `nats`.
+    pub cluster: Option<TestCluster>,
     /// A researcher's reader token, made on first use: what [`Service::get`] reads with, so
     /// tests compare exact numbers unless they ask for the public ones.
     researcher: std::sync::OnceLock<String>,
@@ -72,8 +74,14 @@ impl Env {
             nats: TestNats::start(),
             dir: tempfile::tempdir().expect("temp dir"),
             s3: None,
+            cluster: None,
             researcher: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Commands connect to a 3-node JetStream cluster, with the stream replicated on all three.
+    pub fn with_cluster() -> Env {
+        Env { cluster: Some(TestCluster::start()), ..Env::new() }
     }
 
     /// Projections in S3 (moto_server on loopback) through the same code as the local store.
@@ -185,7 +193,12 @@ impl Invocation<'_> {
             }
         }
         if self.takes.nats {
-            command.arg("--nats-url").arg(env.nats.url());
+            match &env.cluster {
+                Some(cluster) => {
+                    command.arg("--nats-url").arg(cluster.urls()).args(["--replicas", "3"])
+                }
+                None => command.arg("--nats-url").arg(env.nats.url()),
+            };
         }
         for (name, value) in &self.flags {
             command.arg(name).arg(value);

@@ -88,3 +88,163 @@ async fn two_ingest_replicas_store_a_feed_sent_to_both_once() {
     let moved = up.counts("by=departement&departement=33", last).await;
     assert_eq!(moved[0]["count"], 2_000, "{moved:?}");
 }
+
+/// One agency's feed: `batches` NDJSON batches of `size` new incidents, each sent until it is
+/// answered 200, honouring `Retry-After` on a 503. Returns the records acknowledged as accepted
+/// over every answer (503s included) and the highest sequence seen.
+async fn feed(
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    agency: &'static str,
+    batches: usize,
+    size: usize,
+    progress: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> (u64, u64, usize) {
+    let (mut accepted, mut last, mut unavailable) = (0u64, 0u64, 0usize);
+    for b in 0..batches {
+        let body: String = (0..size)
+            .map(|i| {
+                let id = format!("{agency}-{b}-{i}");
+                let day = format!("2024-{:02}-{:02}", 1 + i % 12, 1 + i % 28);
+                format!("{}\n", record(&id, 1, &day, "75", "0903"))
+            })
+            .collect();
+        loop {
+            let response = client
+                .post(format!("{base}/v1/incidents"))
+                .bearer_auth(&token)
+                .header("content-type", "application/x-ndjson")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("the ingest answers, even during an election");
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let answer: Value = response.json().await.unwrap();
+            let (acc, dup) = (
+                answer["accepted"].as_u64().unwrap_or(0),
+                answer["duplicates"].as_u64().unwrap_or(0),
+            );
+            let failed = answer["failed"].as_array().map_or(0, Vec::len) as u64;
+            assert!(answer["rejected"].as_array().is_none_or(Vec::is_empty), "{answer}");
+            accepted += acc;
+            last = last.max(answer["last_sequence"].as_u64().unwrap_or(0));
+            match status {
+                200 => {
+                    assert_eq!(acc + dup, size as u64, "{answer}");
+                    break;
+                }
+                503 => {
+                    assert_eq!(
+                        acc + dup + failed,
+                        size as u64,
+                        "every record is answered for: {answer}"
+                    );
+                    unavailable += 1;
+                    // The client's part of the protocol: wait as long as the answer asks.
+                    let wait = retry_after.expect("a 503 says when to retry");
+                    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                }
+                other => panic!("unexpected {other}: {answer}"),
+            }
+        }
+        progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    (accepted, last, unavailable)
+}
+
+/// The stream leader is killed twice with SIGKILL while two agencies post continuously; every
+/// record acknowledged in any answer is counted once, and after the retries the answers asked
+/// for the counts equal the records sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_stream_leader_twice_loses_and_doubles_no_record() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    let mut env = Env::with_cluster();
+    let tokens = [env.add_agency("pn"), env.add_agency("gn")];
+    let service = env.up().await;
+    const BATCHES: usize = 30;
+    const SIZE: usize = 400;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let feeders: Vec<_> = ["pn", "gn"]
+        .into_iter()
+        .zip(tokens.clone())
+        .map(|(agency, token)| {
+            tokio::spawn(feed(
+                service.client.clone(),
+                service.base.clone(),
+                token,
+                agency,
+                BATCHES,
+                SIZE,
+                progress.clone(),
+            ))
+        })
+        .collect();
+
+    // Two kills, at moments drawn from the clock: after 3–10 and then 5–15 more batches.
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+            as usize;
+    let moments = [3 + seed % 8, 5 + (seed / 8) % 11];
+    let mut at = 0;
+    for (kill, after) in moments.into_iter().enumerate() {
+        at += after;
+        let target = at;
+        crate::harness::wait_until("the feeds to progress", Duration::from_secs(240), || {
+            let done = progress.load(Ordering::SeqCst);
+            async move { done >= target }
+        })
+        .await;
+        let cluster = env.cluster.as_mut().unwrap();
+        let leader = tokio::task::block_in_place(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(leader) = cluster.leader_of("OBSERVATORY") {
+                    break leader;
+                }
+                assert!(std::time::Instant::now() < deadline, "no stream leader");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        eprintln!(
+            "kill {}: SIGKILL to the stream leader {} after {target} batches",
+            kill + 1,
+            cluster.name(leader)
+        );
+        tokio::task::block_in_place(|| cluster.kill(leader));
+        crate::harness::wait_until("a new stream leader", Duration::from_secs(60), || {
+            let elected = env.cluster.as_ref().unwrap().leader_of("OBSERVATORY").is_some();
+            async move { elected }
+        })
+        .await;
+        let cluster = env.cluster.as_mut().unwrap();
+        tokio::task::block_in_place(|| cluster.restart(leader));
+    }
+
+    let (mut accepted, mut last, mut unavailable) = (0, 0, 0);
+    for feeder in feeders {
+        let (a, l, u) = feeder.await.unwrap();
+        accepted += a;
+        last = last.max(l);
+        unavailable += u;
+    }
+    let sent = (2 * BATCHES * SIZE) as u64;
+    eprintln!(
+        "{sent} records sent, {unavailable} answers 503 with Retry-After, every batch resent until 200"
+    );
+    assert_eq!(accepted, sent, "each record acknowledged as accepted in exactly one answer");
+    let total = service.counts("by=source", last).await;
+    let counts: Vec<(String, u64)> = total
+        .iter()
+        .map(|row| (row["source"].as_str().unwrap().to_owned(), row["count"].as_u64().unwrap()))
+        .collect();
+    let half = (BATCHES * SIZE) as u64;
+    assert_eq!(counts, [("gn".to_owned(), half), ("pn".to_owned(), half)], "{total:?}");
+}

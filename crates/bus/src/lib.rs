@@ -70,6 +70,8 @@ pub enum BusError {
 pub struct Bus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
+    /// The context events are published through: [`RetryPolicy::ack_timeout`].
+    publishing: jetstream::Context,
     config: BusConfig,
 }
 
@@ -93,12 +95,17 @@ impl Bus {
             .connect(server_urls(&config.url))
             .await
             .map_err(|source| BusError::Connect { url: config.url.clone(), source })?;
-        let jetstream = jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .max_ack_inflight(config.max_inflight)
-            .backpressure_on_inflight(true)
-            .build(client.clone());
-        let bus = Bus { client, jetstream, config };
+        let context = |timeout| {
+            jetstream::ContextBuilder::new()
+                .timeout(timeout)
+                .max_ack_inflight(config.max_inflight)
+                .backpressure_on_inflight(true)
+                .build(client.clone())
+        };
+        let jetstream = context(Duration::from_secs(30));
+        // Acks wait less than API requests, so that several attempts fit in the retry period.
+        let publishing = context(config.retry.ack_timeout);
+        let bus = Bus { client, jetstream, publishing, config };
         bus.provision_stream().await?;
         Ok(bus)
     }
@@ -177,7 +184,7 @@ impl Bus {
     }
 
     pub fn publisher(&self) -> Publisher {
-        Publisher::new(self.jetstream.clone(), self.config.retry)
+        Publisher::new(self.publishing.clone(), self.config.retry)
     }
 
     /// An ordered, ephemeral consumer over `filter_subject` from the first message,

@@ -97,6 +97,9 @@ pub struct RetryPolicy {
     /// First pause between rounds; it doubles up to `max_backoff`.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long one attempt waits for its ack. An ack takes milliseconds when a leader is
+    /// there; during an election none comes, and waiting longer only leaves fewer attempts.
+    pub ack_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -109,6 +112,7 @@ impl Default for RetryPolicy {
             retry_for: Duration::from_secs(20),
             first_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(2),
+            ack_timeout: Duration::from_secs(5),
         }
     }
 }

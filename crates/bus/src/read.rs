@@ -88,7 +88,7 @@ impl Bus {
             .get_stream_no_info(&self.config.stream)
             .await
             .map_err(|e| self.stream_error(&e))?;
-        let RetryPolicy { retry_for, first_backoff, max_backoff } = self.config.retry;
+        let RetryPolicy { retry_for, first_backoff, max_backoff, .. } = self.config.retry;
         let started = Instant::now();
         let mut backoff = first_backoff;
         loop {
