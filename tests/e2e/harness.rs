@@ -37,6 +37,8 @@ pub struct Env {
     pub s3: Option<TestS3>,
     /// When set, commands use this 3-node cluster (R3 stream) instead of `nats`.
     pub cluster: Option<TestCluster>,
+    /// When set, commands connect to this server (with these extra flags) instead of `nats`.
+    pub external_nats: Option<(String, Vec<String>)>,
     /// A researcher's reader token, made on first use: what [`Service::get`] reads with, so
     /// tests compare exact numbers unless they ask for the public ones.
     researcher: std::sync::OnceLock<String>,
@@ -75,6 +77,7 @@ impl Env {
             dir: tempfile::tempdir().expect("temp dir"),
             s3: None,
             cluster: None,
+            external_nats: None,
             researcher: std::sync::OnceLock::new(),
         }
     }
@@ -193,17 +196,20 @@ impl Invocation<'_> {
             }
         }
         if self.takes.nats {
-            match &env.cluster {
-                Some(cluster) => {
+            match (&env.cluster, &env.external_nats) {
+                (Some(cluster), _) => {
                     command.arg("--nats-url").arg(cluster.urls()).args(["--replicas", "3"])
                 }
-                None => command.arg("--nats-url").arg(env.nats.url()),
+                (None, Some((url, flags))) => command.arg("--nats-url").arg(url).args(flags),
+                (None, None) => command.arg("--nats-url").arg(env.nats.url()),
             };
         }
         for (name, value) in &self.flags {
             command.arg(name).arg(value);
         }
-        command.env("OBSERVATORY_LOG", "warn").stdin(Stdio::null());
+        command
+            .env("OBSERVATORY_LOG", std::env::var("E2E_LOG").unwrap_or("warn".into()))
+            .stdin(Stdio::null());
         command
     }
 

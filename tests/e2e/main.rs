@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `observatory` binary, a real nats-server started per test on
 //! a free port with a temporary store, a temporary object-store directory, real HTTP.
 
+mod agencies_on_nats;
 mod dissemination;
 mod harmonisation;
 mod harness;

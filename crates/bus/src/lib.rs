@@ -37,6 +37,9 @@ pub struct BusConfig {
     pub max_inflight: usize,
     /// How long an unacknowledged publish is sent again (a leader election).
     pub retry: RetryPolicy,
+    /// The services' NKey seed, when the server requires authentication (the accounts of
+    /// `observatory nats-config`).
+    pub nkey_seed: Option<String>,
 }
 
 impl BusConfig {
@@ -49,6 +52,7 @@ impl BusConfig {
             max_age: Duration::ZERO,
             max_inflight: 8192,
             retry: RetryPolicy::default(),
+            nkey_seed: None,
         }
     }
 }
@@ -89,7 +93,11 @@ impl Bus {
     /// restart of every node), and a client that gave up would leave a process that looks
     /// alive and never publishes or reads again.
     pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        let options = match &config.nkey_seed {
+            Some(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = options
             .name("observatory")
             .max_reconnects(None)
             .connect(server_urls(&config.url))

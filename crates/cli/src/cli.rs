@@ -57,6 +57,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Only the report scheduler: runs the [[report]] schedules of the reports config.
     Scheduler(SchedulerArgs),
+    /// Writes nats-server's accounts for the services and for the agencies added with --nats
+    /// (only public NKeys), and the services' NKey seed file if it does not exist.
+    NatsConfig(NatsConfigArgs),
     /// Pushes a synthetic two-year feed through the HTTP API and checks the answers.
     Demo(demo::DemoArgs),
     /// Survey estimates (totals, means, proportions, ratios) with SE and CI from microdata,
@@ -68,7 +71,8 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum AgencyCommand {
-    /// Adds an agency; prints its new token as the only line on stdout.
+    /// Adds an agency; prints its new token as the only line on stdout (with --nats, its NKey
+    /// seed on a second line).
     Add(AgencyAddArgs),
     /// Lists agencies (never tokens).
     List(AgencyArgs),
@@ -125,6 +129,24 @@ pub struct AgencyAddArgs {
     /// default: the agency sends ICCS codes).
     #[arg(long, env = "OBSERVATORY_AGENCY_CROSSWALK")]
     pub crosswalk: Option<String>,
+    /// Also let the agency publish straight to NATS (feeds.<id>.incidents) with an NKey; run
+    /// `observatory nats-config` afterwards and reload nats-server.
+    #[arg(long, env = "OBSERVATORY_AGENCY_NATS")]
+    pub nats: bool,
+    #[command(flatten)]
+    pub file: AgencyArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct NatsConfigArgs {
+    /// Where to write the accounts (default <data-dir>/observatory-accounts.conf); include it
+    /// from nats-server.conf.
+    #[arg(long, env = "OBSERVATORY_NATS_ACCOUNTS_FILE")]
+    pub out: Option<std::path::PathBuf>,
+    /// The services' NKey seed (default <data-dir>/nats-service.nk), created if missing; give
+    /// the same file to the services as --nats-nkey-file.
+    #[arg(long, env = "OBSERVATORY_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub file: AgencyArgs,
 }
@@ -138,20 +160,30 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rebuild(args) => serve::rebuild(&args).await,
         Command::Agency { command: AgencyCommand::Add(args) } => {
             let path = args.file.path();
-            let token = observatory_ingest::add_agency(
+            let added = observatory_ingest::add_agency(
                 &path,
                 &args.id,
                 args.name.as_deref(),
                 args.crosswalk.as_deref(),
+                args.nats,
             )?;
-            println!("{token}");
+            println!("{}", added.token);
+            if let Some(seed) = &added.nats_seed {
+                println!("{seed}");
+            }
             eprintln!(
-                "agency '{}' added to {}; keep the token above, it is not stored",
+                "agency '{}' added to {}; keep the token above{}, it is not stored",
                 args.id,
-                path.display()
+                path.display(),
+                if added.nats_seed.is_some() {
+                    " and the NKey seed below it (publish to feeds.<id>.incidents with it; run `observatory nats-config` and reload nats-server)"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
+        Command::NatsConfig(args) => crate::nats_config::write(&args),
         Command::Agency { command: AgencyCommand::List(args) } => {
             let registry = observatory_ingest::AgencyRegistry::open(&args.path())?;
             for agency in registry.agencies() {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use observatory_bus::BusConfig;
 use observatory_ingest::IngestConfig;
@@ -188,6 +189,7 @@ pub struct NatsSettings {
     pub url_file: PathBuf,
     /// The stream settings, with the URL still to be filled in.
     bus: BusConfig,
+    nkey_file: Option<PathBuf>,
 }
 
 impl NatsSettings {
@@ -203,8 +205,17 @@ impl NatsSettings {
             .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned())
     }
 
-    pub fn bus_config(&self, url: String) -> BusConfig {
-        BusConfig { url, ..self.bus.clone() }
+    pub fn bus_config(&self, url: String) -> anyhow::Result<BusConfig> {
+        let nkey_seed = match &self.nkey_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the NATS NKey seed {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+        };
+        Ok(BusConfig { url, nkey_seed, ..self.bus.clone() })
     }
 }
 
@@ -236,7 +247,12 @@ fn nats(data: &DataDir, nats: &Nats) -> NatsSettings {
     bus.replicas = nats.replicas;
     bus.duplicate_window = Duration::from_secs(nats.duplicate_window_secs);
     bus.max_age = Duration::from_secs(nats.retention_days * 86_400);
-    NatsSettings { explicit_url: nats.nats_url.clone(), url_file: data.nats_url_file(), bus }
+    NatsSettings {
+        explicit_url: nats.nats_url.clone(),
+        url_file: data.nats_url_file(),
+        bus,
+        nkey_file: nats.nats_nkey_file.clone(),
+    }
 }
 
 fn ingest(

@@ -423,8 +423,14 @@ fn demo_tokens(
             );
         }
         let crosswalk = Some(agency.crosswalk);
-        let token =
-            observatory_ingest::add_agency(&files.path(), agency.id, Some(agency.name), crosswalk)?;
+        let token = observatory_ingest::add_agency(
+            &files.path(),
+            agency.id,
+            Some(agency.name),
+            crosswalk,
+            false,
+        )?
+        .token;
         tokens.insert(agency.id.to_owned(), token);
     }
     let readers_path = readers.path(&files.data);

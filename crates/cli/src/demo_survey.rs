@@ -100,7 +100,9 @@ fn token(files: &AgencyArgs) -> Result<String> {
         ),
         _ => {}
     }
-    let token = observatory_ingest::add_agency(&files.path(), PRODUCER.0, Some(PRODUCER.1), None)?;
+    let token =
+        observatory_ingest::add_agency(&files.path(), PRODUCER.0, Some(PRODUCER.1), None, false)?
+            .token;
     tokens.insert(PRODUCER.0.to_owned(), token.clone());
     write_private(&path, &serde_json::to_vec_pretty(&tokens)?)?;
     Ok(token)

@@ -157,6 +157,10 @@ pub struct Nats {
     /// nats://127.0.0.1:4222.
     #[arg(long, env = "OBSERVATORY_NATS_URL")]
     pub nats_url: Option<String>,
+    /// File holding the services' NKey seed, for a nats-server that requires authentication
+    /// (the accounts `observatory nats-config` writes; it also writes this file).
+    #[arg(long, env = "OBSERVATORY_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
     /// JetStream stream name.
     #[arg(long, env = "OBSERVATORY_STREAM", default_value = observatory_bus::DEFAULT_STREAM)]
     pub stream: String,

@@ -8,6 +8,7 @@ pub mod demo_survey;
 pub mod estimate;
 pub mod flags;
 pub mod logging;
+pub mod nats_config;
 pub mod openapi;
 pub mod report;
 pub mod scheduler;

@@ -37,7 +37,7 @@ impl Drop for OwnedNats {
 }
 
 async fn connect(nats: &NatsSettings, url: String) -> Result<Bus> {
-    Bus::connect(nats.bus_config(url)).await.context("connecting to NATS JetStream")
+    Bus::connect(nats.bus_config(url)?).await.context("connecting to NATS JetStream")
 }
 
 fn projection(store: &str) -> Result<Projection> {
@@ -65,9 +65,15 @@ fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, Arc<Inge
     let (survey_router, surveys) = crate::surveys::ingest(agencies, bus, config)?;
     let router = observatory_ingest::router(state.clone(), config).merge(survey_router);
     let loader = state.clone();
+    let bus = bus.clone();
     tokio::spawn(async move {
-        // Surveys first: /health turns 200 with the incident ingest, by then both are ready.
+        // Surveys and the NATS feeds first: /health turns 200 with the incident ingest, by
+        // then all three are ready.
         crate::surveys::load(&surveys).await;
+        if let Err(error) = observatory_ingest::relay::start(loader.clone(), &bus).await {
+            tracing::error!(%error, "cannot relay the agencies' NATS feeds; ingest stays unavailable");
+            return;
+        }
         match loader.load().await {
             Ok((events, revisions)) => {
                 info!(events, revisions, "legacy incident subjects read; ingest ready")

@@ -17,6 +17,10 @@ pub struct Agency {
     /// The crosswalk from the agency's own codes to ICCS (`iccs` for feeds already in ICCS).
     #[serde(default = "identity_crosswalk")]
     pub crosswalk: String,
+    /// The public NKey the agency publishes to NATS with (`agency add --nats`); its seed is
+    /// shown once and never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_public_key: Option<String>,
 }
 
 fn identity_crosswalk() -> String {
@@ -47,14 +51,23 @@ pub enum AgencyError {
     File(#[from] TokenFileError),
 }
 
-/// Appends an agency to the file (created if missing) and returns its new token.
-/// `crosswalk` names how its codes map to ICCS (default: the agency sends ICCS codes).
+/// What a new agency is given, once: its HTTP token and, with NATS access, its NKey seed.
+#[derive(Debug)]
+pub struct NewAgency {
+    pub token: String,
+    pub nats_seed: Option<String>,
+}
+
+/// Appends an agency to the file (created if missing) and returns its new credentials.
+/// `crosswalk` names how its codes map to ICCS (default: the agency sends ICCS codes);
+/// `nats` also gives it an NKey to publish to NATS with.
 pub fn add_agency(
     path: &Path,
     id: &str,
     name: Option<&str>,
     crosswalk: Option<&str>,
-) -> Result<String, AgencyError> {
+    nats: bool,
+) -> Result<NewAgency, AgencyError> {
     if !observatory_model::is_valid_source_id(id) {
         return Err(AgencyError::InvalidId(id.to_owned()));
     }
@@ -65,6 +78,8 @@ pub fn add_agency(
         return Err(AgencyError::UnknownCrosswalk(crosswalk.to_owned(), names.join(", ")));
     }
     let token = new_token("obs_");
+    let nkey = nats.then(nkeys::KeyPair::new_user);
+    let nats_seed = nkey.as_ref().map(|pair| pair.seed().expect("a new user key has a seed"));
     TokenFile::append(
         path,
         Agency {
@@ -73,9 +88,10 @@ pub fn add_agency(
             token_sha256: hash_token(&token),
             added_at: chrono::Utc::now().to_rfc3339(),
             crosswalk: crosswalk.to_owned(),
+            nats_public_key: nkey.as_ref().map(nkeys::KeyPair::public_key),
         },
     )?;
-    Ok(token)
+    Ok(NewAgency { token, nats_seed })
 }
 
 /// Token lookups against the agencies file, reloaded when the file changes so agencies
@@ -102,6 +118,11 @@ impl AgencyRegistry {
     pub fn agencies(&self) -> Vec<Agency> {
         self.file.entries()
     }
+
+    /// The agency with this id (the file is reread when it changed).
+    pub fn by_id(&self, id: &str) -> Option<Agency> {
+        self.file.entries().into_iter().find(|agency| agency.id == id)
+    }
 }
 
 #[cfg(test)]
@@ -113,24 +134,34 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("obs-agencies-{}", std::process::id()));
         let path = dir.join("agencies.toml");
         let _ = std::fs::remove_file(&path);
-        let pn = add_agency(&path, "pn", Some("Police nationale"), Some("natinf")).unwrap();
+        let pn =
+            add_agency(&path, "pn", Some("Police nationale"), Some("natinf"), false).unwrap().token;
         let registry = AgencyRegistry::open(&path).unwrap();
         assert_eq!(registry.authenticate(&pn).unwrap().id, "pn");
         assert_eq!(registry.authenticate(&pn).unwrap().crosswalk, "natinf");
-        let gn = add_agency(&path, "gn", None, None).unwrap();
+        let gn = add_agency(&path, "gn", None, None, true).unwrap();
+        let seed = gn.nats_seed.clone().unwrap();
+        let gn = gn.token;
         assert_eq!(registry.authenticate(&gn).unwrap().crosswalk, "iccs");
         // Added while running: seen without restart.
         assert_eq!(registry.authenticate(&gn).unwrap().id, "gn");
         assert!(registry.authenticate("obs_wrong").is_none());
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains(&pn) && !text.contains(&gn));
+        assert!(!text.contains(&pn) && !text.contains(&gn) && !text.contains(&seed));
+        // Only the public key of the NKey is kept, and it is the seed's.
+        let public = registry.by_id("gn").unwrap().nats_public_key.unwrap();
+        assert_eq!(nkeys::KeyPair::from_seed(&seed).unwrap().public_key(), public);
+        assert!(registry.by_id("pn").unwrap().nats_public_key.is_none());
         assert!(matches!(
-            add_agency(&path, "pn", None, None),
+            add_agency(&path, "pn", None, None, false),
             Err(AgencyError::File(TokenFileError::Exists { .. }))
         ));
-        assert!(matches!(add_agency(&path, "Bad Id", None, None), Err(AgencyError::InvalidId(_))));
         assert!(matches!(
-            add_agency(&path, "x", None, Some("nope")),
+            add_agency(&path, "Bad Id", None, None, false),
+            Err(AgencyError::InvalidId(_))
+        ));
+        assert!(matches!(
+            add_agency(&path, "x", None, Some("nope"), false),
             Err(AgencyError::UnknownCrosswalk(..))
         ));
         std::fs::remove_dir_all(dir).unwrap();

@@ -18,7 +18,7 @@ use observatory_model::{
 use observatory_reference::{Crosswalk, Crosswalks};
 use serde_json::json;
 
-use crate::agencies::AgencyRegistry;
+use crate::agencies::{Agency, AgencyRegistry};
 use crate::commit::{Candidate, Outcome, commit};
 use crate::dedupe::{Decision, LegacyIndex};
 use crate::error::ApiError;
@@ -86,6 +86,19 @@ impl IngestState {
     pub fn is_ready(&self) -> bool {
         self.legacy.get().is_some()
     }
+
+    /// The legacy revisions, or the 503 of an ingest still starting.
+    fn legacy(&self) -> Result<&LegacyIndex, ApiError> {
+        self.legacy.get().ok_or_else(|| {
+            ApiError::unavailable(
+                "ingest is starting (reading the revisions of an earlier version's subjects); retry in a few seconds",
+            )
+        })
+    }
+
+    pub(crate) fn registry(&self) -> &AgencyRegistry {
+        &self.registry
+    }
 }
 
 pub fn router(state: Arc<IngestState>, config: &IngestConfig) -> Router {
@@ -106,13 +119,8 @@ async fn post_incidents(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let Some(legacy) = state.legacy.get() else {
-        return Err(ApiError::unavailable(
-            "ingest is starting (reading the revisions of an earlier version's subjects); retry in a few seconds",
-        ));
-    };
+    state.legacy()?;
     let agency = upload::authenticate(&state.registry, &headers)?;
-    let crosswalk = state.crosswalk(&agency.crosswalk)?;
     let content_type = upload::content_type(&headers).unwrap_or("");
     let format = Format::from_content_type(content_type).ok_or_else(|| {
         upload::unsupported_media(
@@ -121,7 +129,22 @@ async fn post_incidents(
         )
     })?;
     let body = upload::read_body(body, "the feed")?;
-    let records = parse_body(format, &body).map_err(ApiError::bad_request)?;
+    let (summary, failed) = ingest_records(&state, &agency, format, &body).await?;
+    upload::summary_answer(summary, failed, "records")
+}
+
+/// What `POST /v1/incidents` and the NATS relay both do with an agency's batch: parse,
+/// validate, publish each new revision once. Returns the summary and the records JetStream
+/// did not acknowledge.
+pub(crate) async fn ingest_records(
+    state: &IngestState,
+    agency: &Agency,
+    format: Format,
+    body: &[u8],
+) -> Result<(IngestSummary, Vec<serde_json::Value>), ApiError> {
+    let legacy = state.legacy()?;
+    let crosswalk = state.crosswalk(&agency.crosswalk)?;
+    let records = parse_body(format, body).map_err(ApiError::bad_request)?;
     let span = tracing::Span::current();
     span.record("records", records.len());
 
@@ -216,8 +239,7 @@ async fn post_incidents(
 
     // Validation and index refusals in the order of the body.
     rejected.sort_by_key(|r| r.line);
-    let summary = IngestSummary { accepted, duplicates, rejected, last_sequence };
-    upload::summary_answer(summary, failed, "records")
+    Ok((IngestSummary { accepted, duplicates, rejected, last_sequence }, failed))
 }
 
 /// `POST /v1/periods/close`: the agency declares a month complete, as NIBRS zero reports do.

@@ -7,12 +7,14 @@ mod api;
 mod commit;
 mod dedupe;
 mod error;
+pub mod nats_auth;
 mod parse;
+pub mod relay;
 mod replay;
 pub mod survey;
 mod upload;
 
-pub use agencies::{Agency, AgencyError, AgencyRegistry, add_agency};
+pub use agencies::{Agency, AgencyError, AgencyRegistry, NewAgency, add_agency};
 pub use api::{IngestConfig, IngestState, router};
 pub use error::ApiError;
 pub use observatory_access::hash_token;
