@@ -37,6 +37,12 @@ pub struct IngestRun {
     pub http_cpu_us_per_event: cpu::PerProcess,
     /// The same while the raw publishes ran (no ingest process involved).
     pub raw_cpu_us_per_event: cpu::PerProcess,
+    /// Raw publishes of the same events with `Nats-Expected-Last-Subject-Sequence: 0` on each
+    /// incident's subject: the server-side cost of the idempotency the ingest relies on.
+    pub raw_expected_events_per_s: f64,
+    /// Raw publishes of the same events on one subject per source (the layout before one
+    /// subject per incident), message id only.
+    pub raw_per_source_events_per_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +123,9 @@ pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) 
         if let Some(revision) = &event.revision {
             headers.insert(REVISION_HEADER, revision.as_str());
         }
+        if let Some(sequence) = event.expected_last_subject_sequence {
+            headers.insert("Nats-Expected-Last-Subject-Sequence", sequence.to_string().as_str());
+        }
         let publish = jetstream.publish_with_headers(event.subject, headers, event.payload);
         tokio::pin!(publish);
         let sent = loop {
@@ -194,8 +203,8 @@ pub async fn run(
     std::fs::create_dir_all(&service_dir)?;
     let tokens: Vec<String> =
         AGENCIES.iter().map(|a| add_agency(&service_dir, a.id, a.name)).collect::<Result<_>>()?;
-    // The ingest process loads its idempotency index from the (empty) stream when it starts,
-    // so the raw publishes below, made after that, are not seen as resubmissions.
+    // The raw baselines publish on subjects and message ids of their own (`Layout`), so the
+    // ingest does not take the same records, sent after them, for resubmissions.
     let args: Vec<String> = vec![
         "ingest".into(),
         "--nats-url".into(),
@@ -256,29 +265,13 @@ async fn measure(
         raw.push(batch.events);
     }
 
-    let bar = progress_bar(settings.records as u64, &format!("raw publish, {per_request}/batch"));
+    let expected = raw_baseline(target, &raw, settings, Layout::IncidentExpected).await?;
+    let per_source = raw_baseline(target, &raw, settings, Layout::Source).await?;
     let before = cpu::sample(target.pids);
     let started = Instant::now();
-    let stored: u64 = futures::stream::iter(raw)
-        .map(|events| {
-            let (bar, jetstream) = (bar.clone(), target.bus.jetstream().clone());
-            async move {
-                let n = publish_raw(&jetstream, events).await?;
-                bar.inc(n);
-                Ok::<_, anyhow::Error>(n)
-            }
-        })
-        .buffer_unordered(settings.connections)
-        .try_fold(0, |sum, n| async move { Ok(sum + n) })
-        .await?;
+    let stored = raw_baseline(target, &raw, settings, Layout::Incident).await?.0;
     let raw_seconds = started.elapsed().as_secs_f64();
     let raw_cpu = cpu::sample(target.pids).since(&before, stored);
-    bar.finish_and_clear();
-    ensure!(
-        stored as usize == settings.records,
-        "raw publish stored {stored} of {} events",
-        settings.records
-    );
 
     let bar = progress_bar(settings.records as u64, &format!("HTTP ingest, {per_request}/request"));
     let before = cpu::sample(target.pids);
@@ -318,5 +311,79 @@ async fn measure(
         ratio: http_events_per_s / raw_events_per_s,
         http_cpu_us_per_event: http_cpu,
         raw_cpu_us_per_event: raw_cpu,
+        raw_expected_events_per_s: expected.1,
+        raw_per_source_events_per_s: per_source.1,
     })
+}
+
+/// Where a raw baseline publishes. Each layout has subjects of its own (and message ids of its
+/// own), so no baseline is taken for a resubmission of another or of the ingest's records.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// What the ingest publishes: one subject per incident.
+    Incident,
+    /// The same, with `Nats-Expected-Last-Subject-Sequence: 0`.
+    IncidentExpected,
+    /// One subject per source and event kind, as before.
+    Source,
+}
+
+/// Publishes `raw` in `layout` with the bench's connections; (events stored, events/s).
+async fn raw_baseline(
+    target: &Target<'_>,
+    raw: &[Vec<Outgoing>],
+    settings: &Settings,
+    layout: Layout,
+) -> Result<(u64, f64)> {
+    let (tag, root) = match layout {
+        Layout::Incident => ("raw publish", "obs.raw1."),
+        Layout::IncidentExpected => ("raw publish, expected sequence", "obs.raw2."),
+        Layout::Source => ("raw publish, subject per source", "obs.raw3."),
+    };
+    let batches: Vec<Vec<Outgoing>> = raw
+        .iter()
+        .map(|events| {
+            events
+                .iter()
+                .map(|event| {
+                    let mut event = event.clone();
+                    let rest = event.subject.strip_prefix("obs.").unwrap_or(&event.subject);
+                    event.subject = match layout {
+                        Layout::Source => {
+                            let source = rest.rsplit('.').next().unwrap_or_default();
+                            format!("{root}incident.reported.{source}")
+                        }
+                        _ => format!("{root}{rest}"),
+                    };
+                    event.message_id = format!("{root}{}", event.message_id);
+                    if matches!(layout, Layout::IncidentExpected) {
+                        event.expected_last_subject_sequence = Some(0);
+                    }
+                    event
+                })
+                .collect()
+        })
+        .collect();
+    let bar = progress_bar(settings.records as u64, tag);
+    let started = Instant::now();
+    let stored: u64 = futures::stream::iter(batches)
+        .map(|events| {
+            let (bar, jetstream) = (bar.clone(), target.bus.jetstream().clone());
+            async move {
+                let n = publish_raw(&jetstream, events).await?;
+                bar.inc(n);
+                Ok::<_, anyhow::Error>(n)
+            }
+        })
+        .buffer_unordered(settings.connections)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    ensure!(
+        stored as usize == settings.records,
+        "{tag} stored {stored} of {} events",
+        settings.records
+    );
+    Ok((stored, stored as f64 / seconds))
 }

@@ -19,6 +19,7 @@ mod measure;
 mod pipeline;
 mod process;
 mod query;
+mod restart;
 mod survey;
 
 use std::fmt::Write as _;
@@ -224,6 +225,15 @@ fn targets(report: &Report) -> Vec<Target> {
             |v| v >= 0.7,
         ));
         targets.push(check(
+            format!(
+                "ingest ready after restart, {} events on the stream",
+                p.restart.events_on_stream
+            ),
+            "≤ 3 s",
+            Some(p.restart.ingest_ready_seconds),
+            |v| v <= 3.0,
+        ));
+        targets.push(check(
             format!("projector peak RSS, rebuild of {} events", p.rebuild.events),
             "< 1024 MiB (for 10M events)",
             Some(p.rebuild.peak_rss_mib),
@@ -303,6 +313,15 @@ pub fn render(report: &Report) -> String {
                 f(c.service),
                 f(c.bench_client),
             );
+            let _ = writeln!(
+                out,
+                "   {:<28} raw with expected sequence {} ev/s ({:.2}× raw), one subject per source {} ev/s ({:.2}×)",
+                "",
+                rate(run.raw_expected_events_per_s),
+                run.raw_expected_events_per_s / run.raw_events_per_s,
+                rate(run.raw_per_source_events_per_s),
+                run.raw_per_source_events_per_s / run.raw_events_per_s,
+            );
         }
     }
     if let Some(p) = &report.projection {
@@ -337,6 +356,17 @@ pub fn render(report: &Report) -> String {
             r.state_rows,
             r.state_bytes as f64 / 1e6,
             r.incidents_counted.map_or("?".into(), |n| n.to_string())
+        );
+        let t = &p.restart;
+        let mib = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            out,
+            "   restart on {} events: ingest ready in {:.2} s (peak RSS {} MiB); nats-server holds the stream in {} MiB (peak {} MiB)",
+            t.events_on_stream,
+            t.ingest_ready_seconds,
+            mib(t.ingest_peak_rss_mib),
+            mib(t.nats_rss_mib),
+            mib(t.nats_peak_rss_mib)
         );
     }
     if let Some(q) = &report.query {

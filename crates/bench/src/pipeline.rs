@@ -65,6 +65,7 @@ pub struct PipelineReport {
     pub rebuild: Rebuild,
     /// Projection over raw replay (target ≥ 0.7).
     pub projection_ratio: f64,
+    pub restart: crate::restart::Restart,
 }
 
 /// What the later stages need from this one.
@@ -252,11 +253,12 @@ pub async fn run(
     std::fs::create_dir_all(&service_dir)?;
     let (rebuild, manifest) =
         rebuild(&nats, &store, &service_dir, dir.join("rebuild.log"), events).await?;
+    let restart = crate::restart::measure(&nats.url(), nats.pid(), &service_dir, events).await?;
     // The query stage reads the store only.
     drop(nats);
     let projection_ratio = rebuild.events_per_s / raw_replay.events_per_s;
     Ok((
-        PipelineReport { fill, raw_replay, rebuild, projection_ratio },
+        PipelineReport { fill, raw_replay, rebuild, projection_ratio, restart },
         Pipeline { store, service_dir, manifest },
     ))
 }
