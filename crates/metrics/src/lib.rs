@@ -100,7 +100,8 @@ impl Metrics {
         registry.register(
             "ingest_records",
             "Records an ingest endpoint answered for, by agency (source), kind (incident, \
-             survey_response) and outcome (accepted, duplicate, rejected)",
+             survey_response) and outcome (accepted, duplicate, rejected, failed: not stored, \
+             answered 503)",
             ingest_records.clone(),
         );
         let publish_retry_rounds = Counter::default();
@@ -198,24 +199,28 @@ fn gauge_value(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// An ingest answer: its records accepted, duplicate and rejected (a record with several
-/// problems counts once), and the events JetStream did not acknowledge in time.
+/// An ingest answer: its records accepted, duplicate, rejected (a record with several problems
+/// counts once) and failed (not stored: JetStream did not acknowledge them in time, or the
+/// stream could not be read; the answer is a 503 asking for the batch again).
 pub fn ingest_answered(
     source: &str,
     records: Records,
     accepted: u64,
     duplicates: u64,
     rejected: u64,
-    unacknowledged: u64,
+    failed: u64,
 ) {
-    for (outcome, n) in [("accepted", accepted), ("duplicate", duplicates), ("rejected", rejected)]
-    {
+    let outcomes = [
+        ("accepted", accepted),
+        ("duplicate", duplicates),
+        ("rejected", rejected),
+        ("failed", failed),
+    ];
+    for (outcome, n) in outcomes {
         // Every outcome of a source appears at its first answer, so a rate is 0, not absent.
-        let labels =
-            RecordLabels { source: source.to_owned(), record: records.label(), outcome };
+        let labels = RecordLabels { source: source.to_owned(), record: records.label(), outcome };
         METRICS.ingest_records.get_or_create(&labels).inc_by(n);
     }
-    publish_failures(unacknowledged);
 }
 
 /// A publisher starts sending again what JetStream did not acknowledge.
@@ -223,7 +228,8 @@ pub fn publish_retry_round() {
     METRICS.publish_retry_rounds.inc();
 }
 
-/// Events not acknowledged once the retry period ran out.
+/// Events JetStream had not acknowledged once the retry period ran out (counted by the
+/// publishers' callers, which see the outcomes).
 pub fn publish_failures(events: u64) {
     METRICS.publish_failures.inc_by(events);
 }
@@ -310,7 +316,10 @@ mod tests {
             value("observatory_projector_flush_duration_seconds_count{projection=\"incidents\"}"),
             "1"
         );
-        assert_eq!(value("observatory_projector_flush_events_sum{projection=\"incidents\"}"), "5.0");
+        assert_eq!(
+            value("observatory_projector_flush_events_sum{projection=\"incidents\"}"),
+            "5.0"
+        );
         assert_eq!(
             value("observatory_projector_flush_bytes_sum{projection=\"incidents\"}"),
             "2048.0"
