@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 pub struct Parts {
     /// The NATS connection (ingest, projector).
     pub nats: Option<Bus>,
-    /// The ingest's start-up loading: the incident subjects of an earlier version, the survey
-    /// waves.
+    /// The ingest's start-up: the survey waves, the NATS feed relay, the incident subjects of
+    /// an earlier version.
     pub ingest: Option<(Arc<IngestState>, Arc<SurveyIngestState>)>,
     /// The projections the process reads (query) or writes (projector).
     pub projections: Vec<Projection>,
@@ -70,7 +70,12 @@ async fn ready(parts: &Parts) -> Response {
         checks.push((
             "ingest".into(),
             (!incidents.is_ready()).then(|| {
-                ("reading the revisions of an earlier version's incident subjects".into(), loading)
+                (
+                    "starting the agencies' NATS feed relay and reading the revisions of an \
+                     earlier version's incident subjects"
+                        .into(),
+                    loading,
+                )
             }),
         ));
         checks.push((
