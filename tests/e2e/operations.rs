@@ -564,12 +564,17 @@ async fn ready_names_the_part_that_is_not_and_recovers_with_it() {
     let (_, body) = ready(&base).await;
     assert_eq!(part(&body, "nats")["ready"], true, "{body}");
     assert_eq!(part(&body, "projection:incidents")["ready"], true, "{body}");
-    let samples = metrics(&base).await;
-    assert!(
-        value(&samples, "observatory_projector_lag_events", &[("projection", "incidents")])
-            .is_some(),
-        "{samples:?}"
-    );
+    // Each projection reports its position once it has opened its version and consumes.
+    poll(
+        "the projector's position in its metrics",
+        || metrics(&base),
+        |samples| {
+            ["incidents", "surveys"].iter().all(|p| {
+                value(samples, "observatory_projector_lag_events", &[("projection", p)]).is_some()
+            })
+        },
+    )
+    .await;
     terminate(&mut projector);
 }
 
