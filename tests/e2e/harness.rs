@@ -236,13 +236,20 @@ impl Invocation<'_> {
 
     /// Starts serving HTTP on a free port; returns once /health answers 200.
     pub async fn start(self) -> Service {
+        self.start_with(Stdio::inherit(), &[]).await
+    }
+
+    /// As [`start`](Self::start), with stderr (the log) sent to `stderr` and extra
+    /// environment variables (e.g. `OBSERVATORY_LOG`).
+    pub async fn start_with(self, stderr: Stdio, vars: &[(&str, &str)]) -> Service {
         let researcher = self.env.researcher().to_owned();
         let http = format!("127.0.0.1:{}", free_port());
         let child = self
             .flag("--http", &http)
             .command()
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn observatory");
         let service = Service {

@@ -10,6 +10,7 @@ mod input;
 mod interop;
 mod numbers;
 mod openapi;
+mod operations;
 mod pipeline;
 mod publishing;
 mod recovery;

@@ -169,6 +169,7 @@ impl Publisher {
                 break;
             }
             retries += 1;
+            observatory_metrics::publish_retry_round();
             tracing::info!(events = again.len(), retry = retries, ?backoff, "publishing again");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.retry.max_backoff);

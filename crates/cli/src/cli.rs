@@ -4,9 +4,10 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    AgencyArgs, IngestArgs, ProjectArgs, QueryArgs, ReaderArgs, ReleaseArgs, ReportArgs,
-    SchedulerArgs, UpArgs,
+    AgencyArgs, IngestArgs, ProjectArgs, ProjectServeArgs, QueryArgs, ReaderArgs, ReleaseArgs,
+    ReportArgs, SchedulerArgs, UpArgs,
 };
+use crate::logging::LogFormat;
 use crate::{demo, estimate, serve};
 
 #[derive(Parser, Debug)]
@@ -33,7 +34,7 @@ pub enum Command {
     /// Only the feed endpoints (POST /v1/incidents).
     Ingest(IngestArgs),
     /// Only the projector: stream → Parquet in the object store.
-    Project(ProjectArgs),
+    Project(ProjectServeArgs),
     /// Only the statistical API (GET /v1/incidents/counts).
     Query(QueryArgs),
     /// Replays the stream from sequence 1 into a new projection version and switches to it.
@@ -67,6 +68,23 @@ pub enum Command {
     Estimate(estimate::EstimateArgs),
     /// Measures every stage against the raw limit of the parts underneath (release build).
     Bench(observatory_bench::BenchArgs),
+}
+
+impl Command {
+    /// The log format the command was given: its `--log-format` (which reads
+    /// OBSERVATORY_LOG_FORMAT), or for a command without the flag the variable alone.
+    pub fn log_format(&self) -> LogFormat {
+        match self {
+            Command::Up(args) => args.logging.log_format,
+            Command::Ingest(args) => args.logging.log_format,
+            Command::Project(args) => args.projector.logging.log_format,
+            Command::Query(args) => args.logging.log_format,
+            Command::Rebuild(args) => args.logging.log_format,
+            Command::Report(args) => args.logging.log_format,
+            Command::Scheduler(args) => args.logging.log_format,
+            _ => LogFormat::from_env(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -407,6 +425,12 @@ mod tests {
             &["http"],
         );
         has("up", &["reports-config"], &[]);
+        for command in ["up", "ingest", "project", "query", "rebuild", "report", "scheduler"] {
+            has(command, &["log-format"], &[]);
+        }
+        has("project", &["metrics-http"], &[]);
+        has("rebuild", &[], &["metrics-http"]);
+        has("up", &[], &["metrics-http"]);
         assert!(find("observatory").is_empty(), "the root takes no flags");
     }
 }

@@ -12,8 +12,8 @@ use observatory_projector::ProjectorConfig;
 use observatory_query::QueryConfig;
 
 use crate::flags::{
-    AgencyFile, BodyLimit, CrosswalkVersions, DataDir, DisclosureSecret, HttpListener, Nats,
-    ObjectStore, ProjectorTuning, QueryFlags, ReaderFile, ReportsConfig,
+    AgencyFile, BodyLimit, CrosswalkVersions, DataDir, DisclosureSecret, HttpListener, Logging,
+    MetricsHttp, Nats, ObjectStore, ProjectorTuning, QueryFlags, ReaderFile, ReportsConfig,
 };
 
 /// Flags of `up`: every service in one process.
@@ -43,6 +43,8 @@ pub struct UpArgs {
     pub readers: ReaderFile,
     #[command(flatten)]
     pub reports: ReportsConfig,
+    #[command(flatten)]
+    pub logging: Logging,
 }
 
 /// Flags of `report`: one report from one release.
@@ -68,6 +70,8 @@ pub struct ReportArgs {
     pub disclosure: DisclosureSecret,
     #[command(flatten)]
     pub readers: ReaderFile,
+    #[command(flatten)]
+    pub logging: Logging,
 }
 
 /// Flags of `scheduler`: the report schedules alone.
@@ -83,6 +87,8 @@ pub struct SchedulerArgs {
     pub readers: ReaderFile,
     #[command(flatten)]
     pub reports: ReportsConfig,
+    #[command(flatten)]
+    pub logging: Logging,
 }
 
 /// Flags of `ingest`: the feed endpoints alone.
@@ -100,6 +106,17 @@ pub struct IngestArgs {
     pub body: BodyLimit,
     #[command(flatten)]
     pub crosswalks: CrosswalkVersions,
+    #[command(flatten)]
+    pub logging: Logging,
+}
+
+/// Flags of `project`: the projector alone, and where it serves its metrics and health.
+#[derive(Args, Debug, Clone)]
+pub struct ProjectServeArgs {
+    #[command(flatten)]
+    pub projector: ProjectArgs,
+    #[command(flatten)]
+    pub metrics: MetricsHttp,
 }
 
 /// Flags of `project` and `rebuild`: the projector alone.
@@ -117,6 +134,8 @@ pub struct ProjectArgs {
     pub crosswalks: CrosswalkVersions,
     #[command(flatten)]
     pub disclosure: DisclosureSecret,
+    #[command(flatten)]
+    pub logging: Logging,
 }
 
 /// Flags of `query`: the statistical API alone.
@@ -134,6 +153,8 @@ pub struct QueryArgs {
     pub disclosure: DisclosureSecret,
     #[command(flatten)]
     pub readers: ReaderFile,
+    #[command(flatten)]
+    pub logging: Logging,
 }
 
 /// Flags of `release create|list`: where the store is, and the policy in force.

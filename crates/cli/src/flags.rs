@@ -249,3 +249,23 @@ fn parse_versions(text: &str) -> Result<BTreeMap<String, u32>, String> {
         })
         .collect()
 }
+
+/// How the command writes its log.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Logging")]
+pub struct Logging {
+    /// Log format on stderr: text, or json (one object per line: timestamp, level, message,
+    /// target, the event's fields and those of its spans, e.g. the ingest's source).
+    #[arg(long, env = "OBSERVATORY_LOG_FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+}
+
+/// The operations listener of a process that serves no API (the projector).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Operations")]
+pub struct MetricsHttp {
+    /// Also serve GET /metrics, /health/live and /health/ready on this address (e.g.
+    /// 0.0.0.0:9090); without it the projector listens on nothing.
+    #[arg(long, env = "OBSERVATORY_METRICS_HTTP")]
+    pub metrics_http: Option<String>,
+}

@@ -10,6 +10,7 @@ pub mod flags;
 pub mod logging;
 pub mod nats_config;
 pub mod openapi;
+pub mod ops;
 pub mod report;
 pub mod scheduler;
 pub mod serve;

@@ -14,6 +14,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Cli::parse();
-    logging::init_tracing();
+    logging::init_tracing(args.command.log_format());
     cli::run(args).await
 }

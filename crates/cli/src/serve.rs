@@ -20,9 +20,10 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::{
-    IngestArgs, IngestSettings, NatsSettings, ProjectArgs, QueryArgs, QuerySettings, SchedulerArgs,
-    UpArgs,
+    IngestArgs, IngestSettings, NatsSettings, ProjectArgs, ProjectServeArgs, QueryArgs,
+    QuerySettings, SchedulerArgs, UpArgs,
 };
+use crate::ops;
 
 /// The nats-server `up` started, if any; stopped (and its URL file removed) on drop.
 struct OwnedNats {
@@ -45,6 +46,9 @@ fn projection(store: &str) -> Result<Projection> {
     Ok(Projection::new(store, ProjectionId::Incidents))
 }
 
+/// What the start-up line of a process serving the query API suggests to try.
+const COUNTS: &str = "/v1/incidents/counts?by=year";
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -58,12 +62,18 @@ async fn termination() {
     let _ = ctrl_c.await;
 }
 
-fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, Arc<IngestState>)> {
+/// The ingest's endpoints, and its parts for `/health/ready` (ready once their loading is done).
+fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, ops::Parts)> {
     let (agencies, config) = (&settings.agencies, &settings.config);
     let registry = AgencyRegistry::open(agencies)?;
     let state = Arc::new(IngestState::new(registry, bus.clone(), config));
     let (survey_router, surveys) = crate::surveys::ingest(agencies, bus, config)?;
     let router = observatory_ingest::router(state.clone(), config).merge(survey_router);
+    let parts = ops::Parts {
+        nats: Some(bus.clone()),
+        ingest: Some((state.clone(), surveys.clone())),
+        projections: Vec::new(),
+    };
     let loader = state.clone();
     let bus = bus.clone();
     tokio::spawn(async move {
@@ -83,7 +93,7 @@ fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, Arc<Inge
             }
         }
     });
-    Ok((router, state))
+    Ok((router, parts))
 }
 
 /// The query API: counts, coverage, releases, SDMX, surveys, reports and the front page.
@@ -102,8 +112,16 @@ pub fn query_router(settings: &QuerySettings) -> Result<Router> {
         .merge(observatory_query::reports_router(reports)))
 }
 
-fn health(ingest: Option<Arc<IngestState>>) -> Router {
-    crate::openapi::router().route(
+/// The projections a query or a projector reads or writes, for `/health/ready`.
+fn projections(store: &str) -> Result<Vec<Projection>> {
+    Ok(vec![projection(store)?, crate::surveys::projection(store)?])
+}
+
+/// `/openapi.json`, `/health` (200 once the ingest, if any, has loaded; kept for the probes
+/// written before `/health/ready`), and `/metrics`, `/health/live`, `/health/ready` of `parts`.
+fn health(parts: ops::Parts) -> Router {
+    let ingest = parts.ingest.as_ref().map(|(incidents, _)| incidents.clone());
+    crate::openapi::router().merge(ops::router(parts)).route(
         "/health",
         get(move || {
             let ingest = ingest.clone();
@@ -123,8 +141,10 @@ fn health(ingest: Option<Arc<IngestState>>) -> Router {
     )
 }
 
+/// Serves `app` on `http` until `stop`; the start-up line suggests `try_path`.
 async fn serve_http(
     http: &str,
+    try_path: &str,
     app: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -141,15 +161,19 @@ async fn serve_http(
             let message = format!("{method} is not allowed on {}", uri.path());
             (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(json!({"error": message, "status": 405})))
         })
+        .layer(axum::middleware::from_fn(ops::timed))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .with_context(|| format!("cannot listen on {http}"))?;
     let address = listener.local_addr()?;
     info!(%address, "listening");
-    eprintln!(
-        "observatory listening on http://{address}  (try: curl 'http://{address}/v1/incidents/counts?by=year')"
-    );
+    // A JSON log is one object per line: the log line above says it there.
+    if !crate::logging::json() {
+        eprintln!(
+            "observatory listening on http://{address}  (try: curl 'http://{address}{try_path}')"
+        );
+    }
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     Ok(())
 }
@@ -195,11 +219,12 @@ pub async fn up(args: &UpArgs) -> Result<()> {
             tokio::try_join!(incidents, surveys).map(|_| ())
         })
     };
-    let (ingest_router, ingest_state) = ingest_part(&args.ingest(), &bus)?;
+    let (ingest_router, mut parts) = ingest_part(&args.ingest(), &bus)?;
+    parts.projections = projections(&settings.store)?;
     let app = Router::new()
         .merge(ingest_router)
         .merge(query_router(&args.query()?)?)
-        .merge(health(Some(ingest_state)));
+        .merge(health(parts));
     let schedules = crate::scheduler::load(&args.reports_config(), false)?;
     let scheduler = tokio::spawn(crate::scheduler::run(args.query()?, schedules, stop_rx.clone()));
 
@@ -207,7 +232,7 @@ pub async fn up(args: &UpArgs) -> Result<()> {
     let http = {
         let address = args.http.http.clone();
         tokio::spawn(async move {
-            serve_http(&address, app, async move {
+            serve_http(&address, COUNTS, app, async move {
                 let _ = http_stop.wait_for(|stop| *stop).await;
             })
             .await
@@ -232,13 +257,15 @@ pub async fn up(args: &UpArgs) -> Result<()> {
 pub async fn ingest_only(args: &IngestArgs) -> Result<()> {
     let nats = args.nats();
     let bus = connect(&nats, nats.resolved_url()).await?;
-    let (router, state) = ingest_part(&args.ingest(), &bus)?;
-    serve_http(&args.http.http, router.merge(health(Some(state))), termination()).await
+    let (router, parts) = ingest_part(&args.ingest(), &bus)?;
+    serve_http(&args.http.http, "/health/ready", router.merge(health(parts)), termination()).await
 }
 
 pub async fn query_only(args: &QueryArgs) -> Result<()> {
-    let app = query_router(&args.query()?)?.merge(health(None));
-    serve_http(&args.http.http, app, termination()).await
+    let settings = args.query()?;
+    let parts = ops::Parts { projections: projections(&settings.store)?, ..Default::default() };
+    let app = query_router(&settings)?.merge(health(parts));
+    serve_http(&args.http.http, COUNTS, app, termination()).await
 }
 
 /// `observatory scheduler`: the report schedules alone, until SIGTERM.
@@ -253,7 +280,9 @@ pub async fn scheduler_only(args: &SchedulerArgs) -> Result<()> {
     crate::scheduler::run(args.query()?, schedules, stop_rx).await
 }
 
-pub async fn project_only(args: &ProjectArgs) -> Result<()> {
+/// `observatory project`: the projectors, and with `--metrics-http` their metrics and health.
+pub async fn project_only(serve: &ProjectServeArgs) -> Result<()> {
+    let args = &serve.projector;
     let nats = args.nats();
     let bus = connect(&nats, nats.resolved_url()).await?;
     let projector = args.projector()?;
@@ -262,6 +291,23 @@ pub async fn project_only(args: &ProjectArgs) -> Result<()> {
         termination().await;
         let _ = stop_tx.send(true);
     });
+    let metrics_http = match &serve.metrics.metrics_http {
+        Some(address) => {
+            let parts = ops::Parts {
+                nats: Some(bus.clone()),
+                ingest: None,
+                projections: projections(&projector.store)?,
+            };
+            let (address, mut stop) = (address.clone(), stop_rx.clone());
+            Some(tokio::spawn(async move {
+                serve_http(&address, "/metrics", health(parts), async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
     let surveys = crate::surveys::projector(
         &projector.store,
         &bus,
@@ -282,6 +328,9 @@ pub async fn project_only(args: &ProjectArgs) -> Result<()> {
         .context("incident projector stopped")
     };
     tokio::try_join!(incidents, surveys)?;
+    if let Some(listener) = metrics_http {
+        listener.await??;
+    }
     Ok(())
 }
 

@@ -130,6 +130,7 @@ async fn post_incidents(
     })?;
     let body = upload::read_body(body, "the feed")?;
     let (summary, failed) = ingest_records(&state, &agency, format, &body).await?;
+    upload::tally(&agency.id, observatory_metrics::Records::Incidents, &summary, failed.len());
     upload::summary_answer(summary, failed, "records")
 }
 

@@ -157,6 +157,7 @@ async fn race(
                 again.push(i);
             }
             Err(failure @ PublishFailure::Unavailable { .. }) => {
+                observatory_metrics::publish_failures(1);
                 outcomes[i] = Some(Outcome::Failed(failure.to_string()))
             }
         }

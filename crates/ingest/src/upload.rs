@@ -7,7 +7,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use observatory_bus::{Outgoing, Published, Publisher};
+use observatory_bus::{Outgoing, PublishFailure, Published, Publisher};
+use observatory_metrics::Records;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -108,7 +109,36 @@ pub(crate) async fn publish_one(
     publisher: &Publisher,
     event: Outgoing,
 ) -> Result<Published, ApiError> {
-    publisher.publish_one(event).await.map_err(|failure| ApiError::unavailable(failure.to_string()))
+    publisher.publish_one(event).await.map_err(|failure| {
+        if matches!(failure, PublishFailure::Unavailable { .. }) {
+            observatory_metrics::publish_failures(1);
+        }
+        ApiError::unavailable(failure.to_string())
+    })
+}
+
+/// Logs a batch's answer (in the request's span: its source and counts) and counts its records
+/// in the metrics, a record with several problems as one rejected record; `failed` are the
+/// records or batches not stored.
+pub(crate) fn tally(source: &str, records: Records, summary: &IngestSummary, failed: usize) {
+    let mut lines: Vec<u64> = summary.rejected.iter().map(|r| r.line).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    tracing::info!(
+        accepted = summary.accepted,
+        duplicates = summary.duplicates,
+        rejected = lines.len(),
+        failed,
+        "batch answered"
+    );
+    observatory_metrics::ingest_answered(
+        source,
+        records,
+        summary.accepted,
+        summary.duplicates,
+        lines.len() as u64,
+        failed as u64,
+    );
 }
 
 /// The answer to a batch: the summary, or a 503 carrying it with the `failed` publishes when

@@ -12,7 +12,8 @@ use async_nats::jetstream::Message;
 use futures::{FutureExt, StreamExt};
 use observatory_bus::{Bus, BusError};
 use observatory_store::{Projection, StoreError};
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use crate::writer::{Compaction, ProjectionWriter};
 
@@ -105,6 +106,8 @@ pub struct Progress {
     pub applied_sequence: u64,
     /// Messages the consumer has not yet delivered.
     pub stream_pending: u64,
+    /// Events delivered since the last commit.
+    pub uncommitted_events: u64,
 }
 
 enum Stop {
@@ -185,6 +188,7 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
         committed_sequence: committed,
         applied_sequence: committed,
         stream_pending: ordered.pending_at_start,
+        uncommitted_events: 0,
     };
     if until_caught_up {
         if ordered.pending_at_start == 0 {
@@ -196,12 +200,15 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
     let mut ticker = tokio::time::interval(config.flush_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rejected = 0u64;
+    let mut position = Position::new(bus, projection.name());
+    position.report(&progress).await;
 
     loop {
         tokio::select! {
             biased;
             () = shutdown.as_mut() => {
                 commit(&mut sink, &mut rejected, &mut progress).await?;
+                position.report(&progress).await;
                 return Ok((Stop::Done, progress.committed_sequence));
             }
             chunk = decoded.chunks.recv() => {
@@ -221,9 +228,11 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                     }
                     progress.applied_sequence = sequence;
                     progress.stream_pending = stream_pending;
+                    progress.uncommitted_events += 1;
                     let caught_up = until_caught_up && stream_pending == 0;
                     if sink.pending() >= config.max_pending || caught_up {
                         commit(&mut sink, &mut rejected, &mut progress).await?;
+                        position.report(&progress).await;
                         on_progress(progress);
                     }
                     if caught_up {
@@ -237,6 +246,7 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                 // small flush per tick and the compactions that follow them.
                 if !until_caught_up {
                     commit(&mut sink, &mut rejected, &mut progress).await?;
+                    position.report(&progress).await;
                     if let Some(current) = projection.current_version().await?
                         && current != version
                     {
@@ -249,17 +259,70 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
     }
 }
 
-/// Flushes what is pending; the manifest it commits is the only checkpoint.
+/// Flushes what is pending; the manifest it commits is the only checkpoint. A flush that
+/// wrote something is measured (`observatory_projector_flush_*`).
 async fn commit<S: Folding>(
     sink: &mut S,
     rejected: &mut u64,
     progress: &mut Progress,
 ) -> Result<(), LoopError<S::Error>> {
+    let started = Instant::now();
     if let Some(sequence) = sink.flush(*rejected).await.map_err(LoopError::Sink)? {
+        let writer = sink.writer();
+        observatory_metrics::projector_flushed(
+            writer.projection().name(),
+            started.elapsed(),
+            progress.uncommitted_events,
+            writer.take_written_bytes(),
+        );
         *rejected = 0;
         progress.committed_sequence = sequence;
     }
+    // Nothing left to write: what was delivered is committed, or changed nothing.
+    progress.uncommitted_events = 0;
     Ok(())
+}
+
+/// How often the stream's last sequence is read for the lag, and how long a read may take
+/// (the loop waits for it: a server that does not answer must not hold the projector).
+const STREAM_READ_EVERY: Duration = Duration::from_secs(1);
+const STREAM_READ_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A projection's place in the stream as the metrics show it, updated at each commit and each
+/// tick: the committed sequence, and the lag behind the stream's last sequence. A projection
+/// reads only its own subjects, so its committed sequence stays below the stream's end when
+/// the newest events are another projection's: the lag is 0 once the consumer has nothing
+/// more for it and everything delivered is committed.
+struct Position<'a> {
+    bus: &'a Bus,
+    projection: &'static str,
+    stream_last: u64,
+    read_at: Option<Instant>,
+}
+
+impl<'a> Position<'a> {
+    fn new(bus: &'a Bus, projection: &'static str) -> Position<'a> {
+        Position { bus, projection, stream_last: 0, read_at: None }
+    }
+
+    async fn report(&mut self, progress: &Progress) {
+        if self.read_at.is_none_or(|at| at.elapsed() >= STREAM_READ_EVERY) {
+            self.read_at = Some(Instant::now());
+            match tokio::time::timeout(STREAM_READ_TIMEOUT, self.bus.last_sequence()).await {
+                Ok(Ok(last)) => self.stream_last = last,
+                Ok(Err(error)) => debug!(%error, "cannot read the stream's last sequence"),
+                Err(_) => debug!("the stream's last sequence was not read in time"),
+            }
+        }
+        // What was delivered and is still pending is on the stream, whenever it was read.
+        let stream_last = self.stream_last.max(progress.applied_sequence + progress.stream_pending);
+        let lag = if progress.stream_pending == 0 && progress.uncommitted_events == 0 {
+            0
+        } else {
+            stream_last.saturating_sub(progress.committed_sequence)
+        };
+        observatory_metrics::projector_position(self.projection, progress.committed_sequence, lag);
+    }
 }
 
 /// Chunks the decoder may be ahead of the fold (at most 256 messages each).

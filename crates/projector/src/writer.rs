@@ -74,6 +74,8 @@ pub struct ProjectionWriter {
     committed: Manifest,
     compaction: Compaction,
     flushes: u64,
+    /// Bytes of Parquet written since [`take_written_bytes`](Self::take_written_bytes).
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl ProjectionWriter {
@@ -101,6 +103,7 @@ impl ProjectionWriter {
             committed,
             compaction,
             flushes: 0,
+            written: Default::default(),
         })
     }
 
@@ -126,6 +129,11 @@ impl ProjectionWriter {
     pub fn set_disclosure(&mut self, key: &str, value: &str) {
         debug_assert_eq!(self.committed.last_sequence, 0, "only a new version");
         self.committed.disclosure.insert(key.to_owned(), value.to_owned());
+    }
+
+    /// The bytes of Parquet written since the last call: a flush's size, compactions included.
+    pub fn take_written_bytes(&self) -> u64 {
+        self.written.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn committed_sequence(&self) -> u64 {
@@ -169,6 +177,7 @@ impl ProjectionWriter {
             batch,
         )
         .await?;
+        self.written.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(DataFile {
             path,
             year,

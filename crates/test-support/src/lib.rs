@@ -39,8 +39,20 @@ impl TestNats {
     /// Stops the server and starts it again on the same port with the same store: the
     /// stream survives, as after a server restart in production.
     pub fn restart(&mut self) {
+        let port = self.stop();
+        self.start_on(port);
+    }
+
+    /// Stops the server, keeping its store (an outage); returns its port for
+    /// [`start_on`](Self::start_on).
+    pub fn stop(&mut self) -> u16 {
         let port = self.port();
         drop(self.server.take());
+        port
+    }
+
+    /// Starts the stopped server again on `port` with the same store.
+    pub fn start_on(&mut self, port: u16) {
         self.server =
             Some(LocalNatsServer::start(self.store.path(), port).unwrap_or_else(|e| panic!("{e}")));
     }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
 use observatory_bus::Outgoing;
+use observatory_metrics::Records;
 use observatory_model::survey::{
     LedgerOutcome, SurveyEvent, SurveyLedger, SurveyResponsesRecorded, SurveyRow, SurveyWaveClosed,
     SurveyWaveDeclared, WaveState, is_valid_survey_id, is_valid_wave_id, validate_row,
@@ -230,11 +231,14 @@ pub(super) async fn post_responses(
                 last_sequence = last_sequence.max(Some(published.sequence));
             }
             // Not applied to the ledger: a retry of these rows is not a duplicate.
-            Err(failure) => failed.push(json!({
-                "respondents": batch.rows.len(),
-                "first_respondent": batch.rows.first().map(|r| r.respondent_id.clone()),
-                "error": failure.to_string(),
-            })),
+            Err(failure) => {
+                observatory_metrics::publish_failures(1);
+                failed.push(json!({
+                    "respondents": batch.rows.len(),
+                    "first_respondent": batch.rows.first().map(|r| r.respondent_id.clone()),
+                    "error": failure.to_string(),
+                }))
+            }
         }
     }
     drop(ledger);
@@ -242,6 +246,8 @@ pub(super) async fn post_responses(
     span.record("duplicates", duplicates);
     span.record("rejected", rejected.len());
     let summary = IngestSummary { accepted, duplicates, rejected, last_sequence };
+    let failed_rows = failed.iter().filter_map(|f| f["respondents"].as_u64()).sum::<u64>();
+    upload::tally(&agency.id, Records::SurveyResponses, &summary, failed_rows as usize);
     upload::summary_answer(summary, failed, "rows")
 }
 

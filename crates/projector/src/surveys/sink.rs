@@ -106,11 +106,19 @@ impl SurveySink {
                 "survey projection restored"
             );
         }
-        Ok(SurveySink { writer, fold })
+        let sink = SurveySink { writer, fold };
+        sink.count_open_waves();
+        Ok(sink)
     }
 
     pub fn writer(&self) -> &ProjectionWriter {
         &self.writer
+    }
+
+    /// The `observatory_survey_waves_open` gauge, from the waves folded so far.
+    fn count_open_waves(&self) {
+        let open = self.fold.ledger.waves().filter(|w| w.closed.is_none()).count();
+        observatory_metrics::survey_waves_open(open);
     }
 
     /// Writes what was folded since the last flush and commits it. Returns the committed
@@ -213,6 +221,7 @@ impl SurveySink {
                 );
             })
             .await?;
+        self.count_open_waves();
         Ok(last)
     }
 }
