@@ -7,6 +7,8 @@ mod api;
 mod commit;
 mod dedupe;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod parse;
 mod replay;
 pub mod survey;
