@@ -18,8 +18,8 @@ cases="${1:-1000000}"
 seed="${PROPTEST_RNG_SEED:-$(( (RANDOM << 30) | (RANDOM << 15) | RANDOM ))}"
 jobs="${FUZZ_JOBS:-$(nproc)}"
 filter="${FUZZ_FILTER:-}"
-read -r -a crates <<<"${FUZZ_CRATES:-observatory-ingest observatory-query observatory-report
-    observatory-access observatory-stats observatory-disclosure}"
+all="observatory-ingest observatory-query observatory-report observatory-access observatory-stats observatory-disclosure"
+read -r -a crates <<<"${FUZZ_CRATES:-$all}"
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
 
