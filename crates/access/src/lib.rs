@@ -6,6 +6,8 @@
 //! [`TokenFile`] is the shared machinery: entries of any kind, appended atomically, reloaded
 //! when the file changes so an entry added while a service runs works at once.
 
+#[cfg(test)]
+mod fuzz;
 mod readers;
 mod token_file;
 

@@ -11,6 +11,8 @@
 //! - [`policy`]: the public tier's policy: the shipped table (versioned data) and the thresholds
 //!   for losses and survey domains, with the reasons for each default.
 
+#[cfg(test)]
+mod fuzz;
 pub mod keys;
 pub mod policy;
 pub mod ptable;

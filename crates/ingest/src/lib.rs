@@ -7,6 +7,8 @@ mod api;
 mod commit;
 mod dedupe;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod nats_auth;
 mod parse;
 pub mod relay;

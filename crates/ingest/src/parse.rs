@@ -265,7 +265,7 @@ fn parse_csv(text: &str) -> Result<Vec<ParsedRecord>, String> {
 
 /// Reads a CSV body (header row first) as the csv crate does, for the incident and the survey
 /// feeds, calling `each` with the header, every record's physical line (the header is line 1;
-/// CRLF line ends count once) and its cells, or why the record cannot be read: the wrong
+/// CRLF line ends count once, a lone CR ends a line as LF does) and its cells, or why the record cannot be read: the wrong
 /// number of cells, or a quote that never closes. Fails only for the body as a whole: no header,
 /// a header with an unclosed quote, a column named twice. Skips one leading byte-order mark.
 ///
@@ -306,8 +306,7 @@ where
                     }
                     let mut error =
                         format!("{} cells, but the header has {} columns", row.len(), header.len());
-                    let breaks: usize =
-                        row.iter().map(|cell| cell.bytes().filter(|&b| b == b'\n').count()).sum();
+                    let breaks: usize = row.iter().map(|cell| line_breaks(cell.as_bytes())).sum();
                     if breaks > 0 {
                         error.push_str(&format!(
                             "; this record spans lines {line}–{} (a quoted field with line breaks): a quote may be unbalanced",
@@ -342,8 +341,11 @@ where
         }
         each(header, quote_line, Err(error));
         // Go on after the line of the quote.
-        start = match text[start + quote..].find('\n') {
-            Some(newline) => start + quote + newline + 1,
+        start = match text[start + quote..].find(['\n', '\r']) {
+            Some(end) => {
+                let end = start + quote + end;
+                end + if text[end..].starts_with("\r\n") { 2 } else { 1 }
+            }
             None => text.len(),
         };
     }
@@ -382,6 +384,17 @@ fn record_start(text: &str, offset: usize) -> usize {
     offset + text.as_bytes()[offset..].iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
 }
 
+/// Whether the byte at `at` ends a line: a LF, or a CR not followed by a LF (the csv crate ends
+/// a record at a lone CR too, as classic Mac spreadsheets write them), so CRLF counts once.
+fn ends_line(bytes: &[u8], at: usize) -> bool {
+    bytes[at] == b'\n' || (bytes[at] == b'\r' && bytes.get(at + 1) != Some(&b'\n'))
+}
+
+/// The line breaks in `bytes` (CRLF, LF or a lone CR each once).
+fn line_breaks(bytes: &[u8]) -> usize {
+    (0..bytes.len()).filter(|&at| ends_line(bytes, at)).count()
+}
+
 /// Physical line numbers of increasing byte offsets, in one pass over the text.
 #[derive(Default)]
 struct LineCounter {
@@ -392,8 +405,8 @@ struct LineCounter {
 impl LineCounter {
     fn line_at(&mut self, text: &str, offset: usize) -> u64 {
         debug_assert!(offset >= self.offset, "offsets must increase");
-        self.line +=
-            text.as_bytes()[self.offset..offset].iter().filter(|&&b| b == b'\n').count() as u64;
+        let bytes = text.as_bytes();
+        self.line += (self.offset..offset).filter(|&at| ends_line(bytes, at)).count() as u64;
         self.offset = offset;
         self.line + 1
     }
@@ -599,6 +612,24 @@ mod tests {
         assert_eq!(records[0].record.as_ref().unwrap()["b"], Value::String("x\ny".into()));
         let short = records[2].record.as_ref().unwrap_err();
         assert!(short.contains("1 cells") && !short.contains("spans"), "{short}");
+    }
+
+    /// Found by fuzzing: the csv crate ends a record at a lone CR (classic Mac line ends), and
+    /// every record of such a body was answered on line 1.
+    #[test]
+    fn a_lone_carriage_return_ends_a_line() {
+        let records = parse_body(Format::Csv, b"a,b\r1,2\r3\r4,5\r\n6,7\n").unwrap();
+        assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+        assert!(records[1].record.as_ref().unwrap_err().contains("1 cells"));
+        // An unclosed quote rejects its line only, whatever ends it.
+        let records = parse_body(Format::Csv, b"a,b\r1,\"2\r3,4\r").unwrap();
+        assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(records[0].record.as_ref().unwrap_err().contains("unclosed quote"));
+        assert!(records[1].record.is_ok());
+        // A record over two lines says so, counting a lone CR as a line break.
+        let records = parse_body(Format::Csv, b"a,b\r1,\"2\r\",3\r4,5\r").unwrap();
+        assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 4]);
+        assert!(records[0].record.as_ref().unwrap_err().contains("spans lines 2–3"));
     }
 
     #[test]

@@ -107,7 +107,7 @@ async fn get_crosswalk(
 
 /// `from`, `to`, `source` and `format` of `/v1/coverage`, each checked as the counts
 /// parser checks them.
-struct CoverageQuery {
+pub(crate) struct CoverageQuery {
     from: Option<String>,
     to: Option<String>,
     sources: Option<Vec<String>>,
@@ -116,7 +116,7 @@ struct CoverageQuery {
 }
 
 impl CoverageQuery {
-    fn parse(pairs: &[(String, String)]) -> Result<CoverageQuery, ApiError> {
+    pub(crate) fn parse(pairs: &[(String, String)]) -> Result<CoverageQuery, ApiError> {
         let unknown = |key: &str| {
             ApiError::bad_request(format!(
                 "unknown parameter '{key}'; use from, to, source, format, release, as_of or as_of_time"

@@ -7,6 +7,8 @@ mod cube;
 mod disclosure;
 mod error;
 mod front;
+#[cfg(test)]
+mod fuzz;
 mod history;
 mod jsonstat;
 mod releases;

@@ -165,11 +165,15 @@ fn bad<T>(message: String) -> Result<T, RequestError> {
 /// "2024-03" stays; "2024" becomes its first (`from`) or last (`to`) month.
 fn month_bound(name: &str, value: &str, end: bool) -> Result<String, RequestError> {
     let valid_year = |y: &str| y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit());
+    // Two ASCII digits: `parse` alone takes "+1", and months are compared as text.
+    let valid_month = |m: &str| {
+        m.len() == 2
+            && m.bytes().all(|b| b.is_ascii_digit())
+            && matches!(m.parse::<u8>(), Ok(1..=12))
+    };
     match value.split_once('-') {
         None if valid_year(value) => Ok(format!("{value}-{}", if end { "12" } else { "01" })),
-        Some((y, m)) if valid_year(y) && m.len() == 2 && matches!(m.parse::<u8>(), Ok(1..=12)) => {
-            Ok(value.to_owned())
-        }
+        Some((y, m)) if valid_year(y) && valid_month(m) => Ok(value.to_owned()),
         _ => bad(format!(
             "{name}='{value}' is not a month; use YYYY-MM (e.g. 2024-03) or a year YYYY"
         )),
@@ -393,6 +397,9 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("by", "colour")], "unknown dimension 'colour'"),
             (&[("from", "2024-13")], "from='2024-13' is not a month"),
+            // A sign passed u8's parse, and months are compared as text.
+            (&[("to", "2024-+1")], "to='2024-+1' is not a month"),
+            (&[("month", "2024-+1")], "month='2024-+1' is not valid"),
             (&[("from", "2024-05"), ("to", "2024-01")], "is after"),
             (&[("format", "xml")], "format='xml'"),
             (&[("departement", "20")], "departement='20'"),

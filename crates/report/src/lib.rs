@@ -13,6 +13,8 @@ mod chart;
 mod common;
 mod document;
 mod files;
+#[cfg(test)]
+mod fuzz;
 mod map;
 mod monthly;
 mod period;

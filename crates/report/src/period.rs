@@ -93,7 +93,9 @@ impl Month {
 
     pub fn parse(s: &str) -> Option<Month> {
         let (y, m) = s.split_once('-')?;
-        if y.len() != 4 || m.len() != 2 {
+        // ASCII digits only: `parse` alone takes a sign ("2025-+1").
+        if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()))
+        {
             return None;
         }
         Month::new(y.parse().ok()?, m.parse().ok()?)
@@ -197,6 +199,8 @@ mod tests {
             (Kind::Monthly, "2025"),
             (Kind::Monthly, "2025-13"),
             (Kind::Monthly, "2025-1"),
+            // Found by fuzzing: a sign passed the parse, so "2025-+1" published 2025-01.
+            (Kind::Monthly, "2025-+1"),
             (Kind::Monthly, ""),
             (Kind::Annual, "2025-10"),
             (Kind::Annual, "25"),

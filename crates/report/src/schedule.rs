@@ -53,6 +53,15 @@ impl PartialEq for Schedule {
 
 impl Schedule {
     pub fn new(kind: Kind, cron: &str, timezone: Tz) -> Result<Schedule, ReportError> {
+        // Five fields (or a nickname such as @monthly): croner also reads seconds and years,
+        // and a run in year 2 has no report period (found by fuzzing: the scheduler panicked).
+        let fields = cron.split_whitespace().count();
+        if fields != 5 && !cron.trim_start().starts_with('@') {
+            return Err(ReportError::Parameter(format!(
+                "cron '{cron}' for the {kind} report has {fields} fields; use five fields, minute hour \
+                 day-of-month month day-of-week (e.g. \"0 6 5 * *\": the 5th of every month at 06:00)"
+            )));
+        }
         let parsed = Cron::from_str(cron).map_err(|e| {
             ReportError::Parameter(format!(
                 "cron '{cron}' for the {kind} report: {e}; use five fields, minute hour day-of-month month \
@@ -165,5 +174,8 @@ mod tests {
                 .contains("unknown field")
         );
         assert!(Schedule::parse_file("").unwrap().is_empty());
+        // Found by fuzzing: a seven-field cron (seconds and year 2) made the catch-up panic.
+        let seven = err("[[report]]\nkind = \"monthly\"\ncron = \"* * MON L */15 */15 2\"\n");
+        assert!(seven.contains("has 7 fields; use five fields"), "{seven}");
     }
 }

@@ -46,6 +46,8 @@ pub mod design;
 pub mod dist;
 mod error;
 mod estimate;
+#[cfg(test)]
+mod fuzz;
 mod hash;
 pub mod synthetic;
 mod table;

@@ -148,7 +148,7 @@ pub(super) async fn post_declare(
 
 /// The declaration in the body, its `survey` completed from the path. Numbers (bounds) must
 /// keep their exact text, so the body is completed as raw JSON.
-fn declaration(survey: &str, body: &[u8]) -> Result<SurveyWaveDeclared, ApiError> {
+pub(super) fn declaration(survey: &str, body: &[u8]) -> Result<SurveyWaveDeclared, ApiError> {
     let mut fields: BTreeMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the declaration is not a JSON object: {e}"))

@@ -10,6 +10,8 @@
 //! lock cheap.
 
 mod batch;
+#[cfg(test)]
+mod fuzz;
 mod handlers;
 mod parse;
 mod state;

@@ -98,7 +98,17 @@ fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
 
 /// Parquet goes through the same Arrow conversion as `observatory estimate` and the survey
 /// query: numeric columns as numbers, everything else as text.
+///
+/// The parquet and arrow-ipc crates still assert on some corrupt files (found by fuzzing: a
+/// negative column offset, an embedded Arrow schema of type NONE): such a panic refuses the
+/// body like any unreadable file instead of dropping the connection unanswered.
 fn parse_parquet(body: &[u8]) -> Result<Vec<BodyRow>, String> {
+    std::panic::catch_unwind(|| read_parquet(body)).unwrap_or_else(|_| {
+        Err("body is not a readable Parquet file: its metadata is corrupt".to_owned())
+    })
+}
+
+fn read_parquet(body: &[u8]) -> Result<Vec<BodyRow>, String> {
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
         Bytes::copy_from_slice(body),
     )
@@ -231,6 +241,20 @@ mod tests {
         assert_eq!(rows[0].1.as_ref().unwrap()[0].0, "id");
         let weights = parse_close_csv("\u{feff}cds,w\nA,1.5\n").unwrap();
         assert_eq!(weights["A"], 1.5);
+    }
+
+    /// Found by fuzzing: a valid file with one byte changed made arrow-ipc panic on its embedded
+    /// Arrow schema ("Type NONE not supported"), another made the parquet crate assert on a
+    /// negative column offset. Both are refused.
+    #[test]
+    fn a_corrupt_parquet_file_is_refused() {
+        for body in [
+            &include_bytes!("../../testdata/fuzz-arrow-schema-type-none.parquet")[..],
+            &include_bytes!("../../testdata/fuzz-negative-column-offset.parquet")[..],
+        ] {
+            let error = parse_rows(BodyFormat::Parquet, body).unwrap_err();
+            assert!(error.contains("not a readable Parquet file"), "{error}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ mod csv;
 mod dataflow;
 mod error;
 mod format;
+#[cfg(test)]
+mod fuzz;
 mod json;
 mod message;
 mod plan;

@@ -252,7 +252,7 @@ pub fn select(query: &DataQuery, observations: Vec<Observation>) -> Vec<Observat
         let n = all.len();
         let keep = |i: usize| {
             query.first_n.is_some_and(|k| i < k)
-                || query.last_n.is_some_and(|k| i + k >= n)
+                || query.last_n.is_some_and(|k| k >= n - i)
                 || (query.first_n.is_none() && query.last_n.is_none())
         };
         out.extend(all.into_iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, o)| o));
@@ -342,7 +342,10 @@ mod tests {
             kept.iter().map(|o| o.period.as_str()).collect::<Vec<_>>(),
             ["2024-02", "2024-03"]
         );
-        let kept = select(&query("all", "c[OBS_VALUE]=lt:10&firstNObservations=1"), all);
+        let kept = select(&query("all", "c[OBS_VALUE]=lt:10&firstNObservations=1"), all.clone());
         assert_eq!(kept.iter().map(|o| o.period.as_str()).collect::<Vec<_>>(), ["2024-01"]);
+        // Found by fuzzing: lastNObservations near usize::MAX overflowed (a panic in debug).
+        let kept = select(&query("all", &format!("lastNObservations={}", usize::MAX)), all);
+        assert_eq!(kept.len(), 3);
     }
 }

@@ -172,7 +172,8 @@ pub fn months(period: &str) -> Option<(String, String)> {
         Some((y, m)) if year_ok(y) => {
             let m = m.strip_prefix('M').unwrap_or(m);
             match m.parse::<u8>() {
-                Ok(n @ 1..=12) if m.len() == 2 => {
+                // Two ASCII digits: `parse` alone takes a sign ("+3").
+                Ok(n @ 1..=12) if m.len() == 2 && m.bytes().all(|b| b.is_ascii_digit()) => {
                     let month = format!("{y}-{n:02}");
                     Some((month.clone(), month))
                 }
@@ -386,6 +387,12 @@ impl DataQuery {
                 "firstNObservations" => query.first_n = Some(count(name, value)?),
                 "lastNObservations" => query.last_n = Some(count(name, value)?),
                 "startPeriod" | "endPeriod" => {
+                    // One period, named as sent: `c[TIME_PERIOD]` is where lists and operators go.
+                    if months(value).is_none() {
+                        return Err(SdmxError::syntax(format!(
+                            "{name}='{value}' is not a period; use YYYY or YYYY-MM"
+                        )));
+                    }
                     let op = if canonical == "startPeriod" { "ge" } else { "le" };
                     let filter = parse_filter(TIME_PERIOD, &format!("{op}:{value}"))?;
                     match query.filters.iter_mut().find(|f| f.component == Component::TimePeriod) {
@@ -571,6 +578,9 @@ mod tests {
         assert_eq!(open.month_window(), (None, None));
         assert_eq!(months("2024-M05"), Some(("2024-05".into(), "2024-05".into())));
         assert_eq!(months("2024-13"), None);
+        // Found by fuzzing: "+3" parsed as a month, then split as an AND in startPeriod.
+        assert_eq!(months("2024-+3"), None);
+        assert_eq!(months("2024-M+3"), None);
     }
 
     #[test]
@@ -588,6 +598,10 @@ mod tests {
             ("labels=all", 400, "labels='all'"),
             ("c[CYBER]=true&c%5BCYBER%5D=false", 400, "given twice"),
             ("startPeriod=2025-12&endPeriod=2025-11", 422, "after endPeriod"),
+            // Found by fuzzing: the error named c[TIME_PERIOD]; a list was read as an OR.
+            ("startPeriod=", 400, "startPeriod='' is not a period"),
+            ("endPeriod=2024,2025", 400, "endPeriod='2024,2025' is not a period"),
+            ("startPeriod=2024%2Ble:2020", 400, "startPeriod='2024+le:2020'"),
         ];
         for (raw, status, text) in cases {
             let error = DataQuery::parse("all", &pairs(raw)).unwrap_err();

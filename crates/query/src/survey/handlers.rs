@@ -55,7 +55,7 @@ async fn resolve(
 }
 
 /// `min_sequence` and a vintage: all the listing endpoints take.
-fn listing_query(raw: Option<&str>) -> Result<(Option<u64>, Vintage), ApiError> {
+pub(super) fn listing_query(raw: Option<&str>) -> Result<(Option<u64>, Vintage), ApiError> {
     let (mut min_sequence, mut vintage) = (None, Vintage::Current);
     let mut seen = std::collections::HashSet::new();
     for (key, value) in query_pairs(raw) {

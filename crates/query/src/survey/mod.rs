@@ -13,6 +13,8 @@
 mod engine;
 mod error;
 mod formats;
+#[cfg(test)]
+mod fuzz;
 mod handlers;
 mod items;
 mod request;
