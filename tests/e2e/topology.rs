@@ -240,6 +240,20 @@ async fn killing_the_stream_leader_twice_loses_and_doubles_no_record() {
         "{sent} records sent, {unavailable} answers 503 with Retry-After, every batch resent until 200"
     );
     assert_eq!(accepted, sent, "each record acknowledged as accepted in exactly one answer");
+    // The projector's ordered consumer is recreated after each kill, and a debug build beside
+    // three servers and the suite's other tests can take longer than one counts request
+    // waits: how soon it catches up is not what this test is about.
+    let path = format!("/v1/incidents/counts?by=source&min_sequence={last}");
+    crate::harness::wait_until(
+        "the projection to reach the last record",
+        Duration::from_secs(180),
+        || {
+            let service = &service;
+            let path = path.clone();
+            async move { service.get(&path).await.status == 200 }
+        },
+    )
+    .await;
     let total = service.counts("by=source", last).await;
     let counts: Vec<(String, u64)> = total
         .iter()

@@ -28,6 +28,12 @@ pub struct Outgoing {
     /// `Nats-Expected-Last-Subject-Sequence`: the server stores the event only if the
     /// subject's last message has this sequence (0: the subject has none).
     pub expected_last_subject_sequence: Option<u64>,
+    /// `Nats-Expected-Last-Subject-Sequence-Subject`: the subjects (a wildcard filter) whose
+    /// last message the expected sequence is checked against, instead of the event's own
+    /// subject. A survey's events go to one subject per source and are checked against the
+    /// survey's filter, so whichever source or replica wrote last, the next writer must
+    /// have read it.
+    pub expected_last_subject_filter: Option<String>,
     pub payload: Bytes,
 }
 
@@ -50,6 +56,7 @@ impl Outgoing {
             dedupe: dedupe.to_hex(),
             revision: revision.map(RevisionStamp::to_header),
             expected_last_subject_sequence: None,
+            expected_last_subject_filter: None,
             payload: Bytes::from(envelope.to_bytes()),
         }
     }
@@ -63,6 +70,9 @@ impl Outgoing {
         }
         if let Some(sequence) = self.expected_last_subject_sequence {
             headers.insert("Nats-Expected-Last-Subject-Sequence", sequence.to_string().as_str());
+            if let Some(filter) = &self.expected_last_subject_filter {
+                headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", filter.as_str());
+            }
         }
         headers
     }
@@ -293,6 +303,7 @@ mod tests {
                     dedupe: format!("{i:032x}"),
                     revision: None,
                     expected_last_subject_sequence: None,
+                    expected_last_subject_filter: None,
                     payload: Bytes::from_static(b"{}"),
                 })
                 .collect()

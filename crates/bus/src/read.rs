@@ -64,8 +64,18 @@ impl Bus {
 
     /// Every event on `subject`, in stream order.
     pub async fn all_on_subject(&self, subject: &str) -> Result<Vec<Stored>, BusError> {
+        self.on_subject_after(subject, 0).await
+    }
+
+    /// Every event on `subject` (a filter: wildcards allowed) after sequence `after`, in stream
+    /// order: the catch-up of a reader that has seen the subject up to `after`.
+    pub async fn on_subject_after(
+        &self,
+        subject: &str,
+        after: u64,
+    ) -> Result<Vec<Stored>, BusError> {
         let mut all = Vec::new();
-        let mut from = 1;
+        let mut from = after + 1;
         while let Some(stored) = self.direct(Get::NextOn(subject, from)).await? {
             from = stored.sequence + 1;
             all.push(stored);
