@@ -30,12 +30,17 @@ fn apiclus1_path() -> PathBuf {
     path
 }
 
-async fn declare(service: &Service, token: &str, survey: &str, declaration: &Value) -> Answer {
+pub(crate) async fn declare(
+    service: &Service,
+    token: &str,
+    survey: &str,
+    declaration: &Value,
+) -> Answer {
     let path = format!("/v1/surveys/{survey}/waves");
     service.post_to(&path, Some(token), "application/json", declaration.to_string()).await
 }
 
-async fn responses(
+pub(crate) async fn responses(
     service: &Service,
     token: &str,
     survey: &str,
@@ -47,7 +52,13 @@ async fn responses(
     service.post_to(&path, Some(token), content_type, body).await
 }
 
-async fn close(service: &Service, token: &str, survey: &str, wave: &str, body: &str) -> Answer {
+pub(crate) async fn close(
+    service: &Service,
+    token: &str,
+    survey: &str,
+    wave: &str,
+    body: &str,
+) -> Answer {
     let path = format!("/v1/surveys/{survey}/waves/{wave}/close");
     service.post_to(&path, Some(token), "application/json", body).await
 }
@@ -314,7 +325,7 @@ async fn apiclus1_uploaded_through_the_pipeline_gives_the_cli_numbers_to_the_las
     }
 }
 
-fn small_declaration(wave: &str) -> Value {
+pub(crate) fn small_declaration(wave: &str) -> Value {
     json!({
         "wave": wave,
         "population": "households",
@@ -578,7 +589,7 @@ async fn reporting_rate_and_dark_figure_set_the_survey_beside_recorded_incidents
 
 /// Publishes a survey event straight to the stream, as a second ingest replica (or a buggy
 /// producer with NATS access) could: the projector must hold to the same rules as the ingest.
-async fn publish_direct(
+pub(crate) async fn publish_direct(
     env: &Env,
     source: &str,
     event: &observatory_model::survey::SurveyEvent,
@@ -764,4 +775,52 @@ async fn survey_intervals_stay_in_range_and_units_are_never_added() {
     let unknown = service.get("/v1/surveys/cvs/dark-figure?wave=2024&source=nosuch").await;
     assert_eq!(unknown.status, 400, "{}", unknown.body);
     assert!(unknown.body["error"].as_str().unwrap().contains("nosuch"), "{}", unknown.body);
+}
+
+/// A stream written by an earlier version holds survey events on the old subjects (one per
+/// kind and source): the ingest reads them at start and goes on from them, on the survey's own
+/// subjects, and the projector folds both into one wave.
+#[tokio::test]
+async fn surveys_written_on_the_old_subjects_go_on_after_an_upgrade() {
+    use observatory_model::survey::{Cell, SurveyEvent, SurveyResponsesRecorded, SurveyRow};
+    let env = Env::new();
+    let owner = env.add_agency("ssmsi");
+    let declaration: observatory_model::survey::SurveyWaveDeclared = serde_json::from_value({
+        let mut d = small_declaration("2024");
+        d["survey"] = json!("cvs");
+        d
+    })
+    .unwrap();
+    publish_direct(&env, "ssmsi", &SurveyEvent::WaveDeclared(declaration)).await;
+    let row = |id: &str| SurveyRow {
+        respondent_id: id.into(),
+        values: [
+            ("region".to_owned(), Cell::Text("84".into())),
+            ("w".to_owned(), Cell::Number(10.0)),
+            ("victim".to_owned(), Cell::Text("no".into())),
+        ]
+        .into(),
+    };
+    let batch = SurveyEvent::ResponsesRecorded(SurveyResponsesRecorded {
+        survey: "cvs".into(),
+        wave: "2024".into(),
+        rows: vec![row("H01"), row("H02")],
+    });
+    publish_direct(&env, "ssmsi", &batch).await;
+
+    let service = env.up().await;
+    // The old declaration is known, and so are its respondents.
+    let again = declare(&service, &owner, "cvs", &small_declaration("2024")).await;
+    assert_eq!((again.status, &again.body["duplicate"]), (200, &json!(true)), "{}", again.body);
+    let ndjson = households_ndjson();
+    let answer = responses(&service, &owner, "cvs", "2024", "application/x-ndjson", ndjson).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!((&answer.body["accepted"], &answer.body["duplicates"]), (&json!(8), &json!(2)));
+    let closed = close(&service, &owner, "cvs", "2024", "").await;
+    assert_eq!(closed.body["respondents"], 10, "{}", closed.body);
+    let last = closed.sequence();
+    let listing = service
+        .get(&format!("/v1/surveys/cvs/estimates?wave=2024&stat=total&var=w&min_sequence={last}"))
+        .await;
+    assert_eq!(listing.body["respondents"], 10, "{}", listing.body);
 }

@@ -89,6 +89,103 @@ async fn two_ingest_replicas_store_a_feed_sent_to_both_once() {
     assert_eq!(moved[0]["count"], 2_000, "{moved:?}");
 }
 
+#[tokio::test]
+async fn two_ingest_replicas_record_each_survey_respondent_once() {
+    use std::time::Duration;
+
+    use crate::survey::{close, declare, responses, small_declaration};
+    let env = Env::new();
+    let token = env.add_agency("ssmsi");
+    let up = env.up().await;
+    let replica = env.observatory("ingest").start().await;
+
+    // The same declaration to both at the same moment: one declares, the other repeats it.
+    let declaration = small_declaration("2024");
+    let (a, b) = tokio::join!(
+        declare(&up, &token, "cvs", &declaration),
+        declare(&replica, &token, "cvs", &declaration)
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 201], "{} / {}", a.body, b.body);
+    assert_ne!(a.body["declared"], b.body["declared"], "{} / {}", a.body, b.body);
+
+    // 20 uploads of 600 rows, each to both at once; every upload re-sends the last 100
+    // respondents of the one before, and holds one row with a bad value.
+    const UPLOADS: usize = 20;
+    const NEW: usize = 500;
+    let row = |i: usize| {
+        let region = if i % 2 == 0 { "11" } else { "84" };
+        let victim = if i % 3 == 0 { "yes" } else { "no" };
+        json!({"hh": format!("H{i:05}"), "region": region, "w": 100 + i % 7, "victim": victim})
+    };
+    let (mut accepted, mut duplicates) = (0u64, 0u64);
+    for upload in 0..UPLOADS {
+        let from = (upload * NEW).saturating_sub(100);
+        let mut body: String =
+            (from..(upload + 1) * NEW).map(|i| format!("{}\n", row(i))).collect();
+        body.push_str(&format!(
+            "{}\n",
+            json!({"hh": format!("BAD{upload}"), "region": "99", "w": 1, "victim": "no"})
+        ));
+        let lines = ((upload + 1) * NEW - from + 1) as u64;
+        let (a, b) = tokio::join!(
+            responses(&up, &token, "cvs", "2024", "application/x-ndjson", body.clone()),
+            responses(&replica, &token, "cvs", "2024", "application/x-ndjson", body)
+        );
+        for answer in [&a, &b] {
+            let (acc, dup, rej) = tally(answer);
+            assert_eq!(acc + dup + rej, lines, "{}", answer.body);
+            assert_eq!(rej, 1, "{}", answer.body);
+            accepted += acc;
+            duplicates += dup;
+        }
+    }
+    let respondents = (UPLOADS * NEW) as u64;
+    // Each respondent accepted once over both replicas; everything else answered duplicate.
+    let resent = 2 * 100 * (UPLOADS as u64 - 1);
+    assert_eq!((accepted, duplicates), (respondents, respondents + resent));
+
+    // Both close at once: one closure, the other a repeat of it, with the same count.
+    let (a, b) = tokio::join!(
+        close(&up, &token, "cvs", "2024", ""),
+        close(&replica, &token, "cvs", "2024", "")
+    );
+    for answer in [&a, &b] {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["respondents"], respondents, "{}", answer.body);
+    }
+    assert_ne!(a.body["duplicate"], b.body["duplicate"], "{} / {}", a.body, b.body);
+    // Each replica knows the wave is closed, whichever closed it.
+    for service in [&up, &replica] {
+        let late = responses(
+            service,
+            &token,
+            "cvs",
+            "2024",
+            "application/x-ndjson",
+            format!("{}\n", row(99_999)),
+        )
+        .await;
+        assert_eq!(late.status, 409, "{}", late.body);
+    }
+
+    crate::harness::wait_until("the wave's closure projected", Duration::from_secs(120), || {
+        let up = &up;
+        async move {
+            let listing = up.get("/v1/surveys").await;
+            listing.status == 200 && listing.body["surveys"][0]["waves"][0]["status"] == "closed"
+        }
+    })
+    .await;
+    let listing = up.get("/v1/surveys").await;
+    assert_eq!(
+        listing.body["surveys"][0]["waves"][0]["respondents"], respondents,
+        "{}",
+        listing.body
+    );
+}
+
 /// One agency's feed: `batches` NDJSON batches of `size` new incidents, each sent until it is
 /// answered 200, honouring `Retry-After` on a 503. Returns the records acknowledged as accepted
 /// over every answer (503s included) and the highest sequence seen.

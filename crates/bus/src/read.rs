@@ -14,6 +14,8 @@ use crate::{Bus, BusError, RetryPolicy};
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub sequence: u64,
+    /// The subject it was published on (its last token is its source).
+    pub subject: String,
     pub headers: HeaderMap,
     pub payload: Bytes,
 }
@@ -54,6 +56,7 @@ impl Bus {
         match stream.get_last_raw_message_by_subject(subject).await {
             Ok(message) => Ok(Some(Stored {
                 sequence: message.sequence,
+                subject: message.subject.to_string(),
                 headers: message.headers,
                 payload: message.payload,
             })),
@@ -113,6 +116,7 @@ impl Bus {
                 Ok(message) => {
                     return Ok(Some(Stored {
                         sequence: message.sequence,
+                        subject: message.subject.to_string(),
                         headers: message.headers,
                         payload: message.payload,
                     }));

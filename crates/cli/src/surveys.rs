@@ -26,7 +26,7 @@ pub fn projection(store: &str) -> Result<Projection> {
     Ok(Projection::new(Store::open(store)?, ProjectionId::Surveys))
 }
 
-/// The survey endpoints and their state; the state is ready once [`SurveyIngestState::load_from_stream`] ran.
+/// The survey endpoints and their state; the state is ready once [`SurveyIngestState::load_legacy`] ran.
 pub fn ingest(
     agencies: &Path,
     bus: &Bus,
@@ -37,13 +37,14 @@ pub fn ingest(
     Ok((survey_router(state.clone(), config), state))
 }
 
-/// Replays the survey waves into the ingest's ledger (logged; on failure the survey endpoints
-/// stay unavailable and the incident ones are unaffected).
+/// Reads the survey events of earlier versions' subjects (logged; on failure the survey
+/// endpoints stay unavailable and the incident ones are unaffected). Surveys on their own
+/// subjects are read when a request first needs them.
 pub async fn load(state: &SurveyIngestState) {
-    match state.load_from_stream().await {
-        Ok(events) => info!(events, "survey waves loaded; survey ingest ready"),
+    match state.load_legacy().await {
+        Ok(events) => info!(events, "legacy survey subjects read; survey ingest ready"),
         Err(error) => {
-            tracing::error!(%error, "cannot replay the survey waves; survey ingest stays unavailable")
+            tracing::error!(%error, "cannot read the legacy survey subjects; survey ingest stays unavailable")
         }
     }
 }

@@ -290,6 +290,27 @@ pub fn incident_subject(source: &str, incident: u128) -> String {
 pub const LEGACY_INCIDENT_SUBJECTS: [&str; 2] =
     ["obs.incident.reported.>", "obs.incident.withdrawn.>"];
 
+/// The subject of every event of one survey from `source`: `obs.survey.id.<survey>.<source>`
+/// (survey ids are valid subject tokens). A survey's declarations, responses and closures are
+/// published with `Nats-Expected-Last-Subject-Sequence` checked against
+/// [`survey_filter`], the survey's subjects from every source, so the stream leader refuses
+/// an event decided on a stale reading of the survey, whichever ingest replica sent it. The
+/// extra `id` token keeps these apart from [`LEGACY_SURVEY_SUBJECTS`] (a survey could be named
+/// `declared`).
+pub fn survey_subject(survey: &str, source: &str) -> String {
+    format!("{}.{}.id.{survey}.{source}", crate::SUBJECT_ROOT, EventFamily::Survey.as_str())
+}
+
+/// Every subject of one survey's events, whatever their source.
+pub fn survey_filter(survey: &str) -> String {
+    format!("{}.{}.id.{survey}.*", crate::SUBJECT_ROOT, EventFamily::Survey.as_str())
+}
+
+/// Where survey events were published before one subject per survey ([`survey_subject`]):
+/// streams written by earlier versions hold them, and the ingest reads them once at start.
+pub const LEGACY_SURVEY_SUBJECTS: [&str; 3] =
+    ["obs.survey.declared.*", "obs.survey.responses.*", "obs.survey.closed.*"];
+
 /// Whether an event's envelope `source` is the one its subject names: the subject's last
 /// token is the source the server let publish, so readers skip an event where they differ.
 pub fn source_matches_subject(source: &str, subject: &str) -> bool {
@@ -365,5 +386,16 @@ mod tests {
                 .all(|legacy| !subject.starts_with(&legacy[..legacy.len() - 1]))
         );
         assert_ne!(incident_subject("pn", crate::incident_hash("pn", "A-2")), subject);
+    }
+
+    #[test]
+    fn a_survey_subject_names_the_survey_and_ends_with_its_source() {
+        // A survey named like an old subject's kind token stays on its own subject.
+        let subject = survey_subject("declared", "insee");
+        assert_eq!(subject, "obs.survey.id.declared.insee");
+        assert!(source_matches_subject("insee", &subject));
+        assert_eq!(survey_filter("declared"), "obs.survey.id.declared.*");
+        let tokens = |s: &str| s.split('.').count();
+        assert!(LEGACY_SURVEY_SUBJECTS.iter().all(|legacy| tokens(legacy) != tokens(&subject)));
     }
 }

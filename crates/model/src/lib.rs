@@ -12,7 +12,8 @@ mod validate;
 
 pub use envelope::{
     DecodeError, Envelope, Event, EventFamily, EventKind, LEGACY_INCIDENT_SUBJECTS,
-    incident_subject, source_matches_subject,
+    LEGACY_SURVEY_SUBJECTS, incident_subject, source_matches_subject, survey_filter,
+    survey_subject,
 };
 pub use incident::{
     Channel, Coding, DEPARTEMENTS, DedupeKey, IncidentReported, IncidentReportedV1,

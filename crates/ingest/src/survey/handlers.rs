@@ -10,19 +10,18 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chrono::Utc;
-use observatory_bus::Outgoing;
 use observatory_metrics::Records;
 use observatory_model::survey::{
-    LedgerOutcome, SurveyEvent, SurveyLedger, SurveyResponsesRecorded, SurveyRow, SurveyWaveClosed,
-    SurveyWaveDeclared, WaveState, is_valid_survey_id, is_valid_wave_id, validate_row,
+    LedgerOutcome, SurveyEvent, SurveyResponsesRecorded, SurveyRow, SurveyWaveClosed,
+    SurveyWaveDeclared, is_valid_survey_id, is_valid_wave_id, validate_row,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::Span;
 
 use super::batch::batches;
 use super::parse::{BodyFormat, BodyRow, parse_close, parse_rows};
 use super::state::{ENVELOPE_ROOM, SurveyIngestState};
+use super::view::{MAX_ROUNDS, SurveyView, Written, contended};
 use crate::agencies::Agency;
 use crate::error::ApiError;
 use crate::parse::REPEATED_KEY;
@@ -67,33 +66,19 @@ fn wave_path(
     Ok((survey, wave))
 }
 
-fn outgoing(event: &SurveyEvent, source: &str) -> Outgoing {
-    Outgoing::from_envelope(&event.envelope(source, Utc::now()), event.dedupe_key(source), None)
+/// The largest message a survey event may travel in.
+fn max_message(state: &SurveyIngestState) -> usize {
+    state.max_payload() + ENVELOPE_ROOM
 }
 
-/// Publishes one event and applies it to the ledger at its sequence.
-async fn publish_one(
+/// The survey's view, locked and caught up with the stream.
+async fn current_view(
     state: &SurveyIngestState,
-    ledger: &mut SurveyLedger,
-    source: &str,
-    event: SurveyEvent,
-) -> Result<u64, ApiError> {
-    let message = outgoing(&event, source);
-    let limit = state.max_payload() + ENVELOPE_ROOM;
-    if message.payload.len() > limit {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the event would be {} bytes, over the bus limit of {limit} bytes; for final weights of a very large wave, raise max_payload in nats-server",
-                message.payload.len(),
-            ),
-        ));
-    }
-    let published = upload::publish_one(&state.bus.publisher(), message).await?;
-    if !published.duplicate {
-        ledger.apply(published.sequence, source, &event);
-    }
-    Ok(published.sequence)
+    survey: &str,
+) -> Result<tokio::sync::OwnedMutexGuard<SurveyView>, ApiError> {
+    let mut view = state.view(survey).lock_owned().await;
+    view.catch_up(&state.bus).await?;
+    Ok(view)
 }
 
 /// `POST /v1/surveys/{survey}/waves`: declares a wave (JSON). The body's `survey` may be left
@@ -123,27 +108,49 @@ pub(super) async fn post_declare(
         .with("rejected", rejected));
     }
 
-    let mut ledger = state.ledger.lock().await;
-    if !ledger.check_declare(&agency.id, &declaration)? {
-        let sequence =
-            ledger.wave(&declaration.survey, &declaration.wave).map(|w| w.declared_sequence);
-        return Ok(Json(json!({
-            "survey": declaration.survey, "wave": declaration.wave, "declared": false,
-            "duplicate": true, "last_sequence": sequence,
-        }))
-        .into_response());
-    }
+    let mut view = current_view(&state, &survey).await?;
     let (survey, wave) = (declaration.survey.clone(), declaration.wave.clone());
     let event = SurveyEvent::WaveDeclared(declaration);
-    let sequence = publish_one(&state, &mut ledger, &agency.id, event).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "survey": survey, "wave": wave, "declared": true, "duplicate": false,
-            "last_sequence": sequence,
-        })),
-    )
-        .into_response())
+    let SurveyEvent::WaveDeclared(declaration) = &event else { unreachable!("a declaration") };
+    for _ in 0..MAX_ROUNDS {
+        let new = match view.ledger.check_declare(&agency.id, declaration) {
+            Ok(new) => new,
+            Err(refusal) if view.moved_under(&state.bus, &refusal).await? => continue,
+            Err(refusal) => return Err(refusal.into()),
+        };
+        let declared = if new {
+            match view.write(&state.bus, &agency.id, &event, max_message(&state)).await? {
+                Written::Moved => continue,
+                Written::Stored { outcome: LedgerOutcome::Refused(refusal), .. } => {
+                    return Err(refusal.into());
+                }
+                Written::Stored { sequence, outcome } => {
+                    (outcome == LedgerOutcome::Declared).then_some(sequence)
+                }
+            }
+        } else {
+            None
+        };
+        return Ok(match declared {
+            Some(sequence) => (
+                StatusCode::CREATED,
+                Json(json!({
+                    "survey": survey, "wave": wave, "declared": true, "duplicate": false,
+                    "last_sequence": sequence,
+                })),
+            )
+                .into_response(),
+            None => {
+                let sequence = view.ledger.wave(&survey, &wave).map(|w| w.declared_sequence);
+                Json(json!({
+                    "survey": survey, "wave": wave, "declared": false,
+                    "duplicate": true, "last_sequence": sequence,
+                }))
+                .into_response()
+            }
+        });
+    }
+    Err(contended(&survey))
 }
 
 /// The declaration in the body, its `survey` completed from the path. Numbers (bounds) must
@@ -195,53 +202,78 @@ pub(super) async fn post_responses(
     })?;
     let body = upload::read_body(body, SPLIT)?;
 
-    let mut ledger = state.ledger.lock().await;
-    let wave_state = ledger.check_open(&agency.id, &survey, &wave)?;
+    let mut view = current_view(&state, &survey).await?;
+    let declaration = loop {
+        let refusal = match view.ledger.check_open(&agency.id, &survey, &wave) {
+            Ok(open) => break open.declaration.clone(),
+            Err(refusal) => refusal,
+        };
+        if !view.moved_under(&state.bus, &refusal).await? {
+            return Err(refusal.into());
+        }
+    };
     let rows = parse_rows(format, &body).map_err(ApiError::bad_request)?;
     let span = Span::current();
     span.record("rows", rows.len());
-    let Vetted { fresh, rejected, mut duplicates } = vet(wave_state, rows);
+    let Vetted { fresh, rejected, mut duplicates } = vet(&declaration, rows);
 
-    let events: Vec<SurveyEvent> = batches(fresh, state.max_payload())
-        .into_iter()
-        .map(|rows| {
-            SurveyEvent::ResponsesRecorded(SurveyResponsesRecorded {
+    // Rows not yet stored, decided again against the survey each time another writer
+    // reached it first: a respondent recorded meanwhile becomes a duplicate.
+    let (mut pending, mut accepted, mut last_sequence) = (fresh, 0u64, None);
+    let mut failed: Vec<Value> = Vec::new();
+    let mut rounds = 0;
+    'rounds: while !pending.is_empty() {
+        rounds += 1;
+        let open = match view.ledger.check_open(&agency.id, &survey, &wave) {
+            Ok(open) if rounds <= MAX_ROUNDS => open,
+            Ok(_) => {
+                failed.push(not_stored(&pending, contended(&survey).message()));
+                break;
+            }
+            // Closed by another request meanwhile: the rest is not stored.
+            Err(refusal) => {
+                failed.push(not_stored(&pending, &refusal.to_string()));
+                break;
+            }
+        };
+        let before = pending.len();
+        pending.retain(|row| !open.has_respondent(&row.respondent_id));
+        duplicates += (before - pending.len()) as u64;
+        let mut split = batches(std::mem::take(&mut pending), state.max_payload()).into_iter();
+        while let Some(rows) = split.next() {
+            let event = SurveyEvent::ResponsesRecorded(SurveyResponsesRecorded {
                 survey: survey.clone(),
                 wave: wave.clone(),
                 rows,
-            })
-        })
-        .collect();
-    let messages: Vec<Outgoing> = events.iter().map(|e| outgoing(e, &agency.id)).collect();
-    let results = state.bus.publisher().publish_all(messages).await;
-    let (mut accepted, mut last_sequence, mut failed) = (0u64, None, Vec::new());
-    for (event, result) in events.iter().zip(results) {
-        let SurveyEvent::ResponsesRecorded(batch) = event else {
-            unreachable!("only responses here")
-        };
-        match result {
-            Ok(published) if published.duplicate => duplicates += batch.rows.len() as u64,
-            Ok(published) => {
-                if let LedgerOutcome::Recorded { new_rows, duplicates: d, .. } =
-                    ledger.apply(published.sequence, &agency.id, event)
-                {
+            });
+            let written = view.write(&state.bus, &agency.id, &event, max_message(&state)).await;
+            let SurveyEvent::ResponsesRecorded(batch) = event else { unreachable!("responses") };
+            match written {
+                Ok(Written::Stored {
+                    sequence,
+                    outcome: LedgerOutcome::Recorded { new_rows, duplicates: d, .. },
+                }) => {
                     accepted += new_rows.len() as u64;
                     duplicates += d;
+                    last_sequence = last_sequence.max(Some(sequence));
                 }
-                last_sequence = last_sequence.max(Some(published.sequence));
-            }
-            // Not applied to the ledger: a retry of these rows is not a duplicate.
-            Err(failure) => {
-                observatory_metrics::publish_failures(1);
-                failed.push(json!({
-                    "respondents": batch.rows.len(),
-                    "first_respondent": batch.rows.first().map(|r| r.respondent_id.clone()),
-                    "error": failure.to_string(),
-                }))
+                Ok(Written::Stored { outcome, .. }) => {
+                    failed.push(not_stored(&batch.rows, &format!("{outcome:?}")));
+                }
+                Ok(Written::Moved) => {
+                    pending = batch.rows.into_iter().chain(split.flatten()).collect();
+                    continue 'rounds;
+                }
+                Err(error) => {
+                    let rest: Vec<SurveyRow> =
+                        batch.rows.into_iter().chain(split.flatten()).collect();
+                    failed.push(not_stored(&rest, error.message()));
+                    break 'rounds;
+                }
             }
         }
     }
-    drop(ledger);
+    drop(view);
     span.record("accepted", accepted);
     span.record("duplicates", duplicates);
     span.record("rejected", rejected.len());
@@ -251,15 +283,25 @@ pub(super) async fn post_responses(
     upload::summary_answer(summary, failed, "rows")
 }
 
-/// The rows of an upload sorted into new respondents, per-field rejections and duplicates
-/// (of a respondent already recorded, or sent twice in the body).
+/// Rows an answer reports as not stored, and why.
+fn not_stored(rows: &[SurveyRow], error: &str) -> Value {
+    json!({
+        "respondents": rows.len(),
+        "first_respondent": rows.first().map(|r| r.respondent_id.clone()),
+        "error": error,
+    })
+}
+
+/// The rows of an upload sorted into valid rows of respondents not seen earlier in the body,
+/// per-field rejections, and repeats within the body (whether a respondent is already
+/// recorded is decided against the survey at each round).
 struct Vetted {
     fresh: Vec<SurveyRow>,
     rejected: Vec<Rejection>,
     duplicates: u64,
 }
 
-fn vet(wave_state: &WaveState, rows: Vec<BodyRow>) -> Vetted {
+fn vet(declaration: &SurveyWaveDeclared, rows: Vec<BodyRow>) -> Vetted {
     let mut vetted = Vetted { fresh: Vec::new(), rejected: Vec::new(), duplicates: 0 };
     let mut in_batch = HashSet::new();
     for (line, cells, repeated) in rows {
@@ -278,14 +320,12 @@ fn vet(wave_state: &WaveState, rows: Vec<BodyRow>) -> Vetted {
                 continue;
             }
         };
-        match validate_row(&wave_state.declaration, cells) {
+        match validate_row(declaration, cells) {
             Ok(row) => {
-                if wave_state.has_respondent(&row.respondent_id)
-                    || !in_batch.insert(row.respondent_id.clone())
-                {
-                    vetted.duplicates += 1;
-                } else {
+                if in_batch.insert(row.respondent_id.clone()) {
                     vetted.fresh.push(row);
+                } else {
+                    vetted.duplicates += 1;
                 }
             }
             Err(errors) => vetted.rejected.extend(errors.into_iter().map(|e| Rejection {
@@ -315,25 +355,48 @@ pub(super) async fn post_close(
     let format = BodyFormat::from_content_type(upload::content_type(&headers).unwrap_or(""));
     let final_weights = parse_close(text, format).map_err(ApiError::bad_request)?;
 
-    let mut ledger = state.ledger.lock().await;
-    let respondents = match ledger.wave(&survey, &wave) {
-        Some(w) => w.closed.map_or(w.respondents() as u64, |c| c.respondents),
-        None => 0,
-    };
-    Span::current().record("respondents", respondents);
-    let close =
-        SurveyWaveClosed { survey: survey.clone(), wave: wave.clone(), respondents, final_weights };
-    close.validate_shape().map_err(ApiError::unprocessable)?;
-    let with_weights = !close.final_weights.is_empty();
-    let (duplicate, sequence) = if ledger.check_close(&agency.id, &close)? {
-        let event = SurveyEvent::WaveClosed(close);
-        (false, Some(publish_one(&state, &mut ledger, &agency.id, event).await?))
-    } else {
-        (true, ledger.wave(&survey, &wave).and_then(|w| w.closed).map(|c| c.sequence))
-    };
-    Ok(Json(json!({
-        "survey": survey, "wave": wave, "closed": true, "duplicate": duplicate,
-        "respondents": respondents, "final_weights": with_weights, "last_sequence": sequence,
-    }))
-    .into_response())
+    let mut view = current_view(&state, &survey).await?;
+    for _ in 0..MAX_ROUNDS {
+        let respondents = match view.ledger.wave(&survey, &wave) {
+            Some(w) => w.closed.map_or(w.respondents() as u64, |c| c.respondents),
+            None => 0,
+        };
+        Span::current().record("respondents", respondents);
+        let close = SurveyWaveClosed {
+            survey: survey.clone(),
+            wave: wave.clone(),
+            respondents,
+            final_weights: final_weights.clone(),
+        };
+        close.validate_shape().map_err(ApiError::unprocessable)?;
+        let new = match view.ledger.check_close(&agency.id, &close) {
+            Ok(new) => new,
+            Err(refusal) if view.moved_under(&state.bus, &refusal).await? => continue,
+            Err(refusal) => return Err(refusal.into()),
+        };
+        let closed_now = if new {
+            let event = SurveyEvent::WaveClosed(close);
+            match view.write(&state.bus, &agency.id, &event, max_message(&state)).await? {
+                Written::Moved => continue,
+                Written::Stored { outcome: LedgerOutcome::Refused(refusal), .. } => {
+                    return Err(refusal.into());
+                }
+                Written::Stored { sequence, outcome } => {
+                    (outcome == LedgerOutcome::Closed).then_some(sequence)
+                }
+            }
+        } else {
+            None
+        };
+        let sequence = closed_now.or_else(|| {
+            view.ledger.wave(&survey, &wave).and_then(|w| w.closed).map(|c| c.sequence)
+        });
+        return Ok(Json(json!({
+            "survey": survey, "wave": wave, "closed": true, "duplicate": closed_now.is_none(),
+            "respondents": respondents, "final_weights": !final_weights.is_empty(),
+            "last_sequence": sequence,
+        }))
+        .into_response());
+    }
+    Err(contended(&survey))
 }

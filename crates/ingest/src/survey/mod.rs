@@ -2,12 +2,13 @@
 //! Parquet; each row checked against the declared variables, with per-row errors as for
 //! incidents), then closes the wave, optionally with final weights.
 //!
-//! The ingest keeps a [`SurveyLedger`](observatory_model::survey::SurveyLedger) of every wave on the stream (rebuilt at start by
-//! replaying `obs.survey.>`): it tells a re-sent respondent from a new one, however late, and
-//! refuses responses once the wave is closed. Requests that touch the ledger are serialised by
-//! one lock held until JetStream has acknowledged their events, so a closure cannot overtake
-//! the responses accepted before it. Survey volumes (thousands of rows per wave) make that
-//! lock cheap.
+//! The ingest keeps no survey state to rebuild at start. A survey's events are on subjects of
+//! their own, read on its first request and caught up before each decision, and published
+//! with the stream leader checking that nothing reached the survey since that reading
+//! ([`view`]): several ingest replicas then agree on which respondents are new and whether a
+//! wave is closed, and a closure cannot overtake the responses accepted before it. Within a
+//! replica a survey's requests are serialised by its view's lock, held until JetStream has
+//! acknowledged their events.
 
 mod batch;
 #[cfg(test)]
@@ -15,6 +16,7 @@ mod fuzz;
 mod handlers;
 mod parse;
 mod state;
+mod view;
 
 use std::sync::Arc;
 
@@ -25,9 +27,6 @@ use axum::routing::post;
 use crate::api::IngestConfig;
 
 pub use state::SurveyIngestState;
-
-/// Subjects of every survey event.
-pub const SURVEY_SUBJECTS: &str = "obs.survey.>";
 
 pub fn survey_router(state: Arc<SurveyIngestState>, config: &IngestConfig) -> Router {
     Router::new()

@@ -1,14 +1,19 @@
-//! The survey ingest's state: its agencies, its bus and the ledger of every wave, rebuilt at
-//! start by replaying the survey events.
+//! The survey ingest's state: its agencies, its bus, and a view of each survey a request has
+//! touched ([`SurveyView`]), read from the survey's own subjects when first needed. What
+//! streams of earlier versions hold on the old subjects (one per event kind and source) is
+//! read once at start: that part never grows.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use observatory_bus::{Bus, BusError};
 use observatory_model::survey::{SurveyEvent, SurveyLedger};
+use observatory_model::{LEGACY_SURVEY_SUBJECTS, source_matches_subject};
 use tokio::sync::Mutex;
 
-use super::SURVEY_SUBJECTS;
+use super::view::SurveyView;
 use crate::agencies::AgencyRegistry;
 
 /// Room left in a message for the envelope around a payload.
@@ -17,19 +22,22 @@ pub(super) const ENVELOPE_ROOM: usize = 4 * 1024;
 pub struct SurveyIngestState {
     pub(super) registry: AgencyRegistry,
     pub(super) bus: Bus,
-    /// Held from checking a request against the ledger until its events are acknowledged,
-    /// so a closure cannot overtake the responses accepted before it.
-    pub(super) ledger: Mutex<SurveyLedger>,
+    /// One view per survey, its lock held by a request from its first reading of the survey
+    /// to its last event's acknowledgement.
+    views: std::sync::Mutex<HashMap<String, Arc<Mutex<SurveyView>>>>,
+    /// What the old subjects held, by survey; moved into a survey's view when it is made.
+    legacy: std::sync::Mutex<HashMap<String, SurveyLedger>>,
     ready: AtomicBool,
 }
 
 impl SurveyIngestState {
-    /// Not ready until [`load_from_stream`](Self::load_from_stream) has replayed the waves.
+    /// Not ready until [`load_legacy`](Self::load_legacy) has read the old subjects.
     pub fn new(registry: AgencyRegistry, bus: Bus) -> SurveyIngestState {
         SurveyIngestState {
             registry,
             bus,
-            ledger: Mutex::new(SurveyLedger::new()),
+            views: Default::default(),
+            legacy: Default::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -38,51 +46,36 @@ impl SurveyIngestState {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Replays every survey event into the ledger, then marks the endpoints ready. Returns the
-    /// number of events read.
-    pub async fn load_from_stream(&self) -> Result<u64, BusError> {
-        let bus = &self.bus;
-        let stream_err = |e: &dyn std::fmt::Display| BusError::Stream {
-            stream: bus.config().stream.clone(),
-            message: e.to_string(),
-        };
-        let total = crate::replay::messages_on(bus, SURVEY_SUBJECTS).await?;
-        let mut ledger = self.ledger.lock().await;
-        let mut seen = 0u64;
-        if total > 0 {
-            let mut messages = bus.ordered_replay(SURVEY_SUBJECTS, false).await?;
-            while let Some(message) = messages.next().await {
-                let message = message.map_err(|e| BusError::Consumer {
-                    stream: bus.config().stream.clone(),
-                    name: "survey replay".into(),
-                    message: e.to_string(),
-                })?;
-                seen += 1;
-                let info = message.info().map_err(|e| stream_err(&e))?;
-                let (sequence, pending) = (info.stream_sequence, info.pending);
-                match SurveyEvent::decode(&message.payload) {
-                    // The projector skips events whose source disagrees with the subject; so does this.
-                    Ok(decoded)
-                        if observatory_model::source_matches_subject(
-                            &decoded.source,
-                            &message.subject,
-                        ) =>
-                    {
-                        ledger.apply(sequence, &decoded.source, &decoded.event);
-                    }
-                    Ok(_) => {
-                        tracing::warn!(sequence, subject = %message.subject, "survey event skipped: source does not match its subject")
-                    }
-                    Err(error) => tracing::warn!(sequence, %error, "survey event skipped"),
-                }
-                if pending == 0 {
-                    break;
-                }
-            }
+    /// The view of `survey`, made on first use (not read yet: its holder catches it up).
+    pub(super) fn view(&self, survey: &str) -> Arc<Mutex<SurveyView>> {
+        let mut views = self.views.lock().expect("survey views lock");
+        views
+            .entry(survey.to_owned())
+            .or_insert_with(|| {
+                let legacy = self.legacy.lock().expect("legacy lock").remove(survey);
+                Arc::new(Mutex::new(SurveyView::new(survey, legacy.unwrap_or_default())))
+            })
+            .clone()
+    }
+
+    /// Reads the survey events that earlier versions published on the old subjects (a
+    /// stream written only by this version has none), then marks the endpoints ready.
+    /// Returns the number of events read.
+    pub async fn load_legacy(&self) -> Result<u64, BusError> {
+        let mut events = Vec::new();
+        for filter in LEGACY_SURVEY_SUBJECTS {
+            read_all(&self.bus, filter, &mut events).await?;
         }
-        drop(ledger);
+        let read = events.len() as u64;
+        // Three filters read one after the other: the ledger takes them in stream order.
+        events.sort_by_key(|(sequence, ..)| *sequence);
+        let mut legacy = self.legacy.lock().expect("legacy lock");
+        for (sequence, source, event) in events {
+            legacy.entry(event.survey().to_owned()).or_default().apply(sequence, &source, &event);
+        }
+        drop(legacy);
         self.ready.store(true, Ordering::Release);
-        Ok(seen)
+        Ok(read)
     }
 
     /// Largest payload a survey event may have: the server's limit minus the envelope.
@@ -91,4 +84,40 @@ impl SurveyIngestState {
         let server = if server == 0 { 1024 * 1024 } else { server };
         server.saturating_sub(ENVELOPE_ROOM).max(16 * 1024)
     }
+}
+
+/// Every decodable survey event on `filter`, with its sequence and source.
+async fn read_all(
+    bus: &Bus,
+    filter: &str,
+    into: &mut Vec<(u64, String, SurveyEvent)>,
+) -> Result<(), BusError> {
+    let consumer_err = |e: &dyn std::fmt::Display| BusError::Consumer {
+        stream: bus.config().stream.clone(),
+        name: "legacy survey replay".into(),
+        message: e.to_string(),
+    };
+    if crate::replay::messages_on(bus, filter).await? == 0 {
+        return Ok(());
+    }
+    let mut messages = bus.ordered_replay(filter, false).await?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| consumer_err(&e))?;
+        let info = message.info().map_err(|e| consumer_err(&e))?;
+        let (sequence, pending) = (info.stream_sequence, info.pending);
+        match SurveyEvent::decode(&message.payload) {
+            // The projector skips events whose source disagrees with the subject; so does this.
+            Ok(decoded) if source_matches_subject(&decoded.source, &message.subject) => {
+                into.push((sequence, decoded.source, decoded.event));
+            }
+            Ok(_) => {
+                tracing::warn!(sequence, subject = %message.subject, "survey event skipped: source does not match its subject")
+            }
+            Err(error) => tracing::warn!(sequence, %error, "survey event skipped"),
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
