@@ -3,24 +3,10 @@
 //! readers file, arbitrary or mutated TOML). No panic; a header is read only in its one form;
 //! an unreadable file is an error naming its path, and a readable one authenticates its tokens.
 
+use observatory_fuzzing::{config, mutated_text};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
 
 use crate::{Reader, ReaderRegistry, TokenFileError, bearer_token, hash_token};
-
-/// `cases` unless `PROPTEST_CASES` says otherwise, a fixed seed unless `PROPTEST_RNG_SEED`
-/// gives one, no regression files.
-fn config(cases: u32) -> Config {
-    let mut config = Config::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = cases;
-    }
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = RngSeed::Fixed(0x0b5e_7a70_0f2a_2026);
-    }
-    config.failure_persistence = None;
-    config
-}
 
 const SEED: &str = "[[reader]]\nname = \"ana@insee\"\nrole = \"researcher\"\ntoken_sha256 = \"HASH\"\nadded_at = \"2025-11-01T00:00:00Z\"\n\n[[reader]]\nname = \"pub\"\nrole = \"publisher\"\ntoken_sha256 = \"HASH2\"\n";
 
@@ -54,28 +40,6 @@ const PIECES: &[&str] = &[
     "nan",
 ];
 
-fn mutated_toml() -> impl Strategy<Value = String> {
-    let edit = (0u8..3, any::<usize>(), proptest::sample::select(PIECES), 1usize..6);
-    proptest::collection::vec(edit, 0..6).prop_map(|edits| {
-        let mut text: Vec<char> = SEED.chars().collect();
-        for (kind, at, piece, n) in edits {
-            let at = at % (text.len() + 1);
-            match kind {
-                0 => {
-                    text.splice(at..at, piece.chars());
-                }
-                1 => {
-                    let end = (at + n).min(text.len());
-                    text.drain(at..end);
-                }
-                _ if at < text.len() => text[at] = piece.chars().next().unwrap_or(' '),
-                _ => {}
-            }
-        }
-        text.into_iter().collect()
-    })
-}
-
 proptest! {
     #![proptest_config(config(256))]
 
@@ -105,7 +69,7 @@ proptest! {
     /// A readers file edited by hand: opened, or refused naming the file; every entry opened
     /// authenticates by its hash.
     #[test]
-    fn fuzz_token_files(text in prop_oneof![4 => mutated_toml(), 1 => ".{0,60}"]) {
+    fn fuzz_token_files(text in prop_oneof![4 => mutated_text(SEED, PIECES, 0..6, 1..6), 1 => ".{0,60}"]) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("readers.toml");
         std::fs::write(&path, &text).unwrap();

@@ -4,24 +4,10 @@
 //! perturbs any count with any cell key), else refused naming the line; a secret is keyed only
 //! from enough hex digits.
 
+use observatory_fuzzing::{config, mutated_text};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
 
 use crate::{MIN_SECRET_BYTES, PTable, PTableError, RecordKeys};
-
-/// `cases` unless `PROPTEST_CASES` says otherwise, a fixed seed unless `PROPTEST_RNG_SEED`
-/// gives one, no regression files.
-fn config(cases: u32) -> Config {
-    let mut config = Config::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = cases;
-    }
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = RngSeed::Fixed(0x0b5e_7a70_0f2a_2026);
-    }
-    config.failure_persistence = None;
-    config
-}
 
 const SHIPPED: &str = include_str!("../data/ptable-1.csv");
 
@@ -53,26 +39,8 @@ const PIECES: &[&str] = &[
 ];
 
 fn table_text() -> impl Strategy<Value = String> {
-    let edit = (0u8..3, any::<usize>(), proptest::sample::select(PIECES), 1usize..40);
     prop_oneof![
-        6 => proptest::collection::vec(edit, 0..4).prop_map(|edits| {
-            let mut text: Vec<char> = SHIPPED.chars().collect();
-            for (kind, at, piece, n) in edits {
-                let at = at % (text.len() + 1);
-                match kind {
-                    0 => {
-                        text.splice(at..at, piece.chars());
-                    }
-                    1 => {
-                        let end = (at + n).min(text.len());
-                        text.drain(at..end);
-                    }
-                    _ if at < text.len() => text[at] = piece.chars().next().unwrap_or(' '),
-                    _ => {}
-                }
-            }
-            text.into_iter().collect::<String>()
-        }),
+        6 => mutated_text(SHIPPED, PIECES, 0..4, 1..40),
         1 => "# D=[0-9]{1,10} V=[0-9.]{1,6} js=[0-9]{1,10}\n(.{0,20}\n){0,3}",
         1 => ".{0,40}",
     ]

@@ -5,17 +5,18 @@
 //! and its field when the record could be read. A few hundred cases each by default;
 //! `PROPTEST_CASES` sets more (`scripts/fuzz.sh` runs a million).
 //!
-//! [`support`] holds what the survey properties share: the configuration and the mutations.
+//! [`support`] holds what the survey properties share: the mutations and the values.
 
 use std::collections::BTreeSet;
 
 use chrono::{NaiveDate, Utc};
+use observatory_fuzzing::config;
 use observatory_model::{Envelope, Event, RevisionStamp, validate_period_close};
 use observatory_reference::{Crosswalk, Crosswalks};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use self::support::{body, config, json_value, mutated, text_cell};
+use self::support::{body, json_value, mutated, text_cell};
 use crate::parse::{Format, REPEATED_KEY, json_record, parse_body, read_csv};
 
 pub(crate) mod support {
@@ -23,23 +24,7 @@ pub(crate) mod support {
 
     use proptest::collection::{btree_map, vec};
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
     use serde_json::Value;
-
-    /// `cases` cases unless `PROPTEST_CASES` says otherwise; a fixed seed unless
-    /// `PROPTEST_RNG_SEED` gives one, so CI runs the same cases every time; no regression files
-    /// written into the tree (a failure found is kept as a unit test beside its parser).
-    pub(crate) fn config(cases: u32) -> Config {
-        let mut config = Config::default();
-        if std::env::var_os("PROPTEST_CASES").is_none() {
-            config.cases = cases;
-        }
-        if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-            config.rng_seed = RngSeed::Fixed(0x0b5e_7a70_0f2a_2026);
-        }
-        config.failure_persistence = None;
-        config
-    }
 
     /// Pieces a mutation inserts: what breaks parsers (quotes, separators, line ends, BOMs,
     /// NULs, escapes, huge and special numbers, invisible and multi-byte characters, invalid

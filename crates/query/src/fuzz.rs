@@ -5,32 +5,19 @@
 //! request holds only well-formed months and filters. The SDMX and survey parsers have their
 //! own modules (`sdmx::fuzz`, `survey::fuzz`) on the [`support`] here.
 
+use observatory_fuzzing::config;
 use proptest::prelude::*;
 
-use self::support::{config, query_string};
+use self::support::query_string;
 use crate::api::CoverageQuery;
 use crate::request::{CountsRequest, Dimension, OutputFormat, RequestError, query_pairs};
 
 pub(crate) mod support {
-    //! What the query crate's fuzz properties share: the configuration and query strings.
+    //! What the query crate's fuzz properties share: the parameters, values and query strings
+    //! of its endpoints (the configuration is every crate's, in `observatory-fuzzing`).
 
     use proptest::collection::vec;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
-
-    /// `cases` cases unless `PROPTEST_CASES` says otherwise; a fixed seed unless
-    /// `PROPTEST_RNG_SEED` gives one (CI runs the same cases every time); no regression files.
-    pub(crate) fn config(cases: u32) -> Config {
-        let mut config = Config::default();
-        if std::env::var_os("PROPTEST_CASES").is_none() {
-            config.cases = cases;
-        }
-        if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-            config.rng_seed = RngSeed::Fixed(0x0b5e_7a70_0f2a_2026);
-        }
-        config.failure_persistence = None;
-        config
-    }
 
     /// Values any parameter may be sent: the API's own, near misses and troublemakers.
     pub(crate) const VALUES: &[&str] = &[

@@ -6,24 +6,10 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
+use observatory_fuzzing::{config, mutated_text};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
 
 use crate::{Kind, Period, Schedule};
-
-/// `cases` unless `PROPTEST_CASES` says otherwise, a fixed seed unless `PROPTEST_RNG_SEED`
-/// gives one, no regression files.
-fn config(cases: u32) -> Config {
-    let mut config = Config::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = cases;
-    }
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = RngSeed::Fixed(0x0b5e_7a70_0f2a_2026);
-    }
-    config.failure_persistence = None;
-    config
-}
 
 const SEED: &str = "[[report]]\nkind = \"monthly\"\ncron = \"0 6 5 * *\"\ntimezone = \"Europe/Paris\"\n\n[[report]]\nkind = \"annual\"\ncron = \"0 6 15 1 *\"\n";
 
@@ -72,29 +58,6 @@ const PIECES: &[&str] = &[
     "at = 1\n",
     "report = 3\n",
 ];
-
-/// The seed with a few pieces inserted, bytes deleted or replaced.
-fn mutated_toml() -> impl Strategy<Value = String> {
-    let edit = (0u8..3, any::<usize>(), proptest::sample::select(PIECES), 1usize..6);
-    proptest::collection::vec(edit, 0..6).prop_map(|edits| {
-        let mut text: Vec<char> = SEED.chars().collect();
-        for (kind, at, piece, n) in edits {
-            let at = at % (text.len() + 1);
-            match kind {
-                0 => {
-                    text.splice(at..at, piece.chars());
-                }
-                1 => {
-                    let end = (at + n).min(text.len());
-                    text.drain(at..end);
-                }
-                _ if at < text.len() => text[at] = piece.chars().next().unwrap_or(' '),
-                _ => {}
-            }
-        }
-        text.into_iter().collect()
-    })
-}
 
 /// One `[[report]]` table from parts: cron fields of every kind, zones real and not.
 fn built_toml() -> impl Strategy<Value = String> {
@@ -173,7 +136,7 @@ proptest! {
     #![proptest_config(config(256))]
 
     #[test]
-    fn fuzz_report_schedules_mutated(text in mutated_toml(), at in instant()) {
+    fn fuzz_report_schedules_mutated(text in mutated_text(SEED, PIECES, 0..6, 1..6), at in instant()) {
         check_schedules(&text, at)?;
     }
 

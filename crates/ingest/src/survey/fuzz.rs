@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use axum::http::StatusCode;
 use chrono::Utc;
+use observatory_fuzzing::config;
 use observatory_model::survey::{
     Cell, SurveyEvent, SurveyResponsesRecorded, SurveyRow, SurveyWaveClosed, SurveyWaveDeclared,
     check_row, validate_row,
@@ -17,7 +18,7 @@ use proptest::prelude::*;
 
 use super::handlers::declaration;
 use super::parse::{BodyFormat, parse_close, parse_rows};
-use crate::fuzz::support::{body, config, mutated, text_cell};
+use crate::fuzz::support::{body, mutated, text_cell};
 
 /// The declaration of the model's fixtures (a stratified, clustered household survey).
 const DECLARATION: &str = r#"{"survey":"cvs","wave":"2024","population":"households",

@@ -6,13 +6,14 @@
 //! (400 syntax, 413, 422 semantics, 406 format) and names the part of the query it is about.
 
 use axum::http::StatusCode;
+use observatory_fuzzing::config;
 use proptest::prelude::*;
 
 use super::dataflow::{Dataflow, Dim};
 use super::format::{Kind, Labels, negotiate};
 use super::plan::{MAX_PARTS, Observation, Value, plan, select};
 use super::query::{DataQuery, months, parse_key, raw_pairs};
-use crate::fuzz::support::{config, names_a_parameter, raw_encode};
+use crate::fuzz::support::{names_a_parameter, raw_encode};
 
 const PARAMETERS: &[&str] = &[
     "c[TIME_PERIOD]",

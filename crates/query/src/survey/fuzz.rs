@@ -3,12 +3,13 @@
 //! `min_sequence` and vintage (`listing_query`). No panic; a refusal names the parameter it is
 //! about (or the required one left out); an accepted query holds a wave id and a level in (0, 1).
 
+use observatory_fuzzing::config;
 use observatory_model::survey::is_valid_wave_id;
 use proptest::prelude::*;
 
 use super::handlers::listing_query;
 use super::request::{EstimatesQuery, ItemQuery, Stat};
-use crate::fuzz::support::{KEYS, VALUES, config, names_a_parameter, query_string};
+use crate::fuzz::support::{KEYS, VALUES, names_a_parameter, query_string};
 use crate::request::{RequestError, query_pairs};
 
 proptest! {
