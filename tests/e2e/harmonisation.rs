@@ -249,7 +249,9 @@ async fn a_new_crosswalk_version_is_applied_to_all_history_by_a_rebuild() {
     assert_eq!(codes(&before.body), vec![("09031".into(), 1), ("09032".into(), 2)]);
 
     env.observatory("rebuild").flag("--crosswalk-versions", "natinf=2").run();
-    let after = service.get(&format!("/v1/incidents/counts?by=iccs&min_sequence={seq}")).await;
+    let after = service
+        .get_on_version(&format!("/v1/incidents/counts?by=iccs&min_sequence={seq}"), 2)
+        .await;
     assert_eq!(
         after.body["as_of"]["reference"]["crosswalk.natinf"], "2",
         "{}",

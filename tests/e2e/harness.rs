@@ -411,6 +411,24 @@ impl Service {
         self.call(Method::GET, path_and_query).token(&self.researcher).send().await
     }
 
+    /// `GET` until the answer comes from projection `version` (a rebuild's switch is served
+    /// once the new version's counts are netted, in the background): every answer meanwhile
+    /// is a whole answer of the version before.
+    pub async fn get_on_version(&self, path_and_query: &str, version: u64) -> Answer {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = self.get(path_and_query).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let served = answer.body["as_of"]["version"].as_u64().unwrap();
+            if served == version {
+                return answer;
+            }
+            assert_eq!(served, version - 1, "{}", answer.body["as_of"]);
+            assert!(Instant::now() < deadline, "version {version} not served within 60 s");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// `GET` without a token: the public (perturbed) numbers.
     pub async fn get_public(&self, path_and_query: &str) -> Answer {
         self.call(Method::GET, path_and_query).send().await

@@ -115,8 +115,8 @@ async fn two_ingest_replicas_record_each_survey_respondent_once() {
     const UPLOADS: usize = 20;
     const NEW: usize = 500;
     let row = |i: usize| {
-        let region = if i % 2 == 0 { "11" } else { "84" };
-        let victim = if i % 3 == 0 { "yes" } else { "no" };
+        let region = if i.is_multiple_of(2) { "11" } else { "84" };
+        let victim = if i.is_multiple_of(3) { "yes" } else { "no" };
         json!({"hh": format!("H{i:05}"), "region": region, "w": 100 + i % 7, "victim": victim})
     };
     let (mut accepted, mut duplicates) = (0u64, 0u64);

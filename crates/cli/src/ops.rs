@@ -16,6 +16,7 @@ use observatory_bus::Bus;
 use observatory_bus::async_nats::connection::State;
 use observatory_ingest::IngestState;
 use observatory_ingest::survey::SurveyIngestState;
+use observatory_query::CountsEngine;
 use observatory_store::Projection;
 use serde_json::{Value, json};
 
@@ -29,6 +30,8 @@ pub struct Parts {
     pub ingest: Option<(Arc<IngestState>, Arc<SurveyIngestState>)>,
     /// The projections the process reads (query) or writes (projector).
     pub projections: Vec<Projection>,
+    /// The counts engine a query service nets each new manifest with.
+    pub counts: Option<Arc<CountsEngine>>,
 }
 
 /// How long a readiness check waits for the object store.
@@ -86,6 +89,19 @@ async fn ready(parts: &Parts) -> Response {
     }
     for projection in &parts.projections {
         checks.push((format!("projection:{}", projection.name()), readable(projection).await));
+    }
+    if let Some(counts) = &parts.counts {
+        checks.push((
+            "counts".into(),
+            (counts.serving().prepared() == Some(false)).then(|| {
+                (
+                    "netting the committed counts before the first answer (seconds at tens of \
+                     millions of events)"
+                        .into(),
+                    "wait; if it lasts, the log says why the counts cannot be read",
+                )
+            }),
+        ));
     }
     let list: Vec<Value> = checks
         .iter()

@@ -109,7 +109,7 @@ pub async fn publish(
         .max_by_key(|k| release_number(&k.release))
         .map(|k| k.release);
     progress.set_message(format!("reading release {release}"));
-    let router = crate::serve::query_router(settings)?;
+    let (router, _) = crate::serve::query_router(settings, false)?;
     let request = observatory_report::Request {
         period,
         release: release.clone(),

@@ -73,6 +73,7 @@ fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, ops::Par
         nats: Some(bus.clone()),
         ingest: Some((state.clone(), surveys.clone())),
         projections: Vec::new(),
+        counts: None,
     };
     let loader = state.clone();
     let bus = bus.clone();
@@ -96,20 +97,31 @@ fn ingest_part(settings: &IngestSettings, bus: &Bus) -> Result<(Router, ops::Par
     Ok((router, parts))
 }
 
-/// The query API: counts, coverage, releases, SDMX, surveys, reports and the front page.
-pub fn query_router(settings: &QuerySettings) -> Result<Router> {
+/// The query API: counts, coverage, releases, SDMX, surveys, reports and the front page, and
+/// the counts engine behind it. A service nets each new manifest in the background
+/// ([`CountsEngine::keep_netted`], started here); a one-off reader (a report) does not.
+pub fn query_router(
+    settings: &QuerySettings,
+    serving: bool,
+) -> Result<(Router, Arc<CountsEngine>)> {
     let incidents = projection(&settings.store)?;
     let store = incidents.store().clone();
     let reports = observatory_query::ReportsState::new(store.clone());
+    let engine = Arc::new(CountsEngine::new(incidents));
+    if serving {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.keep_netted().await });
+    }
     let state = Arc::new(QueryState {
-        engine: CountsEngine::new(incidents),
+        engine: engine.clone(),
         config: settings.config.clone(),
         disclosure: settings.disclosure.clone(),
         vintages: Vintages::new(Releases::new(store)),
     });
-    Ok(observatory_query::router(state)
-        .merge(crate::surveys::query(settings)?)
-        .merge(observatory_query::reports_router(reports)))
+    let router = observatory_query::router(state)
+        .merge(crate::surveys::query(settings, engine.clone())?)
+        .merge(observatory_query::reports_router(reports));
+    Ok((router, engine))
 }
 
 /// The projections a query or a projector reads or writes, for `/health/ready`.
@@ -221,10 +233,9 @@ pub async fn up(args: &UpArgs) -> Result<()> {
     };
     let (ingest_router, mut parts) = ingest_part(&args.ingest(), &bus)?;
     parts.projections = projections(&settings.store)?;
-    let app = Router::new()
-        .merge(ingest_router)
-        .merge(query_router(&args.query()?)?)
-        .merge(health(parts));
+    let (query, counts) = query_router(&args.query()?, true)?;
+    parts.counts = Some(counts);
+    let app = Router::new().merge(ingest_router).merge(query).merge(health(parts));
     let schedules = crate::scheduler::load(&args.reports_config(), false)?;
     let scheduler = tokio::spawn(crate::scheduler::run(args.query()?, schedules, stop_rx.clone()));
 
@@ -263,8 +274,13 @@ pub async fn ingest_only(args: &IngestArgs) -> Result<()> {
 
 pub async fn query_only(args: &QueryArgs) -> Result<()> {
     let settings = args.query()?;
-    let parts = ops::Parts { projections: projections(&settings.store)?, ..Default::default() };
-    let app = query_router(&settings)?.merge(health(parts));
+    let (query, counts) = query_router(&settings, true)?;
+    let parts = ops::Parts {
+        projections: projections(&settings.store)?,
+        counts: Some(counts),
+        ..Default::default()
+    };
+    let app = query.merge(health(parts));
     serve_http(&args.http.http, COUNTS, app, termination()).await
 }
 
@@ -297,6 +313,7 @@ pub async fn project_only(serve: &ProjectServeArgs) -> Result<()> {
                 nats: Some(bus.clone()),
                 ingest: None,
                 projections: projections(&projector.store)?,
+                counts: None,
             };
             let (address, mut stop) = (address.clone(), stop_rx.clone());
             Some(tokio::spawn(async move {

@@ -49,11 +49,11 @@ pub async fn load(state: &SurveyIngestState) {
     }
 }
 
-pub fn query(settings: &QuerySettings) -> Result<Router> {
+pub fn query(settings: &QuerySettings, counts: Arc<CountsEngine>) -> Result<Router> {
     let store = Store::open(&settings.store)?;
     let state = Arc::new(SurveyQueryState {
         engine: SurveyEngine::new(Projection::new(store.clone(), ProjectionId::Surveys)),
-        counts: CountsEngine::new(Projection::new(store.clone(), ProjectionId::Incidents)),
+        counts,
         config: settings.config.clone(),
         disclosure: settings.disclosure.clone(),
         vintages: observatory_query::Vintages::new(observatory_store::Releases::new(store)),

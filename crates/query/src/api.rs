@@ -38,7 +38,8 @@ impl Default for QueryConfig {
 }
 
 pub struct QueryState {
-    pub engine: CountsEngine,
+    /// Shared with the survey endpoints' dark-figure view: one netting in memory.
+    pub engine: Arc<CountsEngine>,
     pub config: QueryConfig,
     /// The public tier's policy and the readers who see past it.
     pub disclosure: Disclosure,

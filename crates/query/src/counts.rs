@@ -1,7 +1,7 @@
 //! Count aggregation over the committed counts table with Polars. Counts files hold deltas
 //! (or compacted snapshots) per cell; summing every file of the manifest gives the totals.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use observatory_reference::Geography;
 use observatory_store::layout::{counts as stored, coverage as closures};
 use observatory_store::{DataFile, Manifest, Projection, StoreError, TableId};
 use polars::prelude::*;
+use tokio::sync::watch;
 
 use observatory_disclosure::Policy;
 
@@ -106,9 +107,13 @@ pub struct CountsAnswer {
 /// Reads committed manifests and serves counts from the cells they add up to.
 pub struct CountsEngine {
     serving: ServingManifest,
-    /// The serving manifest's counts netted per cell; rebuilt (or extended) when the manifest
-    /// changes, then shared by every request on that manifest.
-    netted: tokio::sync::Mutex<Option<Arc<Netted>>>,
+    /// The serving manifests' counts netted per cell, newest last: the one served and the one
+    /// before it (a request resolved just before a swap still finds its own). Rebuilt, or
+    /// extended, when the manifest changes, then shared by every request on that manifest.
+    recent: std::sync::Mutex<VecDeque<Arc<Netted>>>,
+    /// Held while a serving netting is built: one build at a time, never a lock a request on
+    /// an already built netting waits for.
+    building: tokio::sync::Mutex<()>,
     /// Nettings of other manifests (releases, `as_of`), newest use last: a release is asked
     /// for again and again, and must not evict the serving netting.
     vintages: tokio::sync::Mutex<Vec<(u32, u64, Arc<Netted>)>>,
@@ -116,6 +121,13 @@ pub struct CountsEngine {
 
 /// How many non-serving nettings are kept.
 const VINTAGE_CACHE: usize = 4;
+
+/// How many serving nettings are kept: the served one and the one before it.
+const RECENT_NETTINGS: usize = 2;
+
+/// How often [`CountsEngine::keep_netted`] looks for a new manifest (as often as a waiting
+/// reader looks, within the projector's one-second flush).
+const PREPARE_POLL: Duration = Duration::from_millis(50);
 
 /// Every counts file of one manifest summed per cell, zero cells dropped, with an `open`
 /// column (1 where the source has not closed that month and département). The files hold
@@ -245,7 +257,8 @@ impl CountsEngine {
     pub fn new(projection: Projection) -> CountsEngine {
         CountsEngine {
             serving: ServingManifest::new(projection),
-            netted: tokio::sync::Mutex::new(None),
+            recent: std::sync::Mutex::new(VecDeque::new()),
+            building: tokio::sync::Mutex::new(()),
             vintages: tokio::sync::Mutex::new(Vec::new()),
         }
     }
@@ -286,22 +299,78 @@ impl CountsEngine {
     /// new files when the manifest only added some (the usual flush), else built anew (a
     /// compaction or a rebuild replaced files).
     async fn netted(&self, manifest: &Manifest) -> Result<Arc<Netted>, QueryError> {
-        let mut cached = self.netted.lock().await;
-        let netted = self.build(manifest, cached.take()).await;
-        if let Ok(netted) = &netted {
-            *cached = Some(netted.clone());
+        if let Some(netted) = self.recent_for(manifest) {
+            return Ok(netted);
         }
-        netted
+        let _building = self.building.lock().await;
+        if let Some(netted) = self.recent_for(manifest) {
+            return Ok(netted);
+        }
+        let newest = self.recent.lock().expect("nettings lock").back().cloned();
+        let netted = self.build(manifest, newest).await?;
+        let mut recent = self.recent.lock().expect("nettings lock");
+        recent.push_back(netted.clone());
+        while recent.len() > RECENT_NETTINGS {
+            recent.pop_front();
+        }
+        Ok(netted)
+    }
+
+    fn recent_for(&self, manifest: &Manifest) -> Option<Arc<Netted>> {
+        let recent = self.recent.lock().expect("nettings lock");
+        recent.iter().rev().find(|n| n.describes(manifest)).cloned()
+    }
+
+    /// Nets each new serving manifest as soon as it is committed, and only then serves it:
+    /// until the next one is netted, requests are answered from the one before, with its
+    /// own `as_of` (a request asking for a later `min_sequence` waits for it as it waits for
+    /// the projector). So no request pays for a netting, whether a flush extends it or a
+    /// compaction or a rebuild makes it anew. Runs until the process ends; call it once, on
+    /// a spawned task, in a service that answers requests (a one-off reader such as a
+    /// report has nothing to gain from it).
+    pub async fn keep_netted(&self) {
+        let (front, follow) = watch::channel(None);
+        if !self.serving.follow(follow) {
+            return;
+        }
+        let mut failing = false;
+        loop {
+            let prepared = match self.serving.committed().await {
+                Ok(None) => Ok(None),
+                Ok(Some(manifest)) => self.netted(&manifest).await.map(|_| Some(manifest)),
+                Err(error) => Err(QueryError::from(error)),
+            };
+            match prepared {
+                Ok(manifest) => {
+                    failing = false;
+                    front.send_if_modified(|served| {
+                        let key = |m: &Option<Manifest>| {
+                            m.as_ref().map(|m| (m.version, m.last_sequence, m.committed_at))
+                        };
+                        let changed = served.as_ref().is_none_or(|s| key(s) != key(&manifest));
+                        if changed {
+                            *served = Some(manifest);
+                        }
+                        changed
+                    });
+                }
+                // Served stays what it was; said once per failing stretch, not every poll.
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "cannot net the newest counts manifest; serving the previous one");
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(PREPARE_POLL).await;
+        }
     }
 
     /// The netting of a manifest other than the serving one, from the small cache or anew.
     async fn vintage_netted(&self, manifest: &Manifest) -> Result<Arc<Netted>, QueryError> {
         let key = (manifest.version, manifest.last_sequence);
         // A release made from the serving manifest names the same files: share its netting.
-        if let Some(serving) = self.netted.lock().await.as_ref()
-            && serving.describes(manifest)
-        {
-            return Ok(serving.clone());
+        if let Some(serving) = self.recent_for(manifest) {
+            return Ok(serving);
         }
         let mut cached = self.vintages.lock().await;
         if let Some(at) = cached.iter().position(|(v, s, _)| (*v, *s) == key) {

@@ -7,25 +7,58 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use observatory_store::{Manifest, Projection, ProjectionId, StoreError};
 use serde::Serialize;
+use tokio::sync::watch;
 
-/// Reads the manifest `CURRENT` points to in one projection.
+/// Reads the manifest `CURRENT` points to in one projection, or, once an engine prepares each
+/// new manifest in the background ([`ServingManifest::follow`]), the newest manifest it has
+/// prepared: a request is then answered at once from the previous state, with that state's
+/// `as_of`, while the next is being prepared, and never pays for the preparation itself.
 pub struct ServingManifest {
     projection: Projection,
     /// How often a reader waiting on `min_sequence` looks again.
     poll_interval: Duration,
+    /// The newest prepared manifest, when something prepares them (`None` inside: the
+    /// projection has no manifest yet; the outer `None`: nothing prepared yet).
+    front: std::sync::OnceLock<watch::Receiver<Option<Option<Manifest>>>>,
 }
 
 impl ServingManifest {
     pub fn new(projection: Projection) -> ServingManifest {
-        ServingManifest { projection, poll_interval: Duration::from_millis(20) }
+        ServingManifest {
+            projection,
+            poll_interval: Duration::from_millis(20),
+            front: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn projection(&self) -> &Projection {
         &self.projection
     }
 
-    /// The serving manifest now (`None` before the first commit).
+    /// From now on serve what `front` says is prepared. Once only: `false` if already set.
+    pub fn follow(&self, front: watch::Receiver<Option<Option<Manifest>>>) -> bool {
+        self.front.set(front).is_ok()
+    }
+
+    /// Whether the manifest served is one prepared in the background (`None`: nothing
+    /// prepares manifests; `Some(false)`: the first is still being prepared).
+    pub fn prepared(&self) -> Option<bool> {
+        self.front.get().map(|front| front.borrow().is_some())
+    }
+
+    /// The serving manifest now (`None` before the first commit): the newest prepared one
+    /// when manifests are prepared in the background and one is, else `CURRENT`'s.
     pub async fn current(&self) -> Result<Option<Manifest>, StoreError> {
+        if let Some(front) = self.front.get()
+            && let Some(prepared) = front.borrow().clone()
+        {
+            return Ok(prepared);
+        }
+        self.committed().await
+    }
+
+    /// The manifest `CURRENT` points to, whether or not it is prepared.
+    pub async fn committed(&self) -> Result<Option<Manifest>, StoreError> {
         self.projection.serving_manifest().await
     }
 

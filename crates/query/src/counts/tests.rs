@@ -424,6 +424,89 @@ async fn a_netting_extended_by_new_files_equals_one_from_scratch() {
     assert_eq!(*extended.data_months, *scratch.data_months);
 }
 
+/// A service nets each new manifest before serving it: while the next netting is being made
+/// (held here by taking the build lock, as a long netting would), requests are answered at once
+/// from the previous one, with its `as_of`; then the new one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_manifest_is_served_once_netted_and_the_previous_one_until_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let projection = Projection::new(store, ProjectionId::Incidents);
+    let engine = Arc::new(CountsEngine::new(projection.clone()));
+    let refresher = engine.clone();
+    let task = tokio::spawn(async move { refresher.keep_netted().await });
+    let prepared = |engine: &Arc<CountsEngine>| engine.serving().prepared();
+    let within = Duration::from_secs(10);
+    wait_until(|| prepared(&engine) == Some(true), within).await;
+    // No manifest yet: an empty answer, nothing waits.
+    let request =
+        CountsRequest::parse(&[("by".to_owned(), "source,unit,departement".to_owned())]).unwrap();
+    let empty = engine.counts(&request, Duration::ZERO).await.unwrap();
+    assert_eq!((empty.as_of.sequence, empty.frame.height()), (0, 0));
+
+    let first =
+        write(&projection, TableId::Counts, Some(2024), (1, 10), counts_frame(&ROWS[..4])).await;
+    let mut m1 = Manifest::empty(ProjectionId::Incidents, 1, "OBSERVATORY");
+    m1.last_sequence = 10;
+    m1.tables.insert(TableId::Counts.key(), vec![first.clone()]);
+    projection.commit(&m1).await.unwrap();
+    projection.set_current(1).await.unwrap();
+    let served = |engine: &Arc<CountsEngine>, sequence: u64| {
+        let engine = engine.clone();
+        async move {
+            engine.serving().current().await.unwrap().is_some_and(|m| m.last_sequence == sequence)
+        }
+    };
+    wait_until_async(|| served(&engine, 10), within).await;
+    let on_m1 = engine.counts(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(on_m1.as_of.sequence, 10);
+
+    // The next manifest is committed while a netting is in progress.
+    let building = engine.building.lock().await;
+    let second =
+        write(&projection, TableId::Counts, Some(2024), (11, 20), counts_frame(&ROWS[4..])).await;
+    let mut m2 = m1.clone();
+    m2.last_sequence = 20;
+    m2.tables.insert(TableId::Counts.key(), vec![first, second]);
+    projection.commit(&m2).await.unwrap();
+    let meanwhile = tokio::time::timeout(within, engine.counts(&request, Duration::ZERO))
+        .await
+        .expect("a request on the previous netting does not wait for the next")
+        .unwrap();
+    assert_eq!(meanwhile.as_of.sequence, 10);
+    assert_eq!(meanwhile.frame, on_m1.frame);
+    // A reader asking for the new state waits for it, as for the projector, and says so.
+    let later = CountsRequest { min_sequence: Some(20), ..request.clone() };
+    let waited = engine.counts(&later, Duration::from_millis(100)).await;
+    assert!(matches!(waited, Err(QueryError::NotYet(_))));
+
+    drop(building);
+    wait_until_async(|| served(&engine, 20), within).await;
+    let on_m2 = engine.counts(&request, Duration::ZERO).await.unwrap();
+    assert_eq!(on_m2.as_of.sequence, 20);
+    assert_ne!(on_m2.frame, on_m1.frame);
+    task.abort();
+}
+
+async fn wait_until(condition: impl Fn() -> bool, within: Duration) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < within, "timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_until_async<F: std::future::Future<Output = bool>>(
+    condition: impl Fn() -> F,
+    within: Duration,
+) {
+    let started = Instant::now();
+    while !condition().await {
+        assert!(started.elapsed() < within, "timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The public tier: each row perturbed from its own cell key (the sum of its cells' key sums),
 /// nothing published in 1..=js, rows published as zero left out of grouped answers like true
 /// zeros, losses withheld under the threshold, and the same cell reached by two query shapes

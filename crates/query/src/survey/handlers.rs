@@ -35,7 +35,7 @@ use observatory_store::{Manifest, ProjectionId};
 pub struct SurveyQueryState {
     pub engine: SurveyEngine,
     /// The incident counts, for the dark-figure view (read through their public API).
-    pub counts: CountsEngine,
+    pub counts: Arc<CountsEngine>,
     pub config: QueryConfig,
     pub disclosure: Disclosure,
     pub vintages: Vintages,
