@@ -234,6 +234,15 @@ fn targets(report: &Report) -> Vec<Target> {
             |v| v <= 3.0,
         ));
         targets.push(check(
+            format!(
+                "projector caught up after restart, {} events on the stream",
+                p.restart.events_on_stream
+            ),
+            "≤ 5 s",
+            Some(p.restart.projector_caught_up_seconds),
+            |v| v <= 5.0,
+        ));
+        targets.push(check(
             format!("projector peak RSS, rebuild of {} events", p.rebuild.events),
             "< 1024 MiB (for 10M events)",
             Some(p.rebuild.peak_rss_mib),
@@ -367,6 +376,15 @@ pub fn render(report: &Report) -> String {
             mib(t.ingest_peak_rss_mib),
             mib(t.nats_rss_mib),
             mib(t.nats_peak_rss_mib)
+        );
+        let _ = writeln!(
+            out,
+            "   projector restored and caught up in {:.2} s (peak RSS {} MiB); query ready (counts netted) in {:.2} s, first count answer {:.1} ms (peak RSS {} MiB)",
+            t.projector_caught_up_seconds,
+            mib(t.projector_peak_rss_mib),
+            t.query_ready_seconds,
+            t.first_query_ms,
+            mib(t.query_peak_rss_mib)
         );
     }
     if let Some(q) = &report.query {

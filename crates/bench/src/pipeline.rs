@@ -138,7 +138,8 @@ async fn raw_replay(bus: &Bus, events: u64, pids: &cpu::Pids) -> Result<Replay> 
     let bar = progress_bar(events, "raw replay (ordered consumer)");
     let before = cpu::sample(pids);
     let started = Instant::now();
-    let mut messages = bus.ordered_replay("obs.incident.>", false).await?;
+    // The whole stream, as the incident projector reads it (see `Folding::SUBJECT_PREFIX`).
+    let mut messages = bus.ordered_replay("", false).await?;
     let mut seen = 0u64;
     while seen < events {
         let message = messages.next().await.context("the replay ended early")?.context("replay")?;
@@ -253,7 +254,15 @@ pub async fn run(
     std::fs::create_dir_all(&service_dir)?;
     let (rebuild, manifest) =
         rebuild(&nats, &store, &service_dir, dir.join("rebuild.log"), events).await?;
-    let restart = crate::restart::measure(&nats.url(), nats.pid(), &service_dir, events).await?;
+    let restart = crate::restart::measure(
+        &nats.url(),
+        nats.pid(),
+        &service_dir,
+        &store,
+        events,
+        manifest.last_sequence,
+    )
+    .await?;
     // The query stage reads the store only.
     drop(nats);
     let projection_ratio = rebuild.events_per_s / raw_replay.events_per_s;

@@ -1,11 +1,12 @@
-//! After the fill: how long an ingest process takes to be ready on a stream of N events (what
-//! a restart or a new replica costs), and what holding the stream costs nats-server's memory
-//! (one subject per incident).
+//! After the fill and the rebuild: how long each service takes to be back on a stream of N
+//! events (what a restart or a new replica costs) — the ingest ready, the projector restored
+//! and caught up, the query service's counts netted and its first answer — and what holding
+//! the stream costs nats-server's memory (one subject per incident).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::process::Service;
@@ -21,6 +22,16 @@ pub struct Restart {
     /// nats-server's resident and peak memory holding the stream.
     pub nats_rss_mib: Option<f64>,
     pub nats_peak_rss_mib: Option<f64>,
+    /// From spawning `observatory project` on the committed store to its metrics reporting
+    /// the incident projection committed at the stream's end with no lag (restore, consumer,
+    /// first report).
+    pub projector_caught_up_seconds: f64,
+    pub projector_peak_rss_mib: Option<f64>,
+    /// From spawning `observatory query` to `/health/ready` 200 (the counts netted).
+    pub query_ready_seconds: f64,
+    /// The first count request once ready.
+    pub first_query_ms: f64,
+    pub query_peak_rss_mib: Option<f64>,
 }
 
 /// `VmRSS` and `VmHWM` of a process, in MiB.
@@ -42,7 +53,9 @@ pub async fn measure(
     nats_url: &str,
     nats_pid: u32,
     service_dir: &Path,
+    store: &Path,
     events_on_stream: u64,
+    last_sequence: u64,
 ) -> Result<Restart> {
     let client = reqwest::Client::new();
     let args: Vec<String> = vec![
@@ -58,11 +71,114 @@ pub async fn measure(
     let ingest_peak_rss_mib = service.pid().and_then(|pid| memory_mib(pid).1);
     service.stop().await?;
     let (nats_rss_mib, nats_peak_rss_mib) = memory_mib(nats_pid);
+    let (projector_caught_up_seconds, projector_peak_rss_mib) =
+        projector_back(nats_url, service_dir, store, last_sequence, &client).await?;
+    let (query_ready_seconds, first_query_ms, query_peak_rss_mib) =
+        query_back(service_dir, store, &client).await?;
     Ok(Restart {
         events_on_stream,
         ingest_ready_seconds,
         ingest_peak_rss_mib,
         nats_rss_mib,
         nats_peak_rss_mib,
+        projector_caught_up_seconds,
+        projector_peak_rss_mib,
+        query_ready_seconds,
+        first_query_ms,
+        query_peak_rss_mib,
     })
+}
+
+/// How long to wait for a restarted service before the bench gives up.
+const BACK_WITHIN: Duration = Duration::from_secs(600);
+
+/// Starts `observatory project` on the committed store and times it until its metrics say the
+/// incident projection is committed at `last_sequence` with no lag.
+async fn projector_back(
+    nats_url: &str,
+    service_dir: &Path,
+    store: &Path,
+    last_sequence: u64,
+    client: &reqwest::Client,
+) -> Result<(f64, Option<f64>)> {
+    let address = format!("127.0.0.1:{}", crate::process::free_port()?);
+    let log = std::fs::File::create(service_dir.join("restart-project.log"))?;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(crate::process::observatory_exe()?)
+        .args(["project", "--data-dir"])
+        .arg(service_dir)
+        .arg("--store")
+        .arg(store)
+        .args(["--nats-url", nats_url, "--metrics-http", &address])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start observatory project")?;
+    let metrics = format!("http://{address}/metrics");
+    let committed = format!(
+        "observatory_projector_committed_sequence{{projection=\"incidents\"}} {last_sequence}"
+    );
+    let no_lag = "observatory_projector_lag_events{projection=\"incidents\"} 0";
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("observatory project exited ({status}) before it caught up");
+        }
+        if let Ok(response) = client.get(&metrics).send().await
+            && let Ok(text) = response.text().await
+            && text.lines().any(|l| l == committed)
+            && text.lines().any(|l| l == no_lag)
+        {
+            break;
+        }
+        if started.elapsed() > BACK_WITHIN {
+            bail!("observatory project did not catch up within {BACK_WITHIN:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let peak = child.id().and_then(|pid| memory_mib(pid).1);
+    child.kill().await?;
+    Ok((seconds, peak))
+}
+
+/// Starts `observatory query` on the committed store, times it to `/health/ready` (its
+/// counts netted), then its first count request.
+async fn query_back(
+    service_dir: &Path,
+    store: &Path,
+    client: &reqwest::Client,
+) -> Result<(f64, f64, Option<f64>)> {
+    let args: Vec<String> = vec![
+        "query".into(),
+        "--data-dir".into(),
+        service_dir.to_string_lossy().into_owned(),
+        "--store".into(),
+        store.to_string_lossy().into_owned(),
+    ];
+    let started = Instant::now();
+    let service = Service::start(&args, service_dir.join("restart-query.log"), client).await?;
+    let ready = format!("{}/health/ready", service.base_url);
+    loop {
+        if client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        if started.elapsed() > BACK_WITHIN {
+            bail!("observatory query was not ready within {BACK_WITHIN:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready_seconds = started.elapsed().as_secs_f64();
+    let first = Instant::now();
+    let url = format!("{}/v1/incidents/counts?by=month,departement", service.base_url);
+    let response = client.get(&url).send().await?;
+    if !response.status().is_success() {
+        bail!("GET {url} answered {}", response.status());
+    }
+    response.bytes().await?;
+    let first_ms = first.elapsed().as_secs_f64() * 1000.0;
+    let peak = service.pid().and_then(|pid| memory_mib(pid).1);
+    service.stop().await?;
+    Ok((ready_seconds, first_ms, peak))
 }

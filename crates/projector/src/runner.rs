@@ -23,8 +23,15 @@ pub trait Folding: Sized + Send {
     type Error: std::error::Error + Send + Sync + 'static;
     /// A message made ready to fold.
     type Decoded: Send + 'static;
-    /// Subject filter of the events this projection folds.
+    /// Subject filter of the consumer this projection reads through (empty: the whole stream).
     const FILTER: &'static str;
+    /// Subjects this projection folds; other messages the consumer delivers are passed over
+    /// (not counted as rejected). A projection whose events have one subject per incident
+    /// reads the whole stream rather than filter it: nats-server matches a wildcard filter
+    /// against every subject it holds, which at ten million subjects made each delivery
+    /// slower than the ordered consumer's heartbeat (its consumer was recreated over and over
+    /// and delivered nothing).
+    const SUBJECT_PREFIX: &'static str;
     /// Messages per pull request, and per chunk handed from the decoder to the fold.
     const BATCH: usize;
     /// Opens `version` of this projection at its newest committed manifest (restoring the fold
@@ -219,12 +226,13 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                 };
                 for Delivered { sequence, stream_pending, decoded } in chunk {
                     match decoded {
-                        Ok(decoded) => sink.apply(sequence, decoded),
-                        Err(reason) => {
+                        Some(Ok(decoded)) => sink.apply(sequence, decoded),
+                        Some(Err(reason)) => {
                             warn!(sequence, %reason, "event skipped");
                             rejected += 1;
                             sink.skip(sequence);
                         }
+                        None => sink.skip(sequence),
                     }
                     progress.applied_sequence = sequence;
                     progress.stream_pending = stream_pending;
@@ -333,7 +341,8 @@ struct Delivered<D> {
     sequence: u64,
     /// Matching messages after this one when it was delivered.
     stream_pending: u64,
-    decoded: Result<D, String>,
+    /// `None`: another projection's event.
+    decoded: Option<Result<D, String>>,
 }
 
 /// Decodes messages on a task of its own, ahead of the fold: decoding is about half of a
@@ -361,7 +370,10 @@ impl<S: Folding> Decoder<S> {
                             Ok(info) => chunk.push(Delivered {
                                 sequence: info.stream_sequence,
                                 stream_pending: info.pending,
-                                decoded: S::decode(&message),
+                                decoded: message
+                                    .subject
+                                    .starts_with(S::SUBJECT_PREFIX)
+                                    .then(|| S::decode(&message)),
                             }),
                             Err(error) => break Some(error.to_string()),
                         },

@@ -244,7 +244,8 @@ impl IncidentSink {
 impl Folding for IncidentSink {
     type Error = IncidentSinkError;
     type Decoded = (String, Event);
-    const FILTER: &'static str = "obs.incident.>";
+    const FILTER: &'static str = "";
+    const SUBJECT_PREFIX: &'static str = "obs.incident.";
     const BATCH: usize = 500;
 
     async fn open(

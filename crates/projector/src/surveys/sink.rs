@@ -230,6 +230,7 @@ impl Folding for SurveySink {
     type Error = SurveySinkError;
     type Decoded = DecodedSurveyEvent;
     const FILTER: &'static str = "obs.survey.>";
+    const SUBJECT_PREFIX: &'static str = "obs.survey.";
     // Response batches are large messages: pull and hold fewer at a time.
     const BATCH: usize = 64;
 
