@@ -225,6 +225,7 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                     None => return Err(LoopError::Consume("the decoder stopped".into())),
                 };
                 for Delivered { sequence, stream_pending, decoded } in chunk {
+                    let decoded_here = decoded.is_some();
                     match decoded {
                         Some(Ok(decoded)) => sink.apply(sequence, decoded),
                         Some(Err(reason)) => {
@@ -236,7 +237,8 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                     }
                     progress.applied_sequence = sequence;
                     progress.stream_pending = stream_pending;
-                    progress.uncommitted_events += 1;
+                    // Another projection's event is not this one's to write.
+                    progress.uncommitted_events += u64::from(decoded_here);
                     let caught_up = until_caught_up && stream_pending == 0;
                     if sink.pending() >= config.max_pending || caught_up {
                         commit(&mut sink, &mut rejected, &mut progress).await?;
