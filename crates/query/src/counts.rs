@@ -1,7 +1,7 @@
 //! Count aggregation over the committed counts table with Polars. Counts files hold deltas
 //! (or compacted snapshots) per cell; summing every file of the manifest gives the totals.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -417,21 +417,53 @@ impl CountsEngine {
                 Arc::new(coverage)
             }
         };
-        let mut frames = Vec::new();
-        if let Some(netted) = &previous {
-            frames.push(netted.frame.clone().lazy().select([all().exclude_cols([OPEN]).as_expr()]));
-        }
-        for file in manifest.files(&TableId::Counts) {
-            if previous.as_ref().is_some_and(|n| n.counts_files.contains(&file.path)) {
-                continue;
-            }
-            frames.push(self.load(manifest.version, file).await?.lazy());
-        }
+        // Cells of different years never meet (a cell's month is one of its keys, and the
+        // projector partitions counts files by that year), so each year is netted on its own:
+        // the group-by holds one year's rows at a time, and a flush re-nets only the years
+        // its files touch, keeping the other years' netted cells as they are.
         let started = Instant::now();
+        let new_files: Vec<&DataFile> = manifest
+            .files(&TableId::Counts)
+            .iter()
+            .filter(|f| !previous.as_ref().is_some_and(|n| n.counts_files.contains(&f.path)))
+            .collect();
+        let mut years: BTreeMap<Option<i32>, Vec<LazyFrame>> = BTreeMap::new();
+        let mut parts: Vec<DataFrame> = Vec::new();
+        // A file without a year (none is written so) makes every year one group.
+        let by_year = new_files.iter().all(|f| f.year.is_some());
+        let year_of = |file: &DataFile| if by_year { file.year } else { None };
+        if let Some(netted) = &previous {
+            let cells = netted.frame.clone().lazy().select([all().exclude_cols([OPEN]).as_expr()]);
+            let touched: BTreeSet<i32> = new_files.iter().filter_map(|f| f.year).collect();
+            let in_touched = touched
+                .iter()
+                .fold(lit(false), |any, year| any.or(col(stored::YEAR).eq(lit(*year))));
+            if by_year {
+                parts.push(cells.clone().filter(in_touched.not()).collect()?);
+                for year in &touched {
+                    let year_cells = cells.clone().filter(col(stored::YEAR).eq(lit(*year)));
+                    years.entry(Some(*year)).or_default().push(year_cells);
+                }
+            } else {
+                years.entry(None).or_default().push(cells);
+            }
+        }
+        for file in &new_files {
+            years.entry(year_of(file)).or_default();
+        }
+        for (year, mut frames) in years {
+            for file in new_files.iter().filter(|f| year_of(f) == year) {
+                frames.push(self.load(manifest.version, file).await?.lazy());
+            }
+            let netted = tokio::task::spawn_blocking(move || net_cells(frames))
+                .await
+                .map_err(|source| QueryError::Task { task: "netting", source })??;
+            parts.push(netted);
+        }
         let for_task = coverage.clone();
         let (frame, coded, data_months) =
             tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
-                let frame = net(frames, &for_task)?;
+                let frame = finish_netting(parts, &for_task)?;
                 let coded = Coded::encode(&frame)?;
                 let data_months = data_months(&frame)?;
                 Ok((frame, Arc::new(coded), Arc::new(data_months)))
@@ -752,10 +784,15 @@ fn open_flags(frame: &DataFrame, coverage: &Coverage) -> Result<Column, QueryErr
 /// Sums counts files (and a previous netted table) per cell, drops cells that net to
 /// nothing, and flags the cells not yet closed. Pure over its inputs.
 pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, QueryError> {
+    finish_netting(vec![net_cells(frames)?], coverage)
+}
+
+/// Sums `frames` per cell and drops the cells that net to zero (no `open` flag yet).
+fn net_cells(frames: Vec<LazyFrame>) -> Result<DataFrame, QueryError> {
     let frame =
         if frames.is_empty() { empty_counts() } else { concat(frames, UnionArgs::default())? };
     let keys: Vec<Expr> = stored::DIMENSIONS.iter().map(|c| col(*c)).collect();
-    let mut cells = frame
+    Ok(frame
         .group_by(keys)
         .agg([
             col(stored::COUNT).sum().alias(stored::COUNT),
@@ -764,7 +801,20 @@ pub fn net(frames: Vec<LazyFrame>, coverage: &Coverage) -> Result<DataFrame, Que
         ])
         // An amendment that only changes the loss leaves a count of 0: keep it.
         .filter(col(stored::COUNT).neq(lit(0i64)).or(col(stored::LOSS_CENTS).neq(lit(0i64))))
-        .collect()?;
+        .collect()?)
+}
+
+/// Netted cells of disjoint groups (years) as one table, checked, with their `open` flags.
+fn finish_netting(parts: Vec<DataFrame>, coverage: &Coverage) -> Result<DataFrame, QueryError> {
+    let mut parts = parts.into_iter();
+    let mut cells = match parts.next() {
+        Some(first) => first,
+        None => net_cells(Vec::new())?,
+    };
+    for part in parts {
+        cells.vstack_mut(&part)?;
+    }
+    cells.rechunk_mut();
     check_losses(&cells)?;
     let open = open_flags(&cells, coverage)?;
     cells.with_column(open)?;

@@ -424,6 +424,47 @@ async fn a_netting_extended_by_new_files_equals_one_from_scratch() {
     assert_eq!(*extended.data_months, *scratch.data_months);
 }
 
+/// Years are netted apart: a flush touching one year re-nets that year and keeps the other
+/// years' cells; the result equals a netting of every file from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_re_nets_only_the_years_it_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let projection = Projection::new(store, ProjectionId::Incidents);
+    let old: Vec<Row> = vec![
+        ("2023-11", Some("75"), "0701", "pn", "offence", 5, 100),
+        ("2023-12", Some("13"), "0701", "gn", "offence", 2, 0),
+    ];
+    let y2023 = write(&projection, TableId::Counts, Some(2023), (1, 5), counts_frame(&old)).await;
+    let y2024 =
+        write(&projection, TableId::Counts, Some(2024), (1, 10), counts_frame(&ROWS[..4])).await;
+    let mut manifest = Manifest::empty(ProjectionId::Incidents, 1, "OBSERVATORY");
+    manifest.last_sequence = 10;
+    manifest.tables.insert(TableId::Counts.key(), vec![y2023.clone(), y2024.clone()]);
+    let engine = CountsEngine::new(projection.clone());
+    engine.netted(&manifest).await.unwrap();
+
+    // The next flush: 2024's amendment (netting a cell to zero) and a 2023 withdrawal.
+    let mut added = ROWS[4..].to_vec();
+    added.push(("2024-02", Some("13"), "09031", "gn", "offence", -2, -250));
+    let added =
+        write(&projection, TableId::Counts, Some(2024), (11, 20), counts_frame(&added)).await;
+    let withdrawn = vec![("2023-12", Some("13"), "0701", "gn", "offence", -2, 0)];
+    let withdrawn =
+        write(&projection, TableId::Counts, Some(2023), (11, 20), counts_frame(&withdrawn)).await;
+    let mut next = manifest.clone();
+    next.last_sequence = 20;
+    next.tables.insert(TableId::Counts.key(), vec![y2023, y2024, added, withdrawn]);
+    let scratch = CountsEngine::new(projection.clone()).netted(&next).await.unwrap();
+    let extended = engine.netted(&next).await.unwrap();
+    let (extended_cells, scratch_cells) = (sorted(&extended.frame), sorted(&scratch.frame));
+    assert!(extended_cells.equals_missing(&scratch_cells), "{extended_cells}\n{scratch_cells}");
+    // 2023: one cell left; 2024: the three of the other test.
+    assert_eq!(extended.frame.height(), 4, "{}", extended.frame);
+    let query = [("by", "year,month,source,departement,unit")];
+    assert_eq!(answer(&extended.context(), &query), answer(&scratch.context(), &query));
+}
+
 /// A service nets each new manifest before serving it: while the next netting is being made
 /// (held here by taking the build lock, as a long netting would), requests are answered at once
 /// from the previous one, with its `as_of`; then the new one is served.
