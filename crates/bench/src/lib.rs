@@ -256,6 +256,12 @@ fn targets(report: &Report) -> Vec<Target> {
             q.worst_p99_ratio,
             |v| v <= 1.0,
         ));
+        targets.push(check(
+            "first count query after a new manifest (a rebuild's switch)".into(),
+            "≤ 100 ms",
+            Some(q.after_switch.first_request_ms),
+            |v| v <= 100.0,
+        ));
     }
     targets
 }
@@ -431,6 +437,12 @@ pub fn render(report: &Report) -> String {
                 }
             );
         }
+        let a = &q.after_switch;
+        let _ = writeln!(
+            out,
+            "   after a rebuild's switch: the first count request {:.1} ms (answered from version {}); the new version served after {:.2} s",
+            a.first_request_ms, a.first_request_version, a.new_version_served_after_s
+        );
         if !q.formats.is_empty() {
             let _ = writeln!(
                 out,

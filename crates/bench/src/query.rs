@@ -182,6 +182,22 @@ pub struct QueryReport {
     pub worst_p99_ratio: Option<f64>,
     /// SDMX and JSON-stat beside the JSON answer of the same cells (public tier).
     pub formats: Vec<crate::formats::FormatResult>,
+    /// A rebuild's switch under the running service: what the next request pays.
+    pub after_switch: AfterSwitch,
+}
+
+/// The first count request after `CURRENT` moved to a new version holding the same cells in new
+/// files (what `observatory rebuild` does; a compaction replaces files the same way): the worst
+/// case for the counts netting, which must start over.
+#[derive(Debug, Clone, Serialize)]
+pub struct AfterSwitch {
+    /// The first request right after the switch.
+    pub first_request_ms: f64,
+    /// The version that request was answered from (the previous one while the new netting is
+    /// made in the background).
+    pub first_request_version: u64,
+    /// From the switch to the first answer from the new version.
+    pub new_version_served_after_s: f64,
 }
 
 #[derive(Deserialize)]
@@ -257,6 +273,56 @@ async fn get(
     let status = response.status();
     let body = response.bytes().await?.to_vec();
     Ok((started.elapsed().as_secs_f64() * 1e3, status, body))
+}
+
+/// Makes a rebuild's switch by hand (every file of `manifest` copied under the next version,
+/// its manifest committed, `CURRENT` moved) and times the next count requests: the first at
+/// once, then until one is answered from the new version.
+async fn after_switch(
+    projection: &Projection,
+    manifest: &Manifest,
+    client: &reqwest::Client,
+    base_url: &str,
+    token: Option<&str>,
+) -> Result<AfterSwitch> {
+    let next = manifest.version + 1;
+    let mut switched = manifest.clone();
+    switched.version = next;
+    switched.committed_at = chrono::Utc::now();
+    let store = projection.store();
+    for file in manifest.tables.values().flatten() {
+        let from = projection.object_path(manifest.version, &file.path);
+        let bytes = store.get(&from).await?.with_context(|| format!("{from} is missing"))?;
+        store.put(&projection.object_path(next, &file.path), bytes).await?;
+    }
+    projection.commit(&switched).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let url = format!("{base_url}/v1/incidents/counts?by=month,departement");
+    let version_of = |body: &[u8]| -> Result<u64> {
+        let answer: Value = serde_json::from_slice(body).context("count answer")?;
+        answer["as_of"]["version"].as_u64().context("an answer without as_of.version")
+    };
+    projection.set_current(next).await?;
+    let switched_at = Instant::now();
+    let (first_request_ms, status, body) = get(client, &url, token).await?;
+    if !status.is_success() {
+        bail!("GET {url} answered {status} after the switch");
+    }
+    let first_request_version = version_of(&body)?;
+    loop {
+        let (_, status, body) = get(client, &url, token).await?;
+        if status.is_success() && version_of(&body)? == u64::from(next) {
+            break;
+        }
+        if switched_at.elapsed() > Duration::from_secs(600) {
+            bail!("version {next} was not served within 600 s of the switch");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(AfterSwitch {
+        first_request_ms,
+        first_request_version,
+        new_version_served_after_s: switched_at.elapsed().as_secs_f64(),
+    })
 }
 
 pub async fn run(
@@ -348,6 +414,10 @@ pub async fn run(
     let bar = progress_bar(0, "query: SDMX and JSON-stat beside JSON");
     let formats = crate::formats::run(client, &service.base_url, runs).await?;
     bar.finish_and_clear();
+    let bar = progress_bar(0, "query: the first request after a rebuild's switch");
+    let after_switch =
+        after_switch(&projection, manifest, client, &service.base_url, exact).await?;
+    bar.finish_and_clear();
     service.stop().await?;
 
     let version = manifest.version;
@@ -417,6 +487,7 @@ pub async fn run(
         queries,
         worst_p99_ratio,
         formats,
+        after_switch,
     })
 }
 
