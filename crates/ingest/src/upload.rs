@@ -109,12 +109,16 @@ pub(crate) async fn publish_one(
     publisher: &Publisher,
     event: Outgoing,
 ) -> Result<Published, ApiError> {
-    publisher.publish_one(event).await.map_err(|failure| {
-        if matches!(failure, PublishFailure::Unavailable { .. }) {
-            observatory_metrics::publish_failures(1);
-        }
-        ApiError::unavailable(failure.to_string())
-    })
+    publisher.publish_one(event).await.map_err(not_acknowledged)
+}
+
+/// The answer to an event JetStream did not store: a 503 (retry), counted among the publish
+/// failures when the retries ran out.
+pub(crate) fn not_acknowledged(failure: PublishFailure) -> ApiError {
+    if matches!(failure, PublishFailure::Unavailable { .. }) {
+        observatory_metrics::publish_failures(1);
+    }
+    ApiError::unavailable(failure.to_string())
 }
 
 /// Logs a batch's answer (in the request's span: its source and counts) and counts its records

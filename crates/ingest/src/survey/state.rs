@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use observatory_bus::{Bus, BusError};
+use observatory_model::LEGACY_SURVEY_SUBJECTS;
 use observatory_model::survey::{SurveyEvent, SurveyLedger};
-use observatory_model::{LEGACY_SURVEY_SUBJECTS, source_matches_subject};
 use tokio::sync::Mutex;
 
-use super::view::SurveyView;
+use super::view::{SurveyView, usable};
 use crate::agencies::AgencyRegistry;
 
 /// Room left in a message for the envelope around a payload.
@@ -105,15 +105,8 @@ async fn read_all(
         let message = message.map_err(|e| consumer_err(&e))?;
         let info = message.info().map_err(|e| consumer_err(&e))?;
         let (sequence, pending) = (info.stream_sequence, info.pending);
-        match SurveyEvent::decode(&message.payload) {
-            // The projector skips events whose source disagrees with the subject; so does this.
-            Ok(decoded) if source_matches_subject(&decoded.source, &message.subject) => {
-                into.push((sequence, decoded.source, decoded.event));
-            }
-            Ok(_) => {
-                tracing::warn!(sequence, subject = %message.subject, "survey event skipped: source does not match its subject")
-            }
-            Err(error) => tracing::warn!(sequence, %error, "survey event skipped"),
+        if let Some(decoded) = usable(sequence, &message.subject, &message.payload) {
+            into.push((sequence, decoded.source, decoded.event));
         }
         if pending == 0 {
             break;

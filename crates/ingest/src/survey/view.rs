@@ -10,7 +10,9 @@
 //! survey's requests are serialised by its view's lock.
 
 use observatory_bus::{Bus, BusError, Outgoing, PublishFailure, Stored};
-use observatory_model::survey::{LedgerError, LedgerOutcome, SurveyEvent, SurveyLedger};
+use observatory_model::survey::{
+    DecodedSurveyEvent, LedgerError, LedgerOutcome, SurveyEvent, SurveyLedger,
+};
 use observatory_model::{source_matches_subject, survey_filter, survey_subject};
 use tokio::time::{Duration, Instant};
 
@@ -69,20 +71,8 @@ impl SurveyView {
 
     /// Applies one stored event; `None` when it is skipped, as the projector skips it.
     fn apply(&mut self, message: &Stored) -> Option<LedgerOutcome> {
-        let sequence = message.sequence;
-        match SurveyEvent::decode(&message.payload) {
-            Ok(decoded) if source_matches_subject(&decoded.source, &message.subject) => {
-                Some(self.ledger.apply(sequence, &decoded.source, &decoded.event))
-            }
-            Ok(_) => {
-                tracing::warn!(sequence, "survey event skipped: source does not match its subject");
-                None
-            }
-            Err(error) => {
-                tracing::warn!(sequence, %error, "survey event skipped");
-                None
-            }
-        }
+        let decoded = usable(message.sequence, &message.subject, &message.payload)?;
+        Some(self.ledger.apply(message.sequence, &decoded.source, &decoded.event))
     }
 
     /// Whether a refusal drawn from an absence (a wave not declared) could come from a
@@ -157,10 +147,28 @@ impl SurveyView {
                     None => Written::Moved,
                 })
             }
-            Err(failure) => {
-                observatory_metrics::publish_failures(1);
-                Err(ApiError::unavailable(failure.to_string()))
-            }
+            Err(failure) => Err(crate::upload::not_acknowledged(failure)),
+        }
+    }
+}
+
+/// A survey event read from the stream, decoded, if it is usable: the projector skips an
+/// event that does not decode or whose source disagrees with its subject, and so does the
+/// ingest (logged).
+pub(super) fn usable(sequence: u64, subject: &str, payload: &[u8]) -> Option<DecodedSurveyEvent> {
+    match SurveyEvent::decode(payload) {
+        Ok(decoded) if source_matches_subject(&decoded.source, subject) => Some(decoded),
+        Ok(_) => {
+            tracing::warn!(
+                sequence,
+                subject,
+                "survey event skipped: source does not match its subject"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(sequence, %error, "survey event skipped");
+            None
         }
     }
 }
