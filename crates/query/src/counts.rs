@@ -1,7 +1,7 @@
 //! Count aggregation over the committed counts table with Polars. Counts files hold deltas
 //! (or compacted snapshots) per cell; summing every file of the manifest gives the totals.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -427,32 +427,32 @@ impl CountsEngine {
             .iter()
             .filter(|f| !previous.as_ref().is_some_and(|n| n.counts_files.contains(&f.path)))
             .collect();
-        let mut years: BTreeMap<Option<i32>, Vec<LazyFrame>> = BTreeMap::new();
-        let mut parts: Vec<DataFrame> = Vec::new();
         // A file without a year (none is written so) makes every year one group.
         let by_year = new_files.iter().all(|f| f.year.is_some());
-        let year_of = |file: &DataFile| if by_year { file.year } else { None };
+        // Per group: the cells of the previous netting to net again, and the new files.
+        let mut years: BTreeMap<Option<i32>, (Vec<LazyFrame>, Vec<&DataFile>)> = BTreeMap::new();
+        for &file in &new_files {
+            years.entry(file.year.filter(|_| by_year)).or_default().1.push(file);
+        }
+        // The previous cells of the years no new file touches, kept as they are.
+        let mut kept = None;
         if let Some(netted) = &previous {
             let cells = netted.frame.clone().lazy().select([all().exclude_cols([OPEN]).as_expr()]);
-            let touched: BTreeSet<i32> = new_files.iter().filter_map(|f| f.year).collect();
-            let in_touched = touched
-                .iter()
-                .fold(lit(false), |any, year| any.or(col(stored::YEAR).eq(lit(*year))));
             if by_year {
-                parts.push(cells.clone().filter(in_touched.not()).collect()?);
-                for year in &touched {
-                    let year_cells = cells.clone().filter(col(stored::YEAR).eq(lit(*year)));
-                    years.entry(Some(*year)).or_default().push(year_cells);
+                let mut untouched = lit(true);
+                for (year, (frames, _)) in years.iter_mut() {
+                    let year = col(stored::YEAR).eq(lit(year.expect("by year")));
+                    frames.push(cells.clone().filter(year.clone()));
+                    untouched = untouched.and(year.not());
                 }
+                kept = Some(cells.filter(untouched));
             } else {
-                years.entry(None).or_default().push(cells);
+                years.entry(None).or_default().0.push(cells);
             }
         }
-        for file in &new_files {
-            years.entry(year_of(file)).or_default();
-        }
-        for (year, mut frames) in years {
-            for file in new_files.iter().filter(|f| year_of(f) == year) {
+        let mut parts: Vec<DataFrame> = Vec::new();
+        for (mut frames, files) in years.into_values() {
+            for file in files {
                 frames.push(self.load(manifest.version, file).await?.lazy());
             }
             let netted = tokio::task::spawn_blocking(move || net_cells(frames))
@@ -463,6 +463,9 @@ impl CountsEngine {
         let for_task = coverage.clone();
         let (frame, coded, data_months) =
             tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
+                if let Some(kept) = kept {
+                    parts.insert(0, kept.collect()?);
+                }
                 let frame = finish_netting(parts, &for_task)?;
                 let coded = Coded::encode(&frame)?;
                 let data_months = data_months(&frame)?;

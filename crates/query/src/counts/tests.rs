@@ -476,9 +476,12 @@ async fn a_new_manifest_is_served_once_netted_and_the_previous_one_until_then() 
     let engine = Arc::new(CountsEngine::new(projection.clone()));
     let refresher = engine.clone();
     let task = tokio::spawn(async move { refresher.keep_netted().await });
-    let prepared = |engine: &Arc<CountsEngine>| engine.serving().prepared();
     let within = Duration::from_secs(10);
-    wait_until(|| prepared(&engine) == Some(true), within).await;
+    let prepared = || {
+        let prepared = engine.serving().prepared();
+        async move { prepared == Some(true) }
+    };
+    wait_until(prepared, within).await;
     // No manifest yet: an empty answer, nothing waits.
     let request =
         CountsRequest::parse(&[("by".to_owned(), "source,unit,departement".to_owned())]).unwrap();
@@ -498,7 +501,7 @@ async fn a_new_manifest_is_served_once_netted_and_the_previous_one_until_then() 
             engine.serving().current().await.unwrap().is_some_and(|m| m.last_sequence == sequence)
         }
     };
-    wait_until_async(|| served(&engine, 10), within).await;
+    wait_until(|| served(&engine, 10), within).await;
     let on_m1 = engine.counts(&request, Duration::ZERO).await.unwrap();
     assert_eq!(on_m1.as_of.sequence, 10);
 
@@ -522,22 +525,14 @@ async fn a_new_manifest_is_served_once_netted_and_the_previous_one_until_then() 
     assert!(matches!(waited, Err(QueryError::NotYet(_))));
 
     drop(building);
-    wait_until_async(|| served(&engine, 20), within).await;
+    wait_until(|| served(&engine, 20), within).await;
     let on_m2 = engine.counts(&request, Duration::ZERO).await.unwrap();
     assert_eq!(on_m2.as_of.sequence, 20);
     assert_ne!(on_m2.frame, on_m1.frame);
     task.abort();
 }
 
-async fn wait_until(condition: impl Fn() -> bool, within: Duration) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < within, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn wait_until_async<F: std::future::Future<Output = bool>>(
+async fn wait_until<F: std::future::Future<Output = bool>>(
     condition: impl Fn() -> F,
     within: Duration,
 ) {
