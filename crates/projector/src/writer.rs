@@ -189,6 +189,16 @@ impl ProjectionWriter {
     }
 
     /// Reads a file of this version back, whole.
+    /// The bytes of a committed file, for a reader that decodes it batch by batch
+    /// ([`observatory_store::parquet_batches`]).
+    pub async fn bytes(&self, file: &DataFile) -> Result<bytes::Bytes, StoreError> {
+        let path = self.projection.object_path(self.version, &file.path);
+        self.projection.store().get(&path).await?.ok_or_else(|| StoreError::Invalid {
+            path: path.to_string(),
+            message: "listed in a manifest but missing".into(),
+        })
+    }
+
     pub async fn read(&self, file: &DataFile) -> Result<Vec<RecordBatch>, StoreError> {
         read_parquet(
             self.projection.store(),

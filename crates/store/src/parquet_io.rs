@@ -4,8 +4,8 @@
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use object_store::path::Path;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -54,4 +54,28 @@ pub async fn read_parquet(store: &Store, path: &Path) -> Result<Vec<RecordBatch>
     reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| StoreError::Parquet { path: path.to_string(), message: e.to_string() })
+}
+
+/// The record batches of a Parquet file already fetched (`bytes`), decoded one at a time and
+/// only for the named `columns`: for a reader that folds a file too large to hold decoded
+/// whole (a state file of a million incidents). `path` names the file in errors.
+pub fn parquet_batches(
+    bytes: Bytes,
+    path: &str,
+    columns: &[&str],
+    batch_size: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch, StoreError>> + Send + use<>, StoreError> {
+    let parquet_err = |message: String| StoreError::Parquet { path: path.to_owned(), message };
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| parquet_err(e.to_string()))?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(batch_size)
+        .build()
+        .map_err(|e| parquet_err(e.to_string()))?;
+    let path = path.to_owned();
+    Ok(reader.map(move |batch| {
+        batch.map_err(|e| StoreError::Parquet { path: path.clone(), message: e.to_string() })
+    }))
 }

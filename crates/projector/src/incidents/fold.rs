@@ -11,6 +11,8 @@ use observatory_model::{
 };
 use observatory_reference::{Crosswalk, Crosswalks};
 
+use super::index::IncidentIndex;
+use super::restore::RestoreBatch;
 use super::tables::StateBuilder;
 
 /// One cell of the aggregate grain: (month of occurrence, département, ICCS, cyber,
@@ -88,7 +90,7 @@ pub struct IncidentState {
 const WITHDRAWN: u32 = u32::MAX;
 
 impl IncidentState {
-    fn new(revision: u32, cell: u32, loss_cents: i64, record_key: u8) -> IncidentState {
+    pub(super) fn new(revision: u32, cell: u32, loss_cents: i64, record_key: u8) -> IncidentState {
         IncidentState { revision, cell, loss_and_key: (loss_cents << 8) | i64::from(record_key) }
     }
 
@@ -157,20 +159,59 @@ pub fn loss_cents(loss_eur: Option<f64>) -> i64 {
 /// Which departements of a month a source has closed; `None` means all of them.
 pub type Closure = Option<BTreeSet<String>>;
 
+/// How the ingest coded a record: which crosswalk version, and which of its codes it derived.
+#[derive(Debug, Clone, Copy)]
+pub struct CodedBy<'a> {
+    pub crosswalk: &'a str,
+    pub version: u32,
+    pub iccs_from_crosswalk: bool,
+    pub cyber_from_crosswalk: bool,
+}
+
+/// The crosswalk versions a projection codes with (pinned when its version is created).
+#[derive(Debug, Clone, Default)]
+pub struct Pins(BTreeMap<String, &'static Crosswalk>);
+
+impl Pins {
+    /// ICCS code, cyber flag and unit of a record under these versions: what the agency sent
+    /// stays; what the ingest derived from `offence_code` is derived again with the pinned
+    /// version, so a rebuild re-maps the whole history.
+    pub fn coding<'a>(
+        &self,
+        iccs: &'a str,
+        cyber: bool,
+        unit: Unit,
+        offence_code: Option<&str>,
+        coded_by: Option<CodedBy<'_>>,
+    ) -> (std::borrow::Cow<'a, str>, bool, Unit) {
+        let remapped = coded_by.and_then(|coding| {
+            let pinned = self.0.get(coding.crosswalk)?;
+            if pinned.version == coding.version {
+                return None;
+            }
+            let mapping = pinned.map(offence_code?).ok()?;
+            let iccs =
+                if coding.iccs_from_crosswalk { mapping.iccs.clone().into() } else { iccs.into() };
+            let cyber = if coding.cyber_from_crosswalk { mapping.cyber } else { cyber };
+            Some((iccs, cyber, mapping.unit))
+        });
+        remapped.unwrap_or((iccs.into(), cyber, unit))
+    }
+}
+
 /// The per-event maps, keyed by 128-bit incident hashes and small `Copy` cells: SipHash cost
 /// about a tenth of a rebuild; foldhash is several times cheaper and still randomly seeded.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub struct Fold {
     /// The deployment's record keys; `None` keys every record 0 (a projection without
     /// disclosure control, which the query refuses to publish from).
     record_keys: Option<RecordKeys>,
-    /// Crosswalk versions this projection codes with (pinned when the version is created).
-    pins: BTreeMap<String, &'static Crosswalk>,
+    pins: Pins,
     coverage: BTreeMap<(String, String), Closure>,
     coverage_changed: bool,
-    incidents: FastMap<u128, IncidentState>,
+    incidents: IncidentIndex,
     /// Every cell seen, numbered in order of appearance, with its totals at the same index.
     cell_ids: FastMap<Cell, u32>,
     cells: Vec<Cell>,
@@ -200,33 +241,28 @@ impl Fold {
     ) -> Result<Fold, observatory_reference::ReferenceError> {
         let mut fold = Fold { record_keys, ..Fold::new() };
         for (name, version) in pins {
-            fold.pins.insert(name.clone(), Crosswalks::builtin().resolve(name, Some(*version))?);
+            fold.pins.0.insert(name.clone(), Crosswalks::builtin().resolve(name, Some(*version))?);
         }
         Ok(fold)
     }
 
-    /// ICCS code, cyber flag and unit of a report under this projection's crosswalk versions:
-    /// what the agency sent stays; what the ingest derived from `offence_code` is derived
-    /// again with the pinned version, so a rebuild re-maps the whole history.
     fn coding_of<'a>(
         &self,
         report: &'a IncidentReported,
     ) -> (std::borrow::Cow<'a, str>, bool, Unit) {
-        let remapped = report.coding.as_ref().and_then(|coding| {
-            let pinned = self.pins.get(&coding.crosswalk)?;
-            if pinned.version == coding.version {
-                return None;
-            }
-            let mapping = pinned.map(report.offence_code.as_deref()?).ok()?;
-            let iccs = if coding.iccs_from_crosswalk {
-                mapping.iccs.clone().into()
-            } else {
-                report.iccs.as_str().into()
-            };
-            let cyber = if coding.cyber_from_crosswalk { mapping.cyber } else { report.cyber };
-            Some((iccs, cyber, mapping.unit))
+        let coded_by = report.coding.as_ref().map(|c| CodedBy {
+            crosswalk: &c.crosswalk,
+            version: c.version,
+            iccs_from_crosswalk: c.iccs_from_crosswalk,
+            cyber_from_crosswalk: c.cyber_from_crosswalk,
         });
-        remapped.unwrap_or((report.iccs.as_str().into(), report.cyber, report.unit))
+        self.pins.coding(
+            &report.iccs,
+            report.cyber,
+            report.unit,
+            report.offence_code.as_deref(),
+            coded_by,
+        )
     }
 
     pub fn cell_of(&mut self, source: &str, report: &IncidentReported) -> Cell {
@@ -277,7 +313,7 @@ impl Fold {
 
     /// Crosswalk versions in force for this fold.
     pub fn crosswalk_versions(&self) -> BTreeMap<String, u32> {
-        self.pins.iter().map(|(name, c)| (name.clone(), c.version)).collect()
+        self.pins.0.iter().map(|(name, c)| (name.clone(), c.version)).collect()
     }
 
     pub fn departement_code(&self, cell: &Cell) -> Option<&'static str> {
@@ -315,7 +351,7 @@ impl Fold {
             }
         };
         let key = incident_hash(source, &agency_incident_id);
-        let previous = self.incidents.get(&key).copied();
+        let previous = self.incidents.get(key);
         // The record key is computed once per incident and then kept: it never changes.
         let record_key = match previous {
             Some(previous) => previous.record_key(),
@@ -375,29 +411,45 @@ impl Fold {
         self.delta.entry(cell).or_default().add(sign, loss_cents, record_key);
     }
 
-    /// Restores one incident from the state table (on restart), newest row per incident
-    /// winning. Totals are derived from the restored state.
-    pub fn restore(&mut self, row: &StateRow) {
-        let key = incident_hash(&row.source, &row.agency_incident_id);
-        if let Some(existing) = self.incidents.get(&key).copied() {
-            if existing.revision >= row.revision {
-                return;
+    /// Restores incidents from the state table (on restart). Rows may come in any order: the
+    /// highest revision of an incident wins, and totals are derived from what is kept.
+    pub fn restore(&mut self, batch: &RestoreBatch) {
+        let iccs: Vec<u32> = batch.iccs.iter().map(|name| self.iccs.id(name)).collect();
+        let sources: Vec<u32> = batch.sources.iter().map(|name| self.sources.id(name)).collect();
+        for row in &batch.rows {
+            if let Some(existing) = self.incidents.get(row.key) {
+                if existing.revision >= row.revision {
+                    continue;
+                }
+                if let Some(cell) = existing.cell() {
+                    self.totals[cell as usize].add(
+                        -1,
+                        existing.loss_cents(),
+                        existing.record_key(),
+                    );
+                }
             }
-            if let Some(cell) = existing.cell() {
-                self.totals[cell as usize].add(-1, existing.loss_cents(), existing.record_key());
-            }
+            let (cell, loss) = match row.placed {
+                Some((cell, loss)) => {
+                    let cell = Cell {
+                        iccs: iccs[cell.iccs as usize],
+                        source: sources[cell.source as usize],
+                        ..cell
+                    };
+                    let cell = self.cell_id(cell);
+                    self.totals[cell as usize].add(1, loss, row.record_key);
+                    (cell, loss)
+                }
+                None => (WITHDRAWN, 0),
+            };
+            self.incidents
+                .insert(row.key, IncidentState::new(row.revision, cell, loss, row.record_key));
         }
-        let (cell, loss) = match &row.report {
-            Some(report) => {
-                let cell = self.cell_of(&row.source, report);
-                let cell = self.cell_id(cell);
-                let loss = loss_cents(report.loss_eur);
-                self.totals[cell as usize].add(1, loss, row.record_key);
-                (cell, loss)
-            }
-            None => (WITHDRAWN, 0),
-        };
-        self.incidents.insert(key, IncidentState::new(row.revision, cell, loss, row.record_key));
+    }
+
+    /// What a restore decodes with: the crosswalk versions pinned.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
     }
 
     /// Marks everything up to `sequence` as applied (the restored manifest's position).
@@ -464,6 +516,11 @@ impl Fold {
     /// Room for `additional` more incidents (a replay knows how many events are coming).
     pub fn reserve_incidents(&mut self, additional: usize) {
         self.incidents.reserve(additional);
+    }
+
+    /// Incidents the index holds before it grows.
+    pub fn incident_capacity(&self) -> usize {
+        self.incidents.capacity()
     }
 
     pub fn incident_count(&self) -> usize {
@@ -598,7 +655,7 @@ mod tests {
         assert_eq!(flush(&mut fold), fold.totals_of_year(2024));
         // The packed loss survives beside the key.
         fold.apply(7, "pn", report("D", 1, 5, "75", Some(123_456_789.01)));
-        let d = fold.incidents[&incident_hash("pn", "D")];
+        let d = fold.incidents.get(incident_hash("pn", "D")).unwrap();
         assert_eq!((d.loss_cents(), i64::from(d.record_key())), (12_345_678_901, key("D")));
     }
 
@@ -639,9 +696,9 @@ mod tests {
         assert_eq!((pending.first_sequence, pending.last_sequence), (1, 4));
         let mut restored = Fold::new();
         // Older rows of the same incident may come in any order: the revision decides.
-        for row in crate::incidents::tables::state_rows(&pending.changed).unwrap().iter().rev() {
-            restored.restore(row);
-        }
+        let mut batch = super::super::restore::decode(&pending.changed, restored.pins()).unwrap();
+        batch.rows.reverse();
+        restored.restore(&batch);
         assert_eq!(counts(&restored), counts(&fold));
         // The pending deltas of the flush net out to the totals.
         let delta_total: i64 = pending.deltas.iter().map(|(_, t)| t.count).sum();

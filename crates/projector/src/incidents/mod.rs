@@ -5,11 +5,15 @@
 //!
 //! - [`fold`]: the pure fold (no IO).
 //! - [`tables`]: Arrow schemas of `counts`, `state` and `coverage`, by the store's layout names.
+//! - `index`: the fold's sharded index of every incident.
+//! - [`restore`]: decoding the state table into what a restarting fold keeps.
 //! - [`sink`]: restore and flush over the writer, and the [`Folding`](crate::runner::Folding) impl.
 //! - `compaction`: counts snapshots and size-tiered state merges.
 
 mod compaction;
 pub mod fold;
+mod index;
+pub mod restore;
 pub mod sink;
 pub mod tables;
 

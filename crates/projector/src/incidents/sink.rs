@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::Message;
 use observatory_model::{Envelope, Event, source_matches_subject};
-use observatory_store::{CommitError, DataFile, Manifest, Projection, StoreError, TableId};
+use observatory_store::{
+    CommitError, DataFile, Manifest, Projection, StoreError, TableId, parquet_batches,
+};
 use tracing::{Instrument, debug, info, info_span};
 
 use super::compaction::{compact_counts, compact_state};
 use super::fold::{Cell, Fold, Pending, Tally};
-use super::tables::{TableError, counts_batch, coverage_batch, coverage_rows, state_rows};
+use super::restore::{self, RestoreBatch};
+use super::tables::{TableError, counts_batch, coverage_batch, coverage_rows};
 use crate::runner::{Folding, ProjectorConfig};
 use crate::writer::ProjectionWriter;
 
@@ -41,6 +44,70 @@ const RECORD_KEYS: &str = Manifest::RECORD_KEYS;
 const NO_RECORD_KEYS: &str = Manifest::NO_RECORD_KEYS;
 
 const CROSSWALK_PREFIX: &str = "crosswalk.";
+
+/// Rows a restore decodes at a time (a state file holds up to a million).
+const RESTORE_BATCH_ROWS: usize = 16_384;
+
+/// Restores the fold from the committed state files: each file is fetched, then decoded
+/// batch by batch on a blocking thread (the [`restore`](super::restore) columns only) while
+/// this task folds the batch before, two batches in flight at most.
+async fn restore_state(
+    writer: &ProjectionWriter,
+    fold: &mut Fold,
+) -> Result<(), IncidentSinkError> {
+    let files: Vec<DataFile> = writer.committed().files(&TableId::State).to_vec();
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    fold.reserve_incidents(usize::try_from(rows).unwrap_or(usize::MAX));
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<Result<RestoreBatch, IncidentSinkError>>(2);
+    let pins = fold.pins().clone();
+    let decode = async move {
+        for file in files {
+            let bytes = match writer.bytes(&file).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let _ = sender.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let path = writer.path_of(&file);
+            let sender = sender.clone();
+            let pins = pins.clone();
+            let decoded = tokio::task::spawn_blocking(move || {
+                let batches =
+                    match parquet_batches(bytes, &path, restore::COLUMNS, RESTORE_BATCH_ROWS) {
+                        Ok(batches) => batches,
+                        Err(e) => return sender.blocking_send(Err(e.into())).is_ok(),
+                    };
+                for batch in batches {
+                    let decoded = batch.map_err(IncidentSinkError::from).and_then(|batch| {
+                        restore::decode(&batch, &pins).map_err(|source| IncidentSinkError::Table {
+                            path: path.clone(),
+                            source,
+                        })
+                    });
+                    let failed = decoded.is_err();
+                    if sender.blocking_send(decoded).is_err() || failed {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(decoded, Ok(true)) {
+                return;
+            }
+        }
+    };
+    let apply = async {
+        while let Some(batch) = receiver.recv().await {
+            fold.restore(&batch?);
+        }
+        Ok::<_, IncidentSinkError>(())
+    };
+    let ((), applied) = tokio::join!(decode, apply);
+    applied
+}
 
 /// Crosswalk versions a new projection version codes with: the requested ones, else the
 /// latest of each built-in crosswalk.
@@ -135,14 +202,7 @@ impl IncidentSink {
             move |source| IncidentSinkError::Table { path, source }
         };
         async {
-            for file in committed.files(&TableId::State) {
-                // Batch by batch: a state file can hold millions of rows.
-                for batch in writer.read(file).await? {
-                    for row in &state_rows(&batch).map_err(table_error(file))? {
-                        fold.restore(row);
-                    }
-                }
-            }
+            restore_state(&writer, &mut fold).await?;
             for file in committed.files(&TableId::Coverage) {
                 for batch in writer.read(file).await? {
                     for (source, month, departement) in
@@ -162,6 +222,7 @@ impl IncidentSink {
                 version,
                 sequence = committed.last_sequence,
                 incidents = fold.incident_count(),
+                room = fold.incident_capacity(),
                 "projection restored"
             );
         }
@@ -303,6 +364,69 @@ mod tests {
     /// Many small flushes with amendments and a tiny compaction budget: the state files stay
     /// few, none beyond the cap is merged again, and a restart restores the same incidents and
     /// totals from them.
+    /// A restore decodes state files batch by batch on another thread: files of several
+    /// batches, newer revisions and withdrawals in a later file, all come back as folded; a
+    /// damaged state file is refused naming it.
+    #[tokio::test]
+    async fn a_restore_over_many_batches_and_files_equals_the_fold() {
+        let dir = tempfile::tempdir().unwrap();
+        let projection = Projection::new(
+            Store::open(dir.path().to_str().unwrap()).unwrap(),
+            ProjectionId::Incidents,
+        );
+        let config = ProjectorConfig {
+            record_keys: Some(observatory_disclosure::RecordKeys::new(&[5; 32]).unwrap()),
+            ..ProjectorConfig::default()
+        };
+        let mut sink = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
+        let incidents = 2 * RESTORE_BATCH_ROWS as u32 + 1_000;
+        let mut sequence = 0;
+        for id in 0..incidents {
+            sequence += 1;
+            sink.fold.apply(sequence, "pn", report(id, 1, 1 + id % 12));
+        }
+        sink.flush(0).await.unwrap();
+        for id in (0..incidents).step_by(7) {
+            sequence += 1;
+            let event = if id % 2 == 0 {
+                report(id, 2, 12 - id % 12)
+            } else {
+                Event::IncidentWithdrawn(observatory_model::IncidentWithdrawn {
+                    agency_incident_id: format!("I{id}"),
+                    revision: 2,
+                    reason: None,
+                })
+            };
+            sink.fold.apply(sequence, "pn", event);
+        }
+        sink.flush(0).await.unwrap();
+        assert_eq!(sink.writer().committed().files(&TableId::State).len(), 2);
+        let folded = (
+            sink.fold.incident_count(),
+            sink.fold.counted_incidents(),
+            sink.fold.totals_of_year(2024),
+        );
+        assert!(folded.1 < i64::from(incidents) && folded.1 > i64::from(incidents) * 9 / 10);
+
+        let restored = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
+        let back = (
+            restored.fold.incident_count(),
+            restored.fold.counted_incidents(),
+            restored.fold.totals_of_year(2024),
+        );
+        assert_eq!(back, folded);
+
+        let damaged = &sink.writer().committed().files(&TableId::State)[1];
+        let path = sink.writer().path_of(damaged);
+        std::fs::write(dir.path().join(&path), b"PAR1 not a parquet file").unwrap();
+        let error = IncidentSink::open(projection.clone(), 1, "TEST", &config)
+            .await
+            .err()
+            .expect("a damaged state file is refused")
+            .to_string();
+        assert!(error.contains(&path), "{error}");
+    }
+
     #[tokio::test]
     async fn capped_state_compaction_keeps_the_newest_revision_of_every_incident() {
         let dir = tempfile::tempdir().unwrap();

@@ -135,7 +135,7 @@ fn to_days(date: NaiveDate) -> i32 {
     (date - EPOCH).num_days() as i32
 }
 
-fn from_days(days: i32) -> NaiveDate {
+pub(super) fn from_days(days: i32) -> NaiveDate {
     EPOCH + chrono::Days::new(days as u64)
 }
 
@@ -251,7 +251,10 @@ impl TableError {
     }
 }
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, TableError> {
+pub(super) fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a T, TableError> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
