@@ -304,6 +304,7 @@ fn projector(
             flush_interval: Duration::from_millis(tuning.flush_interval_ms.max(10)),
             crosswalk_versions: crosswalks.crosswalk_versions.clone(),
             record_keys: Some(disclosure.record_keys(data)?),
+            image_min_events: tuning.image_min_events.max(1),
             ..Default::default()
         },
     })

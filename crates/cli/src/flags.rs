@@ -202,6 +202,11 @@ pub struct ProjectorTuning {
     /// Projector flush interval in milliseconds (at least 10).
     #[arg(long, env = "OBSERVATORY_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
+    /// Events (and at least a quarter of the incidents known) after which the projector writes
+    /// a new fold image: the memory a restart loads instead of re-deriving it from the whole
+    /// state table. A rebuild writes one at its end.
+    #[arg(long, env = "OBSERVATORY_IMAGE_MIN_EVENTS", default_value_t = 1_000_000)]
+    pub image_min_events: u64,
 }
 
 /// How the query serves: its wait for the projection and the SDMX maintenance agency.

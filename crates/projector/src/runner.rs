@@ -58,6 +58,8 @@ pub trait Folding: Sized + Send {
     /// A replay is about to fold `events` events: size memory for them up front rather than
     /// growing (and briefly holding the old and new tables) along the way.
     fn reserve(&mut self, _events: u64) {}
+    /// A replay has folded the stream's last event: the flush that follows is its last.
+    fn caught_up(&mut self) {}
     /// Writes what was folded and commits a manifest; the committed sequence, if anything was written.
     fn flush(
         &mut self,
@@ -92,6 +94,9 @@ pub struct ProjectorConfig {
     /// The deployment's record keys (from its disclosure secret); `None` keys every record 0
     /// and records so in the manifest, which the public tier refuses to publish from.
     pub record_keys: Option<observatory_disclosure::RecordKeys>,
+    /// A serving projector writes a fold image (what a restart loads) once this many events,
+    /// and a quarter of the incidents known, have come since the last one.
+    pub image_min_events: u64,
 }
 
 impl Default for ProjectorConfig {
@@ -102,6 +107,7 @@ impl Default for ProjectorConfig {
             compaction: Compaction::default(),
             crosswalk_versions: Default::default(),
             record_keys: None,
+            image_min_events: 1_000_000,
         }
     }
 }
@@ -240,6 +246,9 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                     // Another projection's event is not this one's to write.
                     progress.uncommitted_events += u64::from(decoded_here);
                     let caught_up = until_caught_up && stream_pending == 0;
+                    if caught_up {
+                        sink.caught_up();
+                    }
                     if sink.pending() >= config.max_pending || caught_up {
                         commit(&mut sink, &mut rejected, &mut progress).await?;
                         position.report(&progress).await;

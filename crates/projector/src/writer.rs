@@ -188,16 +188,45 @@ impl ProjectionWriter {
         })
     }
 
-    /// Reads a file of this version back, whole.
+    /// Writes the file of `table` holding sequences `first..=last` from pieces (see
+    /// [`Store::put_pieces`](observatory_store::Store::put_pieces)), for a file too large to
+    /// hold whole in memory (a fold image). `rows` is what the manifest records of it.
+    pub async fn write_pieces(
+        &self,
+        table: &TableId,
+        first_sequence: u64,
+        last_sequence: u64,
+        rows: u64,
+        fill: impl FnMut(&mut Vec<u8>) -> bool + Send,
+    ) -> Result<DataFile, StoreError> {
+        let path = table.data_file(None, first_sequence, last_sequence);
+        let bytes = self
+            .projection
+            .store()
+            .put_pieces(&self.projection.object_path(self.version, &path), fill)
+            .await?;
+        self.written.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(DataFile { path, year: None, first_sequence, last_sequence, rows, bytes })
+    }
+
     /// The bytes of a committed file, for a reader that decodes it batch by batch
     /// ([`observatory_store::parquet_batches`]).
     pub async fn bytes(&self, file: &DataFile) -> Result<bytes::Bytes, StoreError> {
         let path = self.projection.object_path(self.version, &file.path);
-        self.projection.store().get(&path).await?.ok_or_else(|| StoreError::Invalid {
-            path: path.to_string(),
-            message: "listed in a manifest but missing".into(),
-        })
+        self.projection.store().get(&path).await?.ok_or_else(|| missing(&path))
     }
+
+    /// The bytes of a committed file as they arrive.
+    pub async fn pieces(
+        &self,
+        file: &DataFile,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, StoreError>>, StoreError>
+    {
+        let path = self.projection.object_path(self.version, &file.path);
+        self.projection.store().get_pieces(&path).await?.ok_or_else(|| missing(&path))
+    }
+
+    /// Reads a file of this version back, whole.
 
     pub async fn read(&self, file: &DataFile) -> Result<Vec<RecordBatch>, StoreError> {
         read_parquet(
@@ -241,6 +270,13 @@ impl ProjectionWriter {
             debug!(deleted, "garbage collected");
         }
         Ok(())
+    }
+}
+
+fn missing(path: &observatory_store::object_store::path::Path) -> StoreError {
+    StoreError::Invalid {
+        path: path.to_string(),
+        message: "listed in a manifest but missing".into(),
     }
 }
 

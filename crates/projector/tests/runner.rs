@@ -7,7 +7,7 @@ use chrono::{NaiveDate, Utc};
 use observatory_bus::{Bus, BusConfig};
 use observatory_model::{Channel, Envelope, Event, IncidentReported, Unit, VictimType};
 use observatory_projector::{IncidentSink, ProjectorConfig, replay, serve};
-use observatory_store::{Manifest, Projection, ProjectionId, Store};
+use observatory_store::{Manifest, Projection, ProjectionId, Store, TableId};
 use observatory_test_support::{TestNats, TestStore};
 
 fn report(id: u32, revision: u32) -> Event {
@@ -93,6 +93,15 @@ async fn a_replay_commits_the_stream_up_to_its_last_sequence_and_switches_curren
     assert_eq!(manifest.last_sequence, last);
     assert_eq!(manifest.stats["events_applied"], 3);
     assert_eq!(manifest.stats["incidents_known"], 2);
+    // Its last flush wrote the fold image a restart loads (and no flush before it did).
+    let images = manifest.files(&TableId::FoldImage);
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!((images[0].last_sequence, images[0].rows), (last, 2));
+    let restarted =
+        IncidentSink::open(projection.clone(), 1, "OBSERVATORY", &config()).await.unwrap();
+    assert_eq!(restarted.restored().image, Some(last));
+    assert_eq!(restarted.restored().state_rows, 0);
+    assert_eq!(restarted.fold.counted_incidents(), 2);
 
     // A second rebuild goes to the next version and leaves the first one intact.
     let (version, sequence) =

@@ -162,6 +162,11 @@ pub enum TableId {
     Waves,
     /// One wave's respondent rows, in stream order: [`microdata`].
     Microdata { survey: String, wave: String },
+    /// The incident fold's memory at one commit (its cells, totals and every incident's
+    /// entry), what a restart loads before the state rows committed after it; not Parquet
+    /// but the projector's own format (`observatory_projector::incidents::image`). At most
+    /// one per manifest; readers of the data never need it.
+    FoldImage,
 }
 
 impl TableId {
@@ -172,7 +177,9 @@ impl TableId {
     /// The projection whose manifests name this table.
     pub fn projection(&self) -> ProjectionId {
         match self {
-            TableId::Counts | TableId::State | TableId::Coverage => ProjectionId::Incidents,
+            TableId::Counts | TableId::State | TableId::Coverage | TableId::FoldImage => {
+                ProjectionId::Incidents
+            }
             TableId::Waves | TableId::Microdata { .. } => ProjectionId::Surveys,
         }
     }
@@ -184,6 +191,7 @@ impl TableId {
             TableId::State => "state".into(),
             TableId::Coverage => "coverage".into(),
             TableId::Waves => "waves".into(),
+            TableId::FoldImage => "fold_image".into(),
             TableId::Microdata { survey, wave } => format!("{MICRODATA}/{survey}/{wave}"),
         }
     }
@@ -195,6 +203,7 @@ impl TableId {
             "state" => Some(TableId::State),
             "coverage" => Some(TableId::Coverage),
             "waves" => Some(TableId::Waves),
+            "fold_image" => Some(TableId::FoldImage),
             _ => {
                 let (survey, wave) =
                     key.strip_prefix(MICRODATA)?.strip_prefix('/')?.split_once('/')?;
@@ -218,9 +227,17 @@ impl TableId {
     /// `year` for counts). Names come from sequence ranges, so re-processing after a crash
     /// rewrites the same name with the same content.
     pub fn data_file(&self, year: Option<i32>, first: u64, last: u64) -> String {
+        let extension = self.extension();
         match year {
-            Some(year) => format!("{}/year={year}/{first}-{last}.parquet", self.dir()),
-            None => format!("{}/{first}-{last}.parquet", self.dir()),
+            Some(year) => format!("{}/year={year}/{first}-{last}.{extension}", self.dir()),
+            None => format!("{}/{first}-{last}.{extension}", self.dir()),
+        }
+    }
+
+    fn extension(&self) -> &'static str {
+        match self {
+            TableId::FoldImage => IMAGE_EXTENSION,
+            _ => "parquet",
         }
     }
 }
@@ -245,9 +262,13 @@ pub fn sequence_of_manifest_file_name(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse::<u64>().ok().map(|inverted| u64::MAX - inverted))?
 }
 
-/// The sequence range `(first, last)` in a data file's name (`<first>-<last>.parquet`).
+const IMAGE_EXTENSION: &str = "obsfold";
+
+/// The sequence range `(first, last)` in a data file's name (`<first>-<last>.parquet`, or
+/// `.obsfold` for a fold image).
 pub fn data_file_range(name: &str) -> Option<(u64, u64)> {
-    let (first, last) = name.strip_suffix(".parquet")?.split_once('-')?;
+    let stem = name.strip_suffix(".parquet").or_else(|| name.strip_suffix(".obsfold"))?;
+    let (first, last) = stem.split_once('-')?;
     Some((first.parse().ok()?, last.parse().ok()?))
 }
 
@@ -375,6 +396,7 @@ mod tests {
             TableId::State,
             TableId::Coverage,
             TableId::Waves,
+            TableId::FoldImage,
             TableId::microdata("cvs", "2024"),
         ];
         for table in tables {
@@ -400,6 +422,12 @@ mod tests {
         assert_eq!(TableId::State.data_file(None, 1, 9), "data/state/1-9.parquet");
         assert_eq!(TableId::Coverage.data_file(None, 5, 5), "data/coverage/5-5.parquet");
         assert_eq!(TableId::Waves.data_file(None, 2, 4), "data/waves/2-4.parquet");
+        let image = TableId::FoldImage.data_file(None, 1, 9);
+        assert_eq!(image, "data/fold_image/1-9.obsfold");
+        // Garbage collection reads the range of every data file, images included.
+        assert_eq!(data_file_range("1-9.obsfold"), Some((1, 9)));
+        assert_eq!(data_file_range("1-9.parquet"), Some((1, 9)));
+        assert_eq!(data_file_range("1-9.json"), None);
         assert_eq!(
             TableId::microdata("cvs", "2024").data_file(None, 2, 4),
             "data/microdata/survey=cvs/wave=2024/2-4.parquet"

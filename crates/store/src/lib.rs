@@ -122,6 +122,59 @@ impl Store {
         }
     }
 
+    /// Writes `path` from pieces `fill` appends to its buffer (returning true while more are
+    /// coming), so an object larger than memory should hold is never held whole: a multipart
+    /// upload (parts on S3, a temporary file renamed when complete on the local store; readers
+    /// see the whole object or nothing). Returns the bytes written.
+    pub async fn put_pieces(
+        &self,
+        path: &Path,
+        mut fill: impl FnMut(&mut Vec<u8>) -> bool + Send,
+    ) -> Result<u64, StoreError> {
+        const PIECE: usize = 8 << 20;
+        let upload = self.inner.put_multipart(path).await.map_err(Self::object_err(path))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PIECE);
+        let mut buffer = Vec::with_capacity(PIECE);
+        let mut written = 0u64;
+        loop {
+            let more = fill(&mut buffer);
+            if let Err(e) = writer.wait_for_capacity(2).await {
+                let _ = writer.abort().await;
+                return Err(Self::object_err(path)(e));
+            }
+            writer.write(&buffer);
+            written += buffer.len() as u64;
+            buffer.clear();
+            if !more {
+                break;
+            }
+        }
+        writer.finish().await.map_err(Self::object_err(path))?;
+        Ok(written)
+    }
+
+    /// The bytes of `path` as they arrive, for a reader that decodes as it goes; `None` if
+    /// there is no such object.
+    pub async fn get_pieces(
+        &self,
+        path: &Path,
+    ) -> Result<Option<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>>, StoreError>
+    {
+        match self.inner.get(path).await {
+            Ok(result) => {
+                let location = path.to_string();
+                Ok(Some(Box::pin(
+                    result.into_stream().map_err(move |source| StoreError::Object {
+                        path: location.clone(),
+                        source,
+                    }),
+                )))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Self::object_err(path)(e)),
+        }
+    }
+
     pub async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
         self.inner.list(Some(prefix)).try_collect().await.map_err(Self::object_err(prefix))
     }

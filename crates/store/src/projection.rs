@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use object_store::path::Path;
 
-use crate::layout::{self, ProjectionId};
+use crate::layout::{self, ProjectionId, TableId};
 use crate::releases::Releases;
 use crate::{Manifest, Store, StoreError};
 
@@ -159,18 +159,24 @@ impl Projection {
         }
         let mut live = std::collections::HashSet::new();
         let mut released = std::collections::HashSet::new();
-        let mut kept: Vec<Manifest> = Vec::new();
+        let mut kept: Vec<(Manifest, bool)> = Vec::new();
         for release in Releases::new(self.store.clone()).list().await? {
             if let Some(manifest) = release.manifest(self.id).filter(|m| m.version == version) {
                 released.insert(manifest.last_sequence);
-                kept.push(manifest.clone());
+                kept.push((manifest.clone(), true));
             }
         }
         for &sequence in sequences.iter().take(keep.max(1)) {
-            kept.extend(self.manifest(version, sequence).await?);
+            kept.extend(self.manifest(version, sequence).await?.map(|m| (m, false)));
         }
-        for manifest in &kept {
-            for files in manifest.tables.values() {
+        let image = TableId::FoldImage.key();
+        for (manifest, released) in &kept {
+            for (table, files) in &manifest.tables {
+                // A release answers from its data, never restarts a projector: its fold image
+                // (hundreds of megabytes at ten million incidents) is not kept for it.
+                if *released && *table == image {
+                    continue;
+                }
                 live.extend(files.iter().map(|f| self.object_path(version, &f.path)));
             }
         }
@@ -275,13 +281,56 @@ mod tests {
         assert!(projection.newest_manifest(1).await.unwrap().is_some());
     }
 
+    /// A fold image is a data file like the others: the newest manifest's is kept, the one
+    /// it replaced goes with the manifests that named it.
+    #[tokio::test]
+    async fn garbage_collection_deletes_a_replaced_fold_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let projection = projection(&dir);
+        let image = TableId::FoldImage;
+        let first = data_file(&projection, &image, 1, 10).await;
+        commit(&projection, 10, &[(&image, &[&first])]).await;
+        let second = data_file(&projection, &image, 1, 30).await;
+        commit(&projection, 30, &[(&image, &[&second])]).await;
+        assert_eq!(projection.collect_garbage(1, 1).await.unwrap(), 2, "a manifest, an image");
+        assert!(!exists(&projection, &first).await);
+        assert!(exists(&projection, &second).await);
+    }
+
+    /// An object written in pieces reads back whole, and in pieces.
+    #[tokio::test]
+    async fn an_object_written_in_pieces_reads_back_the_same() {
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let path = Path::from("pieces/object");
+        let expected: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut offset = 0;
+        let written = store
+            .put_pieces(&path, |piece| {
+                let end = (offset + 3_000_001).min(expected.len());
+                piece.extend_from_slice(&expected[offset..end]);
+                offset = end;
+                offset < expected.len()
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, expected.len() as u64);
+        assert_eq!(store.get(&path).await.unwrap().unwrap(), expected);
+        let pieces: Vec<Bytes> =
+            store.get_pieces(&path).await.unwrap().unwrap().try_collect().await.unwrap();
+        assert_eq!(pieces.concat(), expected);
+        assert!(store.get_pieces(&Path::from("pieces/none")).await.unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn garbage_collection_keeps_what_a_release_names() {
         let dir = tempfile::tempdir().unwrap();
         let projection = projection(&dir);
         let state = TableId::State;
         let a = data_file(&projection, &state, 1, 10).await;
-        commit(&projection, 10, &[(&state, &[&a])]).await;
+        let image = data_file(&projection, &TableId::FoldImage, 1, 10).await;
+        commit(&projection, 10, &[(&state, &[&a]), (&TableId::FoldImage, &[&image])]).await;
         let released = projection.manifest(1, 10).await.unwrap().unwrap();
         let release = crate::Releases::new(projection.store().clone())
             .create(crate::ReleaseDraft {
@@ -299,6 +348,8 @@ mod tests {
         }
         projection.collect_garbage(1, 1).await.unwrap();
         assert!(exists(&projection, &a).await, "a file the release names was deleted");
+        // Its fold image is not data: it goes once no newest manifest names it.
+        assert!(!exists(&projection, &image).await);
         assert_eq!(projection.manifest_sequences(1).await.unwrap(), vec![24, 10]);
         assert_eq!(projection.manifest(1, 10).await.unwrap().unwrap(), released);
         // Another version's collection leaves it alone too.

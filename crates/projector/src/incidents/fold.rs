@@ -94,8 +94,17 @@ impl IncidentState {
         IncidentState { revision, cell, loss_and_key: (loss_cents << 8) | i64::from(record_key) }
     }
 
-    fn cell(&self) -> Option<u32> {
+    pub(super) fn cell(&self) -> Option<u32> {
         (self.cell != WITHDRAWN).then_some(self.cell)
+    }
+
+    /// Revision, cell number and packed loss and key, as the fold image stores them.
+    pub(super) fn parts(&self) -> (u32, u32, i64) {
+        (self.revision, self.cell, self.loss_and_key)
+    }
+
+    pub(super) fn from_parts(revision: u32, cell: u32, loss_and_key: i64) -> IncidentState {
+        IncidentState { revision, cell, loss_and_key }
     }
 
     pub fn loss_cents(&self) -> i64 {
@@ -149,6 +158,11 @@ impl Interner {
 
     pub fn name(&self, id: u32) -> &str {
         &self.names[id as usize]
+    }
+
+    /// Every name, in the order of their ids.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 }
 
@@ -211,13 +225,13 @@ pub struct Fold {
     pins: Pins,
     coverage: BTreeMap<(String, String), Closure>,
     coverage_changed: bool,
-    incidents: IncidentIndex,
+    pub(super) incidents: IncidentIndex,
     /// Every cell seen, numbered in order of appearance, with its totals at the same index.
-    cell_ids: FastMap<Cell, u32>,
-    cells: Vec<Cell>,
-    totals: Vec<Tally>,
-    iccs: Interner,
-    sources: Interner,
+    pub(super) cell_ids: FastMap<Cell, u32>,
+    pub(super) cells: Vec<Cell>,
+    pub(super) totals: Vec<Tally>,
+    pub(super) iccs: Interner,
+    pub(super) sources: Interner,
     /// Since the last flush: count deltas per cell, and a state row per applied change in
     /// sequence order (an incident changed twice has two rows; the newer one wins on restore
     /// and in compaction).
@@ -445,6 +459,23 @@ impl Fold {
             self.incidents
                 .insert(row.key, IncidentState::new(row.revision, cell, loss, row.record_key));
         }
+    }
+
+    /// Adds a cell with its totals, as a fold image lists them (numbered in that order);
+    /// `Err` if the cell is there already.
+    pub(super) fn load_cell(&mut self, cell: Cell, tally: Tally) -> Result<(), ()> {
+        let id = self.cells.len() as u32;
+        if self.cell_ids.insert(cell, id).is_some() {
+            return Err(());
+        }
+        self.cells.push(cell);
+        self.totals.push(tally);
+        Ok(())
+    }
+
+    /// Adds an incident as a fold image lists it.
+    pub(super) fn load_incident(&mut self, key: u128, state: IncidentState) {
+        self.incidents.insert(key, state);
     }
 
     /// What a restore decodes with: the crosswalk versions pinned.
@@ -696,7 +727,8 @@ mod tests {
         assert_eq!((pending.first_sequence, pending.last_sequence), (1, 4));
         let mut restored = Fold::new();
         // Older rows of the same incident may come in any order: the revision decides.
-        let mut batch = super::super::restore::decode(&pending.changed, restored.pins()).unwrap();
+        let mut batch =
+            super::super::restore::decode(&pending.changed, restored.pins(), 0).unwrap();
         batch.rows.reverse();
         restored.restore(&batch);
         assert_eq!(counts(&restored), counts(&fold));

@@ -91,6 +91,11 @@ impl IncidentIndex {
         self.len == 0
     }
 
+    /// Every entry, shard by shard.
+    pub fn iter(&self) -> impl Iterator<Item = (u128, IncidentState)> + '_ {
+        self.shards.iter().flat_map(|shard| shard.iter().map(|(k, v)| (*k, *v)))
+    }
+
     /// Room for `additional` more incidents. An empty index is re-cut into as many shards as
     /// that takes; a filled one grows each shard by its share.
     pub fn reserve(&mut self, additional: usize) {

@@ -6,12 +6,14 @@
 //! - [`fold`]: the pure fold (no IO).
 //! - [`tables`]: Arrow schemas of `counts`, `state` and `coverage`, by the store's layout names.
 //! - `index`: the fold's sharded index of every incident.
+//! - [`image`]: the fold's memory as one file, what a restart loads.
 //! - [`restore`]: decoding the state table into what a restarting fold keeps.
 //! - [`sink`]: restore and flush over the writer, and the [`Folding`](crate::runner::Folding) impl.
 //! - `compaction`: counts snapshots and size-tiered state merges.
 
 mod compaction;
 pub mod fold;
+pub mod image;
 mod index;
 pub mod restore;
 pub mod sink;

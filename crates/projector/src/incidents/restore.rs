@@ -1,25 +1,39 @@
-//! Restoring the fold from the committed state files, on restart, at the speed of reading
-//! them: what a projector does before it folds its first new event.
+//! Restoring the fold on restart: what a projector does before it folds its first new event.
 //!
-//! The state table holds every incident's last record (a sealed rebuild's files hold each
-//! incident once; later flushes add newer revisions). The fold needs only its cell, loss,
-//! record key and revision, so a restore reads just those columns ([`COLUMNS`]), decodes each
-//! batch into compact rows ([`decode`]) on a blocking thread while the fold takes the previous
-//! batch on the projector's own ([`Fold::restore`](super::fold::Fold::restore)): the two
-//! halves of the work run on two cores, and no `String` is made per row.
+//! First the newest [fold image](super::image) the manifest names, if any: the fold's memory
+//! as of the image's sequence, loaded on a blocking thread as its bytes arrive. Then the state
+//! rows committed after it (all of them without an image): the state table holds every
+//! incident's last record (a sealed rebuild's files hold each incident once; later flushes
+//! add newer revisions). The fold needs only its cell, loss, record key and revision, so a
+//! restore reads just those columns ([`COLUMNS`]) and decodes each batch into compact rows
+//! ([`decode`]) on a blocking thread while the fold takes the previous batch on the
+//! projector's own ([`Fold::restore`](super::fold::Fold::restore)): the two halves of the work
+//! run on two cores, and no `String` is made per row. An image that cannot be loaded is
+//! reported and the restore reads the whole state table instead: the image only saves time.
 
 use arrow::array::{
     Array, BooleanArray, Date32Array, Float64Array, RecordBatch, StringArray, UInt8Array,
-    UInt32Array,
+    UInt32Array, UInt64Array,
 };
 use observatory_model::{Channel, Unit, VictimType, departement_index, incident_hash};
 use observatory_store::layout::state;
 
-use super::fold::{Cell, CodedBy, FastMap, NO_DEPARTEMENT, Pins, loss_cents, month_index};
-use super::tables::{TableError, column, from_days};
+use std::io::Read;
 
-/// The state columns a restore reads (not the sequence, end date or reporting date).
+use bytes::Bytes;
+use futures::StreamExt;
+use observatory_store::{DataFile, TableId, parquet_batches};
+use tracing::warn;
+
+use super::fold::{Cell, CodedBy, FastMap, Fold, NO_DEPARTEMENT, Pins, loss_cents, month_index};
+use super::image;
+use super::sink::IncidentSinkError;
+use super::tables::{TableError, column, from_days};
+use crate::writer::ProjectionWriter;
+
+/// The state columns a restore reads (not the end date or reporting date).
 pub const COLUMNS: &[&str] = &[
+    state::SEQUENCE,
     state::SOURCE,
     state::AGENCY_INCIDENT_ID,
     state::REVISION,
@@ -78,8 +92,10 @@ impl Local {
 }
 
 /// Decodes a batch of the state table (at least [`COLUMNS`]) into the rows a restore folds,
-/// coding each record under the projection's pinned crosswalk versions.
-pub fn decode(batch: &RecordBatch, pins: &Pins) -> Result<RestoreBatch, TableError> {
+/// coding each record under the projection's pinned crosswalk versions. Rows committed at or
+/// before `after` (in the fold image already) are passed over.
+pub fn decode(batch: &RecordBatch, pins: &Pins, after: u64) -> Result<RestoreBatch, TableError> {
+    let sequence = column::<UInt64Array>(batch, state::SEQUENCE)?;
     let source = column::<StringArray>(batch, state::SOURCE)?;
     let id = column::<StringArray>(batch, state::AGENCY_INCIDENT_ID)?;
     let revision = column::<UInt32Array>(batch, state::REVISION)?;
@@ -102,6 +118,9 @@ pub fn decode(batch: &RecordBatch, pins: &Pins) -> Result<RestoreBatch, TableErr
     let mut source_names = Local::default();
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
+        if sequence.value(i) <= after {
+            continue;
+        }
         let source_name = source.value(i);
         let placed = if withdrawn.value(i) {
             None
@@ -154,4 +173,171 @@ pub fn decode(batch: &RecordBatch, pins: &Pins) -> Result<RestoreBatch, TableErr
         });
     }
     Ok(RestoreBatch { iccs: iccs_names.names, sources: source_names.names, rows })
+}
+
+/// Rows a restore decodes at a time (a state file holds up to a million).
+pub(super) const RESTORE_BATCH_ROWS: usize = 16_384;
+
+/// How a fold was restored, for the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Restored {
+    /// The sequence of the fold image loaded, if one was.
+    pub image: Option<u64>,
+    /// State rows read after it.
+    pub state_rows: u64,
+}
+
+/// Restores the fold of the committed manifest: its image if it names one (a fold from
+/// `new_fold` loaded with it), then the state rows committed after. `new_fold` makes an
+/// empty fold with the version's pins and record keys.
+pub(super) async fn restore(
+    writer: &ProjectionWriter,
+    new_fold: impl Fn() -> Result<Fold, IncidentSinkError>,
+) -> Result<(Fold, Restored), IncidentSinkError> {
+    let image = writer.committed().files(&TableId::FoldImage).last().cloned();
+    let (mut fold, after) = match image {
+        None => (new_fold()?, 0),
+        Some(file) => match load_image(writer, &file, new_fold()?).await {
+            Ok((fold, sequence)) => (fold, sequence),
+            Err(error) => {
+                warn!(
+                    path = writer.path_of(&file),
+                    %error,
+                    "the fold image cannot be loaded; restoring from the whole state table \
+                     instead (slower, same result)"
+                );
+                (new_fold()?, 0)
+            }
+        },
+    };
+    let state_rows = restore_state(writer, &mut fold, after).await?;
+    Ok((fold, Restored { image: (after > 0).then_some(after), state_rows }))
+}
+
+/// Loads the fold image `file` into `fold` on a blocking thread, handing it the bytes as they
+/// arrive; the fold and the sequence the image reflects.
+async fn load_image(
+    writer: &ProjectionWriter,
+    file: &DataFile,
+    mut fold: Fold,
+) -> Result<(Fold, u64), IncidentSinkError> {
+    let mut pieces = writer.pieces(file).await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let loading = tokio::task::spawn_blocking(move || {
+        let reader = PieceReader { receiver, current: Bytes::new() };
+        image::load(&mut fold, reader).map(|sequence| (fold, sequence))
+    });
+    let mut failed = None;
+    while let Some(piece) = pieces.next().await {
+        match piece {
+            Ok(piece) => {
+                // The loader stopped early (a format error it reports below).
+                if sender.send(piece).await.is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                failed = Some(error);
+                break;
+            }
+        }
+    }
+    drop(sender);
+    let loaded = loading.await.map_err(|e| IncidentSinkError::Image {
+        path: writer.path_of(file),
+        source: image::ImageError::Format(format!("its loader stopped: {e}")),
+    })?;
+    if let Some(error) = failed {
+        return Err(error.into());
+    }
+    loaded.map_err(|source| IncidentSinkError::Image { path: writer.path_of(file), source })
+}
+
+/// Reads the pieces of an object handed over a channel, blocking for the next.
+struct PieceReader {
+    receiver: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for PieceReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(piece) => self.current = piece,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Restores the fold from the state rows committed after `after`: each file that holds some
+/// is fetched, then decoded batch by batch on a blocking thread ([`COLUMNS`] only) while this
+/// task folds the batch before, two batches in flight at most. Returns the rows read.
+async fn restore_state(
+    writer: &ProjectionWriter,
+    fold: &mut Fold,
+    after: u64,
+) -> Result<u64, IncidentSinkError> {
+    let files: Vec<DataFile> = writer
+        .committed()
+        .files(&TableId::State)
+        .iter()
+        .filter(|f| f.last_sequence > after)
+        .cloned()
+        .collect();
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    if after == 0 {
+        fold.reserve_incidents(usize::try_from(rows).unwrap_or(usize::MAX));
+    }
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<Result<RestoreBatch, IncidentSinkError>>(2);
+    let pins = fold.pins().clone();
+    let decode = async move {
+        for file in files {
+            let bytes = match writer.bytes(&file).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let _ = sender.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let path = writer.path_of(&file);
+            let sender = sender.clone();
+            let pins = pins.clone();
+            let decoded = tokio::task::spawn_blocking(move || {
+                let batches = match parquet_batches(bytes, &path, COLUMNS, RESTORE_BATCH_ROWS) {
+                    Ok(batches) => batches,
+                    Err(e) => return sender.blocking_send(Err(e.into())).is_ok(),
+                };
+                for batch in batches {
+                    let decoded = batch.map_err(IncidentSinkError::from).and_then(|batch| {
+                        decode(&batch, &pins, after).map_err(|source| IncidentSinkError::Table {
+                            path: path.clone(),
+                            source,
+                        })
+                    });
+                    let failed = decoded.is_err();
+                    if sender.blocking_send(decoded).is_err() || failed {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(decoded, Ok(true)) {
+                return;
+            }
+        }
+    };
+    let apply = async {
+        while let Some(batch) = receiver.recv().await {
+            fold.restore(&batch?);
+        }
+        Ok::<_, IncidentSinkError>(())
+    };
+    let ((), applied) = tokio::join!(decode, apply);
+    applied.map(|()| rows)
 }

@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::Message;
 use observatory_model::{Envelope, Event, source_matches_subject};
-use observatory_store::{
-    CommitError, DataFile, Manifest, Projection, StoreError, TableId, parquet_batches,
-};
+use observatory_store::{CommitError, DataFile, Manifest, Projection, StoreError, TableId};
 use tracing::{Instrument, debug, info, info_span};
 
 use super::compaction::{compact_counts, compact_state};
 use super::fold::{Cell, Fold, Pending, Tally};
-use super::restore::{self, RestoreBatch};
+use super::image::ImageWriter;
+use super::restore;
 use super::tables::{TableError, counts_batch, coverage_batch, coverage_rows};
 use crate::runner::{Folding, ProjectorConfig};
 use crate::writer::ProjectionWriter;
@@ -30,6 +29,12 @@ pub enum IncidentSinkError {
         #[source]
         source: TableError,
     },
+    #[error("{path}: {source}")]
+    Image {
+        path: String,
+        #[source]
+        source: super::image::ImageError,
+    },
     #[error("reference data: {0}")]
     Reference(#[from] observatory_reference::ReferenceError),
     #[error(
@@ -44,70 +49,6 @@ const RECORD_KEYS: &str = Manifest::RECORD_KEYS;
 const NO_RECORD_KEYS: &str = Manifest::NO_RECORD_KEYS;
 
 const CROSSWALK_PREFIX: &str = "crosswalk.";
-
-/// Rows a restore decodes at a time (a state file holds up to a million).
-const RESTORE_BATCH_ROWS: usize = 16_384;
-
-/// Restores the fold from the committed state files: each file is fetched, then decoded
-/// batch by batch on a blocking thread (the [`restore`](super::restore) columns only) while
-/// this task folds the batch before, two batches in flight at most.
-async fn restore_state(
-    writer: &ProjectionWriter,
-    fold: &mut Fold,
-) -> Result<(), IncidentSinkError> {
-    let files: Vec<DataFile> = writer.committed().files(&TableId::State).to_vec();
-    let rows: u64 = files.iter().map(|f| f.rows).sum();
-    fold.reserve_incidents(usize::try_from(rows).unwrap_or(usize::MAX));
-    let (sender, mut receiver) =
-        tokio::sync::mpsc::channel::<Result<RestoreBatch, IncidentSinkError>>(2);
-    let pins = fold.pins().clone();
-    let decode = async move {
-        for file in files {
-            let bytes = match writer.bytes(&file).await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    let _ = sender.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            let path = writer.path_of(&file);
-            let sender = sender.clone();
-            let pins = pins.clone();
-            let decoded = tokio::task::spawn_blocking(move || {
-                let batches =
-                    match parquet_batches(bytes, &path, restore::COLUMNS, RESTORE_BATCH_ROWS) {
-                        Ok(batches) => batches,
-                        Err(e) => return sender.blocking_send(Err(e.into())).is_ok(),
-                    };
-                for batch in batches {
-                    let decoded = batch.map_err(IncidentSinkError::from).and_then(|batch| {
-                        restore::decode(&batch, &pins).map_err(|source| IncidentSinkError::Table {
-                            path: path.clone(),
-                            source,
-                        })
-                    });
-                    let failed = decoded.is_err();
-                    if sender.blocking_send(decoded).is_err() || failed {
-                        return false;
-                    }
-                }
-                true
-            })
-            .await;
-            if !matches!(decoded, Ok(true)) {
-                return;
-            }
-        }
-    };
-    let apply = async {
-        while let Some(batch) = receiver.recv().await {
-            fold.restore(&batch?);
-        }
-        Ok::<_, IncidentSinkError>(())
-    };
-    let ((), applied) = tokio::join!(decode, apply);
-    applied
-}
 
 /// Crosswalk versions a new projection version codes with: the requested ones, else the
 /// latest of each built-in crosswalk.
@@ -139,6 +80,31 @@ fn reference_record(pins: &BTreeMap<String, u32>) -> BTreeMap<String, String> {
 pub struct IncidentSink {
     writer: ProjectionWriter,
     pub fold: Fold,
+    images: Images,
+    restored: restore::Restored,
+}
+
+/// When a flush also writes a fold image. Serving, once the events since the last image reach
+/// a quarter of the incidents known (and at least `min_events`): a restart then reads at most
+/// that many state rows beyond the image, and writing images costs at most 4 × 32 bytes per
+/// event. Replaying, only the last flush of the replay writes one (the version's first
+/// restart then reads the image alone).
+#[derive(Debug, Clone, Copy)]
+struct Images {
+    min_events: u64,
+    /// The sequence of the newest image committed (0: none).
+    last: u64,
+    replaying: bool,
+    replay_caught_up: bool,
+}
+
+impl Images {
+    fn due(&self, sequence: u64, incidents: usize) -> bool {
+        if self.replaying {
+            return self.replay_caught_up;
+        }
+        sequence.saturating_sub(self.last) >= self.min_events.max(incidents as u64 / 4)
+    }
 }
 
 impl IncidentSink {
@@ -195,14 +161,14 @@ impl IncidentSink {
                 Some((key.strip_prefix(CROSSWALK_PREFIX)?.to_owned(), value.parse().ok()?))
             })
             .collect();
-        let mut fold = Fold::with_crosswalks(&pins, record_keys)?;
         let span = writer.restore_span();
         let table_error = |file: &DataFile| {
             let path = writer.path_of(file);
             move |source| IncidentSinkError::Table { path, source }
         };
-        async {
-            restore_state(&writer, &mut fold).await?;
+        let (mut fold, restored) = async {
+            let new_fold = || Ok(Fold::with_crosswalks(&pins, record_keys.clone())?);
+            let (mut fold, restored) = restore::restore(&writer, new_fold).await?;
             for file in committed.files(&TableId::Coverage) {
                 for batch in writer.read(file).await? {
                     for (source, month, departement) in
@@ -212,7 +178,7 @@ impl IncidentSink {
                     }
                 }
             }
-            Ok::<_, IncidentSinkError>(())
+            Ok::<_, IncidentSinkError>((fold, restored))
         }
         .instrument(span)
         .await?;
@@ -223,14 +189,27 @@ impl IncidentSink {
                 sequence = committed.last_sequence,
                 incidents = fold.incident_count(),
                 room = fold.incident_capacity(),
+                image = restored.image,
+                state_rows = restored.state_rows,
                 "projection restored"
             );
         }
-        Ok(IncidentSink { writer, fold })
+        let images = Images {
+            min_events: config.image_min_events,
+            last: committed.files(&TableId::FoldImage).last().map_or(0, |f| f.last_sequence),
+            replaying: false,
+            replay_caught_up: false,
+        };
+        Ok(IncidentSink { writer, fold, images, restored })
     }
 
     pub fn writer(&self) -> &ProjectionWriter {
         &self.writer
+    }
+
+    /// How the fold was restored when this sink opened.
+    pub fn restored(&self) -> restore::Restored {
+        self.restored
     }
 
     /// Writes what was folded since the last flush and commits it. Returns the committed
@@ -279,6 +258,28 @@ impl IncidentSink {
         }
         compact_counts(writer, &self.fold, &mut tables, last).await?;
         compact_state(writer, &mut tables).await?;
+        if self.images.due(last, self.fold.incident_count()) {
+            let started = std::time::Instant::now();
+            let mut image = ImageWriter::new(&self.fold, last);
+            let file = writer
+                .write_pieces(
+                    &TableId::FoldImage,
+                    1,
+                    last,
+                    self.fold.incident_count() as u64,
+                    |piece| image.fill(piece, 4 << 20),
+                )
+                .await?;
+            info!(
+                sequence = last,
+                bytes = file.bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "fold image written"
+            );
+            // One image per manifest: the older one goes with the manifests that name it.
+            tables.set(&TableId::FoldImage, vec![file]);
+            self.images.last = last;
+        }
 
         let fold = &mut self.fold;
         self.writer
@@ -346,7 +347,12 @@ impl Folding for IncidentSink {
     }
 
     fn reserve(&mut self, events: u64) {
+        self.images.replaying = true;
         self.fold.reserve_incidents(usize::try_from(events).unwrap_or(usize::MAX));
+    }
+
+    fn caught_up(&mut self) {
+        self.images.replay_caught_up = true;
     }
 
     async fn flush(&mut self, rejected_events: u64) -> Result<Option<u64>, IncidentSinkError> {
@@ -364,11 +370,13 @@ mod tests {
     /// Many small flushes with amendments and a tiny compaction budget: the state files stay
     /// few, none beyond the cap is merged again, and a restart restores the same incidents and
     /// totals from them.
-    /// A restore decodes state files batch by batch on another thread: files of several
-    /// batches, newer revisions and withdrawals in a later file, all come back as folded; a
-    /// damaged state file is refused naming it.
+    /// A restore loads the fold image, then decodes the state rows committed after it batch
+    /// by batch on another thread: files of several batches, newer revisions and withdrawals
+    /// in a later file, all come back as folded. Without the image (damaged: reported, then
+    /// passed over) the whole state table gives the same fold; a damaged state file is
+    /// refused naming it.
     #[tokio::test]
-    async fn a_restore_over_many_batches_and_files_equals_the_fold() {
+    async fn a_restore_from_the_image_and_the_state_after_it_equals_the_fold() {
         let dir = tempfile::tempdir().unwrap();
         let projection = Projection::new(
             Store::open(dir.path().to_str().unwrap()).unwrap(),
@@ -376,16 +384,18 @@ mod tests {
         );
         let config = ProjectorConfig {
             record_keys: Some(observatory_disclosure::RecordKeys::new(&[5; 32]).unwrap()),
+            image_min_events: 10_000,
             ..ProjectorConfig::default()
         };
         let mut sink = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
-        let incidents = 2 * RESTORE_BATCH_ROWS as u32 + 1_000;
+        let incidents = 2 * restore::RESTORE_BATCH_ROWS as u32 + 1_000;
         let mut sequence = 0;
         for id in 0..incidents {
             sequence += 1;
             sink.fold.apply(sequence, "pn", report(id, 1, 1 + id % 12));
         }
         sink.flush(0).await.unwrap();
+        let image_at = sequence;
         for id in (0..incidents).step_by(7) {
             sequence += 1;
             let event = if id % 2 == 0 {
@@ -400,23 +410,47 @@ mod tests {
             sink.fold.apply(sequence, "pn", event);
         }
         sink.flush(0).await.unwrap();
-        assert_eq!(sink.writer().committed().files(&TableId::State).len(), 2);
+        let committed = sink.writer().committed().clone();
+        assert_eq!(committed.files(&TableId::State).len(), 2);
+        // The first flush wrote an image (10 000 events since none); the second, 4 800 events
+        // later, did not.
+        let images = committed.files(&TableId::FoldImage);
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].last_sequence, image_at);
+        assert_eq!(images[0].rows, u64::from(incidents));
         let folded = (
             sink.fold.incident_count(),
             sink.fold.counted_incidents(),
             sink.fold.totals_of_year(2024),
         );
         assert!(folded.1 < i64::from(incidents) && folded.1 > i64::from(incidents) * 9 / 10);
+        let summary = |sink: &IncidentSink| {
+            (
+                sink.fold.incident_count(),
+                sink.fold.counted_incidents(),
+                sink.fold.totals_of_year(2024),
+            )
+        };
 
-        let restored = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
-        let back = (
-            restored.fold.incident_count(),
-            restored.fold.counted_incidents(),
-            restored.fold.totals_of_year(2024),
+        let from_image = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
+        assert_eq!(summary(&from_image), folded);
+        assert_eq!(from_image.restored().image, Some(image_at));
+        assert_eq!(from_image.restored().state_rows, committed.files(&TableId::State)[1].rows);
+
+        let image_path = dir.path().join(sink.writer().path_of(&images[0]));
+        let mut damaged = std::fs::read(&image_path).unwrap();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0xff;
+        std::fs::write(&image_path, &damaged).unwrap();
+        let from_state = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
+        assert_eq!(summary(&from_state), folded);
+        assert_eq!(from_state.restored().image, None);
+        assert_eq!(
+            from_state.restored().state_rows,
+            committed.files(&TableId::State).iter().map(|f| f.rows).sum::<u64>()
         );
-        assert_eq!(back, folded);
 
-        let damaged = &sink.writer().committed().files(&TableId::State)[1];
+        let damaged = &committed.files(&TableId::State)[1];
         let path = sink.writer().path_of(damaged);
         std::fs::write(dir.path().join(&path), b"PAR1 not a parquet file").unwrap();
         let error = IncidentSink::open(projection.clone(), 1, "TEST", &config)
