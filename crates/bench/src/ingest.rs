@@ -31,7 +31,7 @@ pub struct IngestRun {
     pub http_events_per_s: f64,
     pub raw_seconds: f64,
     pub raw_events_per_s: f64,
-    /// HTTP ingest over raw publish (target ≥ 0.8).
+    /// HTTP ingest over raw publish (target ≥ 0.9).
     pub ratio: f64,
     /// CPU microseconds per event of each process while the HTTP ingest ran.
     pub http_cpu_us_per_event: cpu::PerProcess,

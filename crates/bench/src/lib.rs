@@ -211,18 +211,18 @@ fn targets(report: &Report) -> Vec<Target> {
         for run in &ingest.runs {
             targets.push(check(
                 format!("ingest {}/request vs raw publish", run.records_per_request),
-                "≥ 0.8×",
+                "≥ 0.9×",
                 Some(run.ratio),
-                |v| v >= 0.8,
+                |v| v >= 0.9,
             ));
         }
     }
     if let Some(p) = &report.projection {
         targets.push(check(
             "projection vs raw replay".into(),
-            "≥ 0.7×",
+            "≥ 0.85×",
             Some(p.projection_ratio),
-            |v| v >= 0.7,
+            |v| v >= 0.85,
         ));
         targets.push(check(
             format!(
@@ -244,17 +244,17 @@ fn targets(report: &Report) -> Vec<Target> {
         ));
         targets.push(check(
             format!("projector peak RSS, rebuild of {} events", p.rebuild.events),
-            "< 1024 MiB (for 10M events)",
+            "≤ 768 MiB (for 10M events)",
             Some(p.rebuild.peak_rss_mib),
-            |v| v < 1024.0,
+            |v| v <= 768.0,
         ));
     }
     if let Some(q) = &report.query {
         targets.push(check(
             "query p99 vs DuckDB (worst of five)".into(),
-            "≤ 1×",
+            "≤ 0.8×",
             q.worst_p99_ratio,
-            |v| v <= 1.0,
+            |v| v <= 0.8,
         ));
         targets.push(check(
             "first count query after a new manifest (a rebuild's switch)".into(),
