@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use chrono::Utc;
 use observatory_store::{
-    CommitError, DataFile, Manifest, Projection, StoreError, TableId, read_parquet, write_parquet,
+    CommitError, DataFile, Manifest, ParquetEncoder, Projection, StoreError, TableId, read_parquet,
+    write_parquet,
 };
 use tracing::debug;
 
@@ -186,6 +187,46 @@ impl ProjectionWriter {
             rows: batch.num_rows() as u64,
             bytes,
         })
+    }
+
+    /// Writes an encoded Parquet file as the file of `table` holding sequences `first..=last`
+    /// (of `year`, for counts): for rows encoded as they came rather than held until now.
+    pub async fn write_encoded(
+        &self,
+        table: &TableId,
+        year: Option<i32>,
+        first_sequence: u64,
+        last_sequence: u64,
+        encoder: ParquetEncoder,
+    ) -> Result<DataFile, StoreError> {
+        let path = table.data_file(year, first_sequence, last_sequence);
+        let rows = encoder.rows();
+        let bytes = encoder.finish()?;
+        let size = bytes.len() as u64;
+        self.projection
+            .store()
+            .put(&self.projection.object_path(self.version, &path), bytes)
+            .await?;
+        self.written.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        Ok(DataFile { path, year, first_sequence, last_sequence, rows, bytes: size })
+    }
+
+    /// Writes `batches` (made one at a time) as one file of `table`: a large table is never
+    /// held whole as rows, only encoded.
+    pub async fn write_batches(
+        &self,
+        table: &TableId,
+        year: Option<i32>,
+        first_sequence: u64,
+        last_sequence: u64,
+        schema: arrow::datatypes::SchemaRef,
+        batches: impl Iterator<Item = RecordBatch>,
+    ) -> Result<DataFile, StoreError> {
+        let mut encoder = ParquetEncoder::new(schema, &table.dir())?;
+        for batch in batches {
+            encoder.write(&batch)?;
+        }
+        self.write_encoded(table, year, first_sequence, last_sequence, encoder).await
     }
 
     /// Writes the file of `table` holding sequences `first..=last` from pieces (see

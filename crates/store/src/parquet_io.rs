@@ -2,6 +2,7 @@
 //! at all) and read back as Arrow record batches.
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -18,22 +19,56 @@ pub async fn write_parquet(
     path: &Path,
     batch: &RecordBatch,
 ) -> Result<u64, StoreError> {
-    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
-        path: path.to_string(),
-        message: e.to_string(),
-    };
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
-        .set_max_row_group_row_count(Some(1 << 20))
-        .build();
-    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4 + 1024);
-    let mut writer =
-        ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties)).map_err(parquet_err)?;
-    writer.write(batch).map_err(parquet_err)?;
-    writer.close().map_err(parquet_err)?;
-    let size = buffer.len() as u64;
-    store.put(path, Bytes::from(buffer)).await?;
+    let mut encoder = ParquetEncoder::new(batch.schema(), path.as_ref())?;
+    encoder.write(batch)?;
+    let bytes = encoder.finish()?;
+    let size = bytes.len() as u64;
+    store.put(path, bytes).await?;
     Ok(size)
+}
+
+/// A Parquet file encoded in memory batch by batch (zstd, row groups of up to 2^20 rows):
+/// a writer whose rows come over time holds the encoded file, a tenth of the rows' size,
+/// rather than the rows themselves.
+pub struct ParquetEncoder {
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+    label: String,
+}
+
+impl ParquetEncoder {
+    /// An empty file of `schema`; `label` names it in errors.
+    pub fn new(schema: SchemaRef, label: &str) -> Result<ParquetEncoder, StoreError> {
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+            .set_max_row_group_row_count(Some(1 << 20))
+            .build();
+        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
+            .map_err(|e| parquet_error(label, e))?;
+        Ok(ParquetEncoder { writer, rows: 0, label: label.to_owned() })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        self.writer.write(batch).map_err(|e| parquet_error(&self.label, e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The whole file.
+    pub fn finish(self) -> Result<Bytes, StoreError> {
+        let label = self.label;
+        let buffer = self.writer.into_inner().map_err(|e| parquet_error(&label, e))?;
+        Ok(Bytes::from(buffer))
+    }
+}
+
+fn parquet_error(label: &str, e: parquet::errors::ParquetError) -> StoreError {
+    StoreError::Parquet { path: label.to_owned(), message: e.to_string() }
 }
 
 /// Reads a whole Parquet object into record batches.

@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::fold::Fold;
 use super::sink::IncidentSinkError;
-use super::tables::{TableError, counts_batch, state_schema};
+use super::tables::{CHUNK_ROWS, TableError, counts_batch, counts_schema, state_schema};
 use crate::writer::{ProjectionWriter, Tables};
 
 /// Rewrites a year whose delta files piled up as one snapshot of the in-memory totals,
@@ -39,9 +39,18 @@ pub(super) async fn compact_counts(
             .map(|f| f.first_sequence)
             .min()
             .unwrap_or(1);
-        let snapshot = counts_batch(fold, &fold.totals_of_year(year));
-        let file =
-            writer.write(&TableId::Counts, Some(year), first, last_sequence, &snapshot).await?;
+        let totals = fold.totals_of_year(year);
+        let chunks = totals.chunks(CHUNK_ROWS).map(|cells| counts_batch(fold, cells));
+        let file = writer
+            .write_batches(
+                &TableId::Counts,
+                Some(year),
+                first,
+                last_sequence,
+                counts_schema(),
+                chunks,
+            )
+            .await?;
         counts.retain(|f| f.year != Some(year));
         counts.push(file);
         info!(year, files, "counts compacted");

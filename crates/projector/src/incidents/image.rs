@@ -310,13 +310,19 @@ mod tests {
         let mut loaded = Fold::with_crosswalks(&BTreeMap::new(), None).unwrap();
         assert_eq!(load(&mut loaded, whole.as_slice()).unwrap(), 42);
         assert_eq!(summary(&loaded), summary(&fold));
-        // The loaded fold goes on like the original: a new revision moves the same count.
+        // The loaded fold goes on like the original once flushed: a new revision moves the
+        // same count, and the next flush has the same deltas (the image's totals are flushed).
         let mut original = folded();
-        original.apply(20_000, "pn", report(7, 5, 3));
-        loaded.apply(20_000, "pn", report(7, 5, 3));
-        loaded.apply(20_001, "pn", report(8, 1, 3));
-        original.apply(20_001, "pn", report(8, 1, 3));
+        original.take_pending();
+        for fold in [&mut original, &mut loaded] {
+            fold.apply(20_000, "pn", report(7, 5, 3));
+            fold.apply(20_001, "pn", report(8, 1, 3));
+        }
         assert_eq!(summary(&loaded), summary(&original));
+        let deltas = |fold: &mut Fold| fold.take_pending().unwrap().deltas;
+        let expected = deltas(&mut original);
+        assert_eq!(expected.len(), 2, "{expected:?}");
+        assert_eq!(deltas(&mut loaded), expected);
     }
 
     #[test]

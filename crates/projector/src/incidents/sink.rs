@@ -6,14 +6,19 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::Message;
 use observatory_model::{Envelope, Event, source_matches_subject};
-use observatory_store::{CommitError, DataFile, Manifest, Projection, StoreError, TableId};
+use observatory_store::{
+    CommitError, DataFile, Manifest, ParquetEncoder, Projection, StoreError, TableId,
+};
 use tracing::{Instrument, debug, info, info_span};
 
 use super::compaction::{compact_counts, compact_state};
-use super::fold::{Cell, Fold, Pending, Tally};
+use super::fold::{Fold, Pending};
 use super::image::ImageWriter;
 use super::restore;
-use super::tables::{TableError, counts_batch, coverage_batch, coverage_rows};
+use super::tables::{
+    CHUNK_ROWS, TableError, counts_batch, counts_schema, coverage_batch, coverage_rows,
+    state_schema,
+};
 use crate::runner::{Folding, ProjectorConfig};
 use crate::writer::ProjectionWriter;
 
@@ -82,6 +87,15 @@ pub struct IncidentSink {
     pub fold: Fold,
     images: Images,
     restored: restore::Restored,
+    /// The state rows of the flush in progress, encoded [`CHUNK_ROWS`] at a time as they are
+    /// folded: a flush of a million changed incidents (a rebuild's) holds its file encoded,
+    /// not the rows.
+    state: Option<ParquetEncoder>,
+    encode_error: Option<StoreError>,
+}
+
+fn state_encoder() -> Result<ParquetEncoder, StoreError> {
+    ParquetEncoder::new(state_schema(), "state rows of the flush in progress")
 }
 
 /// When a flush also writes a fold image. Serving, once the events since the last image reach
@@ -200,11 +214,31 @@ impl IncidentSink {
             replaying: false,
             replay_caught_up: false,
         };
-        Ok(IncidentSink { writer, fold, images, restored })
+        Ok(IncidentSink { writer, fold, images, restored, state: None, encode_error: None })
     }
 
     pub fn writer(&self) -> &ProjectionWriter {
         &self.writer
+    }
+
+    /// Encodes the state rows folded so far into the flush's state file.
+    fn encode_changed(&mut self) {
+        if self.encode_error.is_some() {
+            return;
+        }
+        let changed = self.fold.take_changed();
+        let encoded = match self.state.as_mut() {
+            Some(state) => state.write(&changed),
+            None => state_encoder().and_then(|mut state| {
+                state.write(&changed)?;
+                self.state = Some(state);
+                Ok(())
+            }),
+        };
+        // Folding cannot fail; the flush reports it (and the manifest stays where it was).
+        if let Err(error) = encoded {
+            self.encode_error = Some(error);
+        }
     }
 
     /// How the fold was restored when this sink opened.
@@ -221,7 +255,8 @@ impl IncidentSink {
             version = self.writer.version(),
             first = pending.first_sequence,
             last = pending.last_sequence,
-            changed = pending.changed.num_rows()
+            changed = pending.changed.num_rows() as u64
+                + self.state.as_ref().map_or(0, ParquetEncoder::rows)
         );
         self.flush_pending(pending, rejected_events).instrument(span).await.map(Some)
     }
@@ -232,22 +267,30 @@ impl IncidentSink {
         rejected_events: u64,
     ) -> Result<u64, IncidentSinkError> {
         let started = std::time::Instant::now();
-        let (changed, cells) = (pending.changed.num_rows(), pending.deltas.len());
+        let encoded = self.state.as_ref().map_or(0, ParquetEncoder::rows) as usize;
+        let (changed, cells) = (pending.changed.num_rows() + encoded, pending.deltas.len());
         let (first, last) = (pending.first_sequence, pending.last_sequence);
         let writer = &self.writer;
         let mut tables = writer.tables();
 
-        let mut by_year: BTreeMap<i32, Vec<(Cell, Tally)>> = BTreeMap::new();
-        for (cell, tally) in pending.deltas {
-            by_year.entry(cell.year()).or_default().push((cell, tally));
-        }
-        for (year, cells) in by_year {
-            let batch = counts_batch(&self.fold, &cells);
-            let file = writer.write(&TableId::Counts, Some(year), first, last, &batch).await?;
+        // Deltas come sorted by cell, month first: each year's are one run.
+        for cells in pending.deltas.chunk_by(|a, b| a.0.year() == b.0.year()) {
+            let year = cells[0].0.year();
+            let chunks = cells.chunks(CHUNK_ROWS).map(|cells| counts_batch(&self.fold, cells));
+            let file = writer
+                .write_batches(&TableId::Counts, Some(year), first, last, counts_schema(), chunks)
+                .await?;
             tables.files_mut(&TableId::Counts).push(file);
         }
+        if let Some(error) = self.encode_error.take() {
+            return Err(error.into());
+        }
+        let mut state = self.state.take();
         if pending.changed.num_rows() > 0 {
-            let file = writer.write(&TableId::State, None, first, last, &pending.changed).await?;
+            state.get_or_insert(state_encoder()?).write(&pending.changed)?;
+        }
+        if let Some(state) = state {
+            let file = writer.write_encoded(&TableId::State, None, first, last, state).await?;
             tables.files_mut(&TableId::State).push(file);
         }
         if pending.coverage_changed {
@@ -335,6 +378,9 @@ impl Folding for IncidentSink {
 
     fn apply(&mut self, sequence: u64, (source, event): (String, Event)) {
         self.fold.apply(sequence, &source, event);
+        if self.fold.pending_events() >= CHUNK_ROWS {
+            self.encode_changed();
+        }
     }
 
     fn skip(&mut self, sequence: u64) {
@@ -343,7 +389,8 @@ impl Folding for IncidentSink {
     }
 
     fn pending(&self) -> usize {
-        self.fold.pending_events()
+        let encoded = self.state.as_ref().map_or(0, |s| s.rows() as usize);
+        self.fold.pending_events() + encoded
     }
 
     fn reserve(&mut self, events: u64) {
@@ -388,13 +435,17 @@ mod tests {
             ..ProjectorConfig::default()
         };
         let mut sink = IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
-        let incidents = 2 * restore::RESTORE_BATCH_ROWS as u32 + 1_000;
+        let incidents = (CHUNK_ROWS + 2 * restore::RESTORE_BATCH_ROWS) as u32 + 1_000;
         let mut sequence = 0;
+        // Through the loop's entry point: the state rows are encoded a chunk at a time.
         for id in 0..incidents {
             sequence += 1;
-            sink.fold.apply(sequence, "pn", report(id, 1, 1 + id % 12));
+            Folding::apply(&mut sink, sequence, ("pn".to_owned(), report(id, 1, 1 + id % 12)));
+            assert!(sink.fold.pending_events() < CHUNK_ROWS);
         }
+        assert_eq!(Folding::pending(&sink), incidents as usize);
         sink.flush(0).await.unwrap();
+        assert_eq!(sink.writer().committed().files(&TableId::State)[0].rows, u64::from(incidents));
         let image_at = sequence;
         for id in (0..incidents).step_by(7) {
             sequence += 1;
@@ -412,8 +463,8 @@ mod tests {
         sink.flush(0).await.unwrap();
         let committed = sink.writer().committed().clone();
         assert_eq!(committed.files(&TableId::State).len(), 2);
-        // The first flush wrote an image (10 000 events since none); the second, 4 800 events
-        // later, did not.
+        // The first flush wrote an image (at least 10 000 events since none); the second, a
+        // seventh of the incidents later (less than a quarter), did not.
         let images = committed.files(&TableId::FoldImage);
         assert_eq!(images.len(), 1);
         assert_eq!(images[0].last_sequence, image_at);

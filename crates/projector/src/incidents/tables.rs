@@ -17,6 +17,10 @@ use observatory_store::layout::{counts, coverage, state};
 
 use super::fold::{Cell, Closure, Fold, StateRow, Tally};
 
+/// Rows turned into a batch and encoded at a time when a table is written in chunks (a
+/// flush's state rows, a year of counts): memory holds the encoded file and one chunk of rows.
+pub const CHUNK_ROWS: usize = 65_536;
+
 pub fn counts_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new(counts::YEAR, DataType::Int32, false),
