@@ -268,7 +268,6 @@ impl ProjectionWriter {
     }
 
     /// Reads a file of this version back, whole.
-
     pub async fn read(&self, file: &DataFile) -> Result<Vec<RecordBatch>, StoreError> {
         read_parquet(
             self.projection.store(),
