@@ -2,6 +2,7 @@
 //! (b) counts at the aggregate grain. No IO: events in, deltas and snapshots out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 use chrono::{Datelike, NaiveDate};
 use observatory_disclosure::RecordKeys;
@@ -226,6 +227,28 @@ impl Pins {
 /// about a tenth of a rebuild; foldhash is several times cheaper and still randomly seeded.
 pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Cell numbers, hashed by the cell they number in the fold's list of cells.
+#[derive(Default)]
+struct CellIds {
+    table: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl CellIds {
+    fn entry<'a>(
+        &'a mut self,
+        cells: &[Cell],
+        cell: Cell,
+    ) -> hashbrown::hash_table::Entry<'a, u32> {
+        let hasher = &self.hasher;
+        self.table.entry(
+            hasher.hash_one(cell),
+            |&id| cells[id as usize] == cell,
+            |&id| hasher.hash_one(cells[id as usize]),
+        )
+    }
+}
+
 #[derive(Default)]
 pub struct Fold {
     /// The deployment's record keys; `None` keys every record 0 (a projection without
@@ -236,16 +259,18 @@ pub struct Fold {
     coverage_changed: bool,
     pub(super) incidents: IncidentIndex,
     /// Every cell seen, numbered in order of appearance, with its totals at the same index.
-    pub(super) cell_ids: FastMap<Cell, u32>,
+    /// The table of numbers holds only the number: a cell is hashed and compared where it
+    /// is listed, in `cells` (4 bytes a cell where a map of cells took 24).
+    cell_ids: CellIds,
     pub(super) cells: Vec<Cell>,
     pub(super) totals: Vec<Tally>,
     pub(super) iccs: Interner,
     pub(super) sources: Interner,
-    /// The totals of each cell as of the last flush, and the cells changed since (each once):
-    /// a flush's delta of a cell is its total less what was flushed. (Dense and without a
-    /// hash per event: a per-cell delta map cost a lookup per event and 69 MB at 1.5M cells.)
-    flushed: Vec<Tally>,
-    touched: Vec<u32>,
+    /// The cells changed since the last flush, each once with its totals before the first
+    /// change: a flush's delta of a cell is its total less that. (No hash per event, and
+    /// memory for the changed cells only: a per-cell delta map cost a lookup per event and
+    /// 69 MB at 1.5M cells.)
+    touched: Vec<(u32, Tally)>,
     is_touched: Vec<bool>,
     /// Since the last flush: a state row per applied change in
     /// sequence order (an incident changed twice has two rows; the newer one wins on restore
@@ -423,19 +448,23 @@ impl Fold {
 
     /// The number of `cell` in the cell table, adding it if new.
     fn cell_id(&mut self, cell: Cell) -> u32 {
-        *self.cell_ids.entry(cell).or_insert_with(|| {
-            self.cells.push(cell);
-            self.totals.push(Tally::default());
-            self.flushed.push(Tally::default());
-            self.is_touched.push(false);
-            (self.cells.len() - 1) as u32
-        })
+        match self.cell_ids.entry(&self.cells, cell) {
+            hashbrown::hash_table::Entry::Occupied(entry) => *entry.get(),
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                let id = self.cells.len() as u32;
+                entry.insert(id);
+                self.cells.push(cell);
+                self.totals.push(Tally::default());
+                self.is_touched.push(false);
+                id
+            }
+        }
     }
 
     /// A count restored from what is committed: flushed already, so not a delta.
     fn restore_count(&mut self, cell: u32, sign: i64, loss_cents: i64, record_key: u8) {
+        debug_assert!(!self.is_touched[cell as usize], "a restore comes before any event");
         self.totals[cell as usize].add(sign, loss_cents, record_key);
-        self.flushed[cell as usize].add(sign, loss_cents, record_key);
     }
 
     fn record_key(&self, source: &str, agency_incident_id: &str) -> u8 {
@@ -443,12 +472,12 @@ impl Fold {
     }
 
     fn move_count(&mut self, cell: u32, sign: i64, loss_cents: i64, record_key: u8) {
-        self.totals[cell as usize].add(sign, loss_cents, record_key);
         let touched = &mut self.is_touched[cell as usize];
         if !*touched {
             *touched = true;
-            self.touched.push(cell);
+            self.touched.push((cell, self.totals[cell as usize]));
         }
+        self.totals[cell as usize].add(sign, loss_cents, record_key);
     }
 
     /// Restores incidents from the state table (on restart). Rows may come in any order: the
@@ -487,12 +516,14 @@ impl Fold {
     /// `Err` if the cell is there already.
     pub(super) fn load_cell(&mut self, cell: Cell, tally: Tally) -> Result<(), ()> {
         let id = self.cells.len() as u32;
-        if self.cell_ids.insert(cell, id).is_some() {
-            return Err(());
+        match self.cell_ids.entry(&self.cells, cell) {
+            hashbrown::hash_table::Entry::Occupied(_) => return Err(()),
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                entry.insert(id);
+            }
         }
         self.cells.push(cell);
         self.totals.push(tally);
-        self.flushed.push(tally);
         self.is_touched.push(false);
         Ok(())
     }
@@ -535,11 +566,10 @@ impl Fold {
     pub fn take_pending(&mut self) -> Option<Pending> {
         let first_sequence = self.first_pending.take()?;
         let mut deltas = Vec::with_capacity(self.touched.len());
-        for id in self.touched.drain(..) {
+        for (id, before) in self.touched.drain(..) {
             let id = id as usize;
             self.is_touched[id] = false;
-            let delta = self.totals[id].since(&self.flushed[id]);
-            self.flushed[id] = self.totals[id];
+            let delta = self.totals[id].since(&before);
             if !delta.is_zero() {
                 deltas.push((self.cells[id], delta));
             }
