@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -127,6 +129,14 @@ pub struct ChildUsage {
 
 /// Runs `observatory <args…>` to completion and reads its own resource usage with `wait4`,
 /// which, unlike polling `/proc`, cannot miss a peak just before exit.
+/// `VmHWM` of a running process, in bytes.
+fn high_water_mark(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 pub async fn run_measured(args: Vec<String>, log: PathBuf) -> Result<ChildUsage> {
     let exe = observatory_exe()?;
     tokio::task::spawn_blocking(move || {
@@ -139,6 +149,22 @@ pub async fn run_measured(args: Vec<String>, log: PathBuf) -> Result<ChildUsage>
             .spawn()
             .with_context(|| format!("cannot start observatory {}", args.join(" ")))?;
         let pid = child.id() as libc::pid_t;
+        // The peak RSS is the child's own high-water mark, read from /proc while it runs:
+        // `ru_maxrss` is not, since a child spawned with vfork (as `Command` does) has the
+        // parent's high-water mark carried into its own at exec, and after the ingest stage
+        // the bench itself holds gigabytes (a 3M rebuild "peaked" at 5.6 GiB).
+        let running = Arc::new(AtomicBool::new(true));
+        let sampler = std::thread::spawn({
+            let running = running.clone();
+            move || {
+                let mut peak = 0u64;
+                while running.load(Ordering::Relaxed) {
+                    peak = peak.max(high_water_mark(pid as u32).unwrap_or(0));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                peak
+            }
+        });
         let mut status: libc::c_int = 0;
         // SAFETY: plain FFI calls with pointers to locals. The child is ours and nothing else
         // waits for it (dropping a std `Child` neither waits nor kills).
@@ -153,6 +179,8 @@ pub async fn run_measured(args: Vec<String>, log: PathBuf) -> Result<ChildUsage>
         };
         drop(child);
         let wall = started.elapsed();
+        running.store(false, Ordering::Relaxed);
+        let peak_rss_bytes = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
         if waited != pid {
             bail!("wait4 failed: {}", std::io::Error::last_os_error());
         }
@@ -169,8 +197,7 @@ pub async fn run_measured(args: Vec<String>, log: PathBuf) -> Result<ChildUsage>
         };
         Ok(ChildUsage {
             wall,
-            // Linux reports ru_maxrss in KiB.
-            peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+            peak_rss_bytes,
             user: time(usage.ru_utime),
             system: time(usage.ru_stime),
         })
