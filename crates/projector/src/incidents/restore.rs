@@ -11,24 +11,20 @@
 //! run on two cores, and no `String` is made per row. An image that cannot be loaded is
 //! reported and the restore reads the whole state table instead: the image only saves time.
 
-use arrow::array::{
-    Array, BooleanArray, Date32Array, Float64Array, RecordBatch, StringArray, UInt8Array,
-    UInt32Array, UInt64Array,
-};
-use observatory_model::{Channel, Unit, VictimType, departement_index, incident_hash};
-use observatory_store::layout::state;
-
 use std::io::Read;
 
+use arrow::array::{Array, RecordBatch};
 use bytes::Bytes;
 use futures::StreamExt;
+use observatory_model::{departement_index, incident_hash};
+use observatory_store::layout::state;
 use observatory_store::{DataFile, TableId, parquet_batches};
 use tracing::warn;
 
 use super::fold::{Cell, CodedBy, FastMap, Fold, NO_DEPARTEMENT, Pins, loss_cents, month_index};
 use super::image;
 use super::sink::IncidentSinkError;
-use super::tables::{TableError, column, from_days};
+use super::tables::{StateColumns, TableError, from_days};
 use crate::writer::ProjectionWriter;
 
 /// The state columns a restore reads (not the end date or reporting date).
@@ -95,80 +91,53 @@ impl Local {
 /// coding each record under the projection's pinned crosswalk versions. Rows committed at or
 /// before `after` (in the fold image already) are passed over.
 pub fn decode(batch: &RecordBatch, pins: &Pins, after: u64) -> Result<RestoreBatch, TableError> {
-    let sequence = column::<UInt64Array>(batch, state::SEQUENCE)?;
-    let source = column::<StringArray>(batch, state::SOURCE)?;
-    let id = column::<StringArray>(batch, state::AGENCY_INCIDENT_ID)?;
-    let revision = column::<UInt32Array>(batch, state::REVISION)?;
-    let withdrawn = column::<BooleanArray>(batch, state::WITHDRAWN)?;
-    let record_key = column::<UInt8Array>(batch, state::RECORD_KEY)?;
-    let occurred_on = column::<Date32Array>(batch, state::OCCURRED_ON)?;
-    let iccs = column::<StringArray>(batch, state::ICCS)?;
-    let offence_code = column::<StringArray>(batch, state::OFFENCE_CODE)?;
-    let cyber = column::<BooleanArray>(batch, state::CYBER)?;
-    let departement = column::<StringArray>(batch, state::DEPARTEMENT)?;
-    let victim_type = column::<StringArray>(batch, state::VICTIM_TYPE)?;
-    let channel = column::<StringArray>(batch, state::CHANNEL)?;
-    let loss = column::<Float64Array>(batch, state::LOSS_EUR)?;
-    let unit = column::<StringArray>(batch, state::UNIT)?;
-    let crosswalk = column::<StringArray>(batch, state::CROSSWALK)?;
-    let crosswalk_version = column::<UInt32Array>(batch, state::CROSSWALK_VERSION)?;
-    let iccs_from = column::<BooleanArray>(batch, state::ICCS_FROM_CROSSWALK)?;
-    let cyber_from = column::<BooleanArray>(batch, state::CYBER_FROM_CROSSWALK)?;
+    let c = StateColumns::of(batch)?;
     let mut iccs_names = Local::default();
     let mut source_names = Local::default();
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        if sequence.value(i) <= after {
+        if c.sequence.value(i) <= after {
             continue;
         }
-        let source_name = source.value(i);
-        let placed = if withdrawn.value(i) {
+        let source_name = c.source.value(i);
+        let placed = if c.withdrawn.value(i) {
             None
         } else {
-            let coded_by = (!crosswalk.is_null(i)).then(|| CodedBy {
-                crosswalk: crosswalk.value(i),
-                version: crosswalk_version.value(i),
-                iccs_from_crosswalk: iccs_from.value(i),
-                cyber_from_crosswalk: cyber_from.value(i),
+            let coded_by = (!c.crosswalk.is_null(i)).then(|| CodedBy {
+                crosswalk: c.crosswalk.value(i),
+                version: c.crosswalk_version.value(i),
+                iccs_from_crosswalk: c.iccs_from.value(i),
+                cyber_from_crosswalk: c.cyber_from.value(i),
             });
-            let unit = match unit.value(i) {
-                "offence" => Unit::Offence,
-                "victim" => Unit::Victim,
-                "report" => Unit::Report,
-                other => return Err(TableError::new(format!("unknown unit {other}"))),
-            };
             let (code, cyber, unit) = pins.coding(
-                iccs.value(i),
-                cyber.value(i),
-                unit,
-                (!offence_code.is_null(i)).then(|| offence_code.value(i)),
+                c.iccs.value(i),
+                c.cyber.value(i),
+                c.unit(i)?,
+                (!c.offence_code.is_null(i)).then(|| c.offence_code.value(i)),
                 coded_by,
             );
+            let departement = if c.departement.is_null(i) {
+                NO_DEPARTEMENT
+            } else {
+                departement_index(c.departement.value(i)).map_or(NO_DEPARTEMENT, |d| d as u16)
+            };
             let cell = Cell {
-                month: month_index(from_days(occurred_on.value(i))),
-                departement: if departement.is_null(i) {
-                    NO_DEPARTEMENT
-                } else {
-                    departement_index(departement.value(i)).map_or(NO_DEPARTEMENT, |d| d as u16)
-                },
+                month: month_index(from_days(c.occurred_on.value(i))),
+                departement,
                 iccs: iccs_names.id(&code),
                 cyber,
-                victim_type: VictimType::parse(victim_type.value(i)).ok_or_else(|| {
-                    TableError::new(format!("unknown victim_type {}", victim_type.value(i)))
-                })?,
-                channel: Channel::parse(channel.value(i)).ok_or_else(|| {
-                    TableError::new(format!("unknown channel {}", channel.value(i)))
-                })?,
+                victim_type: c.victim_type(i)?,
+                channel: c.channel(i)?,
                 source: source_names.id(source_name),
                 unit,
             };
-            let loss = loss_cents((!loss.is_null(i)).then(|| loss.value(i)));
+            let loss = loss_cents((!c.loss.is_null(i)).then(|| c.loss.value(i)));
             Some((cell, loss))
         };
         rows.push(RestoreRow {
-            key: incident_hash(source_name, id.value(i)),
-            revision: revision.value(i),
-            record_key: record_key.value(i),
+            key: incident_hash(source_name, c.id.value(i)),
+            revision: c.revision.value(i),
+            record_key: c.record_key.value(i),
             placed,
         });
     }

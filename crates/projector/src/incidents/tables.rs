@@ -265,73 +265,115 @@ pub(super) fn column<'a, T: 'static>(
         .ok_or_else(|| TableError(format!("column {name} missing or of the wrong type")))
 }
 
+/// The columns of a state batch every reader of it needs (all but the end and reporting
+/// dates), typed.
+pub(super) struct StateColumns<'a> {
+    pub sequence: &'a UInt64Array,
+    pub source: &'a StringArray,
+    pub id: &'a StringArray,
+    pub revision: &'a UInt32Array,
+    pub withdrawn: &'a BooleanArray,
+    pub record_key: &'a UInt8Array,
+    pub occurred_on: &'a Date32Array,
+    pub iccs: &'a StringArray,
+    pub offence_code: &'a StringArray,
+    pub cyber: &'a BooleanArray,
+    pub departement: &'a StringArray,
+    pub victim_type: &'a StringArray,
+    pub channel: &'a StringArray,
+    pub loss: &'a Float64Array,
+    pub unit: &'a StringArray,
+    pub crosswalk: &'a StringArray,
+    pub crosswalk_version: &'a UInt32Array,
+    pub iccs_from: &'a BooleanArray,
+    pub cyber_from: &'a BooleanArray,
+}
+
+impl<'a> StateColumns<'a> {
+    pub fn of(batch: &'a RecordBatch) -> Result<StateColumns<'a>, TableError> {
+        Ok(StateColumns {
+            sequence: column(batch, state::SEQUENCE)?,
+            source: column(batch, state::SOURCE)?,
+            id: column(batch, state::AGENCY_INCIDENT_ID)?,
+            revision: column(batch, state::REVISION)?,
+            withdrawn: column(batch, state::WITHDRAWN)?,
+            record_key: column(batch, state::RECORD_KEY)?,
+            occurred_on: column(batch, state::OCCURRED_ON)?,
+            iccs: column(batch, state::ICCS)?,
+            offence_code: column(batch, state::OFFENCE_CODE)?,
+            cyber: column(batch, state::CYBER)?,
+            departement: column(batch, state::DEPARTEMENT)?,
+            victim_type: column(batch, state::VICTIM_TYPE)?,
+            channel: column(batch, state::CHANNEL)?,
+            loss: column(batch, state::LOSS_EUR)?,
+            unit: column(batch, state::UNIT)?,
+            crosswalk: column(batch, state::CROSSWALK)?,
+            crosswalk_version: column(batch, state::CROSSWALK_VERSION)?,
+            iccs_from: column(batch, state::ICCS_FROM_CROSSWALK)?,
+            cyber_from: column(batch, state::CYBER_FROM_CROSSWALK)?,
+        })
+    }
+
+    pub fn victim_type(&self, i: usize) -> Result<VictimType, TableError> {
+        let text = self.victim_type.value(i);
+        VictimType::parse(text).ok_or_else(|| TableError(format!("unknown victim_type {text}")))
+    }
+
+    pub fn channel(&self, i: usize) -> Result<Channel, TableError> {
+        let text = self.channel.value(i);
+        Channel::parse(text).ok_or_else(|| TableError(format!("unknown channel {text}")))
+    }
+
+    pub fn unit(&self, i: usize) -> Result<Unit, TableError> {
+        match self.unit.value(i) {
+            "offence" => Ok(Unit::Offence),
+            "victim" => Ok(Unit::Victim),
+            "report" => Ok(Unit::Report),
+            other => Err(TableError(format!("unknown unit {other}"))),
+        }
+    }
+}
+
 /// Decodes state rows written by a [`StateBuilder`].
 pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
-    let source = column::<StringArray>(batch, state::SOURCE)?;
-    let id = column::<StringArray>(batch, state::AGENCY_INCIDENT_ID)?;
-    let revision = column::<UInt32Array>(batch, state::REVISION)?;
-    let sequence = column::<UInt64Array>(batch, state::SEQUENCE)?;
-    let withdrawn = column::<BooleanArray>(batch, state::WITHDRAWN)?;
-    let record_key = column::<UInt8Array>(batch, state::RECORD_KEY)?;
-    let occurred_on = column::<Date32Array>(batch, state::OCCURRED_ON)?;
+    let c = StateColumns::of(batch)?;
     let occurred_until = column::<Date32Array>(batch, state::OCCURRED_UNTIL)?;
     let reported_on = column::<Date32Array>(batch, state::REPORTED_ON)?;
-    let iccs = column::<StringArray>(batch, state::ICCS)?;
-    let offence_code = column::<StringArray>(batch, state::OFFENCE_CODE)?;
-    let cyber = column::<BooleanArray>(batch, state::CYBER)?;
-    let departement = column::<StringArray>(batch, state::DEPARTEMENT)?;
-    let victim_type = column::<StringArray>(batch, state::VICTIM_TYPE)?;
-    let channel = column::<StringArray>(batch, state::CHANNEL)?;
-    let loss = column::<Float64Array>(batch, state::LOSS_EUR)?;
-    let unit = column::<StringArray>(batch, state::UNIT)?;
-    let crosswalk = column::<StringArray>(batch, state::CROSSWALK)?;
-    let crosswalk_version = column::<UInt32Array>(batch, state::CROSSWALK_VERSION)?;
-    let iccs_from = column::<BooleanArray>(batch, state::ICCS_FROM_CROSSWALK)?;
-    let cyber_from = column::<BooleanArray>(batch, state::CYBER_FROM_CROSSWALK)?;
     let opt_str = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     (0..batch.num_rows())
         .map(|i| {
-            let report = if withdrawn.value(i) {
+            let report = if c.withdrawn.value(i) {
                 None
             } else {
                 Some(IncidentReported {
-                    agency_incident_id: id.value(i).to_owned(),
-                    revision: revision.value(i),
-                    occurred_on: from_days(occurred_on.value(i)),
+                    agency_incident_id: c.id.value(i).to_owned(),
+                    revision: c.revision.value(i),
+                    occurred_on: from_days(c.occurred_on.value(i)),
                     occurred_until: (!occurred_until.is_null(i))
                         .then(|| from_days(occurred_until.value(i))),
                     reported_on: from_days(reported_on.value(i)),
-                    iccs: iccs.value(i).to_owned(),
-                    offence_code: opt_str(offence_code, i),
-                    cyber: cyber.value(i),
-                    departement: opt_str(departement, i),
-                    victim_type: VictimType::parse(victim_type.value(i)).ok_or_else(|| {
-                        TableError(format!("unknown victim_type {}", victim_type.value(i)))
-                    })?,
-                    channel: Channel::parse(channel.value(i)).ok_or_else(|| {
-                        TableError(format!("unknown channel {}", channel.value(i)))
-                    })?,
-                    loss_eur: (!loss.is_null(i)).then(|| loss.value(i)),
-                    unit: match unit.value(i) {
-                        "offence" => Unit::Offence,
-                        "victim" => Unit::Victim,
-                        "report" => Unit::Report,
-                        other => return Err(TableError(format!("unknown unit {other}"))),
-                    },
-                    coding: (!crosswalk.is_null(i)).then(|| Coding {
-                        crosswalk: crosswalk.value(i).to_owned(),
-                        version: crosswalk_version.value(i),
-                        iccs_from_crosswalk: iccs_from.value(i),
-                        cyber_from_crosswalk: cyber_from.value(i),
+                    iccs: c.iccs.value(i).to_owned(),
+                    offence_code: opt_str(c.offence_code, i),
+                    cyber: c.cyber.value(i),
+                    departement: opt_str(c.departement, i),
+                    victim_type: c.victim_type(i)?,
+                    channel: c.channel(i)?,
+                    loss_eur: (!c.loss.is_null(i)).then(|| c.loss.value(i)),
+                    unit: c.unit(i)?,
+                    coding: (!c.crosswalk.is_null(i)).then(|| Coding {
+                        crosswalk: c.crosswalk.value(i).to_owned(),
+                        version: c.crosswalk_version.value(i),
+                        iccs_from_crosswalk: c.iccs_from.value(i),
+                        cyber_from_crosswalk: c.cyber_from.value(i),
                     }),
                 })
             };
             Ok(StateRow {
-                source: source.value(i).to_owned(),
-                agency_incident_id: id.value(i).to_owned(),
-                revision: revision.value(i),
-                sequence: sequence.value(i),
-                record_key: record_key.value(i),
+                source: c.source.value(i).to_owned(),
+                agency_incident_id: c.id.value(i).to_owned(),
+                revision: c.revision.value(i),
+                sequence: c.sequence.value(i),
+                record_key: c.record_key.value(i),
                 report,
             })
         })
