@@ -219,7 +219,16 @@ async fn load_image(
     if let Some(error) = failed {
         return Err(error.into());
     }
-    loaded.map_err(|source| IncidentSinkError::Image { path: writer.path_of(file), source })
+    let image_error = |source| IncidentSinkError::Image { path: writer.path_of(file), source };
+    let (fold, sequence) = loaded.map_err(image_error)?;
+    // The rows after it are chosen by its sequence: it must be the one the manifest names.
+    if sequence != file.last_sequence {
+        return Err(image_error(image::ImageError::Format(format!(
+            "it reflects sequence {sequence} where the manifest says {}",
+            file.last_sequence
+        ))));
+    }
+    Ok((fold, sequence))
 }
 
 /// Reads the pieces of an object handed over a channel, blocking for the next.

@@ -489,6 +489,18 @@ mod tests {
         assert_eq!(from_image.restored().state_rows, committed.files(&TableId::State)[1].rows);
 
         let image_path = dir.path().join(sink.writer().path_of(&images[0]));
+        // An image of another sequence than its manifest names is not used either.
+        let mut misplaced = Vec::new();
+        let mut image = ImageWriter::new(&from_image.fold, image_at + 1);
+        while image.fill(&mut misplaced, usize::MAX) {}
+        let good = std::fs::read(&image_path).unwrap();
+        std::fs::write(&image_path, &misplaced).unwrap();
+        let not_this_one =
+            IncidentSink::open(projection.clone(), 1, "TEST", &config).await.unwrap();
+        assert_eq!(not_this_one.restored().image, None);
+        assert_eq!(summary(&not_this_one), folded);
+        std::fs::write(&image_path, &good).unwrap();
+
         let mut damaged = std::fs::read(&image_path).unwrap();
         let middle = damaged.len() / 2;
         damaged[middle] ^= 0xff;
