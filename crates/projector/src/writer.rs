@@ -10,7 +10,6 @@ use arrow::array::RecordBatch;
 use chrono::Utc;
 use observatory_store::{
     CommitError, DataFile, Manifest, ParquetEncoder, Projection, StoreError, TableId, read_parquet,
-    write_parquet,
 };
 use tracing::debug;
 
@@ -171,26 +170,14 @@ impl ProjectionWriter {
         last_sequence: u64,
         batch: &RecordBatch,
     ) -> Result<DataFile, StoreError> {
-        let path = table.data_file(year, first_sequence, last_sequence);
-        let bytes = write_parquet(
-            self.projection.store(),
-            &self.projection.object_path(self.version, &path),
-            batch,
-        )
-        .await?;
-        self.written.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        Ok(DataFile {
-            path,
-            year,
-            first_sequence,
-            last_sequence,
-            rows: batch.num_rows() as u64,
-            bytes,
-        })
+        let batches = std::iter::once(batch.clone());
+        self.write_batches(table, year, first_sequence, last_sequence, batch.schema(), batches)
+            .await
     }
 
     /// Writes an encoded Parquet file as the file of `table` holding sequences `first..=last`
-    /// (of `year`, for counts): for rows encoded as they came rather than held until now.
+    /// (of `year`, for counts), with one put: the object appears whole or not at all, so there
+    /// is no multipart upload to abort after a crash.
     pub async fn write_encoded(
         &self,
         table: &TableId,

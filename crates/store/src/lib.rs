@@ -21,7 +21,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 pub use layout::{ProjectionId, TableId};
 pub use manifest::{DataFile, Manifest};
 pub use object_store;
-pub use parquet_io::{ParquetEncoder, parquet_batches, read_parquet, write_parquet};
+pub use parquet_io::{ParquetEncoder, parquet_batches, read_parquet};
 pub use projection::{CommitError, Projection};
 pub use releases::{Release, ReleaseDraft, Releases, is_release_id};
 pub use reports::{ReportKey, Reports, Written, release_number};

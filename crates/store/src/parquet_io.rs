@@ -1,5 +1,5 @@
-//! Parquet in and out of the store: zstd-compressed files written with one put (whole or not
-//! at all) and read back as Arrow record batches.
+//! Parquet in and out of the store: zstd-compressed files encoded in memory (their writer puts
+//! each with one put, whole or not at all) and read back as Arrow record batches.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -11,21 +11,6 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::{Store, StoreError};
-
-/// Encodes `batch` as one Parquet file and writes it with a single put: the object appears
-/// whole or not at all, so there is no multipart upload to abort after a crash.
-pub async fn write_parquet(
-    store: &Store,
-    path: &Path,
-    batch: &RecordBatch,
-) -> Result<u64, StoreError> {
-    let mut encoder = ParquetEncoder::new(batch.schema(), path.as_ref())?;
-    encoder.write(batch)?;
-    let bytes = encoder.finish()?;
-    let size = bytes.len() as u64;
-    store.put(path, bytes).await?;
-    Ok(size)
-}
 
 /// A Parquet file encoded in memory batch by batch (zstd, row groups of up to 2^20 rows):
 /// a writer whose rows come over time holds the encoded file, a tenth of the rows' size,
