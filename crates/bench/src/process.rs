@@ -127,8 +127,6 @@ pub struct ChildUsage {
     pub system: Duration,
 }
 
-/// Runs `observatory <args…>` to completion and reads its own resource usage with `wait4`,
-/// which, unlike polling `/proc`, cannot miss a peak just before exit.
 /// `VmHWM` of a running process, in bytes.
 fn high_water_mark(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -137,6 +135,8 @@ fn high_water_mark(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Runs `observatory <args…>` to completion: its CPU time from `wait4`, its peak RSS from its
+/// own high-water mark sampled every 20 ms (the last sample is at most that old at its exit).
 pub async fn run_measured(args: Vec<String>, log: PathBuf) -> Result<ChildUsage> {
     let exe = observatory_exe()?;
     tokio::task::spawn_blocking(move || {
