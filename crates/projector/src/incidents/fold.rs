@@ -137,7 +137,9 @@ pub enum Outcome {
     Stale,
 }
 
-/// A changed incident, as it goes to the state table.
+/// A changed incident, as it goes to the state table: what tests read a state batch back into
+/// (a restart reads only what the fold keeps, `restore::decode`).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateRow {
     pub source: String,
@@ -173,6 +175,10 @@ impl Interner {
     /// Every name, in the order of their ids.
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    pub fn into_names(self) -> Vec<String> {
+        self.names
     }
 }
 
@@ -225,7 +231,7 @@ impl Pins {
 
 /// The per-event maps, keyed by 128-bit incident hashes and small `Copy` cells: SipHash cost
 /// about a tenth of a rebuild; foldhash is several times cheaper and still randomly seeded.
-pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Cell numbers, hashed by the cell they number in the fold's list of cells.
 #[derive(Default)]

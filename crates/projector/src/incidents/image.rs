@@ -204,11 +204,13 @@ pub fn load(fold: &mut Fold, reader: impl Read) -> Result<u64, ImageError> {
     let sequence = input.u64()?;
     let iccs = input.names()?;
     let sources = input.names()?;
-    for name in &iccs {
-        fold.iccs.id(name);
-    }
-    for name in &sources {
-        fold.sources.id(name);
+    for (names, interner) in [(&iccs, &mut fold.iccs), (&sources, &mut fold.sources)] {
+        for (i, name) in names.iter().enumerate() {
+            // Cells name codes by position: a name listed twice would shift the others.
+            if interner.id(name) as usize != i {
+                return Err(format("a name is listed twice"));
+            }
+        }
     }
     let cells = input.u64()?;
     for _ in 0..cells {

@@ -21,7 +21,7 @@ use observatory_store::layout::state;
 use observatory_store::{DataFile, TableId, parquet_batches};
 use tracing::warn;
 
-use super::fold::{Cell, CodedBy, FastMap, Fold, NO_DEPARTEMENT, Pins, loss_cents, month_index};
+use super::fold::{Cell, CodedBy, Fold, Interner, NO_DEPARTEMENT, Pins, loss_cents, month_index};
 use super::image;
 use super::sink::IncidentSinkError;
 use super::tables::{StateColumns, TableError, from_days};
@@ -68,32 +68,14 @@ pub(super) struct RestoreRow {
     pub placed: Option<(Cell, i64)>,
 }
 
-/// Names numbered in order of first appearance in one batch.
-#[derive(Default)]
-struct Local {
-    ids: FastMap<String, u32>,
-    names: Vec<String>,
-}
-
-impl Local {
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(name.to_owned());
-        self.ids.insert(name.to_owned(), id);
-        id
-    }
-}
-
 /// Decodes a batch of the state table (at least [`COLUMNS`]) into the rows a restore folds,
 /// coding each record under the projection's pinned crosswalk versions. Rows committed at or
 /// before `after` (in the fold image already) are passed over.
 pub fn decode(batch: &RecordBatch, pins: &Pins, after: u64) -> Result<RestoreBatch, TableError> {
     let c = StateColumns::of(batch)?;
-    let mut iccs_names = Local::default();
-    let mut source_names = Local::default();
+    // Numbered in order of first appearance in this batch.
+    let mut iccs_names = Interner::default();
+    let mut source_names = Interner::default();
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         if c.sequence.value(i) <= after {
@@ -141,7 +123,7 @@ pub fn decode(batch: &RecordBatch, pins: &Pins, after: u64) -> Result<RestoreBat
             placed,
         });
     }
-    Ok(RestoreBatch { iccs: iccs_names.names, sources: source_names.names, rows })
+    Ok(RestoreBatch { iccs: iccs_names.into_names(), sources: source_names.into_names(), rows })
 }
 
 /// Rows a restore decodes at a time (a state file holds up to a million).
@@ -275,42 +257,36 @@ async fn restore_state(
     let pins = fold.pins().clone();
     let decode = async move {
         for file in files {
-            let bytes = match writer.bytes(&file).await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    let _ = sender.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            let path = writer.path_of(&file);
-            let sender = sender.clone();
-            let pins = pins.clone();
-            let decoded = tokio::task::spawn_blocking(move || {
-                let batches = match parquet_batches(bytes, &path, COLUMNS, RESTORE_BATCH_ROWS) {
-                    Ok(batches) => batches,
-                    Err(e) => return sender.blocking_send(Err(e.into())).is_ok(),
-                };
-                for batch in batches {
-                    let decoded = batch.map_err(IncidentSinkError::from).and_then(|batch| {
-                        decode(&batch, &pins, after).map_err(|source| IncidentSinkError::Table {
-                            path: path.clone(),
-                            source,
-                        })
-                    });
-                    let failed = decoded.is_err();
-                    if sender.blocking_send(decoded).is_err() || failed {
-                        return false;
+            // The fold stopped on an error of its own: nothing more to read.
+            if sender.is_closed() {
+                return;
+            }
+            let decoded = async {
+                let bytes = writer.bytes(&file).await?;
+                let path = writer.path_of(&file);
+                let (sender, pins) = (sender.clone(), pins.clone());
+                tokio::task::spawn_blocking(move || -> Result<(), IncidentSinkError> {
+                    for batch in parquet_batches(bytes, &path, COLUMNS, RESTORE_BATCH_ROWS)? {
+                        let decoded = decode(&batch?, &pins, after).map_err(|source| {
+                            IncidentSinkError::Table { path: path.clone(), source }
+                        })?;
+                        if sender.blocking_send(Ok(decoded)).is_err() {
+                            break;
+                        }
                     }
-                }
-                true
-            })
+                    Ok(())
+                })
+                .await?
+            }
             .await;
-            if !matches!(decoded, Ok(true)) {
+            if let Err(error) = decoded {
+                let _ = sender.send(Err(error)).await;
                 return;
             }
         }
     };
-    let apply = async {
+    // Owns the receiver: when it stops on an error, the decoder's sends fail and it stops too.
+    let apply = async move {
         while let Some(batch) = receiver.recv().await {
             fold.restore(&batch?);
         }

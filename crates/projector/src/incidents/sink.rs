@@ -40,6 +40,8 @@ pub enum IncidentSinkError {
         #[source]
         source: super::image::ImageError,
     },
+    #[error("the restore's decoder stopped: {0}")]
+    Restore(#[from] tokio::task::JoinError),
     #[error("reference data: {0}")]
     Reference(#[from] observatory_reference::ReferenceError),
     #[error(
@@ -221,24 +223,13 @@ impl IncidentSink {
         &self.writer
     }
 
-    /// Encodes the state rows folded so far into the flush's state file.
-    fn encode_changed(&mut self) {
-        if self.encode_error.is_some() {
-            return;
-        }
-        let changed = self.fold.take_changed();
-        let encoded = match self.state.as_mut() {
-            Some(state) => state.write(&changed),
-            None => state_encoder().and_then(|mut state| {
-                state.write(&changed)?;
-                self.state = Some(state);
-                Ok(())
-            }),
+    /// Adds state rows to the state file of the flush in progress.
+    fn encode(&mut self, changed: &arrow::array::RecordBatch) -> Result<(), StoreError> {
+        let state = match &mut self.state {
+            Some(state) => state,
+            None => self.state.insert(state_encoder()?),
         };
-        // Folding cannot fail; the flush reports it (and the manifest stays where it was).
-        if let Err(error) = encoded {
-            self.encode_error = Some(error);
-        }
+        state.write(changed)
     }
 
     /// How the fold was restored when this sink opened.
@@ -285,11 +276,11 @@ impl IncidentSink {
         if let Some(error) = self.encode_error.take() {
             return Err(error.into());
         }
-        let mut state = self.state.take();
         if pending.changed.num_rows() > 0 {
-            state.get_or_insert(state_encoder()?).write(&pending.changed)?;
+            self.encode(&pending.changed)?;
         }
-        if let Some(state) = state {
+        let writer = &self.writer;
+        if let Some(state) = self.state.take() {
             let file = writer.write_encoded(&TableId::State, None, first, last, state).await?;
             tables.files_mut(&TableId::State).push(file);
         }
@@ -378,8 +369,12 @@ impl Folding for IncidentSink {
 
     fn apply(&mut self, sequence: u64, (source, event): (String, Event)) {
         self.fold.apply(sequence, &source, event);
-        if self.fold.pending_events() >= CHUNK_ROWS {
-            self.encode_changed();
+        if self.fold.pending_events() >= CHUNK_ROWS && self.encode_error.is_none() {
+            let changed = self.fold.take_changed();
+            // Folding cannot fail; the flush reports it (and the manifest stays where it was).
+            if let Err(error) = self.encode(&changed) {
+                self.encode_error = Some(error);
+            }
         }
     }
 
@@ -513,15 +508,18 @@ mod tests {
             committed.files(&TableId::State).iter().map(|f| f.rows).sum::<u64>()
         );
 
-        let damaged = &committed.files(&TableId::State)[1];
-        let path = sink.writer().path_of(damaged);
-        std::fs::write(dir.path().join(&path), b"PAR1 not a parquet file").unwrap();
-        let error = IncidentSink::open(projection.clone(), 1, "TEST", &config)
-            .await
-            .err()
-            .expect("a damaged state file is refused")
-            .to_string();
-        assert!(error.contains(&path), "{error}");
+        // A damaged state file is refused naming it, the first one read (the restore stops
+        // there rather than read on).
+        for damaged in committed.files(&TableId::State).iter().rev() {
+            let path = sink.writer().path_of(damaged);
+            std::fs::write(dir.path().join(&path), b"PAR1 not a parquet file").unwrap();
+            let error = IncidentSink::open(projection.clone(), 1, "TEST", &config)
+                .await
+                .err()
+                .expect("a damaged state file is refused")
+                .to_string();
+            assert!(error.contains(&path), "{error}");
+        }
     }
 
     #[tokio::test]

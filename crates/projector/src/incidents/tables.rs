@@ -11,11 +11,13 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
-use observatory_model::{Channel, Coding, IncidentReported, Unit, VictimType};
+use observatory_model::{Channel, IncidentReported, Unit, VictimType};
 use observatory_reference::Geography;
 use observatory_store::layout::{counts, coverage, state};
 
-use super::fold::{Cell, Closure, Fold, StateRow, Tally};
+#[cfg(test)]
+use super::fold::StateRow;
+use super::fold::{Cell, Closure, Fold, Tally};
 
 /// Rows turned into a batch and encoded at a time when a table is written in chunks (a
 /// flush's state rows, a year of counts): memory holds the encoded file and one chunk of rows.
@@ -334,7 +336,8 @@ impl<'a> StateColumns<'a> {
     }
 }
 
-/// Decodes state rows written by a [`StateBuilder`].
+/// Decodes state rows written by a [`StateBuilder`], whole.
+#[cfg(test)]
 pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
     let c = StateColumns::of(batch)?;
     let occurred_until = column::<Date32Array>(batch, state::OCCURRED_UNTIL)?;
@@ -360,7 +363,7 @@ pub fn state_rows(batch: &RecordBatch) -> Result<Vec<StateRow>, TableError> {
                     channel: c.channel(i)?,
                     loss_eur: (!c.loss.is_null(i)).then(|| c.loss.value(i)),
                     unit: c.unit(i)?,
-                    coding: (!c.crosswalk.is_null(i)).then(|| Coding {
+                    coding: (!c.crosswalk.is_null(i)).then(|| observatory_model::Coding {
                         crosswalk: c.crosswalk.value(i).to_owned(),
                         version: c.crosswalk_version.value(i),
                         iccs_from_crosswalk: c.iccs_from.value(i),
@@ -471,7 +474,7 @@ mod tests {
             channel: Channel::Website,
             loss_eur: Some(12.34),
             unit: Unit::Report,
-            coding: Some(Coding {
+            coding: Some(observatory_model::Coding {
                 crosswalk: "platform".into(),
                 version: 1,
                 iccs_from_crosswalk: true,
