@@ -4,9 +4,10 @@
 use serde::Serialize;
 
 /// Processes to watch besides this one.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Pids {
-    pub nats: Option<u32>,
+    /// Every nats-server process: one, or the nodes of a cluster, whose CPU is summed.
+    pub nats: Vec<u32>,
     pub service: Option<u32>,
 }
 
@@ -21,6 +22,7 @@ pub struct Sample {
 /// CPU microseconds per event, per process.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct PerProcess {
+    /// Summed over the nodes of a cluster.
     pub nats_server: Option<f64>,
     pub service: Option<f64>,
     pub bench_client: Option<f64>,
@@ -37,9 +39,25 @@ fn cpu_seconds(stat_path: &str) -> Option<f64> {
     (ticks > 0.0).then(|| (utime + stime) / ticks)
 }
 
+fn of(pid: u32) -> Option<f64> {
+    cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// The CPU time of all of `pids`; `None` if any is unreadable, since a sum missing a node
+/// would pass for a lower cost.
+fn sum_of(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| of(pid)).sum()
+}
+
 pub fn sample(pids: &Pids) -> Sample {
-    let of = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(&format!("/proc/{p}/stat")));
-    Sample { nats: of(pids.nats), service: of(pids.service), bench: cpu_seconds("/proc/self/stat") }
+    Sample {
+        nats: sum_of(&pids.nats),
+        service: pids.service.and_then(of),
+        bench: cpu_seconds("/proc/self/stat"),
+    }
 }
 
 impl Sample {

@@ -14,11 +14,12 @@ use observatory_bus::async_nats::HeaderMap;
 use observatory_bus::async_nats::jetstream;
 use observatory_bus::async_nats::jetstream::context::PublishError;
 use observatory_bus::async_nats::jetstream::publish::PublishAck;
-use observatory_bus::{Bus, BusConfig, DEDUPE_HEADER, LocalNatsServer, Outgoing, REVISION_HEADER};
+use observatory_bus::{Bus, DEDUPE_HEADER, Outgoing, REVISION_HEADER};
 use serde::Serialize;
 use tracing::{Instrument, info_span};
 
 use crate::generate::{AGENCIES, Generator};
+use crate::nats::Nats;
 use crate::process::{Service, add_agency};
 use crate::{cpu, progress_bar};
 
@@ -190,6 +191,8 @@ pub struct Settings {
     pub per_request: Vec<usize>,
     pub connections: usize,
     pub seed: u64,
+    /// Stream replicas: 1 on one nats-server, 3 on a 3-node cluster.
+    pub replicas: usize,
 }
 
 pub async fn run(
@@ -198,24 +201,20 @@ pub async fn run(
     client: &reqwest::Client,
 ) -> Result<IngestReport> {
     let dir = work.join("ingest");
-    let nats = LocalNatsServer::start(&dir.join("nats"), 0)?;
-    let bus = Bus::connect(BusConfig::new(nats.url())).await?;
+    let nats = Nats::start(&dir.join("nats"), settings.replicas).await?;
+    let bus = nats.bus().await?;
     let service_dir = dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
     let tokens: Vec<String> =
         AGENCIES.iter().map(|a| add_agency(&service_dir, a.id, a.name)).collect::<Result<_>>()?;
     // The raw baselines publish on subjects and message ids of their own (`Layout`), so the
     // ingest does not take the same records, sent after them, for resubmissions.
-    let args: Vec<String> = vec![
-        "ingest".into(),
-        "--nats-url".into(),
-        nats.url(),
-        "--data-dir".into(),
-        service_dir.to_string_lossy().into_owned(),
-    ];
+    let mut args: Vec<String> = vec!["ingest".into()];
+    args.extend(nats.service_args());
+    args.extend(["--data-dir".into(), service_dir.to_string_lossy().into_owned()]);
     let service = Service::start(&args, dir.join("ingest.log"), client).await?;
     let url = format!("{}/v1/incidents", service.base_url);
-    let pids = cpu::Pids { nats: Some(nats.pid()), service: service.pid() };
+    let pids = cpu::Pids { nats: nats.pids(), service: service.pid() };
 
     let mut generator = Generator::new(settings.seed);
     let mut runs = Vec::new();

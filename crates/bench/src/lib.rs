@@ -8,6 +8,9 @@
 //! 4. query: five typical count requests (`observatory query`) vs DuckDB over the same files;
 //! 5. survey estimation on 1 000 000 respondents, with and without 80 JK1 replicates.
 //!
+//! With `--replicas 3` the ingest and projection stages run on a 3-node nats-server cluster
+//! with an R3 stream instead of one server.
+//!
 //! Figures go to a table on stdout and, with `--json`, to a file with the machine, the
 //! versions and the command line. Targets are reported, never asserted.
 
@@ -16,6 +19,7 @@ mod formats;
 mod generate;
 mod ingest;
 mod measure;
+mod nats;
 mod pipeline;
 mod process;
 mod query;
@@ -81,6 +85,19 @@ pub struct BenchArgs {
     /// Keep the temporary directory (stream, projection, logs) instead of deleting it.
     #[arg(long, env = "OBSERVATORY_BENCH_KEEP")]
     pub keep: bool,
+    /// Stream replicas: 1 runs the ingest and projection stages on one nats-server; 3 on a
+    /// 3-node nats-server cluster on loopback, every service given the three URLs and
+    /// `--replicas 3` (nats-server CPU and memory are then summed over the nodes).
+    #[arg(long, env = "OBSERVATORY_BENCH_REPLICAS", default_value_t = 1, value_parser = parse_replicas)]
+    pub replicas: usize,
+}
+
+fn parse_replicas(value: &str) -> Result<usize, String> {
+    match value {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err("the bench runs with 1 replica (one nats-server) or 3 (a 3-node cluster)".into()),
+    }
 }
 
 impl std::fmt::Display for Stage {
@@ -139,6 +156,11 @@ pub struct Report {
     pub events: u64,
     pub ingest_records: usize,
     pub connections: usize,
+    /// Stream replicas: 1 on one nats-server, 3 on a 3-node cluster.
+    pub replicas: usize,
+    /// What the nats-server CPU and memory figures cover: one process, or the cluster's
+    /// three summed.
+    pub nats_figures: &'static str,
     pub notes: Vec<String>,
     pub ingest: Option<ingest::IngestReport>,
     pub projection: Option<pipeline::PipelineReport>,
@@ -300,6 +322,15 @@ pub fn render(report: &Report) -> String {
         report.versions.rustc.as_deref().unwrap_or("rustc ?"),
     );
     let _ = writeln!(out, "command: {}", report.command);
+    // Only a cluster says so, so that a run on one server reads as it always has.
+    let cluster = report.replicas > 1;
+    if cluster {
+        let _ = writeln!(
+            out,
+            "nats: {}-node nats-server cluster on loopback, stream replicas {}; nats-server CPU and memory are {}",
+            report.replicas, report.replicas, report.nats_figures
+        );
+    }
     if let Some(ingest) = &report.ingest {
         let _ = writeln!(
             out,
@@ -311,8 +342,12 @@ pub fn render(report: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "   {:<28} {:>14} {:>18} {:>7}   CPU µs/event (nats / ingest / client)",
-            "", "POST ev/s", "raw publish ev/s", "ratio"
+            "   {:<28} {:>14} {:>18} {:>7}   CPU µs/event ({} / ingest / client)",
+            "",
+            "POST ev/s",
+            "raw publish ev/s",
+            "ratio",
+            if cluster { "nats, 3 nodes summed" } else { "nats" }
         );
         for run in &ingest.runs {
             let c = &run.http_cpu_us_per_event;
@@ -374,14 +409,25 @@ pub fn render(report: &Report) -> String {
         );
         let t = &p.restart;
         let mib = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
+        let nats_memory = if cluster {
+            format!(
+                "the 3 nats-server nodes hold the stream in {} MiB summed (sum of their peaks {} MiB)",
+                mib(t.nats_rss_mib),
+                mib(t.nats_peak_rss_mib)
+            )
+        } else {
+            format!(
+                "nats-server holds the stream in {} MiB (peak {} MiB)",
+                mib(t.nats_rss_mib),
+                mib(t.nats_peak_rss_mib)
+            )
+        };
         let _ = writeln!(
             out,
-            "   restart on {} events: ingest ready in {:.2} s (peak RSS {} MiB); nats-server holds the stream in {} MiB (peak {} MiB)",
+            "   restart on {} events: ingest ready in {:.2} s (peak RSS {} MiB); {nats_memory}",
             t.events_on_stream,
             t.ingest_ready_seconds,
             mib(t.ingest_peak_rss_mib),
-            mib(t.nats_rss_mib),
-            mib(t.nats_peak_rss_mib)
         );
         let _ = writeln!(
             out,
@@ -520,9 +566,10 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     observatory_bus::find_nats_server()?;
 
     let machine = machine();
+    let nats = if args.replicas > 1 { "the 3 nats-server nodes" } else { "nats-server" };
     let mut notes = vec![format!(
-        "{} cores: the bench client, the service under test and nats-server share them, so every figure \
-         includes that contention (the raw baselines compete with nats-server only)",
+        "{} cores: the bench client, the service under test and {nats} share them, so every figure \
+         includes that contention (the raw baselines compete with {nats} only)",
         machine.cores
     )];
     if cfg!(debug_assertions) {
@@ -538,6 +585,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
             per_request: args.batch_sizes.clone(),
             connections: args.connections.max(1),
             seed: args.seed,
+            replicas: args.replicas,
         };
         Some(ingest::run(&work, &settings, &client).instrument(info_span!("ingest stage")).await?)
     } else {
@@ -545,10 +593,15 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     };
     let mut pipeline = None;
     let projection = if wants(Stage::Projection) {
-        let (report, state) =
-            pipeline::run(&work, args.events, args.seed.wrapping_add(1), args.connections.max(1))
-                .instrument(info_span!("projection stage", events = args.events))
-                .await?;
+        let (report, state) = pipeline::run(
+            &work,
+            args.events,
+            args.seed.wrapping_add(1),
+            args.connections.max(1),
+            args.replicas,
+        )
+        .instrument(info_span!("projection stage", events = args.events))
+        .await?;
         pipeline = Some(state);
         Some(report)
     } else {
@@ -600,6 +653,12 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
         events: args.events,
         ingest_records: args.ingest_records,
         connections: args.connections,
+        replicas: args.replicas,
+        nats_figures: if args.replicas > 1 {
+            "summed over the 3 nodes of the cluster"
+        } else {
+            "of the one nats-server"
+        },
         notes,
         ingest,
         projection,

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
-use observatory_bus::{Bus, BusConfig, LocalNatsServer, Outgoing};
+use observatory_bus::{Bus, Outgoing};
 use observatory_store::{Manifest, Projection, Store, TableId};
 use serde::Serialize;
 use tracing::{Instrument, info_span};
 
 use crate::generate::Generator;
 use crate::ingest::publish_raw;
+use crate::nats::Nats;
 use crate::process::run_measured;
 use crate::{cpu, progress_bar};
 
@@ -46,7 +47,8 @@ pub struct Rebuild {
     pub peak_rss_mib: f64,
     pub user_cpu_seconds: f64,
     pub system_cpu_seconds: f64,
-    /// nats-server CPU microseconds per event while the rebuild ran.
+    /// nats-server CPU microseconds per event while the rebuild ran (summed over the nodes of
+    /// a cluster).
     pub nats_cpu_us_per_event: Option<f64>,
     pub last_sequence: u64,
     pub incidents_counted: Option<u64>,
@@ -160,27 +162,26 @@ async fn raw_replay(bus: &Bus, events: u64, pids: &cpu::Pids) -> Result<Replay> 
 }
 
 async fn rebuild(
-    nats: &LocalNatsServer,
+    nats: &Nats,
     store: &Path,
     service_dir: &Path,
     log: PathBuf,
     events: u64,
 ) -> Result<(Rebuild, Manifest)> {
-    let args: Vec<String> = vec![
-        "rebuild".into(),
-        "--nats-url".into(),
-        nats.url(),
+    let mut args: Vec<String> = vec!["rebuild".into()];
+    args.extend(nats.service_args());
+    args.extend([
         "--store".into(),
         store.to_string_lossy().into_owned(),
         "--data-dir".into(),
         service_dir.to_string_lossy().into_owned(),
-    ];
+    ]);
     let projection = Projection::new(
         Store::open(&store.to_string_lossy())?,
         observatory_store::ProjectionId::Incidents,
     );
     let bar = progress_bar(events, "rebuild (observatory rebuild → Parquet)");
-    let pids = cpu::Pids { nats: Some(nats.pid()), service: None };
+    let pids = cpu::Pids { nats: nats.pids(), service: None };
     let before = cpu::sample(&pids);
     let child = run_measured(args, log);
     tokio::pin!(child);
@@ -241,12 +242,13 @@ pub async fn run(
     events: u64,
     seed: u64,
     connections: usize,
+    replicas: usize,
 ) -> Result<(PipelineReport, Pipeline)> {
     let dir = work.join("pipeline");
-    let nats = LocalNatsServer::start(&dir.join("nats"), 0)?;
-    let bus = Bus::connect(BusConfig::new(nats.url())).await?;
+    let nats = Nats::start(&dir.join("nats"), replicas).await?;
+    let bus = nats.bus().await?;
     let fill = fill(&bus, events, seed, connections).instrument(info_span!("fill", events)).await?;
-    let pids = cpu::Pids { nats: Some(nats.pid()), service: None };
+    let pids = cpu::Pids { nats: nats.pids(), service: None };
     let raw_replay = raw_replay(&bus, events, &pids).await?;
     drop(bus);
     let store = dir.join("store");
@@ -254,15 +256,9 @@ pub async fn run(
     std::fs::create_dir_all(&service_dir)?;
     let (rebuild, manifest) =
         rebuild(&nats, &store, &service_dir, dir.join("rebuild.log"), events).await?;
-    let restart = crate::restart::measure(
-        &nats.url(),
-        nats.pid(),
-        &service_dir,
-        &store,
-        events,
-        manifest.last_sequence,
-    )
-    .await?;
+    let restart =
+        crate::restart::measure(&nats, &service_dir, &store, events, manifest.last_sequence)
+            .await?;
     // The query stage reads the store only.
     drop(nats);
     let projection_ratio = rebuild.events_per_s / raw_replay.events_per_s;

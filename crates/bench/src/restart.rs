@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::nats::Nats;
 use crate::process::Service;
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,7 +20,8 @@ pub struct Restart {
     pub ingest_ready_seconds: f64,
     /// The ingest's peak RSS once ready.
     pub ingest_peak_rss_mib: Option<f64>,
-    /// nats-server's resident and peak memory holding the stream.
+    /// nats-server's resident and peak memory holding the stream; with a cluster, each summed
+    /// over the three nodes (the peak is the sum of each node's own peak).
     pub nats_rss_mib: Option<f64>,
     pub nats_peak_rss_mib: Option<f64>,
     /// From spawning `observatory project` on the committed store to its metrics reporting
@@ -48,31 +50,36 @@ pub fn memory_mib(pid: u32) -> (Option<f64>, Option<f64>) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// `VmRSS` and `VmHWM` summed over `pids`, in MiB; each `None` if any process's is unreadable,
+/// since a sum missing a node would pass for less memory.
+fn summed_memory_mib(pids: &[u32]) -> (Option<f64>, Option<f64>) {
+    if pids.is_empty() {
+        return (None, None);
+    }
+    let each: Vec<(Option<f64>, Option<f64>)> = pids.iter().map(|&pid| memory_mib(pid)).collect();
+    (each.iter().map(|m| m.0).sum(), each.iter().map(|m| m.1).sum())
+}
+
 /// Starts `observatory ingest` on the filled stream and times it to ready.
 pub async fn measure(
-    nats_url: &str,
-    nats_pid: u32,
+    nats: &Nats,
     service_dir: &Path,
     store: &Path,
     events_on_stream: u64,
     last_sequence: u64,
 ) -> Result<Restart> {
     let client = reqwest::Client::new();
-    let args: Vec<String> = vec![
-        "ingest".into(),
-        "--data-dir".into(),
-        service_dir.to_string_lossy().into_owned(),
-        "--nats-url".into(),
-        nats_url.into(),
-    ];
+    let mut args: Vec<String> =
+        vec!["ingest".into(), "--data-dir".into(), service_dir.to_string_lossy().into_owned()];
+    args.extend(nats.service_args());
     let started = Instant::now();
     let service = Service::start(&args, service_dir.join("restart-ingest.log"), &client).await?;
     let ingest_ready_seconds = started.elapsed().as_secs_f64();
     let ingest_peak_rss_mib = service.pid().and_then(|pid| memory_mib(pid).1);
     service.stop().await?;
-    let (nats_rss_mib, nats_peak_rss_mib) = memory_mib(nats_pid);
+    let (nats_rss_mib, nats_peak_rss_mib) = summed_memory_mib(&nats.pids());
     let (projector_caught_up_seconds, projector_peak_rss_mib) =
-        projector_back(nats_url, service_dir, store, last_sequence, &client).await?;
+        projector_back(nats, service_dir, store, last_sequence, &client).await?;
     let (query_ready_seconds, first_query_ms, query_peak_rss_mib) =
         query_back(service_dir, store, &client).await?;
     Ok(Restart {
@@ -95,7 +102,7 @@ const BACK_WITHIN: Duration = Duration::from_secs(600);
 /// Starts `observatory project` on the committed store and times it until its metrics say the
 /// incident projection is committed at `last_sequence` with no lag.
 async fn projector_back(
-    nats_url: &str,
+    nats: &Nats,
     service_dir: &Path,
     store: &Path,
     last_sequence: u64,
@@ -109,7 +116,8 @@ async fn projector_back(
         .arg(service_dir)
         .arg("--store")
         .arg(store)
-        .args(["--nats-url", nats_url, "--metrics-http", &address])
+        .args(nats.service_args())
+        .args(["--metrics-http", &address])
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

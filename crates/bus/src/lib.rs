@@ -1,6 +1,7 @@
 //! NATS JetStream edge: provisions the event stream, publishes with pipelined acks and
 //! backpressure, and opens the consumers the projector and the ingest's dedupe index read.
 
+mod cluster;
 mod publish;
 mod read;
 mod server;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 
 pub use async_nats;
+pub use cluster::LocalNatsCluster;
 pub use publish::{Outgoing, PublishFailure, Published, Publisher, RetryPolicy};
 pub use read::Stored;
 pub use server::{LocalNatsServer, ServerError, find_nats_server};

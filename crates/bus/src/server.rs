@@ -1,6 +1,6 @@
 //! Starts a nats-server child process with JetStream on a free port (or from a config file,
-//! as a node of a cluster). `observatory up` uses it when no `--nats-url` is given; the
-//! test-support crate uses it for every test server and every node of its test cluster.
+//! as a node of a cluster). `observatory up` uses it when no `--nats-url` is given, the
+//! test-support crate for every test server, and `LocalNatsCluster` for each of its nodes.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +19,29 @@ pub enum ServerError {
     Spawn { binary: PathBuf, source: std::io::Error },
     #[error("nats-server did not report its client port within {0:?}; its output: {1}")]
     NoPort(Duration, String),
+    #[error("cannot write the cluster's files at {path}: {source}")]
+    ClusterFiles { path: PathBuf, source: std::io::Error },
+    #[error("cannot pick free loopback ports for the cluster: {0}")]
+    Ports(std::io::Error),
+    #[error("node {node}: {source}")]
+    Node { node: String, source: Box<ServerError> },
+    #[error(
+        "cannot start a 3-node nats-server cluster ({} attempts, each on new ports): {}",
+        .attempts.len(),
+        joined(.attempts)
+    )]
+    ClusterStart { attempts: Vec<ServerError> },
+    #[error("{node} did not enable JetStream within {waited:?}; last answer: {last}")]
+    NodeNotReady { node: String, waited: Duration, last: String },
+    #[error(
+        "the cluster did not elect a meta leader seeing every running node within {waited:?}; \
+         meta_cluster of each running node: {last}"
+    )]
+    ClusterNotFormed { waited: Duration, last: String },
+}
+
+fn joined(errors: &[ServerError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Looks for `nats-server` on PATH (or `OBSERVATORY_NATS_SERVER`).

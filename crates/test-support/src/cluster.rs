@@ -1,36 +1,20 @@
 //! A 3-node nats-server cluster on loopback with JetStream, for tests of what a cluster does
 //! that one server cannot: R3 streams, a stream leader killed with SIGKILL, a node restarted on
-//! its store. Each node is started from a config file (`nats-server -c`) through
-//! `LocalNatsServer`, and readiness is read from the nodes' monitoring endpoints.
+//! its store. The cluster is `observatory_bus::LocalNatsCluster` in a temporary directory;
+//! here its failures become panics, as a test without its servers must fail.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use observatory_bus::LocalNatsServer;
+use observatory_bus::LocalNatsCluster;
 
-/// Nodes of the cluster: the smallest that keeps a quorum (2) when one node is lost.
-const NODES: usize = 3;
-const CLUSTER_NAME: &str = "observatory-test";
-/// How long a node may take to enable JetStream, and the cluster to elect its meta leader.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(50);
-
-struct Node {
-    name: String,
-    client_port: u16,
-    monitor_port: u16,
-    config: PathBuf,
-    server: Option<LocalNatsServer>,
-}
-
-/// Three nats-server processes `n1`..`n3` on loopback, each with its own client, route and
-/// monitoring port and its own store directory, routed to each other in one cluster with
-/// JetStream. Nodes are numbered from 0 (`n1` is node 0). Drop kills every node.
+/// Three nats-server processes `n1`..`n3` on loopback with their stores in a temporary
+/// directory (see [`LocalNatsCluster`]). Nodes are numbered from 0 (`n1` is node 0). Drop
+/// kills every node, then removes the directory.
 pub struct TestCluster {
-    // Declared before `dir`: the servers die before their store directories are removed.
-    nodes: Vec<Node>,
-    dir: tempfile::TempDir,
+    // Declared before `_dir`: the servers die before their store directories are removed.
+    cluster: LocalNatsCluster,
+    /// Held for its Drop only.
+    _dir: tempfile::TempDir,
 }
 
 impl TestCluster {
@@ -39,268 +23,79 @@ impl TestCluster {
     /// be created). Panics with install instructions when nats-server is missing, and with
     /// the nodes' state when the cluster does not form within 30 s.
     pub fn start() -> TestCluster {
-        if let Err(e) = observatory_bus::find_nats_server() {
-            panic!("{e}");
-        }
-        // Ports are chosen free, then released for nats-server to bind: another process may
-        // take one in between, which shows as a node failing to start; then try new ports.
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            match Self::try_start() {
-                Ok(cluster) => {
-                    for i in 0..NODES {
-                        cluster.wait_ready(i);
-                    }
-                    cluster.wait_formed();
-                    return cluster;
-                }
-                Err(e) => failures.push(e),
-            }
-        }
-        panic!("cannot start a {NODES}-node nats-server cluster: {}", failures.join("; "))
-    }
-
-    fn try_start() -> Result<TestCluster, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let ports = free_ports(3 * NODES)?;
-        let (client, rest) = ports.split_at(NODES);
-        let (route, monitor) = rest.split_at(NODES);
-        let mut nodes = Vec::with_capacity(NODES);
-        for i in 0..NODES {
-            let name = format!("n{}", i + 1);
-            let store = dir.path().join(&name);
-            let routes: Vec<String> = (0..NODES)
-                .filter(|&j| j != i)
-                .map(|j| format!("\"nats-route://127.0.0.1:{}\"", route[j]))
-                .collect();
-            let text = format!(
-                "server_name: {name}\n\
-                 listen: 127.0.0.1:{client}\n\
-                 http: 127.0.0.1:{monitor}\n\
-                 jetstream {{ store_dir: \"{store}\" }}\n\
-                 cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
-                client = client[i],
-                monitor = monitor[i],
-                store = store.display(),
-                route = route[i],
-                routes = routes.join(", "),
-            );
-            let config = dir.path().join(format!("{name}.conf"));
-            std::fs::write(&config, text).map_err(|e| format!("writing {name}.conf: {e}"))?;
-            nodes.push(Node {
-                name,
-                client_port: client[i],
-                monitor_port: monitor[i],
-                config,
-                server: None,
-            });
-        }
-        let mut cluster = TestCluster { nodes, dir };
-        for node in &mut cluster.nodes {
-            let server = LocalNatsServer::start_with_config(&node.config)
-                .map_err(|e| format!("{}: {e}", node.name))?;
-            node.server = Some(server);
-        }
-        Ok(cluster)
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = LocalNatsCluster::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        TestCluster { cluster, _dir: dir }
     }
 
     /// The three client URLs, comma-separated, as NATS clients and `--nats-url` take them.
     pub fn urls(&self) -> String {
-        (0..NODES).map(|i| self.url(i)).collect::<Vec<_>>().join(",")
+        self.cluster.urls()
     }
 
     /// The client URL of node `i` (0-based), whether it is running or not.
     pub fn url(&self, i: usize) -> String {
-        format!("nats://127.0.0.1:{}", self.nodes[i].client_port)
+        self.cluster.url(i)
     }
 
     /// The `server_name` of node `i`: `n1`, `n2`, `n3`.
     pub fn name(&self, i: usize) -> &str {
-        &self.nodes[i].name
+        self.cluster.name(i)
     }
 
     /// The node number of a `server_name`, as stream infos name their leader and peers.
     pub fn index_of(&self, server_name: &str) -> Option<usize> {
-        self.nodes.iter().position(|node| node.name == server_name)
+        self.cluster.index_of(server_name)
     }
 
     /// The monitoring base URL of node `i` (`/healthz`, `/jsz`, `/routez`...).
     pub fn monitor_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].monitor_port)
+        self.cluster.monitor_url(i)
     }
 
     /// The config file node `i` is started from.
     pub fn config_path(&self, i: usize) -> PathBuf {
-        self.nodes[i].config.clone()
+        self.cluster.config_path(i)
     }
 
     /// The JetStream store directory of node `i`.
     pub fn store_dir(&self, i: usize) -> PathBuf {
-        self.dir.path().join(&self.nodes[i].name)
+        self.cluster.store_dir(i)
     }
 
     pub fn is_running(&self, i: usize) -> bool {
-        self.nodes[i].server.is_some()
+        self.cluster.is_running(i)
     }
 
-    /// Kills node `i` with SIGKILL: a crash, not a shutdown (no lame-duck mode, no leadership
-    /// handed over, nothing flushed).
+    /// Kills node `i` with SIGKILL: a crash, not a shutdown. Panics when it is not running.
     pub fn kill(&mut self, i: usize) {
-        let server = self.nodes[i].server.take();
-        assert!(server.is_some(), "node {} is not running", self.nodes[i].name);
-        drop(server);
+        assert!(self.cluster.kill(i), "node {} is not running", self.cluster.name(i));
     }
 
     /// Starts node `i` again on the same ports and store directory, and returns once it has
     /// JetStream enabled and the meta leader sees it as current again. Its streams may still be
     /// catching up: wait on their replicas for that.
     pub fn restart(&mut self, i: usize) {
-        if self.is_running(i) {
-            self.kill(i);
+        if let Err(e) = self.cluster.restart(i) {
+            panic!("restarting {}: {e}", self.cluster.name(i));
         }
-        let node = &mut self.nodes[i];
-        let server = LocalNatsServer::start_with_config(&node.config)
-            .unwrap_or_else(|e| panic!("restarting {}: {e}", node.name));
-        node.server = Some(server);
-        self.wait_ready(i);
-        self.wait_formed();
     }
 
-    /// The node that leads `stream` (in any account), as the leader itself reports it on its
-    /// monitoring endpoint: a node that says it is the leader, so a stale view of another node
-    /// (which may still name a killed leader) is never taken for the answer. `None` while no
-    /// running node leads it, e.g. during an election.
+    /// The node that leads `stream`, as the leader itself reports it; `None` while no running
+    /// node leads it (see [`LocalNatsCluster::leader_of`]).
     pub fn leader_of(&self, stream: &str) -> Option<usize> {
-        (0..NODES).find(|&i| {
-            self.stream_detail(i, stream).is_some_and(|detail| {
-                detail["cluster"]["leader"].as_str() == Some(self.nodes[i].name.as_str())
-            })
-        })
+        self.cluster.leader_of(stream)
     }
 
-    /// Node `i`'s own view of `stream`: its entry in `/jsz?streams=true` (`name`, `cluster`
-    /// with `leader` and `replicas`, `state` with `messages`, `first_seq`, `last_seq`). `None`
-    /// when the node is down or does not hold the stream.
+    /// Node `i`'s own view of `stream` in `/jsz?streams=true`; `None` when the node is down or
+    /// does not hold the stream.
     pub fn stream_detail(&self, i: usize, stream: &str) -> Option<serde_json::Value> {
-        let jsz = self.monitor(i, "/jsz?streams=true")?;
-        let accounts = jsz["account_details"].as_array()?;
-        accounts
-            .iter()
-            .filter_map(|account| account["stream_detail"].as_array())
-            .flatten()
-            .find(|detail| detail["name"].as_str() == Some(stream))
-            .cloned()
+        self.cluster.stream_detail(i, stream)
     }
 
-    /// A JSON monitoring endpoint of node `i` (`path` with its query), `None` when the node
-    /// is down or answers anything but 200 with JSON.
+    /// A JSON monitoring endpoint of node `i`, `None` when the node is down or answers
+    /// anything but 200 with JSON.
     pub fn monitor(&self, i: usize, path: &str) -> Option<serde_json::Value> {
-        if !self.is_running(i) {
-            return None;
-        }
-        match http_get(self.nodes[i].monitor_port, path) {
-            Ok((200, body)) => serde_json::from_str(&body).ok(),
-            _ => None,
-        }
+        self.cluster.monitor(i, path)
     }
-
-    /// Waits until node `i` answers `/healthz?js-enabled-only=true` with 200.
-    fn wait_ready(&self, i: usize) {
-        let port = self.nodes[i].monitor_port;
-        let mut last = String::new();
-        let ready = wait_until(READY_TIMEOUT, || {
-            match http_get(port, "/healthz?js-enabled-only=true") {
-                Ok((200, _)) => return true,
-                Ok((status, body)) => last = format!("{status} {body}"),
-                Err(e) => last = e.to_string(),
-            }
-            false
-        });
-        assert!(
-            ready,
-            "{} did not enable JetStream within {READY_TIMEOUT:?}; last answer: {last}",
-            self.nodes[i].name
-        );
-    }
-
-    /// Waits until every running node names the same meta leader and that leader sees every
-    /// other running node as a current peer of the meta group (`/jsz` `meta_cluster`).
-    fn wait_formed(&self) {
-        let running: Vec<usize> = (0..NODES).filter(|&i| self.is_running(i)).collect();
-        let mut last = String::new();
-        let formed = wait_until(READY_TIMEOUT, || {
-            let metas: Vec<serde_json::Value> = running
-                .iter()
-                .filter_map(|&i| self.monitor(i, "/jsz").map(|jsz| jsz["meta_cluster"].clone()))
-                .collect();
-            last = serde_json::Value::Array(metas.clone()).to_string();
-            let leaders: Vec<&str> =
-                metas.iter().filter_map(|meta| meta["leader"].as_str()).collect();
-            let Some(&leader) = leaders.first() else { return false };
-            if leaders.len() != running.len() || leaders.iter().any(|l| *l != leader) {
-                return false;
-            }
-            let Some(at_leader) = self.index_of(leader).filter(|i| running.contains(i)) else {
-                return false;
-            };
-            let meta = &metas[running.iter().position(|&i| i == at_leader).expect("running")];
-            let replicas = meta["replicas"].as_array().cloned().unwrap_or_default();
-            meta["cluster_size"].as_u64() == Some(NODES as u64)
-                && running.iter().filter(|&&i| i != at_leader).all(|&i| {
-                    replicas.iter().any(|peer| {
-                        peer["name"].as_str() == Some(self.nodes[i].name.as_str())
-                            && peer["current"].as_bool() == Some(true)
-                    })
-                })
-        });
-        assert!(
-            formed,
-            "the cluster did not elect a meta leader seeing every running node within \
-             {READY_TIMEOUT:?}; meta_cluster of each running node: {last}"
-        );
-    }
-}
-
-/// Polls `condition` every 50 ms until it holds (true) or `timeout` passes (false).
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// `n` distinct ports free on loopback right now (all held open until every one is chosen).
-fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| format!("binding a free port: {e}"))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| format!("reading a free port: {e}"))
-}
-
-/// A GET on loopback, as HTTP/1.0 so that the answer is never chunked and ends with the
-/// connection: status and body.
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("unexpected answer: {head:.80}")))?;
-    Ok((status, body.to_owned()))
 }
