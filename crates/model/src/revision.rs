@@ -58,7 +58,9 @@ impl RevisionStamp {
 /// the crosswalk gave, the counting unit), so the same record re-sent after a crosswalk
 /// update is still the same content.
 pub fn content_fingerprint(event: &Event) -> u64 {
-    let bytes = match event {
+    // The JSON is hashed as it is written: the same bytes as before, never held whole.
+    let mut hasher = HashWriter(xxhash_rust::xxh3::Xxh3::new());
+    let written = match event {
         Event::IncidentReported(report) => {
             let mut said = report.clone();
             if let Some(coding) = said.coding.take() {
@@ -70,13 +72,28 @@ pub fn content_fingerprint(event: &Event) -> u64 {
                 }
             }
             said.unit = observatory_reference::Unit::Offence;
-            serde_json::to_vec(&("reported", said))
+            serde_json::to_writer(&mut hasher, &("reported", said))
         }
-        Event::IncidentWithdrawn(withdrawal) => serde_json::to_vec(&("withdrawn", withdrawal)),
-        Event::PeriodClosed(closed) => serde_json::to_vec(&("closed", closed)),
+        Event::IncidentWithdrawn(withdrawal) => {
+            serde_json::to_writer(&mut hasher, &("withdrawn", withdrawal))
+        }
+        Event::PeriodClosed(closed) => serde_json::to_writer(&mut hasher, &("closed", closed)),
+    };
+    written.expect("events serialise");
+    hasher.0.digest().max(1)
+}
+
+struct HashWriter(xxhash_rust::xxh3::Xxh3);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
     }
-    .expect("events serialise");
-    xxhash_rust::xxh3::xxh3_64(&bytes).max(1)
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +142,28 @@ mod tests {
             &format!("{} extra", a.to_header()),
         ] {
             assert_eq!(RevisionStamp::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Fingerprints already on the stream were the xxh3 of the JSON bytes: hashing while
+    /// writing must give the same numbers, or a resent record would read as a conflict.
+    #[test]
+    fn fingerprints_are_the_hash_of_the_written_json() {
+        let withdrawal = IncidentWithdrawn {
+            agency_incident_id: "PN-1".into(),
+            revision: 2,
+            reason: Some("sent twice".into()),
+        };
+        let Event::IncidentReported(said) = report(Some(10.5)) else { unreachable!() };
+        let cases = [
+            (report(Some(10.5)), serde_json::to_vec(&("reported", said)).unwrap()),
+            (
+                Event::IncidentWithdrawn(withdrawal.clone()),
+                serde_json::to_vec(&("withdrawn", withdrawal)).unwrap(),
+            ),
+        ];
+        for (event, bytes) in cases {
+            assert_eq!(content_fingerprint(&event), xxhash_rust::xxh3::xxh3_64(&bytes).max(1));
         }
     }
 
