@@ -2,14 +2,13 @@
 //! sends a whole batch before awaiting its acks, and sends again what JetStream did not
 //! acknowledge while a leader is being elected.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self};
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use observatory_model::{DedupeKey, Envelope, RevisionStamp, incident_subject};
 use tokio::time::Instant;
 
@@ -46,18 +45,38 @@ impl Outgoing {
         dedupe: DedupeKey,
         revision: Option<&RevisionStamp>,
     ) -> Outgoing {
-        let (subject, message_id) = match revision {
-            Some(stamp) => (incident_subject(&envelope.source, stamp.incident), dedupe.to_hex()),
-            None => (envelope.subject(), envelope.event_id.to_string()),
-        };
+        if let Some(stamp) = revision {
+            return Outgoing::incident(&envelope.source, dedupe, stamp, envelope.to_bytes());
+        }
         Outgoing {
-            subject,
-            message_id,
+            subject: envelope.subject(),
+            message_id: envelope.event_id.to_string(),
             dedupe: dedupe.to_hex(),
-            revision: revision.map(RevisionStamp::to_header),
+            revision: None,
             expected_last_subject_sequence: None,
             expected_last_subject_filter: None,
             payload: Bytes::from(envelope.to_bytes()),
+        }
+    }
+
+    /// An incident revision's message: its encoded envelope ([`Envelope::encode`]) on its
+    /// incident's own subject, the dedupe key as message id. The same message
+    /// [`from_envelope`](Self::from_envelope) makes, without an [`Envelope`] to hand.
+    pub fn incident(
+        source: &str,
+        dedupe: DedupeKey,
+        stamp: &RevisionStamp,
+        payload: Vec<u8>,
+    ) -> Outgoing {
+        let key = dedupe.to_hex();
+        Outgoing {
+            subject: incident_subject(source, stamp.incident),
+            message_id: key.clone(),
+            dedupe: key,
+            revision: Some(stamp.to_header()),
+            expected_last_subject_sequence: None,
+            expected_last_subject_filter: None,
+            payload: Bytes::from(payload),
         }
     }
 
@@ -148,13 +167,21 @@ impl Publisher {
         &self,
         events: Vec<Outgoing>,
     ) -> Vec<Result<Published, PublishFailure>> {
+        self.publish_each(&events.iter().collect::<Vec<_>>()).await
+    }
+
+    /// [`publish_all`](Self::publish_all) for events the caller keeps (no copy of each).
+    pub async fn publish_each(
+        &self,
+        events: &[&Outgoing],
+    ) -> Vec<Result<Published, PublishFailure>> {
         let started = Instant::now();
         let mut results: Vec<Option<Result<Published, PublishFailure>>> = vec![None; events.len()];
         let mut todo: Vec<usize> = (0..events.len()).collect();
         let mut backoff = self.retry.first_backoff;
         let mut retries = 0u64;
         loop {
-            let round = self.send_round(todo.iter().map(|&i| &events[i])).await;
+            let round = self.send_round(todo.iter().map(|&i| events[i])).await;
             let mut again = Vec::new();
             for (i, outcome) in todo.into_iter().zip(round) {
                 match outcome {
@@ -190,12 +217,18 @@ impl Publisher {
 
     /// Publishes one event and waits for its ack.
     pub async fn publish_one(&self, event: Outgoing) -> Result<Published, PublishFailure> {
-        self.publish_all(vec![event]).await.pop().expect("publish_all answers every event")
+        self.publish_each(&[&event]).await.pop().expect("publish_each answers every event")
     }
 
     /// One pipelined pass over `events`.
+    ///
+    /// Acks are awaited in the order of sending, the oldest only: a stream's leader answers
+    /// one connection's publishes in order, so the oldest is the next to come, and an ack that
+    /// came early waits in its future until its turn. A set of futures woken as each completes
+    /// (FuturesOrdered) cost a task, a waker and a queue entry per event: a tenth of the
+    /// ingest's CPU.
     async fn send_round<'a>(&self, events: impl Iterator<Item = &'a Outgoing>) -> Vec<Attempt> {
-        let mut pending: FuturesOrdered<AttemptFuture> = FuturesOrdered::new();
+        let mut pending: VecDeque<AckFuture> = VecDeque::new();
         let mut outcomes = Vec::new();
         for event in events {
             let publish = self.jetstream.publish_with_headers(
@@ -212,13 +245,13 @@ impl Publisher {
                 tokio::select! {
                     biased;
                     sent = &mut publish => break sent,
-                    Some(outcome) = pending.next(), if !pending.is_empty() => outcomes.push(outcome),
+                    outcome = oldest(&mut pending), if !pending.is_empty() => outcomes.push(outcome),
                 }
             };
-            pending.push_back(await_ack(sent));
+            pending.push_back(AckFuture::start(sent));
         }
-        while let Some(outcome) = pending.next().await {
-            outcomes.push(outcome);
+        while !pending.is_empty() {
+            outcomes.push(oldest(&mut pending).await);
         }
         outcomes
     }
@@ -249,37 +282,69 @@ fn transient(error: &jetstream::context::PublishError) -> bool {
     }
 }
 
-type AttemptFuture = futures::future::BoxFuture<'static, Attempt>;
+type Acked = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>;
 
-fn await_ack(sent: Result<PublishAckFuture, jetstream::context::PublishError>) -> AttemptFuture {
-    Box::pin(async move {
-        let acked = match sent {
-            Ok(ack) => ack.await,
-            Err(error) => Err(error),
+/// An ack awaited, or what came of the event already.
+enum AckFuture {
+    Waiting(<PublishAckFuture as std::future::IntoFuture>::IntoFuture),
+    Ready(Option<Acked>),
+}
+
+impl AckFuture {
+    /// Polls the ack once as soon as it is sent, with a waker that does nothing: that starts
+    /// its timeout now, so acks lost together (a leader lost) time out together instead of one
+    /// after another as each becomes the oldest. It is polled with the real waker when its
+    /// turn comes.
+    fn start(sent: Result<PublishAckFuture, jetstream::context::PublishError>) -> AckFuture {
+        let mut ack = match sent {
+            Ok(ack) => ack.into_future(),
+            Err(error) => return AckFuture::Ready(Some(Err(error))),
         };
-        match acked {
-            Ok(ack) => {
-                Attempt::Done(Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate }))
-            }
-            Err(error) => match error.kind() {
-                PublishErrorKind::WrongLastSequence => {
-                    Attempt::Done(Err(PublishFailure::WrongLastSequence))
-                }
-                // No responders (no stream leader while one is elected, reported by async-nats
-                // as "stream not found"), a lost ack, a dropped connection and a full in-flight
-                // window all pass once a leader is back.
-                PublishErrorKind::StreamNotFound
-                | PublishErrorKind::TimedOut
-                | PublishErrorKind::BrokenPipe
-                | PublishErrorKind::MaxAckPending => Attempt::Retry(error.to_string()),
-                PublishErrorKind::Other if transient(&error) => Attempt::Retry(error.to_string()),
-                _ => Attempt::Done(Err(PublishFailure::Unavailable {
-                    reason: error.to_string(),
-                    retried_for: Duration::ZERO,
-                })),
-            },
+        match ack.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(acked) => AckFuture::Ready(Some(acked)),
+            std::task::Poll::Pending => AckFuture::Waiting(ack),
+        }
+    }
+}
+
+/// The outcome of the oldest pending ack, removed once it is ready. Cancel-safe: until then
+/// the future stays at the front, polled again next time.
+async fn oldest(pending: &mut VecDeque<AckFuture>) -> Attempt {
+    let acked = std::future::poll_fn(|cx| match pending.front_mut().expect("an ack is pending") {
+        AckFuture::Waiting(ack) => ack.as_mut().poll(cx),
+        AckFuture::Ready(acked) => {
+            std::task::Poll::Ready(acked.take().expect("an outcome is taken once"))
         }
     })
+    .await;
+    pending.pop_front();
+    attempt(acked)
+}
+
+/// What an ack (or the failure to send) says of an attempt.
+fn attempt(acked: Acked) -> Attempt {
+    match acked {
+        Ok(ack) => {
+            Attempt::Done(Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate }))
+        }
+        Err(error) => match error.kind() {
+            PublishErrorKind::WrongLastSequence => {
+                Attempt::Done(Err(PublishFailure::WrongLastSequence))
+            }
+            // No responders (no stream leader while one is elected, reported by async-nats
+            // as "stream not found"), a lost ack, a dropped connection and a full in-flight
+            // window all pass once a leader is back.
+            PublishErrorKind::StreamNotFound
+            | PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending => Attempt::Retry(error.to_string()),
+            PublishErrorKind::Other if transient(&error) => Attempt::Retry(error.to_string()),
+            _ => Attempt::Done(Err(PublishFailure::Unavailable {
+                reason: error.to_string(),
+                retried_for: Duration::ZERO,
+            })),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -327,5 +392,40 @@ mod tests {
         .await
         .expect("concurrent batches over the in-flight limit must not hang");
         assert!(b.iter().chain(&c).all(|r| r.as_ref().is_ok_and(|p| !p.duplicate)));
+    }
+
+    /// Acks that never come time out together, not one after another as each becomes the
+    /// oldest: a batch sent while no stream answers (a subject only a silent subscriber
+    /// hears) fails after about one ack timeout per round, not one per event.
+    #[tokio::test]
+    async fn lost_acks_time_out_together() {
+        let nats = observatory_test_support::TestNats::start();
+        let mut config = BusConfig::new(nats.url());
+        config.retry = RetryPolicy {
+            retry_for: Duration::from_millis(300),
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(100),
+            ack_timeout: Duration::from_millis(300),
+        };
+        let bus = Bus::connect(config).await.unwrap();
+        // Outside the stream's subjects: the request reaches this subscriber, which never answers.
+        let _silent = bus.client().subscribe("silent.>").await.unwrap();
+        let events: Vec<Outgoing> = (0..200)
+            .map(|i| Outgoing {
+                subject: format!("silent.{i}"),
+                message_id: format!("s-{i}"),
+                dedupe: format!("{i:032x}"),
+                revision: None,
+                expected_last_subject_sequence: None,
+                expected_last_subject_filter: None,
+                payload: Bytes::from_static(b"{}"),
+            })
+            .collect();
+        // One after another, 200 timeouts of 300 ms would take a minute.
+        let results =
+            tokio::time::timeout(Duration::from_secs(20), bus.publisher().publish_all(events))
+                .await
+                .expect("lost acks must time out together");
+        assert!(results.iter().all(|r| matches!(r, Err(PublishFailure::Unavailable { .. }))));
     }
 }

@@ -176,19 +176,15 @@ pub(crate) async fn ingest_records(
             (*line, event.incident().expect("records are incident events").0.to_owned())
         })
         .collect();
-    let candidates: Vec<Candidate> = candidates
+    let mut candidates: Vec<Candidate> = candidates
         .into_iter()
         .map(|(_, key, event)| {
             let stamp = RevisionStamp::of(&agency.id, &event).expect("records are incident events");
-            let envelope = Envelope::new(&event, &agency.id, recorded_at);
-            Candidate {
-                key,
-                stamp,
-                outgoing: Outgoing::from_envelope(&envelope, key, Some(&stamp)),
-            }
+            let (_, payload) = Envelope::encode(&event, &agency.id, recorded_at);
+            Candidate { key, stamp, outgoing: Outgoing::incident(&agency.id, key, &stamp, payload) }
         })
         .collect();
-    let outcomes = commit(&state.bus, &state.publisher, legacy, &candidates).await;
+    let outcomes = commit(&state.bus, &state.publisher, legacy, &mut candidates).await;
     let mut accepted = 0u64;
     let mut duplicates = 0u64;
     let mut last_sequence = None;

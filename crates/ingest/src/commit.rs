@@ -55,7 +55,7 @@ pub async fn commit(
     bus: &Bus,
     publisher: &Publisher,
     legacy: &LegacyIndex,
-    candidates: &[Candidate],
+    candidates: &mut [Candidate],
 ) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; candidates.len()];
     // What this request knows of each incident's subject, kept across rounds; `None` once
@@ -101,7 +101,7 @@ async fn race(
     bus: &Bus,
     publisher: &Publisher,
     legacy: &LegacyIndex,
-    candidates: &[Candidate],
+    candidates: &mut [Candidate],
     todo: &[usize],
     seen: &mut HashMap<u128, Option<Seen>>,
     outcomes: &mut [Option<Outcome>],
@@ -114,24 +114,45 @@ async fn race(
             Some(Some(seen)) => Known::Seen(seen.clone()),
         })
         .collect();
-    let prepared: Vec<Result<(Decision, Seen), BusError>> =
-        futures::stream::iter(todo.iter().copied().zip(known))
-            .map(|(i, known)| prepare(bus, legacy, &candidates[i], known))
-            .buffered(READS_IN_FLIGHT)
-            .collect()
-            .await;
+    // Most records are first reports, decided without a read: only the others wait on one.
+    let mut prepared: Vec<Option<Prepared>> = todo
+        .iter()
+        .zip(&known)
+        .map(|(&i, known)| {
+            let (key, stamp) = (candidates[i].key, &candidates[i].stamp);
+            if !assume_empty(known, stamp) {
+                return None;
+            }
+            match decide(key, stamp, &Seen::empty(), legacy) {
+                Decision::ReadAll | Decision::NeverReported => None,
+                decision => Some(Ok((decision, Seen::empty()))),
+            }
+        })
+        .collect();
+    let reads: Vec<(usize, Known)> =
+        known.into_iter().enumerate().filter(|(at, _)| prepared[*at].is_none()).collect();
+    let shared: &[Candidate] = candidates;
+    let read: Vec<(usize, Prepared)> = futures::stream::iter(reads)
+        .map(
+            |(at, known)| async move { (at, prepare(bus, legacy, &shared[todo[at]], known).await) },
+        )
+        .buffered(READS_IN_FLIGHT)
+        .collect()
+        .await;
+    for (at, result) in read {
+        prepared[at] = Some(result);
+    }
     let mut publish = Vec::new();
     for (&i, prepared) in todo.iter().zip(prepared) {
-        let candidate = &candidates[i];
-        match prepared {
+        let candidate = &mut candidates[i];
+        match prepared.expect("every record is prepared") {
             Ok((decision, subject)) => {
                 seen.insert(candidate.stamp.incident, Some(subject));
                 match decision {
                     Decision::New { expected_last_subject_sequence } => {
-                        let mut outgoing = candidate.outgoing.clone();
-                        outgoing.expected_last_subject_sequence =
+                        candidate.outgoing.expected_last_subject_sequence =
                             Some(expected_last_subject_sequence);
-                        publish.push((i, outgoing));
+                        publish.push(i);
                     }
                     Decision::Duplicate => outcomes[i] = Some(Outcome::Duplicate),
                     refusal => outcomes[i] = Some(Outcome::Refused(refusal)),
@@ -140,8 +161,9 @@ async fn race(
             Err(e) => outcomes[i] = Some(Outcome::Failed(read_failure(&e))),
         }
     }
-    let (indices, outgoing): (Vec<usize>, Vec<Outgoing>) = publish.into_iter().unzip();
-    let results = publisher.publish_all(outgoing).await;
+    let outgoing: Vec<&Outgoing> = publish.iter().map(|&i| &candidates[i].outgoing).collect();
+    let results = publisher.publish_each(&outgoing).await;
+    let indices = publish;
     let mut again = Vec::new();
     let mut duplicates = Vec::new();
     for (i, result) in indices.into_iter().zip(results) {
@@ -202,6 +224,9 @@ async fn race(
     again
 }
 
+/// A record decided, with what its subject was found (or assumed) to hold.
+type Prepared = Result<(Decision, Seen), BusError>;
+
 /// What a request knows of an incident's subject before deciding one of its records.
 enum Known {
     Nothing,
@@ -218,6 +243,12 @@ fn push(seen: &mut HashMap<u128, Option<Seen>>, stamp: &RevisionStamp, sequence:
     }
 }
 
+/// Most records are first reports: their subject is assumed empty, which the leader checks
+/// (`Nats-Expected-Last-Subject-Sequence: 0`), instead of read.
+fn assume_empty(known: &Known, stamp: &RevisionStamp) -> bool {
+    matches!(known, Known::Nothing) && stamp.revision == 1 && !stamp.withdrawal
+}
+
 /// Reads what deciding `candidate` needs and decides.
 async fn prepare(
     bus: &Bus,
@@ -229,8 +260,7 @@ async fn prepare(
     let subject = &candidate.outgoing.subject;
     let mut seen = match known {
         Known::Seen(seen) => seen,
-        // Most records are first reports: assume an empty subject, which the leader checks.
-        Known::Nothing if stamp.revision == 1 && !stamp.withdrawal => Seen::empty(),
+        known if assume_empty(&known, stamp) => Seen::empty(),
         Known::Nothing | Known::Moved => read_last(bus.last_on_subject(subject).await?),
     };
     let mut decision = decide(candidate.key, stamp, &seen, legacy);
