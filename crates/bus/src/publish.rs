@@ -269,7 +269,7 @@ enum Attempt {
 /// sending it again safe). Limits, sizes and configuration errors are not retried.
 fn transient(error: &jetstream::context::PublishError) -> bool {
     use jetstream::ErrorCode;
-    match std::error::Error::source(error).and_then(|s| s.downcast_ref::<jetstream::Error>()) {
+    match server_error(error) {
         Some(server) => [
             ErrorCode::CLUSTER_NOT_AVAILABLE,
             ErrorCode::CLUSTER_NOT_LEADER,
@@ -321,16 +321,33 @@ async fn oldest(pending: &mut VecDeque<AckFuture>) -> Attempt {
     attempt(acked)
 }
 
+/// The server's own error in an ack, if the ack was one.
+fn server_error(error: &jetstream::context::PublishError) -> Option<&jetstream::Error> {
+    std::error::Error::source(error).and_then(|s| s.downcast_ref::<jetstream::Error>())
+}
+
+/// Whether the server refused the event because its subject's last sequence was not the one
+/// expected. A clustered stream's leader answers so with its own code (10164, "wrong last
+/// sequence" without the number) when the subject has a message in flight in the RAFT group,
+/// which async-nats does not map to `WrongLastSequence`: an R3 race between two writers of
+/// one incident must be decided again, not answered 503.
+fn wrong_last_sequence(error: &jetstream::context::PublishError) -> bool {
+    error.kind() == PublishErrorKind::WrongLastSequence
+        || server_error(error).is_some_and(|server| {
+            server.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+        })
+}
+
 /// What an ack (or the failure to send) says of an attempt.
 fn attempt(acked: Acked) -> Attempt {
     match acked {
         Ok(ack) => {
             Attempt::Done(Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate }))
         }
+        Err(error) if wrong_last_sequence(&error) => {
+            Attempt::Done(Err(PublishFailure::WrongLastSequence))
+        }
         Err(error) => match error.kind() {
-            PublishErrorKind::WrongLastSequence => {
-                Attempt::Done(Err(PublishFailure::WrongLastSequence))
-            }
             // No responders (no stream leader while one is elected, reported by async-nats
             // as "stream not found"), a lost ack, a dropped connection and a full in-flight
             // window all pass once a leader is back.

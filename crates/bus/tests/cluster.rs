@@ -223,3 +223,33 @@ async fn killing_the_stream_leader_loses_no_acknowledged_message_and_doubles_non
         started.elapsed(),
     );
 }
+
+/// Two writers racing for one subject on an R3 stream: each pair of events expecting the
+/// subject empty stores one and refuses the other as a wrong last sequence, whichever code
+/// the leader answers it with (10071 once the first is stored, 10164 while it is still being
+/// replicated). A refusal read as "not acknowledged" would turn an ingest's race into a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_for_a_subject_is_a_wrong_last_sequence_on_a_cluster() {
+    use observatory_bus::{Outgoing, PublishFailure};
+    let cluster = TestCluster::start();
+    let bus = Bus::connect(r3(&cluster)).await.unwrap();
+    let event = |subject: usize, writer: &str| Outgoing {
+        subject: format!("obs.test.race.{subject}"),
+        message_id: format!("{writer}-{subject}"),
+        dedupe: format!("{subject:032x}"),
+        revision: None,
+        expected_last_subject_sequence: Some(0),
+        expected_last_subject_filter: None,
+        payload: bytes::Bytes::from(writer.to_owned()),
+    };
+    // Pipelined: the second of each pair reaches the leader while the first is in flight.
+    let events: Vec<Outgoing> =
+        (0..200).flat_map(|subject| [event(subject, "a"), event(subject, "b")]).collect();
+    let results = bus.publisher().publish_all(events).await;
+    for (subject, pair) in results.chunks(2).enumerate() {
+        let stored = pair.iter().filter(|r| r.is_ok()).count();
+        let refused =
+            pair.iter().filter(|r| matches!(r, Err(PublishFailure::WrongLastSequence))).count();
+        assert_eq!((stored, refused), (1, 1), "subject {subject}: {pair:?}");
+    }
+}
