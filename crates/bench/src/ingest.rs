@@ -45,6 +45,11 @@ pub struct IngestRun {
     /// Raw publishes of the same events on one subject per source (the layout before one
     /// subject per incident), message id only.
     pub raw_per_source_events_per_s: f64,
+    /// The raw publish again, after the HTTP ingest, on a stream that holds its events too:
+    /// nats-server's cost per event grows with the subjects it holds, and the HTTP ingest
+    /// runs on a larger stream than the raw publish before it.
+    pub raw_after_events_per_s: f64,
+    pub raw_after_cpu_us_per_event: cpu::PerProcess,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -292,6 +297,10 @@ async fn measure(
     let http_seconds = started.elapsed().as_secs_f64();
     let http_cpu = cpu::sample(target.pids).since(&before, accepted);
     bar.finish_and_clear();
+    let before = cpu::sample(target.pids);
+    let (after_stored, raw_after_events_per_s) =
+        raw_baseline(target, &raw, settings, Layout::IncidentAfter).await?;
+    let raw_after_cpu = cpu::sample(target.pids).since(&before, after_stored);
     ensure!(
         accepted as usize == settings.records,
         "the ingest accepted (or superseded) {accepted} of {} records",
@@ -313,6 +322,8 @@ async fn measure(
         raw_cpu_us_per_event: raw_cpu,
         raw_expected_events_per_s: expected.1,
         raw_per_source_events_per_s: per_source.1,
+        raw_after_events_per_s,
+        raw_after_cpu_us_per_event: raw_after_cpu,
     })
 }
 
@@ -326,6 +337,8 @@ enum Layout {
     IncidentExpected,
     /// One subject per source and event kind, as before.
     Source,
+    /// [`Incident`](Layout::Incident) again, after the HTTP ingest.
+    IncidentAfter,
 }
 
 /// Publishes `raw` in `layout` with the bench's connections; (events stored, events/s).
@@ -339,6 +352,7 @@ async fn raw_baseline(
         Layout::Incident => ("raw publish", 1),
         Layout::IncidentExpected => ("raw publish, expected sequence", 2),
         Layout::Source => ("raw publish, subject per source", 3),
+        Layout::IncidentAfter => ("raw publish, after the HTTP ingest", 4),
     };
     // Each run (batch size) in a namespace of its own: the generator revisits incidents.
     let root = format!("obs.raw{kind}r{}.", raw.first().map_or(0, Vec::len));

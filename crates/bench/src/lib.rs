@@ -372,6 +372,17 @@ pub fn render(report: &Report) -> String {
                 rate(run.raw_per_source_events_per_s),
                 run.raw_per_source_events_per_s / run.raw_events_per_s,
             );
+            let after = &run.raw_after_cpu_us_per_event;
+            let _ = writeln!(
+                out,
+                "   {:<28} raw publish again after the HTTP ingest (larger stream) {} ev/s ({:.2}× raw before; HTTP / it {:.2}×), CPU µs/event {} / - / {}",
+                "",
+                rate(run.raw_after_events_per_s),
+                run.raw_after_events_per_s / run.raw_events_per_s,
+                run.http_events_per_s / run.raw_after_events_per_s,
+                f(after.nats_server),
+                f(after.bench_client),
+            );
         }
     }
     if let Some(p) = &report.projection {
