@@ -342,7 +342,7 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 mod tests {
     #[test]
     fn a_store_path_is_quoted_for_the_config_file() {
-        let path = std::path::Path::new("/tmp/a \"b\"\\c");
-        assert_eq!(super::quoted(path), r#""/tmp/a \"b\"\\c""#);
+        let path = std::path::Path::new("work dir/a \"b\"\\c");
+        assert_eq!(super::quoted(path), r#""work dir/a \"b\"\\c""#);
     }
 }
