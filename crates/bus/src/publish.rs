@@ -369,6 +369,19 @@ mod tests {
     use super::*;
     use crate::{Bus, BusConfig};
 
+    /// An event with no revision and no expectation, `{}` as payload.
+    fn plain(subject: String, message_id: String, i: usize) -> Outgoing {
+        Outgoing {
+            subject,
+            message_id,
+            dedupe: format!("{i:032x}"),
+            revision: None,
+            expected_last_subject_sequence: None,
+            expected_last_subject_filter: None,
+            payload: Bytes::from_static(b"{}"),
+        }
+    }
+
     /// More events than the in-flight limit, in one call and in concurrent calls: every ack
     /// comes back, in input order.
     #[tokio::test]
@@ -379,15 +392,7 @@ mod tests {
         let bus = Bus::connect(config).await.unwrap();
         let batch = |tag: &str, n: usize| -> Vec<Outgoing> {
             (0..n)
-                .map(|i| Outgoing {
-                    subject: "obs.incident.reported.pn".into(),
-                    message_id: format!("{tag}-{i}"),
-                    dedupe: format!("{i:032x}"),
-                    revision: None,
-                    expected_last_subject_sequence: None,
-                    expected_last_subject_filter: None,
-                    payload: Bytes::from_static(b"{}"),
-                })
+                .map(|i| plain("obs.incident.reported.pn".into(), format!("{tag}-{i}"), i))
                 .collect()
         };
         let publisher = bus.publisher();
@@ -427,17 +432,8 @@ mod tests {
         let bus = Bus::connect(config).await.unwrap();
         // Outside the stream's subjects: the request reaches this subscriber, which never answers.
         let _silent = bus.client().subscribe("silent.>").await.unwrap();
-        let events: Vec<Outgoing> = (0..200)
-            .map(|i| Outgoing {
-                subject: format!("silent.{i}"),
-                message_id: format!("s-{i}"),
-                dedupe: format!("{i:032x}"),
-                revision: None,
-                expected_last_subject_sequence: None,
-                expected_last_subject_filter: None,
-                payload: Bytes::from_static(b"{}"),
-            })
-            .collect();
+        let events: Vec<Outgoing> =
+            (0..200).map(|i| plain(format!("silent.{i}"), format!("s-{i}"), i)).collect();
         // One after another, 200 timeouts of 300 ms would take a minute.
         let results =
             tokio::time::timeout(Duration::from_secs(20), bus.publisher().publish_all(events))

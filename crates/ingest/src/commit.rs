@@ -163,10 +163,9 @@ async fn race(
     }
     let outgoing: Vec<&Outgoing> = publish.iter().map(|&i| &candidates[i].outgoing).collect();
     let results = publisher.publish_each(&outgoing).await;
-    let indices = publish;
     let mut again = Vec::new();
     let mut duplicates = Vec::new();
-    for (i, result) in indices.into_iter().zip(results) {
+    for (i, result) in publish.into_iter().zip(results) {
         let stamp = candidates[i].stamp;
         match result {
             Ok(published) if !published.duplicate => {

@@ -165,12 +165,8 @@ pub enum DecodeError {
 impl Envelope {
     /// Wraps a payload in a fresh envelope (new UUIDv7).
     pub fn new(event: &Event, source: &str, recorded_at: DateTime<Utc>) -> Envelope {
-        let payload = match event {
-            Event::IncidentReported(e) => serde_json::to_value(e),
-            Event::IncidentWithdrawn(e) => serde_json::to_value(e),
-            Event::PeriodClosed(e) => serde_json::to_value(e),
-        }
-        .expect("event payloads always serialise");
+        let payload =
+            serde_json::to_value(PayloadRef(event)).expect("event payloads always serialise");
         Envelope {
             event_id: Uuid::now_v7(),
             event_type: event.kind(),
@@ -186,7 +182,18 @@ impl Envelope {
     /// building the payload as a JSON tree on the way (the ingest's hot path).
     pub fn encode(event: &Event, source: &str, recorded_at: DateTime<Utc>) -> (Uuid, Vec<u8>) {
         let event_id = Uuid::now_v7();
-        (event_id, encode_with_id(event_id, event, source, recorded_at))
+        let kind = event.kind();
+        let envelope = EnvelopeRef {
+            event_id,
+            event_type: kind,
+            schema_version: kind.current_version(),
+            source,
+            recorded_at,
+            payload: PayloadRef(event),
+        };
+        let mut bytes = Vec::with_capacity(512);
+        serde_json::to_writer(&mut bytes, &envelope).expect("envelopes always serialise");
+        (event_id, bytes)
     }
 
     /// `obs.<family>.<event_type>.<source>`
@@ -222,53 +229,25 @@ impl Envelope {
 /// [`Envelope`]'s fields in their order, with the payload serialised from its own type: the
 /// same bytes as the payload's `Value` (keys keep their order: serde_json's `preserve_order`).
 #[derive(Serialize)]
-struct EnvelopeRef<'a, P: Serialize> {
+struct EnvelopeRef<'a> {
     event_id: Uuid,
     event_type: EventKind,
     schema_version: u32,
     source: &'a str,
     recorded_at: DateTime<Utc>,
-    payload: &'a P,
+    payload: PayloadRef<'a>,
 }
 
-fn encode_with_id(
-    event_id: Uuid,
-    event: &Event,
-    source: &str,
-    recorded_at: DateTime<Utc>,
-) -> Vec<u8> {
-    fn to_vec<P: Serialize>(envelope: EnvelopeRef<'_, P>) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(512);
-        serde_json::to_writer(&mut bytes, &envelope).expect("envelopes always serialise");
-        bytes
-    }
-    let kind = event.kind();
-    let (event_type, schema_version) = (kind, kind.current_version());
-    match event {
-        Event::IncidentReported(payload) => to_vec(EnvelopeRef {
-            event_id,
-            event_type,
-            schema_version,
-            source,
-            recorded_at,
-            payload,
-        }),
-        Event::IncidentWithdrawn(payload) => to_vec(EnvelopeRef {
-            event_id,
-            event_type,
-            schema_version,
-            source,
-            recorded_at,
-            payload,
-        }),
-        Event::PeriodClosed(payload) => to_vec(EnvelopeRef {
-            event_id,
-            event_type,
-            schema_version,
-            source,
-            recorded_at,
-            payload,
-        }),
+/// An event's payload as its own type serialises it (without the enum's variant name).
+struct PayloadRef<'a>(&'a Event);
+
+impl Serialize for PayloadRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Event::IncidentReported(e) => e.serialize(serializer),
+            Event::IncidentWithdrawn(e) => e.serialize(serializer),
+            Event::PeriodClosed(e) => e.serialize(serializer),
+        }
     }
 }
 
