@@ -19,6 +19,9 @@ use crate::request::{CountsRequest, Dimension, Rate};
 use crate::serving::{AsOf, NotYet, ServingError, ServingManifest};
 use crate::vintage::{Resolved, Vintages};
 
+mod coded;
+pub use coded::Coded;
+
 /// The netting's own column: 1 where the cell's source has not closed its month and
 /// département (summed, it says whether a row is provisional).
 const OPEN: &str = "open";
@@ -678,14 +681,6 @@ fn month_label(index: i32) -> String {
     format!("{:04}-{:02}", index / 12, index % 12 + 1)
 }
 
-fn any_of(column: &str, values: &[String], matcher: impl Fn(Expr, &str) -> Expr) -> Expr {
-    values
-        .iter()
-        .map(|v| matcher(col(column), v))
-        .reduce(|a, b| a.or(b))
-        .expect("filters are non-empty")
-}
-
 fn empty_counts() -> LazyFrame {
     let text = |name: &str| Column::new(name.into(), Vec::<String>::new());
     let optional = |name: &str| Column::new(name.into(), Vec::<Option<String>>::new());
@@ -841,109 +836,6 @@ fn check_losses(cells: &DataFrame) -> Result<(), QueryError> {
     Ok(())
 }
 
-/// A cell's count and cell key in one integer: `count · 2³² + (key_sum mod 256)`. Summing it
-/// sums both at once (the low part stays below 2³² for fewer than 16 million cells, and only its
-/// value modulo 256 is used), so the public tier's cell keys cost the exact path nothing: one sum
-/// per request, as before keys existed.
-const PACKED: &str = "count_and_key";
-
-/// Cells and counts the packing holds: a count and a sum of counts below 2³¹, fewer than 2²⁴ cells.
-const PACKED_LIMIT: i64 = 1 << 31;
-
-fn packed_counts(cells: &DataFrame) -> Result<Column, QueryError> {
-    let counts = cells.column(stored::COUNT)?.i64()?;
-    let keys = cells.column(stored::KEY_SUM)?.i64()?;
-    let total: i64 = counts.iter().flatten().map(|c| c.max(0)).sum();
-    if total >= PACKED_LIMIT || cells.height() >= 1 << 24 {
-        return Err(QueryError::Capacity(format!(
-            "{total} incidents in {} cells: the count netting holds fewer than 2^31 incidents and 2^24 cells",
-            cells.height()
-        )));
-    }
-    let packed: Vec<i64> = counts
-        .iter()
-        .zip(keys.iter())
-        .map(|(count, key)| (count.unwrap_or(0) << 32) + key.unwrap_or(0).rem_euclid(256))
-        .collect();
-    Ok(Column::new(PACKED.into(), packed))
-}
-
-/// Splits the summed [`PACKED`] column of a result into its count and its key sum.
-fn unpack_counts(result: &mut DataFrame) -> Result<(), QueryError> {
-    let packed = result.column(PACKED)?.i64()?.clone();
-    let count: Vec<i64> = packed.iter().map(|p| p.unwrap_or(0) >> 32).collect();
-    let key: Vec<i64> = packed.iter().map(|p| p.unwrap_or(0) & 0xffff_ffff).collect();
-    result.with_column(Column::new(COUNT.into(), count))?;
-    result.with_column(Column::new(stored::KEY_SUM.into(), key))?;
-    result.drop_in_place(PACKED)?;
-    Ok(())
-}
-
-/// Netted cells with every text dimension dictionary-encoded: sorted distinct values, and per
-/// cell the index of its value. Requests filter and group on small integers; sorted
-/// dictionaries keep order (an ICCS subtree or a month range is a range of codes), so only
-/// the few result rows are decoded back to text.
-pub struct Coded {
-    frame: DataFrame,
-    dictionaries: HashMap<Dimension, Vec<String>>,
-}
-
-impl Coded {
-    /// Codes the netted cells: columns named by their [`Dimension`] (the request's names) from
-    /// here on, the stored names stay behind.
-    pub fn encode(cells: &DataFrame) -> Result<Coded, QueryError> {
-        let mut columns: Vec<Column> = Vec::new();
-        let mut dictionaries = HashMap::new();
-        for dimension in Dimension::ALL {
-            let stored = cells.column(dimension.column())?;
-            if matches!(dimension, Dimension::Year | Dimension::Cyber) {
-                columns.push(stored.clone().with_name(dimension.name().into()));
-                continue;
-            }
-            let text = stored.str()?;
-            let mut values: Vec<&str> =
-                text.iter().flatten().collect::<HashSet<_>>().into_iter().collect();
-            values.sort_unstable();
-            let index: HashMap<&str, u32> =
-                values.iter().enumerate().map(|(i, v)| (*v, i as u32)).collect();
-            let codes: Vec<Option<u32>> = text.iter().map(|v| v.map(|v| index[v])).collect();
-            columns.push(Column::new(dimension.name().into(), codes));
-            dictionaries.insert(dimension, values.into_iter().map(str::to_owned).collect());
-        }
-        columns.push(packed_counts(cells)?);
-        for name in [stored::LOSS_CENTS, OPEN] {
-            columns.push(cells.column(name)?.clone());
-        }
-        Ok(Coded { frame: DataFrame::new_infer_height(columns)?, dictionaries })
-    }
-
-    fn dictionary(&self, dimension: Dimension) -> Option<&Vec<String>> {
-        self.dictionaries.get(&dimension)
-    }
-
-    /// Codes of the values in `[low, high)` of a text dimension (its dictionary is sorted).
-    fn code_range(&self, dimension: Dimension, low: &str, high: &str) -> (u32, u32) {
-        let values = self.dictionary(dimension).map(Vec::as_slice).unwrap_or_default();
-        let start = values.partition_point(|v| v.as_str() < low);
-        let end = values.partition_point(|v| v.as_str() < high);
-        (start as u32, end as u32)
-    }
-
-    /// A code column of a result back to text.
-    fn decode(&self, frame: &mut DataFrame, dimension: Dimension) -> Result<(), QueryError> {
-        let Some(values) = self.dictionary(dimension) else { return Ok(()) };
-        let name = dimension.name();
-        let text: Vec<Option<&str>> = frame
-            .column(name)?
-            .u32()?
-            .iter()
-            .map(|code| code.map(|c| values[c as usize].as_str()))
-            .collect();
-        frame.with_column(Column::new(name.into(), text))?;
-        Ok(())
-    }
-}
-
 /// "YYYY-MM" as months since year 0.
 fn month_index(month: &str) -> Option<i32> {
     Some(month.get(..4)?.parse::<i32>().ok()? * 12 + month.get(5..7)?.parse::<i32>().ok()? - 1)
@@ -954,152 +846,130 @@ fn month_index(month: &str) -> Option<i32> {
 ///
 /// With a `policy` (the public tier) each row's count is perturbed from its own cell key (the
 /// sum of its cells' key sums, modulo 256), rows published as zero leave grouped answers like
-/// true zeros, and losses are withheld or rounded; see [`publish`].
+/// true zeros, and losses are withheld or rounded; see [`Policy::count`] and [`Policy::loss`].
 pub fn aggregate(
     context: &Context,
     request: &CountsRequest,
     policy: Option<&Policy>,
 ) -> Result<DataFrame, QueryError> {
     let coded = &*context.coded;
-    let mut frame = coded.frame.clone().lazy();
-    // Months are "YYYY-MM" and their dictionary is sorted: a range of months is a range of codes.
+    let mut keeps = Vec::new();
+    // Months are "YYYY-MM" and sorted: a range of months is a range of codes.
     if request.from.is_some() || request.to.is_some() {
-        let (low, _) =
-            coded.code_range(Dimension::Month, request.from.as_deref().unwrap_or(""), "");
-        let (_, high) = coded.code_range(
+        let low = coded.code_range(Dimension::Month, request.from.as_deref().unwrap_or(""), "");
+        let high = coded.code_range(
             Dimension::Month,
             "",
             &format!("{}\u{7f}", request.to.as_deref().unwrap_or("\u{7f}")),
         );
-        let month = || col(Dimension::Month.name());
-        frame = frame.filter(month().gt_eq(lit(low)).and(month().lt(lit(high))));
+        let mut keep = coded.keep_none(Dimension::Month);
+        keep.allow_range(low.start..high.end);
+        keeps.push(keep);
     }
     for (dimension, values) in &request.filters {
-        let name = dimension.name();
-        let predicate = match dimension {
-            Dimension::Iccs => any_of(name, values, |c, v| {
+        let mut keep = coded.keep_none(*dimension);
+        for value in values {
+            match dimension {
                 // Codes are digit strings: the subtree of "09" is exactly "09" ≤ code < "0:".
-                let mut upper = v.as_bytes().to_vec();
-                *upper.last_mut().expect("non-empty") += 1;
-                let upper = String::from_utf8(upper).expect("ascii");
-                let (low, high) = coded.code_range(Dimension::Iccs, v, &upper);
-                c.clone().gt_eq(lit(low)).and(c.lt(lit(high)))
-            }),
-            Dimension::Cyber => any_of(name, values, |c, v| c.eq(lit(v == "true"))),
-            Dimension::Year => {
-                any_of(name, values, |c, v| c.eq(lit(v.parse::<i32>().unwrap_or_default())))
-            }
-            _ => any_of(name, values, |c, v| {
-                match coded
-                    .dictionary(*dimension)
-                    .and_then(|d| d.binary_search_by(|x| x.as_str().cmp(v)).ok())
-                {
-                    Some(code) => c.eq(lit(code as u32)),
-                    None => lit(false),
+                Dimension::Iccs => {
+                    let mut upper = value.as_bytes().to_vec();
+                    let Some(last) = upper.last_mut() else { continue };
+                    *last += 1;
+                    let upper = String::from_utf8_lossy(&upper);
+                    keep.allow_range(coded.code_range(Dimension::Iccs, value, &upper));
                 }
-            }),
-        };
-        frame = frame.filter(predicate);
+                _ => {
+                    if let Some(code) = coded.code_of(*dimension, value) {
+                        keep.allow(code);
+                    }
+                }
+            }
+        }
+        keeps.push(keep);
     }
     // Grouped by unit as well: when `by` has no unit, more than one unit in the result means
     // the request would add different things together.
     let by_unit = request.by.contains(&Dimension::Unit);
-    let mut keys: Vec<Expr> = request.by.iter().map(|d| col(d.name())).collect();
+    let mut keys = request.by.clone();
     if !by_unit {
-        keys.push(col(Dimension::Unit.name()));
+        keys.push(Dimension::Unit);
     }
-    let sums = [
-        col(PACKED).sum().alias(PACKED),
-        col(stored::LOSS_CENTS).sum().alias(stored::LOSS_CENTS),
-        col(OPEN).sum().alias(OPEN),
-    ];
+    let unit_at = keys.iter().position(|d| *d == Dimension::Unit).expect("grouped by unit");
     // What an ungrouped rate covers in time when from/to leave it open: the months with data.
     let time_grouped =
         request.by.contains(&Dimension::Year) || request.by.contains(&Dimension::Month);
-    let data_span = if request.rate.is_some() && !time_grouped {
-        let span = frame
-            .clone()
-            .select([
-                col(Dimension::Month.name()).min().alias("first"),
-                col(Dimension::Month.name()).max().alias("last"),
-            ])
-            .collect()?;
-        let code = |name: &str| -> Result<Option<String>, QueryError> {
-            let code = span.column(name)?.u32()?.get(0);
-            Ok(code.and_then(|c| coded.dictionary(Dimension::Month).map(|d| d[c as usize].clone())))
-        };
-        code("first")?.zip(code("last")?)
-    } else {
-        None
-    };
-    let mut result = frame.group_by(keys).agg(sums).collect()?;
-    unpack_counts(&mut result)?;
-    coded.decode(&mut result, Dimension::Unit)?;
-    let mut units: Vec<String> =
-        result.column(Dimension::Unit.name())?.str()?.iter().flatten().map(str::to_owned).collect();
-    units.sort();
+    let span_wanted = request.rate.is_some() && !time_grouped;
+    let groups = coded.scan(&keeps, &keys, span_wanted);
+    let data_span = groups.months.and_then(|(first, last)| {
+        let month = |code| coded.text(Dimension::Month, code).map(str::to_owned);
+        month(first).zip(month(last))
+    });
+    let mut units: Vec<u32> = (0..groups.len()).map(|g| groups.key(g)[unit_at]).collect();
+    units.sort_unstable();
     units.dedup();
+    let units: Vec<&str> = units.iter().filter_map(|u| coded.text(Dimension::Unit, *u)).collect();
     if units.len() > 1 && !by_unit {
         return Err(QueryError::MixedUnits(units.join(", ")));
     }
-    if request.by.is_empty() && result.height() == 0 {
+    // Rows as (codes, sums); codes sort as their values do, absent values last.
+    let mut rows: Vec<(&[u32], coded::Sums)> =
+        (0..groups.len()).map(|g| (&groups.key(g)[..request.by.len()], groups.sums(g))).collect();
+    if request.by.is_empty() && rows.is_empty() {
         // A total with no data is a zero only where every source has closed every month it
         // spans; otherwise nothing was reported, which is not zero: provisional.
         let open = i64::from(!zero_is_final(context, request));
-        result = DataFrame::new_infer_height(vec![
-            Column::new(COUNT.into(), vec![0i64]),
-            Column::new(stored::LOSS_CENTS.into(), vec![0i64]),
-            Column::new(stored::KEY_SUM.into(), vec![0i64]),
-            Column::new(OPEN.into(), vec![open]),
-        ])?;
+        rows.push((&[], coded::Sums { open, ..coded::Sums::default() }));
     }
     if !request.by.is_empty() {
         // A cell whose deltas net to zero is no incident: drop it from grouped answers.
-        let by_names: Vec<PlSmallStr> =
-            request.by.iter().map(|d| PlSmallStr::from(d.name())).collect();
-        // Codes sort as their text does (sorted dictionaries), units aside (already text).
-        result = result
-            .lazy()
-            .filter(col(COUNT).neq(lit(0i64)))
-            .sort(by_names, SortMultipleOptions::default().with_nulls_last(true))
-            .collect()?;
-        for dimension in &request.by {
-            if *dimension != Dimension::Unit {
-                coded.decode(&mut result, *dimension)?;
-            }
-        }
+        rows.retain(|(_, sums)| sums.count() != 0);
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
     }
-    let height = result.height();
+    let mut counts: Vec<i64> = rows.iter().map(|(_, sums)| sums.count()).collect();
+    // Euros from exact integer cents with one correctly rounded division, so 1234.56 prints
+    // as 1234.56 and not as the sum of binary fractions.
+    let mut losses: Vec<Option<f64>> =
+        rows.iter().map(|(_, sums)| Some(sums.loss_cents as f64 / 100.0)).collect();
+    let provisional: Vec<bool> = rows.iter().map(|(_, sums)| sums.open > 0).collect();
+    let mut withheld = None;
+    if let Some(policy) = policy {
+        // Each count perturbed from its cell key; each loss published only above the
+        // policy's count threshold, rounded, else null and flagged.
+        for (count, (_, sums)) in counts.iter_mut().zip(&rows) {
+            *count = policy.count(*count, sums.key_sum());
+        }
+        for (loss, count) in losses.iter_mut().zip(&counts) {
+            *loss = loss.and_then(|l| policy.loss(*count, l));
+        }
+        withheld = Some(losses.iter().map(Option::is_none).collect::<Vec<bool>>());
+    }
+    // A grouped answer never lists a zero row, so a listed zero would say that the true count
+    // is not zero: rows published as zero leave it.
+    let listed: Vec<usize> = (0..rows.len())
+        .filter(|&i| policy.is_none() || request.by.is_empty() || counts[i] > 0)
+        .collect();
+    let mut columns: Vec<Column> = Vec::new();
+    for (at, dimension) in request.by.iter().enumerate() {
+        columns.push(coded.decode(*dimension, listed.iter().map(|&i| rows[i].0[at])));
+    }
     if !by_unit {
         // Every row says what it counts; with no data, the unit asked for (if any).
         let unit = units
             .first()
-            .cloned()
+            .map(|u| (*u).to_owned())
             .or_else(|| request.filters.get(&Dimension::Unit).and_then(|u| u.first().cloned()));
-        result.with_column(Column::new(Dimension::Unit.name().into(), vec![unit; height]))?;
+        columns.push(Column::new(Dimension::Unit.name().into(), vec![unit; listed.len()]));
     }
-    // Euros from exact integer cents with one correctly rounded division, so 1234.56 prints
-    // as 1234.56 and not as the sum of binary fractions.
-    let euros: Float64Chunked = result
-        .column(stored::LOSS_CENTS)?
-        .i64()?
-        .iter()
-        .map(|c| c.map(|c| c as f64 / 100.0))
-        .collect();
-    result.with_column(euros.into_series().with_name("loss_eur".into()).into_column())?;
-    let provisional: Vec<bool> =
-        result.column(OPEN)?.i64()?.iter().map(|open| open.unwrap_or(0) > 0).collect();
-    result.with_column(Column::new("provisional".into(), provisional))?;
-    let mut order: Vec<&str> = request.by.iter().map(|d| d.name()).collect();
-    if !request.by.contains(&Dimension::Unit) {
-        order.push(Dimension::Unit.name());
+    fn pick<T: Copy>(listed: &[usize], values: &[T]) -> Vec<T> {
+        listed.iter().map(|&i| values[i]).collect()
     }
-    order.extend([COUNT, "loss_eur", "provisional"]);
-    if let Some(policy) = policy {
-        publish(&mut result, policy, !request.by.is_empty())?;
-        order.push(LOSS_WITHHELD);
+    columns.push(Column::new(COUNT.into(), pick(&listed, &counts)));
+    columns.push(Column::new("loss_eur".into(), pick(&listed, &losses)));
+    columns.push(Column::new("provisional".into(), pick(&listed, &provisional)));
+    if let Some(withheld) = withheld {
+        columns.push(Column::new(LOSS_WITHHELD.into(), pick(&listed, &withheld)));
     }
-    let mut result = result.select(order)?;
+    let mut result = DataFrame::new_infer_height(columns)?;
     if request.rate == Some(Rate::Per100k) {
         add_rates(&mut result, request, data_span)?;
     }
@@ -1108,35 +978,6 @@ pub fn aggregate(
 
 /// The flag beside a public loss: `true` where the loss was withheld (`loss_eur` null).
 pub const LOSS_WITHHELD: &str = "loss_withheld";
-
-/// Turns exact rows into published ones: each count perturbed from its cell key, a row whose
-/// count is published as zero dropped from a grouped answer (a grouped answer never lists a zero
-/// row, so a listed zero would say the true count is not zero), and each loss published only
-/// above the policy's count threshold, rounded, else `null` with [`LOSS_WITHHELD`].
-fn publish(result: &mut DataFrame, policy: &Policy, grouped: bool) -> Result<(), QueryError> {
-    let counts = result.column(COUNT)?.i64()?.clone();
-    let keys = result.column(stored::KEY_SUM)?.i64()?.clone();
-    let losses = result.column("loss_eur")?.f64()?.clone();
-    let published: Vec<i64> = counts
-        .iter()
-        .zip(keys.iter())
-        .map(|(count, key)| policy.count(count.unwrap_or(0), key.unwrap_or(0)))
-        .collect();
-    let loss: Vec<Option<f64>> = published
-        .iter()
-        .zip(losses.iter())
-        .map(|(&count, loss)| loss.and_then(|l| policy.loss(count, l)))
-        .collect();
-    let withheld: Vec<bool> = loss.iter().map(Option::is_none).collect();
-    result.with_column(Column::new(COUNT.into(), published))?;
-    result.with_column(Column::new("loss_eur".into(), loss))?;
-    result.with_column(Column::new(LOSS_WITHHELD.into(), withheld))?;
-    if grouped {
-        let keep = result.column(COUNT)?.i64()?.gt(0);
-        *result = result.filter(&keep)?;
-    }
-    Ok(())
-}
 
 /// Whether a zero total is final: every source the request covers (its `source=` filter, or
 /// every known source) has closed every month of the range (the request's, or the months the
