@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use observatory_bus::{Bus, BusError, Outgoing, Publisher};
 use observatory_model::{
-    DedupeKey, Envelope, Event, FieldError, RevisionStamp, validate_period_close,
+    DedupeKey, Envelope, Event, FieldError, RecordedAt, RevisionStamp, validate_period_close,
 };
 use observatory_reference::{Crosswalk, Crosswalks};
 use serde_json::json;
@@ -150,7 +150,8 @@ pub(crate) async fn ingest_records(
     span.record("records", records.len());
 
     let today = Utc::now().date_naive();
-    let recorded_at = Utc::now();
+    // One time for the batch, written once, not once per record.
+    let recorded_at = RecordedAt::new(Utc::now());
     let mut rejected = Vec::new();
     let mut candidates = Vec::with_capacity(records.len());
     for parsed in records {
@@ -180,7 +181,7 @@ pub(crate) async fn ingest_records(
         .into_iter()
         .map(|(_, key, event)| {
             let stamp = RevisionStamp::of(&agency.id, &event).expect("records are incident events");
-            let (_, payload) = Envelope::encode(&event, &agency.id, recorded_at);
+            let (_, payload) = Envelope::encode_recorded(&event, &agency.id, &recorded_at);
             Candidate { key, stamp, outgoing: Outgoing::incident(&agency.id, key, &stamp, payload) }
         })
         .collect();

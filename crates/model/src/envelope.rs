@@ -179,8 +179,19 @@ impl Envelope {
 
     /// The bytes of a fresh envelope around `event` (new UUIDv7), the same as
     /// `Envelope::new(event, source, recorded_at).to_bytes()` gives with that id, without
-    /// building the payload as a JSON tree on the way (the ingest's hot path).
+    /// building the payload as a JSON tree on the way. A batch's events share one
+    /// [`RecordedAt`]: see [`encode_recorded`](Self::encode_recorded).
     pub fn encode(event: &Event, source: &str, recorded_at: DateTime<Utc>) -> (Uuid, Vec<u8>) {
+        Envelope::encode_recorded(event, source, &RecordedAt::new(recorded_at))
+    }
+
+    /// [`encode`](Self::encode) with the time already written (the ingest's hot path: one
+    /// time per batch, not formatted again for each of its records).
+    pub fn encode_recorded(
+        event: &Event,
+        source: &str,
+        recorded_at: &RecordedAt,
+    ) -> (Uuid, Vec<u8>) {
         let event_id = Uuid::now_v7();
         let kind = event.kind();
         let envelope = EnvelopeRef {
@@ -188,7 +199,7 @@ impl Envelope {
             event_type: kind,
             schema_version: kind.current_version(),
             source,
-            recorded_at,
+            recorded_at: &recorded_at.text,
             payload: PayloadRef(event),
         };
         let mut bytes = Vec::with_capacity(512);
@@ -226,6 +237,26 @@ impl Envelope {
     }
 }
 
+/// When an ingest recorded a batch, with the text envelopes carry for it, written once: a
+/// string serialises to the bytes `DateTime`'s `collect_str` writes, so events encoded with it
+/// are those [`Envelope::new`] makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedAt {
+    text: String,
+}
+
+impl RecordedAt {
+    pub fn new(at: DateTime<Utc>) -> RecordedAt {
+        // What chrono's `Serialize` writes for a `DateTime<Utc>`.
+        RecordedAt { text: at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true) }
+    }
+
+    /// The text in the envelope's `recorded_at`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
 /// [`Envelope`]'s fields in their order, with the payload serialised from its own type: the
 /// same bytes as the payload's `Value` (keys keep their order: serde_json's `preserve_order`).
 #[derive(Serialize)]
@@ -234,7 +265,7 @@ struct EnvelopeRef<'a> {
     event_type: EventKind,
     schema_version: u32,
     source: &'a str,
-    recorded_at: DateTime<Utc>,
+    recorded_at: &'a str,
     payload: PayloadRef<'a>,
 }
 
@@ -321,7 +352,17 @@ pub fn subject(kind: EventKind, source: &str) -> String {
 /// refuses it if anything else reached that subject in between. The source stays the last
 /// token, as on every subject ([`source_matches_subject`]).
 pub fn incident_subject(source: &str, incident: u128) -> String {
-    format!("{}.{}.{incident:032x}.{source}", crate::SUBJECT_ROOT, EventFamily::Incident.as_str())
+    // Written once per record: without `core::fmt`.
+    let (root, family) = (crate::SUBJECT_ROOT, EventFamily::Incident.as_str());
+    let mut subject = String::with_capacity(root.len() + family.len() + 32 + source.len() + 3);
+    subject.push_str(root);
+    subject.push('.');
+    subject.push_str(family);
+    subject.push('.');
+    crate::ascii::push_hex_u128(&mut subject, incident);
+    subject.push('.');
+    subject.push_str(source);
+    subject
 }
 
 /// Where incident events were published before one subject per incident
@@ -472,6 +513,52 @@ mod tests {
         }
     }
 
+    /// A batch's one `RecordedAt` writes the text formatting the time for each event wrote,
+    /// whatever its precision, a leap second and the ends of chrono's range included.
+    #[test]
+    fn a_recorded_at_is_the_text_each_event_wrote() {
+        let at =
+            |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|day| day.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .unwrap()
+            .and_utc();
+        let times = [
+            at("2025-01-01T00:00:00Z"),
+            at("2025-01-01T00:00:00.1Z"),
+            at("2025-01-01T00:00:00.120Z"),
+            at("2025-06-30T23:59:59.123456Z"),
+            at("2025-06-30T23:59:59.000000001Z"),
+            at("2025-06-30T23:59:59.123456789+02:00"),
+            at("0001-01-01T00:00:00Z"),
+            at("9999-12-31T23:59:59.999999999Z"),
+            leap,
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+            Utc::now(),
+        ];
+        let event = Event::IncidentWithdrawn(IncidentWithdrawn {
+            agency_incident_id: "A".into(),
+            revision: 2,
+            reason: None,
+        });
+        for time in times {
+            let recorded = RecordedAt::new(time);
+            assert_eq!(serde_json::to_value(time).unwrap(), json!(recorded.as_str()));
+            assert_eq!(
+                serde_json::to_string(&time).unwrap(),
+                serde_json::to_string(recorded.as_str()).unwrap()
+            );
+            let (event_id, fast) = Envelope::encode_recorded(&event, "pn", &recorded);
+            let mut tree = Envelope::new(&event, "pn", time);
+            tree.event_id = event_id;
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(tree.to_bytes()).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn an_incident_subject_names_the_incident_and_ends_with_its_source() {
         let incident = crate::incident_hash("pn", "A-1");
@@ -485,6 +572,15 @@ mod tests {
                 .all(|legacy| !subject.starts_with(&legacy[..legacy.len() - 1]))
         );
         assert_ne!(incident_subject("pn", crate::incident_hash("pn", "A-2")), subject);
+        // Hashes with leading zeros keep their 32 digits, as `{:032x}` wrote them.
+        for incident in [0, 1, 0xabc, u128::MAX, 1 << 127, u128::from(u64::MAX)] {
+            for source in ["pn", "gendarmerie-nationale_2"] {
+                assert_eq!(
+                    incident_subject(source, incident),
+                    format!("obs.incident.{incident:032x}.{source}")
+                );
+            }
+        }
     }
 
     #[test]

@@ -12,9 +12,16 @@ use serde::{Deserialize, Serialize};
 pub struct IncidentReported {
     pub agency_incident_id: String,
     pub revision: u32,
+    // Dates are written for every record, twice (payload and fingerprint): without `core::fmt`.
+    #[serde(serialize_with = "crate::ascii::serialize_date")]
     pub occurred_on: NaiveDate,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::ascii::serialize_optional_date"
+    )]
     pub occurred_until: Option<NaiveDate>,
+    #[serde(serialize_with = "crate::ascii::serialize_date")]
     pub reported_on: NaiveDate,
     pub iccs: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,8 +225,11 @@ impl DedupeKey {
         DedupeKey(hasher.digest128())
     }
 
+    /// `{:032x}`, written without `core::fmt` (once per record, as its message id).
     pub fn to_hex(self) -> String {
-        format!("{:032x}", self.0)
+        let mut text = String::with_capacity(32);
+        crate::ascii::push_hex_u128(&mut text, self.0);
+        text
     }
 
     pub fn from_hex(text: &str) -> Option<DedupeKey> {

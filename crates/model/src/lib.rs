@@ -4,6 +4,7 @@
 //! Pure: no IO, no clock (callers pass `today`), no randomness except UUIDv7 generation
 //! in [`Envelope::new`].
 
+mod ascii;
 mod envelope;
 mod incident;
 mod revision;
@@ -12,7 +13,7 @@ mod validate;
 
 pub use envelope::{
     DecodeError, Envelope, Event, EventFamily, EventKind, LEGACY_INCIDENT_SUBJECTS,
-    LEGACY_SURVEY_SUBJECTS, incident_subject, source_matches_subject, survey_filter,
+    LEGACY_SURVEY_SUBJECTS, RecordedAt, incident_subject, source_matches_subject, survey_filter,
     survey_subject,
 };
 pub use incident::{
