@@ -407,6 +407,12 @@ pub fn render(report: &Report) -> String {
             "\n3. rebuild of {} events — wall {:.1} s, peak RSS {:.0} MiB, CPU {:.1} s user + {:.1} s system",
             r.events, r.wall_seconds, r.peak_rss_mib, r.user_cpu_seconds, r.system_cpu_seconds
         );
+        if let (Some(waited), Some(stalls)) = (r.stream_wait_seconds, r.stream_stalls) {
+            let _ = writeln!(
+                out,
+                "   waited for nats-server's next message {waited:.1} s in all ({stalls} waits over 0.5 s)"
+            );
+        }
         let _ = writeln!(
             out,
             "   committed: {} counts files ({} rows, {:.1} MB), {} state files ({} rows, {:.1} MB); {} incidents counted",

@@ -58,6 +58,18 @@ pub struct Rebuild {
     pub state_files: usize,
     pub state_rows: u64,
     pub state_bytes: u64,
+    /// Seconds the rebuild waited for nats-server's next message, and how many of those waits
+    /// were stalls, as the rebuild printed them (`None` if it did not).
+    pub stream_wait_seconds: Option<f64>,
+    pub stream_stalls: Option<u64>,
+}
+
+/// The rebuild's "waited for the stream X s, N stalls over M ms" line, read back.
+fn stream_waits(log: &str) -> Option<(f64, u64)> {
+    let line = log.lines().rev().find_map(|l| l.strip_prefix("waited for the stream "))?;
+    let (seconds, rest) = line.split_once(" s, ")?;
+    let (stalls, _) = rest.split_once(' ')?;
+    Some((seconds.parse().ok()?, stalls.parse().ok()?))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,7 +195,7 @@ async fn rebuild(
     let bar = progress_bar(events, "rebuild (observatory rebuild → Parquet)");
     let pids = cpu::Pids { nats: nats.pids(), service: None };
     let before = cpu::sample(&pids);
-    let child = run_measured(args, log);
+    let child = run_measured(args, log.clone());
     tokio::pin!(child);
     // The child's own bar is not drawn without a terminal: follow its commits instead.
     let usage = loop {
@@ -216,6 +228,7 @@ async fn rebuild(
     let (counts_files, counts_rows, counts_bytes) = sum(TableId::Counts);
     let (state_files, state_rows, state_bytes) = sum(TableId::State);
     let wall = usage.wall.as_secs_f64();
+    let waits = stream_waits(&std::fs::read_to_string(&log).unwrap_or_default());
     let report = Rebuild {
         events,
         wall_seconds: wall,
@@ -233,6 +246,8 @@ async fn rebuild(
         state_files,
         state_rows,
         state_bytes,
+        stream_wait_seconds: waits.map(|w| w.0),
+        stream_stalls: waits.map(|w| w.1),
     };
     Ok((report, manifest))
 }
@@ -266,4 +281,15 @@ pub async fn run(
         PipelineReport { fill, raw_replay, rebuild, projection_ratio, restart },
         Pipeline { store, service_dir, manifest },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rebuilds_stream_waits_are_read_back() {
+        let log = "rebuilt incidents v1 up to sequence 9: 9 incidents counted; CURRENT now v1\n\
+                   waited for the stream 12.34 s, 3 stalls over 500 ms\n";
+        assert_eq!(super::stream_waits(log), Some((12.34, 3)));
+        assert_eq!(super::stream_waits("rebuilt incidents v1"), None);
+    }
 }

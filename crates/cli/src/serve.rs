@@ -369,9 +369,11 @@ pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
     let mut config = projector.config;
     config.max_pending =
         usize::try_from(config.compaction.max_state_file_rows).unwrap_or(usize::MAX);
+    let mut last = None;
     let (version, sequence) =
         observatory_projector::replay::<IncidentSink>(&bus, &projection, &config, |progress| {
             bar.set_position(progress.applied_sequence);
+            last = Some(progress);
         })
         .await?;
     bar.finish_and_clear();
@@ -381,6 +383,16 @@ pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
     println!(
         "rebuilt incidents v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}"
     );
+    if let Some(progress) = last {
+        // Time the replay spent waiting for nats-server rather than folding: what separates
+        // two runs of one rebuild that differ in wall time but not in CPU.
+        println!(
+            "waited for the stream {:.2} s, {} stalls over {} ms",
+            progress.waited_for_stream.as_secs_f64(),
+            progress.stream_stalls,
+            observatory_projector::STALL.as_millis()
+        );
+    }
     crate::surveys::rebuild(&projector.store, &bus, &config).await?;
     Ok(())
 }

@@ -14,6 +14,6 @@ pub mod surveys;
 pub mod writer;
 
 pub use incidents::{IncidentSink, IncidentSinkError, ProjectorError};
-pub use runner::{Folding, LoopError, Progress, ProjectorConfig, replay, serve};
+pub use runner::{Folding, LoopError, Progress, ProjectorConfig, STALL, replay, serve};
 pub use surveys::{SurveyProjectorError, SurveySink, SurveySinkError};
 pub use writer::{Compaction, ProjectionWriter, Tables};

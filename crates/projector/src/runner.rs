@@ -121,7 +121,16 @@ pub struct Progress {
     pub stream_pending: u64,
     /// Events delivered since the last commit.
     pub uncommitted_events: u64,
+    /// How long the decoder waited for the consumer's next message, in all, and how many of
+    /// those waits were stalls (over [`STALL`]): a replay that runs slower than the stream
+    /// with idle cores is waiting here.
+    pub waited_for_stream: Duration,
+    pub stream_stalls: u64,
 }
+
+/// A wait for the stream's next message long enough to be a stall rather than a scheduling
+/// pause (the ordered consumer's idle heartbeat is one second).
+pub const STALL: Duration = Duration::from_millis(500);
 
 enum Stop {
     /// Shutdown requested (or caught up, in a rebuild).
@@ -202,6 +211,8 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
         applied_sequence: committed,
         stream_pending: ordered.pending_at_start,
         uncommitted_events: 0,
+        waited_for_stream: Duration::ZERO,
+        stream_stalls: 0,
     };
     if until_caught_up {
         if ordered.pending_at_start == 0 {
@@ -226,7 +237,11 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
             }
             chunk = decoded.chunks.recv() => {
                 let chunk = match chunk {
-                    Some(Ok(chunk)) => chunk,
+                    Some(Ok((chunk, waited))) => {
+                        progress.waited_for_stream += waited;
+                        progress.stream_stalls += u64::from(waited > STALL);
+                        chunk
+                    }
                     Some(Err(error)) => return Err(LoopError::Consume(error)),
                     None => return Err(LoopError::Consume("the decoder stopped".into())),
                 };
@@ -360,8 +375,11 @@ struct Delivered<D> {
 /// projector's work per event and needs no state, so it overlaps with folding and writing.
 /// Chunks keep the hand-over cheap; the bounded channel keeps memory bounded (about 65 000
 /// incident events, some 20 MB).
+/// Decoded messages, with how long the wait for the first of them took.
+type Chunk<D> = (Vec<Delivered<D>>, Duration);
+
 struct Decoder<S: Folding> {
-    chunks: tokio::sync::mpsc::Receiver<Result<Vec<Delivered<S::Decoded>>, String>>,
+    chunks: tokio::sync::mpsc::Receiver<Result<Chunk<S::Decoded>, String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -373,7 +391,9 @@ impl<S: Folding> Decoder<S> {
         let task = tokio::spawn(async move {
             loop {
                 // Wait for one message, then take what is already there, up to a chunk.
+                let waiting = Instant::now();
                 let mut next = messages.next().await;
+                let waited = waiting.elapsed();
                 let mut chunk = Vec::with_capacity(S::BATCH.min(256));
                 let failure = loop {
                     match next {
@@ -399,7 +419,7 @@ impl<S: Folding> Decoder<S> {
                         None => break None,
                     }
                 };
-                if !chunk.is_empty() && sender.send(Ok(chunk)).await.is_err() {
+                if !chunk.is_empty() && sender.send(Ok((chunk, waited))).await.is_err() {
                     return;
                 }
                 if let Some(error) = failure {
