@@ -221,11 +221,7 @@ struct Coded {
 /// The unit a source counts in when a record is not mapped through the crosswalk: the unit
 /// all its rows share, else offences (the ICCS unit of classification).
 pub fn crosswalk_unit(crosswalk: &Crosswalk) -> observatory_reference::Unit {
-    let mut units = crosswalk.rows.iter().map(|r| r.mapping.unit);
-    match units.next() {
-        Some(first) if units.all(|u| u == first) => first,
-        _ => observatory_reference::Unit::Offence,
-    }
+    crosswalk.unit()
 }
 
 /// A date written exactly `YYYY-MM-DD` in ASCII digits, or `Err(true)` when it has that form but

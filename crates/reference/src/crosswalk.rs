@@ -87,6 +87,19 @@ pub struct Crosswalk {
     /// Lookup key (trimmed, lowercased source code) -> row index.
     #[serde(skip)]
     index: HashMap<String, usize>,
+    /// The unit every row shares, else offences: worked out once, as the ingest asks for it
+    /// for each record its crosswalk does not map.
+    #[serde(skip)]
+    unit: Unit,
+}
+
+/// The unit all `rows` share, else offences (the ICCS unit of classification).
+fn common_unit(rows: &[CrosswalkRow]) -> Unit {
+    let mut units = rows.iter().map(|r| r.mapping.unit);
+    match units.next() {
+        Some(first) if units.all(|u| u == first) => first,
+        _ => Unit::Offence,
+    }
 }
 
 fn key(code: &str) -> String {
@@ -139,7 +152,8 @@ impl Crosswalk {
                 mapping: Mapping { iccs: code.to_string(), cyber, unit },
             });
         }
-        Ok(Crosswalk { name: name.to_string(), version, identity: false, rows, index })
+        let unit = common_unit(&rows);
+        Ok(Crosswalk { name: name.to_string(), version, identity: false, rows, index, unit })
     }
 
     /// The identity crosswalk: every ICCS code maps to itself, unit offence, cyber true only
@@ -159,7 +173,20 @@ impl Crosswalk {
                 },
             });
         }
-        Crosswalk { name: IDENTITY.to_string(), version: 1, identity: true, rows, index }
+        Crosswalk {
+            name: IDENTITY.to_string(),
+            version: 1,
+            identity: true,
+            rows,
+            index,
+            unit: Unit::Offence,
+        }
+    }
+
+    /// The unit a source counts in when a record is not mapped through this crosswalk: the
+    /// unit all its rows share, else offences (the ICCS unit of classification).
+    pub fn unit(&self) -> Unit {
+        self.unit
     }
 
     /// Maps a source code (compared trimmed and case-insensitively) to ICCS.

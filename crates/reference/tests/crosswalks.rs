@@ -191,3 +191,16 @@ fn units_serialize_lowercase() {
     assert_eq!(first["cyber"], true);
     assert!(serde_json::to_value(Crosswalks::builtin()).unwrap().is_object());
 }
+
+/// A record the crosswalk does not map counts in the unit every row shares, else offences.
+#[test]
+fn a_crosswalk_counts_in_the_unit_its_rows_share() {
+    let iccs = Iccs::v1_0();
+    let header = "source_code,label,iccs,cyber,unit\n";
+    let parse = |rows: &str| Crosswalk::parse("demo", 1, &format!("{header}{rows}"), iccs).unwrap();
+    assert_eq!(parse("a,A,0701,false,victim\nb,B,0701,false,victim\n").unit(), Unit::Victim);
+    assert_eq!(parse("a,A,0701,false,report\n").unit(), Unit::Report);
+    assert_eq!(parse("a,A,0701,false,victim\nb,B,0701,false,report\n").unit(), Unit::Offence);
+    assert_eq!(parse("").unit(), Unit::Offence);
+    assert_eq!(Crosswalk::identity(iccs).unit(), Unit::Offence);
+}
