@@ -305,15 +305,36 @@ impl Coded {
         if threads == 1 {
             return self.scan_rows(0..rows, keeps, &by, months);
         }
+        let by = &by;
         let parts: Vec<Groups> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let range = t * chunk..((t + 1) * chunk).min(rows);
-                    let by = &by;
-                    scope.spawn(move || self.scan_rows(range, keeps, by, months))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("a scan thread panicked")).collect()
+            // The first range is scanned here; a range whose thread cannot be started (the
+            // process is at its thread limit) is scanned here too, after it.
+            let mut here: Vec<Range<usize>> = Vec::with_capacity(threads);
+            here.push(0..chunk.min(rows));
+            let mut started = Vec::new();
+            for t in 1..threads {
+                let range = t * chunk..((t + 1) * chunk).min(rows);
+                let scan = {
+                    let range = range.clone();
+                    move || self.scan_rows(range, keeps, by, months)
+                };
+                match std::thread::Builder::new()
+                    .name("count scan".into())
+                    .spawn_scoped(scope, scan)
+                {
+                    Ok(handle) => started.push(handle),
+                    Err(_) => here.push(range),
+                }
+            }
+            let mut parts: Vec<Groups> =
+                here.into_iter().map(|range| self.scan_rows(range, keeps, by, months)).collect();
+            for handle in started {
+                match handle.join() {
+                    Ok(part) => parts.push(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            parts
         });
         merge(parts, by.len())
     }
