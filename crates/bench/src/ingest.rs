@@ -39,9 +39,13 @@ pub struct IngestRun {
     /// The same while the raw publishes ran (no ingest process involved).
     pub raw_cpu_us_per_event: cpu::PerProcess,
     /// Raw publishes of the same events with `Nats-Expected-Last-Subject-Sequence: 0` on the
-    /// events of incidents with one event in the run: the server-side cost of the idempotency
-    /// the ingest relies on.
+    /// events of incidents with one event in the run, as the ingest sends on every event: the
+    /// server-side cost of the idempotency the ingest relies on. Run right before the HTTP
+    /// ingest, so the two meet a stream of nearly the same size.
     pub raw_expected_events_per_s: f64,
+    pub raw_expected_cpu_us_per_event: cpu::PerProcess,
+    /// HTTP ingest over the raw publish with the ingest's headers just before it.
+    pub ratio_to_expected: f64,
     /// Raw publishes of the same events on one subject per source (the layout before one
     /// subject per incident), message id only.
     pub raw_per_source_events_per_s: f64,
@@ -270,13 +274,15 @@ async fn measure(
         raw.push(batch.events);
     }
 
-    let expected = raw_baseline(target, &raw, settings, Layout::IncidentExpected).await?;
     let per_source = raw_baseline(target, &raw, settings, Layout::Source).await?;
     let before = cpu::sample(target.pids);
     let started = Instant::now();
     let stored = raw_baseline(target, &raw, settings, Layout::Incident).await?.0;
     let raw_seconds = started.elapsed().as_secs_f64();
     let raw_cpu = cpu::sample(target.pids).since(&before, stored);
+    let before = cpu::sample(target.pids);
+    let expected = raw_baseline(target, &raw, settings, Layout::IncidentExpected).await?;
+    let expected_cpu = cpu::sample(target.pids).since(&before, expected.0);
 
     let bar = progress_bar(settings.records as u64, &format!("HTTP ingest, {per_request}/request"));
     let before = cpu::sample(target.pids);
@@ -321,6 +327,8 @@ async fn measure(
         http_cpu_us_per_event: http_cpu,
         raw_cpu_us_per_event: raw_cpu,
         raw_expected_events_per_s: expected.1,
+        raw_expected_cpu_us_per_event: expected_cpu,
+        ratio_to_expected: http_events_per_s / expected.1,
         raw_per_source_events_per_s: per_source.1,
         raw_after_events_per_s,
         raw_after_cpu_us_per_event: raw_after_cpu,

@@ -365,10 +365,18 @@ pub fn render(report: &Report) -> String {
             );
             let _ = writeln!(
                 out,
-                "   {:<28} raw with expected sequence {} ev/s ({:.2}× raw), one subject per source {} ev/s ({:.2}×)",
+                "   {:<28} raw with the ingest's expected-sequence header, just before the HTTP ingest {} ev/s ({:.2}× raw; HTTP / it {:.2}×), CPU µs/event {} / - / {}",
                 "",
                 rate(run.raw_expected_events_per_s),
                 run.raw_expected_events_per_s / run.raw_events_per_s,
+                run.ratio_to_expected,
+                f(run.raw_expected_cpu_us_per_event.nats_server),
+                f(run.raw_expected_cpu_us_per_event.bench_client),
+            );
+            let _ = writeln!(
+                out,
+                "   {:<28} one subject per source {} ev/s ({:.2}× raw)",
+                "",
                 rate(run.raw_per_source_events_per_s),
                 run.raw_per_source_events_per_s / run.raw_events_per_s,
             );
