@@ -180,9 +180,14 @@ pub(crate) async fn ingest_records(
     let mut candidates: Vec<Candidate> = candidates
         .into_iter()
         .map(|(_, key, event)| {
-            let stamp = RevisionStamp::of(&agency.id, &event).expect("records are incident events");
-            let (_, payload) = Envelope::encode_recorded(&event, &agency.id, &recorded_at);
-            Candidate { key, stamp, outgoing: Outgoing::incident(&agency.id, key, &stamp, payload) }
+            let encoded = Envelope::encode_parts(&event, &agency.id, &recorded_at);
+            let stamp = RevisionStamp::of_encoded(&agency.id, &event, encoded.payload())
+                .expect("records are incident events");
+            Candidate {
+                key,
+                stamp,
+                outgoing: Outgoing::incident(&agency.id, key, &stamp, encoded.bytes),
+            }
         })
         .collect();
     let outcomes = commit(&state.bus, &state.publisher, legacy, &mut candidates).await;

@@ -192,19 +192,33 @@ impl Envelope {
         source: &str,
         recorded_at: &RecordedAt,
     ) -> (Uuid, Vec<u8>) {
+        let encoded = Envelope::encode_parts(event, source, recorded_at);
+        (encoded.event_id, encoded.bytes)
+    }
+
+    /// [`encode_recorded`](Self::encode_recorded), saying where the payload's JSON lies in
+    /// the bytes: the revision stamp hashes those bytes instead of writing the event again.
+    pub fn encode_parts(event: &Event, source: &str, recorded_at: &RecordedAt) -> Encoded {
         let event_id = Uuid::now_v7();
         let kind = event.kind();
-        let envelope = EnvelopeRef {
+        let head = EnvelopeHead {
             event_id,
             event_type: kind,
             schema_version: kind.current_version(),
             source,
             recorded_at: &recorded_at.text,
-            payload: PayloadRef(event),
         };
+        // `{head fields,"payload":payload}`: what `#[derive(Serialize)]` writes for the
+        // envelope's fields in this order (compact JSON), the payload last.
         let mut bytes = Vec::with_capacity(512);
-        serde_json::to_writer(&mut bytes, &envelope).expect("envelopes always serialise");
-        (event_id, bytes)
+        serde_json::to_writer(&mut bytes, &head).expect("envelopes always serialise");
+        bytes.pop();
+        bytes.extend_from_slice(b",\"payload\":");
+        let start = bytes.len();
+        serde_json::to_writer(&mut bytes, &PayloadRef(event)).expect("events always serialise");
+        let payload = start..bytes.len();
+        bytes.push(b'}');
+        Encoded { event_id, bytes, payload }
     }
 
     /// `obs.<family>.<event_type>.<source>`
@@ -257,16 +271,31 @@ impl RecordedAt {
     }
 }
 
-/// [`Envelope`]'s fields in their order, with the payload serialised from its own type: the
-/// same bytes as the payload's `Value` (keys keep their order: serde_json's `preserve_order`).
+/// An encoded envelope ([`Envelope::encode_parts`]).
+pub struct Encoded {
+    pub event_id: Uuid,
+    pub bytes: Vec<u8>,
+    /// Where the payload's JSON lies in `bytes`.
+    pub payload: std::ops::Range<usize>,
+}
+
+impl Encoded {
+    /// The payload's JSON: the bytes the event's own type serialises to.
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[self.payload.clone()]
+    }
+}
+
+/// [`Envelope`]'s fields in their order, but the payload, which follows them, serialised from
+/// its own type: the same bytes as the payload's `Value` (keys keep their order: serde_json's
+/// `preserve_order`).
 #[derive(Serialize)]
-struct EnvelopeRef<'a> {
+struct EnvelopeHead<'a> {
     event_id: Uuid,
     event_type: EventKind,
     schema_version: u32,
     source: &'a str,
     recorded_at: &'a str,
-    payload: PayloadRef<'a>,
 }
 
 /// An event's payload as its own type serialises it (without the enum's variant name).

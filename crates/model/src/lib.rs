@@ -12,7 +12,7 @@ pub mod survey;
 mod validate;
 
 pub use envelope::{
-    DecodeError, Envelope, Event, EventFamily, EventKind, LEGACY_INCIDENT_SUBJECTS,
+    DecodeError, Encoded, Envelope, Event, EventFamily, EventKind, LEGACY_INCIDENT_SUBJECTS,
     LEGACY_SURVEY_SUBJECTS, RecordedAt, incident_subject, source_matches_subject, survey_filter,
     survey_subject,
 };

@@ -30,6 +30,33 @@ impl RevisionStamp {
         })
     }
 
+    /// [`of`](Self::of) for an event whose payload is already written as `payload` (the JSON
+    /// its own type serialises to, [`crate::Encoded::payload`]): the fingerprint hashes those
+    /// bytes instead of writing the event a second time, where nothing derived is to be
+    /// stripped from them. The same stamp as [`of`](Self::of).
+    pub fn of_encoded(source: &str, event: &Event, payload: &[u8]) -> Option<RevisionStamp> {
+        let (id, revision) = event.incident()?;
+        let tag = match event {
+            Event::IncidentReported(report) if !said_differs(report) => "reported",
+            Event::IncidentReported(_) => return RevisionStamp::of(source, event),
+            Event::IncidentWithdrawn(_) => "withdrawn",
+            Event::PeriodClosed(_) => "closed",
+        };
+        // `[tag,payload]`, as serde_json writes the pair `content_fingerprint` hashes.
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(b"[\"");
+        hasher.update(tag.as_bytes());
+        hasher.update(b"\",");
+        hasher.update(payload);
+        hasher.update(b"]");
+        Some(RevisionStamp {
+            incident: incident_hash(source, id),
+            revision,
+            content: hasher.digest().max(1),
+            withdrawal: matches!(event, Event::IncidentWithdrawn(_)),
+        })
+    }
+
     /// The `Obs-Revision` header, written without `core::fmt` (once per record): the text of
     /// `format!("{:032x} {} {:016x} {kind}", ..)`, which headers already stored hold.
     pub fn to_header(&self) -> String {
@@ -72,9 +99,7 @@ pub fn content_fingerprint(event: &Event) -> u64 {
     let written = match event {
         // Nothing derived to strip (an agency coded in ICCS, counted in offences): the report
         // is what the agency said, hashed without the copy.
-        Event::IncidentReported(report)
-            if report.coding.is_none() && report.unit == observatory_reference::Unit::Offence =>
-        {
+        Event::IncidentReported(report) if !said_differs(report) => {
             serde_json::to_writer(&mut hasher, &("reported", report))
         }
         Event::IncidentReported(report) => {
@@ -97,6 +122,12 @@ pub fn content_fingerprint(event: &Event) -> u64 {
     };
     written.expect("events serialise");
     hasher.0.digest().max(1)
+}
+
+/// Whether a report holds anything the ingest derived (a crosswalk's coding, a unit other than
+/// offences), which its fingerprint leaves out: then what the agency said is not the report.
+fn said_differs(report: &crate::IncidentReported) -> bool {
+    report.coding.is_some() || report.unit != observatory_reference::Unit::Offence
 }
 
 struct HashWriter(xxhash_rust::xxh3::Xxh3);
@@ -184,6 +215,52 @@ mod tests {
         let key = crate::incident::DedupeKey(0xabc);
         assert_eq!(key.to_hex(), format!("{:032x}", 0xabc));
         assert_eq!(crate::incident::DedupeKey::from_hex(&key.to_hex()), Some(key));
+    }
+
+    /// A stamp made from the encoded payload is the stamp made from the event, for reports
+    /// with and without derived fields (coding, unit), withdrawals, and the hand-written text.
+    #[test]
+    fn a_stamp_from_the_encoded_payload_is_the_stamp_of_the_event() {
+        let at = crate::RecordedAt::new(chrono::Utc::now());
+        let Event::IncidentReported(plain) = report(Some(10.5)) else { unreachable!() };
+        let mut victims = plain.clone();
+        victims.unit = observatory_reference::Unit::Victim;
+        let mut coded = plain.clone();
+        coded.coding = Some(crate::Coding {
+            crosswalk: "natinf".into(),
+            version: 1,
+            iccs_from_crosswalk: true,
+            cyber_from_crosswalk: false,
+        });
+        let mut bare = plain.clone();
+        bare.loss_eur = None;
+        bare.departement = None;
+        let withdrawal = |reason: Option<&str>| {
+            Event::IncidentWithdrawn(IncidentWithdrawn {
+                agency_incident_id: "PN-1".into(),
+                revision: 3,
+                reason: reason.map(str::to_owned),
+            })
+        };
+        let events = [
+            Event::IncidentReported(plain),
+            Event::IncidentReported(victims),
+            Event::IncidentReported(coded),
+            Event::IncidentReported(bare),
+            withdrawal(Some("sent \"twice\"")),
+            withdrawal(None),
+        ];
+        for event in events {
+            let encoded = crate::Envelope::encode_parts(&event, "pn", &at);
+            let payload: serde_json::Value = serde_json::from_slice(encoded.payload()).unwrap();
+            let envelope: serde_json::Value = serde_json::from_slice(&encoded.bytes).unwrap();
+            assert_eq!(envelope["payload"], payload);
+            assert_eq!(
+                RevisionStamp::of_encoded("pn", &event, encoded.payload()),
+                RevisionStamp::of("pn", &event),
+                "{event:?}"
+            );
+        }
     }
 
     /// Fingerprints already on the stream were the xxh3 of the JSON bytes: hashing while
