@@ -652,7 +652,9 @@ fn reference(cells: &DataFrame, request: &CountsRequest) -> Vec<(Vec<String>, i6
         frame = frame.filter(predicate);
     }
     let mut keys: Vec<Expr> = request.by.iter().map(|d| col(d.column())).collect();
-    keys.push(col(stored::UNIT));
+    if !request.by.contains(&Dimension::Unit) {
+        keys.push(col(stored::UNIT));
+    }
     let mut grouped = frame
         .group_by(keys)
         .agg([col(stored::COUNT).sum(), col(stored::LOSS_CENTS).sum(), col(OPEN).sum()])
@@ -685,10 +687,11 @@ fn reference(cells: &DataFrame, request: &CountsRequest) -> Vec<(Vec<String>, i6
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
     /// The coded scan (several threads, array, hashed and wide group keys: the test build
-    /// lowers their thresholds) answers what polars answers over the text columns.
+    /// lowers their thresholds) answers what polars answers over the text columns, for
+    /// groupings, month ranges, ICCS subtrees, repeated values and filters that keep nothing.
     #[test]
     fn the_coded_scan_answers_as_polars_does(
         cells in proptest::collection::vec(
@@ -696,7 +699,7 @@ proptest::proptest! {
             0..400,
         ),
         by in proptest::sample::subsequence(
-            vec!["month", "departement", "iccs_section", "source", "region", "year", "iccs"],
+            vec!["month", "departement", "iccs_section", "source", "region", "year", "iccs", "cyber", "unit"],
             0..4,
         ),
         from in proptest::option::of(0usize..5),
@@ -704,6 +707,9 @@ proptest::proptest! {
         departements in proptest::option::of(proptest::sample::subsequence(vec!["75", "92", "13", "2A"], 1..3)),
         iccs in proptest::option::of(proptest::sample::select(vec!["07", "0701", "09", "0903", "02"])),
         closed_months in proptest::sample::subsequence(vec!["2023-11", "2023-12", "2024-01"], 0..3),
+        year in proptest::option::of(proptest::sample::select(vec!["2023", "2024", "2025", "2023,2024"])),
+        source in proptest::option::of(proptest::sample::select(vec!["pn", "gn", "gn,pn"])),
+        cyber in proptest::option::of(proptest::sample::select(vec!["true", "false"])),
     ) {
         const MONTHS: [&str; 5] = ["2023-11", "2023-12", "2024-01", "2024-02", "2024-03"];
         const DEPARTEMENTS: [Option<&str>; 5] = [None, Some("75"), Some("92"), Some("13"), Some("2A")];
@@ -741,6 +747,9 @@ proptest::proptest! {
         query.extend(to.map(|m| ("to", m)));
         query.extend(departements.as_deref().map(|d| ("departement", d)));
         query.extend(iccs.map(|i| ("iccs", i)));
+        query.extend(year.map(|y| ("year", y)));
+        query.extend(source.map(|s| ("source", s)));
+        query.extend(cyber.map(|c| ("cyber", c)));
         let request = request(&query);
         let answer = aggregate(&context, &request, None).unwrap();
         let rows: Vec<(Vec<String>, i64, i64, bool)> = crate::api::frame_rows(&answer)
