@@ -532,14 +532,17 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         for event in events {
-            let mut tree = Envelope::new(&event, "pn", at);
             let (event_id, fast) = Envelope::encode(&event, "pn", at);
-            tree.event_id = event_id;
-            assert_eq!(
-                String::from_utf8(fast).unwrap(),
-                String::from_utf8(tree.to_bytes()).unwrap()
-            );
+            assert_eq!(String::from_utf8(fast).unwrap(), tree_text(&event, at, event_id));
         }
+    }
+
+    /// The envelope `Envelope::new` makes for `event` from source `pn`, with `event_id`, as
+    /// text: what the encoders must write byte for byte.
+    fn tree_text(event: &Event, at: DateTime<Utc>, event_id: Uuid) -> String {
+        let mut tree = Envelope::new(event, "pn", at);
+        tree.event_id = event_id;
+        String::from_utf8(tree.to_bytes()).unwrap()
     }
 
     /// A batch's one `RecordedAt` writes the text formatting the time for each event wrote,
@@ -579,12 +582,7 @@ mod tests {
                 serde_json::to_string(recorded.as_str()).unwrap()
             );
             let (event_id, fast) = Envelope::encode_recorded(&event, "pn", &recorded);
-            let mut tree = Envelope::new(&event, "pn", time);
-            tree.event_id = event_id;
-            assert_eq!(
-                String::from_utf8(fast).unwrap(),
-                String::from_utf8(tree.to_bytes()).unwrap()
-            );
+            assert_eq!(String::from_utf8(fast).unwrap(), tree_text(&event, time, event_id));
         }
     }
 

@@ -21,13 +21,7 @@ pub struct RevisionStamp {
 impl RevisionStamp {
     /// The stamp of an incident event; `None` for events about periods.
     pub fn of(source: &str, event: &Event) -> Option<RevisionStamp> {
-        let (id, revision) = event.incident()?;
-        Some(RevisionStamp {
-            incident: incident_hash(source, id),
-            revision,
-            content: content_fingerprint(event),
-            withdrawal: matches!(event, Event::IncidentWithdrawn(_)),
-        })
+        RevisionStamp::with_content(source, event, || content_fingerprint(event))
     }
 
     /// [`of`](Self::of) for an event whose payload is already written as `payload` (the JSON
@@ -35,24 +29,31 @@ impl RevisionStamp {
     /// bytes instead of writing the event a second time, where nothing derived is to be
     /// stripped from them. The same stamp as [`of`](Self::of).
     pub fn of_encoded(source: &str, event: &Event, payload: &[u8]) -> Option<RevisionStamp> {
+        RevisionStamp::with_content(source, event, || match event {
+            Event::IncidentReported(report) if said_differs(report) => content_fingerprint(event),
+            _ => {
+                // `[tag,payload]`, as serde_json writes the pair `content_fingerprint` hashes.
+                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                hasher.update(b"[\"");
+                hasher.update(tag(event).as_bytes());
+                hasher.update(b"\",");
+                hasher.update(payload);
+                hasher.update(b"]");
+                hasher.digest().max(1)
+            }
+        })
+    }
+
+    fn with_content(
+        source: &str,
+        event: &Event,
+        content: impl FnOnce() -> u64,
+    ) -> Option<RevisionStamp> {
         let (id, revision) = event.incident()?;
-        let tag = match event {
-            Event::IncidentReported(report) if !said_differs(report) => "reported",
-            Event::IncidentReported(_) => return RevisionStamp::of(source, event),
-            Event::IncidentWithdrawn(_) => "withdrawn",
-            Event::PeriodClosed(_) => "closed",
-        };
-        // `[tag,payload]`, as serde_json writes the pair `content_fingerprint` hashes.
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(b"[\"");
-        hasher.update(tag.as_bytes());
-        hasher.update(b"\",");
-        hasher.update(payload);
-        hasher.update(b"]");
         Some(RevisionStamp {
             incident: incident_hash(source, id),
             revision,
-            content: hasher.digest().max(1),
+            content: content(),
             withdrawal: matches!(event, Event::IncidentWithdrawn(_)),
         })
     }
@@ -100,7 +101,7 @@ pub fn content_fingerprint(event: &Event) -> u64 {
         // Nothing derived to strip (an agency coded in ICCS, counted in offences): the report
         // is what the agency said, hashed without the copy.
         Event::IncidentReported(report) if !said_differs(report) => {
-            serde_json::to_writer(&mut hasher, &("reported", report))
+            serde_json::to_writer(&mut hasher, &(tag(event), report))
         }
         Event::IncidentReported(report) => {
             let mut said = report.clone();
@@ -113,15 +114,24 @@ pub fn content_fingerprint(event: &Event) -> u64 {
                 }
             }
             said.unit = observatory_reference::Unit::Offence;
-            serde_json::to_writer(&mut hasher, &("reported", said))
+            serde_json::to_writer(&mut hasher, &(tag(event), said))
         }
         Event::IncidentWithdrawn(withdrawal) => {
-            serde_json::to_writer(&mut hasher, &("withdrawn", withdrawal))
+            serde_json::to_writer(&mut hasher, &(tag(event), withdrawal))
         }
-        Event::PeriodClosed(closed) => serde_json::to_writer(&mut hasher, &("closed", closed)),
+        Event::PeriodClosed(closed) => serde_json::to_writer(&mut hasher, &(tag(event), closed)),
     };
     written.expect("events serialise");
     hasher.0.digest().max(1)
+}
+
+/// The word a fingerprint's JSON pairs with the event's content.
+fn tag(event: &Event) -> &'static str {
+    match event {
+        Event::IncidentReported(_) => "reported",
+        Event::IncidentWithdrawn(_) => "withdrawn",
+        Event::PeriodClosed(_) => "closed",
+    }
 }
 
 /// Whether a report holds anything the ingest derived (a crosswalk's coding, a unit other than
