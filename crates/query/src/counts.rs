@@ -856,14 +856,13 @@ pub fn aggregate(
     let mut keeps = Vec::new();
     // Months are "YYYY-MM" and sorted: a range of months is a range of codes.
     if request.from.is_some() || request.to.is_some() {
-        let low = coded.code_range(Dimension::Month, request.from.as_deref().unwrap_or(""), "");
-        let high = coded.code_range(
+        let months = coded.code_range(
             Dimension::Month,
-            "",
+            request.from.as_deref().unwrap_or(""),
             &format!("{}\u{7f}", request.to.as_deref().unwrap_or("\u{7f}")),
         );
         let mut keep = coded.keep_none(Dimension::Month);
-        keep.allow_range(low.start..high.end);
+        keep.allow_range(months);
         keeps.push(keep);
     }
     for (dimension, values) in &request.filters {

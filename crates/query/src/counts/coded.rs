@@ -177,11 +177,7 @@ impl Coded {
             dimensions.push(match dimension {
                 Dimension::Year => {
                     let years = column.i32()?;
-                    let mut values: Vec<i32> =
-                        years.iter().flatten().collect::<HashSet<_>>().into_iter().collect();
-                    values.sort_unstable();
-                    let code = |y: i32| values.binary_search(&y).unwrap_or_else(|at| at) as u32;
-                    let codes = years.iter().map(|y| y.map_or(NULL, code)).collect();
+                    let (codes, values) = sorted_codes(|| years.iter());
                     Codes { codes, values: Values::Years(values) }
                 }
                 Dimension::Cyber => Codes {
@@ -190,12 +186,7 @@ impl Coded {
                 },
                 _ => {
                     let text = column.str()?;
-                    let mut values: Vec<&str> =
-                        text.iter().flatten().collect::<HashSet<_>>().into_iter().collect();
-                    values.sort_unstable();
-                    let index: HashMap<&str, u32> =
-                        values.iter().enumerate().map(|(i, v)| (*v, i as u32)).collect();
-                    let codes = text.iter().map(|v| v.map_or(NULL, |v| index[v])).collect();
+                    let (codes, values) = sorted_codes(|| text.iter());
                     let values = values.into_iter().map(str::to_owned).collect();
                     Codes { codes, values: Values::Text(values) }
                 }
@@ -418,6 +409,18 @@ impl Coded {
         }
         groups
     }
+}
+
+/// A column's values as codes into its sorted distinct values (an absent value as [`NULL`]).
+/// `column` gives the values, once to find them and once to code them.
+fn sorted_codes<T: Copy + Ord + std::hash::Hash, I: Iterator<Item = Option<T>>>(
+    column: impl Fn() -> I,
+) -> (Vec<u32>, Vec<T>) {
+    let mut values: Vec<T> = column().flatten().collect::<HashSet<_>>().into_iter().collect();
+    values.sort_unstable();
+    let index: HashMap<T, u32> = values.iter().enumerate().map(|(i, v)| (*v, i as u32)).collect();
+    let codes = column().map(|v| v.map_or(NULL, |v| index[&v])).collect();
+    (codes, values)
 }
 
 /// The groups of several scans of disjoint rows as one.
