@@ -5,7 +5,7 @@
 //! on the stream and the fingerprints of revisions already stored depend on it.
 
 use chrono::{Datelike, NaiveDate};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
@@ -82,6 +82,58 @@ pub(crate) fn serialize_optional_date<S: Serializer>(
         Some(date) => serialize_date(date, serializer),
         None => serializer.serialize_none(),
     }
+}
+
+/// A date read as chrono reads it (`NaiveDate`'s `FromStr`), without chrono's general
+/// parser for the `YYYY-MM-DD` form every event has: a rebuild reads two or three per event.
+struct Date(NaiveDate);
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Date, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Date;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a formatted date string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Date, E> {
+                match plain_date(text.as_bytes()) {
+                    Some(date) => Ok(Date(date)),
+                    // Any other form, or no such day: chrono decides, and words the error.
+                    None => text.parse().map(Date).map_err(E::custom),
+                }
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// The day `YYYY-MM-DD` names, when it has that form and the day exists.
+fn plain_date(text: &[u8]) -> Option<NaiveDate> {
+    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *text else { return None };
+    let value = |digits: &[u8]| -> Option<u32> {
+        digits.iter().try_fold(0, |value, &digit| {
+            digit.is_ascii_digit().then(|| value * 10 + u32::from(digit - b'0'))
+        })
+    };
+    let year = value(&[y0, y1, y2, y3])?;
+    let month = value(&[m0, m1])?;
+    let day = value(&[d0, d1])?;
+    NaiveDate::from_ymd_opt(year as i32, month, day)
+}
+
+/// Deserialises a date as chrono does ([`Date`]).
+pub(crate) fn deserialize_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<NaiveDate, D::Error> {
+    Date::deserialize(deserializer).map(|date| date.0)
+}
+
+/// [`deserialize_date`] for an optional date (`null` as `None`).
+pub(crate) fn deserialize_optional_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<NaiveDate>, D::Error> {
+    Option::<Date>::deserialize(deserializer).map(|date| date.map(|date| date.0))
 }
 
 #[cfg(test)]
@@ -172,6 +224,80 @@ mod tests {
                 let tree = serde_json::to_value(Written { date, until }).unwrap();
                 assert_eq!(tree, serde_json::to_value(Chrono { date, until }).unwrap());
             }
+        }
+    }
+    /// A date is read to the value, or refused with the error, that chrono's own
+    /// `Deserialize` gives: for the plain form and every other text chrono may meet.
+    #[test]
+    fn dates_are_read_as_chrono_reads_them() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Ours {
+            #[serde(deserialize_with = "deserialize_date")]
+            date: NaiveDate,
+            #[serde(default, deserialize_with = "deserialize_optional_date")]
+            until: Option<NaiveDate>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        struct Chrono {
+            date: NaiveDate,
+            #[serde(default)]
+            until: Option<NaiveDate>,
+        }
+        let mut texts: Vec<String> = [
+            "2024-02-29",
+            "2023-02-29",
+            "2024-04-31",
+            "2024-00-10",
+            "2024-13-01",
+            "2024-01-00",
+            "0000-01-01",
+            "0999-12-31",
+            "9999-12-31",
+            "+10000-01-01",
+            "-0001-12-31",
+            "+2024-01-01",
+            "2024-1-01",
+            "2024-01-1",
+            " 2024-01-01",
+            "2024-01-01 ",
+            "2024/01/01",
+            "2024-01-01T00:00:00",
+            "20240101",
+            "",
+            "2024-0a-01",
+            "２０２４-01-01",
+            "2024-01-01Z",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        let start = NaiveDate::from_ymd_opt(1899, 12, 25).unwrap();
+        texts.extend(
+            (0..60_000).step_by(13).map(|days| (start + chrono::Days::new(days)).to_string()),
+        );
+        for text in texts {
+            for json in [
+                format!("{{\"date\":{}}}", serde_json::Value::from(text.clone())),
+                format!(
+                    "{{\"date\":\"2024-01-01\",\"until\":{}}}",
+                    serde_json::Value::from(text.clone())
+                ),
+            ] {
+                let ours = serde_json::from_str::<Ours>(&json).map(|o| (o.date, o.until));
+                let chrono = serde_json::from_str::<Chrono>(&json).map(|c| (c.date, c.until));
+                match (ours, chrono) {
+                    (Ok(ours), Ok(chrono)) => assert_eq!(ours, chrono, "{json}"),
+                    (Err(ours), Err(chrono)) => assert_eq!(ours.to_string(), chrono.to_string()),
+                    (ours, chrono) => panic!("{json}: {ours:?} vs {chrono:?}"),
+                }
+            }
+        }
+        for json in
+            [r#"{"date":"2024-01-01","until":null}"#, r#"{"date":"2024-01-01"}"#, r#"{"date":7}"#]
+        {
+            let ours = serde_json::from_str::<Ours>(json).map(|o| (o.date, o.until));
+            let chrono = serde_json::from_str::<Chrono>(json).map(|c| (c.date, c.until));
+            assert_eq!(format!("{ours:?}"), format!("{chrono:?}"), "{json}");
         }
     }
 }

@@ -13,15 +13,22 @@ pub struct IncidentReported {
     pub agency_incident_id: String,
     pub revision: u32,
     // Dates are written for every record, twice (payload and fingerprint): without `core::fmt`.
-    #[serde(serialize_with = "crate::ascii::serialize_date")]
+    #[serde(
+        serialize_with = "crate::ascii::serialize_date",
+        deserialize_with = "crate::ascii::deserialize_date"
+    )]
     pub occurred_on: NaiveDate,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        serialize_with = "crate::ascii::serialize_optional_date"
+        serialize_with = "crate::ascii::serialize_optional_date",
+        deserialize_with = "crate::ascii::deserialize_optional_date"
     )]
     pub occurred_until: Option<NaiveDate>,
-    #[serde(serialize_with = "crate::ascii::serialize_date")]
+    #[serde(
+        serialize_with = "crate::ascii::serialize_date",
+        deserialize_with = "crate::ascii::deserialize_date"
+    )]
     pub reported_on: NaiveDate,
     pub iccs: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,9 +66,15 @@ pub struct Coding {
 pub struct IncidentReportedV1 {
     pub agency_incident_id: String,
     pub revision: u32,
+    #[serde(deserialize_with = "crate::ascii::deserialize_date")]
     pub occurred_on: NaiveDate,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ascii::deserialize_optional_date"
+    )]
     pub occurred_until: Option<NaiveDate>,
+    #[serde(deserialize_with = "crate::ascii::deserialize_date")]
     pub reported_on: NaiveDate,
     pub iccs: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
