@@ -388,33 +388,32 @@ impl Fold {
     }
 
     /// Applies the event at stream position `sequence`. Sequences at or below the last
-    /// applied one are redeliveries and are ignored. The event is taken by value: its report
-    /// becomes the incident's state row without a copy.
+    /// applied one are redeliveries and are ignored.
     pub fn apply(&mut self, sequence: u64, source: &str, event: Event) -> Outcome {
         if sequence <= self.last_applied {
             return Outcome::Duplicate;
         }
         self.last_applied = sequence;
         self.first_pending.get_or_insert(sequence);
-        let (agency_incident_id, revision, report) = match event {
+        let (agency_incident_id, revision, report) = match &event {
             Event::IncidentReported(report) => {
-                (report.agency_incident_id.clone(), report.revision, Some(report))
+                (report.agency_incident_id.as_str(), report.revision, Some(report))
             }
             Event::IncidentWithdrawn(withdrawn) => {
-                (withdrawn.agency_incident_id, withdrawn.revision, None)
+                (withdrawn.agency_incident_id.as_str(), withdrawn.revision, None)
             }
             Event::PeriodClosed(closed) => {
-                self.close_period(source, &closed);
+                self.close_period(source, closed);
                 self.events_applied += 1;
                 return Outcome::Applied;
             }
         };
-        let key = incident_hash(source, &agency_incident_id);
+        let key = incident_hash(source, agency_incident_id);
         let previous = self.incidents.get(key);
         // The record key is computed once per incident and then kept: it never changes.
         let record_key = match previous {
             Some(previous) => previous.record_key(),
-            None => self.record_key(source, &agency_incident_id),
+            None => self.record_key(source, agency_incident_id),
         };
         if let Some(previous) = previous {
             if revision <= previous.revision {
@@ -429,7 +428,7 @@ impl Fold {
                 self.move_count(old_cell, -1, previous.loss_cents(), record_key);
             }
         }
-        let (cell, loss) = match &report {
+        let (cell, loss) = match report {
             Some(report) => {
                 let cell = self.cell_of(source, report);
                 let cell = self.cell_id(cell);
@@ -440,14 +439,7 @@ impl Fold {
             None => (WITHDRAWN, 0),
         };
         self.incidents.insert(key, IncidentState::new(revision, cell, loss, record_key));
-        self.changed.append(
-            source,
-            &agency_incident_id,
-            revision,
-            sequence,
-            record_key,
-            report.as_ref(),
-        );
+        self.changed.append(source, agency_incident_id, revision, sequence, record_key, report);
         self.events_applied += 1;
         Outcome::Applied
     }
