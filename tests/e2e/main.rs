@@ -2,6 +2,7 @@
 //! a free port with a temporary store, a temporary object-store directory, real HTTP.
 
 mod agencies_on_nats;
+mod bench;
 mod dissemination;
 mod harmonisation;
 mod harness;

@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// Timed runs of each query, after warm-up.
     #[arg(long, env = "OBSERVATORY_BENCH_QUERY_RUNS", default_value_t = 50)]
     pub query_runs: usize,
+    /// Raw replays and rebuilds of the projection stage, alternately: the projection ratio is
+    /// their medians', every trial is reported beside it.
+    #[arg(long, env = "OBSERVATORY_BENCH_PROJECTION_RUNS", default_value_t = 1)]
+    pub projection_runs: usize,
     /// Timed runs of each survey estimate.
     #[arg(long, env = "OBSERVATORY_BENCH_SURVEY_RUNS", default_value_t = 5)]
     pub survey_runs: usize,
@@ -416,6 +420,30 @@ pub fn render(report: &Report) -> String {
             rate(p.raw_replay.events_per_s),
             p.projection_ratio
         );
+        if p.trials.len() > 1 {
+            let _ = writeln!(
+                out,
+                "   medians of {} trials, each a raw replay then a rebuild:",
+                p.trials.len()
+            );
+            for (n, t) in p.trials.iter().enumerate() {
+                let waits = match (t.stream_wait_seconds, t.longest_stream_wait_seconds) {
+                    (Some(all), Some(longest)) => {
+                        format!(", waited {all:.1} s for the stream (longest {longest:.2} s)")
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "     {}. {:>12} ev/s   raw {:>12} ev/s   ratio {:.2}×   CPU {:.1} s user{waits}",
+                    n + 1,
+                    rate(t.rebuild_events_per_s),
+                    rate(t.raw_replay_events_per_s),
+                    t.ratio,
+                    t.rebuild_user_cpu_seconds
+                );
+            }
+        }
         let r = &p.rebuild;
         let _ = writeln!(
             out,
@@ -423,9 +451,13 @@ pub fn render(report: &Report) -> String {
             r.events, r.wall_seconds, r.peak_rss_mib, r.user_cpu_seconds, r.system_cpu_seconds
         );
         if let (Some(waited), Some(stalls)) = (r.stream_wait_seconds, r.stream_stalls) {
+            let longest = r
+                .longest_stream_wait_seconds
+                .map(|s| format!(", the longest {s:.2} s"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "   waited for nats-server's next message {waited:.1} s in all ({stalls} waits over 0.5 s)"
+                "   waited for nats-server's next message {waited:.1} s in all ({stalls} waits over 0.5 s{longest})"
             );
         }
         let _ = writeln!(
@@ -631,6 +663,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
             args.seed.wrapping_add(1),
             args.connections.max(1),
             args.replicas,
+            args.projection_runs.max(1),
         )
         .instrument(info_span!("projection stage", events = args.events))
         .await?;

@@ -62,24 +62,51 @@ pub struct Rebuild {
     /// were stalls, as the rebuild printed them (`None` if it did not).
     pub stream_wait_seconds: Option<f64>,
     pub stream_stalls: Option<u64>,
+    pub longest_stream_wait_seconds: Option<f64>,
 }
 
-/// The rebuild's "waited for the stream X s, N stalls over M ms" line, read back.
-fn stream_waits(log: &str) -> Option<(f64, u64)> {
+/// The rebuild's "waited for the stream X s, N stalls over M ms, the longest Y s" line, read
+/// back (Y was added later: older rebuilds leave it out).
+fn stream_waits(log: &str) -> Option<(f64, u64, Option<f64>)> {
     let line = log.lines().rev().find_map(|l| l.strip_prefix("waited for the stream "))?;
     let (seconds, rest) = line.split_once(" s, ")?;
-    let (stalls, _) = rest.split_once(' ')?;
-    Some((seconds.parse().ok()?, stalls.parse().ok()?))
+    let (stalls, rest) = rest.split_once(' ')?;
+    let longest = rest
+        .split_once("the longest ")
+        .and_then(|(_, longest)| longest.strip_suffix(" s")?.parse().ok());
+    Some((seconds.parse().ok()?, stalls.parse().ok()?, longest))
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineReport {
     pub fill: Fill,
+    /// The median of the raw replays, by events per second.
     pub raw_replay: Replay,
+    /// The median of the rebuilds, by events per second.
     pub rebuild: Rebuild,
-    /// Projection over raw replay (target ≥ 0.7).
+    /// The median rebuild's rate over the median raw replay's.
     pub projection_ratio: f64,
+    /// Every raw replay and rebuild, in the order they ran (alternately, one of each per
+    /// trial): one rebuild can lose seconds to a stall that the next does not meet.
+    pub trials: Vec<Trial>,
     pub restart: crate::restart::Restart,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    pub raw_replay_events_per_s: f64,
+    pub rebuild_events_per_s: f64,
+    pub ratio: f64,
+    pub rebuild_user_cpu_seconds: f64,
+    pub stream_wait_seconds: Option<f64>,
+    pub longest_stream_wait_seconds: Option<f64>,
+}
+
+/// The middle element by `key` (the upper middle of an even count).
+fn median_by<T: Clone>(items: &[T], key: impl Fn(&T) -> f64) -> T {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted[sorted.len() / 2].clone()
 }
 
 /// What the later stages need from this one.
@@ -179,6 +206,7 @@ async fn rebuild(
     service_dir: &Path,
     log: PathBuf,
     events: u64,
+    version: u32,
 ) -> Result<(Rebuild, Manifest)> {
     let mut args: Vec<String> = vec!["rebuild".into()];
     args.extend(nats.service_args());
@@ -202,7 +230,7 @@ async fn rebuild(
         tokio::select! {
             usage = &mut child => break usage?,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if let Ok(Some(manifest)) = projection.newest_manifest(1).await {
+                if let Ok(Some(manifest)) = projection.newest_manifest(version).await {
                     bar.set_position(manifest.last_sequence);
                 }
             }
@@ -248,6 +276,7 @@ async fn rebuild(
         state_bytes,
         stream_wait_seconds: waits.map(|w| w.0),
         stream_stalls: waits.map(|w| w.1),
+        longest_stream_wait_seconds: waits.and_then(|w| w.2),
     };
     Ok((report, manifest))
 }
@@ -258,27 +287,47 @@ pub async fn run(
     seed: u64,
     connections: usize,
     replicas: usize,
+    trials_wanted: usize,
 ) -> Result<(PipelineReport, Pipeline)> {
     let dir = work.join("pipeline");
     let nats = Nats::start(&dir.join("nats"), replicas).await?;
     let bus = nats.bus().await?;
     let fill = fill(&bus, events, seed, connections).instrument(info_span!("fill", events)).await?;
     let pids = cpu::Pids { nats: nats.pids(), service: None };
-    let raw_replay = raw_replay(&bus, events, &pids).await?;
-    drop(bus);
     let store = dir.join("store");
     let service_dir = dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
-    let (rebuild, manifest) =
-        rebuild(&nats, &store, &service_dir, dir.join("rebuild.log"), events).await?;
+    let (mut replays, mut rebuilds, mut trials) = (Vec::new(), Vec::new(), Vec::new());
+    let mut manifest = None;
+    for trial in 1..=u32::try_from(trials_wanted.max(1)).unwrap_or(u32::MAX) {
+        let replay = raw_replay(&bus, events, &pids).await?;
+        // Each rebuild is a new version of the same projection, as an operator's would be.
+        let log = dir.join(format!("rebuild-{trial}.log"));
+        let (rebuilt, committed) = rebuild(&nats, &store, &service_dir, log, events, trial).await?;
+        trials.push(Trial {
+            raw_replay_events_per_s: replay.events_per_s,
+            rebuild_events_per_s: rebuilt.events_per_s,
+            ratio: rebuilt.events_per_s / replay.events_per_s,
+            rebuild_user_cpu_seconds: rebuilt.user_cpu_seconds,
+            stream_wait_seconds: rebuilt.stream_wait_seconds,
+            longest_stream_wait_seconds: rebuilt.longest_stream_wait_seconds,
+        });
+        replays.push(replay);
+        rebuilds.push(rebuilt);
+        manifest = Some(committed);
+    }
+    drop(bus);
+    let manifest = manifest.context("no rebuild ran")?;
     let restart =
         crate::restart::measure(&nats, &service_dir, &store, events, manifest.last_sequence)
             .await?;
     // The query stage reads the store only.
     drop(nats);
+    let raw_replay = median_by(&replays, |r| r.events_per_s);
+    let rebuild = median_by(&rebuilds, |r| r.events_per_s);
     let projection_ratio = rebuild.events_per_s / raw_replay.events_per_s;
     Ok((
-        PipelineReport { fill, raw_replay, rebuild, projection_ratio, restart },
+        PipelineReport { fill, raw_replay, rebuild, projection_ratio, trials, restart },
         Pipeline { store, service_dir, manifest },
     ))
 }
@@ -288,8 +337,10 @@ mod tests {
     #[test]
     fn the_rebuilds_stream_waits_are_read_back() {
         let log = "rebuilt incidents v1 up to sequence 9: 9 incidents counted; CURRENT now v1\n\
-                   waited for the stream 12.34 s, 3 stalls over 500 ms\n";
-        assert_eq!(super::stream_waits(log), Some((12.34, 3)));
+                   waited for the stream 12.34 s, 3 stalls over 500 ms, the longest 2.05 s\n";
+        assert_eq!(super::stream_waits(log), Some((12.34, 3, Some(2.05))));
+        let older = "waited for the stream 12.34 s, 3 stalls over 500 ms\n";
+        assert_eq!(super::stream_waits(older), Some((12.34, 3, None)));
         assert_eq!(super::stream_waits("rebuilt incidents v1"), None);
     }
 }

@@ -387,10 +387,11 @@ pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
         // Time the replay spent waiting for nats-server rather than folding: what separates
         // two runs of one rebuild that differ in wall time but not in CPU.
         println!(
-            "waited for the stream {:.2} s, {} stalls over {} ms",
+            "waited for the stream {:.2} s, {} stalls over {} ms, the longest {:.2} s",
             progress.waited_for_stream.as_secs_f64(),
             progress.stream_stalls,
-            observatory_projector::STALL.as_millis()
+            observatory_projector::STALL.as_millis(),
+            progress.longest_wait.as_secs_f64()
         );
     }
     crate::surveys::rebuild(&projector.store, &bus, &config).await?;

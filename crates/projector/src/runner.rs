@@ -126,6 +126,8 @@ pub struct Progress {
     /// with idle cores is waiting here.
     pub waited_for_stream: Duration,
     pub stream_stalls: u64,
+    /// The longest of those waits: one stall of seconds and many short pauses add up alike.
+    pub longest_wait: Duration,
 }
 
 /// A wait for the stream's next message long enough to be a stall rather than a scheduling
@@ -213,6 +215,7 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
         uncommitted_events: 0,
         waited_for_stream: Duration::ZERO,
         stream_stalls: 0,
+        longest_wait: Duration::ZERO,
     };
     if until_caught_up {
         if ordered.pending_at_start == 0 {
@@ -240,6 +243,14 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                     Some(Ok((chunk, waited))) => {
                         progress.waited_for_stream += waited;
                         progress.stream_stalls += u64::from(waited > STALL);
+                        progress.longest_wait = progress.longest_wait.max(waited);
+                        if waited > STALL {
+                            debug!(
+                                waited_ms = waited.as_millis(),
+                                applied = progress.applied_sequence,
+                                "the stream's next message was late"
+                            );
+                        }
                         chunk
                     }
                     Some(Err(error)) => return Err(LoopError::Consume(error)),
