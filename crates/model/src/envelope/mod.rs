@@ -245,7 +245,7 @@ impl Envelope {
     /// result as [`from_bytes`](Self::from_bytes) then [`event`](Self::event), without building
     /// the payload as a JSON tree first (the projector's hot path).
     pub fn decode_event(bytes: &[u8]) -> Result<(String, Event), DecodeError> {
-        if let Some(decoded) = Self::decode_encoder_layout(bytes) {
+        if let Some(decoded) = head::decode(bytes) {
             return Ok(decoded);
         }
         // Another layout, or an invalid envelope: serde decides, and names the problem.
@@ -254,20 +254,6 @@ impl Envelope {
         let mut payload = serde_json::Deserializer::from_str(raw.payload.get());
         let event = incident_event(raw.event_type, raw.schema_version, &mut payload)?;
         Ok((raw.source.into_owned(), event))
-    }
-}
-
-impl Envelope {
-    /// [`decode_event`](Self::decode_event) of an envelope in the encoder's own layout, read
-    /// without serde's walk over the head; `None` when the serde path must decide (another
-    /// layout, or anything invalid, whose error it names).
-    fn decode_encoder_layout(bytes: &[u8]) -> Option<(String, Event)> {
-        let head = head::split(bytes)?;
-        let mut payload = serde_json::Deserializer::from_slice(head.payload);
-        let event = incident_event(head.kind, head.version, &mut payload).ok()?;
-        // The payload must be all that comes before the closing brace.
-        payload.end().ok()?;
-        Some((head.source.to_owned(), event))
     }
 }
 
