@@ -108,17 +108,19 @@ impl<'de> Deserialize<'de> for Date {
     }
 }
 
+/// The value of a few ASCII digits (at most nine: no overflow), `None` if any is not one.
+pub(crate) fn digits_value(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0, |value, &digit| {
+        digit.is_ascii_digit().then(|| value * 10 + u32::from(digit - b'0'))
+    })
+}
+
 /// The day `YYYY-MM-DD` names, when it has that form and the day exists.
-fn plain_date(text: &[u8]) -> Option<NaiveDate> {
+pub(crate) fn plain_date(text: &[u8]) -> Option<NaiveDate> {
     let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *text else { return None };
-    let value = |digits: &[u8]| -> Option<u32> {
-        digits.iter().try_fold(0, |value, &digit| {
-            digit.is_ascii_digit().then(|| value * 10 + u32::from(digit - b'0'))
-        })
-    };
-    let year = value(&[y0, y1, y2, y3])?;
-    let month = value(&[m0, m1])?;
-    let day = value(&[d0, d1])?;
+    let year = digits_value(&[y0, y1, y2, y3])?;
+    let month = digits_value(&[m0, m1])?;
+    let day = digits_value(&[d0, d1])?;
     NaiveDate::from_ymd_opt(year as i32, month, day)
 }
 
@@ -226,6 +228,7 @@ mod tests {
             }
         }
     }
+
     /// A date is read to the value, or refused with the error, that chrono's own
     /// `Deserialize` gives: for the plain form and every other text chrono may meet.
     #[test]

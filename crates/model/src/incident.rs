@@ -263,6 +263,11 @@ pub fn incident_hash(source: &str, agency_incident_id: &str) -> u128 {
         tail[1..].copy_from_slice(agency_incident_id.as_bytes());
         return xxhash_rust::xxh3::xxh3_128(buffer);
     }
+    streaming_incident_hash(source, agency_incident_id)
+}
+
+/// [`incident_hash`] fed part by part: the definition of the digest, for keys too long to join.
+fn streaming_incident_hash(source: &str, agency_incident_id: &str) -> u128 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(source.as_bytes());
     hasher.update(&[0]);
@@ -278,13 +283,7 @@ mod departement_tests {
     /// the joined buffer's size.
     #[test]
     fn an_incident_hash_is_the_streaming_digest() {
-        let streaming = |source: &str, id: &str| {
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            hasher.update(source.as_bytes());
-            hasher.update(&[0]);
-            hasher.update(id.as_bytes());
-            hasher.digest128()
-        };
+        let streaming = streaming_incident_hash;
         for source in ["", "pn", "gendarmerie-nationale-cyber-unit"] {
             for len in 0..300 {
                 let id: String = (0..len).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();

@@ -6,9 +6,11 @@
 //! stays the definition of a valid envelope: this reader accepts a subset of it, and reads
 //! that subset to the same values.
 
+use chrono::Datelike;
 use uuid::Uuid;
 
 use super::{Event, EventKind, incident_event};
+use crate::ascii::{digits_value, plain_date};
 
 /// The head fields a decoder needs, and the payload's text.
 pub(super) struct Head<'a> {
@@ -101,26 +103,17 @@ impl<'a> Reader<'a> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f]Z` with 1 to 9 fraction digits, naming a real day (of a year from
-/// 1000) and a time
-/// without leap second: what chrono writes for a UTC instant, and reads as one. (The serde
-/// path checks the other forms chrono accepts.)
+/// 1000) and a time without leap second: what chrono writes for a UTC instant, and reads as
+/// one. (The serde path checks the other forms chrono accepts.)
 fn is_utc_timestamp(text: &[u8]) -> bool {
-    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
-        let part = text.get(range)?;
-        part.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| part.iter().fold(0, |value, &digit| value * 10 + u32::from(digit - b'0')))
-    };
-    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
-    if text.len() < 20 || separators.iter().any(|&(at, byte)| text[at] != byte) {
-        return false;
-    }
-    let fields = (digits(0..4), digits(5..7), digits(8..10), digits(11..13), digits(14..16));
-    let (Some(year), Some(month), Some(day), Some(hour), Some(minute)) = fields else {
+    let (Some(day), Some(b'T'), Some(time), Some(rest)) =
+        (text.get(..10), text.get(10), text.get(11..19), text.get(19..))
+    else {
         return false;
     };
-    let Some(second) = digits(17..19) else { return false };
-    let fraction_ok = match &text[19..] {
+    let [h0, h1, b':', m0, m1, b':', s0, s1] = *time else { return false };
+    let below = |digits: [u8; 2], bound| digits_value(&digits).is_some_and(|value| value < bound);
+    let fraction_ok = match rest {
         b"Z" => true,
         [b'.', fraction @ .., b'Z'] => {
             (1..=9).contains(&fraction.len()) && fraction.iter().all(u8::is_ascii_digit)
@@ -128,11 +121,10 @@ fn is_utc_timestamp(text: &[u8]) -> bool {
         _ => false,
     };
     fraction_ok
-        && year >= 1000
-        && chrono::NaiveDate::from_ymd_opt(year as i32, month, day).is_some()
-        && hour < 24
-        && minute < 60
-        && second < 60
+        && plain_date(day).is_some_and(|day| day.year() >= 1000)
+        && below([h0, h1], 24)
+        && below([m0, m1], 60)
+        && below([s0, s1], 60)
 }
 
 #[cfg(test)]
