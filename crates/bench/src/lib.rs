@@ -427,7 +427,8 @@ pub fn render(report: &Report) -> String {
                 p.trials.len()
             );
             for (n, t) in p.trials.iter().enumerate() {
-                let waits = match (t.stream_wait_seconds, t.longest_stream_wait_seconds) {
+                let r = &t.rebuild;
+                let waits = match (r.stream_wait_seconds, r.longest_stream_wait_seconds) {
                     (Some(all), Some(longest)) => {
                         format!(", waited {all:.1} s for the stream (longest {longest:.2} s)")
                     }
@@ -437,10 +438,10 @@ pub fn render(report: &Report) -> String {
                     out,
                     "     {}. {:>12} ev/s   raw {:>12} ev/s   ratio {:.2}×   CPU {:.1} s user{waits}",
                     n + 1,
-                    rate(t.rebuild_events_per_s),
-                    rate(t.raw_replay_events_per_s),
+                    rate(r.events_per_s),
+                    rate(t.raw_replay.events_per_s),
                     t.ratio,
-                    t.rebuild_user_cpu_seconds
+                    r.user_cpu_seconds
                 );
             }
         }

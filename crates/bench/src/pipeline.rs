@@ -94,12 +94,10 @@ pub struct PipelineReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
-    pub raw_replay_events_per_s: f64,
-    pub rebuild_events_per_s: f64,
+    pub raw_replay: Replay,
+    pub rebuild: Rebuild,
+    /// This trial's rebuild rate over its raw replay's.
     pub ratio: f64,
-    pub rebuild_user_cpu_seconds: f64,
-    pub stream_wait_seconds: Option<f64>,
-    pub longest_stream_wait_seconds: Option<f64>,
 }
 
 /// The middle element by `key` (the upper middle of an even count).
@@ -297,23 +295,15 @@ pub async fn run(
     let store = dir.join("store");
     let service_dir = dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
-    let (mut replays, mut rebuilds, mut trials) = (Vec::new(), Vec::new(), Vec::new());
+    let mut trials = Vec::new();
     let mut manifest = None;
     for trial in 1..=u32::try_from(trials_wanted.max(1)).unwrap_or(u32::MAX) {
-        let replay = raw_replay(&bus, events, &pids).await?;
+        let raw_replay = raw_replay(&bus, events, &pids).await?;
         // Each rebuild is a new version of the same projection, as an operator's would be.
         let log = dir.join(format!("rebuild-{trial}.log"));
-        let (rebuilt, committed) = rebuild(&nats, &store, &service_dir, log, events, trial).await?;
-        trials.push(Trial {
-            raw_replay_events_per_s: replay.events_per_s,
-            rebuild_events_per_s: rebuilt.events_per_s,
-            ratio: rebuilt.events_per_s / replay.events_per_s,
-            rebuild_user_cpu_seconds: rebuilt.user_cpu_seconds,
-            stream_wait_seconds: rebuilt.stream_wait_seconds,
-            longest_stream_wait_seconds: rebuilt.longest_stream_wait_seconds,
-        });
-        replays.push(replay);
-        rebuilds.push(rebuilt);
+        let (rebuild, committed) = rebuild(&nats, &store, &service_dir, log, events, trial).await?;
+        let ratio = rebuild.events_per_s / raw_replay.events_per_s;
+        trials.push(Trial { raw_replay, rebuild, ratio });
         manifest = Some(committed);
     }
     drop(bus);
@@ -323,8 +313,8 @@ pub async fn run(
             .await?;
     // The query stage reads the store only.
     drop(nats);
-    let raw_replay = median_by(&replays, |r| r.events_per_s);
-    let rebuild = median_by(&rebuilds, |r| r.events_per_s);
+    let raw_replay = median_by(&trials, |t| t.raw_replay.events_per_s).raw_replay;
+    let rebuild = median_by(&trials, |t| t.rebuild.events_per_s).rebuild;
     let projection_ratio = rebuild.events_per_s / raw_replay.events_per_s;
     Ok((
         PipelineReport { fill, raw_replay, rebuild, projection_ratio, trials, restart },
