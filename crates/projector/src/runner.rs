@@ -242,9 +242,9 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
                 let chunk = match chunk {
                     Some(Ok((chunk, waited))) => {
                         progress.waited_for_stream += waited;
-                        progress.stream_stalls += u64::from(waited > STALL);
                         progress.longest_wait = progress.longest_wait.max(waited);
                         if waited > STALL {
+                            progress.stream_stalls += 1;
                             debug!(
                                 waited_ms = waited.as_millis(),
                                 applied = progress.applied_sequence,
