@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self};
+use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use observatory_model::{DedupeKey, Envelope, RevisionStamp, incident_subject};
 use tokio::time::Instant;
@@ -81,16 +81,23 @@ impl Outgoing {
     }
 
     fn headers(&self) -> HeaderMap {
+        // Names built once: from a `&str`, every insert checked and copied the name again.
+        const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
+        const DEDUPE: HeaderName = HeaderName::from_static(crate::DEDUPE_HEADER);
+        const REVISION: HeaderName = HeaderName::from_static(crate::REVISION_HEADER);
+        const EXPECTED: HeaderName = HeaderName::from_static("Nats-Expected-Last-Subject-Sequence");
+        const EXPECTED_FILTER: HeaderName =
+            HeaderName::from_static("Nats-Expected-Last-Subject-Sequence-Subject");
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", self.message_id.as_str());
-        headers.insert(crate::DEDUPE_HEADER, self.dedupe.as_str());
+        headers.insert(MSG_ID, self.message_id.as_str());
+        headers.insert(DEDUPE, self.dedupe.as_str());
         if let Some(revision) = &self.revision {
-            headers.insert(crate::REVISION_HEADER, revision.as_str());
+            headers.insert(REVISION, revision.as_str());
         }
         if let Some(sequence) = self.expected_last_subject_sequence {
-            headers.insert("Nats-Expected-Last-Subject-Sequence", sequence.to_string().as_str());
+            headers.insert(EXPECTED, sequence.to_string());
             if let Some(filter) = &self.expected_last_subject_filter {
-                headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", filter.as_str());
+                headers.insert(EXPECTED_FILTER, filter.as_str());
             }
         }
         headers
