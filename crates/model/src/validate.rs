@@ -76,8 +76,8 @@ const WITHDRAW_FIELDS: &[&str] = &["agency_incident_id", "revision", "withdrawn"
 /// A record either sends `iccs` (a code of ICCS 1.0) or an `offence_code` the crosswalk maps;
 /// nothing is half-mapped. `cyber` may be left out when the crosswalk maps the code (its
 /// default applies); it is always true under 0903 (acts against computer systems).
-pub fn validate_record(
-    record: &Map<String, Value>,
+pub fn validate_record<R: RecordFields + ?Sized>(
+    record: &R,
     today: NaiveDate,
     crosswalk: &Crosswalk,
 ) -> Result<ValidatedRecord, Vec<FieldError>> {
@@ -85,17 +85,15 @@ pub fn validate_record(
     let mut fields = Fields { record, errors: &mut errors };
     let withdrawn = fields.optional_bool("withdrawn").unwrap_or(false);
     let allowed = if withdrawn { WITHDRAW_FIELDS } else { REPORT_FIELDS };
-    for (name, value) in record {
-        if allowed.contains(&name.as_str()) {
+    for (name, value) in record.fields() {
+        if allowed.contains(&name) {
             continue;
         }
         // CSV feeds mixing reports and withdrawals carry every column; empty cells are null.
-        if value.is_null()
-            && (REPORT_FIELDS.contains(&name.as_str()) || WITHDRAW_FIELDS.contains(&name.as_str()))
-        {
+        if value.is_null() && (REPORT_FIELDS.contains(&name) || WITHDRAW_FIELDS.contains(&name)) {
             continue;
         }
-        let why = if withdrawn && REPORT_FIELDS.contains(&name.as_str()) {
+        let why = if withdrawn && REPORT_FIELDS.contains(&name) {
             "not allowed on a withdrawal (send only agency_incident_id, revision, withdrawn, reason)".to_owned()
         } else if name == "reason" {
             "only allowed on a withdrawal (\"withdrawn\": true)".to_owned()
@@ -254,12 +252,12 @@ fn is_strict_month(s: &str) -> bool {
 
 /// Validates a `POST /v1/periods/close` body: `{"month": "YYYY-MM", "departements": [...]}`.
 /// `today` bounds the month: a month after the current one cannot be complete.
-pub fn validate_period_close(
-    record: &Map<String, Value>,
+pub fn validate_period_close<R: RecordFields + ?Sized>(
+    record: &R,
     today: NaiveDate,
 ) -> Result<PeriodClosed, Vec<FieldError>> {
     let mut errors = Vec::new();
-    for name in record.keys() {
+    for (name, _) in record.fields() {
         if name != "month" && name != "departements" {
             errors.push(FieldError::new(
                 name,
@@ -268,7 +266,7 @@ pub fn validate_period_close(
         }
     }
     let current = today.format("%Y-%m").to_string();
-    let month = match record.get("month") {
+    let month = match record.field("month") {
         // Both "YYYY-MM": the strings order as the months do.
         Some(Value::String(m)) if is_strict_month(m) && *m > current => {
             errors.push(FieldError::new(
@@ -290,7 +288,7 @@ pub fn validate_period_close(
             None
         }
     };
-    let departements = match record.get("departements") {
+    let departements = match record.field("departements") {
         None | Some(Value::Null) => None,
         Some(Value::Array(items)) if !items.is_empty() => {
             let mut codes = Vec::new();
@@ -321,8 +319,27 @@ pub fn validate_period_close(
     }
 }
 
-struct Fields<'a> {
-    record: &'a Map<String, Value>,
+/// The fields of one record as sent, whatever holds them: a JSON object, or the ingest's
+/// own list of a record's fields (no hashing of keys for a dozen fields).
+pub trait RecordFields {
+    /// The value sent for `name`, if any (the first, if the key came twice).
+    fn field(&self, name: &str) -> Option<&Value>;
+    /// Every field, in the order sent, each key once.
+    fn fields(&self) -> impl Iterator<Item = (&str, &Value)>;
+}
+
+impl RecordFields for Map<String, Value> {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.iter().map(|(name, value)| (name.as_str(), value))
+    }
+}
+
+struct Fields<'a, R: ?Sized> {
+    record: &'a R,
     errors: &'a mut Vec<FieldError>,
 }
 
@@ -358,10 +375,10 @@ fn type_name(value: &Value) -> String {
     }
 }
 
-impl Fields<'_> {
+impl<R: RecordFields + ?Sized> Fields<'_, R> {
     /// The value of a field, treating JSON null like absence.
     fn get(&self, name: &str) -> Option<&Value> {
-        self.record.get(name).filter(|v| !v.is_null())
+        self.record.field(name).filter(|v| !v.is_null())
     }
 
     fn fail<T>(&mut self, name: &str, error: impl Into<String>) -> Option<T> {
