@@ -171,17 +171,13 @@ pub(crate) async fn ingest_records(
         }
     }
 
-    let records: Vec<(u64, String)> = candidates
+    // The events stay beside their candidates: a refusal names the incident's id.
+    let events = candidates;
+    let mut candidates: Vec<Candidate> = events
         .iter()
-        .map(|(line, _, event)| {
-            (*line, event.incident().expect("records are incident events").0.to_owned())
-        })
-        .collect();
-    let mut candidates: Vec<Candidate> = candidates
-        .into_iter()
-        .map(|(_, key, event)| {
-            let encoded = Envelope::encode_parts(&event, &agency.id, &recorded_at);
-            let stamp = RevisionStamp::of_encoded(&agency.id, &event, encoded.payload())
+        .map(|&(_, key, ref event)| {
+            let encoded = Envelope::encode_parts(event, &agency.id, &recorded_at);
+            let stamp = RevisionStamp::of_encoded(&agency.id, event, encoded.payload())
                 .expect("records are incident events");
             Candidate {
                 key,
@@ -195,7 +191,10 @@ pub(crate) async fn ingest_records(
     let mut duplicates = 0u64;
     let mut last_sequence = None;
     let mut failed = Vec::new();
-    for (((line, id), candidate), outcome) in records.into_iter().zip(&candidates).zip(outcomes) {
+    for ((&(line, _, ref event), candidate), outcome) in
+        events.iter().zip(&candidates).zip(outcomes)
+    {
+        let id = event.incident().expect("records are incident events").0;
         let revision = candidate.stamp.revision;
         let refusal = match outcome {
             Outcome::Accepted { sequence } => {

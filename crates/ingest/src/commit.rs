@@ -14,8 +14,9 @@
 //! Nothing is held in memory between requests, so the ingest is ready as soon as it is
 //! connected, however long the stream.
 
-use std::collections::HashMap;
-
+// foldhash, not SipHash: one lookup or more per record. Its seed is random per process, so
+// an agency cannot choose ids that collide in these tables.
+use foldhash::HashMap;
 use futures::StreamExt;
 use observatory_bus::{
     Bus, BusError, Outgoing, PublishFailure, Publisher, REVISION_HEADER, Stored,
@@ -60,7 +61,7 @@ pub async fn commit(
     let mut outcomes: Vec<Option<Outcome>> = vec![None; candidates.len()];
     // What this request knows of each incident's subject, kept across rounds; `None` once
     // the subject was found to have moved: it must be read, not assumed.
-    let mut seen: HashMap<u128, Option<Seen>> = HashMap::new();
+    let mut seen: HashMap<u128, Option<Seen>> = HashMap::default();
     for round in rounds(candidates) {
         let mut todo = round;
         for _ in 0..MAX_RACES {
@@ -82,7 +83,8 @@ pub async fn commit(
 /// Records split so that no incident appears twice in one round: the k-th record of an
 /// incident in the batch goes in round k, after the earlier ones are on its subject.
 fn rounds(candidates: &[Candidate]) -> Vec<Vec<usize>> {
-    let mut occurrences: HashMap<u128, usize> = HashMap::new();
+    let mut occurrences: HashMap<u128, usize> =
+        HashMap::with_capacity_and_hasher(candidates.len(), Default::default());
     let mut rounds: Vec<Vec<usize>> = Vec::new();
     for (i, candidate) in candidates.iter().enumerate() {
         let k = occurrences.entry(candidate.stamp.incident).or_insert(0);
