@@ -43,3 +43,44 @@ fn the_projection_stage_reports_every_trial_and_their_medians() {
         rebuild["events_per_s"].as_f64().unwrap() / raw["events_per_s"].as_f64().unwrap();
     assert!((ratio - expected).abs() < 1e-12, "{ratio} vs {expected}");
 }
+
+/// The ingest stage on a few requests: the HTTP ingest accepts every record, and each raw
+/// baseline publishes the same number of events; the bracketed ratio is the HTTP rate over the
+/// harmonic mean of the two raw publishes with the ingest's headers on either side of it.
+#[test]
+fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages() {
+    let env = Env::new();
+    let work = env.dir.path().join("bench");
+    let json = env.dir.path().join("bench.json");
+    std::fs::create_dir_all(&work).unwrap();
+    let text = env
+        .observatory("bench")
+        .flag("--events", "1000")
+        .flag("--stages", "ingest")
+        .flag("--ingest-records", "3000")
+        .flag("--batch-sizes", "500")
+        .flag("--work-dir", work.to_str().unwrap())
+        .flag("--json", json.to_str().unwrap())
+        .run();
+    assert!(text.contains("before and after it (harmonic mean)"), "{text}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs = report["ingest"]["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{report:#}");
+    let run = &runs[0];
+    assert_eq!(run["records"], 3000);
+    let rate = |field: &str| run[field].as_f64().unwrap_or_else(|| panic!("{field}: {run:#}"));
+    for field in [
+        "http_events_per_s",
+        "raw_events_per_s",
+        "raw_expected_events_per_s",
+        "raw_expected_after_events_per_s",
+        "raw_after_events_per_s",
+    ] {
+        assert!(rate(field) > 0.0, "{field}: {run:#}");
+    }
+    let (before, after) =
+        (rate("raw_expected_events_per_s"), rate("raw_expected_after_events_per_s"));
+    let expected = rate("http_events_per_s") / (2.0 / (1.0 / before + 1.0 / after));
+    let bracketed = rate("ratio_to_expected_bracketed");
+    assert!((bracketed - expected).abs() < 1e-12, "{bracketed} vs {expected}");
+}

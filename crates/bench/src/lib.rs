@@ -398,6 +398,17 @@ pub fn render(report: &Report) -> String {
             );
             baseline(
                 &mut out,
+                "raw with the ingest's expected-sequence header, just after the HTTP ingest",
+                run.raw_expected_after_events_per_s,
+                &run.raw_expected_after_cpu_us_per_event,
+            );
+            let _ = writeln!(
+                out,
+                "   {:<28} HTTP / the raw publish of the same messages, before and after it (harmonic mean) {:.2}×",
+                "", run.ratio_to_expected_bracketed,
+            );
+            baseline(
+                &mut out,
                 "raw publish again after the HTTP ingest (larger stream)",
                 run.raw_after_events_per_s,
                 &run.raw_after_cpu_us_per_event,
