@@ -5,11 +5,14 @@
 //! escape, a timestamp or id in a form it does not check) is left to the serde path, which
 //! stays the definition of a valid envelope: this reader accepts a subset of it, and reads
 //! that subset to the same values.
+//!
+//! The payload of a current `IncidentReported` (nearly every event of a stream) is read the
+//! same way, by [`super::payload`]; other payloads go to serde from here.
 
 use chrono::Datelike;
 use uuid::Uuid;
 
-use super::{Event, EventKind, incident_event};
+use super::{Event, EventKind, incident_event, payload};
 use crate::ascii::{digits_value, plain_date};
 
 /// The head fields a decoder needs, and the payload's text.
@@ -26,6 +29,12 @@ pub(super) struct Head<'a> {
 /// whose error it words).
 pub(super) fn decode(bytes: &[u8]) -> Option<(String, Event)> {
     let head = split(bytes)?;
+    if head.kind == EventKind::IncidentReported
+        && head.version == head.kind.current_version()
+        && let Some(report) = payload::incident_reported(head.payload)
+    {
+        return Some((head.source.to_owned(), Event::IncidentReported(report)));
+    }
     let mut payload = serde_json::Deserializer::from_slice(head.payload);
     let event = incident_event(head.kind, head.version, &mut payload).ok()?;
     // The payload must be all that comes before the closing brace.
@@ -58,13 +67,15 @@ pub(super) fn split(bytes: &[u8]) -> Option<Head<'_>> {
     Some(Head { kind, version, source, payload: &bytes[text.at..last] })
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Reads JSON text written in a known layout, front to back; every method consumes what it
+/// read and returns `None`, consuming nothing, on anything else.
+pub(super) struct Reader<'a> {
+    pub bytes: &'a [u8],
+    pub at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn literal(&mut self, expected: &[u8]) -> Option<()> {
+    pub fn literal(&mut self, expected: &[u8]) -> Option<()> {
         let rest = self.bytes.get(self.at..)?;
         rest.starts_with(expected).then(|| self.at += expected.len())
     }
@@ -77,7 +88,7 @@ impl<'a> Reader<'a> {
 
     /// A string's text up to its closing quote (consumed), if it has no escape and no control
     /// character (which JSON forbids unescaped) and is UTF-8.
-    fn plain_string(&mut self) -> Option<&'a str> {
+    pub fn plain_string(&mut self) -> Option<&'a str> {
         let rest = self.bytes.get(self.at..)?;
         let len = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
         (rest[len] == b'"').then_some(())?;
@@ -87,7 +98,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A JSON integer that fits a `u32`, without sign or leading zero.
-    fn decimal(&mut self) -> Option<u32> {
+    pub fn decimal(&mut self) -> Option<u32> {
         let rest = self.bytes.get(self.at..)?;
         let len = rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
         if len == 0 || (len > 1 && rest[0] == b'0') {

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::incident::{IncidentReported, IncidentReportedV1, IncidentWithdrawn, PeriodClosed};
 
 mod head;
+mod payload;
 
 /// What travels on the bus: the envelope fields, then the payload.
 ///
@@ -243,7 +244,8 @@ impl Envelope {
 
     /// The source and the event of a message, decoded straight from its bytes: the same
     /// result as [`from_bytes`](Self::from_bytes) then [`event`](Self::event), without building
-    /// the payload as a JSON tree first (the projector's hot path).
+    /// the payload as a JSON tree first (the projector's hot path). One difference: a payload
+    /// that names a field twice is refused here, where the tree keeps the last value.
     pub fn decode_event(bytes: &[u8]) -> Result<(String, Event), DecodeError> {
         if let Some(decoded) = head::decode(bytes) {
             return Ok(decoded);
