@@ -81,7 +81,12 @@ type Case<'a> = (&'a str, Option<&'a str>, &'a str, String, u16, &'a str);
 async fn bad_requests_get_a_clear_4xx() {
     let env = Env::new();
     let token = env.add_agency("pn");
-    let service = env.observatory("up").flag("--max-body-bytes", "2048").start().await;
+    let service = env
+        .observatory("up")
+        .flag("--max-body-bytes", "2048")
+        .flag("--max-records-per-request", "3")
+        .start()
+        .await;
     let ok = record("A", 1, "2024-03-05", "75", "0903").to_string();
 
     let cases: Vec<Case> = vec![
@@ -109,6 +114,23 @@ async fn bad_requests_get_a_clear_4xx() {
             format!("{ok}\n").repeat(40),
             413,
             "size limit",
+        ),
+        // Small in bytes, but each empty record would hold an error for every missing field.
+        (
+            "too many records",
+            Some(&token),
+            "application/x-ndjson",
+            "{}\n".repeat(4),
+            413,
+            "more than 3 records",
+        ),
+        (
+            "too many records, CSV",
+            Some(&token),
+            "text/csv",
+            format!("a\n{}", "1\n".repeat(4)),
+            413,
+            "more than 3 records",
         ),
         (
             "malformed JSON array",

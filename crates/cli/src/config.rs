@@ -286,6 +286,7 @@ fn ingest(
         agencies: agencies.path(data),
         config: IngestConfig {
             max_body_bytes: body.max_body_bytes,
+            max_records_per_request: body.max_records_per_request,
             crosswalk_versions: crosswalks.crosswalk_versions.clone(),
         },
     }

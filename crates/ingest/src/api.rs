@@ -22,20 +22,26 @@ use crate::agencies::{Agency, AgencyRegistry};
 use crate::commit::{Candidate, Outcome, commit};
 use crate::dedupe::{Decision, LegacyIndex};
 use crate::error::ApiError;
-use crate::parse::{Format, JsonRecord, REPEATED_KEY, json_record, parse_body};
+use crate::parse::{BodyError, Format, JsonRecord, REPEATED_KEY, json_record, parse_body};
 use crate::upload::{self, IngestSummary, Rejection};
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     /// Requests with a larger body get 413.
     pub max_body_bytes: usize,
+    /// Requests with more incident records get 413 (`parse_body`).
+    pub max_records_per_request: usize,
     /// Crosswalk versions in force (name → version); crosswalks not listed use their latest.
     pub crosswalk_versions: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { max_body_bytes: 64 * 1024 * 1024, crosswalk_versions: Default::default() }
+        IngestConfig {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_records_per_request: crate::parse::DEFAULT_MAX_RECORDS,
+            crosswalk_versions: Default::default(),
+        }
     }
 }
 
@@ -46,6 +52,7 @@ pub struct IngestState {
     /// Set once the revisions of legacy subjects are read: the ingest is ready then.
     legacy: OnceLock<LegacyIndex>,
     crosswalk_versions: std::collections::BTreeMap<String, u32>,
+    max_records: usize,
 }
 
 impl IngestState {
@@ -58,6 +65,7 @@ impl IngestState {
             bus,
             legacy: OnceLock::new(),
             crosswalk_versions: config.crosswalk_versions.clone(),
+            max_records: config.max_records_per_request,
         }
     }
 
@@ -145,7 +153,12 @@ pub(crate) async fn ingest_records(
 ) -> Result<(IngestSummary, Vec<serde_json::Value>), ApiError> {
     let legacy = state.legacy()?;
     let crosswalk = state.crosswalk(&agency.crosswalk)?;
-    let records = parse_body(format, body).map_err(ApiError::bad_request)?;
+    let records = parse_body(format, body, state.max_records).map_err(|e| match e {
+        BodyError::Unreadable(why) => ApiError::bad_request(why),
+        too_many @ BodyError::TooManyRecords { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, too_many.to_string())
+        }
+    })?;
     let span = tracing::Span::current();
     span.record("records", records.len());
 

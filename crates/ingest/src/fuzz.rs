@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 use self::support::{body, json_value, mutated, text_cell};
-use crate::parse::{Format, REPEATED_KEY, json_record, parse_body, read_csv};
+use crate::parse::{DEFAULT_MAX_RECORDS, Format, REPEATED_KEY, json_record, parse_body, read_csv};
 
 pub(crate) mod support {
     //! What every fuzz property of the crate shares.
@@ -322,10 +322,10 @@ fn physical_lines(body: &[u8]) -> u64 {
 /// line order, each readable or refused with a sentence, and every record's validation answered
 /// with its problems named — by field when it could be read — or an event that travels.
 fn check_body(format: Format, body: &[u8], crosswalk: &Crosswalk) -> Result<(), TestCaseError> {
-    let records = match parse_body(format, body) {
+    let records = match parse_body(format, body, DEFAULT_MAX_RECORDS) {
         Ok(records) => records,
         Err(error) => {
-            prop_assert!(!error.trim().is_empty(), "an empty error for {body:?}");
+            prop_assert!(!error.to_string().trim().is_empty(), "an empty error for {body:?}");
             return Ok(());
         }
     };
@@ -535,7 +535,7 @@ proptest! {
         let texts: Vec<String> = records.iter().map(|r| object_text(r)).collect();
         let ndjson = texts.join("\n");
         check_body(Format::Ndjson, ndjson.as_bytes(), crosswalk)?;
-        let parsed = parse_body(Format::Ndjson, ndjson.as_bytes()).unwrap();
+        let parsed = parse_body(Format::Ndjson, ndjson.as_bytes(), DEFAULT_MAX_RECORDS).unwrap();
         prop_assert_eq!(parsed.len(), records.len());
         for (record, pairs) in parsed.iter().zip(&records) {
             let mut seen = BTreeSet::new();
@@ -549,7 +549,7 @@ proptest! {
         let array = format!("[{}]", texts.join(","));
         check_body(Format::JsonArray, array.as_bytes(), crosswalk)?;
         // The same outcome whatever the format.
-        let from_array = parse_body(Format::JsonArray, array.as_bytes()).unwrap();
+        let from_array = parse_body(Format::JsonArray, array.as_bytes(), DEFAULT_MAX_RECORDS).unwrap();
         for (a, b) in parsed.iter().zip(&from_array) {
             prop_assert_eq!(&a.record, &b.record);
             prop_assert_eq!(&a.repeated, &b.repeated);
@@ -568,10 +568,10 @@ proptest! {
         let mut lines: Vec<String> = seed.split('\n').map(str::to_owned).collect();
         lines[at] = line;
         let body = lines.join("\n");
-        let records = parse_body(Format::Ndjson, body.as_bytes()).unwrap();
+        let records = parse_body(Format::Ndjson, body.as_bytes(), DEFAULT_MAX_RECORDS).unwrap();
         let identity = crosswalks()[0];
         for record in records.iter().filter(|r| r.line != at as u64 + 1) {
-            let alone = parse_body(Format::Ndjson, lines[record.line as usize - 1].as_bytes()).unwrap();
+            let alone = parse_body(Format::Ndjson, lines[record.line as usize - 1].as_bytes(), DEFAULT_MAX_RECORDS).unwrap();
             prop_assert_eq!(record.event(today(), identity).is_ok(), alone[0].event(today(), identity).is_ok());
         }
         prop_assert!(records.iter().filter(|r| r.line != at as u64 + 1).count() == 2);
@@ -603,7 +603,7 @@ proptest! {
         }
         let mut text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
         let offset = if bom { text.insert(0, '\u{feff}'); 3 } else { 0 };
-        let records = parse_body(Format::Csv, text.as_bytes()).unwrap();
+        let records = parse_body(Format::Csv, text.as_bytes(), DEFAULT_MAX_RECORDS).unwrap();
         prop_assert_eq!(records.len(), rows.len(), "{:?}", text);
         for ((record, row), start) in records.iter().zip(&rows).zip(&starts) {
             let line = physical_lines(&text.as_bytes()[..start + offset]);

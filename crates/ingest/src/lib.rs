@@ -20,5 +20,5 @@ pub use agencies::{Agency, AgencyError, AgencyRegistry, NewAgency, add_agency};
 pub use api::{IngestConfig, IngestState, router};
 pub use error::ApiError;
 pub use observatory_access::hash_token;
-pub use parse::{Format, ParsedRecord, parse_body};
+pub use parse::{BodyError, DEFAULT_MAX_RECORDS, Format, ParsedRecord, parse_body};
 pub use upload::{IngestSummary, Rejection};
