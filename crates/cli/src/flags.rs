@@ -193,8 +193,8 @@ pub struct BodyLimit {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "OBSERVATORY_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Most incident records one request may carry (413 above): what a request costs in memory
-    /// follows its records more than its bytes.
+    /// Most incident records, or survey rows, one request may carry (413 above): what a request
+    /// costs in memory follows its records more than its bytes.
     #[arg(
         long,
         env = "OBSERVATORY_MAX_RECORDS_PER_REQUEST",

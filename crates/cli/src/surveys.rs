@@ -33,7 +33,7 @@ pub fn ingest(
     config: &IngestConfig,
 ) -> Result<(Router, Arc<SurveyIngestState>)> {
     let registry = AgencyRegistry::open(agencies)?;
-    let state = Arc::new(SurveyIngestState::new(registry, bus.clone()));
+    let state = Arc::new(SurveyIngestState::new(registry, bus.clone(), config));
     Ok((survey_router(state.clone(), config), state))
 }
 

@@ -29,7 +29,7 @@ use crate::upload::{self, IngestSummary, Rejection};
 pub struct IngestConfig {
     /// Requests with a larger body get 413.
     pub max_body_bytes: usize,
-    /// Requests with more incident records get 413 (`parse_body`).
+    /// Requests with more incident records, or survey rows, get 413 (`parse_body`).
     pub max_records_per_request: usize,
     /// Crosswalk versions in force (name → version); crosswalks not listed use their latest.
     pub crosswalk_versions: std::collections::BTreeMap<String, u32>,

@@ -19,6 +19,7 @@ use proptest::prelude::*;
 use super::handlers::declaration;
 use super::parse::{BodyFormat, parse_close, parse_rows};
 use crate::fuzz::support::{body, mutated, text_cell};
+use crate::parse::DEFAULT_MAX_RECORDS;
 
 /// The declaration of the model's fixtures (a stratified, clustered household survey).
 const DECLARATION: &str = r#"{"survey":"cvs","wave":"2024","population":"households",
@@ -69,6 +70,25 @@ fn parquet_seed() -> Vec<u8> {
     out
 }
 
+/// Three rows in each format: read with a cap of three, refused whole with a cap of two (for
+/// Parquet from its footer's row count, before a page is decoded).
+#[test]
+fn a_body_over_the_row_cap_is_refused_whole_in_every_format() {
+    use crate::parse::BodyError;
+    let ndjson = b"{\"hh\":\"H1\"}\n\n{\"hh\":\"H2\"}\n{\"hh\":\"H3\"}\n".to_vec();
+    let csv = b"hh\nH1\nH2\nH3\n".to_vec();
+    for (format, body) in [
+        (BodyFormat::Ndjson, ndjson),
+        (BodyFormat::Csv, csv),
+        (BodyFormat::Parquet, parquet_seed()),
+    ] {
+        assert_eq!(parse_rows(format, &body, 3).unwrap().len(), 3, "{format:?}");
+        let refused = parse_rows(format, &body, 2).unwrap_err();
+        assert_eq!(refused, BodyError::TooManyRecords { max: 2 }, "{format:?}");
+        assert!(refused.to_string().contains("more than 2 records"), "{refused}");
+    }
+}
+
 /// Rows as the handler vets them: each refusal a sentence on its line, a repeated key named on
 /// its own field; each row checked against `declaration`, every problem naming a column, and an
 /// accepted row one the projector's re-check accepts and that decodes back exactly.
@@ -77,10 +97,10 @@ fn check_rows(
     bytes: &[u8],
     declaration: &SurveyWaveDeclared,
 ) -> Result<(), TestCaseError> {
-    let rows = match parse_rows(format, bytes) {
+    let rows = match parse_rows(format, bytes, DEFAULT_MAX_RECORDS) {
         Ok(rows) => rows,
         Err(error) => {
-            prop_assert!(!error.trim().is_empty());
+            prop_assert!(!error.to_string().trim().is_empty());
             return Ok(());
         }
     };

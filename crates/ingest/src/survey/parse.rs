@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use observatory_model::survey::{Cell, parse_close_json, parse_json_row};
 
-use crate::parse::{read_csv, strip_bom};
+use crate::parse::{BodyError, read_csv, strip_bom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BodyFormat {
@@ -33,25 +33,39 @@ impl BodyFormat {
 /// more than once (each is rejected on its own field).
 pub(super) type BodyRow = (u64, Result<Vec<(String, Option<Cell>)>, String>, Vec<String>);
 
-pub(super) fn parse_rows(format: BodyFormat, body: &[u8]) -> Result<Vec<BodyRow>, String> {
+/// The rows of a body, at most `max_rows` of them (as for incident records, a refused row
+/// holds an error per problem, and a compressed Parquet body can hold millions of rows):
+/// beyond, the body is refused whole, before the rows past the cap are kept (Parquet: before
+/// any is decoded, from the row count in its footer).
+pub(super) fn parse_rows(
+    format: BodyFormat,
+    body: &[u8],
+    max_rows: usize,
+) -> Result<Vec<BodyRow>, BodyError> {
     match format {
-        BodyFormat::Parquet => parse_parquet(body),
+        BodyFormat::Parquet => parse_parquet(body, max_rows),
         _ => {
-            let text = std::str::from_utf8(body)
-                .map_err(|e| format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
+            let text = std::str::from_utf8(body).map_err(|e| {
+                BodyError::Unreadable(format!(
+                    "body is not valid UTF-8 (at byte {})",
+                    e.valid_up_to()
+                ))
+            })?;
             if format == BodyFormat::Csv {
-                parse_csv(text)
+                parse_csv(text, max_rows)
             } else {
-                Ok(parse_ndjson(strip_bom(text)))
+                parse_ndjson(strip_bom(text), max_rows)
             }
         }
     }
 }
 
-fn parse_ndjson(text: &str) -> Vec<BodyRow> {
-    text.split('\n')
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
+fn parse_ndjson(text: &str, max_rows: usize) -> Result<Vec<BodyRow>, BodyError> {
+    let lines = text.split('\n').enumerate().filter(|(_, line)| !line.trim().is_empty());
+    if lines.clone().nth(max_rows).is_some() {
+        return Err(BodyError::TooManyRecords { max: max_rows });
+    }
+    Ok(lines
         .map(|(i, line)| {
             let line = line.trim_end_matches('\r');
             let (row, repeated) = match parse_json_row(line) {
@@ -73,15 +87,20 @@ fn parse_ndjson(text: &str) -> Vec<BodyRow> {
             };
             (i as u64 + 1, row, repeated)
         })
-        .collect()
+        .collect())
 }
 
 /// CSV cells stay text; [`validate_row`](observatory_model::survey::validate_row) reads them by the declared type, as R reads a CSV.
 /// The body is read as the incident feed's is ([`read_csv`]): a repeated column fails the
 /// body, an unclosed quote rejects its line and reading goes on after it.
-fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
+fn parse_csv(text: &str, max_rows: usize) -> Result<Vec<BodyRow>, BodyError> {
     let mut rows = Vec::new();
+    let mut too_many = false;
     read_csv(text, |header, line, record| {
+        if rows.len() == max_rows {
+            too_many = true;
+            return;
+        }
         let cells = record.map(|record| {
             header
                 .iter()
@@ -92,7 +111,11 @@ fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
                 .collect()
         });
         rows.push((line, cells, Vec::new()));
-    })?;
+    })
+    .map_err(BodyError::Unreadable)?;
+    if too_many {
+        return Err(BodyError::TooManyRecords { max: max_rows });
+    }
     Ok(rows)
 }
 
@@ -102,27 +125,38 @@ fn parse_csv(text: &str) -> Result<Vec<BodyRow>, String> {
 /// The parquet and arrow-ipc crates still assert on some corrupt files (found by fuzzing: a
 /// negative column offset, an embedded Arrow schema of type NONE): such a panic refuses the
 /// body like any unreadable file instead of dropping the connection unanswered.
-fn parse_parquet(body: &[u8]) -> Result<Vec<BodyRow>, String> {
-    std::panic::catch_unwind(|| read_parquet(body)).unwrap_or_else(|_| {
-        Err("body is not a readable Parquet file: its metadata is corrupt".to_owned())
+fn parse_parquet(body: &[u8], max_rows: usize) -> Result<Vec<BodyRow>, BodyError> {
+    std::panic::catch_unwind(|| read_parquet(body, max_rows)).unwrap_or_else(|_| {
+        Err(BodyError::Unreadable(
+            "body is not a readable Parquet file: its metadata is corrupt".to_owned(),
+        ))
     })
 }
 
-fn read_parquet(body: &[u8]) -> Result<Vec<BodyRow>, String> {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+fn read_parquet(body: &[u8], max_rows: usize) -> Result<Vec<BodyRow>, BodyError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        BodyError::Unreadable(format!("body is not a readable Parquet file: {e}"))
+    };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
         Bytes::copy_from_slice(body),
     )
-    .map_err(|e| format!("body is not a readable Parquet file: {e}"))?
-    .build()
-    .map_err(|e| format!("body is not a readable Parquet file: {e}"))?;
+    .map_err(|e| unreadable(&e))?;
+    // The footer's row count, before a page is decompressed.
+    let declared = builder.metadata().file_metadata().num_rows();
+    let declared = usize::try_from(declared)
+        .map_err(|_| unreadable(&format_args!("its footer declares {declared} rows")))?;
+    if declared > max_rows {
+        return Err(BodyError::TooManyRecords { max: max_rows });
+    }
+    let reader = builder.build().map_err(|e| unreadable(&e))?;
     let batches = reader
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("reading the Parquet body: {e}"))?;
+        .map_err(|e| BodyError::Unreadable(format!("reading the Parquet body: {e}")))?;
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(Vec::new());
     }
-    let table =
-        observatory_stats::Table::from_record_batches(&batches).map_err(|e| e.to_string())?;
+    let table = observatory_stats::Table::from_record_batches(&batches)
+        .map_err(|e| BodyError::Unreadable(e.to_string()))?;
     let columns: Vec<_> = table.column_names().filter_map(|n| table.column(n)).collect();
     Ok((0..table.n_rows())
         .map(|row| {
@@ -192,26 +226,30 @@ pub(super) fn parse_close(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::DEFAULT_MAX_RECORDS;
 
     #[test]
     fn csv_keeps_lines_and_text_cells_and_refuses_repeated_columns() {
-        let rows = parse_csv("id,x,y\nA,1.5,\nB,2\n").unwrap();
+        let rows = parse_csv("id,x,y\nA,1.5,\nB,2\n", DEFAULT_MAX_RECORDS).unwrap();
         assert_eq!(rows[0].0, 2);
         let a = rows[0].1.as_ref().unwrap();
         assert_eq!(a[1], ("x".to_owned(), Some(Cell::Text("1.5".into()))));
         assert_eq!(a[2], ("y".to_owned(), None));
         assert_eq!(rows[1].0, 3);
-        assert!(rows[1].1.as_ref().unwrap_err().contains("header has 3 columns"));
-        assert!(parse_csv("id,x,x\n").unwrap_err().contains("twice"));
+        assert!(rows[1].1.as_ref().unwrap_err().to_string().contains("header has 3 columns"));
+        assert!(
+            parse_csv("id,x,x\n", DEFAULT_MAX_RECORDS).unwrap_err().to_string().contains("twice")
+        );
     }
 
     #[test]
     fn a_repeated_column_or_key_is_refused_naming_it() {
-        let error = parse_csv("id,x,y,x\nA,1,2,3\n").unwrap_err();
+        let error = parse_csv("id,x,y,x\nA,1,2,3\n", DEFAULT_MAX_RECORDS).unwrap_err().to_string();
         assert!(error.contains("'x'") && error.contains("columns 2 and 4"), "{error}");
         let rows = parse_rows(
             BodyFormat::Ndjson,
             b"{\"id\":\"A\",\"x\":1}\n{\"id\":\"B\",\"x\":1,\"x\":2}\n{\"id\":\"C\"}\n",
+            DEFAULT_MAX_RECORDS,
         )
         .unwrap();
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3]);
@@ -223,21 +261,36 @@ mod tests {
 
     #[test]
     fn an_unclosed_quote_rejects_its_line_and_the_next_lines_are_read() {
-        let rows = parse_rows(BodyFormat::Csv, b"id,x\nA,\"1\nB,2\n").unwrap();
+        let rows = parse_rows(BodyFormat::Csv, b"id,x\nA,\"1\nB,2\n", DEFAULT_MAX_RECORDS).unwrap();
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3]);
-        assert!(rows[0].1.as_ref().unwrap_err().contains("unclosed quote"));
+        assert!(rows[0].1.as_ref().unwrap_err().to_string().contains("unclosed quote"));
         assert_eq!(rows[1].1.as_ref().unwrap()[1], ("x".to_owned(), Some(Cell::Text("2".into()))));
         // A record over several lines with the wrong size says so; CRLF lines count once.
-        let rows = parse_rows(BodyFormat::Csv, b"id,x\r\nA,\"1\r\nB\",2,3\r\nC,4\r\n").unwrap();
+        let rows = parse_rows(
+            BodyFormat::Csv,
+            b"id,x\r\nA,\"1\r\nB\",2,3\r\nC,4\r\n",
+            DEFAULT_MAX_RECORDS,
+        )
+        .unwrap();
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 4]);
-        assert!(rows[0].1.as_ref().unwrap_err().contains("spans lines 2–3"), "{rows:?}");
+        assert!(
+            rows[0].1.as_ref().unwrap_err().to_string().contains("spans lines 2–3"),
+            "{rows:?}"
+        );
     }
 
     #[test]
     fn a_leading_byte_order_mark_is_skipped() {
-        let rows = parse_rows(BodyFormat::Ndjson, "\u{feff}{\"id\":\"A\"}\n".as_bytes()).unwrap();
+        let rows = parse_rows(
+            BodyFormat::Ndjson,
+            "\u{feff}{\"id\":\"A\"}\n".as_bytes(),
+            DEFAULT_MAX_RECORDS,
+        )
+        .unwrap();
         assert_eq!(rows[0].1.as_ref().unwrap()[0].0, "id");
-        let rows = parse_rows(BodyFormat::Csv, "\u{feff}id,x\nA,1\n".as_bytes()).unwrap();
+        let rows =
+            parse_rows(BodyFormat::Csv, "\u{feff}id,x\nA,1\n".as_bytes(), DEFAULT_MAX_RECORDS)
+                .unwrap();
         assert_eq!(rows[0].1.as_ref().unwrap()[0].0, "id");
         let weights = parse_close_csv("\u{feff}cds,w\nA,1.5\n").unwrap();
         assert_eq!(weights["A"], 1.5);
@@ -252,7 +305,8 @@ mod tests {
             &include_bytes!("../../testdata/fuzz-arrow-schema-type-none.parquet")[..],
             &include_bytes!("../../testdata/fuzz-negative-column-offset.parquet")[..],
         ] {
-            let error = parse_rows(BodyFormat::Parquet, body).unwrap_err();
+            let error =
+                parse_rows(BodyFormat::Parquet, body, DEFAULT_MAX_RECORDS).unwrap_err().to_string();
             assert!(error.contains("not a readable Parquet file"), "{error}");
         }
     }
@@ -261,8 +315,13 @@ mod tests {
     fn close_bodies() {
         let csv = parse_close_csv("cds,w\nA,1.5\nB,2\n").unwrap();
         assert_eq!(csv["B"], 2.0);
-        assert!(parse_close_csv("cds,w\nA,1.5\nA,2\n").unwrap_err().contains("second weight"));
-        assert!(parse_close_csv("cds,w\nA,heavy\n").unwrap_err().contains("line 2"));
+        assert!(
+            parse_close_csv("cds,w\nA,1.5\nA,2\n")
+                .unwrap_err()
+                .to_string()
+                .contains("second weight")
+        );
+        assert!(parse_close_csv("cds,w\nA,heavy\n").unwrap_err().to_string().contains("line 2"));
         assert_eq!(parse_close_json("{}").unwrap().len(), 0);
         assert!(parse_close_json(r#"{"weights":{}}"#).is_err());
     }

@@ -28,17 +28,24 @@ pub struct SurveyIngestState {
     /// What the old subjects held, by survey; moved into a survey's view when it is made.
     legacy: std::sync::Mutex<HashMap<String, SurveyLedger>>,
     ready: AtomicBool,
+    /// Most rows one upload may carry ([`crate::api::IngestConfig::max_records_per_request`]).
+    pub(super) max_rows: usize,
 }
 
 impl SurveyIngestState {
     /// Not ready until [`load_legacy`](Self::load_legacy) has read the old subjects.
-    pub fn new(registry: AgencyRegistry, bus: Bus) -> SurveyIngestState {
+    pub fn new(
+        registry: AgencyRegistry,
+        bus: Bus,
+        config: &crate::api::IngestConfig,
+    ) -> SurveyIngestState {
         SurveyIngestState {
             registry,
             bus,
             views: Default::default(),
             legacy: Default::default(),
             ready: AtomicBool::new(false),
+            max_rows: config.max_records_per_request,
         }
     }
 
