@@ -22,7 +22,7 @@ use crate::agencies::{Agency, AgencyRegistry};
 use crate::commit::{Candidate, Outcome, commit};
 use crate::dedupe::{Decision, LegacyIndex};
 use crate::error::ApiError;
-use crate::parse::{BodyError, Format, JsonRecord, REPEATED_KEY, json_record, parse_body};
+use crate::parse::{Format, JsonRecord, REPEATED_KEY, json_record, parse_body};
 use crate::upload::{self, IngestSummary, Rejection};
 
 #[derive(Debug, Clone)]
@@ -153,12 +153,7 @@ pub(crate) async fn ingest_records(
 ) -> Result<(IngestSummary, Vec<serde_json::Value>), ApiError> {
     let legacy = state.legacy()?;
     let crosswalk = state.crosswalk(&agency.crosswalk)?;
-    let records = parse_body(format, body, state.max_records).map_err(|e| match e {
-        BodyError::Unreadable(why) => ApiError::bad_request(why),
-        too_many @ BodyError::TooManyRecords { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, too_many.to_string())
-        }
-    })?;
+    let records = parse_body(format, body, state.max_records)?;
     let span = tracing::Span::current();
     span.record("records", records.len());
 

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use observatory_model::survey::LedgerError;
 use serde_json::{Map, Value, json};
 
+use crate::parse::BodyError;
+
 /// An answer other than success. Handlers return `Result<Response, ApiError>` and use `?`.
 #[derive(Debug, thiserror::Error)]
 #[error("{status}: {message}")]
@@ -112,6 +114,18 @@ impl From<LedgerError> for ApiError {
             }
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+/// A body refused whole: unreadable (400), or holding more records than a request may (413).
+impl From<BodyError> for ApiError {
+    fn from(error: BodyError) -> ApiError {
+        match error {
+            BodyError::Unreadable(why) => ApiError::bad_request(why),
+            too_many @ BodyError::TooManyRecords { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, too_many.to_string())
+            }
+        }
     }
 }
 

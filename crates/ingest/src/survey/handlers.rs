@@ -24,7 +24,7 @@ use super::state::{ENVELOPE_ROOM, SurveyIngestState};
 use super::view::{MAX_ROUNDS, SurveyView, Written, contended};
 use crate::agencies::Agency;
 use crate::error::ApiError;
-use crate::parse::{BodyError, REPEATED_KEY};
+use crate::parse::REPEATED_KEY;
 use crate::upload::{self, IngestSummary, Rejection};
 
 /// What the advice on an oversized body tells the producer to split.
@@ -212,12 +212,7 @@ pub(super) async fn post_responses(
             return Err(refusal.into());
         }
     };
-    let rows = parse_rows(format, &body, state.max_rows).map_err(|e| match e {
-        BodyError::Unreadable(why) => ApiError::bad_request(why),
-        too_many @ BodyError::TooManyRecords { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, too_many.to_string())
-        }
-    })?;
+    let rows = parse_rows(format, &body, state.max_rows)?;
     let span = Span::current();
     span.record("rows", rows.len());
     let Vetted { fresh, rejected, mut duplicates } = vet(&declaration, rows);
