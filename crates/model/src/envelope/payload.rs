@@ -55,6 +55,7 @@ pub(super) fn incident_reported(payload: &[u8]) -> Option<IncidentReported> {
     };
     text.literal(b",\"unit\":\"")?;
     let unit = text.plain_string()?;
+    // `Unit` lists no values of its own; a unit added to it is read by serde until added here.
     let unit =
         [Unit::Offence, Unit::Victim, Unit::Report].into_iter().find(|u| u.as_str() == unit)?;
     let coding = match text.literal(b",\"coding\":{\"crosswalk\":\"") {
