@@ -319,15 +319,34 @@ pub(crate) fn json_record(text: &str) -> Result<JsonRecord, serde_json::Error> {
 }
 
 fn parse_ndjson(text: &str, max_records: usize) -> Result<Vec<ParsedRecord>, BodyError> {
+    at_most(
+        max_records,
+        ndjson_lines(text).map(|(line, text)| {
+            ParsedRecord::new(line, json_record(text).map_err(|e| format!("invalid JSON: {e}")))
+        }),
+    )
+}
+
+/// The records of an NDJSON body, for the incident and the survey feeds: each line that is
+/// not blank, with its physical line number and without the CR of a CRLF.
+pub(crate) fn ndjson_lines(text: &str) -> impl Iterator<Item = (u64, &str)> {
+    text.split('\n')
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| (i as u64 + 1, line.trim_end_matches('\r')))
+}
+
+/// The records `read` makes, refusing the body at the first past `max_records` (read, not kept).
+pub(crate) fn at_most<T>(
+    max_records: usize,
+    read: impl Iterator<Item = T>,
+) -> Result<Vec<T>, BodyError> {
     let mut records = Vec::new();
-    for (i, line) in text.split('\n').enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+    for record in read {
         if records.len() == max_records {
             return Err(BodyError::TooManyRecords { max: max_records });
         }
-        records.push(ParsedRecord::new(
-            i as u64 + 1,
-            json_record(line.trim_end_matches('\r')).map_err(|e| format!("invalid JSON: {e}")),
-        ));
+        records.push(record);
     }
     Ok(records)
 }
@@ -426,13 +445,7 @@ fn typed_cell(column: &str, cell: &str) -> Value {
 
 fn parse_csv(text: &str, max_records: usize) -> Result<Vec<ParsedRecord>, BodyError> {
     let mut records = Vec::new();
-    let mut too_many = false;
-    read_csv(text, |header, line, row| {
-        // The rest of the body is still scanned (a row at a time), but nothing more is kept.
-        if records.len() == max_records {
-            too_many = true;
-            return;
-        }
+    read_csv(text, max_records, |header, line, row| {
         let record = row.map(|row| {
             Record::of_distinct(
                 header
@@ -443,11 +456,7 @@ fn parse_csv(text: &str, max_records: usize) -> Result<Vec<ParsedRecord>, BodyEr
             )
         });
         records.push(ParsedRecord { line, record, repeated: Vec::new() });
-    })
-    .map_err(BodyError::Unreadable)?;
-    if too_many {
-        return Err(BodyError::TooManyRecords { max: max_records });
-    }
+    })?;
     Ok(records)
 }
 
@@ -455,16 +464,32 @@ fn parse_csv(text: &str, max_records: usize) -> Result<Vec<ParsedRecord>, BodyEr
 /// feeds, calling `each` with the header, every record's physical line (the header is line 1;
 /// CRLF line ends count once, a lone CR ends a line as LF does) and its cells, or why the record cannot be read: the wrong
 /// number of cells, or a quote that never closes. Fails only for the body as a whole: no header,
-/// a header with an unclosed quote, a column named twice. Skips one leading byte-order mark.
+/// a header with an unclosed quote, a column named twice, or more than `max_records` records
+/// (readable or not; reading stops at the first past the cap). Skips one leading byte-order
+/// mark.
 ///
 /// The csv crate runs a quoted field that never closes to the end of the body, so one stray
 /// quote would swallow every line after it. The body is therefore first scanned for such a
 /// quote ([`unclosed_quote`]); the records before it are read, its line is rejected, and
 /// reading goes on with the next line (loops for another).
-pub(crate) fn read_csv<F>(text: &str, mut each: F) -> Result<Vec<String>, String>
+pub(crate) fn read_csv<F>(
+    text: &str,
+    max_records: usize,
+    mut each: F,
+) -> Result<Vec<String>, BodyError>
 where
     F: FnMut(&[String], u64, Result<&csv::StringRecord, String>),
 {
+    let mut records = 0;
+    let mut each = |header: &[String], line: u64, row: Result<&csv::StringRecord, String>| {
+        if records == max_records {
+            return Err(BodyError::TooManyRecords { max: max_records });
+        }
+        records += 1;
+        each(header, line, row);
+        Ok(())
+    };
+    let unreadable = BodyError::Unreadable;
     let text = strip_bom(text);
     let mut lines = LineCounter::default();
     let mut header: Option<Vec<String>> = None;
@@ -485,11 +510,11 @@ where
                     let offset = start + row.position().map_or(0, |p| p.byte() as usize);
                     let line = lines.line_at(text, record_start(text, offset));
                     let Some(header) = &header else {
-                        header = Some(read_header(&row)?);
+                        header = Some(read_header(&row).map_err(unreadable)?);
                         continue;
                     };
                     if row.len() == header.len() {
-                        each(header, line, Ok(&row));
+                        each(header, line, Ok(&row))?;
                         continue;
                     }
                     let mut error =
@@ -501,15 +526,15 @@ where
                             line + breaks as u64
                         ));
                     }
-                    each(header, line, Err(error));
+                    each(header, line, Err(error))?;
                 }
                 Err(e) => {
                     let offset = start + e.position().map_or(0, |p| p.byte() as usize);
                     let line = lines.line_at(text, record_start(text, offset));
                     let Some(header) = &header else {
-                        return Err(format!("cannot read the CSV header row: {e}"));
+                        return Err(unreadable(format!("cannot read the CSV header row: {e}")));
                     };
-                    each(header, line, Err(format!("unreadable CSV row: {e}")));
+                    each(header, line, Err(format!("unreadable CSV row: {e}")))?;
                     break;
                 }
             }
@@ -518,16 +543,16 @@ where
         let record_line = lines.line_at(text, record_start(text, start + record));
         let quote_line = lines.line_at(text, start + quote);
         let Some(header) = &header else {
-            return Err(format!(
+            return Err(unreadable(format!(
                 "the CSV header row has an unclosed quote: the field opened with \" on line {quote_line} never closes"
-            ));
+            )));
         };
         let mut error =
             "unclosed quote: the field opened with \" on this line never closes".to_owned();
         if record_line < quote_line {
             error.push_str(&format!(" (its record starts on line {record_line})"));
         }
-        each(header, quote_line, Err(error));
+        each(header, quote_line, Err(error))?;
         // Go on after the line of the quote.
         start = match text[start + quote..].find(['\n', '\r']) {
             Some(end) => {
@@ -538,7 +563,7 @@ where
         };
     }
     header.ok_or_else(|| {
-        "the CSV header row is empty; the first line must name the columns".to_owned()
+        unreadable("the CSV header row is empty; the first line must name the columns".to_owned())
     })
 }
 
@@ -648,8 +673,8 @@ mod tests {
         let lines: Vec<u64> = records.iter().map(|r| r.line).collect();
         assert_eq!(lines, vec![1, 3, 4, 5]);
         assert!(records[0].record.is_ok() && records[3].record.is_ok());
-        assert!(records[1].record.as_ref().unwrap_err().to_string().contains("invalid JSON"));
-        assert!(records[2].record.as_ref().unwrap_err().to_string().contains("JSON object"));
+        assert!(records[1].record.as_ref().unwrap_err().contains("invalid JSON"));
+        assert!(records[2].record.as_ref().unwrap_err().contains("JSON object"));
     }
 
     #[test]
@@ -665,9 +690,7 @@ mod tests {
         assert_eq!(b["revision"], Value::String("x".into()));
         assert_eq!(b["cyber"], Value::String("yes".into()));
         assert_eq!(records[2].line, 4);
-        assert!(
-            records[2].record.as_ref().unwrap_err().to_string().contains("header has 5 columns")
-        );
+        assert!(records[2].record.as_ref().unwrap_err().contains("header has 5 columns"));
     }
 
     #[test]
@@ -734,7 +757,7 @@ mod tests {
         let body = r#"[{"a":1,"a":2,"a":3,"b":{"c":1,"c":2},"b":null}, 3, {"x":[1,{"y":2}]}]"#;
         let records = parse_body(Format::JsonArray, body.as_bytes(), DEFAULT_MAX_RECORDS).unwrap();
         assert_eq!(records.len(), 3);
-        assert!(records[1].record.as_ref().unwrap_err().to_string().contains("JSON object"));
+        assert!(records[1].record.as_ref().unwrap_err().contains("JSON object"));
         assert_eq!(records[2].record.as_ref().unwrap()["x"], serde_json::json!([1, {"y": 2}]));
         let identity = observatory_reference::Crosswalks::builtin()
             .latest(observatory_reference::IDENTITY)
@@ -875,7 +898,7 @@ mod tests {
         let records = parse_body(Format::Csv, b"a,b\n1,2\n3,\"4", DEFAULT_MAX_RECORDS).unwrap();
         assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3]);
         assert!(records[0].record.is_ok());
-        assert!(records[1].record.as_ref().unwrap_err().to_string().contains("unclosed quote"));
+        assert!(records[1].record.as_ref().unwrap_err().contains("unclosed quote"));
 
         // An unclosed quote in the header fails the body.
         assert!(
@@ -920,17 +943,17 @@ mod tests {
         let records =
             parse_body(Format::Csv, b"a,b\r1,2\r3\r4,5\r\n6,7\n", DEFAULT_MAX_RECORDS).unwrap();
         assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
-        assert!(records[1].record.as_ref().unwrap_err().to_string().contains("1 cells"));
+        assert!(records[1].record.as_ref().unwrap_err().contains("1 cells"));
         // An unclosed quote rejects its line only, whatever ends it.
         let records = parse_body(Format::Csv, b"a,b\r1,\"2\r3,4\r", DEFAULT_MAX_RECORDS).unwrap();
         assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3]);
-        assert!(records[0].record.as_ref().unwrap_err().to_string().contains("unclosed quote"));
+        assert!(records[0].record.as_ref().unwrap_err().contains("unclosed quote"));
         assert!(records[1].record.is_ok());
         // A record over two lines says so, counting a lone CR as a line break.
         let records =
             parse_body(Format::Csv, b"a,b\r1,\"2\r\",3\r4,5\r", DEFAULT_MAX_RECORDS).unwrap();
         assert_eq!(records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 4]);
-        assert!(records[0].record.as_ref().unwrap_err().to_string().contains("spans lines 2–3"));
+        assert!(records[0].record.as_ref().unwrap_err().contains("spans lines 2–3"));
     }
 
     #[test]

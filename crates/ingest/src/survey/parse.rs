@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use observatory_model::survey::{Cell, parse_close_json, parse_json_row};
 
-use crate::parse::{BodyError, read_csv, strip_bom};
+use crate::parse::{BodyError, at_most, ndjson_lines, read_csv, strip_bom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BodyFormat {
@@ -61,13 +61,9 @@ pub(super) fn parse_rows(
 }
 
 fn parse_ndjson(text: &str, max_rows: usize) -> Result<Vec<BodyRow>, BodyError> {
-    let lines = text.split('\n').enumerate().filter(|(_, line)| !line.trim().is_empty());
-    if lines.clone().nth(max_rows).is_some() {
-        return Err(BodyError::TooManyRecords { max: max_rows });
-    }
-    Ok(lines
-        .map(|(i, line)| {
-            let line = line.trim_end_matches('\r');
+    at_most(
+        max_rows,
+        ndjson_lines(text).map(|(at, line)| {
             let (row, repeated) = match parse_json_row(line) {
                 Ok(row) => match row.repeated.as_slice() {
                     [] => (Ok(row.cells), row.repeated),
@@ -85,9 +81,9 @@ fn parse_ndjson(text: &str, max_rows: usize) -> Result<Vec<BodyRow>, BodyError> 
                 },
                 Err(error) => (Err(error), Vec::new()),
             };
-            (i as u64 + 1, row, repeated)
-        })
-        .collect())
+            (at, row, repeated)
+        }),
+    )
 }
 
 /// CSV cells stay text; [`validate_row`](observatory_model::survey::validate_row) reads them by the declared type, as R reads a CSV.
@@ -95,12 +91,7 @@ fn parse_ndjson(text: &str, max_rows: usize) -> Result<Vec<BodyRow>, BodyError> 
 /// body, an unclosed quote rejects its line and reading goes on after it.
 fn parse_csv(text: &str, max_rows: usize) -> Result<Vec<BodyRow>, BodyError> {
     let mut rows = Vec::new();
-    let mut too_many = false;
-    read_csv(text, |header, line, record| {
-        if rows.len() == max_rows {
-            too_many = true;
-            return;
-        }
+    read_csv(text, max_rows, |header, line, record| {
         let cells = record.map(|record| {
             header
                 .iter()
@@ -111,11 +102,7 @@ fn parse_csv(text: &str, max_rows: usize) -> Result<Vec<BodyRow>, BodyError> {
                 .collect()
         });
         rows.push((line, cells, Vec::new()));
-    })
-    .map_err(BodyError::Unreadable)?;
-    if too_many {
-        return Err(BodyError::TooManyRecords { max: max_rows });
-    }
+    })?;
     Ok(rows)
 }
 
@@ -236,7 +223,7 @@ mod tests {
         assert_eq!(a[1], ("x".to_owned(), Some(Cell::Text("1.5".into()))));
         assert_eq!(a[2], ("y".to_owned(), None));
         assert_eq!(rows[1].0, 3);
-        assert!(rows[1].1.as_ref().unwrap_err().to_string().contains("header has 3 columns"));
+        assert!(rows[1].1.as_ref().unwrap_err().contains("header has 3 columns"));
         assert!(
             parse_csv("id,x,x\n", DEFAULT_MAX_RECORDS).unwrap_err().to_string().contains("twice")
         );
@@ -263,7 +250,7 @@ mod tests {
     fn an_unclosed_quote_rejects_its_line_and_the_next_lines_are_read() {
         let rows = parse_rows(BodyFormat::Csv, b"id,x\nA,\"1\nB,2\n", DEFAULT_MAX_RECORDS).unwrap();
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3]);
-        assert!(rows[0].1.as_ref().unwrap_err().to_string().contains("unclosed quote"));
+        assert!(rows[0].1.as_ref().unwrap_err().contains("unclosed quote"));
         assert_eq!(rows[1].1.as_ref().unwrap()[1], ("x".to_owned(), Some(Cell::Text("2".into()))));
         // A record over several lines with the wrong size says so; CRLF lines count once.
         let rows = parse_rows(
@@ -273,10 +260,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 4]);
-        assert!(
-            rows[0].1.as_ref().unwrap_err().to_string().contains("spans lines 2–3"),
-            "{rows:?}"
-        );
+        assert!(rows[0].1.as_ref().unwrap_err().contains("spans lines 2–3"), "{rows:?}");
     }
 
     #[test]
@@ -321,7 +305,7 @@ mod tests {
                 .to_string()
                 .contains("second weight")
         );
-        assert!(parse_close_csv("cds,w\nA,heavy\n").unwrap_err().to_string().contains("line 2"));
+        assert!(parse_close_csv("cds,w\nA,heavy\n").unwrap_err().contains("line 2"));
         assert_eq!(parse_close_json("{}").unwrap().len(), 0);
         assert!(parse_close_json(r#"{"weights":{}}"#).is_err());
     }
