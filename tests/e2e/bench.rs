@@ -5,24 +5,31 @@ use serde_json::Value;
 
 use crate::harness::Env;
 
-/// Two trials of the projection stage: each a raw replay and a rebuild of the whole stream
-/// (a new version each), both reported, the headline figures being their medians.
-#[test]
-fn the_projection_stage_reports_every_trial_and_their_medians() {
+/// `observatory bench` with `flags`, in a work directory of its own: what it printed, and the
+/// report it wrote as JSON.
+fn bench(flags: &[(&str, &str)]) -> (String, Value) {
     let env = Env::new();
     let work = env.dir.path().join("bench");
     let json = env.dir.path().join("bench.json");
     std::fs::create_dir_all(&work).unwrap();
-    let text = env
-        .observatory("bench")
-        .flag("--events", "3000")
-        .flag("--stages", "projection")
-        .flag("--projection-runs", "2")
+    let mut command = env.observatory("bench");
+    for &(flag, value) in flags {
+        command = command.flag(flag, value);
+    }
+    let text = command
         .flag("--work-dir", work.to_str().unwrap())
         .flag("--json", json.to_str().unwrap())
         .run();
+    (text, serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap())
+}
+
+/// Two trials of the projection stage: each a raw replay and a rebuild of the whole stream
+/// (a new version each), both reported, the headline figures being their medians.
+#[test]
+fn the_projection_stage_reports_every_trial_and_their_medians() {
+    let (text, report) =
+        bench(&[("--events", "3000"), ("--stages", "projection"), ("--projection-runs", "2")]);
     assert!(text.contains("medians of 2 trials"), "{text}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let projection = &report["projection"];
     let trials = projection["trials"].as_array().expect("trials");
     assert_eq!(trials.len(), 2, "{projection:#}");
@@ -49,21 +56,13 @@ fn the_projection_stage_reports_every_trial_and_their_medians() {
 /// harmonic mean of the two raw publishes with the ingest's headers on either side of it.
 #[test]
 fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages() {
-    let env = Env::new();
-    let work = env.dir.path().join("bench");
-    let json = env.dir.path().join("bench.json");
-    std::fs::create_dir_all(&work).unwrap();
-    let text = env
-        .observatory("bench")
-        .flag("--events", "1000")
-        .flag("--stages", "ingest")
-        .flag("--ingest-records", "3000")
-        .flag("--batch-sizes", "500")
-        .flag("--work-dir", work.to_str().unwrap())
-        .flag("--json", json.to_str().unwrap())
-        .run();
+    let (text, report) = bench(&[
+        ("--events", "1000"),
+        ("--stages", "ingest"),
+        ("--ingest-records", "3000"),
+        ("--batch-sizes", "500"),
+    ]);
     assert!(text.contains("before and after it (harmonic mean)"), "{text}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let runs = report["ingest"]["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 1, "{report:#}");
     let run = &runs[0];
