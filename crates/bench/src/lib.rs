@@ -439,10 +439,15 @@ pub fn render(report: &Report) -> String {
             );
             for (n, t) in p.trials.iter().enumerate() {
                 let r = &t.rebuild;
+                let resumes = r
+                    .consumer_resumes
+                    .filter(|&n| n > 0)
+                    .map(|n| format!(", consumer recreated {n}×"))
+                    .unwrap_or_default();
                 let waits = match (r.stream_wait_seconds, r.longest_stream_wait_seconds) {
-                    (Some(all), Some(longest)) => {
-                        format!(", waited {all:.1} s for the stream (longest {longest:.2} s)")
-                    }
+                    (Some(all), Some(longest)) => format!(
+                        ", waited {all:.1} s for the stream (longest {longest:.2} s{resumes})"
+                    ),
                     _ => String::new(),
                 };
                 let _ = writeln!(
@@ -469,7 +474,10 @@ pub fn render(report: &Report) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "   waited for nats-server's next message {waited:.1} s in all ({stalls} waits over 0.5 s{longest})"
+                "   waited for nats-server's next message {waited:.1} s in all ({stalls} waits over 0.5 s{longest}){}",
+                r.consumer_resumes
+                    .map(|n| format!("; consumer recreated {n} times after a silence"))
+                    .unwrap_or_default()
             );
         }
         let _ = writeln!(

@@ -63,18 +63,26 @@ pub struct Rebuild {
     pub stream_wait_seconds: Option<f64>,
     pub stream_stalls: Option<u64>,
     pub longest_stream_wait_seconds: Option<f64>,
+    /// How many times the rebuild recreated its consumer after a silence while the stream
+    /// still owed messages.
+    pub consumer_resumes: Option<u64>,
 }
 
-/// The rebuild's "waited for the stream X s, N stalls over M ms, the longest Y s" line, read
-/// back (Y was added later: older rebuilds leave it out).
-fn stream_waits(log: &str) -> Option<(f64, u64, Option<f64>)> {
+/// The rebuild's "waited for the stream X s, N stalls over M ms, the longest Y s; consumer
+/// recreated R times" line, read back (Y and R were added later: older rebuilds leave them
+/// out).
+fn stream_waits(log: &str) -> Option<(f64, u64, Option<f64>, Option<u64>)> {
     let line = log.lines().rev().find_map(|l| l.strip_prefix("waited for the stream "))?;
     let (seconds, rest) = line.split_once(" s, ")?;
     let (stalls, rest) = rest.split_once(' ')?;
+    let (rest, resumes) = match rest.split_once("; consumer recreated ") {
+        Some((rest, resumes)) => (rest, resumes.strip_suffix(" times")?.parse().ok()),
+        None => (rest, None),
+    };
     let longest = rest
         .split_once("the longest ")
         .and_then(|(_, longest)| longest.strip_suffix(" s")?.parse().ok());
-    Some((seconds.parse().ok()?, stalls.parse().ok()?, longest))
+    Some((seconds.parse().ok()?, stalls.parse().ok()?, longest, resumes))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,7 +186,8 @@ async fn raw_replay(bus: &Bus, events: u64, pids: &cpu::Pids) -> Result<Replay> 
     let before = cpu::sample(pids);
     let started = Instant::now();
     // The whole stream, as the incident projector reads it (see `Folding::SUBJECT_PREFIX`).
-    let mut messages = bus.ordered_replay("", false).await?;
+    // The client's consumer alone: the projector's resumption after a silence is its own.
+    let mut messages = bus.ordered_replay("", false).await?.into_inner();
     let mut seen = 0u64;
     while seen < events {
         let message = messages.next().await.context("the replay ended early")?.context("replay")?;
@@ -275,6 +284,7 @@ async fn rebuild(
         stream_wait_seconds: waits.map(|w| w.0),
         stream_stalls: waits.map(|w| w.1),
         longest_stream_wait_seconds: waits.and_then(|w| w.2),
+        consumer_resumes: waits.and_then(|w| w.3),
     };
     Ok((report, manifest))
 }
@@ -327,10 +337,13 @@ mod tests {
     #[test]
     fn the_rebuilds_stream_waits_are_read_back() {
         let log = "rebuilt incidents v1 up to sequence 9: 9 incidents counted; CURRENT now v1\n\
-                   waited for the stream 12.34 s, 3 stalls over 500 ms, the longest 2.05 s\n";
-        assert_eq!(super::stream_waits(log), Some((12.34, 3, Some(2.05))));
-        let older = "waited for the stream 12.34 s, 3 stalls over 500 ms\n";
-        assert_eq!(super::stream_waits(older), Some((12.34, 3, None)));
+                   waited for the stream 12.34 s, 3 stalls over 500 ms, the longest 2.05 s; \
+                   consumer recreated 2 times\n";
+        assert_eq!(super::stream_waits(log), Some((12.34, 3, Some(2.05), Some(2))));
+        let older = "waited for the stream 12.34 s, 3 stalls over 500 ms, the longest 2.05 s\n";
+        assert_eq!(super::stream_waits(older), Some((12.34, 3, Some(2.05), None)));
+        let oldest = "waited for the stream 12.34 s, 3 stalls over 500 ms\n";
+        assert_eq!(super::stream_waits(oldest), Some((12.34, 3, None, None)));
         assert_eq!(super::stream_waits("rebuilt incidents v1"), None);
     }
 }

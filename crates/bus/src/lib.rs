@@ -2,6 +2,7 @@
 //! backpressure, and opens the consumers the projector and the ingest's dedupe index read.
 
 mod cluster;
+mod ordered;
 mod publish;
 mod read;
 mod server;
@@ -12,6 +13,7 @@ use async_nats::jetstream::{self, stream};
 
 pub use async_nats;
 pub use cluster::LocalNatsCluster;
+pub use ordered::{DEFAULT_RESUME_AFTER, Delivered, OrderedConsumer};
 pub use publish::{Outgoing, PublishFailure, Published, Publisher, RetryPolicy};
 pub use read::Stored;
 pub use server::{LocalNatsServer, ServerError, find_nats_server};
@@ -42,6 +44,9 @@ pub struct BusConfig {
     /// The services' NKey seed, when the server requires authentication (the accounts of
     /// `observatory nats-config`).
     pub nkey_seed: Option<String>,
+    /// How long an ordered consumer waits for a message the stream still owes before it
+    /// recreates itself from the last one it delivered; zero leaves it to the client.
+    pub resume_after: Duration,
 }
 
 impl BusConfig {
@@ -55,6 +60,7 @@ impl BusConfig {
             max_inflight: 8192,
             retry: RetryPolicy::default(),
             nkey_seed: None,
+            resume_after: DEFAULT_RESUME_AFTER,
         }
     }
 }
@@ -203,7 +209,7 @@ impl Bus {
         &self,
         filter_subject: &str,
         headers_only: bool,
-    ) -> Result<jetstream::consumer::pull::Ordered, BusError> {
+    ) -> Result<OrderedConsumer, BusError> {
         Ok(self.ordered_from(filter_subject, headers_only, 0, 0).await?.messages)
     }
 
@@ -212,10 +218,11 @@ impl Bus {
     /// messages per pull request (0: the client's default), for streams of large messages.
     ///
     /// No acks: the server keeps no per-message delivery state (a durable consumer with acks
-    /// doubles nats-server's CPU per event), and the client recreates the consumer from the
-    /// last stream sequence it saw whenever a delivery is missed, so messages still arrive
-    /// exactly once and in order. Projectors resume from their committed manifest, never from
-    /// a consumer's ack floor (invariant 3), so they need nothing more.
+    /// doubles nats-server's CPU per event). The client recreates the consumer from the last
+    /// stream sequence it saw whenever a delivery is missed, and [`OrderedConsumer`] does so
+    /// sooner when a pull request goes unanswered, so messages still arrive exactly once and
+    /// in order. Projectors resume from their committed manifest, never from a consumer's ack
+    /// floor (invariant 3), so they need nothing more.
     pub async fn ordered_from(
         &self,
         filter_subject: &str,
@@ -223,36 +230,11 @@ impl Bus {
         after_sequence: u64,
         max_batch: usize,
     ) -> Result<OrderedFrom, BusError> {
-        let err = |e: &dyn std::fmt::Display| BusError::Consumer {
-            stream: self.config.stream.clone(),
-            name: "ordered consumer".to_owned(),
-            message: e.to_string(),
-        };
+        let spec =
+            ordered::Spec { filter_subject: filter_subject.to_owned(), headers_only, max_batch };
         let stream = self.stream().await?;
-        let deliver_policy = if after_sequence == 0 {
-            jetstream::consumer::DeliverPolicy::All
-        } else {
-            jetstream::consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: after_sequence + 1,
-            }
-        };
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: filter_subject.to_owned(),
-                headers_only,
-                deliver_policy,
-                max_batch: i64::try_from(max_batch).unwrap_or(i64::MAX),
-                // Short pull requests, hence a 1 s idle heartbeat: when the client's count of
-                // messages still owed goes wrong (it can under CPU contention) the stream stalls
-                // until two heartbeats are missed and the consumer is recreated. With the
-                // client's default 30 s expiry that stall was seen to last 35 s in a rebuild.
-                max_expires: ORDERED_PULL_EXPIRY,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(&e))?;
-        let pending_at_start = consumer.cached_info().num_pending;
-        let messages = consumer.messages().await.map_err(|e| err(&e))?;
+        let (messages, pending_at_start) =
+            OrderedConsumer::open(stream, spec, after_sequence, self.config.resume_after).await?;
         Ok(OrderedFrom { messages, pending_at_start })
     }
 }
@@ -263,12 +245,9 @@ fn server_urls(url: &str) -> Vec<&str> {
     url.split(',').map(str::trim).filter(|part| !part.is_empty()).collect()
 }
 
-/// Expiry of an ordered consumer's pull requests (its idle heartbeat is half of it).
-const ORDERED_PULL_EXPIRY: Duration = Duration::from_secs(2);
-
 /// An ordered consumer and how many messages were pending when it was created.
 pub struct OrderedFrom {
-    pub messages: jetstream::consumer::pull::Ordered,
+    pub messages: OrderedConsumer,
     pub pending_at_start: u64,
 }
 

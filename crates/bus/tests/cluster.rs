@@ -7,7 +7,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
-use futures::StreamExt;
 use observatory_bus::{Bus, BusConfig};
 use observatory_test_support::TestCluster;
 
@@ -210,8 +209,8 @@ async fn killing_the_stream_leader_loses_no_acknowledged_message_and_doubles_non
             .unwrap_or_else(|_| panic!("message {k} not delivered within 10 s"))
             .expect("stream open")
             .expect("message");
-        let sequence = message.info().expect("jetstream message").stream_sequence;
-        assert_eq!((sequence, message.payload.as_ref()), (k + 1, k.to_string().as_bytes()));
+        let (sequence, payload) = (message.stream_sequence, &message.message.payload);
+        assert_eq!((sequence, payload.as_ref()), (k + 1, k.to_string().as_bytes()));
     }
     println!(
         "leader {} killed; {} leads; first message after the kill acknowledged after \

@@ -387,11 +387,13 @@ pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
         // Time the replay spent waiting for nats-server rather than folding: what separates
         // two runs of one rebuild that differ in wall time but not in CPU.
         println!(
-            "waited for the stream {:.2} s, {} stalls over {} ms, the longest {:.2} s",
+            "waited for the stream {:.2} s, {} stalls over {} ms, the longest {:.2} s; \
+             consumer recreated {} times",
             progress.waited_for_stream.as_secs_f64(),
             progress.stream_stalls,
             observatory_projector::STALL.as_millis(),
-            progress.longest_wait.as_secs_f64()
+            progress.longest_wait.as_secs_f64(),
+            progress.consumer_resumes
         );
     }
     crate::surveys::rebuild(&projector.store, &bus, &config).await?;

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 
-use futures::StreamExt;
 use observatory_bus::{Bus, BusError, DEDUPE_HEADER, REVISION_HEADER};
 use observatory_model::{DedupeKey, LEGACY_INCIDENT_SUBJECTS, RevisionStamp};
 
@@ -130,13 +129,11 @@ impl LegacyIndex {
             if crate::replay::messages_on(bus, filter).await? == 0 {
                 continue;
             }
-            let mut messages = bus.ordered_replay(filter, true).await?;
-            while let Some(message) = messages.next().await {
-                let message = message.map_err(|e| BusError::Consumer {
-                    stream: bus.config().stream.clone(),
-                    name: "legacy dedupe replay".into(),
-                    message: e.to_string(),
-                })?;
+            let mut messages =
+                bus.ordered_replay(filter, true).await?.named("legacy dedupe replay");
+            while let Some(delivered) = messages.next().await {
+                let delivered = delivered?;
+                let message = &delivered.message;
                 seen += 1;
                 let headers = message.headers.as_ref();
                 if let Some(key) = headers
@@ -148,7 +145,7 @@ impl LegacyIndex {
                         .and_then(|v| RevisionStamp::parse(v.as_str()));
                     index.insert(key, stamp);
                 }
-                if message.info().map(|i| i.pending).unwrap_or(0) == 0 {
+                if delivered.pending == 0 {
                     break;
                 }
             }

@@ -9,8 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::Message;
-use futures::{FutureExt, StreamExt};
-use observatory_bus::{Bus, BusError};
+use observatory_bus::{Bus, BusError, OrderedConsumer};
 use observatory_store::{Projection, StoreError};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -128,6 +127,9 @@ pub struct Progress {
     pub stream_stalls: u64,
     /// The longest of those waits: one stall of seconds and many short pauses add up alike.
     pub longest_wait: Duration,
+    /// How many times the consumer was recreated after a silence while the stream still owed
+    /// messages ([`OrderedConsumer`]).
+    pub consumer_resumes: u64,
 }
 
 /// A wait for the stream's next message long enough to be a stall rather than a scheduling
@@ -216,6 +218,7 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
         waited_for_stream: Duration::ZERO,
         stream_stalls: 0,
         longest_wait: Duration::ZERO,
+        consumer_resumes: 0,
     };
     if until_caught_up {
         if ordered.pending_at_start == 0 {
@@ -240,7 +243,8 @@ async fn consume<S: Folding, F: Future<Output = ()>>(
             }
             chunk = decoded.chunks.recv() => {
                 let chunk = match chunk {
-                    Some(Ok((chunk, waited))) => {
+                    Some(Ok((chunk, waited, resumes))) => {
+                        progress.consumer_resumes = resumes;
                         progress.waited_for_stream += waited;
                         progress.longest_wait = progress.longest_wait.max(waited);
                         if waited > STALL {
@@ -386,8 +390,9 @@ struct Delivered<D> {
 /// projector's work per event and needs no state, so it overlaps with folding and writing.
 /// Chunks keep the hand-over cheap; the bounded channel keeps memory bounded (about 65 000
 /// incident events, some 20 MB).
-/// Decoded messages, with how long the wait for the first of them took.
-type Chunk<D> = (Vec<Delivered<D>>, Duration);
+/// Decoded messages, with how long the wait for the first of them took and how many times
+/// the consumer had been recreated by then.
+type Chunk<D> = (Vec<Delivered<D>>, Duration, u64);
 
 struct Decoder<S: Folding> {
     chunks: tokio::sync::mpsc::Receiver<Result<Chunk<S::Decoded>, String>>,
@@ -395,7 +400,7 @@ struct Decoder<S: Folding> {
 }
 
 impl<S: Folding> Decoder<S> {
-    fn spawn(mut messages: async_nats::jetstream::consumer::pull::Ordered) -> Decoder<S> {
+    fn spawn(mut messages: OrderedConsumer) -> Decoder<S> {
         // Room for a flush's worth of reading ahead: while the fold writes Parquet (a few
         // hundred milliseconds for 250 000 changes) the decoder and nats-server keep going.
         let (sender, chunks) = tokio::sync::mpsc::channel(DECODED_CHUNKS_AHEAD);
@@ -408,29 +413,33 @@ impl<S: Folding> Decoder<S> {
                 let mut chunk = Vec::with_capacity(S::BATCH.min(256));
                 let failure = loop {
                     match next {
-                        Some(Ok(message)) => match message.info() {
-                            Ok(info) => chunk.push(Delivered {
-                                sequence: info.stream_sequence,
-                                stream_pending: info.pending,
+                        Some(Ok(observatory_bus::Delivered {
+                            message,
+                            stream_sequence,
+                            pending,
+                        })) => {
+                            chunk.push(Delivered {
+                                sequence: stream_sequence,
+                                stream_pending: pending,
                                 decoded: message
                                     .subject
                                     .starts_with(S::SUBJECT_PREFIX)
                                     .then(|| S::decode(&message)),
-                            }),
-                            Err(error) => break Some(error.to_string()),
-                        },
+                            });
+                        }
                         Some(Err(error)) => break Some(error.to_string()),
                         None => break Some("the consumer's message stream ended".to_owned()),
                     }
                     if chunk.len() == chunk.capacity() {
                         break None;
                     }
-                    match messages.next().now_or_never() {
+                    match messages.next_ready() {
                         Some(message) => next = message,
                         None => break None,
                     }
                 };
-                if !chunk.is_empty() && sender.send(Ok((chunk, waited))).await.is_err() {
+                let resumed = messages.resumed();
+                if !chunk.is_empty() && sender.send(Ok((chunk, waited, resumed))).await.is_err() {
                     return;
                 }
                 if let Some(error) = failure {

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::StreamExt;
 use observatory_bus::{Bus, BusError};
 use observatory_model::LEGACY_SURVEY_SUBJECTS;
 use observatory_model::survey::{SurveyEvent, SurveyLedger};
@@ -99,19 +98,14 @@ async fn read_all(
     filter: &str,
     into: &mut Vec<(u64, String, SurveyEvent)>,
 ) -> Result<(), BusError> {
-    let consumer_err = |e: &dyn std::fmt::Display| BusError::Consumer {
-        stream: bus.config().stream.clone(),
-        name: "legacy survey replay".into(),
-        message: e.to_string(),
-    };
     if crate::replay::messages_on(bus, filter).await? == 0 {
         return Ok(());
     }
-    let mut messages = bus.ordered_replay(filter, false).await?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| consumer_err(&e))?;
-        let info = message.info().map_err(|e| consumer_err(&e))?;
-        let (sequence, pending) = (info.stream_sequence, info.pending);
+    let mut messages = bus.ordered_replay(filter, false).await?.named("legacy survey replay");
+    while let Some(delivered) = messages.next().await {
+        let delivered = delivered?;
+        let (message, sequence, pending) =
+            (&delivered.message, delivered.stream_sequence, delivered.pending);
         if let Some(decoded) = usable(sequence, &message.subject, &message.payload) {
             into.push((sequence, decoded.source, decoded.event));
         }

@@ -1,0 +1,69 @@
+//! The ordered consumer against a real nats-server: when the server stops answering its pull
+//! requests while the stream still owes messages, it recreates itself from the last message it
+//! delivered instead of waiting on the client's timer, and still delivers each message once
+//! and in order.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use observatory_bus::async_nats::datetime;
+use observatory_bus::{Bus, BusConfig, OrderedFrom};
+
+const N: u64 = 60;
+
+async fn next(messages: &mut observatory_bus::OrderedConsumer, k: u64) -> (u64, String) {
+    let delivered = tokio::time::timeout(Duration::from_secs(20), messages.next())
+        .await
+        .unwrap_or_else(|_| panic!("message {k} not delivered within 20 s"))
+        .expect("stream open")
+        .expect("message");
+    let payload = String::from_utf8(delivered.message.payload.to_vec()).unwrap();
+    (delivered.stream_sequence, payload)
+}
+
+#[tokio::test]
+async fn a_consumer_the_server_stops_answering_is_recreated_from_its_last_message() {
+    let nats = observatory_test_support::TestNats::start();
+    let config =
+        BusConfig { resume_after: Duration::from_millis(200), ..BusConfig::new(nats.url()) };
+    let bus = Bus::connect(config).await.unwrap();
+    for k in 1..=N {
+        let ack = bus.jetstream().publish("obs.test.ordered", k.to_string().into()).await;
+        ack.unwrap().await.unwrap();
+    }
+
+    // One message per pull request, so that the client holds little the server has sent.
+    let OrderedFrom { mut messages, pending_at_start } =
+        bus.ordered_from("obs.test.>", false, 0, 1).await.unwrap();
+    assert_eq!(pending_at_start, N);
+    let mut seen = Vec::new();
+    for k in 1..=10 {
+        seen.push(next(&mut messages, k).await);
+    }
+
+    // A paused consumer keeps its pull requests and its heartbeats but delivers nothing: the
+    // client's own recovery never starts, as when a pull request goes unanswered.
+    let stream = bus.stream().await.unwrap();
+    let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    assert_eq!(names.len(), 1, "one consumer: {names:?}");
+    let hour = Duration::from_secs(3600);
+    let until = datetime::add_std_duration(datetime::now(), hour).unwrap();
+    stream.pause_consumer(&names[0], until).await.unwrap();
+
+    for k in 11..=N {
+        seen.push(next(&mut messages, k).await);
+    }
+    let expected: Vec<(u64, String)> = (1..=N).map(|k| (k, k.to_string())).collect();
+    assert_eq!(seen, expected, "every message once, in order");
+    let resumed = messages.resumed();
+    assert!(resumed >= 1, "the consumer was recreated");
+
+    // Caught up, silence is a quiet stream, not a lost request: nothing is recreated, and
+    // the next message published is still delivered.
+    let quiet = tokio::time::timeout(Duration::from_millis(800), messages.next()).await;
+    assert!(quiet.is_err(), "nothing to deliver once caught up");
+    assert_eq!(messages.resumed(), resumed, "no consumer recreated while caught up");
+    let ack = bus.jetstream().publish("obs.test.ordered", "61".into()).await;
+    ack.unwrap().await.unwrap();
+    assert_eq!(next(&mut messages, N + 1).await, (N + 1, "61".to_owned()));
+}
