@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::Message;
 use observatory_model::{Envelope, Event, source_matches_subject};
+use observatory_store::layout::state;
 use observatory_store::{
     CommitError, DataFile, Manifest, ParquetEncoder, Projection, StoreError, TableId,
 };
@@ -97,7 +98,12 @@ pub struct IncidentSink {
 }
 
 fn state_encoder() -> Result<ParquetEncoder, StoreError> {
-    ParquetEncoder::new(state_schema(), "state rows of the flush in progress")
+    // An incident's id and its sequence are unique in a flush: a dictionary of them is wasted.
+    ParquetEncoder::read_whole(
+        state_schema(),
+        "state rows of the flush in progress",
+        &[state::AGENCY_INCIDENT_ID, state::SEQUENCE],
+    )
 }
 
 /// When a flush also writes a fold image. Serving, once the events since the last image reach
