@@ -141,16 +141,20 @@ impl OrderedConsumer {
         let waited = self.quiet;
         self.quiet = (self.quiet * 2).min(self.resume_after * MAX_BACKOFF);
         match create(&self.stream, &self.spec, self.last_sequence).await {
-            Ok((inner, _)) => {
-                self.inner = inner;
-                self.resumed += 1;
+            Ok((inner, pending)) => {
                 warn!(
                     filter = %self.spec.filter_subject,
                     after_sequence = self.last_sequence,
-                    pending = self.last_pending,
+                    owed = self.last_pending,
+                    pending,
                     waited_ms = waited.as_millis(),
                     "no message while the stream owed some; consumer recreated"
                 );
+                self.inner = inner;
+                self.resumed += 1;
+                // What the new consumer owes, not what the last message said: messages purged
+                // meanwhile would otherwise keep it recreating a consumer that owes nothing.
+                self.last_pending = pending;
             }
             Err(error) => warn!(%error, "recreating a silent consumer failed; still waiting"),
         }

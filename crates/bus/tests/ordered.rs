@@ -67,3 +67,36 @@ async fn a_consumer_the_server_stops_answering_is_recreated_from_its_last_messag
     ack.unwrap().await.unwrap();
     assert_eq!(next(&mut messages, N + 1).await, (N + 1, "61".to_owned()));
 }
+
+#[tokio::test]
+async fn a_consumer_recreated_on_a_purged_stream_waits_for_new_messages_without_recreating_again() {
+    let nats = observatory_test_support::TestNats::start();
+    let config =
+        BusConfig { resume_after: Duration::from_millis(200), ..BusConfig::new(nats.url()) };
+    let bus = Bus::connect(config).await.unwrap();
+    for k in 1..=N {
+        let ack = bus.jetstream().publish("obs.test.ordered", k.to_string().into()).await;
+        ack.unwrap().await.unwrap();
+    }
+    let OrderedFrom { mut messages, .. } =
+        bus.ordered_from("obs.test.>", false, 0, 1).await.unwrap();
+    for k in 1..=10 {
+        assert_eq!(next(&mut messages, k).await.0, k);
+    }
+
+    // The stream owed 50 more when the server went silent, but they are purged meanwhile: the
+    // consumer recreated once owes nothing, and waits as a caught-up one does.
+    let stream = bus.stream().await.unwrap();
+    let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let until = datetime::add_std_duration(datetime::now(), hour).unwrap();
+    stream.pause_consumer(&names[0], until).await.unwrap();
+    stream.purge().await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), messages.next()).await;
+    assert!(quiet.is_err(), "nothing left to deliver");
+    assert_eq!(messages.resumed(), 1, "recreated once, then waiting without a timer");
+
+    let ack = bus.jetstream().publish("obs.test.ordered", "61".into()).await;
+    ack.unwrap().await.unwrap();
+    assert_eq!(next(&mut messages, N + 1).await, (N + 1, "61".to_owned()));
+}
