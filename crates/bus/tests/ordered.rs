@@ -21,16 +21,40 @@ async fn next(messages: &mut observatory_bus::OrderedConsumer, k: u64) -> (u64, 
     (delivered.stream_sequence, payload)
 }
 
-#[tokio::test]
-async fn a_consumer_the_server_stops_answering_is_recreated_from_its_last_message() {
+async fn publish(bus: &Bus, payload: String) {
+    let ack = bus.jetstream().publish("obs.test.ordered", payload.into()).await;
+    ack.unwrap().await.unwrap();
+}
+
+/// A nats-server, and a bus on it that resumes after 200 ms of silence, with messages 1 to N
+/// published (message k carries k).
+async fn started() -> (observatory_test_support::TestNats, Bus) {
     let nats = observatory_test_support::TestNats::start();
     let config =
         BusConfig { resume_after: Duration::from_millis(200), ..BusConfig::new(nats.url()) };
     let bus = Bus::connect(config).await.unwrap();
     for k in 1..=N {
-        let ack = bus.jetstream().publish("obs.test.ordered", k.to_string().into()).await;
-        ack.unwrap().await.unwrap();
+        publish(&bus, k.to_string()).await;
     }
+    (nats, bus)
+}
+
+/// Pauses the stream's only consumer for an hour. A paused consumer keeps its pull requests
+/// and its heartbeats but delivers nothing: the client's own recovery never starts, as when a
+/// pull request goes unanswered.
+async fn pause_the_consumer(bus: &Bus) -> async_nats::jetstream::stream::Stream {
+    let stream = bus.stream().await.unwrap();
+    let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    assert_eq!(names.len(), 1, "one consumer: {names:?}");
+    let hour = Duration::from_secs(3600);
+    let until = datetime::add_std_duration(datetime::now(), hour).unwrap();
+    stream.pause_consumer(&names[0], until).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_consumer_the_server_stops_answering_is_recreated_from_its_last_message() {
+    let (_nats, bus) = started().await;
 
     // One message per pull request, so that the client holds little the server has sent.
     let OrderedFrom { mut messages, pending_at_start } =
@@ -41,14 +65,7 @@ async fn a_consumer_the_server_stops_answering_is_recreated_from_its_last_messag
         seen.push(next(&mut messages, k).await);
     }
 
-    // A paused consumer keeps its pull requests and its heartbeats but delivers nothing: the
-    // client's own recovery never starts, as when a pull request goes unanswered.
-    let stream = bus.stream().await.unwrap();
-    let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
-    assert_eq!(names.len(), 1, "one consumer: {names:?}");
-    let hour = Duration::from_secs(3600);
-    let until = datetime::add_std_duration(datetime::now(), hour).unwrap();
-    stream.pause_consumer(&names[0], until).await.unwrap();
+    pause_the_consumer(&bus).await;
 
     for k in 11..=N {
         seen.push(next(&mut messages, k).await);
@@ -63,21 +80,13 @@ async fn a_consumer_the_server_stops_answering_is_recreated_from_its_last_messag
     let quiet = tokio::time::timeout(Duration::from_millis(800), messages.next()).await;
     assert!(quiet.is_err(), "nothing to deliver once caught up");
     assert_eq!(messages.resumed(), resumed, "no consumer recreated while caught up");
-    let ack = bus.jetstream().publish("obs.test.ordered", "61".into()).await;
-    ack.unwrap().await.unwrap();
+    publish(&bus, "61".to_owned()).await;
     assert_eq!(next(&mut messages, N + 1).await, (N + 1, "61".to_owned()));
 }
 
 #[tokio::test]
 async fn a_consumer_recreated_on_a_purged_stream_waits_for_new_messages_without_recreating_again() {
-    let nats = observatory_test_support::TestNats::start();
-    let config =
-        BusConfig { resume_after: Duration::from_millis(200), ..BusConfig::new(nats.url()) };
-    let bus = Bus::connect(config).await.unwrap();
-    for k in 1..=N {
-        let ack = bus.jetstream().publish("obs.test.ordered", k.to_string().into()).await;
-        ack.unwrap().await.unwrap();
-    }
+    let (_nats, bus) = started().await;
     let OrderedFrom { mut messages, .. } =
         bus.ordered_from("obs.test.>", false, 0, 1).await.unwrap();
     for k in 1..=10 {
@@ -86,17 +95,11 @@ async fn a_consumer_recreated_on_a_purged_stream_waits_for_new_messages_without_
 
     // The stream owed 50 more when the server went silent, but they are purged meanwhile: the
     // consumer recreated once owes nothing, and waits as a caught-up one does.
-    let stream = bus.stream().await.unwrap();
-    let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
-    let hour = Duration::from_secs(3600);
-    let until = datetime::add_std_duration(datetime::now(), hour).unwrap();
-    stream.pause_consumer(&names[0], until).await.unwrap();
-    stream.purge().await.unwrap();
+    pause_the_consumer(&bus).await.purge().await.unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(1500), messages.next()).await;
     assert!(quiet.is_err(), "nothing left to deliver");
     assert_eq!(messages.resumed(), 1, "recreated once, then waiting without a timer");
 
-    let ack = bus.jetstream().publish("obs.test.ordered", "61".into()).await;
-    ack.unwrap().await.unwrap();
+    publish(&bus, "61".to_owned()).await;
     assert_eq!(next(&mut messages, N + 1).await, (N + 1, "61".to_owned()));
 }
