@@ -48,6 +48,9 @@ pub struct OrderedConsumer {
     name: &'static str,
 }
 
+/// What errors call a consumer not [`named`](OrderedConsumer::named).
+const UNNAMED: &str = "ordered consumer";
+
 /// The longest silence waited for before another resumption, as a multiple of the first.
 const MAX_BACKOFF: u32 = 16;
 
@@ -68,7 +71,7 @@ impl OrderedConsumer {
             resume_after,
             quiet: resume_after,
             resumed: 0,
-            name: "ordered consumer",
+            name: UNNAMED,
         };
         Ok((consumer, pending))
     }
@@ -224,10 +227,9 @@ async fn create(
             ..Default::default()
         })
         .await
-        .map_err(|e| consumer_error(stream, "ordered consumer", &e))?;
+        .map_err(|e| consumer_error(stream, UNNAMED, &e))?;
     let pending = consumer.cached_info().num_pending;
-    let messages =
-        consumer.messages().await.map_err(|e| consumer_error(stream, "ordered consumer", &e))?;
+    let messages = consumer.messages().await.map_err(|e| consumer_error(stream, UNNAMED, &e))?;
     Ok((messages, pending))
 }
 
