@@ -12,7 +12,9 @@ use tracing::info;
 
 use super::fold::Fold;
 use super::sink::IncidentSinkError;
-use super::tables::{CHUNK_ROWS, TableError, counts_batch, counts_schema, state_schema};
+use super::tables::{
+    CHUNK_ROWS, TableError, counts_batch, counts_schema, state_encoder, state_schema,
+};
 use crate::writer::{ProjectionWriter, Tables};
 
 /// Rewrites a year whose delta files piled up as one snapshot of the in-memory totals,
@@ -98,7 +100,10 @@ pub(super) async fn compact_state(
     drop(batches);
     let first = merged_files.iter().map(|f| f.first_sequence).min().expect("non-empty");
     let last = merged_files.iter().map(|f| f.last_sequence).max().expect("non-empty");
-    let file = writer.write(&TableId::State, None, first, last, &merged).await?;
+    let mut encoder = state_encoder(&TableId::State.dir())?;
+    encoder.write(&merged)?;
+    drop(merged);
+    let file = writer.write_encoded(&TableId::State, None, first, last, encoder).await?;
     info!(merged = merged_files.len(), rows = file.rows, "state compacted");
     files.push(file);
     files.sort_by_key(|f| f.first_sequence);

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::Message;
 use observatory_model::{Envelope, Event, source_matches_subject};
-use observatory_store::layout::state;
 use observatory_store::{
     CommitError, DataFile, Manifest, ParquetEncoder, Projection, StoreError, TableId,
 };
@@ -18,7 +17,7 @@ use super::image::ImageWriter;
 use super::restore;
 use super::tables::{
     CHUNK_ROWS, TableError, counts_batch, counts_schema, coverage_batch, coverage_rows,
-    state_schema,
+    state_encoder,
 };
 use crate::runner::{Folding, ProjectorConfig};
 use crate::writer::ProjectionWriter;
@@ -95,15 +94,6 @@ pub struct IncidentSink {
     /// not the rows.
     state: Option<ParquetEncoder>,
     encode_error: Option<StoreError>,
-}
-
-fn state_encoder() -> Result<ParquetEncoder, StoreError> {
-    // An incident's id and its sequence are unique in a flush: a dictionary of them is wasted.
-    ParquetEncoder::read_whole(
-        state_schema(),
-        "state rows of the flush in progress",
-        &[state::AGENCY_INCIDENT_ID, state::SEQUENCE],
-    )
 }
 
 /// When a flush also writes a fold image. Serving, once the events since the last image reach
@@ -233,7 +223,7 @@ impl IncidentSink {
     fn encode(&mut self, changed: &arrow::array::RecordBatch) -> Result<(), StoreError> {
         let state = match &mut self.state {
             Some(state) => state,
-            None => self.state.insert(state_encoder()?),
+            None => self.state.insert(state_encoder("state rows of the flush in progress")?),
         };
         state.write(changed)
     }

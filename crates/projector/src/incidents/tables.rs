@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use observatory_model::{Channel, IncidentReported, Unit, VictimType};
 use observatory_reference::Geography;
 use observatory_store::layout::{counts, coverage, state};
+use observatory_store::{ParquetEncoder, StoreError};
 
 #[cfg(test)]
 use super::fold::StateRow;
@@ -107,6 +108,12 @@ pub fn counts_batch(fold: &Fold, cells: &[(Cell, Tally)]) -> RecordBatch {
         Arc::new(key_sum.finish()),
     ];
     RecordBatch::try_new(counts_schema(), columns).expect("columns match the schema")
+}
+
+/// An empty file of state rows, a flush's or a compaction's. An incident's id and its sequence
+/// are unique in a file: a dictionary of them is wasted.
+pub fn state_encoder(label: &str) -> Result<ParquetEncoder, StoreError> {
+    ParquetEncoder::read_whole(state_schema(), label, &[state::AGENCY_INCIDENT_ID, state::SEQUENCE])
 }
 
 pub fn state_schema() -> SchemaRef {
