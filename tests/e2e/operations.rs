@@ -14,7 +14,7 @@ use crate::harness::{Env, Service, free_port, record, terminate, wait_until};
 
 /// One sample line of the exposition text.
 #[derive(Debug, Clone)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
@@ -212,7 +212,7 @@ fn parse_exposition(text: &str) -> Result<(BTreeMap<String, String>, Vec<Sample>
 }
 
 /// `GET /metrics`, checked and parsed.
-async fn metrics(base: &str) -> Vec<Sample> {
+pub(crate) async fn metrics(base: &str) -> Vec<Sample> {
     let response = reqwest::get(format!("{base}/metrics")).await.expect("GET /metrics");
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
@@ -227,7 +227,7 @@ async fn metrics(base: &str) -> Vec<Sample> {
 }
 
 /// The value of the one series named `name` with (at least) `labels`, if any.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let matching: Vec<&Sample> = samples
         .iter()
         .filter(|s| {

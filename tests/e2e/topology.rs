@@ -89,6 +89,73 @@ async fn two_ingest_replicas_store_a_feed_sent_to_both_once() {
     assert_eq!(moved[0]["count"], 2_000, "{moved:?}");
 }
 
+/// The ingest's reads of incident subjects so far.
+async fn subject_reads(service: &Service) -> f64 {
+    let samples = crate::operations::metrics(&service.base).await;
+    crate::operations::value(&samples, "observatory_ingest_subject_reads_total", &[])
+        .expect("the ingest counts its reads")
+}
+
+/// `(accepted, duplicates, rejected fields)` of a 200 answer to `records`.
+async fn send(service: &Service, token: &str, records: &[Value]) -> (u64, u64, Vec<String>) {
+    let answer = service.post_ndjson(token, records).await;
+    let (accepted, duplicates, _) = tally(&answer);
+    let rejected = answer.body["rejected"].as_array().unwrap();
+    let rejected = rejected.iter().map(|r| r["error"].as_str().unwrap().to_owned()).collect();
+    (accepted, duplicates, rejected)
+}
+
+/// An ingest remembers what it stored lately, so an amendment of an incident it wrote is
+/// published without reading the incident's subject back. Another replica's write in between
+/// makes that memory stale: the leader refuses the publish, and the ingest reads the subject
+/// and decides again. A duplicate or a refusal is never answered from memory.
+#[tokio::test]
+async fn an_amendment_of_what_an_ingest_wrote_needs_no_read_unless_another_moved_it() {
+    let env = Env::new();
+    let token = env.add_agency("pn");
+    let up = env.up().await;
+    let replica = env.observatory("ingest").start().await;
+    let day = "2024-03-05";
+    let a = |revision, departement| record("A", revision, day, departement, "0903");
+
+    let first = [a(1, "75"), record("B", 1, day, "75", "0903")];
+    assert_eq!(send(&up, &token, &first).await, (2, 0, vec![]));
+    assert_eq!(subject_reads(&up).await, 0.0, "first reports are assumed new");
+    assert_eq!(send(&up, &token, &[a(2, "13")]).await, (1, 0, vec![]));
+    assert_eq!(subject_reads(&up).await, 0.0, "the ingest wrote revision 1 itself");
+
+    // The other replica never wrote A: it reads A's subject before publishing revision 3.
+    assert_eq!(send(&replica, &token, &[a(3, "69")]).await, (1, 0, vec![]));
+    assert_eq!(subject_reads(&replica).await, 1.0);
+
+    // `up` still takes revision 2 for A's last event: the leader refuses revision 4 sent
+    // after it, and `up` reads the subject and publishes it after revision 3.
+    let answer = up.post_ndjson(&token, &[a(4, "2A")]).await;
+    assert_eq!(tally(&answer), (1, 0, 0), "{}", answer.body);
+    let last = answer.sequence();
+    assert_eq!(subject_reads(&up).await, 1.0);
+
+    // B's revision 1 again: a duplicate, answered from a read, not from memory.
+    let again = [record("B", 1, day, "75", "0903")];
+    assert_eq!(send(&up, &token, &again).await, (0, 1, vec![]));
+    assert_eq!(subject_reads(&up).await, 2.0);
+
+    // A's revision 3 with other content: a conflict, refused from reads (the last event, then
+    // all of them, to find revision 3), naming the current revision, 4.
+    let (accepted, duplicates, rejected) = send(&up, &token, &[a(3, "33")]).await;
+    assert_eq!((accepted, duplicates, rejected.len()), (0, 0, 1), "{rejected:?}");
+    assert!(rejected[0].contains("(current revision 4)"), "{rejected:?}");
+    assert_eq!(subject_reads(&up).await, 4.0);
+
+    // A is counted once, where its last revision puts it.
+    let by = up.counts("by=departement", last).await;
+    let departements: Vec<(&str, u64)> = by
+        .iter()
+        .map(|row| (row["departement"].as_str().unwrap(), row["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(departements, [("2A", 1), ("75", 1)], "{by:?}");
+}
+
 #[tokio::test]
 async fn two_ingest_replicas_record_each_survey_respondent_once() {
     use std::time::Duration;

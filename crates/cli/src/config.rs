@@ -287,6 +287,7 @@ fn ingest(
         config: IngestConfig {
             max_body_bytes: body.max_body_bytes,
             max_records_per_request: body.max_records_per_request,
+            remembered_incidents: body.remembered_incidents,
             crosswalk_versions: crosswalks.crosswalk_versions.clone(),
         },
     }

@@ -186,7 +186,7 @@ pub struct HttpListener {
     pub http: String,
 }
 
-/// Limits of the feed endpoints.
+/// Limits and memory of the feed endpoints.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Ingest")]
 pub struct BodyLimit {
@@ -201,6 +201,15 @@ pub struct BodyLimit {
         default_value_t = observatory_ingest::DEFAULT_MAX_RECORDS
     )]
     pub max_records_per_request: usize,
+    /// Incidents whose last stored event the ingest remembers, per generation (up to twice as
+    /// many in all, ~100 bytes each): an amendment of one is published without reading its
+    /// subject back first. 0 reads every time.
+    #[arg(
+        long,
+        env = "OBSERVATORY_REMEMBERED_INCIDENTS",
+        default_value_t = observatory_ingest::DEFAULT_REMEMBERED_INCIDENTS
+    )]
+    pub remembered_incidents: usize,
 }
 
 /// Projector tuning.

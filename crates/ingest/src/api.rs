@@ -24,6 +24,7 @@ use crate::dedupe::{Decision, LegacyIndex};
 use crate::error::ApiError;
 use crate::parse::{Format, JsonRecord, REPEATED_KEY, json_record, parse_body};
 use crate::upload::{self, IngestSummary, Rejection};
+use crate::written::Written;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -33,7 +34,14 @@ pub struct IngestConfig {
     pub max_records_per_request: usize,
     /// Crosswalk versions in force (name → version); crosswalks not listed use their latest.
     pub crosswalk_versions: std::collections::BTreeMap<String, u32>,
+    /// Incidents whose last stored event the ingest remembers, per generation (up to twice as
+    /// many in all): their next revision is published without reading their subject first.
+    /// 0 reads every time.
+    pub remembered_incidents: usize,
 }
+
+/// About 100 bytes an incident: two generations of this many take ~20 MB.
+pub const DEFAULT_REMEMBERED_INCIDENTS: usize = 100_000;
 
 impl Default for IngestConfig {
     fn default() -> Self {
@@ -41,6 +49,7 @@ impl Default for IngestConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_records_per_request: crate::parse::DEFAULT_MAX_RECORDS,
             crosswalk_versions: Default::default(),
+            remembered_incidents: DEFAULT_REMEMBERED_INCIDENTS,
         }
     }
 }
@@ -51,6 +60,7 @@ pub struct IngestState {
     publisher: Publisher,
     /// Set once the revisions of legacy subjects are read: the ingest is ready then.
     legacy: OnceLock<LegacyIndex>,
+    written: Written,
     crosswalk_versions: std::collections::BTreeMap<String, u32>,
     max_records: usize,
 }
@@ -64,6 +74,7 @@ impl IngestState {
             publisher: bus.publisher(),
             bus,
             legacy: OnceLock::new(),
+            written: Written::new(config.remembered_incidents),
             crosswalk_versions: config.crosswalk_versions.clone(),
             max_records: config.max_records_per_request,
         }
@@ -194,7 +205,8 @@ pub(crate) async fn ingest_records(
             }
         })
         .collect();
-    let outcomes = commit(&state.bus, &state.publisher, legacy, &mut candidates).await;
+    let outcomes =
+        commit(&state.bus, &state.publisher, legacy, &state.written, &mut candidates).await;
     let mut accepted = 0u64;
     let mut duplicates = 0u64;
     let mut last_sequence = None;

@@ -11,8 +11,10 @@
 //!   copy's sequence: the ingest reads that copy to tell its own earlier attempt (a lost
 //!   ack, same bytes) from another request's duplicate or conflict.
 //!
-//! Nothing is held in memory between requests, so the ingest is ready as soon as it is
-//! connected, however long the stream.
+//! Between requests the ingest keeps only a bounded memory of what it last stored on the
+//! subjects it wrote recently ([`Written`]): a hint the leader checks like any assumption, so
+//! an amendment of a recent incident is published without a read. Nothing else is held, so the
+//! ingest is ready as soon as it is connected, however long the stream.
 
 // foldhash, not SipHash: one lookup or more per record. Its seed is random per process, so
 // an agency cannot choose ids that collide in these tables.
@@ -24,6 +26,7 @@ use observatory_bus::{
 use observatory_model::{DedupeKey, RevisionStamp};
 
 use crate::dedupe::{Decision, LegacyIndex, Seen, decide};
+use crate::written::Written;
 
 /// One valid record, ready to publish.
 pub struct Candidate {
@@ -56,6 +59,7 @@ pub async fn commit(
     bus: &Bus,
     publisher: &Publisher,
     legacy: &LegacyIndex,
+    written: &Written,
     candidates: &mut [Candidate],
 ) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; candidates.len()];
@@ -68,7 +72,9 @@ pub async fn commit(
             if todo.is_empty() {
                 break;
             }
-            todo = race(bus, publisher, legacy, candidates, &todo, &mut seen, &mut outcomes).await;
+            todo =
+                race(bus, publisher, legacy, written, candidates, &todo, &mut seen, &mut outcomes)
+                    .await;
         }
         for i in todo {
             outcomes[i] = Some(Outcome::Failed(
@@ -99,37 +105,34 @@ fn rounds(candidates: &[Candidate]) -> Vec<Vec<usize>> {
 
 /// One pass: decide each record of `todo` against its subject, publish the new ones, settle
 /// what the server answered. Returns the records to decide again.
+#[allow(clippy::too_many_arguments)]
 async fn race(
     bus: &Bus,
     publisher: &Publisher,
     legacy: &LegacyIndex,
+    written: &Written,
     candidates: &mut [Candidate],
     todo: &[usize],
     seen: &mut HashMap<u128, Option<Seen>>,
     outcomes: &mut [Option<Outcome>],
 ) -> Vec<usize> {
+    let remembered = written.recall(todo.iter().map(|&i| candidates[i].stamp.incident));
     let known: Vec<Known> = todo
         .iter()
-        .map(|&i| match seen.get(&candidates[i].stamp.incident) {
-            None => Known::Nothing,
-            Some(None) => Known::Moved,
-            Some(Some(seen)) => Known::Seen(seen.clone()),
+        .zip(remembered)
+        .map(|(&i, remembered)| match (seen.get(&candidates[i].stamp.incident), remembered) {
+            (None, None) => Known::Nothing,
+            (None, Some(remembered)) => Known::Remembered(remembered),
+            (Some(None), _) => Known::Moved,
+            (Some(Some(seen)), _) => Known::Seen(seen.clone()),
         })
         .collect();
-    // Most records are first reports, decided without a read: only the others wait on one.
+    // Most records are first reports, decided without a read, and most amendments are of
+    // incidents this process wrote lately: only the others wait on one.
     let mut prepared: Vec<Option<Prepared>> = todo
         .iter()
         .zip(&known)
-        .map(|(&i, known)| {
-            let (key, stamp) = (candidates[i].key, &candidates[i].stamp);
-            if !assume_empty(known, stamp) {
-                return None;
-            }
-            match decide(key, stamp, &Seen::empty(), legacy) {
-                Decision::ReadAll | Decision::NeverReported => None,
-                decision => Some(Ok((decision, Seen::empty()))),
-            }
-        })
+        .map(|(&i, known)| decide_unread(&candidates[i], known, legacy))
         .collect();
     let reads: Vec<(usize, Known)> =
         known.into_iter().enumerate().filter(|(at, _)| prepared[*at].is_none()).collect();
@@ -167,16 +170,19 @@ async fn race(
     let results = publisher.publish_each(&outgoing).await;
     let mut again = Vec::new();
     let mut duplicates = Vec::new();
+    let mut stored = Vec::new();
     for (i, result) in publish.into_iter().zip(results) {
         let stamp = candidates[i].stamp;
         match result {
             Ok(published) if !published.duplicate => {
                 outcomes[i] = Some(Outcome::Accepted { sequence: published.sequence });
                 push(seen, &stamp, published.sequence);
+                stored.push((stamp, published.sequence));
             }
             Ok(published) => duplicates.push((i, published.sequence)),
             Err(PublishFailure::WrongLastSequence) => {
                 seen.insert(stamp.incident, None);
+                written.forget([stamp.incident]);
                 again.push(i);
             }
             Err(failure @ PublishFailure::Unavailable { .. }) => {
@@ -187,6 +193,7 @@ async fn race(
     }
     // The server had this revision's message id already: whose copy is it?
     let sequences: Vec<u64> = duplicates.iter().map(|&(_, sequence)| sequence).collect();
+    observatory_metrics::ingest_subject_reads(sequences.len() as u64);
     let copies: Vec<Result<Option<Stored>, BusError>> = futures::stream::iter(sequences)
         .map(|sequence| bus.at_sequence(sequence))
         .buffered(READS_IN_FLIGHT)
@@ -199,6 +206,7 @@ async fn race(
             Ok(Some(copy)) if copy.payload == candidate.outgoing.payload => {
                 outcomes[i] = Some(Outcome::Accepted { sequence });
                 push(seen, &candidate.stamp, sequence);
+                stored.push((candidate.stamp, sequence));
             }
             Ok(Some(copy)) => {
                 let theirs = copy.header(REVISION_HEADER).and_then(RevisionStamp::parse);
@@ -222,6 +230,7 @@ async fn race(
             Err(e) => outcomes[i] = Some(Outcome::Failed(read_failure(&e))),
         }
     }
+    written.remember(stored);
     again
 }
 
@@ -231,6 +240,8 @@ type Prepared = Result<(Decision, Seen), BusError>;
 /// What a request knows of an incident's subject before deciding one of its records.
 enum Known {
     Nothing,
+    /// What this process last stored on the subject, remembered from an earlier request.
+    Remembered(Seen),
     /// The subject moved since it was read or assumed.
     Moved,
     Seen(Seen),
@@ -241,6 +252,26 @@ fn push(seen: &mut HashMap<u128, Option<Seen>>, stamp: &RevisionStamp, sequence:
     // A subject known to have moved stays unknown: it is read afresh next time.
     if let Some(subject) = seen.entry(stamp.incident).or_insert(None) {
         subject.push(sequence, *stamp);
+    }
+}
+
+/// A record decided without a read where it may be: a first report, assumed to land on an
+/// empty subject, or a record that is new after what this process remembers storing on its
+/// subject. The leader checks both through the expected sequence. `None`: read first.
+fn decide_unread(candidate: &Candidate, known: &Known, legacy: &LegacyIndex) -> Option<Prepared> {
+    let (key, stamp) = (candidate.key, &candidate.stamp);
+    let empty = Seen::empty();
+    let assumed = match known {
+        Known::Remembered(remembered) => remembered,
+        known if assume_empty(known, stamp) => &empty,
+        _ => return None,
+    };
+    match (known, decide(key, stamp, assumed, legacy)) {
+        (_, decision @ Decision::New { .. }) => Some(Ok((decision, assumed.clone()))),
+        // Nothing checks an answer that publishes nothing: a memory refuses nothing.
+        (Known::Remembered(_), _) | (_, Decision::ReadAll | Decision::NeverReported) => None,
+        // The legacy index's refusals, made without a read as before.
+        (_, decision) => Some(Ok((decision, empty))),
     }
 }
 
@@ -259,21 +290,29 @@ async fn prepare(
 ) -> Result<(Decision, Seen), BusError> {
     let stamp = &candidate.stamp;
     let subject = &candidate.outgoing.subject;
+    let read = |reads| observatory_metrics::ingest_subject_reads(reads);
     let mut seen = match known {
         Known::Seen(seen) => seen,
         known if assume_empty(&known, stamp) => Seen::empty(),
-        Known::Nothing | Known::Moved => read_last(bus.last_on_subject(subject).await?),
+        // A remembered subject that did not make the record new is read as it is now.
+        Known::Nothing | Known::Moved | Known::Remembered(_) => {
+            read(1);
+            read_last(bus.last_on_subject(subject).await?)
+        }
     };
     let mut decision = decide(candidate.key, stamp, &seen, legacy);
     if decision == Decision::ReadAll {
+        read(1);
         seen = read_all(bus.all_on_subject(subject).await?);
         decision = decide(candidate.key, stamp, &seen, legacy);
     }
     if decision == Decision::NeverReported {
         // An absence is only believed from the leader: a replica may not have the report yet.
+        read(1);
         seen = read_last(bus.last_on_subject_at_leader(subject).await?);
         decision = decide(candidate.key, stamp, &seen, legacy);
         if decision == Decision::ReadAll {
+            read(1);
             seen = read_all(bus.all_on_subject(subject).await?);
             decision = decide(candidate.key, stamp, &seen, legacy);
         }

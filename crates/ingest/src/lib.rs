@@ -15,9 +15,10 @@ pub mod relay;
 mod replay;
 pub mod survey;
 mod upload;
+mod written;
 
 pub use agencies::{Agency, AgencyError, AgencyRegistry, NewAgency, add_agency};
-pub use api::{IngestConfig, IngestState, router};
+pub use api::{DEFAULT_REMEMBERED_INCIDENTS, IngestConfig, IngestState, router};
 pub use error::ApiError;
 pub use observatory_access::hash_token;
 pub use parse::{BodyError, DEFAULT_MAX_RECORDS, Format, ParsedRecord, parse_body};

@@ -77,6 +77,7 @@ const FLUSH_SECONDS: [f64; 13] =
 struct Metrics {
     registry: Registry,
     ingest_records: Family<RecordLabels, Counter>,
+    ingest_subject_reads: Counter,
     publish_retry_rounds: Counter,
     publish_failures: Counter,
     projector_lag: Family<ProjectionLabels, Gauge>,
@@ -103,6 +104,14 @@ impl Metrics {
              survey_response) and outcome (accepted, duplicate, rejected, failed: not stored, \
              answered 503)",
             ingest_records.clone(),
+        );
+        let ingest_subject_reads = Counter::default();
+        registry.register(
+            "ingest_subject_reads",
+            "Reads of an incident subject the ingest made before deciding a record: its last \
+             event, all its events, or the stored copy of a duplicate message id (a first report \
+             assumed new, or an amendment of an incident it wrote lately, needs none)",
+            ingest_subject_reads.clone(),
         );
         let publish_retry_rounds = Counter::default();
         registry.register(
@@ -172,6 +181,7 @@ impl Metrics {
         Metrics {
             registry,
             ingest_records,
+            ingest_subject_reads,
             publish_retry_rounds,
             publish_failures,
             projector_lag,
@@ -221,6 +231,11 @@ pub fn ingest_answered(
         let labels = RecordLabels { source: source.to_owned(), record: records.label(), outcome };
         METRICS.ingest_records.get_or_create(&labels).inc_by(n);
     }
+}
+
+/// Reads of incident subjects the ingest made to decide records.
+pub fn ingest_subject_reads(reads: u64) {
+    METRICS.ingest_subject_reads.inc_by(reads);
 }
 
 /// A publisher starts sending again what JetStream did not acknowledge.
