@@ -82,4 +82,9 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
     let expected = rate("http_events_per_s") / (2.0 / (1.0 / before + 1.0 / after));
     let bracketed = rate("ratio_to_expected_bracketed");
     assert!((bracketed - expected).abs() < 1e-12, "{bracketed} vs {expected}");
+    assert!(text.contains("HTTP / the raw publish before and after it (harmonic mean)"), "{text}");
+    let (before, after) = (rate("raw_events_per_s"), rate("raw_after_events_per_s"));
+    let expected = rate("http_events_per_s") / (2.0 / (1.0 / before + 1.0 / after));
+    let bracketed = rate("ratio_bracketed");
+    assert!((bracketed - expected).abs() < 1e-12, "{bracketed} vs {expected}");
 }

@@ -63,6 +63,11 @@ pub struct IngestRun {
     /// runs on a larger stream than the raw publish before it.
     pub raw_after_events_per_s: f64,
     pub raw_after_cpu_us_per_event: cpu::PerProcess,
+    /// HTTP ingest over the plain raw publish before it (`raw_events_per_s`) and after it
+    /// (`raw_after_events_per_s`), as `ratio_to_expected_bracketed` does for the raw publish
+    /// with the ingest's headers: the stream grows over the stage, and `ratio` compares the
+    /// ingest with a publish made on a smaller one.
+    pub ratio_bracketed: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -349,6 +354,8 @@ async fn measure(
         raw_per_source_events_per_s: per_source.1,
         raw_after_events_per_s,
         raw_after_cpu_us_per_event: raw_after_cpu,
+        ratio_bracketed: http_events_per_s
+            / harmonic_mean(raw_events_per_s, raw_after_events_per_s),
     })
 }
 

@@ -413,6 +413,11 @@ pub fn render(report: &Report) -> String {
                 run.raw_after_events_per_s,
                 &run.raw_after_cpu_us_per_event,
             );
+            let _ = writeln!(
+                out,
+                "   {:<28} HTTP / the raw publish before and after it (harmonic mean) {:.2}×",
+                "", run.ratio_bracketed,
+            );
         }
     }
     if let Some(p) = &report.projection {
