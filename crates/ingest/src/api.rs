@@ -19,7 +19,7 @@ use observatory_reference::{Crosswalk, Crosswalks};
 use serde_json::json;
 
 use crate::agencies::{Agency, AgencyRegistry};
-use crate::commit::{Candidate, Outcome, commit};
+use crate::commit::{Candidate, Outcome, Parts, commit};
 use crate::dedupe::{Decision, LegacyIndex};
 use crate::error::ApiError;
 use crate::parse::{Format, JsonRecord, REPEATED_KEY, json_record, parse_body};
@@ -205,8 +205,11 @@ pub(crate) async fn ingest_records(
             }
         })
         .collect();
-    let outcomes =
-        commit(&state.bus, &state.publisher, legacy, &state.written, &mut candidates).await;
+    let outcomes = commit(
+        Parts { bus: &state.bus, publisher: &state.publisher, legacy, written: &state.written },
+        &mut candidates,
+    )
+    .await;
     let mut accepted = 0u64;
     let mut duplicates = 0u64;
     let mut last_sequence = None;

@@ -28,6 +28,15 @@ use observatory_model::{DedupeKey, RevisionStamp};
 use crate::dedupe::{Decision, LegacyIndex, Seen, decide};
 use crate::written::Written;
 
+/// What records are decided against and published through.
+#[derive(Clone, Copy)]
+pub struct Parts<'a> {
+    pub bus: &'a Bus,
+    pub publisher: &'a Publisher,
+    pub legacy: &'a LegacyIndex,
+    pub written: &'a Written,
+}
+
 /// One valid record, ready to publish.
 pub struct Candidate {
     pub key: DedupeKey,
@@ -55,13 +64,7 @@ const MAX_RACES: usize = 8;
 const READS_IN_FLIGHT: usize = 64;
 
 /// Publishes `candidates` once each; outcomes in input order.
-pub async fn commit(
-    bus: &Bus,
-    publisher: &Publisher,
-    legacy: &LegacyIndex,
-    written: &Written,
-    candidates: &mut [Candidate],
-) -> Vec<Outcome> {
+pub async fn commit(parts: Parts<'_>, candidates: &mut [Candidate]) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; candidates.len()];
     // What this request knows of each incident's subject, kept across rounds; `None` once
     // the subject was found to have moved: it must be read, not assumed.
@@ -72,9 +75,7 @@ pub async fn commit(
             if todo.is_empty() {
                 break;
             }
-            todo =
-                race(bus, publisher, legacy, written, candidates, &todo, &mut seen, &mut outcomes)
-                    .await;
+            todo = race(parts, candidates, &todo, &mut seen, &mut outcomes).await;
         }
         for i in todo {
             outcomes[i] = Some(Outcome::Failed(
@@ -105,17 +106,14 @@ fn rounds(candidates: &[Candidate]) -> Vec<Vec<usize>> {
 
 /// One pass: decide each record of `todo` against its subject, publish the new ones, settle
 /// what the server answered. Returns the records to decide again.
-#[allow(clippy::too_many_arguments)]
 async fn race(
-    bus: &Bus,
-    publisher: &Publisher,
-    legacy: &LegacyIndex,
-    written: &Written,
+    parts: Parts<'_>,
     candidates: &mut [Candidate],
     todo: &[usize],
     seen: &mut HashMap<u128, Option<Seen>>,
     outcomes: &mut [Option<Outcome>],
 ) -> Vec<usize> {
+    let Parts { bus, publisher, legacy, written } = parts;
     let remembered = written.recall(todo.iter().map(|&i| candidates[i].stamp.incident));
     let known: Vec<Known> = todo
         .iter()
