@@ -287,9 +287,14 @@ impl CountsEngine {
             .get(&path)
             .await?
             .ok_or_else(|| QueryError::Missing { path: path.to_string() })?;
-        let mut frame = ParquetReader::new(std::io::Cursor::new(bytes))
-            .finish()
-            .map_err(|source| QueryError::Read { path: path.to_string(), source })?;
+        // Decoding a file takes tens of milliseconds: on an async worker it would hold back
+        // the requests queued there, which a netting in the background must not.
+        let mut frame = tokio::task::spawn_blocking(move || {
+            ParquetReader::new(std::io::Cursor::new(bytes)).finish()
+        })
+        .await
+        .map_err(|source| QueryError::Task { task: "reading a Parquet file", source })?
+        .map_err(|source| QueryError::Read { path: path.to_string(), source })?;
         // Counts written before record keys existed: exact answers still add up; public ones
         // are refused for such a projection (its manifest names no record keys).
         if file.path.starts_with(&TableId::Counts.dir()) && frame.column(stored::KEY_SUM).is_err() {

@@ -89,18 +89,27 @@ pub async fn read_parquet(store: &Store, path: &Path) -> Result<Vec<RecordBatch>
         path: path.to_string(),
         message: "listed in a manifest but missing".into(),
     })?;
-    let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
+    let label = path.to_string();
+    // Decoding blocks for as long as the file is large: off the async workers, so the requests
+    // and messages queued on them are not held back.
+    tokio::task::spawn_blocking(move || {
+        let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
+            path: label.clone(),
+            message: e.to_string(),
+        };
+        ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(parquet_err)?
+            .with_batch_size(65_536)
+            .build()
+            .map_err(parquet_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Parquet { path: label.clone(), message: e.to_string() })
+    })
+    .await
+    .map_err(|e| StoreError::Parquet {
         path: path.to_string(),
-        message: e.to_string(),
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(parquet_err)?
-        .with_batch_size(65_536)
-        .build()
-        .map_err(parquet_err)?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::Parquet { path: path.to_string(), message: e.to_string() })
+        message: format!("the decoding task failed: {e}"),
+    })?
 }
 
 /// The record batches of a Parquet file already fetched (`bytes`), decoded one at a time and
