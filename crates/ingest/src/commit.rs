@@ -180,7 +180,6 @@ async fn race(
             Ok(published) => duplicates.push((i, published.sequence)),
             Err(PublishFailure::WrongLastSequence) => {
                 seen.insert(stamp.incident, None);
-                written.forget([stamp.incident]);
                 again.push(i);
             }
             Err(failure @ PublishFailure::Unavailable { .. }) => {
@@ -189,6 +188,8 @@ async fn race(
             }
         }
     }
+    // What the leader refused was decided against a subject that has moved since.
+    written.forget(again.iter().map(|&i| candidates[i].stamp.incident));
     // The server had this revision's message id already: whose copy is it?
     let sequences: Vec<u64> = duplicates.iter().map(|&(_, sequence)| sequence).collect();
     observatory_metrics::ingest_subject_reads(sequences.len() as u64);
