@@ -77,14 +77,19 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
     ] {
         assert!(rate(field) > 0.0, "{field}: {run:#}");
     }
-    let (before, after) =
-        (rate("raw_expected_events_per_s"), rate("raw_expected_after_events_per_s"));
-    let expected = rate("http_events_per_s") / (2.0 / (1.0 / before + 1.0 / after));
-    let bracketed = rate("ratio_to_expected_bracketed");
-    assert!((bracketed - expected).abs() < 1e-12, "{bracketed} vs {expected}");
+    // Each bracketed ratio: the HTTP ingest over the harmonic mean of the raw publishes just
+    // before and just after it.
+    let check_bracketed = |ratio: &str, before: &str, after: &str| {
+        let (before, after) = (rate(before), rate(after));
+        let expected = rate("http_events_per_s") / (2.0 / (1.0 / before + 1.0 / after));
+        let bracketed = rate(ratio);
+        assert!((bracketed - expected).abs() < 1e-12, "{ratio}: {bracketed} vs {expected}");
+    };
+    check_bracketed(
+        "ratio_to_expected_bracketed",
+        "raw_expected_events_per_s",
+        "raw_expected_after_events_per_s",
+    );
     assert!(text.contains("HTTP / the raw publish before and after it (harmonic mean)"), "{text}");
-    let (before, after) = (rate("raw_events_per_s"), rate("raw_after_events_per_s"));
-    let expected = rate("http_events_per_s") / (2.0 / (1.0 / before + 1.0 / after));
-    let bracketed = rate("ratio_bracketed");
-    assert!((bracketed - expected).abs() < 1e-12, "{bracketed} vs {expected}");
+    check_bracketed("ratio_bracketed", "raw_events_per_s", "raw_after_events_per_s");
 }
