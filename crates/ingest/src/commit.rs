@@ -289,29 +289,29 @@ async fn prepare(
 ) -> Result<(Decision, Seen), BusError> {
     let stamp = &candidate.stamp;
     let subject = &candidate.outgoing.subject;
-    let read = |reads| observatory_metrics::ingest_subject_reads(reads);
+    let read = || observatory_metrics::ingest_subject_reads(1);
     let mut seen = match known {
         Known::Seen(seen) => seen,
         known if assume_empty(&known, stamp) => Seen::empty(),
         // A remembered subject that did not make the record new is read as it is now.
         Known::Nothing | Known::Moved | Known::Remembered(_) => {
-            read(1);
+            read();
             read_last(bus.last_on_subject(subject).await?)
         }
     };
     let mut decision = decide(candidate.key, stamp, &seen, legacy);
     if decision == Decision::ReadAll {
-        read(1);
+        read();
         seen = read_all(bus.all_on_subject(subject).await?);
         decision = decide(candidate.key, stamp, &seen, legacy);
     }
     if decision == Decision::NeverReported {
         // An absence is only believed from the leader: a replica may not have the report yet.
-        read(1);
+        read();
         seen = read_last(bus.last_on_subject_at_leader(subject).await?);
         decision = decide(candidate.key, stamp, &seen, legacy);
         if decision == Decision::ReadAll {
-            read(1);
+            read();
             seen = read_all(bus.all_on_subject(subject).await?);
             decision = decide(candidate.key, stamp, &seen, legacy);
         }
