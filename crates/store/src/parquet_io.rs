@@ -93,17 +93,14 @@ pub async fn read_parquet(store: &Store, path: &Path) -> Result<Vec<RecordBatch>
     // Decoding blocks for as long as the file is large: off the async workers, so the requests
     // and messages queued on them are not held back.
     tokio::task::spawn_blocking(move || {
-        let parquet_err = |e: parquet::errors::ParquetError| StoreError::Parquet {
-            path: label.clone(),
-            message: e.to_string(),
-        };
+        let failed = |message: String| StoreError::Parquet { path: label.clone(), message };
         ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(parquet_err)?
+            .map_err(|e| failed(e.to_string()))?
             .with_batch_size(65_536)
             .build()
-            .map_err(parquet_err)?
+            .map_err(|e| failed(e.to_string()))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Parquet { path: label.clone(), message: e.to_string() })
+            .map_err(|e| failed(e.to_string()))
     })
     .await
     .map_err(|e| StoreError::Parquet {
