@@ -53,7 +53,8 @@ fn the_projection_stage_reports_every_trial_and_their_medians() {
 
 /// The ingest stage on a few requests: the HTTP ingest accepts every record, and each raw
 /// baseline publishes the same number of events; the bracketed ratio is the HTTP rate over the
-/// harmonic mean of the two raw publishes with the ingest's headers on either side of it.
+/// harmonic mean of the two raw publishes with the ingest's headers on either side of it; each
+/// publish has an empty server of its own.
 #[test]
 fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages() {
     let (text, report) = bench(&[
@@ -92,4 +93,21 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
     );
     assert!(text.contains("HTTP / the raw publish before and after it (harmonic mean)"), "{text}");
     check_bracketed("ratio_bracketed", "raw_events_per_s", "raw_after_events_per_s");
+    // Every publish met an empty server: its stream held its own events and nothing more (on a
+    // shared server the counts would grow 3000, 6000, ...). The HTTP ingest stores fewer than
+    // it was sent, since a revision that reaches it after a later one is superseded, not stored.
+    let messages: Vec<u64> = run["stream_messages"]
+        .as_array()
+        .expect("stream_messages")
+        .iter()
+        .map(|n| n.as_u64().expect("a count"))
+        .collect();
+    assert_eq!(messages.len(), 6, "{run:#}");
+    for (phase, &n) in messages.iter().enumerate() {
+        if phase == 3 {
+            assert!((1..=3000).contains(&n), "the HTTP ingest's stream held {n}: {run:#}");
+        } else {
+            assert_eq!(n, 3000, "publish {phase}'s stream: {run:#}");
+        }
+    }
 }

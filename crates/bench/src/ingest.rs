@@ -1,8 +1,9 @@
 //! Stage 1: events/s accepted by `POST /v1/incidents` (the real `observatory ingest` process)
-//! next to raw pipelined JetStream publishes of the same serialised events from this process.
+//! next to raw pipelined JetStream publishes of the same serialised events from this process,
+//! each publish on an empty nats-server of its own.
 
 use std::future::IntoFuture;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -40,8 +41,7 @@ pub struct IngestRun {
     pub raw_cpu_us_per_event: cpu::PerProcess,
     /// Raw publishes of the same events with `Nats-Expected-Last-Subject-Sequence: 0` on the
     /// events of incidents with one event in the run, as the ingest sends on every event: the
-    /// server-side cost of the idempotency the ingest relies on. Run right before the HTTP
-    /// ingest, so the two meet a stream of nearly the same size.
+    /// server-side cost of the idempotency the ingest relies on.
     pub raw_expected_events_per_s: f64,
     pub raw_expected_cpu_us_per_event: cpu::PerProcess,
     /// HTTP ingest over the raw publish with the ingest's headers just before it.
@@ -49,25 +49,26 @@ pub struct IngestRun {
     /// The raw publish with the ingest's headers again, right after the HTTP ingest.
     pub raw_expected_after_events_per_s: f64,
     pub raw_expected_after_cpu_us_per_event: cpu::PerProcess,
-    /// HTTP ingest over the raw publish of the same messages, headers included, on the same
-    /// stream: the two raw publishes with the ingest's headers run just before and just after
-    /// it, and their mean time per event (the harmonic mean of their rates) stands for a raw
-    /// publish during it. This takes out the stream's growth over the stage, which slows
-    /// each later publish.
+    /// HTTP ingest over the raw publish of the same messages, headers included: the two raw
+    /// publishes with the ingest's headers run just before and just after it, and their mean
+    /// time per event (the harmonic mean of their rates) stands for a raw publish during it.
+    /// Every publish has an empty server of its own, so this takes out the machine's drift
+    /// over the stage, not the stream's growth.
     pub ratio_to_expected_bracketed: f64,
     /// Raw publishes of the same events on one subject per source (the layout before one
     /// subject per incident), message id only.
     pub raw_per_source_events_per_s: f64,
-    /// The raw publish again, after the HTTP ingest, on a stream that holds its events too:
-    /// nats-server's cost per event grows with the subjects it holds, and the HTTP ingest
-    /// runs on a larger stream than the raw publish before it.
+    /// The plain raw publish again, after the HTTP ingest.
     pub raw_after_events_per_s: f64,
     pub raw_after_cpu_us_per_event: cpu::PerProcess,
     /// HTTP ingest over the plain raw publish before it (`raw_events_per_s`) and after it
     /// (`raw_after_events_per_s`), as `ratio_to_expected_bracketed` does for the raw publish
-    /// with the ingest's headers: the stream grows over the stage, and `ratio` compares the
-    /// ingest with a publish made on a smaller one.
+    /// with the ingest's headers.
     pub ratio_bracketed: f64,
+    /// Messages on the stream after each publish, in the order they ran (one subject per
+    /// source, plain, expected sequence, HTTP, expected sequence after, plain after): each
+    /// publish's own, since each had an empty server.
+    pub stream_messages: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -224,20 +225,11 @@ pub async fn run(
     client: &reqwest::Client,
 ) -> Result<IngestReport> {
     let dir = work.join("ingest");
-    let nats = Nats::start(&dir.join("nats"), settings.replicas).await?;
-    let bus = nats.bus().await?;
     let service_dir = dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
     let tokens: Vec<String> =
         AGENCIES.iter().map(|a| add_agency(&service_dir, a.id, a.name)).collect::<Result<_>>()?;
-    // The raw baselines publish on subjects and message ids of their own (`Layout`), so the
-    // ingest does not take the same records, sent after them, for resubmissions.
-    let mut args: Vec<String> = vec!["ingest".into()];
-    args.extend(nats.service_args());
-    args.extend(["--data-dir".into(), service_dir.to_string_lossy().into_owned()]);
-    let service = Service::start(&args, dir.join("ingest.log"), client).await?;
-    let url = format!("{}/v1/incidents", service.base_url);
-    let pids = cpu::Pids { nats: nats.pids(), service: service.pid() };
+    let stage = Stage { dir: &dir, service_dir: &service_dir, tokens: &tokens, client, settings };
 
     let mut generator = Generator::new(settings.seed);
     let mut runs = Vec::new();
@@ -247,15 +239,11 @@ pub async fn run(
         record_bytes += rb;
         event_bytes += eb;
         records_total += settings.records;
-        let target = Target { bus: &bus, client, url: &url, tokens: &tokens, pids: &pids };
-        let run = measure(&target, batches, settings, per_request)
+        let run = measure(&stage, batches, per_request)
             .instrument(info_span!("ingest", per_request))
             .await?;
         runs.push(run);
     }
-    service.stop().await?;
-    drop(bus);
-    drop(nats);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(IngestReport {
         connections: settings.connections,
@@ -265,21 +253,64 @@ pub async fn run(
     })
 }
 
-struct Target<'a> {
-    bus: &'a Bus,
-    client: &'a reqwest::Client,
-    url: &'a str,
+/// What every measured publish of the stage shares.
+struct Stage<'a> {
+    dir: &'a Path,
+    /// The ingest's data dir: its agencies and their tokens, kept across its restarts.
+    service_dir: &'a Path,
     tokens: &'a [String],
-    pids: &'a cpu::Pids,
+    client: &'a reqwest::Client,
+    settings: &'a Settings,
 }
 
-/// Raw publishes of one set of events, then the HTTP ingest of the same records.
-async fn measure(
-    target: &Target<'_>,
-    batches: Vec<Batch>,
-    settings: &Settings,
-    per_request: usize,
-) -> Result<IngestRun> {
+/// An empty nats-server (or cluster) for one measured publish. Each publish of the stage gets
+/// its own: on a shared server a later publish meets a larger stream, a fuller message-id
+/// window and a larger heap for Go's collector to scan than an earlier one, and nats-server
+/// spent 9–46 % more CPU per event on the same messages published last than first (ten runs
+/// of the eighth steps, BENCHMARKS.md): the order of the publishes, not what they send, would
+/// decide the ratios.
+struct Fresh {
+    nats: Nats,
+    bus: Bus,
+    dir: PathBuf,
+}
+
+impl Fresh {
+    async fn start(stage: &Stage<'_>, name: &str) -> Result<Fresh> {
+        let dir = stage.dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let nats = Nats::start(&dir, stage.settings.replicas).await?;
+        let bus = nats.bus().await?;
+        Ok(Fresh { nats, bus, dir })
+    }
+
+    fn pids(&self, service: Option<u32>) -> cpu::Pids {
+        cpu::Pids { nats: self.nats.pids(), service }
+    }
+
+    async fn stream_messages(&self) -> Result<u64> {
+        Ok(self.bus.stream().await?.info().await?.state.messages)
+    }
+
+    fn finish(self) {
+        drop(self.bus);
+        drop(self.nats);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One measured publish: events stored, their rate, and each process's CPU per event.
+struct Phase {
+    stored: u64,
+    events_per_s: f64,
+    cpu: cpu::PerProcess,
+    /// What the stream held once the publish was over.
+    stream_messages: u64,
+}
+
+/// The raw publishes and the HTTP ingest of one set of records, each on a server of its own.
+async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> Result<IngestRun> {
+    let settings = stage.settings;
     let requests = batches.len();
     let mut bodies = Vec::with_capacity(requests);
     let mut raw = Vec::with_capacity(requests);
@@ -288,74 +319,45 @@ async fn measure(
         raw.push(batch.events);
     }
 
-    let per_source = raw_baseline(target, &raw, settings, Layout::Source).await?;
-    let before = cpu::sample(target.pids);
-    let started = Instant::now();
-    let stored = raw_baseline(target, &raw, settings, Layout::Incident).await?.0;
-    let raw_seconds = started.elapsed().as_secs_f64();
-    let raw_cpu = cpu::sample(target.pids).since(&before, stored);
-    let before = cpu::sample(target.pids);
-    let expected = raw_baseline(target, &raw, settings, Layout::IncidentExpected).await?;
-    let expected_cpu = cpu::sample(target.pids).since(&before, expected.0);
-
-    let bar = progress_bar(settings.records as u64, &format!("HTTP ingest, {per_request}/request"));
-    let before = cpu::sample(target.pids);
-    let started = Instant::now();
-    let accepted: u64 = futures::stream::iter(bodies)
-        .map(|(agency, body)| {
-            let bar = bar.clone();
-            let token = &target.tokens[agency];
-            async move {
-                let n = post(target.client, target.url, token, body).await?;
-                bar.inc(n);
-                Ok::<_, anyhow::Error>(n)
-            }
-        })
-        .buffer_unordered(settings.connections)
-        .try_fold(0, |sum, n| async move { Ok(sum + n) })
-        .await?;
-    let http_seconds = started.elapsed().as_secs_f64();
-    let http_cpu = cpu::sample(target.pids).since(&before, accepted);
-    bar.finish_and_clear();
-    let before = cpu::sample(target.pids);
-    let expected_after =
-        raw_baseline(target, &raw, settings, Layout::IncidentExpectedAfter).await?;
-    let expected_after_cpu = cpu::sample(target.pids).since(&before, expected_after.0);
-    let before = cpu::sample(target.pids);
-    let (after_stored, raw_after_events_per_s) =
-        raw_baseline(target, &raw, settings, Layout::IncidentAfter).await?;
-    let raw_after_cpu = cpu::sample(target.pids).since(&before, after_stored);
+    let per_source = raw_baseline(stage, &raw, Layout::Source).await?;
+    let plain = raw_baseline(stage, &raw, Layout::Incident).await?;
+    let expected = raw_baseline(stage, &raw, Layout::IncidentExpected).await?;
+    let http = http_ingest(stage, bodies, per_request).await?;
+    let expected_after = raw_baseline(stage, &raw, Layout::IncidentExpectedAfter).await?;
+    let plain_after = raw_baseline(stage, &raw, Layout::IncidentAfter).await?;
     ensure!(
-        accepted as usize == settings.records,
-        "the ingest accepted (or superseded) {accepted} of {} records",
+        http.stored as usize == settings.records,
+        "the ingest accepted (or superseded) {} of {} records",
+        http.stored,
         settings.records
     );
 
-    let http_events_per_s = accepted as f64 / http_seconds;
-    let raw_events_per_s = stored as f64 / raw_seconds;
     Ok(IngestRun {
         records_per_request: per_request,
         records: settings.records,
         requests,
-        http_seconds,
-        http_events_per_s,
-        raw_seconds,
-        raw_events_per_s,
-        ratio: http_events_per_s / raw_events_per_s,
-        http_cpu_us_per_event: http_cpu,
-        raw_cpu_us_per_event: raw_cpu,
-        raw_expected_events_per_s: expected.1,
-        raw_expected_cpu_us_per_event: expected_cpu,
-        ratio_to_expected: http_events_per_s / expected.1,
-        raw_expected_after_events_per_s: expected_after.1,
-        raw_expected_after_cpu_us_per_event: expected_after_cpu,
-        ratio_to_expected_bracketed: http_events_per_s
-            / harmonic_mean(expected.1, expected_after.1),
-        raw_per_source_events_per_s: per_source.1,
-        raw_after_events_per_s,
-        raw_after_cpu_us_per_event: raw_after_cpu,
-        ratio_bracketed: http_events_per_s
-            / harmonic_mean(raw_events_per_s, raw_after_events_per_s),
+        http_seconds: http.stored as f64 / http.events_per_s,
+        http_events_per_s: http.events_per_s,
+        raw_seconds: plain.stored as f64 / plain.events_per_s,
+        raw_events_per_s: plain.events_per_s,
+        ratio: http.events_per_s / plain.events_per_s,
+        http_cpu_us_per_event: http.cpu,
+        raw_cpu_us_per_event: plain.cpu,
+        raw_expected_events_per_s: expected.events_per_s,
+        raw_expected_cpu_us_per_event: expected.cpu,
+        ratio_to_expected: http.events_per_s / expected.events_per_s,
+        raw_expected_after_events_per_s: expected_after.events_per_s,
+        raw_expected_after_cpu_us_per_event: expected_after.cpu,
+        ratio_to_expected_bracketed: http.events_per_s
+            / harmonic_mean(expected.events_per_s, expected_after.events_per_s),
+        raw_per_source_events_per_s: per_source.events_per_s,
+        raw_after_events_per_s: plain_after.events_per_s,
+        raw_after_cpu_us_per_event: plain_after.cpu,
+        ratio_bracketed: http.events_per_s
+            / harmonic_mean(plain.events_per_s, plain_after.events_per_s),
+        stream_messages: [&per_source, &plain, &expected, &http, &expected_after, &plain_after]
+            .map(|phase| phase.stream_messages)
+            .to_vec(),
     })
 }
 
@@ -364,8 +366,50 @@ fn harmonic_mean(a: f64, b: f64) -> f64 {
     2.0 / (1.0 / a + 1.0 / b)
 }
 
-/// Where a raw baseline publishes. Each layout has subjects of its own (and message ids of its
-/// own), so no baseline is taken for a resubmission of another or of the ingest's records.
+/// The real `observatory ingest`, started on an empty server, taking `bodies` over HTTP with
+/// the bench's connections.
+async fn http_ingest(
+    stage: &Stage<'_>,
+    bodies: Vec<(usize, Bytes)>,
+    per_request: usize,
+) -> Result<Phase> {
+    let fresh = Fresh::start(stage, &format!("nats-http-{per_request}")).await?;
+    let mut args: Vec<String> = vec!["ingest".into()];
+    args.extend(fresh.nats.service_args());
+    args.extend(["--data-dir".into(), stage.service_dir.to_string_lossy().into_owned()]);
+    let log = stage.dir.join(format!("ingest-{per_request}.log"));
+    let service = Service::start(&args, log, stage.client).await?;
+    let url = format!("{}/v1/incidents", service.base_url);
+    let pids = fresh.pids(service.pid());
+
+    let records = stage.settings.records as u64;
+    let bar = progress_bar(records, &format!("HTTP ingest, {per_request}/request"));
+    let before = cpu::sample(&pids);
+    let started = Instant::now();
+    let accepted: u64 = futures::stream::iter(bodies)
+        .map(|(agency, body)| {
+            let (bar, url) = (bar.clone(), url.as_str());
+            let token = &stage.tokens[agency];
+            async move {
+                let n = post(stage.client, url, token, body).await?;
+                bar.inc(n);
+                Ok::<_, anyhow::Error>(n)
+            }
+        })
+        .buffer_unordered(stage.settings.connections)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu::sample(&pids).since(&before, accepted);
+    bar.finish_and_clear();
+    service.stop().await?;
+    let stream_messages = fresh.stream_messages().await?;
+    fresh.finish();
+    Ok(Phase { stored: accepted, events_per_s: accepted as f64 / seconds, cpu, stream_messages })
+}
+
+/// Where a raw baseline publishes. Each layout has subjects and message ids of its own, as it
+/// did when the publishes shared a server, so the figures stay comparable with earlier runs.
 #[derive(Clone, Copy)]
 enum Layout {
     /// What the ingest publishes: one subject per incident.
@@ -374,19 +418,16 @@ enum Layout {
     IncidentExpected,
     /// One subject per source and event kind, as before.
     Source,
-    /// [`IncidentExpected`](Layout::IncidentExpected) again, right after the HTTP ingest.
+    /// [`IncidentExpected`](Layout::IncidentExpected) again, right after the HTTP ingest: with
+    /// the one before it, it brackets the HTTP ingest against the machine's drift.
     IncidentExpectedAfter,
-    /// [`Incident`](Layout::Incident) again, after the HTTP ingest.
+    /// [`Incident`](Layout::Incident) again, after the HTTP ingest, for the same reason.
     IncidentAfter,
 }
 
-/// Publishes `raw` in `layout` with the bench's connections; (events stored, events/s).
-async fn raw_baseline(
-    target: &Target<'_>,
-    raw: &[Vec<Outgoing>],
-    settings: &Settings,
-    layout: Layout,
-) -> Result<(u64, f64)> {
+/// Publishes `raw` in `layout` with the bench's connections, on an empty server.
+async fn raw_baseline(stage: &Stage<'_>, raw: &[Vec<Outgoing>], layout: Layout) -> Result<Phase> {
+    let settings = stage.settings;
     let (tag, kind) = match layout {
         Layout::Incident => ("raw publish", 1),
         Layout::IncidentExpected => ("raw publish, expected sequence", 2),
@@ -432,11 +473,16 @@ async fn raw_baseline(
                 .collect()
         })
         .collect();
+
+    let fresh = Fresh::start(stage, &format!("nats-raw{kind}")).await?;
+    let pids = fresh.pids(None);
     let bar = progress_bar(settings.records as u64, tag);
+    // After the events are prepared, so the client's CPU is the publish's alone.
+    let before = cpu::sample(&pids);
     let started = Instant::now();
     let stored: u64 = futures::stream::iter(batches)
         .map(|events| {
-            let (bar, jetstream) = (bar.clone(), target.bus.jetstream().clone());
+            let (bar, jetstream) = (bar.clone(), fresh.bus.jetstream().clone());
             async move {
                 let n = publish_raw(&jetstream, events).await?;
                 bar.inc(n);
@@ -447,11 +493,14 @@ async fn raw_baseline(
         .try_fold(0, |sum, n| async move { Ok(sum + n) })
         .await?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu::sample(&pids).since(&before, stored);
     bar.finish_and_clear();
+    let stream_messages = fresh.stream_messages().await?;
+    fresh.finish();
     ensure!(
         stored as usize == settings.records,
         "{tag} stored {stored} of {} events",
         settings.records
     );
-    Ok((stored, stored as f64 / seconds))
+    Ok(Phase { stored, events_per_s: stored as f64 / seconds, cpu, stream_messages })
 }

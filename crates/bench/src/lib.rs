@@ -409,7 +409,7 @@ pub fn render(report: &Report) -> String {
             );
             baseline(
                 &mut out,
-                "raw publish again after the HTTP ingest (larger stream)",
+                "plain raw publish again, after the HTTP ingest",
                 run.raw_after_events_per_s,
                 &run.raw_after_cpu_us_per_event,
             );
