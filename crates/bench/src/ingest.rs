@@ -288,8 +288,40 @@ impl Fresh {
         cpu::Pids { nats: self.nats.pids(), service }
     }
 
-    async fn stream_messages(&self) -> Result<u64> {
-        Ok(self.bus.stream().await?.info().await?.state.messages)
+    /// Sends every item with `send`, the bench's connections at a time, behind a progress bar
+    /// named `tag`: how many events were stored, in how long, what each of `pids` spent on
+    /// them, and what the stream held afterwards.
+    async fn measure<T, Fut>(
+        &self,
+        stage: &Stage<'_>,
+        pids: &cpu::Pids,
+        tag: &str,
+        items: Vec<T>,
+        send: impl Fn(T) -> Fut,
+    ) -> Result<Phase>
+    where
+        Fut: Future<Output = Result<u64>>,
+    {
+        let bar = progress_bar(stage.settings.records as u64, tag);
+        let before = cpu::sample(pids);
+        let started = Instant::now();
+        let stored: u64 = futures::stream::iter(items)
+            .map(|item| {
+                let (bar, sent) = (bar.clone(), send(item));
+                async move {
+                    let n = sent.await?;
+                    bar.inc(n);
+                    Ok::<_, anyhow::Error>(n)
+                }
+            })
+            .buffer_unordered(stage.settings.connections)
+            .try_fold(0, |sum, n| async move { Ok(sum + n) })
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu::sample(pids).since(&before, stored);
+        bar.finish_and_clear();
+        let stream_messages = self.bus.stream().await?.info().await?.state.messages;
+        Ok(Phase { stored, seconds, cpu, stream_messages })
     }
 
     fn finish(self) {
@@ -299,13 +331,19 @@ impl Fresh {
     }
 }
 
-/// One measured publish: events stored, their rate, and each process's CPU per event.
+/// One measured publish: events stored, in how long, and each process's CPU per event.
 struct Phase {
     stored: u64,
-    events_per_s: f64,
+    seconds: f64,
     cpu: cpu::PerProcess,
     /// What the stream held once the publish was over.
     stream_messages: u64,
+}
+
+impl Phase {
+    fn events_per_s(&self) -> f64 {
+        self.stored as f64 / self.seconds
+    }
 }
 
 /// The raw publishes and the HTTP ingest of one set of records, each on a server of its own.
@@ -336,25 +374,25 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
         records_per_request: per_request,
         records: settings.records,
         requests,
-        http_seconds: http.stored as f64 / http.events_per_s,
-        http_events_per_s: http.events_per_s,
-        raw_seconds: plain.stored as f64 / plain.events_per_s,
-        raw_events_per_s: plain.events_per_s,
-        ratio: http.events_per_s / plain.events_per_s,
+        http_seconds: http.seconds,
+        http_events_per_s: http.events_per_s(),
+        raw_seconds: plain.seconds,
+        raw_events_per_s: plain.events_per_s(),
+        ratio: http.events_per_s() / plain.events_per_s(),
         http_cpu_us_per_event: http.cpu,
         raw_cpu_us_per_event: plain.cpu,
-        raw_expected_events_per_s: expected.events_per_s,
+        raw_expected_events_per_s: expected.events_per_s(),
         raw_expected_cpu_us_per_event: expected.cpu,
-        ratio_to_expected: http.events_per_s / expected.events_per_s,
-        raw_expected_after_events_per_s: expected_after.events_per_s,
+        ratio_to_expected: http.events_per_s() / expected.events_per_s(),
+        raw_expected_after_events_per_s: expected_after.events_per_s(),
         raw_expected_after_cpu_us_per_event: expected_after.cpu,
-        ratio_to_expected_bracketed: http.events_per_s
-            / harmonic_mean(expected.events_per_s, expected_after.events_per_s),
-        raw_per_source_events_per_s: per_source.events_per_s,
-        raw_after_events_per_s: plain_after.events_per_s,
+        ratio_to_expected_bracketed: http.events_per_s()
+            / harmonic_mean(expected.events_per_s(), expected_after.events_per_s()),
+        raw_per_source_events_per_s: per_source.events_per_s(),
+        raw_after_events_per_s: plain_after.events_per_s(),
         raw_after_cpu_us_per_event: plain_after.cpu,
-        ratio_bracketed: http.events_per_s
-            / harmonic_mean(plain.events_per_s, plain_after.events_per_s),
+        ratio_bracketed: http.events_per_s()
+            / harmonic_mean(plain.events_per_s(), plain_after.events_per_s()),
         stream_messages: [&per_source, &plain, &expected, &http, &expected_after, &plain_after]
             .map(|phase| phase.stream_messages)
             .to_vec(),
@@ -380,32 +418,16 @@ async fn http_ingest(
     let log = stage.dir.join(format!("ingest-{per_request}.log"));
     let service = Service::start(&args, log, stage.client).await?;
     let url = format!("{}/v1/incidents", service.base_url);
-    let pids = fresh.pids(service.pid());
-
-    let records = stage.settings.records as u64;
-    let bar = progress_bar(records, &format!("HTTP ingest, {per_request}/request"));
-    let before = cpu::sample(&pids);
-    let started = Instant::now();
-    let accepted: u64 = futures::stream::iter(bodies)
-        .map(|(agency, body)| {
-            let (bar, url) = (bar.clone(), url.as_str());
-            let token = &stage.tokens[agency];
-            async move {
-                let n = post(stage.client, url, token, body).await?;
-                bar.inc(n);
-                Ok::<_, anyhow::Error>(n)
-            }
+    let url = url.as_str();
+    let tag = format!("HTTP ingest, {per_request}/request");
+    let phase = fresh
+        .measure(stage, &fresh.pids(service.pid()), &tag, bodies, |(agency, body)| {
+            post(stage.client, url, &stage.tokens[agency], body)
         })
-        .buffer_unordered(stage.settings.connections)
-        .try_fold(0, |sum, n| async move { Ok(sum + n) })
         .await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu::sample(&pids).since(&before, accepted);
-    bar.finish_and_clear();
     service.stop().await?;
-    let stream_messages = fresh.stream_messages().await?;
     fresh.finish();
-    Ok(Phase { stored: accepted, events_per_s: accepted as f64 / seconds, cpu, stream_messages })
+    Ok(phase)
 }
 
 /// Where a raw baseline publishes. Each layout has subjects and message ids of its own, as it
@@ -474,33 +496,18 @@ async fn raw_baseline(stage: &Stage<'_>, raw: &[Vec<Outgoing>], layout: Layout) 
         })
         .collect();
 
+    // Measured once the events are prepared, so the client's CPU is the publish's alone.
     let fresh = Fresh::start(stage, &format!("nats-raw{kind}")).await?;
-    let pids = fresh.pids(None);
-    let bar = progress_bar(settings.records as u64, tag);
-    // After the events are prepared, so the client's CPU is the publish's alone.
-    let before = cpu::sample(&pids);
-    let started = Instant::now();
-    let stored: u64 = futures::stream::iter(batches)
-        .map(|events| {
-            let (bar, jetstream) = (bar.clone(), fresh.bus.jetstream().clone());
-            async move {
-                let n = publish_raw(&jetstream, events).await?;
-                bar.inc(n);
-                Ok::<_, anyhow::Error>(n)
-            }
-        })
-        .buffer_unordered(settings.connections)
-        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+    let jetstream = fresh.bus.jetstream();
+    let phase = fresh
+        .measure(stage, &fresh.pids(None), tag, batches, |events| publish_raw(jetstream, events))
         .await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu::sample(&pids).since(&before, stored);
-    bar.finish_and_clear();
-    let stream_messages = fresh.stream_messages().await?;
     fresh.finish();
     ensure!(
-        stored as usize == settings.records,
-        "{tag} stored {stored} of {} events",
+        phase.stored as usize == settings.records,
+        "{tag} stored {} of {} events",
+        phase.stored,
         settings.records
     );
-    Ok(Phase { stored, events_per_s: stored as f64 / seconds, cpu, stream_messages })
+    Ok(phase)
 }
