@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::stream::FuturesUnordered;
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
 use observatory_bus::async_nats::HeaderMap;
 use observatory_bus::async_nats::jetstream;
 use observatory_bus::async_nats::jetstream::context::PublishError;
@@ -169,6 +170,31 @@ pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) 
     Ok(stored)
 }
 
+/// Sends each of `items` with `send`, `connections` at a time, counting on `bar` the events
+/// each stored: their sum.
+pub(crate) async fn sum_concurrently<T, Fut>(
+    items: impl Stream<Item = T>,
+    connections: usize,
+    bar: &ProgressBar,
+    send: impl Fn(T) -> Fut,
+) -> Result<u64>
+where
+    Fut: Future<Output = Result<u64>>,
+{
+    items
+        .map(|item| {
+            let (bar, sent) = (bar.clone(), send(item));
+            async move {
+                let n = sent.await?;
+                bar.inc(n);
+                Ok::<_, anyhow::Error>(n)
+            }
+        })
+        .buffer_unordered(connections)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await
+}
+
 #[derive(serde::Deserialize)]
 struct Summary {
     accepted: u64,
@@ -305,18 +331,9 @@ impl Fresh {
         let bar = progress_bar(stage.settings.records as u64, tag);
         let before = cpu::sample(pids);
         let started = Instant::now();
-        let stored: u64 = futures::stream::iter(items)
-            .map(|item| {
-                let (bar, sent) = (bar.clone(), send(item));
-                async move {
-                    let n = sent.await?;
-                    bar.inc(n);
-                    Ok::<_, anyhow::Error>(n)
-                }
-            })
-            .buffer_unordered(stage.settings.connections)
-            .try_fold(0, |sum, n| async move { Ok(sum + n) })
-            .await?;
+        let stored =
+            sum_concurrently(futures::stream::iter(items), stage.settings.connections, &bar, send)
+                .await?;
         let seconds = started.elapsed().as_secs_f64();
         let cpu = cpu::sample(pids).since(&before, stored);
         bar.finish_and_clear();

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use observatory_bus::{Bus, Outgoing};
 use observatory_store::{Manifest, Projection, Store, TableId};
 use serde::Serialize;
 use tracing::{Instrument, info_span};
 
 use crate::generate::Generator;
-use crate::ingest::publish_raw;
+use crate::ingest::{publish_raw, sum_concurrently};
 use crate::nats::Nats;
 use crate::process::run_measured;
 use crate::{cpu, progress_bar};
@@ -152,18 +152,9 @@ async fn fill(bus: &Bus, events: u64, seed: u64, connections: usize) -> Result<F
             rx,
             |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) },
         );
-    let stored: u64 = chunks
-        .map(|chunk| {
-            let (bar, jetstream) = (bar.clone(), bus.jetstream().clone());
-            async move {
-                let n = publish_raw(&jetstream, chunk).await?;
-                bar.inc(n);
-                Ok::<_, anyhow::Error>(n)
-            }
-        })
-        .buffer_unordered(connections)
-        .try_fold(0, |sum, n| async move { Ok(sum + n) })
-        .await?;
+    let jetstream = bus.jetstream();
+    let stored =
+        sum_concurrently(chunks, connections, &bar, |chunk| publish_raw(jetstream, chunk)).await?;
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let bytes = generator.join().map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
