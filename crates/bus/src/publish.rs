@@ -157,7 +157,9 @@ impl Default for RetryPolicy {
 /// context's in-flight limit applies backpressure, and every ack is awaited before returning.
 /// Events not acknowledged because no server answered, the ack timed out or the connection
 /// dropped are sent again, with the same message id, until [`RetryPolicy::retry_for`] has
-/// passed: one stored whose ack was lost comes back as a duplicate of itself.
+/// passed: one stored whose ack was lost comes back as a duplicate of itself or, if it
+/// carries an expected last sequence (checked before the duplicate window), as
+/// [`PublishFailure::WrongLastSequence`]; its caller then finds its own copy on the subject.
 #[derive(Clone)]
 pub struct Publisher {
     jetstream: jetstream::Context,

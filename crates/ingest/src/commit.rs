@@ -6,10 +6,13 @@
 //! it decided against and its dedupe key as `Nats-Msg-Id`. The stream leader enforces both,
 //! before replication, for every replica at once:
 //! - anything that reached the subject in between makes it refuse the event (wrong last
-//!   sequence): the ingest reads the subject again and decides anew;
-//! - a second copy of a revision within the duplicate window is answered with the first
-//!   copy's sequence: the ingest reads that copy to tell its own earlier attempt (a lost
-//!   ack, same bytes) from another request's duplicate or conflict.
+//!   sequence): the ingest reads the subject again and decides anew. That includes its own
+//!   earlier attempt, stored but not acknowledged (the leader checks the expectation before
+//!   its duplicate window): a revision found on the subject in this request's own bytes
+//!   (each encoding has its own event id) is accepted, not answered as a duplicate;
+//! - a second copy of a revision within the duplicate window that passed the expectation is
+//!   answered with the first copy's sequence: the ingest reads that copy to tell its own
+//!   earlier attempt (same bytes) from another request's duplicate or conflict.
 //!
 //! Between requests the ingest keeps only a bounded memory of what it last stored on the
 //! subjects it wrote recently ([`Written`]): a hint the leader checks like any assumption, so
@@ -149,7 +152,7 @@ async fn race(
     for (&i, prepared) in todo.iter().zip(prepared) {
         let candidate = &mut candidates[i];
         match prepared.expect("every record is prepared") {
-            Ok((decision, subject)) => {
+            Ok(Decided { decision, seen: subject, own }) => {
                 seen.insert(candidate.stamp.incident, Some(subject));
                 match decision {
                     Decision::New { expected_last_subject_sequence } => {
@@ -157,7 +160,14 @@ async fn race(
                             Some(expected_last_subject_sequence);
                         publish.push(i);
                     }
-                    Decision::Duplicate => outcomes[i] = Some(Outcome::Duplicate),
+                    Decision::Duplicate => {
+                        outcomes[i] = Some(match own {
+                            // An attempt of this request was stored and its ack lost: the
+                            // retry, refused as stale, sent the record back to be decided.
+                            Some(sequence) => Outcome::Accepted { sequence },
+                            None => Outcome::Duplicate,
+                        })
+                    }
                     refusal => outcomes[i] = Some(Outcome::Refused(refusal)),
                 }
             }
@@ -233,8 +243,16 @@ async fn race(
     again
 }
 
-/// A record decided, with what its subject was found (or assumed) to hold.
-type Prepared = Result<(Decision, Seen), BusError>;
+/// A record decided, or why its subject could not be read.
+type Prepared = Result<Decided, BusError>;
+
+/// A record's decision, with what its subject was found (or assumed) to hold.
+struct Decided {
+    decision: Decision,
+    seen: Seen,
+    /// The sequence of this request's own copy of the record, if the reads found it there.
+    own: Option<u64>,
+}
 
 /// What a request knows of an incident's subject before deciding one of its records.
 enum Known {
@@ -265,12 +283,13 @@ fn decide_unread(candidate: &Candidate, known: &Known, legacy: &LegacyIndex) -> 
         known if assume_empty(known, stamp) => &empty,
         _ => return None,
     };
+    let decided = |decision, seen| Some(Ok(Decided { decision, seen, own: None }));
     match (known, decide(key, stamp, assumed, legacy)) {
-        (_, decision @ Decision::New { .. }) => Some(Ok((decision, assumed.clone()))),
+        (_, decision @ Decision::New { .. }) => decided(decision, assumed.clone()),
         // Nothing checks an answer that publishes nothing: a memory refuses nothing.
         (Known::Remembered(_), _) | (_, Decision::ReadAll | Decision::NeverReported) => None,
         // The legacy index's refusals, made without a read as before.
-        (_, decision) => Some(Ok((decision, empty))),
+        (_, decision) => decided(decision, empty),
     }
 }
 
@@ -286,55 +305,70 @@ async fn prepare(
     legacy: &LegacyIndex,
     candidate: &Candidate,
     known: Known,
-) -> Result<(Decision, Seen), BusError> {
+) -> Result<Decided, BusError> {
     let stamp = &candidate.stamp;
     let subject = &candidate.outgoing.subject;
+    let payload = &candidate.outgoing.payload;
     let read = || observatory_metrics::ingest_subject_reads(1);
+    let mut own = None;
     let mut seen = match known {
         Known::Seen(seen) => seen,
         known if assume_empty(&known, stamp) => Seen::empty(),
         // A remembered subject that did not make the record new is read as it is now.
         Known::Nothing | Known::Moved | Known::Remembered(_) => {
             read();
-            read_last(bus.last_on_subject(subject).await?)
+            let last = bus.last_on_subject(subject).await?;
+            own = own_copy(last.as_slice(), payload);
+            read_last(last.as_ref())
         }
     };
     let mut decision = decide(candidate.key, stamp, &seen, legacy);
     if decision == Decision::ReadAll {
         read();
-        seen = read_all(bus.all_on_subject(subject).await?);
+        let all = bus.all_on_subject(subject).await?;
+        own = own_copy(&all, payload);
+        seen = read_all(&all);
         decision = decide(candidate.key, stamp, &seen, legacy);
     }
     if decision == Decision::NeverReported {
         // An absence is only believed from the leader: a replica may not have the report yet.
         read();
-        seen = read_last(bus.last_on_subject_at_leader(subject).await?);
+        let last = bus.last_on_subject_at_leader(subject).await?;
+        own = own_copy(last.as_slice(), payload);
+        seen = read_last(last.as_ref());
         decision = decide(candidate.key, stamp, &seen, legacy);
         if decision == Decision::ReadAll {
             read();
-            seen = read_all(bus.all_on_subject(subject).await?);
+            let all = bus.all_on_subject(subject).await?;
+            own = own_copy(&all, payload);
+            seen = read_all(&all);
             decision = decide(candidate.key, stamp, &seen, legacy);
         }
     }
-    Ok((decision, seen))
+    Ok(Decided { decision, seen, own })
+}
+
+/// Where `payload`, this request's encoding of a record, is among the events read.
+fn own_copy(read: &[Stored], payload: &[u8]) -> Option<u64> {
+    read.iter().find(|stored| stored.payload == payload).map(|stored| stored.sequence)
 }
 
 fn stamp_of(stored: &Stored) -> Option<RevisionStamp> {
     stored.header(REVISION_HEADER).and_then(RevisionStamp::parse)
 }
 
-fn read_last(last: Option<Stored>) -> Seen {
+fn read_last(last: Option<&Stored>) -> Seen {
     match last {
         None => Seen::empty(),
         Some(last) => Seen {
             last_sequence: last.sequence,
-            stamps: stamp_of(&last).into_iter().collect(),
+            stamps: stamp_of(last).into_iter().collect(),
             complete: false,
         },
     }
 }
 
-fn read_all(all: Vec<Stored>) -> Seen {
+fn read_all(all: &[Stored]) -> Seen {
     Seen {
         last_sequence: all.last().map_or(0, |s| s.sequence),
         stamps: all.iter().filter_map(stamp_of).collect(),
@@ -344,4 +378,46 @@ fn read_all(all: Vec<Stored>) -> Seen {
 
 fn read_failure(e: &BusError) -> String {
     format!("could not read the incident's events back from JetStream ({e}); send the record again")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observatory_bus::BusConfig;
+
+    /// A first revision whose envelope bytes are `payload` (the envelope's event id makes
+    /// each request's bytes its own).
+    fn candidate(payload: &str) -> Candidate {
+        let stamp = RevisionStamp { incident: 7, revision: 1, content: 11, withdrawal: false };
+        let key = DedupeKey(7_001);
+        let outgoing = Outgoing::incident("pn", key, &stamp, payload.as_bytes().to_vec());
+        Candidate { key, stamp, outgoing }
+    }
+
+    /// An attempt stored whose ack was lost is sent again with the expectation it had; the
+    /// leader checks that before its duplicate window, so the retry is refused as stale, and
+    /// the record, found on its subject in this request's own bytes, is accepted: not
+    /// answered as a duplicate of a copy no answer ever acknowledged.
+    #[tokio::test]
+    async fn a_revision_stored_by_an_unacknowledged_attempt_is_accepted_once() {
+        let nats = observatory_test_support::TestNats::start();
+        let bus = Bus::connect(BusConfig::new(nats.url())).await.unwrap();
+        let publisher = bus.publisher();
+        let (legacy, written) = (LegacyIndex::default(), Written::new(16));
+        let parts = Parts { bus: &bus, publisher: &publisher, legacy: &legacy, written: &written };
+
+        let mut ours = [candidate(r#"{"event_id":"ours"}"#)];
+        let mut lost = ours[0].outgoing.clone();
+        lost.expected_last_subject_sequence = Some(0);
+        let stored = publisher.publish_one(lost).await.unwrap();
+        assert!(!stored.duplicate);
+        let outcomes = commit(parts, &mut ours).await;
+        assert_eq!(outcomes, [Outcome::Accepted { sequence: stored.sequence }]);
+
+        // The same revision in another request's bytes is that request's duplicate.
+        let mut theirs = [candidate(r#"{"event_id":"theirs"}"#)];
+        assert_eq!(commit(parts, &mut theirs).await, [Outcome::Duplicate]);
+        let last = bus.last_on_subject(&ours[0].outgoing.subject).await.unwrap().unwrap();
+        assert_eq!(last.sequence, stored.sequence, "nothing stored twice");
+    }
 }
