@@ -375,10 +375,12 @@ fn type_name(value: &Value) -> String {
     }
 }
 
-impl<R: RecordFields + ?Sized> Fields<'_, R> {
-    /// The value of a field, treating JSON null like absence.
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.record.field(name).filter(|v| !v.is_null())
+impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
+    /// The value of a field, treating JSON null like absence. Borrowed from the record, not
+    /// from `self`: a value is checked while problems are noted, without a copy of it.
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        let record: &'a R = self.record;
+        record.field(name).filter(|v| !v.is_null())
     }
 
     fn fail<T>(&mut self, name: &str, error: impl Into<String>) -> Option<T> {
@@ -435,15 +437,15 @@ impl<R: RecordFields + ?Sized> Fields<'_, R> {
     }
 
     fn required_date(&mut self, name: &str) -> Option<NaiveDate> {
-        match self.get(name).cloned() {
+        match self.get(name) {
             None => self.missing(name),
-            Some(value) => self.date(name, &value),
+            Some(value) => self.date(name, value),
         }
     }
 
     fn optional_date(&mut self, name: &str) -> Option<NaiveDate> {
-        let value = self.get(name).cloned()?;
-        self.date(name, &value)
+        let value = self.get(name)?;
+        self.date(name, value)
     }
 
     fn optional_bool(&mut self, name: &str) -> Option<bool> {
