@@ -71,14 +71,16 @@ pub async fn commit(parts: Parts<'_>, candidates: &mut [Candidate]) -> Vec<Outco
     let mut outcomes: Vec<Option<Outcome>> = vec![None; candidates.len()];
     // What this request knows of each incident's subject, kept across rounds; `None` once
     // the subject was found to have moved: it must be read, not assumed.
-    let mut seen: HashMap<u128, Option<Seen>> = HashMap::default();
-    for round in rounds(candidates) {
+    let mut seen: HashMap<u128, Option<Seen>> =
+        HashMap::with_capacity_and_hasher(candidates.len(), Default::default());
+    let Rounds { rounds, followed } = rounds(candidates);
+    for round in rounds {
         let mut todo = round;
         for _ in 0..MAX_RACES {
             if todo.is_empty() {
                 break;
             }
-            todo = race(parts, candidates, &todo, &mut seen, &mut outcomes).await;
+            todo = race(parts, candidates, &todo, &followed, &mut seen, &mut outcomes).await;
         }
         for i in todo {
             outcomes[i] = Some(Outcome::Failed(
@@ -92,7 +94,14 @@ pub async fn commit(parts: Parts<'_>, candidates: &mut [Candidate]) -> Vec<Outco
 
 /// Records split so that no incident appears twice in one round: the k-th record of an
 /// incident in the batch goes in round k, after the earlier ones are on its subject.
-fn rounds(candidates: &[Candidate]) -> Vec<Vec<usize>> {
+struct Rounds {
+    rounds: Vec<Vec<usize>>,
+    /// For each record, whether a later record of the batch is of the same incident: only
+    /// then is what the record leaves on its subject kept for deciding that one.
+    followed: Vec<bool>,
+}
+
+fn rounds(candidates: &[Candidate]) -> Rounds {
     let mut occurrences: HashMap<u128, usize> =
         HashMap::with_capacity_and_hasher(candidates.len(), Default::default());
     let mut rounds: Vec<Vec<usize>> = Vec::new();
@@ -104,7 +113,14 @@ fn rounds(candidates: &[Candidate]) -> Vec<Vec<usize>> {
         rounds[*k].push(i);
         *k += 1;
     }
-    rounds
+    let mut followed = vec![false; candidates.len()];
+    // Most batches report each incident once: one round, nothing followed.
+    for (k, round) in rounds.iter().enumerate().take(rounds.len().saturating_sub(1)) {
+        for &i in round {
+            followed[i] = occurrences[&candidates[i].stamp.incident] > k + 1;
+        }
+    }
+    Rounds { rounds, followed }
 }
 
 /// One pass: decide each record of `todo` against its subject, publish the new ones, settle
@@ -113,6 +129,7 @@ async fn race(
     parts: Parts<'_>,
     candidates: &mut [Candidate],
     todo: &[usize],
+    followed: &[bool],
     seen: &mut HashMap<u128, Option<Seen>>,
     outcomes: &mut [Option<Outcome>],
 ) -> Vec<usize> {
@@ -184,7 +201,9 @@ async fn race(
         match result {
             Ok(published) if !published.duplicate => {
                 outcomes[i] = Some(Outcome::Accepted { sequence: published.sequence });
-                push(seen, &stamp, published.sequence);
+                if followed[i] {
+                    push(seen, &stamp, published.sequence);
+                }
                 stored.push((stamp, published.sequence));
             }
             Ok(published) => duplicates.push((i, published.sequence)),
@@ -214,7 +233,9 @@ async fn race(
             // This request's own earlier attempt, stored but not acknowledged.
             Ok(Some(copy)) if copy.payload == candidate.outgoing.payload => {
                 outcomes[i] = Some(Outcome::Accepted { sequence });
-                push(seen, &candidate.stamp, sequence);
+                if followed[i] {
+                    push(seen, &candidate.stamp, sequence);
+                }
                 stored.push((candidate.stamp, sequence));
             }
             Ok(Some(copy)) => {
@@ -392,6 +413,21 @@ mod tests {
         let key = DedupeKey(7_001);
         let outgoing = Outgoing::incident("pn", key, &stamp, payload.as_bytes().to_vec());
         Candidate { key, stamp, outgoing }
+    }
+
+    #[test]
+    fn a_record_is_followed_when_a_later_one_of_the_batch_is_of_its_incident() {
+        let of = |incident: u128| {
+            let mut c = candidate("{}");
+            c.stamp.incident = incident;
+            c
+        };
+        let batch: Vec<Candidate> = [1, 2, 1, 1, 3].into_iter().map(of).collect();
+        let planned = rounds(&batch);
+        assert_eq!(planned.rounds, [vec![0, 1, 4], vec![2], vec![3]]);
+        assert_eq!(planned.followed, [true, false, true, false, false]);
+        let once: Vec<Candidate> = [1, 2, 3].into_iter().map(of).collect();
+        assert_eq!(rounds(&once).followed, [false; 3]);
     }
 
     /// An attempt stored whose ack was lost is sent again with the expectation it had; the
