@@ -52,6 +52,14 @@ fn sum_of(pids: &[u32]) -> Option<f64> {
     pids.iter().map(|&pid| of(pid)).sum()
 }
 
+/// CPU seconds the calling thread has used.
+pub fn thread_seconds() -> f64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write to; the clock id is a constant Linux knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+}
+
 pub fn sample(pids: &Pids) -> Sample {
     Sample {
         nats: sum_of(&pids.nats),

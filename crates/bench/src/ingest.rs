@@ -70,6 +70,12 @@ pub struct IngestRun {
     /// source, plain, expected sequence, HTTP, expected sequence after, plain after): each
     /// publish's own, since each had an empty server.
     pub stream_messages: Vec<u64>,
+    /// What the least an ingest does to a record costs with the parts it is built from,
+    /// CPU µs per record on one thread: serde_json reads the record's line into a `Value` and
+    /// writes the event's payload (the same document, as the event carries the record's
+    /// fields) back to bytes. Beside `http_cpu_us_per_event.service` minus the raw client's,
+    /// it says how much of the ingest's own work is the JSON it must read and write.
+    pub json_floor_us_per_record: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -374,6 +380,7 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
         raw.push(batch.events);
     }
 
+    let json_floor_us_per_record = json_floor(&bodies);
     let per_source = raw_baseline(stage, &raw, Layout::Source).await?;
     let plain = raw_baseline(stage, &raw, Layout::Incident).await?;
     let expected = raw_baseline(stage, &raw, Layout::IncidentExpected).await?;
@@ -413,7 +420,28 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
         stream_messages: [&per_source, &plain, &expected, &http, &expected_after, &plain_after]
             .map(|phase| phase.stream_messages)
             .to_vec(),
+        json_floor_us_per_record,
     })
+}
+
+/// serde_json's cost of reading each record of `bodies` into a `Value` and writing it back,
+/// CPU µs per record of this thread ([`IngestRun::json_floor_us_per_record`]).
+fn json_floor(bodies: &[(usize, Bytes)]) -> f64 {
+    let started = cpu::thread_seconds();
+    let (mut records, mut written) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(1024);
+    for (_, body) in bodies {
+        for line in body.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
+            let value: serde_json::Value =
+                serde_json::from_slice(line).expect("the generator writes valid JSON");
+            out.clear();
+            serde_json::to_writer(&mut out, &value).expect("a Value always serialises");
+            written += out.len();
+            records += 1;
+        }
+    }
+    std::hint::black_box(written);
+    (cpu::thread_seconds() - started) * 1e6 / records.max(1) as f64
 }
 
 /// The rate of a run whose time per event is the mean of the two runs' (equal event counts).

@@ -418,6 +418,14 @@ pub fn render(report: &Report) -> String {
                 "   {:<28} HTTP / the raw publish before and after it (harmonic mean) {:.2}×",
                 "", run.ratio_bracketed,
             );
+            let above = c.service.zip(run.raw_cpu_us_per_event.bench_client).map(|(s, r)| s - r);
+            let _ = writeln!(
+                out,
+                "   {:<28} ingest CPU above the raw client {} µs/event; serde_json reading each record into a Value and writing it back, one thread: {:.2} µs/record",
+                "",
+                f(above),
+                run.json_floor_us_per_record,
+            );
         }
     }
     if let Some(p) = &report.projection {
