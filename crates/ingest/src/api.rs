@@ -13,16 +13,17 @@ use bytes::Bytes;
 use chrono::Utc;
 use observatory_bus::{Bus, BusError, Outgoing, Publisher};
 use observatory_model::{
-    DedupeKey, Envelope, Event, FieldError, RecordedAt, RevisionStamp, validate_period_close,
+    DedupeKey, Envelope, Event, FieldError, RecordedAt, validate_period_close,
 };
 use observatory_reference::{Crosswalk, Crosswalks};
 use serde_json::json;
 
 use crate::agencies::{Agency, AgencyRegistry};
-use crate::commit::{Candidate, Outcome, Parts, commit};
+use crate::commit::{Outcome, Parts, commit};
 use crate::dedupe::{Decision, LegacyIndex};
 use crate::error::ApiError;
-use crate::parse::{Format, JsonRecord, REPEATED_KEY, json_record, parse_body};
+use crate::parse::{Format, JsonRecord, REPEATED_KEY, json_record};
+use crate::prepare::{Prepared, prepare};
 use crate::upload::{self, IngestSummary, Rejection};
 use crate::written::Written;
 
@@ -164,47 +165,19 @@ pub(crate) async fn ingest_records(
 ) -> Result<(IngestSummary, Vec<serde_json::Value>), ApiError> {
     let legacy = state.legacy()?;
     let crosswalk = state.crosswalk(&agency.crosswalk)?;
-    let records = parse_body(format, body, state.max_records)?;
-    let span = tracing::Span::current();
-    span.record("records", records.len());
-
-    let today = Utc::now().date_naive();
+    let now = Utc::now();
     // One time for the batch, written once, not once per record.
-    let recorded_at = RecordedAt::new(Utc::now());
-    let mut rejected = Vec::new();
-    let mut candidates = Vec::with_capacity(records.len());
-    for parsed in records {
-        match parsed.event(today, crosswalk) {
-            Ok(event) => {
-                let (id, revision) = event.incident().expect("records are incident events");
-                let key = DedupeKey::new(&agency.id, id, revision);
-                candidates.push((parsed.line, key, event));
-            }
-            Err(problems) => {
-                rejected.extend(problems.into_iter().map(|(field, error)| Rejection {
-                    line: parsed.line,
-                    field,
-                    error,
-                }))
-            }
-        }
-    }
-
-    // The events stay beside their candidates: a refusal names the incident's id.
-    let events = candidates;
-    let mut candidates: Vec<Candidate> = events
-        .iter()
-        .map(|&(_, key, ref event)| {
-            let encoded = Envelope::encode_parts(event, &agency.id, &recorded_at);
-            let stamp = RevisionStamp::of_encoded(&agency.id, event, encoded.payload())
-                .expect("records are incident events");
-            Candidate {
-                key,
-                stamp,
-                outgoing: Outgoing::incident(&agency.id, key, &stamp, encoded.bytes),
-            }
-        })
-        .collect();
+    let Prepared { records, events, mut candidates, mut rejected } = prepare(
+        &agency.id,
+        crosswalk,
+        format,
+        body,
+        state.max_records,
+        now.date_naive(),
+        &RecordedAt::new(now),
+    )?;
+    let span = tracing::Span::current();
+    span.record("records", records);
     let outcomes = commit(
         Parts { bus: &state.bus, publisher: &state.publisher, legacy, written: &state.written },
         &mut candidates,
@@ -214,9 +187,7 @@ pub(crate) async fn ingest_records(
     let mut duplicates = 0u64;
     let mut last_sequence = None;
     let mut failed = Vec::new();
-    for ((&(line, _, ref event), candidate), outcome) in
-        events.iter().zip(&candidates).zip(outcomes)
-    {
+    for ((&(line, ref event), candidate), outcome) in events.iter().zip(&candidates).zip(outcomes) {
         let id = event.incident().expect("records are incident events").0;
         let revision = candidate.stamp.revision;
         let refusal = match outcome {

@@ -163,6 +163,8 @@ impl std::fmt::Display for BodyError {
     }
 }
 
+impl std::error::Error for BodyError {}
+
 /// Fails only when the body as a whole is unreadable (not UTF-8, not a JSON array, no CSV
 /// header, a CSV column named twice) or holds more than `max_records` records; problems of
 /// single records are returned per record. One leading byte-order mark is skipped, as
