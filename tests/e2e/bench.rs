@@ -77,10 +77,11 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
         "raw_after_events_per_s",
         "json_floor_us_per_record",
         "json_value_us_per_record",
+        "prepare_us_per_record",
     ] {
         assert!(rate(field) > 0.0, "{field}: {run:#}");
     }
-    assert!(text.contains("serde_json reading each record and writing it back"), "{text}");
+    assert!(text.contains("the ingest reading, validating and encoding"), "{text}");
     // Each bracketed ratio: the HTTP ingest over the harmonic mean of the raw publishes just
     // before and just after it.
     let check_bracketed = |ratio: &str, before: &str, after: &str| {

@@ -18,6 +18,8 @@ use observatory_bus::async_nats::jetstream;
 use observatory_bus::async_nats::jetstream::context::PublishError;
 use observatory_bus::async_nats::jetstream::publish::PublishAck;
 use observatory_bus::{Bus, DEDUPE_HEADER, Outgoing, REVISION_HEADER};
+use observatory_model::RecordedAt;
+use observatory_reference::Crosswalks;
 use serde::Serialize;
 use tracing::{Instrument, info_span};
 
@@ -81,6 +83,10 @@ pub struct IngestRun {
     /// The same read into a `serde_json::Value` (an owned string for each value), the way a
     /// service that checks fields it was not told about reads a record.
     pub json_value_us_per_record: f64,
+    /// The ingest's own work on the same records before it decides and publishes (read,
+    /// validated, encoded with their stamps and messages: `observatory_ingest::prepare`), CPU µs
+    /// per record on one thread.
+    pub prepare_us_per_record: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -393,6 +399,7 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
         let record: serde_json::Value = serde_json::from_slice(line).expect("valid JSON");
         serde_json::to_writer(out, &record).expect("a Value always serialises");
     });
+    let prepare_us_per_record = prepare_work(&bodies)?;
     let per_source = raw_baseline(stage, &raw, Layout::Source).await?;
     let plain = raw_baseline(stage, &raw, Layout::Incident).await?;
     let expected = raw_baseline(stage, &raw, Layout::IncidentExpected).await?;
@@ -434,6 +441,7 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
             .to_vec(),
         json_floor_us_per_record,
         json_value_us_per_record,
+        prepare_us_per_record,
     })
 }
 
@@ -482,6 +490,33 @@ fn json_floor(bodies: &[(usize, Bytes)], read_write: impl Fn(&[u8], &mut Vec<u8>
     }
     std::hint::black_box(written);
     (cpu::thread_seconds() - started) * 1e6 / records.max(1) as f64
+}
+
+/// [`IngestRun::prepare_us_per_record`]: what the ingest does to `bodies` before deciding.
+fn prepare_work(bodies: &[(usize, Bytes)]) -> Result<f64> {
+    let crosswalk = Crosswalks::builtin()
+        .latest(observatory_reference::IDENTITY)
+        .context("the identity crosswalk is built in")?;
+    let now = Utc::now();
+    let recorded_at = RecordedAt::new(now);
+    let started = cpu::thread_seconds();
+    let mut records = 0;
+    for (agency, body) in bodies {
+        let source = AGENCIES[*agency].id;
+        let prepared = observatory_ingest::prepare(
+            source,
+            crosswalk,
+            observatory_ingest::Format::Ndjson,
+            body,
+            usize::MAX,
+            now.date_naive(),
+            &recorded_at,
+        )?;
+        ensure!(prepared.rejected.is_empty(), "generated records refused: {:?}", prepared.rejected);
+        records += prepared.valid();
+        std::hint::black_box(prepared.event_bytes());
+    }
+    Ok((cpu::thread_seconds() - started) * 1e6 / records.max(1) as f64)
 }
 
 /// The rate of a run whose time per event is the mean of the two runs' (equal event counts).
