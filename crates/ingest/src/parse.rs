@@ -5,15 +5,11 @@
 use std::collections::HashSet;
 
 use compact_str::CompactString;
-use observatory_model::{Event, FieldError, FieldValue, RecordFields, validate_record};
+use observatory_model::{Event, FieldError, RecordFields, validate_record};
 use observatory_reference::Crosswalk;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-
-mod cell;
-
-pub use cell::Cell;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -46,11 +42,11 @@ impl Format {
 /// number of them. Keys are kept inline (up to 24 bytes, longer than any field's name):
 /// allocating and freeing each key of each record cost 4 % of the ingest's CPU.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Record(Vec<(CompactString, Cell)>);
+pub struct Record(Vec<(CompactString, Value)>);
 
 impl Record {
     /// The value sent for `name`.
-    pub fn get(&self, name: &str) -> Option<&Cell> {
+    pub fn get(&self, name: &str) -> Option<&Value> {
         self.0.iter().find(|(key, _)| key == name).map(|(_, value)| value)
     }
 
@@ -62,12 +58,12 @@ impl Record {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Cell)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.0.iter().map(|(key, value)| (key.as_str(), value))
     }
 
     /// A record of fields whose names are known to differ (a CSV header's columns).
-    fn of_distinct(fields: Vec<(CompactString, Cell)>) -> Record {
+    fn of_distinct(fields: Vec<(CompactString, Value)>) -> Record {
         debug_assert!(
             fields.iter().map(|(key, _)| key).collect::<HashSet<_>>().len() == fields.len()
         );
@@ -76,21 +72,21 @@ impl Record {
 }
 
 impl std::ops::Index<&str> for Record {
-    type Output = Cell;
+    type Output = Value;
 
     /// The value sent for `name`; panics if there is none, as a `serde_json::Map` does.
-    fn index(&self, name: &str) -> &Cell {
+    fn index(&self, name: &str) -> &Value {
         self.get(name).unwrap_or_else(|| panic!("the record has no field {name:?}"))
     }
 }
 
 impl RecordFields for Record {
-    fn field(&self, name: &str) -> Option<FieldValue<'_>> {
-        self.get(name).map(Cell::view)
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&str, FieldValue<'_>)> {
-        self.iter().map(|(name, value)| (name, value.view()))
+    fn fields(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.iter()
     }
 }
 
@@ -254,13 +250,13 @@ impl<'de> Visitor<'de> for RecordVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<JsonRecord, A::Error> {
-        let mut fields: Vec<(CompactString, Cell)> = Vec::new();
+        let mut fields: Vec<(CompactString, Value)> = Vec::new();
         let mut repeated: Vec<String> = Vec::new();
         // Keys are compared one by one while the record is small; past that a set of them
         // keeps one huge object (never a valid record) linear in its size.
         let mut keys: Option<HashSet<CompactString>> = None;
         while let Some(key) = access.next_key::<CompactString>()? {
-            let value: Cell = access.next_value()?;
+            let value: Value = access.next_value()?;
             if keys.is_none() && fields.len() >= KEYS_COMPARED_ONE_BY_ONE {
                 keys = Some(fields.iter().map(|(key, _)| key.clone()).collect());
             }
@@ -428,27 +424,26 @@ impl<'de> Visitor<'de> for Records<'_> {
 }
 
 /// Fields whose CSV cells are typed before validation; every other cell stays a string.
-fn typed_cell(column: &str, cell: &str) -> Cell {
+fn typed_cell(column: &str, cell: &str) -> Value {
     if cell.is_empty() {
-        return Cell::Null;
+        return Value::Null;
     }
     match column {
         "cyber" | "withdrawn" => match cell.to_ascii_lowercase().as_str() {
-            "true" | "1" => Cell::Bool(true),
-            "false" | "0" => Cell::Bool(false),
-            _ => Cell::string(cell),
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" => Value::Bool(false),
+            _ => Value::String(cell.to_owned()),
         },
-        "revision" => cell
-            .parse::<u64>()
-            .map(|n| Cell::Number(n.into()))
-            .unwrap_or_else(|_| Cell::string(cell)),
+        "revision" => {
+            cell.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(cell.to_owned()))
+        }
         "loss_eur" => cell
             .parse::<f64>()
             .ok()
             .and_then(serde_json::Number::from_f64)
-            .map(Cell::Number)
-            .unwrap_or_else(|| Cell::string(cell)),
-        _ => Cell::string(cell),
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(cell.to_owned())),
+        _ => Value::String(cell.to_owned()),
     }
 }
 
@@ -862,8 +857,7 @@ mod tests {
             };
             assert_eq!(record.len(), distinct);
             for (i, (name, value)) in record.iter().enumerate() {
-                assert_eq!(name, format!("k{i}"));
-                assert_eq!(value, &Value::from(i));
+                assert_eq!((name, value), (format!("k{i}").as_str(), &Value::from(i)));
             }
             let mut expected = vec![format!("k{}", distinct - 1), "k0".to_owned()];
             if at_switch != 0 && at_switch != distinct - 1 {

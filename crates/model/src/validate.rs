@@ -268,14 +268,14 @@ pub fn validate_period_close<R: RecordFields + ?Sized>(
     let current = today.format("%Y-%m").to_string();
     let month = match record.field("month") {
         // Both "YYYY-MM": the strings order as the months do.
-        Some(FieldValue::String(m)) if is_strict_month(m) && m > current.as_str() => {
+        Some(Value::String(m)) if is_strict_month(m) && *m > current => {
             errors.push(FieldError::new(
                 "month",
                 format!("{m} is in the future (the current month is {current}); close a month once it is complete"),
             ));
             None
         }
-        Some(FieldValue::String(m)) if is_strict_month(m) => Some(m.to_owned()),
+        Some(Value::String(m)) if is_strict_month(m) => Some(m.clone()),
         Some(other) => {
             errors.push(FieldError::new(
                 "month",
@@ -289,15 +289,15 @@ pub fn validate_period_close<R: RecordFields + ?Sized>(
         }
     };
     let departements = match record.field("departements") {
-        None | Some(FieldValue::Null) => None,
-        Some(FieldValue::Json(Value::Array(items))) if !items.is_empty() => {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if !items.is_empty() => {
             let mut codes = Vec::new();
             for item in items {
                 match item.as_str() {
                     Some(code) if is_departement(code) => codes.push(code.to_owned()),
                     _ => errors.push(FieldError::new(
                         "departements",
-                        format!("{} is not an INSEE département code", type_name(item.into())),
+                        format!("{} is not an INSEE département code", type_name(item)),
                     )),
                 }
             }
@@ -323,49 +323,18 @@ pub fn validate_period_close<R: RecordFields + ?Sized>(
 /// own list of a record's fields (no hashing of keys for a dozen fields).
 pub trait RecordFields {
     /// The value sent for `name`, if any (the first, if the key came twice).
-    fn field(&self, name: &str) -> Option<FieldValue<'_>>;
+    fn field(&self, name: &str) -> Option<&Value>;
     /// Every field, in the order sent, each key once.
-    fn fields(&self) -> impl Iterator<Item = (&str, FieldValue<'_>)>;
-}
-
-/// One field's value as validation reads it, borrowed from whatever holds the record: a
-/// holder may keep short strings inline rather than in a `String` each, as the ingest does.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum FieldValue<'a> {
-    Null,
-    Bool(bool),
-    Number(&'a serde_json::Number),
-    String(&'a str),
-    /// An array or an object: never a valid value of a record's field, but a period
-    /// closure's list of départements.
-    Json(&'a Value),
-}
-
-impl FieldValue<'_> {
-    pub fn is_null(&self) -> bool {
-        matches!(self, FieldValue::Null)
-    }
-}
-
-impl<'a> From<&'a Value> for FieldValue<'a> {
-    fn from(value: &'a Value) -> FieldValue<'a> {
-        match value {
-            Value::Null => FieldValue::Null,
-            Value::Bool(b) => FieldValue::Bool(*b),
-            Value::Number(n) => FieldValue::Number(n),
-            Value::String(s) => FieldValue::String(s),
-            Value::Array(_) | Value::Object(_) => FieldValue::Json(value),
-        }
-    }
+    fn fields(&self) -> impl Iterator<Item = (&str, &Value)>;
 }
 
 impl RecordFields for Map<String, Value> {
-    fn field(&self, name: &str) -> Option<FieldValue<'_>> {
-        self.get(name).map(FieldValue::from)
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&str, FieldValue<'_>)> {
-        self.iter().map(|(name, value)| (name.as_str(), value.into()))
+    fn fields(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.iter().map(|(name, value)| (name.as_str(), value))
     }
 }
 
@@ -394,22 +363,22 @@ pub(crate) fn identifier_problem(id: &str) -> Option<String> {
 
 /// Names the JSON type of a value, quoting short strings: CSV cells arrive as strings, and
 /// "got a string (\"yes\")" tells the agency which cell to fix.
-fn type_name(value: FieldValue<'_>) -> String {
+fn type_name(value: &Value) -> String {
     match value {
-        FieldValue::Null => "null".into(),
-        FieldValue::Bool(b) => format!("a boolean ({b})"),
-        FieldValue::Number(n) => format!("a number ({n})"),
-        FieldValue::String(s) if s.chars().count() <= 40 => format!("a string ({s:?})"),
-        FieldValue::String(_) => "a long string".into(),
-        FieldValue::Json(Value::Array(_)) => "an array".into(),
-        FieldValue::Json(_) => "an object".into(),
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) if s.chars().count() <= 40 => format!("a string ({s:?})"),
+        Value::String(_) => "a long string".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
     }
 }
 
 impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
     /// The value of a field, treating JSON null like absence. Borrowed from the record, not
     /// from `self`: a value is checked while problems are noted, without a copy of it.
-    fn get(&self, name: &str) -> Option<FieldValue<'a>> {
+    fn get(&self, name: &str) -> Option<&'a Value> {
         let record: &'a R = self.record;
         record.field(name).filter(|v| !v.is_null())
     }
@@ -426,15 +395,13 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
     fn identifier(&mut self, name: &str) -> Option<String> {
         match self.get(name) {
             None => self.missing(name),
-            Some(FieldValue::String(s)) if s.trim().is_empty() => {
-                self.fail(name, "must not be empty")
-            }
-            Some(FieldValue::String(s)) if s.len() > MAX_ID_LEN => {
+            Some(Value::String(s)) if s.trim().is_empty() => self.fail(name, "must not be empty"),
+            Some(Value::String(s)) if s.len() > MAX_ID_LEN => {
                 self.fail(name, format!("{} bytes long; at most {MAX_ID_LEN}", s.len()))
             }
-            Some(FieldValue::String(s)) => match identifier_problem(s) {
+            Some(Value::String(s)) => match identifier_problem(s) {
                 Some(problem) => self.fail(name, problem),
-                None => Some(s.to_owned()),
+                None => Some(s.clone()),
             },
             Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
         }
@@ -443,7 +410,7 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
     fn revision(&mut self) -> Option<u32> {
         match self.get("revision") {
             None => Some(1),
-            Some(FieldValue::Number(n)) => match n.as_u64() {
+            Some(Value::Number(n)) => match n.as_u64() {
                 Some(r) if r >= 1 && r <= u64::from(u32::MAX) => Some(r as u32),
                 _ => self.fail("revision", format!("expected an integer ≥ 1, got {n}")),
             },
@@ -453,9 +420,9 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
         }
     }
 
-    fn date(&mut self, name: &str, value: FieldValue<'_>) -> Option<NaiveDate> {
+    fn date(&mut self, name: &str, value: &Value) -> Option<NaiveDate> {
         match value {
-            FieldValue::String(s) => match strict_date(s) {
+            Value::String(s) => match strict_date(s) {
                 Ok(d) => Some(d),
                 Err(true) => {
                     self.fail(name, format!("'{s}' is not a day of the calendar (YYYY-MM-DD)"))
@@ -484,7 +451,7 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
     fn optional_bool(&mut self, name: &str) -> Option<bool> {
         match self.get(name) {
             None => None,
-            Some(FieldValue::Bool(b)) => Some(b),
+            Some(Value::Bool(b)) => Some(*b),
             Some(other) => {
                 self.fail(name, format!("expected true or false, got {}", type_name(other)))
             }
@@ -494,10 +461,10 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
     fn optional_text(&mut self, name: &str, max: usize) -> Option<String> {
         match self.get(name) {
             None => None,
-            Some(FieldValue::String(s)) if s.len() > max => {
+            Some(Value::String(s)) if s.len() > max => {
                 self.fail(name, format!("{} bytes long; at most {max}", s.len()))
             }
-            Some(FieldValue::String(s)) => Some(s.to_owned()),
+            Some(Value::String(s)) => Some(s.clone()),
             Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
         }
     }
@@ -506,11 +473,11 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
     fn iccs(&mut self) -> Option<String> {
         match self.get("iccs") {
             None => None,
-            Some(FieldValue::String(s))
+            Some(Value::String(s))
                 if (2..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) =>
             {
                 if Iccs::v1_0().contains(s) {
-                    Some(s.to_owned())
+                    Some(s.clone())
                 } else {
                     self.fail(
                         "iccs",
@@ -518,7 +485,7 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
                     )
                 }
             }
-            Some(FieldValue::String(s)) => self
+            Some(Value::String(s)) => self
                 .fail("iccs", format!("'{s}' is not an ICCS code (2 to 6 digits, e.g. \"0903\")")),
             Some(other) => self.fail(
                 "iccs",
@@ -586,8 +553,8 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
     fn departement(&mut self) -> Option<Option<String>> {
         match self.get("departement") {
             None => Some(None),
-            Some(FieldValue::String(s)) if is_departement(s) => Some(Some(s.to_owned())),
-            Some(FieldValue::String(s)) => self.fail(
+            Some(Value::String(s)) if is_departement(s) => Some(Some(s.clone())),
+            Some(Value::String(s)) => self.fail(
                 "departement",
                 format!("'{s}' is not an INSEE département code (\"01\"..\"95\", \"2A\", \"2B\", \"971\"..\"976\"; null when unknown)"),
             ),
@@ -606,7 +573,7 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
                 name,
                 format!("required (one of: {}; use \"unknown\" when not known)", allowed()),
             ),
-            Some(FieldValue::String(s)) => match parse(s) {
+            Some(Value::String(s)) => match parse(s) {
                 Some(v) => Some(v),
                 None => self.fail(name, format!("'{s}' is not one of: {}", allowed())),
             },
@@ -617,7 +584,7 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
     fn loss(&mut self) -> Option<f64> {
         match self.get("loss_eur") {
             None => None,
-            Some(FieldValue::Number(n)) => match n.as_f64() {
+            Some(Value::Number(n)) => match n.as_f64() {
                 Some(x) if x.is_finite() && (0.0..=MAX_LOSS_EUR).contains(&x) => Some(x),
                 Some(x) if x > MAX_LOSS_EUR => self.fail(
                     "loss_eur",
