@@ -23,8 +23,8 @@ pub use incident::{
 pub use observatory_reference::Unit;
 pub use revision::{RevisionStamp, content_fingerprint};
 pub use validate::{
-    FIELD_NAMES, FieldError, MAX_ID_LEN, MAX_LOSS_EUR, RecordFields, ValidatedRecord,
-    validate_period_close, validate_record,
+    FieldError, MAX_ID_LEN, MAX_LOSS_EUR, RecordFields, ValidatedRecord, validate_period_close,
+    validate_record,
 };
 
 /// Subject prefix of every event; the stream captures `obs.>`.
