@@ -147,28 +147,28 @@ async fn race(
         .collect();
     // Most records are first reports, decided without a read, and most amendments are of
     // incidents this process wrote lately: only the others wait on one.
-    let mut prepared: Vec<Option<Prepared>> = todo
+    let mut judged: Vec<Option<Judged>> = todo
         .iter()
         .zip(&known)
         .map(|(&i, known)| decide_unread(&candidates[i], known, legacy))
         .collect();
     let reads: Vec<(usize, Known)> =
-        known.into_iter().enumerate().filter(|(at, _)| prepared[*at].is_none()).collect();
+        known.into_iter().enumerate().filter(|(at, _)| judged[*at].is_none()).collect();
     let shared: &[Candidate] = candidates;
-    let read: Vec<(usize, Prepared)> = futures::stream::iter(reads)
-        .map(
-            |(at, known)| async move { (at, prepare(bus, legacy, &shared[todo[at]], known).await) },
-        )
+    let read: Vec<(usize, Judged)> = futures::stream::iter(reads)
+        .map(|(at, known)| async move {
+            (at, read_and_decide(bus, legacy, &shared[todo[at]], known).await)
+        })
         .buffered(READS_IN_FLIGHT)
         .collect()
         .await;
     for (at, result) in read {
-        prepared[at] = Some(result);
+        judged[at] = Some(result);
     }
     let mut publish = Vec::new();
-    for (&i, prepared) in todo.iter().zip(prepared) {
+    for (&i, judged) in todo.iter().zip(judged) {
         let candidate = &mut candidates[i];
-        match prepared.expect("every record is prepared") {
+        match judged.expect("every record is decided") {
             Ok(Decided { decision, seen: subject, own }) => {
                 seen.insert(candidate.stamp.incident, Some(subject));
                 match decision {
@@ -265,7 +265,7 @@ async fn race(
 }
 
 /// A record decided, or why its subject could not be read.
-type Prepared = Result<Decided, BusError>;
+type Judged = Result<Decided, BusError>;
 
 /// A record's decision, with what its subject was found (or assumed) to hold.
 struct Decided {
@@ -296,7 +296,7 @@ fn push(seen: &mut HashMap<u128, Option<Seen>>, stamp: &RevisionStamp, sequence:
 /// A record decided without a read where it may be: a first report, assumed to land on an
 /// empty subject, or a record that is new after what this process remembers storing on its
 /// subject. The leader checks both through the expected sequence. `None`: read first.
-fn decide_unread(candidate: &Candidate, known: &Known, legacy: &LegacyIndex) -> Option<Prepared> {
+fn decide_unread(candidate: &Candidate, known: &Known, legacy: &LegacyIndex) -> Option<Judged> {
     let (key, stamp) = (candidate.key, &candidate.stamp);
     let empty = Seen::empty();
     let assumed = match known {
@@ -321,7 +321,7 @@ fn assume_empty(known: &Known, stamp: &RevisionStamp) -> bool {
 }
 
 /// Reads what deciding `candidate` needs and decides.
-async fn prepare(
+async fn read_and_decide(
     bus: &Bus,
     legacy: &LegacyIndex,
     candidate: &Candidate,
