@@ -331,38 +331,29 @@ async fn read_and_decide(
     let subject = &candidate.outgoing.subject;
     let payload = &candidate.outgoing.payload;
     let read = || observatory_metrics::ingest_subject_reads(1);
-    let mut own = None;
-    let mut seen = match known {
-        Known::Seen(seen) => seen,
-        known if assume_empty(&known, stamp) => Seen::empty(),
+    let (mut seen, mut own) = match known {
+        Known::Seen(seen) => (seen, None),
+        known if assume_empty(&known, stamp) => (Seen::empty(), None),
         // A remembered subject that did not make the record new is read as it is now.
         Known::Nothing | Known::Moved | Known::Remembered(_) => {
             read();
-            let last = bus.last_on_subject(subject).await?;
-            own = own_copy(last.as_slice(), payload);
-            read_last(last.as_ref())
+            read_last(bus.last_on_subject(subject).await?, payload)
         }
     };
     let mut decision = decide(candidate.key, stamp, &seen, legacy);
     if decision == Decision::ReadAll {
         read();
-        let all = bus.all_on_subject(subject).await?;
-        own = own_copy(&all, payload);
-        seen = read_all(&all);
+        (seen, own) = read_all(bus.all_on_subject(subject).await?, payload);
         decision = decide(candidate.key, stamp, &seen, legacy);
     }
     if decision == Decision::NeverReported {
         // An absence is only believed from the leader: a replica may not have the report yet.
         read();
-        let last = bus.last_on_subject_at_leader(subject).await?;
-        own = own_copy(last.as_slice(), payload);
-        seen = read_last(last.as_ref());
+        (seen, own) = read_last(bus.last_on_subject_at_leader(subject).await?, payload);
         decision = decide(candidate.key, stamp, &seen, legacy);
         if decision == Decision::ReadAll {
             read();
-            let all = bus.all_on_subject(subject).await?;
-            own = own_copy(&all, payload);
-            seen = read_all(&all);
+            (seen, own) = read_all(bus.all_on_subject(subject).await?, payload);
             decision = decide(candidate.key, stamp, &seen, legacy);
         }
     }
@@ -370,31 +361,36 @@ async fn read_and_decide(
 }
 
 /// Where `payload`, this request's encoding of a record, is among the events read.
-fn own_copy(read: &[Stored], payload: &[u8]) -> Option<u64> {
-    read.iter().find(|stored| stored.payload == payload).map(|stored| stored.sequence)
+fn own_copy<'a>(read: impl IntoIterator<Item = &'a Stored>, payload: &[u8]) -> Option<u64> {
+    read.into_iter().find(|stored| stored.payload == payload).map(|stored| stored.sequence)
 }
 
 fn stamp_of(stored: &Stored) -> Option<RevisionStamp> {
     stored.header(REVISION_HEADER).and_then(RevisionStamp::parse)
 }
 
-fn read_last(last: Option<&Stored>) -> Seen {
-    match last {
+/// What the subject's last event says, and whether it is `payload`, this request's own.
+fn read_last(last: Option<Stored>, payload: &[u8]) -> (Seen, Option<u64>) {
+    let own = own_copy(&last, payload);
+    let seen = match last {
         None => Seen::empty(),
         Some(last) => Seen {
             last_sequence: last.sequence,
-            stamps: stamp_of(last).into_iter().collect(),
+            stamps: stamp_of(&last).into_iter().collect(),
             complete: false,
         },
-    }
+    };
+    (seen, own)
 }
 
-fn read_all(all: &[Stored]) -> Seen {
-    Seen {
+/// What the subject's events say, and where `payload`, this request's own, is among them.
+fn read_all(all: Vec<Stored>, payload: &[u8]) -> (Seen, Option<u64>) {
+    let seen = Seen {
         last_sequence: all.last().map_or(0, |s| s.sequence),
         stamps: all.iter().filter_map(stamp_of).collect(),
         complete: true,
-    }
+    };
+    (seen, own_copy(&all, payload))
 }
 
 fn read_failure(e: &BusError) -> String {
