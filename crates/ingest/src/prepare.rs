@@ -28,11 +28,6 @@ impl Prepared {
     pub fn valid(&self) -> usize {
         self.candidates.len()
     }
-
-    /// The bytes of the events to publish.
-    pub fn event_bytes(&self) -> usize {
-        self.candidates.iter().map(|c| c.outgoing.payload.len()).sum()
-    }
 }
 
 /// Reads `body` in `format` as records of agency `source`, whose codes go through `crosswalk`,
