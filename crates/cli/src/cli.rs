@@ -402,7 +402,7 @@ mod tests {
         );
         has(
             "query",
-            &["data-dir", "store", "http", "query-wait-ms"],
+            &["data-dir", "store", "http", "query-wait-ms", "netting-nice"],
             &["nats-url", "stream", "max-body-bytes", "flush-interval-ms", "agencies"],
         );
         has("agency add", &["data-dir", "agencies", "name", "crosswalk"], &["nats-url", "store"]);

@@ -260,6 +260,8 @@ pub struct QuerySettings {
     pub store: String,
     pub config: QueryConfig,
     pub disclosure: observatory_query::Disclosure,
+    /// How far below the request handlers polars' pool runs, in nice steps.
+    pub netting_nice: u8,
 }
 
 fn nats(data: &DataDir, nats: &Nats) -> NatsSettings {
@@ -331,6 +333,7 @@ fn query(
             readers: Some(readers),
             record_keys: Some(disclosure.record_keys(data)?.fingerprint().to_owned()),
         },
+        netting_nice: wait.netting_nice,
     })
 }
 
@@ -386,6 +389,8 @@ fn reader(
     let defaults = QueryFlags {
         query_wait_ms: 10_000,
         sdmx_agency: observatory_query::sdmx::DEFAULT_AGENCY.to_owned(),
+        // A reader nets nothing in the background, so its pool keeps its priority.
+        netting_nice: 0,
     };
     query(data, store, &defaults, disclosure, readers)
 }

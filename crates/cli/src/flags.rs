@@ -236,6 +236,16 @@ pub struct QueryFlags {
     /// The agency id that maintains the SDMX dataflow, DSD and codelists under /sdmx/v2.
     #[arg(long, env = "OBSERVATORY_SDMX_AGENCY", default_value = "OBSERVATORY")]
     pub sdmx_agency: String,
+    /// How many nice steps below the request handlers polars' threads run (0 to 19; 0 keeps
+    /// them level). Each new manifest is netted there in the background, and a request that
+    /// meets a netting should not wait behind it. Linux only.
+    #[arg(
+        long,
+        env = "OBSERVATORY_NETTING_NICE",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u8).range(0..=19)
+    )]
+    pub netting_nice: u8,
 }
 
 /// Which crosswalk versions are in force.

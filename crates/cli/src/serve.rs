@@ -109,6 +109,20 @@ pub fn query_router(
     let reports = observatory_query::ReportsState::new(store.clone());
     let engine = Arc::new(CountsEngine::new(incidents));
     if serving {
+        if settings.netting_nice > 0 {
+            match observatory_query::lower_polars_pool(settings.netting_nice) {
+                Ok(threads) => {
+                    info!(
+                        threads,
+                        by = settings.netting_nice,
+                        "polars' pool runs below the request handlers"
+                    )
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot lower polars' pool; a netting may slow the requests beside it")
+                }
+            }
+        }
         let engine = engine.clone();
         tokio::spawn(async move { engine.keep_netted().await });
     }
