@@ -35,7 +35,14 @@ pub struct Replay {
     pub seconds: f64,
     pub events_per_s: f64,
     pub cpu_us_per_event: cpu::PerProcess,
+    /// The slowest [`STRETCH`] consecutive messages, in seconds: a stall of nats-server's
+    /// shows here as it shows in a rebuild's longest wait (timed per stretch, not per
+    /// message, so the clock costs the replay nothing it could be compared on).
+    pub slowest_stretch_seconds: f64,
 }
+
+/// Messages per timed stretch of a raw replay (about 5 ms of them at 200 000 per second).
+pub const STRETCH: u64 = 1024;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Rebuild {
@@ -180,21 +187,29 @@ async fn raw_replay(bus: &Bus, events: u64, pids: &cpu::Pids) -> Result<Replay> 
     // The client's consumer alone: the projector's resumption after a silence is its own.
     let mut messages = bus.ordered_replay("", false).await?.into_inner();
     let mut seen = 0u64;
+    let mut stretch = Instant::now();
+    let mut slowest = Duration::ZERO;
     while seen < events {
         let message = messages.next().await.context("the replay ended early")?.context("replay")?;
         std::hint::black_box(&message.payload);
         seen += 1;
-        if seen.is_multiple_of(65_536) {
-            bar.set_position(seen);
+        if seen.is_multiple_of(STRETCH) {
+            slowest = slowest.max(stretch.elapsed());
+            stretch = Instant::now();
+            if seen.is_multiple_of(65_536) {
+                bar.set_position(seen);
+            }
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let slowest = slowest.max(stretch.elapsed());
     bar.finish_and_clear();
     Ok(Replay {
         events,
         seconds,
         events_per_s: events as f64 / seconds,
         cpu_us_per_event: cpu::sample(pids).since(&before, events),
+        slowest_stretch_seconds: slowest.as_secs_f64(),
     })
 }
 
