@@ -596,15 +596,18 @@ pub fn render(report: &Report) -> String {
             a.first_request_median_ms
         );
         for s in &a.switches {
+            let meanwhile = s.during_netting.as_ref().map_or("no request meanwhile".into(), |d| {
+                format!(
+                    "{} requests meanwhile, p50 {:.1} ms, max {:.1} ms",
+                    d.runs, d.p50_ms, d.max_ms
+                )
+            });
             let _ = writeln!(
                 out,
-                "     {:.1} ms (answered from version {}); the new version served after {:.2} s; {} requests meanwhile, p50 {:.1} ms, max {:.1} ms; after it, p50 {:.1} ms, max {:.1} ms",
+                "     {:.1} ms (answered from version {}); the new version served after {:.2} s; {meanwhile}; after it, p50 {:.1} ms, max {:.1} ms",
                 s.first_request_ms,
                 s.first_request_version,
                 s.new_version_served_after_s,
-                s.during_netting.requests,
-                s.during_netting.p50_ms,
-                s.during_netting.max_ms,
                 s.after_netting.p50_ms,
                 s.after_netting.max_ms
             );

@@ -211,30 +211,11 @@ pub struct Switch {
     /// From the switch to the first answer from the new version.
     pub new_version_served_after_s: f64,
     /// Every request answered from the previous version, the first included, one every 20 ms
-    /// while the new version was netted: their median and slowest.
-    pub during_netting: Latencies,
+    /// while the new version was netted (none when the first request already found it).
+    pub during_netting: Option<Latency>,
     /// The same request answered from the new version, [`AFTER_NETTING`] times once it is
     /// served: what the request costs with no netting beside it.
-    pub after_netting: Latencies,
-}
-
-/// The median and slowest of some requests.
-#[derive(Debug, Clone, Serialize)]
-pub struct Latencies {
-    pub requests: usize,
-    pub p50_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Latencies {
-    fn of(mut ms: Vec<f64>) -> Self {
-        ms.sort_by(f64::total_cmp);
-        Latencies {
-            requests: ms.len(),
-            p50_ms: ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN),
-            max_ms: ms.last().copied().unwrap_or(f64::NAN),
-        }
-    }
+    pub after_netting: Latency,
 }
 
 /// How many requests [`Switch::after_netting`] times.
@@ -336,11 +317,11 @@ async fn after_switch(
         switches.push(switch);
         current = next;
     }
-    let mut first: Vec<f64> = switches.iter().map(|s| s.first_request_ms).collect();
-    first.sort_by(f64::total_cmp);
+    let first: Vec<f64> = switches.iter().map(|s| s.first_request_ms).collect();
+    let first = Latency::of(&first).context("no switch was made")?;
     Ok(AfterSwitch {
-        first_request_ms: *first.last().expect("at least one switch"),
-        first_request_median_ms: first[first.len() / 2],
+        first_request_ms: first.max_ms,
+        first_request_median_ms: first.p50_ms,
         switches,
     })
 }
@@ -409,8 +390,8 @@ async fn switch_once(
         first_request_ms,
         first_request_version,
         new_version_served_after_s,
-        during_netting: Latencies::of(during),
-        after_netting: Latencies::of(after),
+        during_netting: Latency::of(&during),
+        after_netting: Latency::of(&after).context("no request after the netting")?,
     };
     Ok((switch, switched))
 }
