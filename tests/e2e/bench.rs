@@ -1,5 +1,6 @@
 //! `observatory bench` itself, on a small stream: the figures BENCHMARKS.md records come from
-//! this command, so its projection stage must run, and report what it measured, on every change.
+//! this command, so its projection, ingest and query stages must run, and report what they
+//! measured, on every change.
 
 use serde_json::Value;
 
@@ -114,4 +115,58 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
             assert_eq!(n, 3000, "publish {phase}'s stream: {run:#}");
         }
     }
+}
+
+/// The query stage on a small projection: every count answer equal to DuckDB's over the same
+/// Parquet files, and five rebuild switches in a row under the running service, each with its
+/// first request, the requests answered from the previous version while the new one was netted,
+/// and ten from the new one; the target is the slowest first request.
+#[test]
+fn the_query_stage_checks_every_answer_against_duckdb_and_times_five_switches() {
+    let (text, report) =
+        bench(&[("--events", "3000"), ("--stages", "projection,query"), ("--query-runs", "2")]);
+    let query = &report["query"];
+    // DuckDB is installed by scripts/setup.sh: a skipped baseline would hide every ratio.
+    assert_eq!(query["duckdb"]["status"], "ran", "{query:#}");
+    let queries = query["queries"].as_array().expect("queries");
+    assert_eq!(queries.len(), 5, "{query:#}");
+    for q in queries {
+        assert_eq!(q["equal"], true, "an answer differs from DuckDB's: {q:#}");
+        assert!(q["rows"].as_u64().unwrap() > 0, "{q:#}");
+        assert!(q["p99_ratio_vs_duckdb"].as_f64().unwrap() > 0.0, "{q:#}");
+    }
+
+    let after = &query["after_switch"];
+    let switches = after["switches"].as_array().expect("switches");
+    assert_eq!(switches.len(), 5, "{after:#}");
+    let ms = |v: &Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {after:#}"));
+    let firsts: Vec<f64> = switches.iter().map(|s| ms(&s["first_request_ms"])).collect();
+    assert_eq!(ms(&after["first_request_ms"]), firsts.iter().copied().fold(0.0, f64::max));
+    let mut switched_to = Vec::new();
+    for switch in switches {
+        // The first request is answered from the previous version exactly when requests were
+        // timed during the netting, and is the first of them.
+        let version = switch["first_request_version"].as_u64().unwrap();
+        let during = &switch["during_netting"];
+        if during.is_null() {
+            switched_to.push(version);
+        } else {
+            assert!(during["runs"].as_u64().unwrap() >= 1, "{switch:#}");
+            assert!(ms(&during["max_ms"]) >= ms(&switch["first_request_ms"]), "{switch:#}");
+            switched_to.push(version + 1);
+        }
+        assert_eq!(switch["after_netting"]["runs"], 10, "{switch:#}");
+        assert!(ms(&switch["new_version_served_after_s"]) >= 0.0, "{switch:#}");
+    }
+    // Each switch moved CURRENT one version on from the last.
+    for pair in switched_to.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "{after:#}");
+    }
+    let target = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().starts_with("first count query after"))
+        .unwrap_or_else(|| panic!("no switch target: {text}"));
+    assert_eq!(ms(&target["value"]), ms(&after["first_request_ms"]));
 }
