@@ -128,6 +128,17 @@ const VINTAGE_CACHE: usize = 4;
 /// How many serving nettings are kept: the served one and the one before it.
 const RECENT_NETTINGS: usize = 2;
 
+/// Frees nettings no cache holds any more, on a blocking thread. A netting of 10M events holds
+/// millions of cells in many buffers; freed where it was evicted, it was freed under the lock
+/// every request takes to find its netting, on an async worker that answers requests. (A
+/// request still holding one frees it when it is done. Moving the free did not remove the slow
+/// requests seen during nettings at 10M: BENCHMARKS.md, thirteenth steps.)
+fn free_apart(evicted: Vec<Arc<Netted>>) {
+    if !evicted.is_empty() {
+        tokio::task::spawn_blocking(move || drop(evicted));
+    }
+}
+
 /// How often [`CountsEngine::keep_netted`] looks for a new manifest (as often as a waiting
 /// reader looks, within the projector's one-second flush).
 const PREPARE_POLL: Duration = Duration::from_millis(50);
@@ -316,11 +327,13 @@ impl CountsEngine {
         }
         let newest = self.recent.lock().expect("nettings lock").back().cloned();
         let netted = self.build(manifest, newest).await?;
-        let mut recent = self.recent.lock().expect("nettings lock");
-        recent.push_back(netted.clone());
-        while recent.len() > RECENT_NETTINGS {
-            recent.pop_front();
-        }
+        let evicted: Vec<Arc<Netted>> = {
+            let mut recent = self.recent.lock().expect("nettings lock");
+            recent.push_back(netted.clone());
+            let excess = recent.len().saturating_sub(RECENT_NETTINGS);
+            recent.drain(..excess).collect()
+        };
+        free_apart(evicted);
         Ok(netted)
     }
 
@@ -388,10 +401,10 @@ impl CountsEngine {
             return Ok(netted);
         }
         let netted = self.build(manifest, None).await?;
-        if cached.len() >= VINTAGE_CACHE {
-            cached.remove(0);
-        }
+        let evicted = (cached.len() >= VINTAGE_CACHE).then(|| cached.remove(0).2);
         cached.push((key.0, key.1, netted.clone()));
+        drop(cached);
+        free_apart(evicted.into_iter().collect());
         Ok(netted)
     }
 

@@ -424,6 +424,36 @@ async fn a_netting_extended_by_new_files_equals_one_from_scratch() {
     assert_eq!(*extended.data_months, *scratch.data_months);
 }
 
+/// Of the serving nettings only the served one and the one before it are kept: the one
+/// before those is freed (on a blocking thread, apart from the lock requests take), not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_netting_before_the_previous_one_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let projection = Projection::new(store, ProjectionId::Incidents);
+    let engine = CountsEngine::new(projection.clone());
+    let mut manifest = Manifest::empty(ProjectionId::Incidents, 1, "OBSERVATORY");
+    let mut files = Vec::new();
+    let mut nettings = Vec::new();
+    for (i, rows) in [&ROWS[..2], &ROWS[2..4], &ROWS[4..]].into_iter().enumerate() {
+        let (first, last) = (i as u64 * 10 + 1, i as u64 * 10 + 10);
+        files.push(
+            write(&projection, TableId::Counts, Some(2024), (first, last), counts_frame(rows))
+                .await,
+        );
+        manifest.last_sequence = last;
+        manifest.tables.insert(TableId::Counts.key(), files.clone());
+        nettings.push(Arc::downgrade(&engine.netted(&manifest).await.unwrap()));
+    }
+    let started = Instant::now();
+    while nettings[0].upgrade().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the oldest netting was kept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(nettings[1].upgrade().is_some() && nettings[2].upgrade().is_some());
+    assert_eq!(engine.recent.lock().unwrap().len(), 2);
+}
+
 /// Years are netted apart: a flush touching one year re-nets that year and keeps the other
 /// years' cells; the result equals a netting of every file from scratch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
