@@ -148,11 +148,16 @@ fn the_query_stage_checks_every_answer_against_duckdb_and_times_five_switches() 
         // timed during the netting, and is the first of them.
         let version = switch["first_request_version"].as_u64().unwrap();
         let during = &switch["during_netting"];
+        let slowest_sent = &switch["slowest_during_sent_after_s"];
         if during.is_null() {
+            assert!(slowest_sent.is_null(), "{switch:#}");
             switched_to.push(version);
         } else {
             assert!(during["runs"].as_u64().unwrap() >= 1, "{switch:#}");
             assert!(ms(&during["max_ms"]) >= ms(&switch["first_request_ms"]), "{switch:#}");
+            // Sent between the switch and the new version's first answer.
+            let sent = ms(slowest_sent);
+            assert!(sent >= 0.0 && sent <= ms(&switch["new_version_served_after_s"]), "{switch:#}");
             switched_to.push(version + 1);
         }
         assert_eq!(switch["after_netting"]["runs"], 10, "{switch:#}");

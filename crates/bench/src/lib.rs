@@ -598,8 +598,11 @@ pub fn render(report: &Report) -> String {
         for s in &a.switches {
             let meanwhile = s.during_netting.as_ref().map_or("no request meanwhile".into(), |d| {
                 format!(
-                    "{} requests meanwhile, p50 {:.1} ms, max {:.1} ms",
-                    d.runs, d.p50_ms, d.max_ms
+                    "{} requests meanwhile, p50 {:.1} ms, max {:.1} ms (sent {:.2} s after the switch)",
+                    d.runs,
+                    d.p50_ms,
+                    d.max_ms,
+                    s.slowest_during_sent_after_s.unwrap_or(0.0)
                 )
             });
             let _ = writeln!(

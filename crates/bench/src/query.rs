@@ -213,6 +213,9 @@ pub struct Switch {
     /// Every request answered from the previous version, the first included, one every 20 ms
     /// while the new version was netted (none when the first request already found it).
     pub during_netting: Option<Latency>,
+    /// When the slowest of [`during_netting`](Self::during_netting) was sent, seconds after
+    /// the switch: beside `new_version_served_after_s`, which part of the netting it met.
+    pub slowest_during_sent_after_s: Option<f64>,
     /// The same request answered from the new version, [`AFTER_NETTING`] times once it is
     /// served: what the request costs with no netting beside it.
     pub after_netting: Latency,
@@ -359,10 +362,14 @@ async fn switch_once(
     }
     let first_request_version = version_of(&body)?;
     let mut during = Vec::new();
+    // When each request of `during` was sent, seconds after the switch.
+    let mut sent = Vec::new();
     if first_request_version != u64::from(next) {
         during.push(first_request_ms);
+        sent.push(0.0);
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
+            let sent_at = switched_at.elapsed().as_secs_f64();
             let (ms, status, body) = get(client, &url, token).await?;
             if !status.is_success() {
                 bail!("GET {url} answered {status} while version {next} was netted");
@@ -371,6 +378,7 @@ async fn switch_once(
                 break;
             }
             during.push(ms);
+            sent.push(sent_at);
             if switched_at.elapsed() > Duration::from_secs(600) {
                 bail!("version {next} was not served within 600 s of the switch");
             }
@@ -386,11 +394,14 @@ async fn switch_once(
         }
         after.push(ms);
     }
+    let slowest_during_sent_after_s =
+        during.iter().zip(&sent).max_by(|a, b| a.0.total_cmp(b.0)).map(|(_, &at)| at);
     let switch = Switch {
         first_request_ms,
         first_request_version,
         new_version_served_after_s,
         during_netting: Latency::of(&during),
+        slowest_during_sent_after_s,
         after_netting: Latency::of(&after).context("no request after the netting")?,
     };
     Ok((switch, switched))
