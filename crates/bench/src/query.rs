@@ -361,12 +361,11 @@ async fn switch_once(
         bail!("GET {url} answered {status} after the switch");
     }
     let first_request_version = version_of(&body)?;
-    let mut during = Vec::new();
-    // When each request of `during` was sent, seconds after the switch.
-    let mut sent = Vec::new();
+    // Each request answered from the previous version: its milliseconds, and when it was
+    // sent, seconds after the switch.
+    let mut during: Vec<(f64, f64)> = Vec::new();
     if first_request_version != u64::from(next) {
-        during.push(first_request_ms);
-        sent.push(0.0);
+        during.push((first_request_ms, 0.0));
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let sent_at = switched_at.elapsed().as_secs_f64();
@@ -377,8 +376,7 @@ async fn switch_once(
             if version_of(&body)? == u64::from(next) {
                 break;
             }
-            during.push(ms);
-            sent.push(sent_at);
+            during.push((ms, sent_at));
             if switched_at.elapsed() > Duration::from_secs(600) {
                 bail!("version {next} was not served within 600 s of the switch");
             }
@@ -395,7 +393,8 @@ async fn switch_once(
         after.push(ms);
     }
     let slowest_during_sent_after_s =
-        during.iter().zip(&sent).max_by(|a, b| a.0.total_cmp(b.0)).map(|(_, &at)| at);
+        during.iter().max_by(|a, b| a.0.total_cmp(&b.0)).map(|&(_, sent)| sent);
+    let during: Vec<f64> = during.iter().map(|&(ms, _)| ms).collect();
     let switch = Switch {
         first_request_ms,
         first_request_version,
