@@ -630,3 +630,27 @@ async fn json_logs_are_one_object_per_line_with_the_span_fields() {
     assert_eq!(batch["span"]["rejected"], 1, "{batch}");
     assert_eq!(batch["spans"][0]["source"], "pn", "{batch}");
 }
+
+/// `observatory query` keeps the memory it frees unless told a delay, and mimalloc holds what it
+/// was told (the log reads the option back from the allocator).
+#[tokio::test]
+async fn the_query_service_sets_the_allocators_purge_delay() {
+    let env = Env::new();
+    for (flag, expected) in [(None, "Never"), (Some("2500"), "After(2.5s)")] {
+        let log = env.dir.path().join("query.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut query = env.observatory("query").flag("--log-format", "json");
+        if let Some(delay) = flag {
+            query = query.flag("--purge-delay-ms", delay);
+        }
+        let service = query.start_with(Stdio::from(file), &[("OBSERVATORY_LOG", "info")]).await;
+        service.stop();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let line = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["purge"].is_string())
+            .unwrap_or_else(|| panic!("no purge line: {text}"));
+        assert_eq!(line["purge"], expected, "{line}");
+    }
+}

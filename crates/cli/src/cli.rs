@@ -264,9 +264,9 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
-    use super::Cli;
+    use super::{Cli, Command};
 
     /// Every command, nested ones included, with its full name.
     fn commands() -> Vec<(String, clap::Command)> {
@@ -383,7 +383,7 @@ mod tests {
                 "query-wait-ms",
                 "crosswalk-versions",
             ],
-            &[],
+            &["purge-delay-ms"],
         );
         has(
             "ingest",
@@ -402,7 +402,7 @@ mod tests {
         );
         has(
             "query",
-            &["data-dir", "store", "http", "query-wait-ms", "netting-nice"],
+            &["data-dir", "store", "http", "query-wait-ms", "netting-nice", "purge-delay-ms"],
             &["nats-url", "stream", "max-body-bytes", "flush-interval-ms", "agencies"],
         );
         has("agency add", &["data-dir", "agencies", "name", "crosswalk"], &["nats-url", "store"]);
@@ -432,5 +432,22 @@ mod tests {
         has("rebuild", &[], &["metrics-http"]);
         has("up", &[], &["metrics-http"]);
         assert!(find("observatory").is_empty(), "the root takes no flags");
+    }
+
+    #[test]
+    fn the_query_purge_delay_is_milliseconds_or_minus_one() {
+        let purge = |extra: &[&str]| {
+            let mut args = vec!["observatory", "query"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Query(args) => args.memory.purge_delay_ms,
+                other => panic!("parsed as another command: {other:?}"),
+            })
+        };
+        assert_eq!(purge(&[]).unwrap(), -1);
+        assert_eq!(purge(&["--purge-delay-ms", "10000"]).unwrap(), 10_000);
+        assert_eq!(purge(&["--purge-delay-ms", "0"]).unwrap(), 0);
+        let error = purge(&["--purge-delay-ms", "-2"]).unwrap_err().to_string();
+        assert!(error.contains("--purge-delay-ms"), "{error}");
     }
 }

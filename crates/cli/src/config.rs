@@ -13,7 +13,8 @@ use observatory_query::QueryConfig;
 
 use crate::flags::{
     AgencyFile, BodyLimit, CrosswalkVersions, DataDir, DisclosureSecret, HttpListener, Logging,
-    MetricsHttp, Nats, ObjectStore, ProjectorTuning, QueryFlags, ReaderFile, ReportsConfig,
+    MetricsHttp, Nats, ObjectStore, ProjectorTuning, QueryFlags, QueryMemory, ReaderFile,
+    ReportsConfig,
 };
 
 /// Flags of `up`: every service in one process.
@@ -149,6 +150,8 @@ pub struct QueryArgs {
     pub http: HttpListener,
     #[command(flatten)]
     pub query: QueryFlags,
+    #[command(flatten)]
+    pub memory: QueryMemory,
     #[command(flatten)]
     pub disclosure: DisclosureSecret,
     #[command(flatten)]

@@ -248,6 +248,25 @@ pub struct QueryFlags {
     pub netting_nice: u8,
 }
 
+/// How the query service keeps memory it has freed (`observatory query` only: `up` shares its
+/// process with the projector, which should not keep a rebuild's peak).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Query")]
+pub struct QueryMemory {
+    /// How long memory the service has freed stays with it before it goes back to the kernel,
+    /// in milliseconds; -1 (the default) keeps it for the process's life. A netting of a new
+    /// manifest needs the memory the last one freed: given back meanwhile, it is faulted in
+    /// again page by page while requests are served beside it (mimalloc's own default is 1000).
+    #[arg(
+        long,
+        env = "OBSERVATORY_QUERY_PURGE_DELAY_MS",
+        default_value_t = -1,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(-1..)
+    )]
+    pub purge_delay_ms: i64,
+}
+
 /// Which crosswalk versions are in force.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Reference data")]

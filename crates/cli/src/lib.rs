@@ -1,6 +1,7 @@
 //! The pieces of the `observatory` binary, as a library so integration tests and the
 //! benchmark can reuse the wiring.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod demo;
