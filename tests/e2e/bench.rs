@@ -167,6 +167,10 @@ fn the_query_stage_checks_every_answer_against_duckdb_and_times_five_switches() 
     for pair in switched_to.windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "{after:#}");
     }
+    // The service's memory, read before it stopped: resident within its peak.
+    let (rss, peak) = (ms(&query["service_rss_mib"]), ms(&query["service_peak_rss_mib"]));
+    assert!(rss > 0.0 && rss <= peak, "{query:#}");
+    assert!(text.contains("the query service after the switches"), "{text}");
     let target = report["targets"]
         .as_array()
         .unwrap()

@@ -615,6 +615,12 @@ pub fn render(report: &Report) -> String {
                 s.after_netting.max_ms
             );
         }
+        if let (Some(rss), Some(peak)) = (q.service_rss_mib, q.service_peak_rss_mib) {
+            let _ = writeln!(
+                out,
+                "   the query service after the switches: {rss:.0} MiB resident, peak {peak:.0} MiB"
+            );
+        }
         if !q.formats.is_empty() {
             let _ = writeln!(
                 out,

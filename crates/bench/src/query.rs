@@ -184,6 +184,11 @@ pub struct QueryReport {
     pub formats: Vec<crate::formats::FormatResult>,
     /// A rebuild's switch under the running service: what the next request pays.
     pub after_switch: AfterSwitch,
+    /// The query service's memory once the switches are done, before it stops: what it holds
+    /// after six nettings of the whole table (the first and one per switch) and every request.
+    pub service_rss_mib: Option<f64>,
+    /// Its peak over the whole stage.
+    pub service_peak_rss_mib: Option<f64>,
 }
 
 /// The first count requests after `CURRENT` moved to a new version holding the same cells in
@@ -499,6 +504,8 @@ pub async fn run(
     let after_switch =
         after_switch(&projection, manifest, client, &service.base_url, exact).await?;
     bar.finish_and_clear();
+    let (service_rss_mib, service_peak_rss_mib) =
+        service.pid().map_or((None, None), crate::restart::memory_mib);
     service.stop().await?;
 
     let version = manifest.version;
@@ -569,6 +576,8 @@ pub async fn run(
         worst_p99_ratio,
         formats,
         after_switch,
+        service_rss_mib,
+        service_peak_rss_mib,
     })
 }
 
