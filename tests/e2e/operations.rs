@@ -631,17 +631,17 @@ async fn json_logs_are_one_object_per_line_with_the_span_fields() {
     assert_eq!(batch["spans"][0]["source"], "pn", "{batch}");
 }
 
-/// `observatory query` keeps the memory it frees unless told a delay, and mimalloc holds what it
-/// was told (the log reads the option back from the allocator).
+/// `observatory query` offers the memory it frees to the kernel lazily unless told otherwise,
+/// and mimalloc holds what it was told (the log reads the options back from the allocator).
 #[tokio::test]
-async fn the_query_service_sets_the_allocators_purge_delay() {
+async fn the_query_service_tells_the_allocator_what_to_do_with_freed_memory() {
     let env = Env::new();
-    for (flag, expected) in [(None, "Never"), (Some("2500"), "After(2.5s)")] {
+    for (flag, expected) in [(None, "Lazy"), (Some("keep"), "Keep"), (Some("return"), "Return")] {
         let log = env.dir.path().join("query.log");
         let file = std::fs::File::create(&log).unwrap();
         let mut query = env.observatory("query").flag("--log-format", "json");
-        if let Some(delay) = flag {
-            query = query.flag("--purge-delay-ms", delay);
+        if let Some(freed) = flag {
+            query = query.flag("--freed-memory", freed);
         }
         let service = query.start_with(Stdio::from(file), &[("OBSERVATORY_LOG", "info")]).await;
         service.stop();
@@ -649,8 +649,8 @@ async fn the_query_service_sets_the_allocators_purge_delay() {
         let line = text
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|line| line["purge"].is_string())
-            .unwrap_or_else(|| panic!("no purge line: {text}"));
-        assert_eq!(line["purge"], expected, "{line}");
+            .find(|line| line["freed_memory"].is_string())
+            .unwrap_or_else(|| panic!("no freed_memory line: {text}"));
+        assert_eq!(line["freed_memory"], expected, "{line}");
     }
 }

@@ -383,7 +383,7 @@ mod tests {
                 "query-wait-ms",
                 "crosswalk-versions",
             ],
-            &["purge-delay-ms"],
+            &["freed-memory"],
         );
         has(
             "ingest",
@@ -402,7 +402,7 @@ mod tests {
         );
         has(
             "query",
-            &["data-dir", "store", "http", "query-wait-ms", "netting-nice", "purge-delay-ms"],
+            &["data-dir", "store", "http", "query-wait-ms", "netting-nice", "freed-memory"],
             &["nats-url", "stream", "max-body-bytes", "flush-interval-ms", "agencies"],
         );
         has("agency add", &["data-dir", "agencies", "name", "crosswalk"], &["nats-url", "store"]);
@@ -435,19 +435,20 @@ mod tests {
     }
 
     #[test]
-    fn the_query_purge_delay_is_milliseconds_or_minus_one() {
-        let purge = |extra: &[&str]| {
+    fn the_query_service_is_told_what_to_do_with_freed_memory() {
+        use crate::allocator::FreedMemory;
+        let freed = |extra: &[&str]| {
             let mut args = vec!["observatory", "query"];
             args.extend_from_slice(extra);
             Cli::try_parse_from(args).map(|cli| match cli.command {
-                Command::Query(args) => args.memory.purge_delay_ms,
+                Command::Query(args) => args.memory.freed_memory,
                 other => panic!("parsed as another command: {other:?}"),
             })
         };
-        assert_eq!(purge(&[]).unwrap(), -1);
-        assert_eq!(purge(&["--purge-delay-ms", "10000"]).unwrap(), 10_000);
-        assert_eq!(purge(&["--purge-delay-ms", "0"]).unwrap(), 0);
-        let error = purge(&["--purge-delay-ms", "-2"]).unwrap_err().to_string();
-        assert!(error.contains("--purge-delay-ms"), "{error}");
+        assert_eq!(freed(&[]).unwrap(), FreedMemory::Lazy);
+        assert_eq!(freed(&["--freed-memory", "keep"]).unwrap(), FreedMemory::Keep);
+        assert_eq!(freed(&["--freed-memory", "return"]).unwrap(), FreedMemory::Return);
+        let error = freed(&["--freed-memory", "never"]).unwrap_err().to_string();
+        assert!(error.contains("--freed-memory") && error.contains("lazy"), "{error}");
     }
 }

@@ -248,23 +248,22 @@ pub struct QueryFlags {
     pub netting_nice: u8,
 }
 
-/// How the query service keeps memory it has freed (`observatory query` only: `up` shares its
-/// process with the projector, which should not keep a rebuild's peak).
+/// What the query service does with memory it has freed (`observatory query` only: `up` shares
+/// its process with the projector, whose rebuild's peak should go back).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Query")]
 pub struct QueryMemory {
-    /// How long memory the service has freed stays with it before it goes back to the kernel,
-    /// in milliseconds; -1 (the default) keeps it for the process's life. A netting of a new
-    /// manifest needs the memory the last one freed: given back meanwhile, it is faulted in
-    /// again page by page while requests are served beside it (mimalloc's own default is 1000).
+    /// What becomes of memory the service has freed, a second after: `lazy` offers it to the
+    /// kernel, which takes it only when short, so that the next netting of a new manifest
+    /// reuses it without faulting every page in again beside the requests; `keep` never gives
+    /// it back; `return` gives it back at once (the allocator's own default).
     #[arg(
         long,
-        env = "OBSERVATORY_QUERY_PURGE_DELAY_MS",
-        default_value_t = -1,
-        allow_negative_numbers = true,
-        value_parser = clap::value_parser!(i64).range(-1..)
+        env = "OBSERVATORY_QUERY_FREED_MEMORY",
+        value_enum,
+        default_value_t = crate::allocator::FreedMemory::Lazy
     )]
-    pub purge_delay_ms: i64,
+    pub freed_memory: crate::allocator::FreedMemory,
 }
 
 /// Which crosswalk versions are in force.

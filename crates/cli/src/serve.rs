@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::allocator::{self, Purge};
+use crate::allocator;
 use crate::config::{
     IngestArgs, IngestSettings, NatsSettings, ProjectArgs, ProjectServeArgs, QueryArgs,
     QuerySettings, SchedulerArgs, UpArgs,
@@ -289,12 +289,10 @@ pub async fn ingest_only(args: &IngestArgs) -> Result<()> {
 
 pub async fn query_only(args: &QueryArgs) -> Result<()> {
     let settings = args.query()?;
-    // Before the first netting, so that its memory is kept for the next.
-    let purge = Purge::from_millis(args.memory.purge_delay_ms)
-        .context("--purge-delay-ms is -1 or a number of milliseconds")?;
-    allocator::set_purge(purge);
+    // Before the first netting, so that its memory serves the next.
+    allocator::set_freed_memory(args.memory.freed_memory);
     // Read back from mimalloc, so the log says what the allocator holds.
-    info!(purge = ?allocator::purge(), "memory the service frees goes back to the kernel: when");
+    info!(freed_memory = ?allocator::freed_memory(), "what becomes of memory the service frees");
     let (query, counts) = query_router(&settings, true)?;
     let parts = ops::Parts {
         projections: projections(&settings.store)?,
