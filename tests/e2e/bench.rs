@@ -170,6 +170,8 @@ fn the_query_stage_checks_every_answer_against_duckdb_and_times_five_switches() 
     // The service's memory, read before it stopped: resident within its peak.
     let (rss, peak) = (ms(&query["service_rss_mib"]), ms(&query["service_peak_rss_mib"]));
     assert!(rss > 0.0 && rss <= peak, "{query:#}");
+    let lazy = ms(&query["service_lazy_free_mib"]);
+    assert!(lazy >= 0.0 && lazy <= rss, "{query:#}");
     assert!(text.contains("the query service after the switches"), "{text}");
     let target = report["targets"]
         .as_array()

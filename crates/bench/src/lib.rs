@@ -616,9 +616,10 @@ pub fn render(report: &Report) -> String {
             );
         }
         if let (Some(rss), Some(peak)) = (q.service_rss_mib, q.service_peak_rss_mib) {
+            let lazy = q.service_lazy_free_mib.unwrap_or(0.0);
             let _ = writeln!(
                 out,
-                "   the query service after the switches: {rss:.0} MiB resident, peak {peak:.0} MiB"
+                "   the query service after the switches: {rss:.0} MiB resident ({lazy:.0} MiB of it offered back to the kernel), peak {peak:.0} MiB"
             );
         }
         if !q.formats.is_empty() {

@@ -189,6 +189,9 @@ pub struct QueryReport {
     pub service_rss_mib: Option<f64>,
     /// Its peak over the whole stage.
     pub service_peak_rss_mib: Option<f64>,
+    /// How much of `service_rss_mib` it has offered back to the kernel, which takes it only
+    /// when short (`observatory query --freed-memory lazy`).
+    pub service_lazy_free_mib: Option<f64>,
 }
 
 /// The first count requests after `CURRENT` moved to a new version holding the same cells in
@@ -506,6 +509,7 @@ pub async fn run(
     bar.finish_and_clear();
     let (service_rss_mib, service_peak_rss_mib) =
         service.pid().map_or((None, None), crate::restart::memory_mib);
+    let service_lazy_free_mib = service.pid().and_then(crate::restart::lazy_free_mib);
     service.stop().await?;
 
     let version = manifest.version;
@@ -578,6 +582,7 @@ pub async fn run(
         after_switch,
         service_rss_mib,
         service_peak_rss_mib,
+        service_lazy_free_mib,
     })
 }
 

@@ -50,6 +50,15 @@ pub fn memory_mib(pid: u32) -> (Option<f64>, Option<f64>) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// The part of a process's resident memory it has offered back to the kernel (`MADV_FREE`),
+/// which the kernel takes only when short: `LazyFree` in `/proc/<pid>/smaps_rollup`, in MiB.
+pub fn lazy_free_mib(pid: u32) -> Option<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("LazyFree:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// `VmRSS` and `VmHWM` summed over `pids`, in MiB; each `None` if any process's is unreadable,
 /// since a sum missing a node would pass for less memory.
 fn summed_memory_mib(pids: &[u32]) -> (Option<f64>, Option<f64>) {
