@@ -127,12 +127,16 @@ pub struct ChildUsage {
     pub system: Duration,
 }
 
+/// The `kB` figure of the line `name` (`"VmHWM:"`) in a `/proc` file's text.
+pub(crate) fn kib_line(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// `VmHWM` of a running process, in bytes.
 fn high_water_mark(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    Some(kib_line(&status, "VmHWM:")? * 1024)
 }
 
 /// Runs `observatory <args…>` to completion: its CPU time from `wait4`, its peak RSS from its

@@ -507,9 +507,10 @@ pub async fn run(
     let after_switch =
         after_switch(&projection, manifest, client, &service.base_url, exact).await?;
     bar.finish_and_clear();
+    let pid = service.pid();
     let (service_rss_mib, service_peak_rss_mib) =
-        service.pid().map_or((None, None), crate::restart::memory_mib);
-    let service_lazy_free_mib = service.pid().and_then(crate::restart::lazy_free_mib);
+        pid.map_or((None, None), crate::restart::memory_mib);
+    let service_lazy_free_mib = pid.and_then(crate::restart::lazy_free_mib);
     service.stop().await?;
 
     let version = manifest.version;

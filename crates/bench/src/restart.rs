@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::nats::Nats;
-use crate::process::Service;
+use crate::process::{Service, kib_line};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Restart {
@@ -39,14 +39,7 @@ pub struct Restart {
 /// `VmRSS` and `VmHWM` of a process, in MiB.
 pub fn memory_mib(pid: u32) -> (Option<f64>, Option<f64>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-    };
+    let field = |name: &str| kib_line(&status, name).map(|kib| kib as f64 / 1024.0);
     (field("VmRSS:"), field("VmHWM:"))
 }
 
@@ -54,9 +47,7 @@ pub fn memory_mib(pid: u32) -> (Option<f64>, Option<f64>) {
 /// which the kernel takes only when short: `LazyFree` in `/proc/<pid>/smaps_rollup`, in MiB.
 pub fn lazy_free_mib(pid: u32) -> Option<f64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let line = rollup.lines().find(|l| l.starts_with("LazyFree:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    Some(kib_line(&rollup, "LazyFree:")? as f64 / 1024.0)
 }
 
 /// `VmRSS` and `VmHWM` summed over `pids`, in MiB; each `None` if any process's is unreadable,
