@@ -10,7 +10,7 @@ use observatory_cli::allocator::{self, Purge};
 
 const BLOCK: i64 = 256 << 20;
 
-/// A `/proc/self` figure in bytes: `statm`'s resident pages, or a `kB` line of `smaps_rollup`.
+/// The process's resident memory in bytes (`statm`'s resident pages).
 fn resident() -> i64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
     let pages: i64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -18,6 +18,7 @@ fn resident() -> i64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }
 }
 
+/// Of it, what the process has offered back to the kernel, in bytes (`LazyFree`).
 fn lazy_free() -> i64 {
     let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").expect("smaps_rollup");
     let line = rollup.lines().find(|l| l.starts_with("LazyFree:")).expect("a LazyFree line");
