@@ -162,7 +162,9 @@ pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) 
     };
     for event in events {
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.message_id.as_str());
+        if let Some(id) = &event.message_id {
+            headers.insert("Nats-Msg-Id", id.as_str());
+        }
         headers.insert(DEDUPE_HEADER, event.dedupe.as_str());
         if let Some(revision) = &event.revision {
             headers.insert(REVISION_HEADER, revision.as_str());
@@ -604,7 +606,9 @@ async fn raw_baseline(stage: &Stage<'_>, raw: &[Vec<Outgoing>], layout: Layout) 
                         }
                         _ => format!("{root}{rest}"),
                     };
-                    event.message_id = format!("{root}{}", event.message_id);
+                    if let Some(id) = &mut event.message_id {
+                        *id = format!("{root}{id}");
+                    }
                     if matches!(layout, Layout::IncidentExpected | Layout::IncidentExpectedAfter)
                         && events_of.get(original.subject.as_str()) == Some(&1)
                     {

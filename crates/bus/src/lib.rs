@@ -32,8 +32,9 @@ pub struct BusConfig {
     pub url: String,
     pub stream: String,
     pub replicas: usize,
-    /// The server drops a repeated `Nats-Msg-Id` within this window. Longer-lived
-    /// idempotency is the ingest's and the projector's job (invariant 4).
+    /// The server drops a repeated `Nats-Msg-Id` within this window (events other than
+    /// incident revisions, which carry none). Longer-lived idempotency is the ingest's and the
+    /// projector's job (invariant 4).
     pub duplicate_window: Duration,
     /// Zero means unlimited: a rebuild needs all history (invariant 2).
     pub max_age: Duration,

@@ -17,9 +17,10 @@ use tokio::time::Instant;
 pub struct Outgoing {
     pub subject: String,
     /// `Nats-Msg-Id`: the server answers a repeat within its duplicate window with the first
-    /// copy's sequence instead of storing it again. An incident revision's id is its dedupe
-    /// key, so a retry and the same record sent to another ingest replica share it.
-    pub message_id: String,
+    /// copy's sequence instead of storing it again. An incident revision has none: it always
+    /// carries an expected last subject sequence, which the leader checks first and which
+    /// refuses a second copy by itself (see [`Outgoing::incident`]).
+    pub message_id: Option<String>,
     /// The idempotency key, sent as [`crate::DEDUPE_HEADER`].
     pub dedupe: String,
     /// The revision stamp of an incident event, sent as [`crate::REVISION_HEADER`].
@@ -38,8 +39,8 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// The message that carries `envelope`, with its encoded bytes. An incident revision
-    /// (`revision` given) goes to its incident's own subject with its dedupe key as message
-    /// id; other events go to their kind's subject with their event id.
+    /// (`revision` given) goes to its incident's own subject without a message id; other
+    /// events go to their kind's subject with their event id as message id.
     pub fn from_envelope(
         envelope: &Envelope,
         dedupe: DedupeKey,
@@ -50,7 +51,7 @@ impl Outgoing {
         }
         Outgoing {
             subject: envelope.subject(),
-            message_id: envelope.event_id.to_string(),
+            message_id: Some(envelope.event_id.to_string()),
             dedupe: dedupe.to_hex(),
             revision: None,
             expected_last_subject_sequence: None,
@@ -60,7 +61,7 @@ impl Outgoing {
     }
 
     /// An incident revision's message: its encoded envelope ([`Envelope::encode`]) on its
-    /// incident's own subject, the dedupe key as message id. The same message
+    /// incident's own subject, without a message id. The same message
     /// [`from_envelope`](Self::from_envelope) makes, without an [`Envelope`] to hand.
     pub fn incident(
         source: &str,
@@ -68,11 +69,10 @@ impl Outgoing {
         stamp: &RevisionStamp,
         payload: Vec<u8>,
     ) -> Outgoing {
-        let key = dedupe.to_hex();
         Outgoing {
             subject: incident_subject(source, stamp.incident),
-            message_id: key.clone(),
-            dedupe: key,
+            message_id: None,
+            dedupe: dedupe.to_hex(),
             revision: Some(stamp.to_header()),
             expected_last_subject_sequence: None,
             expected_last_subject_filter: None,
@@ -89,7 +89,9 @@ impl Outgoing {
         const EXPECTED_FILTER: HeaderName =
             HeaderName::from_static("Nats-Expected-Last-Subject-Sequence-Subject");
         let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID, self.message_id.as_str());
+        if let Some(id) = &self.message_id {
+            headers.insert(MSG_ID, id.as_str());
+        }
         headers.insert(DEDUPE, self.dedupe.as_str());
         if let Some(revision) = &self.revision {
             headers.insert(REVISION, revision.as_str());
@@ -156,10 +158,10 @@ impl Default for RetryPolicy {
 /// Publishes with pipelined acks: every message is sent before any ack is awaited, the
 /// context's in-flight limit applies backpressure, and every ack is awaited before returning.
 /// Events not acknowledged because no server answered, the ack timed out or the connection
-/// dropped are sent again, with the same message id, until [`RetryPolicy::retry_for`] has
-/// passed: one stored whose ack was lost comes back as a duplicate of itself or, if it
-/// carries an expected last sequence (checked before the duplicate window), as
-/// [`PublishFailure::WrongLastSequence`]; its caller then finds its own copy on the subject.
+/// dropped are sent again, the same message, until [`RetryPolicy::retry_for`] has passed:
+/// one stored whose ack was lost comes back as [`PublishFailure::WrongLastSequence`] if it
+/// carries an expected last sequence (checked before the duplicate window; its caller then
+/// finds its own copy on the subject), or else as a duplicate of itself by its message id.
 #[derive(Clone)]
 pub struct Publisher {
     jetstream: jetstream::Context,
@@ -382,13 +384,49 @@ mod tests {
     fn plain(subject: String, message_id: String, i: usize) -> Outgoing {
         Outgoing {
             subject,
-            message_id,
+            message_id: Some(message_id),
             dedupe: format!("{i:032x}"),
             revision: None,
             expected_last_subject_sequence: None,
             expected_last_subject_filter: None,
             payload: Bytes::from_static(b"{}"),
         }
+    }
+
+    /// An incident revision goes without a message id: its expected last subject sequence
+    /// refuses a second copy by itself, stored or still on its way, so a retry of a stored
+    /// attempt is refused as stale rather than answered as a duplicate, and nats-server keeps
+    /// no id of it. Other events keep their event id.
+    #[tokio::test]
+    async fn an_incident_revision_is_sent_once_by_its_expectation_not_by_a_message_id() {
+        let stamp = RevisionStamp { incident: 42, revision: 1, content: 7, withdrawal: false };
+        let mut revision = Outgoing::incident("pn", DedupeKey(42_001), &stamp, b"{}".to_vec());
+        let headers = revision.headers();
+        assert_eq!(headers.get("Nats-Msg-Id"), None);
+        assert_eq!(
+            headers.get(crate::DEDUPE_HEADER).map(|v| v.as_str()),
+            Some(revision.dedupe.as_str())
+        );
+        assert_eq!(
+            headers.get(crate::REVISION_HEADER).map(|v| v.as_str()),
+            Some(stamp.to_header().as_str())
+        );
+        let other = plain("obs.incident.period_closed.pn".into(), "e-1".into(), 1);
+        assert_eq!(other.headers().get("Nats-Msg-Id").map(|v| v.as_str()), Some("e-1"));
+
+        let nats = observatory_test_support::TestNats::start();
+        let bus = Bus::connect(BusConfig::new(nats.url())).await.unwrap();
+        revision.expected_last_subject_sequence = Some(0);
+        let results = bus.publisher().publish_all(vec![revision.clone(), revision.clone()]).await;
+        let first = results[0].as_ref().expect("the first copy is stored");
+        assert!(!first.duplicate);
+        assert_eq!(results[1], Err(PublishFailure::WrongLastSequence));
+        let stored = bus.last_on_subject(&revision.subject).await.unwrap().unwrap();
+        assert_eq!((stored.sequence, stored.header("Nats-Msg-Id")), (first.sequence, None));
+        assert_eq!(
+            bus.publisher().publish_one(revision).await,
+            Err(PublishFailure::WrongLastSequence)
+        );
     }
 
     /// More events than the in-flight limit, in one call and in concurrent calls: every ack

@@ -29,7 +29,6 @@ impl Stored {
 /// Which message a direct get asks for.
 #[derive(Clone, Copy)]
 enum Get<'a> {
-    Sequence(u64),
     LastOn(&'a str),
     /// The first message on the subject at or after the sequence.
     NextOn(&'a str, u64),
@@ -86,11 +85,6 @@ impl Bus {
         Ok(all)
     }
 
-    /// The event stored at `sequence`, if the stream still has it.
-    pub async fn at_sequence(&self, sequence: u64) -> Result<Option<Stored>, BusError> {
-        self.direct(Get::Sequence(sequence)).await
-    }
-
     /// A direct get, answered by any replica (a follower may lag the leader: callers only
     /// draw conclusions the leader checks again, through the expected-sequence header).
     /// Timeouts and failed requests (an election, a reconnection) are retried for the
@@ -106,7 +100,6 @@ impl Bus {
         let mut backoff = first_backoff;
         loop {
             let answer = match get {
-                Get::Sequence(sequence) => stream.direct_get(sequence).await,
                 Get::LastOn(subject) => stream.direct_get_last_for_subject(subject).await,
                 Get::NextOn(subject, from) => {
                     stream.direct_get_next_for_subject(subject, Some(from)).await

@@ -234,7 +234,7 @@ async fn a_race_for_a_subject_is_a_wrong_last_sequence_on_a_cluster() {
     let bus = Bus::connect(r3(&cluster)).await.unwrap();
     let event = |subject: usize, writer: &str| Outgoing {
         subject: format!("obs.test.race.{subject}"),
-        message_id: format!("{writer}-{subject}"),
+        message_id: Some(format!("{writer}-{subject}")),
         dedupe: format!("{subject:032x}"),
         revision: None,
         expected_last_subject_sequence: Some(0),

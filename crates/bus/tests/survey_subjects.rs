@@ -8,7 +8,7 @@ use observatory_bus::{Bus, BusConfig, Outgoing, PublishFailure};
 fn event(subject: &str, id: &str, expected: Option<u64>) -> Outgoing {
     Outgoing {
         subject: subject.into(),
-        message_id: id.into(),
+        message_id: Some(id.into()),
         dedupe: format!("{:0>32}", id),
         revision: None,
         expected_last_subject_sequence: expected,

@@ -3,16 +3,18 @@
 //! Each incident has its own subject. For each record the ingest reads what that subject
 //! holds (nothing for a first revision: it assumes the subject is empty), [`decide`]s, and
 //! publishes a new revision with `Nats-Expected-Last-Subject-Sequence` set to the sequence
-//! it decided against and its dedupe key as `Nats-Msg-Id`. The stream leader enforces both,
-//! before replication, for every replica at once:
-//! - anything that reached the subject in between makes it refuse the event (wrong last
-//!   sequence): the ingest reads the subject again and decides anew. That includes its own
-//!   earlier attempt, stored but not acknowledged (the leader checks the expectation before
-//!   its duplicate window): a revision found on the subject in this request's own bytes
-//!   (each encoding has its own event id) is accepted, not answered as a duplicate;
-//! - a second copy of a revision within the duplicate window that passed the expectation is
-//!   answered with the first copy's sequence: the ingest reads that copy to tell its own
-//!   earlier attempt (same bytes) from another request's duplicate or conflict.
+//! it decided against. The stream leader enforces it before replication, for every replica at
+//! once: anything that reached the subject in between makes it refuse the event (wrong last
+//! sequence), and the ingest reads the subject again and decides anew. That includes its own
+//! earlier attempt, stored but not acknowledged: a revision found on the subject in this
+//! request's own bytes (each encoding has its own event id) is accepted, not answered as a
+//! duplicate.
+//!
+//! The message carries no `Nats-Msg-Id`. The expectation already refuses any second copy,
+//! on one server and on a cluster (whose leader refuses a publish to a subject with one still
+//! in flight), so the duplicate window would decide nothing. Its map held an entry per event
+//! for two minutes in nats-server's heap; without it nats-server spends 11 % less CPU per event
+//! on the ingest (BENCHMARKS.md, fifteenth steps).
 //!
 //! Between requests the ingest keeps only a bounded memory of what it last stored on the
 //! subjects it wrote recently ([`Written`]): a hint the leader checks like any assumption, so
@@ -194,7 +196,6 @@ async fn race(
     let outgoing: Vec<&Outgoing> = publish.iter().map(|&i| &candidates[i].outgoing).collect();
     let results = publisher.publish_each(&outgoing).await;
     let mut again = Vec::new();
-    let mut duplicates = Vec::new();
     let mut stored = Vec::new();
     for (i, result) in publish.into_iter().zip(results) {
         let stamp = candidates[i].stamp;
@@ -206,8 +207,10 @@ async fn race(
                 }
                 stored.push((stamp, published.sequence));
             }
-            Ok(published) => duplicates.push((i, published.sequence)),
-            Err(PublishFailure::WrongLastSequence) => {
+            // Only a message id makes the leader answer "duplicate", and an incident's message
+            // carries none (`Outgoing::incident`); should one ever come, the subject says whose
+            // copy it is, as after a refusal.
+            Ok(_) | Err(PublishFailure::WrongLastSequence) => {
                 seen.insert(stamp.incident, None);
                 again.push(i);
             }
@@ -219,47 +222,6 @@ async fn race(
     }
     // What the leader refused was decided against a subject that has moved since.
     written.forget(again.iter().map(|&i| candidates[i].stamp.incident));
-    // The server had this revision's message id already: whose copy is it?
-    let sequences: Vec<u64> = duplicates.iter().map(|&(_, sequence)| sequence).collect();
-    observatory_metrics::ingest_subject_reads(sequences.len() as u64);
-    let copies: Vec<Result<Option<Stored>, BusError>> = futures::stream::iter(sequences)
-        .map(|sequence| bus.at_sequence(sequence))
-        .buffered(READS_IN_FLIGHT)
-        .collect()
-        .await;
-    for ((i, sequence), copy) in duplicates.into_iter().zip(copies) {
-        let candidate = &candidates[i];
-        match copy {
-            // This request's own earlier attempt, stored but not acknowledged.
-            Ok(Some(copy)) if copy.payload == candidate.outgoing.payload => {
-                outcomes[i] = Some(Outcome::Accepted { sequence });
-                if followed[i] {
-                    push(seen, &candidate.stamp, sequence);
-                }
-                stored.push((candidate.stamp, sequence));
-            }
-            Ok(Some(copy)) => {
-                let theirs = copy.header(REVISION_HEADER).and_then(RevisionStamp::parse);
-                outcomes[i] = Some(match theirs {
-                    Some(theirs) if theirs.content != candidate.stamp.content => {
-                        let current = seen
-                            .get(&candidate.stamp.incident)
-                            .and_then(|s| s.as_ref()?.stamps.iter().map(|s| s.revision).max())
-                            .unwrap_or(theirs.revision)
-                            .max(theirs.revision);
-                        Outcome::Refused(Decision::Conflict { current })
-                    }
-                    _ => Outcome::Duplicate,
-                });
-            }
-            // Not readable yet from the replica that answered: decide again from the subject.
-            Ok(None) => {
-                seen.insert(candidate.stamp.incident, None);
-                again.push(i);
-            }
-            Err(e) => outcomes[i] = Some(Outcome::Failed(read_failure(&e))),
-        }
-    }
     written.remember(stored);
     again
 }
@@ -426,8 +388,8 @@ mod tests {
         assert_eq!(rounds(&once).followed, [false; 3]);
     }
 
-    /// An attempt stored whose ack was lost is sent again with the expectation it had; the
-    /// leader checks that before its duplicate window, so the retry is refused as stale, and
+    /// An attempt stored whose ack was lost is sent again with the expectation it had, and
+    /// no message id: the retry is refused as stale, and
     /// the record, found on its subject in this request's own bytes, is accepted: not
     /// answered as a duplicate of a copy no answer ever acknowledged.
     #[tokio::test]

@@ -109,7 +109,7 @@ impl Metrics {
         registry.register(
             "ingest_subject_reads",
             "Reads of an incident subject the ingest made before deciding a record: its last \
-             event, all its events, or the stored copy of a duplicate message id (a first report \
+             event or all its events (a first report \
              assumed new, or an amendment of an incident it wrote lately, needs none)",
             ingest_subject_reads.clone(),
         );

@@ -142,7 +142,7 @@ impl SurveyView {
             // stale: it is then found, by its message id, among the events read back.
             Ok(_) | Err(PublishFailure::WrongLastSequence) => {
                 let read = self.catch_up(bus).await?;
-                Ok(match read.into_iter().find(|(stored, ..)| *stored == id) {
+                Ok(match read.into_iter().find(|(stored, ..)| Some(stored) == id.as_ref()) {
                     Some((_, sequence, outcome)) => Written::Stored { sequence, outcome },
                     None => Written::Moved,
                 })

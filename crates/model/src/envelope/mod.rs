@@ -17,7 +17,9 @@ mod payload;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
-    /// UUIDv7; also sent as the `Nats-Msg-Id` header so the server drops fast retries.
+    /// UUIDv7. Events without a subject of their own (closures, survey events) also send it
+    /// as the `Nats-Msg-Id` header so the server drops fast retries; an incident revision's
+    /// expected last subject sequence does that job instead.
     pub event_id: Uuid,
     pub event_type: EventKind,
     pub schema_version: u32,
