@@ -46,10 +46,20 @@ fn the_projection_stage_reports_every_trial_and_their_medians() {
     assert_eq!(rebuild["events_per_s"].as_f64().unwrap(), fastest("rebuild"));
     assert_eq!(raw["events_per_s"].as_f64().unwrap(), fastest("raw_replay"));
     assert_eq!(rebuild["last_sequence"], 3000);
+    // The ratio is the median trial's own (a rebuild over the raw replay just before it), not
+    // the median rebuild over the median raw replay, which may come from different trials.
     let ratio = projection["projection_ratio"].as_f64().unwrap();
-    let expected =
-        rebuild["events_per_s"].as_f64().unwrap() / raw["events_per_s"].as_f64().unwrap();
-    assert!((ratio - expected).abs() < 1e-12, "{ratio} vs {expected}");
+    let ratios: Vec<f64> = trials
+        .iter()
+        .map(|t| {
+            let own = t["ratio"].as_f64().unwrap();
+            let pair = t["rebuild"]["events_per_s"].as_f64().unwrap()
+                / t["raw_replay"]["events_per_s"].as_f64().unwrap();
+            assert!((own - pair).abs() < 1e-12, "{t:#}");
+            own
+        })
+        .collect();
+    assert_eq!(ratio, ratios.iter().copied().fold(0.0, f64::max), "{projection:#}");
 }
 
 /// The ingest stage on a few requests: the HTTP ingest accepts every record, and each raw
@@ -76,6 +86,8 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
         "raw_expected_events_per_s",
         "raw_expected_after_events_per_s",
         "raw_after_events_per_s",
+        "floor_events_per_s",
+        "floor_after_events_per_s",
         "json_floor_us_per_record",
         "json_value_us_per_record",
         "prepare_us_per_record",
@@ -98,6 +110,13 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
     );
     assert!(text.contains("HTTP / the raw publish before and after it (harmonic mean)"), "{text}");
     check_bracketed("ratio_bracketed", "raw_events_per_s", "raw_after_events_per_s");
+    check_bracketed("ratio_to_floor_bracketed", "floor_events_per_s", "floor_after_events_per_s");
+    assert!(text.contains("floor ingest (HTTP, serde_json reading and writing back"), "{text}");
+    // The floor's ratio is its two runs' harmonic mean over the plain raw publishes'.
+    let mean = |a: f64, b: f64| 2.0 / (1.0 / a + 1.0 / b);
+    let floor = mean(rate("floor_events_per_s"), rate("floor_after_events_per_s"))
+        / mean(rate("raw_events_per_s"), rate("raw_after_events_per_s"));
+    assert!((rate("floor_ratio_bracketed") - floor).abs() < 1e-12, "{run:#}");
     // Every publish met an empty server: its stream held its own events and nothing more (on a
     // shared server the counts would grow 3000, 6000, ...). The HTTP ingest stores fewer than
     // it was sent, since a revision that reaches it after a later one is superseded, not stored.
@@ -107,9 +126,9 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
         .iter()
         .map(|n| n.as_u64().expect("a count"))
         .collect();
-    assert_eq!(messages.len(), 6, "{run:#}");
+    assert_eq!(messages.len(), 8, "{run:#}");
     for (phase, &n) in messages.iter().enumerate() {
-        if phase == 3 {
+        if phase == 4 {
             assert!((1..=3000).contains(&n), "the HTTP ingest's stream held {n}: {run:#}");
         } else {
             assert_eq!(n, 3000, "publish {phase}'s stream: {run:#}");

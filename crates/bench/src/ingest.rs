@@ -1,16 +1,20 @@
 //! Stage 1: events/s accepted by `POST /v1/incidents` (the real `observatory ingest` process)
 //! next to raw pipelined JetStream publishes of the same serialised events from this process,
-//! each publish on an empty nats-server of its own.
+//! and next to the least an HTTP ingest of the same parts does (the floor ingest), each
+//! publish on an empty nats-server of its own.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
+use axum::extract::State;
+use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
-use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 use observatory_bus::async_nats::HeaderMap;
@@ -70,9 +74,23 @@ pub struct IngestRun {
     /// with the ingest's headers.
     pub ratio_bracketed: f64,
     /// Messages on the stream after each publish, in the order they ran (one subject per
-    /// source, plain, expected sequence, HTTP, expected sequence after, plain after): each
-    /// publish's own, since each had an empty server.
+    /// source, plain, expected sequence, floor, HTTP, floor after, expected sequence after,
+    /// plain after): each publish's own, since each had an empty server.
     pub stream_messages: Vec<u64>,
+    /// The floor ingest ([`floor_ingest`]) just before the HTTP ingest: the least an HTTP
+    /// ingest built on the same parts does, on an empty server like every publish.
+    pub floor_events_per_s: f64,
+    /// The bench's process (client and floor ingest in one) and nats-server, CPU µs per event.
+    pub floor_cpu_us_per_event: cpu::PerProcess,
+    /// The floor ingest again, right after the HTTP ingest.
+    pub floor_after_events_per_s: f64,
+    /// The floor ingest before and after the HTTP ingest (harmonic mean) over the plain raw
+    /// publish before and after it: the most any ingest of these parts could reach of the
+    /// ratio the target is set on.
+    pub floor_ratio_bracketed: f64,
+    /// HTTP ingest over the floor ingest before and after it (harmonic mean): how much of
+    /// what the parts allow the ingest reaches.
+    pub ratio_to_floor_bracketed: f64,
     /// What the least an ingest does to a record costs with the parts it is built from,
     /// CPU µs per record on one thread: serde_json reads the record's line into a struct of
     /// the record's fields, borrowing its strings from the body, and writes that struct back
@@ -148,18 +166,14 @@ fn batches(
 /// is sent without waiting for the previous acks, and acks are collected while sending. They
 /// must be: an unawaited ack future holds one of the context's in-flight permits, so a batch
 /// larger than `max_ack_inflight` that awaited nothing until the end would wait forever.
+///
+/// The acks are awaited oldest first, the way the ingest's publisher awaits them (a stream
+/// answers one connection's publishes in order): a set of futures woken as each completes
+/// costs a task and a waker per message, which would make this baseline slower than the
+/// ingest's own publishing and the ratios kinder than they are.
 pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) -> Result<u64> {
-    let mut acks = FuturesUnordered::new();
+    let mut pending: VecDeque<AckFuture> = VecDeque::new();
     let mut stored = 0;
-    let check = |ack: Result<PublishAck, PublishError>| -> Result<u64> {
-        let ack = ack?;
-        ensure!(
-            !ack.duplicate,
-            "raw publish was dropped as a duplicate (sequence {})",
-            ack.sequence
-        );
-        Ok(1)
-    };
     for event in events {
         let mut headers = HeaderMap::new();
         if let Some(id) = &event.message_id {
@@ -178,15 +192,34 @@ pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) 
             tokio::select! {
                 biased;
                 sent = &mut publish => break sent?,
-                Some(ack) = acks.next(), if !acks.is_empty() => stored += check(ack)?,
+                ack = oldest_ack(&mut pending), if !pending.is_empty() => stored += stored_once(ack)?,
             }
         };
-        acks.push(sent.into_future());
+        pending.push_back(sent.into_future());
     }
-    while let Some(ack) = acks.next().await {
-        stored += check(ack)?;
+    while !pending.is_empty() {
+        stored += stored_once(oldest_ack(&mut pending).await)?;
     }
     Ok(stored)
+}
+
+type AckFuture = <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture;
+
+/// The oldest pending ack, removed once it came. Cancel-safe: until then it stays in front.
+async fn oldest_ack(pending: &mut VecDeque<AckFuture>) -> Result<PublishAck, PublishError> {
+    let ack = std::future::poll_fn(|cx| {
+        pending.front_mut().expect("an ack is pending").as_mut().poll(cx)
+    })
+    .await;
+    pending.pop_front();
+    ack
+}
+
+/// One event stored by a raw publish, or why not.
+fn stored_once(ack: Result<PublishAck, PublishError>) -> Result<u64> {
+    let ack = ack?;
+    ensure!(!ack.duplicate, "raw publish was dropped as a duplicate (sequence {})", ack.sequence);
+    Ok(1)
 }
 
 /// Sends each of `items` with `send`, `connections` at a time, counting on `bar` the events
@@ -405,7 +438,9 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
     let per_source = raw_baseline(stage, &raw, Layout::Source).await?;
     let plain = raw_baseline(stage, &raw, Layout::Incident).await?;
     let expected = raw_baseline(stage, &raw, Layout::IncidentExpected).await?;
-    let http = http_ingest(stage, bodies, per_request).await?;
+    let floor = floor_ingest(stage, &bodies, &raw, Layout::Floor).await?;
+    let http = http_ingest(stage, bodies.clone(), per_request).await?;
+    let floor_after = floor_ingest(stage, &bodies, &raw, Layout::FloorAfter).await?;
     let expected_after = raw_baseline(stage, &raw, Layout::IncidentExpectedAfter).await?;
     let plain_after = raw_baseline(stage, &raw, Layout::IncidentAfter).await?;
     ensure!(
@@ -438,9 +473,25 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
         raw_after_cpu_us_per_event: plain_after.cpu,
         ratio_bracketed: http.events_per_s()
             / harmonic_mean(plain.events_per_s(), plain_after.events_per_s()),
-        stream_messages: [&per_source, &plain, &expected, &http, &expected_after, &plain_after]
-            .map(|phase| phase.stream_messages)
-            .to_vec(),
+        stream_messages: [
+            &per_source,
+            &plain,
+            &expected,
+            &floor,
+            &http,
+            &floor_after,
+            &expected_after,
+            &plain_after,
+        ]
+        .map(|phase| phase.stream_messages)
+        .to_vec(),
+        floor_events_per_s: floor.events_per_s(),
+        floor_cpu_us_per_event: floor.cpu,
+        floor_after_events_per_s: floor_after.events_per_s(),
+        floor_ratio_bracketed: harmonic_mean(floor.events_per_s(), floor_after.events_per_s())
+            / harmonic_mean(plain.events_per_s(), plain_after.events_per_s()),
+        ratio_to_floor_bracketed: http.events_per_s()
+            / harmonic_mean(floor.events_per_s(), floor_after.events_per_s()),
         json_floor_us_per_record,
         json_value_us_per_record,
         prepare_us_per_record,
@@ -552,6 +603,107 @@ async fn http_ingest(
     Ok(phase)
 }
 
+/// The least an HTTP ingest built on the same parts does with a batch (hyper and axum for
+/// HTTP, serde_json for the records, async-nats for JetStream): it takes the request's body,
+/// reads each record into a struct of its fields and writes it back (serde_json's floor, as
+/// [`IngestRun::json_floor_us_per_record`] times it), and publishes the batch's messages,
+/// made by the bench beforehand, with the expected-sequence header where a raw publish can
+/// carry it. No validation, no decision, no encoding of its own. What lies between it and the
+/// raw publish is what HTTP and JSON cost with these parts; what lies between it and
+/// `observatory ingest` is the ingest's own code. It runs in the bench's process, on its
+/// runtime, so its CPU is counted with the client's.
+async fn floor_ingest(
+    stage: &Stage<'_>,
+    bodies: &[(usize, Bytes)],
+    raw: &[Vec<Outgoing>],
+    layout: Layout,
+) -> Result<Phase> {
+    let (tag, kind) = describe(layout);
+    let batches = layout_batches(raw, layout);
+    let fresh = Fresh::start(stage, &format!("nats-floor{kind}")).await?;
+    let floor = Arc::new(Floor {
+        jetstream: fresh.bus.jetstream().clone(),
+        batches: batches.into_iter().map(|batch| Mutex::new(Some(batch))).collect(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/floor/{batch}", axum::routing::post(floor_post))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(floor);
+    let server = tokio::spawn(axum::serve(listener, app).into_future());
+    let items: Vec<(usize, Bytes)> =
+        bodies.iter().enumerate().map(|(batch, (_, body))| (batch, body.clone())).collect();
+    let phase = fresh
+        .measure(stage, &fresh.pids(None), tag, items, |(batch, body)| {
+            post_floor(stage.client, &base, batch, body)
+        })
+        .await;
+    server.abort();
+    fresh.finish();
+    let phase = phase?;
+    ensure!(
+        phase.stored as usize == stage.settings.records,
+        "the {tag} stored {} of {} events",
+        phase.stored,
+        stage.settings.records
+    );
+    Ok(phase)
+}
+
+/// The floor ingest's batches, each taken by the one request that sends it.
+struct Floor {
+    jetstream: jetstream::Context,
+    batches: Vec<Mutex<Option<Vec<Outgoing>>>>,
+}
+
+async fn floor_post(
+    State(floor): State<Arc<Floor>>,
+    axum::extract::Path(batch): axum::extract::Path<usize>,
+    body: Bytes,
+) -> Result<String, (StatusCode, String)> {
+    let mut out = Vec::with_capacity(1024);
+    let mut written = 0;
+    for line in body.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
+        out.clear();
+        let record: FloorRecord = serde_json::from_slice(line)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("batch {batch}: {e}")))?;
+        serde_json::to_writer(&mut out, &record)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        written += out.len();
+    }
+    std::hint::black_box(written);
+    let events = floor
+        .batches
+        .get(batch)
+        .and_then(|events| events.lock().expect("never poisoned").take())
+        .ok_or((StatusCode::NOT_FOUND, format!("no batch {batch}, or it was sent already")))?;
+    let stored = publish_raw(&floor.jetstream, events)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    Ok(stored.to_string())
+}
+
+/// Sends batch `batch` to the floor ingest at `base`: the events it stored.
+async fn post_floor(
+    client: &reqwest::Client,
+    base: &str,
+    batch: usize,
+    body: Bytes,
+) -> Result<u64> {
+    let response = client
+        .post(format!("{base}/floor/{batch}"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .context("POST to the floor ingest")?;
+    let status = response.status();
+    let text = response.text().await?;
+    ensure!(status.is_success(), "the floor ingest answered {status}: {text}");
+    text.parse().with_context(|| format!("the floor ingest's answer {text:?}"))
+}
+
 /// Where a raw baseline publishes. Each layout has subjects and message ids of its own, as it
 /// did when the publishes shared a server, so the figures stay comparable with earlier runs.
 #[derive(Clone, Copy)]
@@ -567,12 +719,16 @@ enum Layout {
     IncidentExpectedAfter,
     /// [`Incident`](Layout::Incident) again, after the HTTP ingest, for the same reason.
     IncidentAfter,
+    /// What the floor ingest publishes: the messages of
+    /// [`IncidentExpected`](Layout::IncidentExpected), in a namespace of their own.
+    Floor,
+    /// The same, for the floor ingest after the HTTP ingest.
+    FloorAfter,
 }
 
-/// Publishes `raw` in `layout` with the bench's connections, on an empty server.
-async fn raw_baseline(stage: &Stage<'_>, raw: &[Vec<Outgoing>], layout: Layout) -> Result<Phase> {
-    let settings = stage.settings;
-    let (tag, kind) = match layout {
+/// What each publish of `layout` is called, and its number (which names its namespace).
+fn describe(layout: Layout) -> (&'static str, usize) {
+    match layout {
         Layout::Incident => ("raw publish", 1),
         Layout::IncidentExpected => ("raw publish, expected sequence", 2),
         Layout::Source => ("raw publish, subject per source", 3),
@@ -580,10 +736,24 @@ async fn raw_baseline(stage: &Stage<'_>, raw: &[Vec<Outgoing>], layout: Layout) 
         Layout::IncidentExpectedAfter => {
             ("raw publish, expected sequence, after the HTTP ingest", 5)
         }
-    };
+        Layout::Floor => ("floor ingest", 6),
+        Layout::FloorAfter => ("floor ingest, after the HTTP ingest", 7),
+    }
+}
+
+/// `raw`'s messages as `layout` publishes them.
+fn layout_batches(raw: &[Vec<Outgoing>], layout: Layout) -> Vec<Vec<Outgoing>> {
+    let (_, kind) = describe(layout);
     // Each run (batch size) in a namespace of its own: the generator revisits incidents.
     let root = format!("obs.raw{kind}r{}.", raw.first().map_or(0, Vec::len));
     let root = root.as_str();
+    let expected = matches!(
+        layout,
+        Layout::IncidentExpected
+            | Layout::IncidentExpectedAfter
+            | Layout::Floor
+            | Layout::FloorAfter
+    );
     // An incident's later events need the sequence of its earlier one, which pipelined and
     // concurrent publishes do not wait for: the header goes on the events of incidents that have
     // one event in the run, which no other event can race.
@@ -591,8 +761,7 @@ async fn raw_baseline(stage: &Stage<'_>, raw: &[Vec<Outgoing>], layout: Layout) 
     for event in raw.iter().flatten() {
         *events_of.entry(event.subject.as_str()).or_default() += 1;
     }
-    let batches: Vec<Vec<Outgoing>> = raw
-        .iter()
+    raw.iter()
         .map(|events| {
             events
                 .iter()
@@ -609,16 +778,21 @@ async fn raw_baseline(stage: &Stage<'_>, raw: &[Vec<Outgoing>], layout: Layout) 
                     if let Some(id) = &mut event.message_id {
                         *id = format!("{root}{id}");
                     }
-                    if matches!(layout, Layout::IncidentExpected | Layout::IncidentExpectedAfter)
-                        && events_of.get(original.subject.as_str()) == Some(&1)
-                    {
+                    if expected && events_of.get(original.subject.as_str()) == Some(&1) {
                         event.expected_last_subject_sequence = Some(0);
                     }
                     event
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Publishes `raw` in `layout` with the bench's connections, on an empty server.
+async fn raw_baseline(stage: &Stage<'_>, raw: &[Vec<Outgoing>], layout: Layout) -> Result<Phase> {
+    let settings = stage.settings;
+    let (tag, kind) = describe(layout);
+    let batches = layout_batches(raw, layout);
 
     // Measured once the events are prepared, so the client's CPU is the publish's alone.
     let fresh = Fresh::start(stage, &format!("nats-raw{kind}")).await?;

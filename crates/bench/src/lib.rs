@@ -70,7 +70,8 @@ pub struct BenchArgs {
     #[arg(long, env = "OBSERVATORY_BENCH_QUERY_RUNS", default_value_t = 50)]
     pub query_runs: usize,
     /// Raw replays and rebuilds of the projection stage, alternately: the projection ratio is
-    /// their medians', every trial is reported beside it.
+    /// the median trial's (each rebuild over the raw replay before it), every trial is
+    /// reported beside it.
     #[arg(long, env = "OBSERVATORY_BENCH_PROJECTION_RUNS", default_value_t = 1)]
     pub projection_runs: usize,
     /// Timed runs of each survey estimate.
@@ -410,6 +411,15 @@ pub fn render(report: &Report) -> String {
                 "   {:<28} HTTP / the raw publish of the same messages, before and after it (harmonic mean) {:.2}×",
                 "", run.ratio_to_expected_bracketed,
             );
+            let _ = writeln!(
+                out,
+                "   {:<28} floor ingest (HTTP, serde_json reading and writing back each record, the same messages published) {} / {} ev/s just before / after the HTTP ingest; it / the raw publish, before and after (harmonic means) {:.2}×; HTTP / it {:.2}×",
+                "",
+                rate(run.floor_events_per_s),
+                rate(run.floor_after_events_per_s),
+                run.floor_ratio_bracketed,
+                run.ratio_to_floor_bracketed,
+            );
             baseline(
                 &mut out,
                 "plain raw publish again, after the HTTP ingest",
@@ -444,7 +454,7 @@ pub fn render(report: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "   stream → committed Parquet {:>12} ev/s   raw ordered replay {:>12} ev/s   ratio {:.2}×",
+            "   stream → committed Parquet {:>12} ev/s   raw ordered replay {:>12} ev/s   ratio {:.2}× (the median trial's)",
             rate(p.rebuild.events_per_s),
             rate(p.raw_replay.events_per_s),
             p.projection_ratio
