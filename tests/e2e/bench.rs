@@ -97,9 +97,9 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
     assert!(text.contains("the ingest reading, validating and encoding"), "{text}");
     // Each bracketed ratio: the HTTP ingest over the harmonic mean of the raw publishes just
     // before and just after it.
+    let mean = |a: f64, b: f64| 2.0 / (1.0 / a + 1.0 / b);
     let check_bracketed = |ratio: &str, before: &str, after: &str| {
-        let (before, after) = (rate(before), rate(after));
-        let expected = rate("http_events_per_s") / (2.0 / (1.0 / before + 1.0 / after));
+        let expected = rate("http_events_per_s") / mean(rate(before), rate(after));
         let bracketed = rate(ratio);
         assert!((bracketed - expected).abs() < 1e-12, "{ratio}: {bracketed} vs {expected}");
     };
@@ -113,7 +113,6 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
     check_bracketed("ratio_to_floor_bracketed", "floor_events_per_s", "floor_after_events_per_s");
     assert!(text.contains("floor ingest (HTTP, serde_json reading and writing back"), "{text}");
     // The floor's ratio is its two runs' harmonic mean over the plain raw publishes'.
-    let mean = |a: f64, b: f64| 2.0 / (1.0 / a + 1.0 / b);
     let floor = mean(rate("floor_events_per_s"), rate("floor_after_events_per_s"))
         / mean(rate("raw_events_per_s"), rate("raw_after_events_per_s"));
     assert!((rate("floor_ratio_bracketed") - floor).abs() < 1e-12, "{run:#}");

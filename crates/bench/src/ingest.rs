@@ -17,11 +17,10 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
-use observatory_bus::async_nats::HeaderMap;
 use observatory_bus::async_nats::jetstream;
 use observatory_bus::async_nats::jetstream::context::PublishError;
 use observatory_bus::async_nats::jetstream::publish::PublishAck;
-use observatory_bus::{Bus, DEDUPE_HEADER, Outgoing, REVISION_HEADER};
+use observatory_bus::{Bus, Outgoing};
 use observatory_model::RecordedAt;
 use observatory_reference::Crosswalks;
 use serde::Serialize;
@@ -170,22 +169,13 @@ fn batches(
 /// The acks are awaited oldest first, the way the ingest's publisher awaits them (a stream
 /// answers one connection's publishes in order): a set of futures woken as each completes
 /// costs a task and a waker per message, which would make this baseline slower than the
-/// ingest's own publishing and the ratios kinder than they are.
+/// ingest's own publishing and the ratios kinder than they are. The headers are built by
+/// [`Outgoing::headers`], as the ingest builds them, for the same reason.
 pub async fn publish_raw(jetstream: &jetstream::Context, events: Vec<Outgoing>) -> Result<u64> {
     let mut pending: VecDeque<AckFuture> = VecDeque::new();
     let mut stored = 0;
     for event in events {
-        let mut headers = HeaderMap::new();
-        if let Some(id) = &event.message_id {
-            headers.insert("Nats-Msg-Id", id.as_str());
-        }
-        headers.insert(DEDUPE_HEADER, event.dedupe.as_str());
-        if let Some(revision) = &event.revision {
-            headers.insert(REVISION_HEADER, revision.as_str());
-        }
-        if let Some(sequence) = event.expected_last_subject_sequence {
-            headers.insert("Nats-Expected-Last-Subject-Sequence", sequence.to_string().as_str());
-        }
+        let headers = event.headers();
         let publish = jetstream.publish_with_headers(event.subject, headers, event.payload);
         tokio::pin!(publish);
         let sent = loop {

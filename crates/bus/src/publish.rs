@@ -80,7 +80,9 @@ impl Outgoing {
         }
     }
 
-    fn headers(&self) -> HeaderMap {
+    /// The headers the message is sent with. Public so that the bench's raw publish sends
+    /// exactly what the ingest sends, built the same way.
+    pub fn headers(&self) -> HeaderMap {
         // Names built once: from a `&str`, every insert checked and copied the name again.
         const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
         const DEDUPE: HeaderName = HeaderName::from_static(crate::DEDUPE_HEADER);
