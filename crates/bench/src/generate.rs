@@ -8,7 +8,8 @@
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use observatory_bus::Outgoing;
 use observatory_model::{
-    Channel, DEPARTEMENTS, DedupeKey, Envelope, Event, RevisionStamp, VictimType, validate_record,
+    Channel, DEPARTEMENTS, DedupeKey, Envelope, Event, IncidentRecord, RevisionStamp, VictimType,
+    validate_record,
 };
 use observatory_reference::{Crosswalk, Crosswalks, IDENTITY};
 use rand::rngs::StdRng;
@@ -275,7 +276,7 @@ impl Generator {
             }
         }
         // The model's own validation makes the event, exactly as the ingest does.
-        let event = validate_record(&record, self.today, self.crosswalk)
+        let event = validate_record(&IncidentRecord::from(&record), self.today, self.crosswalk)
             .unwrap_or_else(|errors| panic!("generated record is invalid: {errors:?}: {record:?}"));
         Generated { agency, record, event }
     }

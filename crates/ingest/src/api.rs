@@ -22,7 +22,7 @@ use crate::agencies::{Agency, AgencyRegistry};
 use crate::commit::{Outcome, Parts, commit};
 use crate::dedupe::{Decision, LegacyIndex};
 use crate::error::ApiError;
-use crate::parse::{Format, JsonRecord, REPEATED_KEY, json_record};
+use crate::parse::{Format, JsonRecord, REPEATED_KEY, Record, json_record};
 use crate::prepare::{Prepared, prepare};
 use crate::upload::{self, IngestSummary, Rejection};
 use crate::written::Written;
@@ -266,7 +266,7 @@ async fn post_period_close(
     let body = body?;
     let text = upload::text(&body)?;
     // Read as the incident records are: a key sent twice is named by the validation.
-    let (record, repeated) = match json_record(text) {
+    let (record, repeated) = match json_record::<Record>(text) {
         Ok(JsonRecord::Object(record, repeated)) => (record, repeated),
         Ok(JsonRecord::Other(_)) => {
             return Err(ApiError::bad_request(

@@ -7,6 +7,7 @@
 mod ascii;
 mod envelope;
 mod incident;
+mod record;
 mod revision;
 pub mod survey;
 mod validate;
@@ -21,6 +22,7 @@ pub use incident::{
     IncidentWithdrawn, PeriodClosed, VictimType, departement_index, incident_hash, is_departement,
 };
 pub use observatory_reference::Unit;
+pub use record::{Field, IncidentRecord, Sent};
 pub use revision::{RevisionStamp, content_fingerprint};
 pub use validate::{
     FieldError, MAX_ID_LEN, MAX_LOSS_EUR, RecordFields, ValidatedRecord, validate_period_close,

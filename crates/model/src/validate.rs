@@ -12,6 +12,7 @@ use crate::envelope::Event;
 use crate::incident::{
     Channel, Coding, IncidentReported, IncidentWithdrawn, PeriodClosed, VictimType, is_departement,
 };
+use crate::record::{Field, IncidentRecord, Sent};
 
 pub const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 500;
@@ -52,22 +53,10 @@ impl std::error::Error for FieldError {}
 
 pub type ValidatedRecord = Event;
 
-const REPORT_FIELDS: &[&str] = &[
-    "agency_incident_id",
-    "revision",
-    "occurred_on",
-    "occurred_until",
-    "reported_on",
-    "iccs",
-    "offence_code",
-    "cyber",
-    "departement",
-    "victim_type",
-    "channel",
-    "loss_eur",
-    "withdrawn",
-];
-const WITHDRAW_FIELDS: &[&str] = &["agency_incident_id", "revision", "withdrawn", "reason"];
+/// The fields a report may send, as its refusals list them.
+fn report_fields() -> String {
+    Field::ALL.iter().filter(|f| f.on_report()).map(|f| f.name()).collect::<Vec<_>>().join(", ")
+}
 
 /// Validates one record of an agency whose codes go through `crosswalk` (the built-in `iccs`
 /// identity crosswalk for feeds already coded in ICCS). `today` bounds `reported_on` (a report
@@ -76,37 +65,40 @@ const WITHDRAW_FIELDS: &[&str] = &["agency_incident_id", "revision", "withdrawn"
 /// A record either sends `iccs` (a code of ICCS 1.0) or an `offence_code` the crosswalk maps;
 /// nothing is half-mapped. `cyber` may be left out when the crosswalk maps the code (its
 /// default applies); it is always true under 0903 (acts against computer systems).
-pub fn validate_record<R: RecordFields + ?Sized>(
-    record: &R,
+pub fn validate_record(
+    record: &IncidentRecord<'_>,
     today: NaiveDate,
     crosswalk: &Crosswalk,
 ) -> Result<ValidatedRecord, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut fields = Fields { record, errors: &mut errors };
-    let withdrawn = fields.optional_bool("withdrawn").unwrap_or(false);
-    let allowed = if withdrawn { WITHDRAW_FIELDS } else { REPORT_FIELDS };
-    for (name, value) in record.fields() {
-        if allowed.contains(&name) {
-            continue;
+    let withdrawn = fields.optional_bool(Field::Withdrawn).unwrap_or(false);
+    let allowed: fn(Field) -> bool =
+        if withdrawn { Field::on_withdrawal } else { Field::on_report };
+    // The common record sends only fields of the feed, and none that its kind refuses.
+    let refused = |field: Field| !allowed(field) && record.get(field).is_some_and(|v| !v.is_null());
+    if !record.only_feed_fields() || Field::ALL.into_iter().any(refused) {
+        for (name, value) in record.fields() {
+            let field = Field::of_name(name);
+            // CSV feeds mixing reports and withdrawals carry every column; empty cells are null.
+            if field.is_some_and(|field| allowed(field) || value.is_null()) {
+                continue;
+            }
+            let why = if withdrawn && field.is_some_and(Field::on_report) {
+                "not allowed on a withdrawal (send only agency_incident_id, revision, withdrawn, reason)".to_owned()
+            } else if field == Some(Field::Reason) {
+                "only allowed on a withdrawal (\"withdrawn\": true)".to_owned()
+            } else {
+                format!("unknown field; expected one of: {}", report_fields())
+            };
+            fields.errors.push(FieldError::new(name, why));
         }
-        // CSV feeds mixing reports and withdrawals carry every column; empty cells are null.
-        if value.is_null() && (REPORT_FIELDS.contains(&name) || WITHDRAW_FIELDS.contains(&name)) {
-            continue;
-        }
-        let why = if withdrawn && REPORT_FIELDS.contains(&name) {
-            "not allowed on a withdrawal (send only agency_incident_id, revision, withdrawn, reason)".to_owned()
-        } else if name == "reason" {
-            "only allowed on a withdrawal (\"withdrawn\": true)".to_owned()
-        } else {
-            format!("unknown field; expected one of: {}", REPORT_FIELDS.join(", "))
-        };
-        fields.errors.push(FieldError::new(name, why));
     }
 
-    let agency_incident_id = fields.identifier("agency_incident_id");
+    let agency_incident_id = fields.identifier(Field::AgencyIncidentId);
     let revision = fields.revision();
     if withdrawn {
-        let reason = fields.optional_text("reason", MAX_TEXT_LEN);
+        let reason = fields.optional_text(Field::Reason, MAX_TEXT_LEN);
         return match (agency_incident_id, revision) {
             (Some(agency_incident_id), Some(revision)) if errors.is_empty() => {
                 Ok(Event::IncidentWithdrawn(IncidentWithdrawn {
@@ -119,16 +111,17 @@ pub fn validate_record<R: RecordFields + ?Sized>(
         };
     }
 
-    let occurred_on = fields.required_date("occurred_on");
-    let occurred_until = fields.optional_date("occurred_until");
-    let reported_on = fields.required_date("reported_on");
+    let occurred_on = fields.required_date(Field::OccurredOn);
+    let occurred_until = fields.optional_date(Field::OccurredUntil);
+    let reported_on = fields.required_date(Field::ReportedOn);
     let sent_iccs = fields.iccs();
-    let offence_code = fields.optional_text("offence_code", 64);
-    let sent_cyber = fields.optional_bool("cyber");
+    let offence_code = fields.optional_text(Field::OffenceCode, 64);
+    let sent_cyber = fields.optional_bool(Field::Cyber);
     let coded = fields.code(sent_iccs.clone(), offence_code.as_deref(), sent_cyber, crosswalk);
     let departement = fields.departement();
-    let victim_type = fields.required_enum("victim_type", VictimType::parse, VictimType::allowed);
-    let channel = fields.required_enum("channel", Channel::parse, Channel::allowed);
+    let victim_type =
+        fields.required_enum(Field::VictimType, VictimType::parse, VictimType::allowed);
+    let channel = fields.required_enum(Field::Channel, Channel::parse, Channel::allowed);
     let loss_eur = fields.loss();
 
     if let Some(occurred) = occurred_on {
@@ -319,8 +312,9 @@ pub fn validate_period_close<R: RecordFields + ?Sized>(
     }
 }
 
-/// The fields of one record as sent, whatever holds them: a JSON object, or the ingest's
-/// own list of a record's fields (no hashing of keys for a dozen fields).
+/// The fields of a period closure as sent, whatever holds them: a JSON object, or the
+/// ingest's list of the fields read (which notices a key sent twice). Incident records have
+/// their own type, [`IncidentRecord`], read straight into the feed's fields.
 pub trait RecordFields {
     /// The value sent for `name`, if any (the first, if the key came twice).
     fn field(&self, name: &str) -> Option<&Value>;
@@ -338,9 +332,9 @@ impl RecordFields for Map<String, Value> {
     }
 }
 
-struct Fields<'a, R: ?Sized> {
-    record: &'a R,
-    errors: &'a mut Vec<FieldError>,
+struct Fields<'r, 'a> {
+    record: &'r IncidentRecord<'a>,
+    errors: &'r mut Vec<FieldError>,
 }
 
 /// Characters that do not show, beyond the control characters: zero-width (U+200B–U+200D,
@@ -361,135 +355,134 @@ pub(crate) fn identifier_problem(id: &str) -> Option<String> {
     (id.trim() != id).then(|| "has leading or trailing spaces".to_owned())
 }
 
-/// Names the JSON type of a value, quoting short strings: CSV cells arrive as strings, and
-/// "got a string (\"yes\")" tells the agency which cell to fix.
+/// Names the JSON type of a value, quoting short strings ([`Sent::type_name`]).
 fn type_name(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("a boolean ({b})"),
-        Value::Number(n) => format!("a number ({n})"),
-        Value::String(s) if s.chars().count() <= 40 => format!("a string ({s:?})"),
-        Value::String(_) => "a long string".into(),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
+    Sent::of_value(value).type_name()
 }
 
-impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
+impl<'r, 'a> Fields<'r, 'a> {
     /// The value of a field, treating JSON null like absence. Borrowed from the record, not
     /// from `self`: a value is checked while problems are noted, without a copy of it.
-    fn get(&self, name: &str) -> Option<&'a Value> {
-        let record: &'a R = self.record;
-        record.field(name).filter(|v| !v.is_null())
+    fn get(&self, field: Field) -> Option<&'r Sent<'a>> {
+        let record: &'r IncidentRecord<'a> = self.record;
+        record.get(field).filter(|v| !v.is_null())
     }
 
-    fn fail<T>(&mut self, name: &str, error: impl Into<String>) -> Option<T> {
-        self.errors.push(FieldError::new(name, error));
+    fn fail<T>(&mut self, field: Field, error: impl Into<String>) -> Option<T> {
+        self.errors.push(FieldError::new(field.name(), error));
         None
     }
 
-    fn missing<T>(&mut self, name: &str) -> Option<T> {
-        self.fail(name, "required")
+    fn missing<T>(&mut self, field: Field) -> Option<T> {
+        self.fail(field, "required")
     }
 
-    fn identifier(&mut self, name: &str) -> Option<String> {
-        match self.get(name) {
-            None => self.missing(name),
-            Some(Value::String(s)) if s.trim().is_empty() => self.fail(name, "must not be empty"),
-            Some(Value::String(s)) if s.len() > MAX_ID_LEN => {
-                self.fail(name, format!("{} bytes long; at most {MAX_ID_LEN}", s.len()))
+    fn identifier(&mut self, field: Field) -> Option<String> {
+        match self.get(field) {
+            None => self.missing(field),
+            Some(Sent::Str(s)) if s.trim().is_empty() => self.fail(field, "must not be empty"),
+            Some(Sent::Str(s)) if s.len() > MAX_ID_LEN => {
+                self.fail(field, format!("{} bytes long; at most {MAX_ID_LEN}", s.len()))
             }
-            Some(Value::String(s)) => match identifier_problem(s) {
-                Some(problem) => self.fail(name, problem),
-                None => Some(s.clone()),
+            Some(Sent::Str(s)) => match identifier_problem(s) {
+                Some(problem) => self.fail(field, problem),
+                None => Some(s.to_string()),
             },
-            Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
+            Some(other) => {
+                self.fail(field, format!("expected a string, got {}", other.type_name()))
+            }
         }
     }
 
     fn revision(&mut self) -> Option<u32> {
-        match self.get("revision") {
+        let field = Field::Revision;
+        match self.get(field) {
             None => Some(1),
-            Some(Value::Number(n)) => match n.as_u64() {
+            Some(Sent::Number(n)) => match n.as_u64() {
                 Some(r) if r >= 1 && r <= u64::from(u32::MAX) => Some(r as u32),
-                _ => self.fail("revision", format!("expected an integer ≥ 1, got {n}")),
+                _ => self.fail(field, format!("expected an integer ≥ 1, got {n}")),
             },
             Some(other) => {
-                self.fail("revision", format!("expected an integer ≥ 1, got {}", type_name(other)))
+                self.fail(field, format!("expected an integer ≥ 1, got {}", other.type_name()))
             }
         }
     }
 
-    fn date(&mut self, name: &str, value: &Value) -> Option<NaiveDate> {
+    fn date(&mut self, field: Field, value: &Sent<'_>) -> Option<NaiveDate> {
         match value {
-            Value::String(s) => match strict_date(s) {
+            Sent::Str(s) => match strict_date(s) {
                 Ok(d) => Some(d),
                 Err(true) => {
-                    self.fail(name, format!("'{s}' is not a day of the calendar (YYYY-MM-DD)"))
+                    self.fail(field, format!("'{s}' is not a day of the calendar (YYYY-MM-DD)"))
                 }
                 Err(false) => {
-                    self.fail(name, format!("'{s}' is not a date in the form YYYY-MM-DD"))
+                    self.fail(field, format!("'{s}' is not a date in the form YYYY-MM-DD"))
                 }
             },
-            other => self
-                .fail(name, format!("expected a date string YYYY-MM-DD, got {}", type_name(other))),
+            other => self.fail(
+                field,
+                format!("expected a date string YYYY-MM-DD, got {}", other.type_name()),
+            ),
         }
     }
 
-    fn required_date(&mut self, name: &str) -> Option<NaiveDate> {
-        match self.get(name) {
-            None => self.missing(name),
-            Some(value) => self.date(name, value),
+    fn required_date(&mut self, field: Field) -> Option<NaiveDate> {
+        match self.get(field) {
+            None => self.missing(field),
+            Some(value) => self.date(field, value),
         }
     }
 
-    fn optional_date(&mut self, name: &str) -> Option<NaiveDate> {
-        let value = self.get(name)?;
-        self.date(name, value)
+    fn optional_date(&mut self, field: Field) -> Option<NaiveDate> {
+        let value = self.get(field)?;
+        self.date(field, value)
     }
 
-    fn optional_bool(&mut self, name: &str) -> Option<bool> {
-        match self.get(name) {
+    fn optional_bool(&mut self, field: Field) -> Option<bool> {
+        match self.get(field) {
             None => None,
-            Some(Value::Bool(b)) => Some(*b),
+            Some(Sent::Bool(b)) => Some(*b),
             Some(other) => {
-                self.fail(name, format!("expected true or false, got {}", type_name(other)))
+                self.fail(field, format!("expected true or false, got {}", other.type_name()))
             }
         }
     }
 
-    fn optional_text(&mut self, name: &str, max: usize) -> Option<String> {
-        match self.get(name) {
+    fn optional_text(&mut self, field: Field, max: usize) -> Option<String> {
+        match self.get(field) {
             None => None,
-            Some(Value::String(s)) if s.len() > max => {
-                self.fail(name, format!("{} bytes long; at most {max}", s.len()))
+            Some(Sent::Str(s)) if s.len() > max => {
+                self.fail(field, format!("{} bytes long; at most {max}", s.len()))
             }
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
+            Some(Sent::Str(s)) => Some(s.to_string()),
+            Some(other) => {
+                self.fail(field, format!("expected a string, got {}", other.type_name()))
+            }
         }
     }
 
     /// The `iccs` the agency sent, if any, checked against the classification.
     fn iccs(&mut self) -> Option<String> {
-        match self.get("iccs") {
+        let field = Field::Iccs;
+        match self.get(field) {
             None => None,
-            Some(Value::String(s))
+            Some(Sent::Str(s))
                 if (2..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) =>
             {
                 if Iccs::v1_0().contains(s) {
-                    Some(s.clone())
+                    Some(s.to_string())
                 } else {
                     self.fail(
-                        "iccs",
+                        field,
                         format!("'{s}' is not a code of ICCS 1.0; see GET /v1/reference/iccs"),
                     )
                 }
             }
-            Some(Value::String(s)) => self
-                .fail("iccs", format!("'{s}' is not an ICCS code (2 to 6 digits, e.g. \"0903\")")),
+            Some(Sent::Str(s)) => self
+                .fail(field, format!("'{s}' is not an ICCS code (2 to 6 digits, e.g. \"0903\")")),
             Some(other) => self.fail(
-                "iccs",
-                format!("expected a string of 2 to 6 digits, got {}", type_name(other)),
+                field,
+                format!("expected a string of 2 to 6 digits, got {}", other.type_name()),
             ),
         }
     }
@@ -502,13 +495,13 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
         sent_cyber: Option<bool>,
         crosswalk: &Crosswalk,
     ) -> Option<Coded> {
-        let invalid_iccs = self.get("iccs").is_some() && sent_iccs.is_none();
+        let invalid_iccs = self.get(Field::Iccs).is_some() && sent_iccs.is_none();
         let mapping = match offence_code {
             Some(code) if !crosswalk.identity => match crosswalk.map(code) {
                 Ok(mapping) => Some(mapping),
                 // With its own valid ICCS code the record does not need the crosswalk.
                 Err(_) if sent_iccs.is_some() => None,
-                Err(error) => return self.fail("offence_code", error.to_string()),
+                Err(error) => return self.fail(Field::OffenceCode, error.to_string()),
             },
             _ => None,
         };
@@ -517,12 +510,14 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
             (None, Some(mapping)) => mapping.iccs.clone(),
             (None, None) if invalid_iccs => return None,
             (None, None) if crosswalk.identity => {
-                return self
-                    .fail("iccs", "required: this agency's feed is coded in ICCS (e.g. \"0903\")");
+                return self.fail(
+                    Field::Iccs,
+                    "required: this agency's feed is coded in ICCS (e.g. \"0903\")",
+                );
             }
             (None, None) => {
                 return self.fail(
-                    "iccs",
+                    Field::Iccs,
                     format!(
                         "required: send an iccs code or an offence_code of crosswalk {} v{}",
                         crosswalk.name, crosswalk.version
@@ -533,11 +528,11 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
         let cyber = match (sent_cyber, mapping) {
             (Some(cyber), _) => cyber,
             (None, Some(mapping)) if sent_iccs.is_none() => mapping.cyber,
-            (None, _) if self.get("cyber").is_some() => return None,
-            (None, _) => return self.missing("cyber"),
+            (None, _) if self.get(Field::Cyber).is_some() => return None,
+            (None, _) => return self.missing(Field::Cyber),
         };
         if !cyber && Iccs::v1_0().always_cyber(&iccs) {
-            return self.fail("cyber", format!("false contradicts ICCS {iccs}: acts against computer systems (0903) are always cyber"));
+            return self.fail(Field::Cyber, format!("false contradicts ICCS {iccs}: acts against computer systems (0903) are always cyber"));
         }
         let unit = mapping.map(|m| m.unit).unwrap_or_else(|| crosswalk_unit(crosswalk));
         let coding = (!crosswalk.identity).then(|| Coding {
@@ -551,48 +546,52 @@ impl<'a, R: RecordFields + ?Sized> Fields<'a, R> {
 
     /// `Some(None)` is a valid "unknown département".
     fn departement(&mut self) -> Option<Option<String>> {
-        match self.get("departement") {
+        let field = Field::Departement;
+        match self.get(field) {
             None => Some(None),
-            Some(Value::String(s)) if is_departement(s) => Some(Some(s.clone())),
-            Some(Value::String(s)) => self.fail(
-                "departement",
+            Some(Sent::Str(s)) if is_departement(s) => Some(Some(s.to_string())),
+            Some(Sent::Str(s)) => self.fail(
+                field,
                 format!("'{s}' is not an INSEE département code (\"01\"..\"95\", \"2A\", \"2B\", \"971\"..\"976\"; null when unknown)"),
             ),
-            Some(other) => self.fail("departement", format!("expected a string or null, got {}", type_name(other))),
+            Some(other) => self.fail(field, format!("expected a string or null, got {}", other.type_name())),
         }
     }
 
     fn required_enum<T>(
         &mut self,
-        name: &str,
+        field: Field,
         parse: fn(&str) -> Option<T>,
         allowed: fn() -> String,
     ) -> Option<T> {
-        match self.get(name) {
+        match self.get(field) {
             None => self.fail(
-                name,
+                field,
                 format!("required (one of: {}; use \"unknown\" when not known)", allowed()),
             ),
-            Some(Value::String(s)) => match parse(s) {
+            Some(Sent::Str(s)) => match parse(s) {
                 Some(v) => Some(v),
-                None => self.fail(name, format!("'{s}' is not one of: {}", allowed())),
+                None => self.fail(field, format!("'{s}' is not one of: {}", allowed())),
             },
-            Some(other) => self.fail(name, format!("expected a string, got {}", type_name(other))),
+            Some(other) => {
+                self.fail(field, format!("expected a string, got {}", other.type_name()))
+            }
         }
     }
 
     fn loss(&mut self) -> Option<f64> {
-        match self.get("loss_eur") {
+        let field = Field::LossEur;
+        match self.get(field) {
             None => None,
-            Some(Value::Number(n)) => match n.as_f64() {
+            Some(Sent::Number(n)) => match n.as_f64() {
                 Some(x) if x.is_finite() && (0.0..=MAX_LOSS_EUR).contains(&x) => Some(x),
                 Some(x) if x > MAX_LOSS_EUR => self.fail(
-                    "loss_eur",
+                    field,
                     format!("{n} is over {MAX_LOSS_EUR} €, the most one record may declare; check the unit (euros, not cents)"),
                 ),
-                _ => self.fail("loss_eur", format!("expected an amount ≥ 0 in euros, got {n}")),
+                _ => self.fail(field, format!("expected an amount ≥ 0 in euros, got {n}")),
             },
-            Some(other) => self.fail("loss_eur", format!("expected a number, got {}", type_name(other))),
+            Some(other) => self.fail(field, format!("expected a number, got {}", other.type_name())),
         }
     }
 }
@@ -607,7 +606,7 @@ mod tests {
     }
 
     fn check(value: Value) -> Result<Event, Vec<FieldError>> {
-        validate_record(value.as_object().unwrap(), today(), identity())
+        validate_record(&IncidentRecord::from(value.as_object().unwrap()), today(), identity())
     }
 
     fn identity() -> &'static Crosswalk {
@@ -692,7 +691,8 @@ mod tests {
         let record = v.as_object_mut().unwrap();
         record.remove("iccs");
         record.remove("cyber");
-        let Event::IncidentReported(r) = validate_record(record, today(), natinf(1)).unwrap()
+        let Event::IncidentReported(r) =
+            validate_record(&IncidentRecord::from(&*record), today(), natinf(1)).unwrap()
         else {
             panic!()
         };
@@ -706,7 +706,8 @@ mod tests {
         );
 
         record.insert("offence_code".into(), json!("323-9"));
-        let errors = validate_record(record, today(), natinf(1)).unwrap_err();
+        let errors =
+            validate_record(&IncidentRecord::from(&*record), today(), natinf(1)).unwrap_err();
         assert_eq!(errors[0].field, "offence_code");
         assert!(errors[0].error.contains("'323-9' is not in crosswalk natinf v1"), "{errors:?}");
     }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use observatory_model::{
-    Envelope, Event, EventFamily, EventKind, IncidentReported, IncidentWithdrawn, PeriodClosed,
-    validate_period_close, validate_record,
+    Envelope, Event, EventFamily, EventKind, IncidentRecord, IncidentReported, IncidentWithdrawn,
+    PeriodClosed, validate_period_close, validate_record,
 };
 use observatory_reference::{Crosswalk, Crosswalks, IDENTITY};
 use serde_json::Value;
@@ -49,7 +49,7 @@ fn rust_accepts(kind: &str, payload: &Value) -> bool {
             };
             envelope.event().is_ok()
                 && matches!(
-                    validate_record(record, today, identity),
+                    validate_record(&IncidentRecord::from(record), today, identity),
                     Ok(Event::IncidentReported(_))
                 )
         }
@@ -63,7 +63,7 @@ fn rust_accepts(kind: &str, payload: &Value) -> bool {
             sent.remove("coding");
             let crosswalk =
                 event.coding.as_ref().map_or(identity, |c| crosswalk(&c.crosswalk, c.version));
-            match validate_record(&sent, today, crosswalk) {
+            match validate_record(&IncidentRecord::from(&sent), today, crosswalk) {
                 Ok(Event::IncidentReported(validated)) => validated.unit == event.unit,
                 _ => false,
             }
@@ -73,7 +73,7 @@ fn rust_accepts(kind: &str, payload: &Value) -> bool {
             record.insert("withdrawn".into(), Value::Bool(true));
             serde_json::from_value::<IncidentWithdrawn>(payload.clone()).is_ok()
                 && matches!(
-                    validate_record(&record, today, identity),
+                    validate_record(&IncidentRecord::from(&record), today, identity),
                     Ok(Event::IncidentWithdrawn(_))
                 )
         }
