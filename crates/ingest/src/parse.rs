@@ -5,8 +5,9 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use compact_str::CompactString;
-use observatory_model::{Event, FieldError, IncidentRecord, RecordFields, Sent, validate_record};
+use observatory_model::{
+    Event, Field, FieldError, IncidentRecord, RecordFields, Sent, validate_record,
+};
 use observatory_reference::Crosswalk;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -36,11 +37,11 @@ impl Format {
 }
 
 /// The fields of a period closure in the order sent, the first value of each key: a list that
-/// notices a key sent twice, where a `serde_json::Map` keeps one value silently. Lookups are
-/// linear; the validation makes a fixed number of them. Incident records, read by the
+/// notices a key sent twice (by a set of the keys while it is read), where a `serde_json::Map`
+/// keeps one value silently. Lookups are linear; the validation makes a fixed number of them. Incident records, read by the
 /// thousand, have a type of their own, [`IncidentRecord`], with a slot for each field.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Record(Vec<(CompactString, Value)>);
+pub struct Record(Vec<(String, Value)>);
 
 impl Record {
     /// The value sent for `name`.
@@ -218,29 +219,18 @@ impl<'de, R: ReadObject<'de>> Deserialize<'de> for JsonRecord<R> {
 
 struct RecordVisitor<R>(std::marker::PhantomData<R>);
 
-/// Above this many keys, a record's keys are looked up in a set rather than compared in turn.
-const KEYS_COMPARED_ONE_BY_ONE: usize = 32;
-
 impl<'de> ReadObject<'de> for Record {
     fn read<A: MapAccess<'de>>(mut access: A) -> Result<(Record, Vec<String>), A::Error> {
-        let mut fields: Vec<(CompactString, Value)> = Vec::new();
+        let mut fields: Vec<(String, Value)> = Vec::new();
         let mut repeated: Vec<String> = Vec::new();
-        // Keys are compared one by one while the record is small; past that a set of them
-        // keeps one huge object (never a valid record) linear in its size.
-        let mut keys: Option<HashSet<CompactString>> = None;
-        while let Some(key) = access.next_key::<CompactString>()? {
+        // A set of the keys keeps one huge object linear in its size.
+        let mut keys: HashSet<String> = HashSet::new();
+        while let Some(key) = access.next_key::<String>()? {
             let value: Value = access.next_value()?;
-            if keys.is_none() && fields.len() >= KEYS_COMPARED_ONE_BY_ONE {
-                keys = Some(fields.iter().map(|(key, _)| key.clone()).collect());
-            }
-            let seen = match &mut keys {
-                Some(keys) => !keys.insert(key.clone()),
-                None => fields.iter().any(|(sent, _)| *sent == key),
-            };
-            if seen {
-                repeated.push(key.into_string());
-            } else {
+            if keys.insert(key.clone()) {
                 fields.push((key, value));
+            } else {
+                repeated.push(key);
             }
         }
         Ok((Record(fields), repeated))
@@ -489,7 +479,12 @@ fn parse_csv(text: &str, max_records: usize) -> Result<Vec<ParsedRecord<'static>
         let record = row.map(|row| {
             let mut record = Box::<IncidentRecord>::default();
             for (column, cell) in header.iter().zip(row.iter()) {
-                let kept = record.insert(Cow::Owned(column.clone()), typed_cell(column, cell));
+                // A column of the feed is named by its field, without a copy of the header's.
+                let key = Field::of_name(column).map_or_else(
+                    || Cow::Owned(column.clone()),
+                    |field| Cow::Borrowed(field.name()),
+                );
+                let kept = record.insert(key, typed_cell(column, cell));
                 debug_assert!(kept.is_ok(), "a CSV header names each column once");
             }
             record
@@ -856,17 +851,17 @@ mod tests {
         ));
     }
 
-    /// Past [`KEYS_COMPARED_ONE_BY_ONE`] keys the record's keys move to a set: the same
-    /// record, first values and repeated keys, either side of the switch.
+    /// Past [`IncidentRecord::KEYS_COMPARED_ONE_BY_ONE`] keys outside the feed an incident
+    /// record's keys move to a set: the same record, first values and repeated keys, either
+    /// side of the switch, and the same as a period closure's record reads.
     #[test]
     fn a_record_with_many_keys_keeps_first_values_and_names_each_repeat_once() {
-        for distinct in
-            [KEYS_COMPARED_ONE_BY_ONE - 1, KEYS_COMPARED_ONE_BY_ONE, 3 * KEYS_COMPARED_ONE_BY_ONE]
-        {
+        let switch = IncidentRecord::KEYS_COMPARED_ONE_BY_ONE;
+        for distinct in [switch - 1, switch, 3 * switch] {
             let mut pairs: Vec<String> = (0..distinct).map(|i| format!("\"k{i}\":{i}")).collect();
             // Repeats of the first key, of the key where the set starts, and of the last, the
             // first of them twice; their values are dropped.
-            let at_switch = KEYS_COMPARED_ONE_BY_ONE.min(distinct - 1);
+            let at_switch = switch.min(distinct - 1);
             for again in [distinct - 1, 0, at_switch, 0] {
                 pairs.push(format!("\"k{again}\":\"again\""));
             }

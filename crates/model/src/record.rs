@@ -214,10 +214,6 @@ impl<'de> Visitor<'de> for SentVisitor {
     }
 }
 
-/// Above this many fields outside the feed, a record's keys are looked up in a set rather than
-/// compared in turn, so that one huge object (never a valid record) stays linear in its size.
-const KEYS_COMPARED_ONE_BY_ONE: usize = 32;
-
 /// One incident record: the first value of each key sent, each field of the feed in its slot
 /// and every other field in the order sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,6 +240,11 @@ impl Default for IncidentRecord<'_> {
 }
 
 impl<'a> IncidentRecord<'a> {
+    /// Above this many fields outside the feed, a record's keys are looked up in a set rather
+    /// than compared in turn, so that one huge object (never a valid record) stays linear in
+    /// its size.
+    pub const KEYS_COMPARED_ONE_BY_ONE: usize = 32;
+
     /// Adds a key and its value, unless the key was sent before: then the first value stays
     /// and the key is handed back.
     pub fn insert(&mut self, key: Cow<'a, str>, value: Sent<'a>) -> Result<(), Cow<'a, str>> {
@@ -257,7 +258,7 @@ impl<'a> IncidentRecord<'a> {
                 *slot = Some((position, value));
             }
             None => {
-                if self.other_keys.is_none() && self.other.len() >= KEYS_COMPARED_ONE_BY_ONE {
+                if self.other_keys.is_none() && self.other.len() >= Self::KEYS_COMPARED_ONE_BY_ONE {
                     self.other_keys =
                         Some(self.other.iter().map(|(_, key, _)| key.clone()).collect());
                 }
