@@ -24,8 +24,10 @@ fn bench(flags: &[(&str, &str)]) -> (String, Value) {
     (text, serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap())
 }
 
-/// Two trials of the projection stage: each a raw replay and a rebuild of the whole stream
-/// (a new version each), both reported, the headline figures being their medians.
+/// Two trials of the projection stage: each a projection floor, a raw replay and a rebuild of
+/// the whole stream (a new version each), all reported, the headline figures being their
+/// medians. The floor writes a state row for every incident event and folds nothing: no
+/// counts, and at least the rows the rebuild keeps (which drops repeated revisions).
 #[test]
 fn the_projection_stage_reports_every_trial_and_their_medians() {
     let (text, report) =
@@ -34,9 +36,22 @@ fn the_projection_stage_reports_every_trial_and_their_medians() {
     let projection = &report["projection"];
     let trials = projection["trials"].as_array().expect("trials");
     assert_eq!(trials.len(), 2, "{projection:#}");
+    assert!(text.contains("projection floor (decoding, state rows to Parquet, no fold)"), "{text}");
     for trial in trials {
         assert!(trial["rebuild"]["events_per_s"].as_f64().unwrap() > 0.0, "{trial:#}");
         assert!(trial["rebuild"]["longest_stream_wait_seconds"].as_f64().is_some(), "{trial:#}");
+        let (floor, rebuild) = (&trial["floor"], &trial["rebuild"]);
+        assert_eq!(floor["last_sequence"], 3000, "{trial:#}");
+        assert!(floor["longest_stream_wait_seconds"].as_f64().is_some(), "{trial:#}");
+        assert_eq!(floor["counts_files"], 0, "{trial:#}");
+        let rows = |r: &Value| r["state_rows"].as_u64().unwrap();
+        assert!(rows(floor) >= rows(rebuild) && rows(floor) <= 3000, "{trial:#}");
+        assert!(rows(rebuild) > 2000, "{trial:#}");
+        let rate = |r: &Value| r["events_per_s"].as_f64().unwrap();
+        let raw = trial["raw_replay"]["events_per_s"].as_f64().unwrap();
+        assert!((trial["floor_ratio"].as_f64().unwrap() - rate(floor) / raw).abs() < 1e-12);
+        let to_floor = rate(rebuild) / rate(floor);
+        assert!((trial["ratio_to_floor"].as_f64().unwrap() - to_floor).abs() < 1e-12);
     }
     // Of two, the median is the faster (the upper middle).
     let fastest = |part: &str| {
@@ -45,6 +60,7 @@ fn the_projection_stage_reports_every_trial_and_their_medians() {
     let (rebuild, raw) = (&projection["rebuild"], &projection["raw_replay"]);
     assert_eq!(rebuild["events_per_s"].as_f64().unwrap(), fastest("rebuild"));
     assert_eq!(raw["events_per_s"].as_f64().unwrap(), fastest("raw_replay"));
+    assert_eq!(projection["floor"]["events_per_s"].as_f64().unwrap(), fastest("floor"));
     assert_eq!(rebuild["last_sequence"], 3000);
     // The ratio is the median trial's own (a rebuild over the raw replay just before it), not
     // the median rebuild over the median raw replay, which may come from different trials.

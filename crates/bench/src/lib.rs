@@ -3,7 +3,9 @@
 //!
 //! 1. ingest: `POST /v1/incidents` (the real `observatory ingest` process) vs raw pipelined
 //!    JetStream publishes of the same serialised events;
-//! 2. projection: stream → committed Parquet (`observatory rebuild`) vs a raw ordered replay;
+//! 2. projection: stream → committed Parquet (`observatory rebuild`) vs a raw ordered replay,
+//!    and the projection floor between them ([`ProjectionFloor`]: decoding and writing without
+//!    the fold);
 //! 3. rebuild of N events: wall time and peak RSS of the projector process;
 //! 4. query: five typical count requests (`observatory query`) vs DuckDB over the same files;
 //! 5. survey estimation on 1 000 000 respondents, with and without 80 JK1 replicates.
@@ -22,6 +24,7 @@ mod measure;
 mod nats;
 mod pipeline;
 mod process;
+mod projection_floor;
 mod query;
 mod restart;
 mod survey;
@@ -37,6 +40,7 @@ use serde::Serialize;
 use tracing::{Instrument, info_span};
 
 pub use measure::{Latency, compare_rows, percentile};
+pub use projection_floor::ProjectionFloor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -459,10 +463,17 @@ pub fn render(report: &Report) -> String {
             rate(p.raw_replay.events_per_s),
             p.projection_ratio
         );
+        let _ = writeln!(
+            out,
+            "   projection floor (decoding, state rows to Parquet, no fold) {:>12} ev/s: {:.2}× of the raw replay, the rebuild {:.2}× of it (the median trial's)",
+            rate(p.floor.events_per_s),
+            p.floor_ratio,
+            p.ratio_to_floor
+        );
         if p.trials.len() > 1 {
             let _ = writeln!(
                 out,
-                "   medians of {} trials, each a raw replay then a rebuild:",
+                "   medians of {} trials, each a floor, a raw replay, then a rebuild:",
                 p.trials.len()
             );
             for (n, t) in p.trials.iter().enumerate() {
@@ -480,13 +491,15 @@ pub fn render(report: &Report) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "     {}. {:>12} ev/s   raw {:>12} ev/s (slowest {} messages {:.2} s)   ratio {:.2}×   CPU {:.1} s user{waits}",
+                    "     {}. {:>12} ev/s   raw {:>12} ev/s (slowest {} messages {:.2} s)   ratio {:.2}×   floor {:>12} ev/s ({:.2}×)   CPU {:.1} s user{waits}",
                     n + 1,
                     rate(r.events_per_s),
                     rate(t.raw_replay.events_per_s),
                     pipeline::STRETCH,
                     t.raw_replay.slowest_stretch_seconds,
                     t.ratio,
+                    rate(t.floor.events_per_s),
+                    t.floor_ratio,
                     r.user_cpu_seconds
                 );
             }

@@ -1,7 +1,9 @@
 //! Stages 2 and 3: the stream is filled with N realistic events by raw pipelined publishes
 //! (the ingest's envelopes, subjects and headers), replayed raw by an ordered consumer that
 //! decodes nothing (the limit), then projected to committed Parquet by the real
-//! `observatory rebuild` process, whose wall time and peak RSS are read with `wait4`.
+//! `observatory rebuild` process, whose wall time and peak RSS are read with `wait4`. Before
+//! each raw replay the projection floor ([`crate::ProjectionFloor`]) replays the stream in a
+//! process of its own, measured the same way.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -99,23 +101,37 @@ pub struct PipelineReport {
     pub raw_replay: Replay,
     /// The median of the rebuilds, by events per second.
     pub rebuild: Rebuild,
+    /// The median of the projection floors, by events per second.
+    pub floor: Rebuild,
     /// The median of the trials' ratios, each a rebuild's rate over the raw replay's just
     /// before it. Not the median rebuild over the median raw replay: those two may come from
     /// trials minutes apart, and with the machine drifting between trials that quotient fell
     /// outside every trial's own ratio (0.74× from trials of 0.90×, 0.71× and 0.84×).
     pub projection_ratio: f64,
-    /// Every raw replay and rebuild, in the order they ran (alternately, one of each per
-    /// trial): one rebuild can lose seconds to a stall that the next does not meet.
+    /// The median of the trials' floor ratios: what the parts leave a projection that decodes
+    /// every event and writes it as a state row, but folds nothing ([`crate::ProjectionFloor`]).
+    pub floor_ratio: f64,
+    /// The median of the trials' rebuild rates over their floor's: what the fold costs.
+    pub ratio_to_floor: f64,
+    /// Every floor, raw replay and rebuild, in the order they ran (one of each per trial, the
+    /// raw replay between the other two): one rebuild can lose seconds to a stall that the
+    /// next does not meet.
     pub trials: Vec<Trial>,
     pub restart: crate::restart::Restart,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
+    /// The projection floor, just before the raw replay.
+    pub floor: Rebuild,
     pub raw_replay: Replay,
     pub rebuild: Rebuild,
     /// This trial's rebuild rate over its raw replay's.
     pub ratio: f64,
+    /// This trial's floor rate over its raw replay's.
+    pub floor_ratio: f64,
+    /// This trial's rebuild rate over its floor's.
+    pub ratio_to_floor: f64,
 }
 
 /// The middle element by `key` (the upper middle of an even count).
@@ -216,7 +232,33 @@ async fn raw_replay(bus: &Bus, events: u64, pids: &cpu::Pids) -> Result<Replay> 
     })
 }
 
+/// What replays the stream into committed Parquet: the projector, or the floor beneath it.
+#[derive(Debug, Clone, Copy)]
+enum Replayer {
+    /// `observatory rebuild`.
+    Rebuild,
+    /// `observatory bench-projection-floor` ([`crate::ProjectionFloor`]).
+    Floor,
+}
+
+impl Replayer {
+    fn command(self) -> &'static str {
+        match self {
+            Replayer::Rebuild => "rebuild",
+            Replayer::Floor => "bench-projection-floor",
+        }
+    }
+
+    fn bar(self) -> &'static str {
+        match self {
+            Replayer::Rebuild => "rebuild (observatory rebuild → Parquet)",
+            Replayer::Floor => "projection floor (state rows → Parquet, no fold)",
+        }
+    }
+}
+
 async fn rebuild(
+    replayer: Replayer,
     nats: &Nats,
     store: &Path,
     service_dir: &Path,
@@ -224,7 +266,7 @@ async fn rebuild(
     events: u64,
     version: u32,
 ) -> Result<(Rebuild, Manifest)> {
-    let mut args: Vec<String> = vec!["rebuild".into()];
+    let mut args: Vec<String> = vec![replayer.command().into()];
     args.extend(nats.service_args());
     args.extend([
         "--store".into(),
@@ -236,7 +278,7 @@ async fn rebuild(
         Store::open(&store.to_string_lossy())?,
         observatory_store::ProjectionId::Incidents,
     );
-    let bar = progress_bar(events, "rebuild (observatory rebuild → Parquet)");
+    let bar = progress_bar(events, replayer.bar());
     let pids = cpu::Pids { nats: nats.pids(), service: None };
     let before = cpu::sample(&pids);
     let child = run_measured(args, log.clone());
@@ -258,7 +300,8 @@ async fn rebuild(
         projection.serving_manifest().await?.context("the rebuild committed no manifest")?;
     ensure!(
         manifest.last_sequence == events,
-        "the rebuild reached sequence {} of {events}",
+        "the {} reached sequence {} of {events}",
+        replayer.command(),
         manifest.last_sequence
     );
     let sum = |table: TableId| {
@@ -314,17 +357,30 @@ pub async fn run(
     let store = dir.join("store");
     let service_dir = dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
+    let (floor_store, floor_dir) = (dir.join("floor-store"), dir.join("floor-service"));
     let mut trials = Vec::new();
     let mut manifest = None;
     for trial in 1..=u32::try_from(trials_wanted.max(1)).unwrap_or(u32::MAX) {
+        // The floor's files are of no further use: each trial writes them afresh.
+        for dir in [&floor_store, &floor_dir] {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir)?;
+        }
+        let log = dir.join(format!("floor-{trial}.log"));
+        let (floor, _) =
+            rebuild(Replayer::Floor, &nats, &floor_store, &floor_dir, log, events, 1).await?;
         let raw_replay = raw_replay(&bus, events, &pids).await?;
         // Each rebuild is a new version of the same projection, as an operator's would be.
         let log = dir.join(format!("rebuild-{trial}.log"));
-        let (rebuild, committed) = rebuild(&nats, &store, &service_dir, log, events, trial).await?;
+        let (rebuild, committed) =
+            rebuild(Replayer::Rebuild, &nats, &store, &service_dir, log, events, trial).await?;
         let ratio = rebuild.events_per_s / raw_replay.events_per_s;
-        trials.push(Trial { raw_replay, rebuild, ratio });
+        let floor_ratio = floor.events_per_s / raw_replay.events_per_s;
+        let ratio_to_floor = rebuild.events_per_s / floor.events_per_s;
+        trials.push(Trial { floor, raw_replay, rebuild, ratio, floor_ratio, ratio_to_floor });
         manifest = Some(committed);
     }
+    let _ = std::fs::remove_dir_all(&floor_store);
     drop(bus);
     let manifest = manifest.context("no rebuild ran")?;
     let restart =
@@ -334,9 +390,22 @@ pub async fn run(
     drop(nats);
     let raw_replay = median_by(&trials, |t| t.raw_replay.events_per_s).raw_replay;
     let rebuild = median_by(&trials, |t| t.rebuild.events_per_s).rebuild;
+    let floor = median_by(&trials, |t| t.floor.events_per_s).floor;
     let projection_ratio = median_by(&trials, |t| t.ratio).ratio;
+    let floor_ratio = median_by(&trials, |t| t.floor_ratio).floor_ratio;
+    let ratio_to_floor = median_by(&trials, |t| t.ratio_to_floor).ratio_to_floor;
     Ok((
-        PipelineReport { fill, raw_replay, rebuild, projection_ratio, trials, restart },
+        PipelineReport {
+            fill,
+            raw_replay,
+            rebuild,
+            floor,
+            projection_ratio,
+            floor_ratio,
+            ratio_to_floor,
+            trials,
+            restart,
+        },
         Pipeline { store, service_dir, manifest },
     ))
 }

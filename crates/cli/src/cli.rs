@@ -39,6 +39,11 @@ pub enum Command {
     Query(QueryArgs),
     /// Replays the stream from sequence 1 into a new projection version and switches to it.
     Rebuild(ProjectArgs),
+    /// `observatory bench`'s projection floor: a rebuild's reading, decoding and state rows to
+    /// Parquet without the fold, into a new version of the store it is given (not for
+    /// operators: the bench runs it against a store of its own).
+    #[command(hide = true)]
+    BenchProjectionFloor(ProjectArgs),
     /// Manage the agencies allowed to push feeds.
     Agency {
         #[command(subcommand)]
@@ -79,7 +84,7 @@ impl Command {
             Command::Ingest(args) => args.logging.log_format,
             Command::Project(args) => args.projector.logging.log_format,
             Command::Query(args) => args.logging.log_format,
-            Command::Rebuild(args) => args.logging.log_format,
+            Command::Rebuild(args) | Command::BenchProjectionFloor(args) => args.logging.log_format,
             Command::Report(args) => args.logging.log_format,
             Command::Scheduler(args) => args.logging.log_format,
             _ => LogFormat::from_env(),
@@ -176,6 +181,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Project(args) => serve::project_only(&args).await,
         Command::Query(args) => serve::query_only(&args).await,
         Command::Rebuild(args) => serve::rebuild(&args).await,
+        Command::BenchProjectionFloor(args) => serve::projection_floor(&args).await,
         Command::Agency { command: AgencyCommand::Add(args) } => {
             let path = args.file.path();
             let added = observatory_ingest::add_agency(

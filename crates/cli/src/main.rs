@@ -23,11 +23,12 @@ fn main() -> Result<()> {
 /// worker only searches for work, steals and parks beside nats-server on the same cores: one
 /// worker rebuilt a kept 3M-event stream in a median 17.1 s of wall time against 18.0 s with
 /// two, and never took the 21–22 s that a third of the runs with two did (BENCHMARKS.md,
-/// eleventh steps).
+/// eleventh steps). The bench's projection floor is shaped like a rebuild.
 fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if matches!(command, Command::Rebuild(_)) && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+    if matches!(command, Command::Rebuild(_) | Command::BenchProjectionFloor(_))
+        && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
     {
         builder.worker_threads(1);
     }

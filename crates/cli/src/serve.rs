@@ -21,8 +21,8 @@ use tracing::info;
 
 use crate::allocator;
 use crate::config::{
-    IngestArgs, IngestSettings, NatsSettings, ProjectArgs, ProjectServeArgs, QueryArgs,
-    QuerySettings, SchedulerArgs, UpArgs,
+    IngestArgs, IngestSettings, NatsSettings, ProjectArgs, ProjectServeArgs, ProjectorSettings,
+    QueryArgs, QuerySettings, SchedulerArgs, UpArgs,
 };
 use crate::ops;
 
@@ -371,10 +371,51 @@ pub async fn project_only(serve: &ProjectServeArgs) -> Result<()> {
 }
 
 pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
+    let (bus, projector, config) = replay_setup(args).await?;
+    let projection = projection(&projector.store)?;
+    let (version, sequence) = replay_reporting::<IncidentSink>(&bus, &projection, &config).await?;
+    let manifest = projection.newest_manifest(version).await?;
+    let counted =
+        manifest.as_ref().and_then(|m| m.stats.get("incidents_counted").copied()).unwrap_or(0);
+    println!(
+        "rebuilt incidents v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}"
+    );
+    crate::surveys::rebuild(&projector.store, &bus, &config).await?;
+    Ok(())
+}
+
+/// `observatory bench`'s projection floor (hidden): the rebuild's reading, decoding and state
+/// rows to Parquet without the fold, in a process shaped like `rebuild`'s.
+pub async fn projection_floor(args: &ProjectArgs) -> Result<()> {
+    let (bus, projector, config) = replay_setup(args).await?;
+    let projection = projection(&projector.store)?;
+    let (version, sequence) =
+        replay_reporting::<observatory_bench::ProjectionFloor>(&bus, &projection, &config).await?;
+    println!("projection floor v{version} up to sequence {sequence}: state rows, no fold");
+    Ok(())
+}
+
+async fn replay_setup(
+    args: &ProjectArgs,
+) -> Result<(Bus, ProjectorSettings, observatory_projector::ProjectorConfig)> {
     let nats = args.nats();
     let bus = connect(&nats, nats.resolved_url()).await?;
     let projector = args.projector()?;
-    let projection = projection(&projector.store)?;
+    // A replay commits once a state file would be sealed anyway (`max_state_file_rows`): its
+    // files are born final and are never merged again, and each flush costs the same.
+    let mut config = projector.config.clone();
+    config.max_pending =
+        usize::try_from(config.compaction.max_state_file_rows).unwrap_or(usize::MAX);
+    Ok((bus, projector, config))
+}
+
+/// Replays the stream into a new version of `projection` with a progress bar, then prints how
+/// long it waited for nats-server (`observatory bench` reads that line back).
+async fn replay_reporting<S: observatory_projector::Folding>(
+    bus: &Bus,
+    projection: &Projection,
+    config: &observatory_projector::ProjectorConfig,
+) -> Result<(u32, u64)> {
     let total = bus.last_sequence().await?;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -383,25 +424,14 @@ pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
         )
         .expect("valid template"),
     );
-    // A replay commits once a state file would be sealed anyway (`max_state_file_rows`): its
-    // files are born final and are never merged again, and each flush costs the same.
-    let mut config = projector.config;
-    config.max_pending =
-        usize::try_from(config.compaction.max_state_file_rows).unwrap_or(usize::MAX);
     let mut last = None;
     let (version, sequence) =
-        observatory_projector::replay::<IncidentSink>(&bus, &projection, &config, |progress| {
+        observatory_projector::replay::<S>(bus, projection, config, |progress| {
             bar.set_position(progress.applied_sequence);
             last = Some(progress);
         })
         .await?;
     bar.finish_and_clear();
-    let manifest = projection.newest_manifest(version).await?;
-    let counted =
-        manifest.as_ref().and_then(|m| m.stats.get("incidents_counted").copied()).unwrap_or(0);
-    println!(
-        "rebuilt incidents v{version} up to sequence {sequence}: {counted} incidents counted; CURRENT now v{version}"
-    );
     if let Some(progress) = last {
         // Time the replay spent waiting for nats-server rather than folding: what separates
         // two runs of one rebuild that differ in wall time but not in CPU.
@@ -415,6 +445,5 @@ pub async fn rebuild(args: &ProjectArgs) -> Result<()> {
             progress.consumer_resumes
         );
     }
-    crate::surveys::rebuild(&projector.store, &bus, &config).await?;
-    Ok(())
+    Ok((version, sequence))
 }
