@@ -37,6 +37,16 @@ fn the_projection_stage_reports_every_trial_and_their_medians() {
     let trials = projection["trials"].as_array().expect("trials");
     assert_eq!(trials.len(), 2, "{projection:#}");
     assert!(text.contains("projection floor (decoding, state rows to Parquet, no fold)"), "{text}");
+    // The fold timed alone folds the stream's own events (the stream is under its cap): at
+    // least the incidents the rebuild counts (it also knows the withdrawn ones).
+    let alone = &projection["fold_alone"];
+    assert_eq!(alone["events"], 3000, "{alone:#}");
+    let known = alone["incidents"].as_u64().unwrap();
+    let counted = projection["rebuild"]["incidents_counted"].as_u64().unwrap();
+    assert!(known >= counted && known <= 3000 && counted > 2000, "{alone:#} {counted}");
+    for part in ["decode_us_per_event", "fold_us_per_event", "encode_us_per_event"] {
+        assert!(alone[part].as_f64().unwrap() > 0.0, "{alone:#}");
+    }
     for trial in trials {
         assert!(trial["rebuild"]["events_per_s"].as_f64().unwrap() > 0.0, "{trial:#}");
         assert!(trial["rebuild"]["longest_stream_wait_seconds"].as_f64().is_some(), "{trial:#}");

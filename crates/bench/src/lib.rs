@@ -17,6 +17,7 @@
 //! versions and the command line. Targets are reported, never asserted.
 
 mod cpu;
+mod fold_alone;
 mod formats;
 mod generate;
 mod ingest;
@@ -469,6 +470,15 @@ pub fn render(report: &Report) -> String {
             rate(p.floor.events_per_s),
             p.floor_ratio,
             p.ratio_to_floor
+        );
+        let alone = &p.fold_alone;
+        let _ = writeln!(
+            out,
+            "   the projector's own work on one thread, first {} events: decoding {:.2} µs/event, folding {:.2}, encoding state rows {:.2}",
+            alone.events,
+            alone.decode_us_per_event,
+            alone.fold_us_per_event,
+            alone.encode_us_per_event
         );
         if p.trials.len() > 1 {
             let _ = writeln!(

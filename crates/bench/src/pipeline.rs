@@ -113,6 +113,9 @@ pub struct PipelineReport {
     pub floor_ratio: f64,
     /// The median of the trials' rebuild rates over their floor's: what the fold costs.
     pub ratio_to_floor: f64,
+    /// The projector's decoding, folding and state encoding timed on one thread, without
+    /// nats-server: what a change to them is measured by.
+    pub fold_alone: crate::fold_alone::FoldAlone,
     /// Every floor, raw replay and rebuild, in the order they ran (one of each per trial, the
     /// raw replay between the other two): one rebuild can lose seconds to a stall that the
     /// next does not meet.
@@ -353,6 +356,10 @@ pub async fn run(
     let nats = Nats::start(&dir.join("nats"), replicas).await?;
     let bus = nats.bus().await?;
     let fill = fill(&bus, events, seed, connections).instrument(info_span!("fill", events)).await?;
+    // Before the trials, with nats-server idle: the projector's own work has the machine.
+    let fold_alone = tokio::task::spawn_blocking(move || crate::fold_alone::measure(events, seed))
+        .await
+        .context("the fold timed alone panicked")??;
     let pids = cpu::Pids { nats: nats.pids(), service: None };
     let store = dir.join("store");
     let service_dir = dir.join("service");
@@ -403,6 +410,7 @@ pub async fn run(
             projection_ratio,
             floor_ratio,
             ratio_to_floor,
+            fold_alone,
             trials,
             restart,
         },
