@@ -74,9 +74,9 @@ pub struct BenchArgs {
     /// Timed runs of each query, after warm-up.
     #[arg(long, env = "OBSERVATORY_BENCH_QUERY_RUNS", default_value_t = 50)]
     pub query_runs: usize,
-    /// Raw replays and rebuilds of the projection stage, alternately: the projection ratio is
-    /// the median trial's (each rebuild over the raw replay before it), every trial is
-    /// reported beside it.
+    /// Trials of the projection stage, each a projection floor, a raw replay and a rebuild:
+    /// the projection ratio is the median trial's (each rebuild over the raw replay before
+    /// it), every trial is reported beside it.
     #[arg(long, env = "OBSERVATORY_BENCH_PROJECTION_RUNS", default_value_t = 1)]
     pub projection_runs: usize,
     /// Timed runs of each survey estimate.
