@@ -121,6 +121,14 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
         assert!(rate(field) > 0.0, "{field}: {run:#}");
     }
     assert!(text.contains("the ingest reading, validating and encoding"), "{text}");
+    let health = &run["health_during_ingest"];
+    let ms = |field: &str| health[field].as_f64().unwrap_or_else(|| panic!("{field}: {run:#}"));
+    assert!(health["probes"].as_u64().unwrap() >= 1, "{run:#}");
+    assert!(
+        0.0 < ms("p50_ms") && ms("p50_ms") <= ms("p99_ms") && ms("p99_ms") <= ms("max_ms"),
+        "{run:#}"
+    );
+    assert!(text.contains("GET /health during the HTTP ingest"), "{text}");
     // Each bracketed ratio: the HTTP ingest over the harmonic mean of the raw publishes just
     // before and just after it.
     let mean = |a: f64, b: f64| 2.0 / (1.0 / a + 1.0 / b);

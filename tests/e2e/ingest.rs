@@ -159,3 +159,50 @@ async fn bad_requests_get_a_clear_4xx() {
     let total = service.counts("", 0).await;
     assert_eq!(total[0]["count"], 0);
 }
+
+/// A batch over 64 KiB is read on a blocking thread, not on the runtime's workers: what it is
+/// answered (accepted, each refusal's line and field, the limits, a duplicate sent again) is
+/// what a small one gets.
+#[tokio::test]
+async fn a_large_batch_is_answered_as_a_small_one() {
+    let env = Env::new();
+    let token = env.add_agency("pn");
+    let service = env.observatory("up").flag("--max-records-per-request", "1000").start().await;
+    let mut records: Vec<_> =
+        (0..1000).map(|i| record(&format!("L{i}"), 1, "2024-03-05", "75", "0903")).collect();
+    records[2]["departement"] = serde_json::json!("7");
+    records[998]["iccs"] = serde_json::json!("not-a-code");
+    let body: String = records.iter().map(|r| format!("{r}\n")).collect();
+    assert!(body.len() > 64 * 1024, "the batch must be over the threshold: {} B", body.len());
+
+    let answer = service.post(Some(&token), "application/x-ndjson", body.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["accepted"], 998, "{}", answer.body);
+    let last = answer.sequence();
+    let refused: Vec<(u64, &str)> = answer.body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(refused, vec![(3, "departement"), (999, "iccs")], "{}", answer.body);
+
+    let again = service.post(Some(&token), "application/x-ndjson", body.clone()).await;
+    assert_eq!(
+        (again.body["accepted"].as_u64(), again.body["duplicates"].as_u64()),
+        (Some(0), Some(998))
+    );
+
+    let over = format!("{body}{}\n", record("L1000", 1, "2024-03-05", "75", "0903"));
+    let answer = service.post(Some(&token), "application/x-ndjson", over).await;
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert!(answer.body["error"].as_str().unwrap().contains("more than 1000 records"));
+
+    let unclosed = format!("[{}", body.trim_end().replace('\n', ","));
+    let answer = service.post(Some(&token), "application/json", unclosed).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body["error"].as_str().unwrap().contains("not valid JSON"), "{}", answer.body);
+
+    let total = service.counts("", last).await;
+    assert_eq!(total[0]["count"], 998, "{total:?}");
+}

@@ -104,6 +104,33 @@ pub struct IngestRun {
     /// validated, encoded with their stamps and messages: `observatory_ingest::prepare`), CPU µs
     /// per record on one thread.
     pub prepare_us_per_record: f64,
+    /// How long the ingest took to answer `GET /health` during the HTTP ingest.
+    pub health_during_ingest: Responsiveness,
+}
+
+/// Latencies of `GET /health` sent every 5 ms, on a connection of its own, while the HTTP
+/// ingest runs: what any other request meets while large batches are read and published (a
+/// batch read on one of the runtime's workers would hold up every task queued there).
+#[derive(Debug, Clone, Serialize)]
+pub struct Responsiveness {
+    pub probes: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Responsiveness {
+    fn of(mut latencies_ms: Vec<f64>) -> Responsiveness {
+        latencies_ms.sort_by(f64::total_cmp);
+        let n = latencies_ms.len();
+        let at = |q: usize| latencies_ms.get((n * q / 100).min(n.saturating_sub(1))).copied();
+        Responsiveness {
+            probes: n,
+            p50_ms: at(50).unwrap_or(f64::NAN),
+            p99_ms: at(99).unwrap_or(f64::NAN),
+            max_ms: latencies_ms.last().copied().unwrap_or(f64::NAN),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -429,7 +456,7 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
     let plain = raw_baseline(stage, &raw, Layout::Incident).await?;
     let expected = raw_baseline(stage, &raw, Layout::IncidentExpected).await?;
     let floor = floor_ingest(stage, &bodies, &raw, Layout::Floor).await?;
-    let http = http_ingest(stage, bodies.clone(), per_request).await?;
+    let (http, health) = http_ingest(stage, bodies.clone(), per_request).await?;
     let floor_after = floor_ingest(stage, &bodies, &raw, Layout::FloorAfter).await?;
     let expected_after = raw_baseline(stage, &raw, Layout::IncidentExpectedAfter).await?;
     let plain_after = raw_baseline(stage, &raw, Layout::IncidentAfter).await?;
@@ -485,6 +512,7 @@ async fn measure(stage: &Stage<'_>, batches: Vec<Batch>, per_request: usize) -> 
         json_floor_us_per_record,
         json_value_us_per_record,
         prepare_us_per_record,
+        health_during_ingest: health,
     })
 }
 
@@ -573,7 +601,7 @@ async fn http_ingest(
     stage: &Stage<'_>,
     bodies: Vec<(usize, Bytes)>,
     per_request: usize,
-) -> Result<Phase> {
+) -> Result<(Phase, Responsiveness)> {
     let fresh = Fresh::start(stage, &format!("nats-http-{per_request}")).await?;
     let mut args: Vec<String> = vec!["ingest".into()];
     args.extend(fresh.nats.service_args());
@@ -583,14 +611,41 @@ async fn http_ingest(
     let url = format!("{}/v1/incidents", service.base_url);
     let url = url.as_str();
     let tag = format!("HTTP ingest, {per_request}/request");
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let probe = tokio::spawn(probe_health(format!("{}/health", service.base_url), stopped));
     let phase = fresh
         .measure(stage, &fresh.pids(service.pid()), &tag, bodies, |(agency, body)| {
             post(stage.client, url, &stage.tokens[agency], body)
         })
-        .await?;
+        .await;
+    let _ = stop.send(());
+    let health = probe.await.context("the /health probe")??;
     service.stop().await?;
     fresh.finish();
-    Ok(phase)
+    Ok((phase?, Responsiveness::of(health)))
+}
+
+/// `GET url` every 5 ms until `stop`, at least once: each answer's latency in ms.
+async fn probe_health(
+    url: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<Vec<f64>> {
+    let client = reqwest::Client::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut latencies = Vec::new();
+    loop {
+        tick.tick().await;
+        let started = Instant::now();
+        let response = client.get(&url).send().await.context("GET /health during the ingest")?;
+        let status = response.status();
+        response.bytes().await?;
+        ensure!(status.is_success(), "GET /health answered {status} during the ingest");
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+        if !matches!(stop.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)) {
+            return Ok(latencies);
+        }
+    }
 }
 
 /// The least an HTTP ingest built on the same parts does with a batch (hyper and axum for

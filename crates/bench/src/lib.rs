@@ -446,6 +446,12 @@ pub fn render(report: &Report) -> String {
                 run.json_floor_us_per_record,
                 run.json_value_us_per_record,
             );
+            let health = &run.health_during_ingest;
+            let _ = writeln!(
+                out,
+                "   {:<28} GET /health during the HTTP ingest, every 5 ms: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes)",
+                "", health.p50_ms, health.p99_ms, health.max_ms, health.probes,
+            );
         }
     }
     if let Some(p) = &report.projection {

@@ -101,7 +101,7 @@ async fn handle(
             )
         })?,
     };
-    let (summary, failed) = ingest_records(state, &agency, format, &message.payload).await?;
+    let (summary, failed) = ingest_records(state, &agency, format, message.payload.clone()).await?;
     upload::tally(&agency.id, observatory_metrics::Records::Incidents, &summary, failed.len());
     upload::summary_answer(summary, failed, "records")
 }
