@@ -23,7 +23,7 @@ use observatory_model::{Channel, VictimType};
 use observatory_reference::Unit;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::fold::{Cell, Fold, IncidentState, Tally};
+use super::fold::{Cell, Fold, IncidentState, Slot, Tally};
 
 pub const MAGIC: &[u8; 8] = b"OBSFOLD1";
 pub const CELL_BYTES: usize = 4 + 2 + 4 + 1 + 1 + 1 + 4 + 1 + 3 * 8;
@@ -106,16 +106,17 @@ impl<'a> ImageWriter<'a> {
                             out.extend_from_slice(name.as_bytes());
                         }
                     }
-                    out.extend_from_slice(&(self.fold.cells.len() as u64).to_le_bytes());
+                    out.extend_from_slice(&(self.fold.slots.len() as u64).to_le_bytes());
                     self.stage = Stage::Cells;
                 }
                 Stage::Cells => {
-                    let Some(cell) = self.fold.cells.get(self.cells_written) else {
+                    let Some(&Slot { cell, total: tally, .. }) =
+                        self.fold.slots.get(self.cells_written)
+                    else {
                         out.extend_from_slice(&(self.fold.incidents.len() as u64).to_le_bytes());
                         self.stage = Stage::Incidents;
                         continue;
                     };
-                    let tally = self.fold.totals[self.cells_written];
                     self.cells_written += 1;
                     out.extend_from_slice(&cell.month.to_le_bytes());
                     out.extend_from_slice(&cell.departement.to_le_bytes());
