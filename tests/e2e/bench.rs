@@ -123,7 +123,7 @@ fn the_ingest_stage_brackets_the_http_ingest_with_raw_publishes_of_its_messages(
     assert!(text.contains("the ingest reading, validating and encoding"), "{text}");
     let health = &run["health_during_ingest"];
     let ms = |field: &str| health[field].as_f64().unwrap_or_else(|| panic!("{field}: {run:#}"));
-    assert!(health["probes"].as_u64().unwrap() >= 1, "{run:#}");
+    assert!(health["runs"].as_u64().unwrap() >= 1, "{run:#}");
     assert!(
         0.0 < ms("p50_ms") && ms("p50_ms") <= ms("p99_ms") && ms("p99_ms") <= ms("max_ms"),
         "{run:#}"

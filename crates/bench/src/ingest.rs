@@ -27,6 +27,7 @@ use serde::Serialize;
 use tracing::{Instrument, info_span};
 
 use crate::generate::{AGENCIES, Generator};
+use crate::measure::Latency;
 use crate::nats::Nats;
 use crate::process::{Service, add_agency};
 use crate::{cpu, progress_bar};
@@ -104,33 +105,11 @@ pub struct IngestRun {
     /// validated, encoded with their stamps and messages: `observatory_ingest::prepare`), CPU µs
     /// per record on one thread.
     pub prepare_us_per_record: f64,
-    /// How long the ingest took to answer `GET /health` during the HTTP ingest.
-    pub health_during_ingest: Responsiveness,
-}
-
-/// Latencies of `GET /health` sent every 5 ms, on a connection of its own, while the HTTP
-/// ingest runs: what any other request meets while large batches are read and published (a
-/// batch read on one of the runtime's workers would hold up every task queued there).
-#[derive(Debug, Clone, Serialize)]
-pub struct Responsiveness {
-    pub probes: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Responsiveness {
-    fn of(mut latencies_ms: Vec<f64>) -> Responsiveness {
-        latencies_ms.sort_by(f64::total_cmp);
-        let n = latencies_ms.len();
-        let at = |q: usize| latencies_ms.get((n * q / 100).min(n.saturating_sub(1))).copied();
-        Responsiveness {
-            probes: n,
-            p50_ms: at(50).unwrap_or(f64::NAN),
-            p99_ms: at(99).unwrap_or(f64::NAN),
-            max_ms: latencies_ms.last().copied().unwrap_or(f64::NAN),
-        }
-    }
+    /// How long the ingest took to answer `GET /health` during the HTTP ingest, sent every
+    /// 5 ms on a connection of its own: what any other request meets while large batches are
+    /// read and published (a batch read on one of the runtime's workers would hold up every
+    /// task queued there).
+    pub health_during_ingest: Latency,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -601,7 +580,7 @@ async fn http_ingest(
     stage: &Stage<'_>,
     bodies: Vec<(usize, Bytes)>,
     per_request: usize,
-) -> Result<(Phase, Responsiveness)> {
+) -> Result<(Phase, Latency)> {
     let fresh = Fresh::start(stage, &format!("nats-http-{per_request}")).await?;
     let mut args: Vec<String> = vec!["ingest".into()];
     args.extend(fresh.nats.service_args());
@@ -622,7 +601,8 @@ async fn http_ingest(
     let health = probe.await.context("the /health probe")??;
     service.stop().await?;
     fresh.finish();
-    Ok((phase?, Responsiveness::of(health)))
+    let health = Latency::of(&health).context("the /health probe answered nothing")?;
+    Ok((phase?, health))
 }
 
 /// `GET url` every 5 ms until `stop`, at least once: each answer's latency in ms.

@@ -450,7 +450,7 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "   {:<28} GET /health during the HTTP ingest, every 5 ms: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes)",
-                "", health.p50_ms, health.p99_ms, health.max_ms, health.probes,
+                "", health.p50_ms, health.p99_ms, health.max_ms, health.runs,
             );
         }
     }
