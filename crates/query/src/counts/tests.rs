@@ -1,6 +1,8 @@
 //! Netting, coverage flags, filters and the incremental netting of [`super::CountsEngine`],
 //! on small frames in the counts schema (and Parquet files in a temporary store).
 
+use observatory_reference::Geography;
+use observatory_store::layout::coverage as closures;
 use observatory_store::{ProjectionId, Store};
 use serde_json::{Map, Value};
 
