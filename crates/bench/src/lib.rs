@@ -57,30 +57,30 @@ pub enum Stage {
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Events in the stream for the rebuild and query stages.
-    #[arg(long, env = "OBSERVATORY_BENCH_EVENTS", default_value_t = 10_000_000)]
+    #[arg(long, env = "OBSERVATORY_BENCH_EVENTS", default_value_t = 10_000_000, value_parser = at_least_one::<u64>)]
     pub events: u64,
     /// Write every figure, ratio, the machine and the command line to this JSON file.
     #[arg(long, env = "OBSERVATORY_BENCH_JSON")]
     pub json: Option<PathBuf>,
     /// Records pushed through the ingest per batch size (and published raw as the baseline).
-    #[arg(long, env = "OBSERVATORY_BENCH_INGEST_RECORDS", default_value_t = 200_000)]
+    #[arg(long, env = "OBSERVATORY_BENCH_INGEST_RECORDS", default_value_t = 200_000, value_parser = at_least_one::<usize>)]
     pub ingest_records: usize,
     /// Records per ingest request (NDJSON body).
-    #[arg(long, env = "OBSERVATORY_BENCH_BATCH_SIZES", value_delimiter = ',', default_values_t = [1_000, 10_000])]
+    #[arg(long, env = "OBSERVATORY_BENCH_BATCH_SIZES", value_delimiter = ',', default_values_t = [1_000, 10_000], value_parser = at_least_one::<usize>)]
     pub batch_sizes: Vec<usize>,
     /// Concurrent client connections (HTTP) or publishers (raw).
-    #[arg(long, env = "OBSERVATORY_BENCH_CONNECTIONS", default_value_t = 4)]
+    #[arg(long, env = "OBSERVATORY_BENCH_CONNECTIONS", default_value_t = 4, value_parser = at_least_one::<usize>)]
     pub connections: usize,
     /// Timed runs of each query, after warm-up.
-    #[arg(long, env = "OBSERVATORY_BENCH_QUERY_RUNS", default_value_t = 50)]
+    #[arg(long, env = "OBSERVATORY_BENCH_QUERY_RUNS", default_value_t = 50, value_parser = at_least_one::<usize>)]
     pub query_runs: usize,
     /// Trials of the projection stage, each a projection floor, a raw replay and a rebuild:
     /// the projection ratio is the median trial's (each rebuild over the raw replay before
     /// it), every trial is reported beside it.
-    #[arg(long, env = "OBSERVATORY_BENCH_PROJECTION_RUNS", default_value_t = 1)]
+    #[arg(long, env = "OBSERVATORY_BENCH_PROJECTION_RUNS", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub projection_runs: usize,
     /// Timed runs of each survey estimate.
-    #[arg(long, env = "OBSERVATORY_BENCH_SURVEY_RUNS", default_value_t = 5)]
+    #[arg(long, env = "OBSERVATORY_BENCH_SURVEY_RUNS", default_value_t = 5, value_parser = at_least_one::<usize>)]
     pub survey_runs: usize,
     /// Seed of the incident generator.
     #[arg(long, env = "OBSERVATORY_BENCH_SEED", default_value_t = 2014)]
@@ -100,6 +100,22 @@ pub struct BenchArgs {
     /// `--replicas 3` (nats-server CPU and memory are then summed over the nodes).
     #[arg(long, env = "OBSERVATORY_BENCH_REPLICAS", default_value_t = 1, value_parser = parse_replicas)]
     pub replicas: usize,
+}
+
+/// A count the bench runs nothing with at zero (events, records, request sizes, connections,
+/// runs): refused with the flag's name, where a zero once ran an empty stage and reported NaN
+/// ratios, or was quietly taken as 1.
+fn at_least_one<T>(value: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialEq + Default,
+    T::Err: std::fmt::Display,
+{
+    let n: T =
+        value.trim().parse().map_err(|e| format!("{e}; give a whole number of at least 1"))?;
+    if n == T::default() {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
 }
 
 fn parse_replicas(value: &str) -> Result<usize, String> {
@@ -747,15 +763,14 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         notes.push("debug build: figures are meaningless; build with cargo build --release".into());
     }
-    let client =
-        reqwest::Client::builder().pool_max_idle_per_host(args.connections.max(1)).build()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
     let wants = |stage: Stage| args.stages.contains(&stage);
 
     let ingest = if wants(Stage::Ingest) {
         let settings = ingest::Settings {
             records: args.ingest_records,
             per_request: args.batch_sizes.clone(),
-            connections: args.connections.max(1),
+            connections: args.connections,
             seed: args.seed,
             replicas: args.replicas,
         };
@@ -769,9 +784,9 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
             &work,
             args.events,
             args.seed.wrapping_add(1),
-            args.connections.max(1),
+            args.connections,
             args.replicas,
-            args.projection_runs.max(1),
+            args.projection_runs,
         )
         .instrument(info_span!("projection stage", events = args.events))
         .await?;
@@ -782,16 +797,9 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     };
     let query = match (&pipeline, wants(Stage::Query)) {
         (Some(p), true) => Some(
-            query::run(
-                &work,
-                &p.store,
-                &p.service_dir,
-                &p.manifest,
-                args.query_runs.max(1),
-                &client,
-            )
-            .instrument(info_span!("query stage"))
-            .await?,
+            query::run(&work, &p.store, &p.service_dir, &p.manifest, args.query_runs, &client)
+                .instrument(info_span!("query stage"))
+                .await?,
         ),
         (None, true) => {
             notes.push("query stage skipped: it needs the projection stage".into());
@@ -802,8 +810,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     drop(pipeline);
     let survey = if wants(Stage::Survey) {
         let bar = progress_bar(0, "survey estimation, 1 000 000 respondents");
-        let report =
-            survey::run(args.survey_runs.max(1)).instrument(info_span!("survey stage")).await?;
+        let report = survey::run(args.survey_runs).instrument(info_span!("survey stage")).await?;
         bar.finish_and_clear();
         Some(report)
     } else {
@@ -852,4 +859,44 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
         eprintln!("kept {}", kept.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    /// A zero (or no number) for any count is refused naming the flag, not run as an empty
+    /// stage or quietly taken as 1; 1 is accepted.
+    #[test]
+    fn a_count_of_zero_is_refused_naming_its_flag() {
+        for flag in [
+            "--events",
+            "--ingest-records",
+            "--batch-sizes",
+            "--connections",
+            "--query-runs",
+            "--projection-runs",
+            "--survey-runs",
+        ] {
+            for (value, why) in [("0", "at least 1"), ("", "at least 1"), ("-3", "at least 1")] {
+                let error = Bench::try_parse_from(["bench", &format!("{flag}={value}")])
+                    .expect_err(flag)
+                    .to_string();
+                assert!(error.contains(flag) && error.contains(why), "{flag}={value}: {error}");
+            }
+            assert!(Bench::try_parse_from(["bench", flag, "1"]).is_ok(), "{flag} 1");
+        }
+        let error = Bench::try_parse_from(["bench", "--batch-sizes", "1000,0"]).unwrap_err();
+        assert!(error.to_string().contains("--batch-sizes"), "{error}");
+        let parsed = Bench::try_parse_from(["bench", "--batch-sizes", "1000,10000"]).unwrap();
+        assert_eq!(parsed.args.batch_sizes, [1_000, 10_000]);
+    }
 }
