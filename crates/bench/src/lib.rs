@@ -102,6 +102,25 @@ pub struct BenchArgs {
     pub replicas: usize,
 }
 
+impl BenchArgs {
+    /// What one flag's parser cannot see: a batch size or a stage listed twice, which ran that
+    /// ingest twice and reported its target twice.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(size) = repeated(&self.batch_sizes) {
+            return Err(format!("--batch-sizes lists {size} twice; list each size once"));
+        }
+        if let Some(stage) = repeated(&self.stages) {
+            return Err(format!("--stages lists {stage} twice; list each stage once"));
+        }
+        Ok(())
+    }
+}
+
+/// The first value listed a second time.
+fn repeated<T: PartialEq>(values: &[T]) -> Option<&T> {
+    values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)).map(|(_, v)| v)
+}
+
 /// A count the bench runs nothing with at zero (events, records, request sizes, connections,
 /// runs): refused with the flag's name, where a zero once ran an empty stage and reported NaN
 /// ratios, or was quietly taken as 1.
@@ -744,6 +763,7 @@ pub fn render(report: &Report) -> String {
 
 /// Runs the benchmark.
 pub async fn run(args: &BenchArgs) -> Result<()> {
+    args.check().map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)
@@ -898,5 +918,24 @@ mod tests {
         assert!(error.to_string().contains("--batch-sizes"), "{error}");
         let parsed = Bench::try_parse_from(["bench", "--batch-sizes", "1000,10000"]).unwrap();
         assert_eq!(parsed.args.batch_sizes, [1_000, 10_000]);
+    }
+
+    #[test]
+    fn a_batch_size_or_a_stage_listed_twice_is_refused() {
+        let check = |args: &[&str]| {
+            let mut argv = vec!["bench"];
+            argv.extend_from_slice(args);
+            Bench::try_parse_from(argv).unwrap().args.check()
+        };
+        assert_eq!(
+            check(&["--batch-sizes", "500,1000,500"]),
+            Err("--batch-sizes lists 500 twice; list each size once".into())
+        );
+        assert_eq!(
+            check(&["--stages", "ingest,query,ingest"]),
+            Err("--stages lists ingest twice; list each stage once".into())
+        );
+        assert_eq!(check(&["--batch-sizes", "500,1000", "--stages", "ingest,query"]), Ok(()));
+        assert_eq!(check(&[]), Ok(()));
     }
 }
