@@ -31,6 +31,8 @@ mod restart;
 mod survey;
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -114,6 +116,24 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+/// A temporary file beside `path`, renamed to it once the figures are written.
+fn figures_file(path: &std::path::Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    // Read and written as any file the user creates (the umask applies), not a temporary
+    // file's owner-only mode.
+    let mode = std::fs::Permissions::from_mode(0o666);
+    tempfile::Builder::new().permissions(mode).tempfile_in(dir).with_context(|| {
+        format!(
+            "cannot write --json {}: its directory {} must exist and be writable",
+            path.display(),
+            dir.display()
+        )
+    })
 }
 
 /// The first value listed a second time.
@@ -764,6 +784,9 @@ pub fn render(report: &Report) -> String {
 /// Runs the benchmark.
 pub async fn run(args: &BenchArgs) -> Result<()> {
     args.check().map_err(anyhow::Error::msg)?;
+    // The figures' file is opened before a run that can take a quarter of an hour, not after it:
+    // a path that cannot be written fails now, and the file appears whole or not at all.
+    let json = args.json.as_deref().map(figures_file).transpose()?;
     let started = Instant::now();
     let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)
@@ -869,8 +892,9 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     };
     report.targets = targets(&report);
     print!("{}", render(&report));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+    if let (Some(mut file), Some(path)) = (json, &args.json) {
+        file.write_all(&serde_json::to_vec_pretty(&report)?)
+            .and_then(|()| file.persist(path).map(drop).map_err(|e| e.error))
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("figures written to {}", path.display());
     }
@@ -918,6 +942,27 @@ mod tests {
         assert!(error.to_string().contains("--batch-sizes"), "{error}");
         let parsed = Bench::try_parse_from(["bench", "--batch-sizes", "1000,10000"]).unwrap();
         assert_eq!(parsed.args.batch_sizes, [1_000, 10_000]);
+    }
+
+    /// The figures' file is checked before the run and written whole at its end, readable as
+    /// any file the user creates.
+    #[test]
+    fn the_figures_file_is_checked_first_and_appears_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/out.json");
+        let error = format!("{:#}", figures_file(&missing).unwrap_err());
+        assert!(error.contains("--json") && error.contains("must exist"), "{error}");
+
+        let path = dir.path().join("out.json");
+        let mut file = figures_file(&path).unwrap();
+        assert!(!path.exists(), "nothing at the path before the figures are written");
+        file.write_all(b"{}").unwrap();
+        file.persist(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        let plain = dir.path().join("plain.json");
+        std::fs::write(&plain, b"{}").unwrap();
+        assert_eq!(mode(&path) & 0o777, mode(&plain) & 0o777, "the mode of any file created here");
     }
 
     #[test]
