@@ -69,11 +69,13 @@ pub async fn run(client: &reqwest::Client, base: &str, runs: usize) -> Result<Ve
     let units: Value = serde_json::from_slice(
         &client.get(format!("{base}/v1/incidents/counts?by=unit")).send().await?.bytes().await?,
     )?;
-    let unit = units["rows"][0]["unit"].as_str().context(
-        "the public counts by unit list no unit: in so small a stream every cell can be published \
-         as zero, which leaves no cells to time the formats on; run the query stage with more --events",
-    )?;
-    let unit = unit.to_owned();
+    let unit = units["rows"][0]["unit"]
+        .as_str()
+        .context(
+            "the public counts by unit list no unit: in so small a stream every cell can be published \
+             as zero, which leaves no cells to time the formats on; run the query stage with more --events",
+        )?
+        .to_owned();
     let mut results = Vec::new();
     for (name, label, counts, key) in pairs(&unit) {
         let json_url = format!("{base}/v1/incidents/counts?{counts}");

@@ -786,7 +786,8 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     args.check().map_err(anyhow::Error::msg)?;
     // The figures' file is opened before a run that can take a quarter of an hour, not after it:
     // a path that cannot be written fails now, and the file appears whole or not at all.
-    let json = args.json.as_deref().map(figures_file).transpose()?;
+    let json =
+        args.json.as_deref().map(|path| figures_file(path).map(|file| (file, path))).transpose()?;
     let started = Instant::now();
     let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)
@@ -892,7 +893,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     };
     report.targets = targets(&report);
     print!("{}", render(&report));
-    if let (Some(mut file), Some(path)) = (json, &args.json) {
+    if let Some((mut file, path)) = json {
         file.write_all(&serde_json::to_vec_pretty(&report)?)
             .and_then(|()| file.persist(path).map(drop).map_err(|e| e.error))
             .with_context(|| format!("cannot write {}", path.display()))?;
